@@ -1,0 +1,93 @@
+"""PairCap model configuration."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+RETRIEVAL_MODES = ("none", "audio2audio", "audio2text", "audio2mixture", "pair2pair", "generative_pair2pair")
+
+
+@strict
+class PairCapConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`PairCapForConditionalGeneration`]: a CLAP (HTSAT) audio encoder whose pooled tokens are projected
+    into a Llama (Vicuna) language model, with generative pair-to-pair retrieval over a knowledge base of
+    (audio, caption) pairs.
+
+    Args:
+        audio_config (`dict` or `ClapConfig`):
+            The whole CLAP configuration: the audio tower encodes audio into tokens and retrieval embeddings, the text
+            tower embeds captions for retrieval.
+        text_config (`dict` or `PreTrainedConfig`):
+            The language model configuration (`llama` by default).
+        audio_token_id (`int`):
+            Id of the `<audio>` placeholder token; the processor repeats it once per pooled audio token.
+        long_audio_token_id (`int`):
+            Id of the length token placed before the audio tokens of a clip longer than
+            `max_audio_windows * audio_window_seconds` (paper §3.1).
+        audio_pool_stride (`int`):
+            Average-pooling stride (and kernel) over the 64 encoder tokens of each 10 s window.
+        audio_window_seconds (`float`):
+            Length of one encoder window.
+        max_audio_windows (`int`):
+            Windows encoded per clip at most; longer clips get evenly spaced windows and the length token.
+        projector_hidden_act (`str`), projector_bias (`bool`):
+            The two-layer MLP projector's activation and bias.
+        retrieval_mode, fusion_weight, retrieval_top_k, knowledge_base:
+            Retrieval defaults read by `generate` (mode, the weight W of eq. 4, the number of retrieved pairs, and the
+            knowledge base's hub id or local path).
+    """
+
+    model_type = "paircap"
+    sub_configs_defaults = {
+        "audio_config": SubConfigSpec(config_class=AutoConfig, model_type="clap"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    audio_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    audio_token_id: int = 32000
+    long_audio_token_id: int = 32001
+    audio_pool_stride: int = 2
+    audio_window_seconds: float = 10.0
+    max_audio_windows: int = 3
+    projector_hidden_act: str = "gelu"
+    projector_bias: bool = True
+    retrieval_mode: str = "generative_pair2pair"
+    fusion_weight: float = 0.5
+    retrieval_top_k: int = 5
+    knowledge_base: str | None = None
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.retrieval_mode not in RETRIEVAL_MODES:
+            raise ValueError(f"retrieval_mode must be one of {RETRIEVAL_MODES}, got {self.retrieval_mode!r}")
+        if not 0.0 <= self.fusion_weight <= 1.0:
+            raise ValueError(f"fusion_weight must lie in [0, 1], got {self.fusion_weight}")
+        if self.encoder_tokens_per_window % self.audio_pool_stride:
+            raise ValueError(
+                f"audio_pool_stride={self.audio_pool_stride} must divide the {self.encoder_tokens_per_window} "
+                "encoder tokens of a window"
+            )
+
+    @property
+    def encoder_hidden_size(self) -> int:
+        """Width of the CLAP audio encoder's last hidden state (768 for HTSAT-tiny)."""
+        audio = self.audio_config.audio_config
+        return audio.patch_embeds_hidden_size * 2 ** (len(audio.depths) - 1)
+
+    @property
+    def encoder_tokens_per_window(self) -> int:
+        """Tokens in the encoder's last hidden state per window: (spec_size / (patch * 2^(stages-1)))^2 = 64."""
+        audio = self.audio_config.audio_config
+        side = audio.spec_size // (audio.patch_stride[0] * 2 ** (len(audio.depths) - 1))
+        return side * side
+
+    @property
+    def audio_tokens_per_window(self) -> int:
+        """Pooled tokens one window contributes to the language model prompt."""
+        return self.encoder_tokens_per_window // self.audio_pool_stride
+
+
+__all__ = ["PairCapConfig", "RETRIEVAL_MODES"]

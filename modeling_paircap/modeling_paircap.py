@@ -1,0 +1,256 @@
+"""PyTorch PairCap model: CLAP audio encoder -> pooled audio tokens -> MLP projector -> causal language model."""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForCausalLM, ClapModel, GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils import ModelOutput
+
+from .configuration_paircap import PairCapConfig
+
+
+@dataclass
+class PairCapAudioEncoding(ModelOutput):
+    r"""
+    audio_tokens (`torch.Tensor` of shape `(num_windows, audio_tokens_per_window, encoder_hidden_size)`):
+        Average-pooled CLAP encoder tokens of every window, before the projector: what a knowledge base stores per pair.
+    audio_embeds (`torch.Tensor` of shape `(num_clips, projection_dim)`):
+        L2-normalised CLAP audio embedding of every clip (the mean of its windows' embeddings, normalised again).
+    """
+
+    audio_tokens: torch.Tensor | None = None
+    audio_embeds: torch.Tensor | None = None
+
+
+class PairCapAudioProjector(nn.Module):
+    """Two-layer MLP mapping pooled CLAP encoder tokens into the language model's embedding space."""
+
+    def __init__(self, config: PairCapConfig):
+        super().__init__()
+        text_hidden = config.text_config.hidden_size
+        self.linear_1 = nn.Linear(config.encoder_hidden_size, text_hidden, bias=config.projector_bias)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(text_hidden, text_hidden, bias=config.projector_bias)
+
+    def forward(self, audio_tokens: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(audio_tokens)))
+
+
+class PairCapPreTrainedModel(PreTrainedModel):
+    config: PairCapConfig
+    config_class = PairCapConfig
+    base_model_prefix = "model"
+    input_modalities = ("audio", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LlamaDecoderLayer", "ClapAudioLayer", "ClapTextLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, PairCapAudioProjector):
+            std = getattr(self.config.text_config, "initializer_range", 0.02)
+            for linear in (module.linear_1, module.linear_2):
+                nn.init.normal_(linear.weight, mean=0.0, std=std)
+                if linear.bias is not None:
+                    nn.init.zeros_(linear.bias)
+        else:
+            super()._init_weights(module)
+
+
+class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
+    """
+    PairCap: the CLAP model (audio tower for tokens and retrieval embeddings, text tower for retrieval embeddings), the
+    audio projector and a causal language model. A prompt may hold several audio segments (retrieved pairs interleaved
+    before the query); each segment's `<audio>` placeholders are filled, in order, either with projected tokens of the
+    windows in `input_features` or with pre-computed pooled tokens from `audio_tokens` (positions in
+    `audio_tokens_mask`).
+    """
+
+    def __init__(self, config: PairCapConfig):
+        super().__init__(config)
+        self.audio_encoder = ClapModel(config.audio_config)
+        self.multi_modal_projector = PairCapAudioProjector(config)
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
+
+    def get_decoder(self) -> nn.Module:
+        return self.language_model.get_decoder()
+
+    def pool_encoder_tokens(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        """`(W, C, 2, 32)` CLAP last hidden state -> `(W, 64 / stride, C)` tokens in time order, average-pooled."""
+        # dim 2 holds the frequency bins, dim 3 the time steps: order tokens by time, then frequency
+        tokens = last_hidden_state.permute(0, 3, 2, 1).flatten(1, 2)
+        stride = self.config.audio_pool_stride
+        if stride > 1:
+            tokens = F.avg_pool1d(tokens.transpose(1, 2), kernel_size=stride, stride=stride).transpose(1, 2)
+        return tokens
+
+    def encode_audio(
+        self, input_features: torch.Tensor, audio_window_counts: torch.Tensor | None = None
+    ) -> PairCapAudioEncoding:
+        """
+        Encode `(num_windows, 1, frames, mels)` log-mel windows into pooled tokens (pre-projector) and the
+        L2-normalised CLAP audio embedding of each clip; `audio_window_counts` groups consecutive windows into clips
+        (one window per clip when omitted).
+        """
+        encoder_dtype = self.audio_encoder.audio_projection.linear1.weight.dtype
+        outputs = self.audio_encoder.get_audio_features(input_features=input_features.to(encoder_dtype))
+        audio_tokens = self.pool_encoder_tokens(outputs.last_hidden_state)
+        window_embeds = outputs.pooler_output
+        if audio_window_counts is None:
+            return PairCapAudioEncoding(audio_tokens=audio_tokens, audio_embeds=window_embeds)
+        counts = audio_window_counts.to(window_embeds.device)
+        if int(counts.sum()) != window_embeds.shape[0]:
+            raise ValueError(
+                f"audio_window_counts adds up to {int(counts.sum())} windows but input_features holds "
+                f"{window_embeds.shape[0]}"
+            )
+        clip_index = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+        clip_sums = torch.zeros(len(counts), window_embeds.shape[1], dtype=window_embeds.dtype, device=counts.device)
+        clip_sums.index_add_(0, clip_index, window_embeds)
+        return PairCapAudioEncoding(audio_tokens=audio_tokens, audio_embeds=F.normalize(clip_sums, dim=-1))
+
+    def embed_texts(
+        self, clap_input_ids: torch.Tensor, clap_attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """L2-normalised CLAP text embeddings `(batch, projection_dim)` of captions tokenized by the CLAP tokenizer."""
+        return self.audio_encoder.get_text_features(
+            input_ids=clap_input_ids, attention_mask=clap_attention_mask
+        ).pooler_output
+
+    def merge_audio_tokens(
+        self,
+        input_ids: torch.LongTensor,
+        inputs_embeds: torch.Tensor,
+        encoded_tokens: torch.Tensor | None,
+        audio_tokens: torch.Tensor | None,
+        audio_tokens_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Project pooled audio tokens and scatter them into `inputs_embeds` at the `<audio>` placeholders."""
+        placeholders = input_ids == self.config.audio_token_id
+        if audio_tokens_mask is not None:
+            precomputed = audio_tokens_mask.bool()
+        elif audio_tokens is not None and encoded_tokens is None:
+            precomputed = placeholders
+        elif audio_tokens is not None:
+            raise ValueError("Pass audio_tokens_mask to say which <audio> positions audio_tokens fill")
+        else:
+            precomputed = torch.zeros_like(placeholders)
+        if (precomputed & ~placeholders).any():
+            raise ValueError("audio_tokens_mask marks positions that are not <audio> placeholders")
+        for mask, tokens, origin in (
+            (placeholders & ~precomputed, encoded_tokens, "input_features"),
+            (precomputed, audio_tokens, "audio_tokens"),
+        ):
+            tokens = None if tokens is None else tokens.reshape(-1, tokens.shape[-1])
+            n_positions, n_tokens = int(mask.sum()), 0 if tokens is None else tokens.shape[0]
+            if n_positions != n_tokens:
+                raise ValueError(
+                    f"The prompts hold {n_positions} <audio> placeholders for {origin} but {origin} gives {n_tokens} "
+                    "audio tokens: build the inputs with PairCapProcessor so placeholders match the audio segments"
+                )
+            if n_tokens:
+                projected = self.multi_modal_projector(tokens.to(self._projector_dtype))
+                inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), projected.to(inputs_embeds.dtype))
+        return inputs_embeds
+
+    @property
+    def _projector_dtype(self) -> torch.dtype:
+        return self.multi_modal_projector.linear_1.weight.dtype
+
+    def build_inputs_embeds(
+        self,
+        input_ids: torch.LongTensor,
+        input_features: torch.Tensor | None = None,
+        audio_tokens: torch.Tensor | None = None,
+        audio_tokens_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Embed `input_ids` and fill the `<audio>` placeholders from encoded windows and/or pre-computed tokens."""
+        inputs_embeds = self.get_input_embeddings()(input_ids)
+        if input_features is None and audio_tokens is None:
+            if (input_ids == self.config.audio_token_id).any():
+                raise ValueError("The prompts hold <audio> placeholders but neither input_features nor audio_tokens")
+            return inputs_embeds
+        encoded = self.encode_audio(input_features).audio_tokens if input_features is not None else None
+        return self.merge_audio_tokens(input_ids, inputs_embeds, encoded, audio_tokens, audio_tokens_mask)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        input_features: torch.Tensor | None = None,
+        audio_window_counts: torch.Tensor | None = None,
+        audio_tokens: torch.Tensor | None = None,
+        audio_tokens_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        input_features (`torch.Tensor` of shape `(num_windows, 1, frames, mel_bins)`):
+            Log-mel windows of the audio segments given as waveforms, in prompt order (from `PairCapProcessor`).
+        audio_window_counts (`torch.LongTensor` of shape `(num_clips,)`):
+            Windows per clip; only needed for clip embeddings, accepted here so processor outputs can be passed whole.
+        audio_tokens (`torch.Tensor` of shape `(num_tokens, encoder_hidden_size)`):
+            Pre-computed pooled audio tokens (e.g. retrieved knowledge-base pairs), in prompt order.
+        audio_tokens_mask (`torch.BoolTensor` of shape `(batch, seq_len)`):
+            The `<audio>` positions filled from `audio_tokens`; the others are filled from `input_features`.
+        labels (`torch.LongTensor` of shape `(batch, seq_len)`):
+            Targets for every caption in the sequence (paper eq. 1), -100 elsewhere.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.build_inputs_embeds(input_ids, input_features, audio_tokens, audio_tokens_mask)
+        return self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            labels=labels,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        input_features: torch.Tensor | None = None,
+        audio_window_counts: torch.Tensor | None = None,
+        audio_tokens: torch.Tensor | None = None,
+        audio_tokens_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        """Caption: the audio is encoded once into `inputs_embeds`, then the language model decodes as usual."""
+        if input_ids is None:
+            raise ValueError("generate needs input_ids: build them with PairCapProcessor")
+        inputs_embeds = self.build_inputs_embeds(input_ids, input_features, audio_tokens, audio_tokens_mask)
+        return super().generate(
+            input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs
+        )
+
+
+__all__ = ["PairCapAudioEncoding", "PairCapAudioProjector", "PairCapForConditionalGeneration", "PairCapPreTrainedModel"]

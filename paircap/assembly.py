@@ -1,0 +1,98 @@
+"""Assemble an untrained PairCap release folder from a CLAP checkpoint and a causal language model checkpoint."""
+
+from pathlib import Path
+
+import torch
+from transformers import AutoFeatureExtractor, AutoModelForCausalLM, AutoTokenizer, ClapModel
+from transformers.tokenization_utils_base import AddedToken
+
+from modeling_paircap.configuration_paircap import PairCapConfig
+from modeling_paircap.modeling_paircap import PairCapAudioProjector, PairCapForConditionalGeneration
+from modeling_paircap.processing_paircap import PairCapProcessor
+
+AUDIO_TOKEN = "<audio>"
+LONG_AUDIO_TOKEN = "<long_audio>"
+
+
+def register_remote_code() -> None:
+    """Make `save_pretrained` write `auto_map` and copy `modeling_paircap/` files into the release folder."""
+    PairCapConfig.register_for_auto_class()
+    PairCapForConditionalGeneration.register_for_auto_class("AutoModel")
+    PairCapForConditionalGeneration.register_for_auto_class("AutoModelForCausalLM")
+    PairCapProcessor.register_for_auto_class("AutoProcessor")
+
+
+def build_processor(clap_path: str, lm_path: str, config: PairCapConfig | None = None, **processor_kwargs):
+    """Load both tokenizers and the feature extractor; add the audio and length tokens to the LM tokenizer."""
+    tokenizer = AutoTokenizer.from_pretrained(lm_path)
+    tokenizer.add_tokens(
+        [AddedToken(token, special=True, normalized=False) for token in (AUDIO_TOKEN, LONG_AUDIO_TOKEN)],
+        special_tokens=True,
+    )
+    if tokenizer.pad_token is None:  # Llama / Vicuna have none; batches are padded with unk and masked
+        tokenizer.pad_token = tokenizer.unk_token
+    if config is not None:
+        processor_kwargs.setdefault("audio_tokens_per_window", config.audio_tokens_per_window)
+        processor_kwargs.setdefault("window_seconds", config.audio_window_seconds)
+        processor_kwargs.setdefault("max_audio_windows", config.max_audio_windows)
+    return PairCapProcessor(
+        feature_extractor=AutoFeatureExtractor.from_pretrained(clap_path),
+        tokenizer=tokenizer,
+        clap_tokenizer=AutoTokenizer.from_pretrained(clap_path),
+        audio_token=AUDIO_TOKEN,
+        long_audio_token=LONG_AUDIO_TOKEN,
+        **processor_kwargs,
+    )
+
+
+def assemble_release(
+    clap: str,
+    language_model: str,
+    output_dir: str | Path | None = None,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    **config_kwargs,
+) -> tuple[PairCapForConditionalGeneration, PairCapProcessor]:
+    """
+    Build an untrained PairCap model from `clap` (a ClapModel checkpoint: hub id or folder, e.g.
+    `laion/clap-htsat-unfused`) and `language_model` (a causal LM: e.g. `lmsys/vicuna-7b-v1.5`). Adds `<audio>` and
+    `<long_audio>` to the tokenizer, resizes the LM embeddings (new rows at the mean of the old ones), initialises the
+    projector, and writes the release folder (weights, config with `auto_map`, processor, remote code) when
+    `output_dir` is given. `config_kwargs` set PairCapConfig fields such as `audio_pool_stride` or `knowledge_base`.
+    """
+    clap_model = ClapModel.from_pretrained(clap, dtype=dtype)
+    lm = AutoModelForCausalLM.from_pretrained(language_model, dtype=dtype)
+    text_config = lm.config
+    probe = PairCapConfig(audio_config=clap_model.config, text_config=text_config, **config_kwargs)
+    processor = build_processor(clap, language_model, probe)
+    config = PairCapConfig(
+        audio_config=clap_model.config,
+        text_config=text_config,
+        audio_token_id=processor.tokenizer.convert_tokens_to_ids(AUDIO_TOKEN),
+        long_audio_token_id=processor.tokenizer.convert_tokens_to_ids(LONG_AUDIO_TOKEN),
+        **config_kwargs,
+    )
+    with torch.device("meta"):
+        model = PairCapForConditionalGeneration(config)
+    model.audio_encoder = clap_model
+    model.language_model = lm
+    torch.manual_seed(seed)
+    model.multi_modal_projector = PairCapAudioProjector(config).to(dtype)
+    model._init_weights(model.multi_modal_projector)
+    model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=True)
+    model.config.text_config.vocab_size = len(processor.tokenizer)
+    model.generation_config = lm.generation_config
+    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    model.eval()
+    if output_dir is not None:
+        save_release(model, processor, output_dir)
+    return model, processor
+
+
+def save_release(model: PairCapForConditionalGeneration, processor: PairCapProcessor, output_dir: str | Path) -> Path:
+    """Write weights (safetensors), config with `auto_map`, generation config, processor files and remote code."""
+    register_remote_code()
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    return output_dir

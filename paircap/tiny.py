@@ -1,0 +1,155 @@
+"""Tiny random CLAP and Llama checkpoints in Hugging Face layout, with tokenizers trained locally.
+
+Tests and CPU smoke benchmarks use them in place of `laion/clap-htsat-unfused` and `lmsys/vicuna-7b-v1.5`: the folders
+are loaded through the same `from_pretrained` paths as the real checkpoints.
+"""
+
+import string
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    ClapConfig,
+    ClapFeatureExtractor,
+    ClapModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+# Caption-like sentences: the tokenizers' training text, so captions tokenize into real sub-words.
+CORPUS = [
+    "A dog barks in the distance while birds chirp.",
+    "A man is speaking and a crowd is cheering loudly.",
+    "Rain falls on a metal roof as thunder rumbles.",
+    "A car engine starts and then idles before driving away.",
+    "Water is flowing from a tap into a sink.",
+    "A woman laughs while children play in the background.",
+    "Footsteps on a wooden floor and a door closes.",
+    "Pages of a book are turned slowly and quickly.",
+    "A train passes by with a horn blowing.",
+    "Wind blows through trees and leaves rustle.",
+    "An elevator voice announces the floor in a hospital.",
+    "A pug struggles to breathe and snorts.",
+    "People talk in a busy market with music playing.",
+    "A roller coaster rattles while people scream.",
+    "Someone types on a keyboard and clicks a mouse.",
+    "A cat meows and purrs near a humming fridge.",
+    "Waves crash on the shore as seagulls call.",
+    "A bell rings several times in a church.",
+    "An airplane flies overhead with a loud roar.",
+    "Glass breaks and shatters on a hard floor.",
+    "A chat between a curious user and an artificial intelligence assistant.",
+    "The assistant gives helpful, detailed, and polite answers to the user's questions.",
+    "USER: Describe the audio in one sentence. ASSISTANT:",
+]
+
+
+def train_lm_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    """A Llama-style tokenizer (metaspace BPE, `<s>` prepended, `</s>` as end of sequence) trained on `CORPUS`."""
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=False))
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=list(string.printable.strip()),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", model_max_length=4096
+    )
+
+
+def train_clap_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    """A RoBERTa-style tokenizer (byte-level BPE, `<s> ... </s>`, pad id 1) trained on `CORPUS`."""
+    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
+    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        cls_token="<s>",
+        sep_token="</s>",
+        mask_token="<mask>",
+        model_max_length=77,
+    )
+
+
+def tiny_clap_config(vocab_size: int) -> ClapConfig:
+    """HTSAT with 4 one-block stages of width 8..64 (the real stage layout, 64 tokens per window) and a 2-layer text
+    tower."""
+    return ClapConfig(
+        text_config={
+            "vocab_size": vocab_size,
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 37,
+            "max_position_embeddings": 80,
+            "pad_token_id": 1,
+        },
+        audio_config={
+            "depths": [1, 1, 1, 1],
+            "num_attention_heads": [1, 2, 2, 4],
+            "patch_embeds_hidden_size": 8,
+            "hidden_size": 64,
+            "enable_fusion": False,
+        },
+        projection_dim=16,
+    )
+
+
+def tiny_llama_config(vocab_size: int) -> LlamaConfig:
+    """A two-layer Llama with the real architecture's options (RoPE, SwiGLU, RMSNorm, untied head)."""
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=None,
+        tie_word_embeddings=False,
+    )
+
+
+def save_tiny_clap(path: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random CLAP checkpoint (model, feature extractor, tokenizer) like `laion/clap-htsat-unfused`."""
+    path = Path(path)
+    tokenizer = train_clap_tokenizer()
+    torch.manual_seed(seed)
+    model = ClapModel(tiny_clap_config(len(tokenizer))).eval()
+    model.save_pretrained(path)
+    ClapFeatureExtractor().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def save_tiny_llama(path: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random Llama causal LM with its tokenizer, like `lmsys/vicuna-7b-v1.5`."""
+    path = Path(path)
+    tokenizer = train_lm_tokenizer()
+    torch.manual_seed(seed)
+    LlamaForCausalLM(tiny_llama_config(len(tokenizer))).eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny PairCap release assembled from locally built CLAP / Llama folders, and the real data."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from paircap.assembly import assemble_release
+from paircap.tiny import save_tiny_clap, save_tiny_llama
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real clips and captions beside the repo (`../shared/data`); tests needing them skip when it is absent."""
+    if not (SHARED_DATA / "clotho_eval7" / "manifest.json").is_file():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (it sits beside the repo in the project workspace)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def clotho_clips(shared_data) -> list[tuple[Path, list[str]]]:
+    """The 7 real Clotho evaluation clips (15.7-29.5 s, 48 kHz) with their 5 reference captions each."""
+    manifest = json.loads((shared_data / "clotho_eval7" / "manifest.json").read_text())
+    return sorted((shared_data / "clotho_eval7" / entry["file"], entry["captions"]) for entry in manifest)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> tuple[Path, Path]:
+    """Tiny random CLAP and Llama checkpoint folders in Hugging Face layout."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    return save_tiny_clap(root / "clap"), save_tiny_llama(root / "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_release(tiny_checkpoints, tmp_path_factory):
+    """(folder, model, processor): an untrained release assembled from the tiny checkpoints and saved to disk."""
+    clap, llama = tiny_checkpoints
+    folder = tmp_path_factory.mktemp("release") / "paircap-tiny"
+    model, processor = assemble_release(str(clap), str(llama), folder)
+    return folder, model, processor
+
+
+@pytest.fixture
+def sine_wave():
+    """Return a helper making a float32 sine clip at a given rate and length."""
+
+    def make(seconds: float, sampling_rate: int = 48000, frequency: float = 440.0, channels: int = 1) -> np.ndarray:
+        t = np.arange(int(seconds * sampling_rate)) / sampling_rate
+        wave = (0.3 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+        return wave if channels == 1 else np.stack([wave] * channels, axis=1)
+
+    return make
+
+
+@pytest.fixture
+def write_wav(tmp_path):
+    """Return a helper writing an array to a wav file in tmp_path."""
+
+    def write(name: str, data: np.ndarray, sampling_rate: int = 48000, subtype: str | None = None) -> Path:
+        path = tmp_path / name
+        sf.write(path, data, sampling_rate, subtype=subtype)
+        return path
+
+    return write
