@@ -229,7 +229,7 @@ class PairCapProcessor(ProcessorMixin):
         if sum(counts) != len(audio):
             detail = ", ".join(f"text[{i}]: {c}" for i, c in enumerate(counts))
             raise ValueError(
-                f"The prompts hold {sum(counts)} {self.audio_token} placeholders ({detail}) but {len(audio)} audio"
+                f"The prompts hold {sum(counts)} {self.audio_token} placeholders ({detail}) for {len(audio)} clips"
             )
         bounds = np.cumsum([0, *counts])
         return [audio[bounds[i] : bounds[i + 1]] for i in range(len(texts))]
