@@ -14,12 +14,17 @@ AUDIO_TOKEN = "<audio>"
 LONG_AUDIO_TOKEN = "<long_audio>"
 
 
-def register_remote_code() -> None:
-    """Make `save_pretrained` write `auto_map` and copy `modeling_paircap/` files into the release folder."""
+def register_remote_code(config: PairCapConfig) -> None:
+    """
+    Make `save_pretrained` write `auto_map` and copy the `modeling_paircap/` files into the release folder. A class
+    registers under one auto class only, so the model's `AutoModel` entry is written into `config.auto_map` directly.
+    """
     PairCapConfig.register_for_auto_class()
-    PairCapForConditionalGeneration.register_for_auto_class("AutoModel")
     PairCapForConditionalGeneration.register_for_auto_class("AutoModelForCausalLM")
     PairCapProcessor.register_for_auto_class("AutoProcessor")
+    model_class = PairCapForConditionalGeneration
+    entry = f"{model_class.__module__.split('.')[-1]}.{model_class.__name__}"
+    config.auto_map = {**(getattr(config, "auto_map", None) or {}), "AutoModel": entry}
 
 
 def build_processor(clap_path: str, lm_path: str, config: PairCapConfig | None = None, **processor_kwargs):
@@ -91,7 +96,7 @@ def assemble_release(
 
 def save_release(model: PairCapForConditionalGeneration, processor: PairCapProcessor, output_dir: str | Path) -> Path:
     """Write weights (safetensors), config with `auto_map`, generation config, processor files and remote code."""
-    register_remote_code()
+    register_remote_code(model.config)
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)

@@ -1,0 +1,135 @@
+"""The release folder: assembly, files on disk, and a remote-code round trip in a process that cannot see the repo."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
+
+REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+    import numpy as np, torch
+
+    BLOCKED = ("modeling_paircap", "paircap", "datasets_scripts", "train_accelerate")
+
+    class BlockRepo(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"the repo package {name} must not be imported by remote code")
+            return None
+
+    sys.meta_path.insert(0, BlockRepo())
+    from transformers import AutoModel, AutoModelForCausalLM, AutoProcessor
+
+    folder, audio_json, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    audio = json.loads(audio_json)
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    causal = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    inputs = processor(audio=audio)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        causal_logits = causal(**inputs).logits
+        generated = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    np.save(out + "/logits.npy", logits.numpy())
+    json.dump(
+        {
+            "captions": processor.decode_captions(generated, inputs["input_ids"].shape[1]),
+            "model_class": type(model).__module__ + "." + type(model).__name__,
+            "causal_class": type(causal).__name__,
+            "processor_class": type(processor).__module__ + "." + type(processor).__name__,
+            "causal_equal": bool(torch.equal(logits, causal_logits)),
+            "repo_modules": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED),
+        },
+        open(out + "/result.json", "w"),
+    )
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def roundtrip_audio(tmp_path_factory) -> list[str]:
+    """A synthetic clip, plus two real Clotho clips (multi-window) when the shared data is present."""
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("audio")
+    t = np.arange(48000 * 4) / 48000
+    sf.write(folder / "chirp.wav", (0.2 * np.sin(2 * np.pi * (200 + 300 * t) * t)).astype(np.float32), 48000)
+    audio = [str(folder / "chirp.wav")]
+    clotho = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clotho_eval7"
+    audio += [str(path) for path in sorted(clotho.glob("*.flac"))[:2]]
+    return audio
+
+
+def test_assembly_writes_a_complete_release(tiny_release, tiny_checkpoints):
+    folder, model, processor = tiny_release
+    names = {path.name for path in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json", "processor_config.json"} <= names
+    assert {"configuration_paircap.py", "modeling_paircap.py", "processing_paircap.py", "audio_io.py"} <= names
+    assert not any(name.endswith((".bin", ".pt", ".pth")) for name in names)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_paircap.PairCapConfig",
+        "AutoModel": "modeling_paircap.PairCapForConditionalGeneration",
+        "AutoModelForCausalLM": "modeling_paircap.PairCapForConditionalGeneration",
+    }
+    assert json.loads((folder / "processor_config.json").read_text())["auto_map"] == {
+        "AutoProcessor": "processing_paircap.PairCapProcessor"
+    }
+    tokenizer = processor.tokenizer
+    assert model.config.audio_token_id == tokenizer.convert_tokens_to_ids("<audio>") == len(tokenizer) - 2
+    assert model.config.long_audio_token_id == len(tokenizer) - 1
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer) == model.config.text_config.vocab_size
+    # the pretrained LM and CLAP weights are carried over unchanged; only the new token rows are added
+    _, llama = tiny_checkpoints
+    lm_weights = load_file(llama / "model.safetensors")
+    old_rows = lm_weights["model.embed_tokens.weight"]
+    torch.testing.assert_close(model.get_input_embeddings().weight[: len(old_rows)], old_rows)
+    torch.testing.assert_close(model.language_model.lm_head.weight[: len(old_rows)], lm_weights["lm_head.weight"])
+    projector = model.multi_modal_projector
+    assert projector.linear_1.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    assert (projector.linear_1.bias == 0).all()
+
+
+def test_remote_code_round_trip_in_a_clean_process(tiny_release, roundtrip_audio, tmp_path):
+    folder, model, processor = tiny_release
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error")
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_SCRIPT, str(folder), json.dumps(roundtrip_audio), str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = json.loads((tmp_path / "result.json").read_text())
+    assert remote["repo_modules"] == []
+    assert remote["model_class"].startswith("transformers_modules.")
+    assert remote["model_class"].endswith("modeling_paircap.PairCapForConditionalGeneration")
+    assert remote["processor_class"].startswith("transformers_modules.")
+    assert remote["causal_class"] == "PairCapForConditionalGeneration" and remote["causal_equal"]
+
+    inputs = processor(audio=roundtrip_audio)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        generated = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), logits.numpy(), rtol=1e-5, atol=1e-5)
+    assert remote["captions"] == processor.decode_captions(generated, inputs["input_ids"].shape[1])
+
+
+def test_reload_in_process_keeps_weights(tiny_release):
+    folder, model, _ = tiny_release
+    reloaded = PairCapForConditionalGeneration.from_pretrained(folder).eval()
+    for (name, original), (_, loaded) in zip(model.state_dict().items(), reloaded.state_dict().items(), strict=True):
+        torch.testing.assert_close(loaded, original, msg=name)
