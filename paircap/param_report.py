@@ -1,0 +1,83 @@
+"""Full-size parameter counts without weights: the release configuration built on the meta device."""
+
+import json
+
+import torch
+from transformers import LlamaConfig
+
+from modeling_paircap.configuration_paircap import PairCapConfig
+from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
+from paircap.convert_laion_clap import htsat_unfused_config
+from paircap.stages import component_parameter_counts, configure_stage1, configure_stage2, trainable_parameter_count
+
+VICUNA_VOCAB = 32000
+ADDED_TOKENS = 2  # <audio> and <long_audio>
+
+
+def vicuna_7b_v1_5_config() -> LlamaConfig:
+    """`lmsys/vicuna-7b-v1.5` (Llama-2-7B shape) with the two PairCap tokens added to its vocabulary."""
+    return LlamaConfig(
+        vocab_size=VICUNA_VOCAB + ADDED_TOKENS,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
+
+
+def release_config(**kwargs) -> PairCapConfig:
+    """The release configuration: CLAP HTSAT unfused + Vicuna-7B v1.5, audio tokens appended to the vocabulary."""
+    return PairCapConfig(
+        audio_config=htsat_unfused_config(),
+        text_config=vicuna_7b_v1_5_config(),
+        audio_token_id=VICUNA_VOCAB,
+        long_audio_token_id=VICUNA_VOCAB + 1,
+        **kwargs,
+    )
+
+
+def parameter_report(config: PairCapConfig | None = None) -> dict:
+    """Per-component counts and the trainable count of each stage, computed on the meta device (no memory)."""
+    with torch.device("meta"):
+        model = PairCapForConditionalGeneration(config or release_config())
+        configure_stage1(model)
+        stage1 = trainable_parameter_count(model)
+        configure_stage2(model, train_audio_encoder=False)
+        stage2_frozen_encoder = trainable_parameter_count(model)
+        configure_stage2(model, train_audio_encoder=True)
+        stage2 = trainable_parameter_count(model)
+    return {
+        "components": dict(component_parameter_counts(model)),
+        "trainable": {
+            "stage1_projector": stage1,
+            "stage2_projector_ia3_lm_head": stage2_frozen_encoder,
+            "stage2_with_audio_encoder": stage2,
+        },
+        "paper_reported_trainable": 145_000_000,
+    }
+
+
+def format_report(report: dict) -> str:
+    """A markdown table of the report."""
+    lines = ["| component | parameters |", "|---|---:|"]
+    lines += [f"| {name} | {value:,} |" for name, value in report["components"].items()]
+    lines += ["", "| trainable set | parameters |", "|---|---:|"]
+    lines += [f"| {name} | {value:,} |" for name, value in report["trainable"].items()]
+    lines.append(f"| paper (Table 1) | ~{report['paper_reported_trainable']:,} |")
+    return "\n".join(lines)
+
+
+def main(json_output: str | None = None) -> dict:
+    report = parameter_report()
+    print(format_report(report))
+    if json_output:
+        with open(json_output, "w") as handle:
+            json.dump(report, handle, indent=2)
+    return report

@@ -1,0 +1,71 @@
+"""Which parameters train in each stage of the paper's recipe (§3.2, §4.1), and parameter counts per component."""
+
+from collections import OrderedDict
+
+import torch
+from peft import IA3Config, inject_adapter_in_model
+
+from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
+
+# peft's default IA3 targets for Llama: rescale keys, values and the feed-forward input of the down projection
+IA3_TARGET_MODULES = ("k_proj", "v_proj", "down_proj")
+IA3_FEEDFORWARD_MODULES = ("down_proj",)
+
+
+def configure_stage1(model: PairCapForConditionalGeneration) -> None:
+    """Stage 1, alignment: only the projector trains; CLAP and the language model are frozen."""
+    model.requires_grad_(False)
+    model.multi_modal_projector.requires_grad_(True)
+
+
+def add_ia3(model: PairCapForConditionalGeneration) -> None:
+    """Inject IA3 scaling vectors into the language model (in place; idempotent)."""
+    if not any("ia3_l" in name for name, _ in model.language_model.named_parameters()):
+        config = IA3Config(
+            target_modules=list(IA3_TARGET_MODULES), feedforward_modules=list(IA3_FEEDFORWARD_MODULES), task_type=None
+        )
+        inject_adapter_in_model(config, model.language_model)
+
+
+def configure_stage2(model: PairCapForConditionalGeneration, train_audio_encoder: bool = True) -> None:
+    """
+    Stage 2, RAFT: IA3 on the language model, its LM head, the projector and (unfrozen, paper §4.1) the CLAP audio
+    tower train; input embeddings, the LM's own weights and the CLAP text tower stay frozen.
+    """
+    add_ia3(model)
+    model.requires_grad_(False)
+    model.multi_modal_projector.requires_grad_(True)
+    model.get_output_embeddings().requires_grad_(True)
+    for name, parameter in model.language_model.named_parameters():
+        if "ia3_l" in name:
+            parameter.requires_grad_(True)
+    if train_audio_encoder:
+        model.audio_encoder.audio_model.requires_grad_(True)
+        model.audio_encoder.audio_projection.requires_grad_(True)
+
+
+def component_parameter_counts(model: PairCapForConditionalGeneration) -> "OrderedDict[str, int]":
+    """Parameters per component (IA3 vectors counted separately when present)."""
+    clap, lm = model.audio_encoder, model.language_model
+    embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
+    ia3 = sum(p.numel() for name, p in lm.named_parameters() if "ia3_l" in name)
+    counts = OrderedDict(
+        clap_audio_tower=count(clap.audio_model) + count(clap.audio_projection),
+        clap_text_tower=count(clap.text_model) + count(clap.text_projection),
+        clap_logit_scales=clap.logit_scale_a.numel() + clap.logit_scale_t.numel(),
+        projector=count(model.multi_modal_projector),
+        lm_input_embeddings=count(embeddings),
+        lm_decoder=count(lm) - count(embeddings) - count(head) - ia3,
+        lm_head=count(head),
+        ia3=ia3,
+    )
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def trainable_parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,73 @@
+"""Trainable parameter sets of each stage, and full-size counts on the meta device."""
+
+import copy
+
+import pytest
+import torch
+
+from paircap.param_report import parameter_report
+from paircap.stages import configure_stage1, configure_stage2, trainable_parameter_count
+
+
+def trainable_names(model) -> set[str]:
+    return {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+
+
+@pytest.fixture
+def fresh_model(tiny_release):
+    _, model, _ = tiny_release
+    return copy.deepcopy(model)
+
+
+def test_stage1_trains_only_the_projector(fresh_model):
+    configure_stage1(fresh_model)
+    names = trainable_names(fresh_model)
+    assert names == {name for name, _ in fresh_model.named_parameters() if name.startswith("multi_modal_projector.")}
+    assert len(names) == 4
+
+
+def test_stage2_trains_ia3_head_projector_and_audio_tower(fresh_model):
+    configure_stage2(fresh_model)
+    names = trainable_names(fresh_model)
+    ia3 = {n for n in names if "ia3_l" in n}
+    layers = fresh_model.config.text_config.num_hidden_layers
+    assert len(ia3) == 3 * layers  # k_proj, v_proj, down_proj per layer
+    assert {n.split(".")[-3] for n in ia3} == {"k_proj", "v_proj", "down_proj"}
+    expected_prefixes = (
+        "multi_modal_projector.",
+        "language_model.lm_head.",
+        "audio_encoder.audio_model.",
+        "audio_encoder.audio_projection.",
+    )
+    assert names - ia3 == {n for n, _ in fresh_model.named_parameters() if n.startswith(expected_prefixes)}
+    assert not any("embed_tokens" in n or "text_model" in n or "q_proj.base_layer" in n for n in names)
+    configure_stage2(fresh_model, train_audio_encoder=False)
+    assert not any(n.startswith("audio_encoder.") for n in trainable_names(fresh_model))
+    # IA3 starts as the identity: outputs are unchanged until it trains
+    assert all(torch.all(p == 1) for n, p in fresh_model.named_parameters() if "ia3_l" in n)
+
+
+def test_stage2_ia3_is_identity_at_start(tiny_release, fresh_model, sine_wave):
+    _, model, processor = tiny_release
+    configure_stage2(fresh_model)
+    inputs = processor(audio=[sine_wave(2)], sampling_rate=48000)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh_model(**inputs).logits, model(**inputs).logits)
+
+
+def test_full_size_counts_on_the_meta_device():
+    report = parameter_report()
+    components, trainable = report["components"], report["trainable"]
+    hidden, layers, intermediate, vocab = 4096, 32, 11008, 32002
+    assert components["lm_head"] == components["lm_input_embeddings"] == vocab * hidden
+    assert components["ia3"] == layers * (hidden + hidden + intermediate)
+    assert components["projector"] == 768 * hidden + hidden + hidden * hidden + hidden
+    assert 6.4e9 < components["lm_decoder"] < 6.6e9
+    assert 27e6 < components["clap_audio_tower"] < 29e6
+    assert trainable["stage1_projector"] == components["projector"]
+    assert trainable["stage2_projector_ia3_lm_head"] == components["projector"] + components["ia3"] + vocab * hidden
+    assert trainable["stage2_with_audio_encoder"] == (
+        trainable["stage2_projector_ia3_lm_head"] + components["clap_audio_tower"]
+    )
+    assert components["total"] == sum(v for k, v in components.items() if k != "total")
+    assert trainable_parameter_count(torch.nn.Linear(2, 2)) == 6
