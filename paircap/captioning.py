@@ -1,0 +1,110 @@
+"""Caption audio files in batches: folder walking, per-file errors, progress, JSON lines."""
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoProcessor
+
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus"})
+
+
+def find_audio_files(inputs: Iterable[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively, sorted) into audio file paths; a missing input is an error."""
+    files = []
+    for entry in map(Path, inputs):
+        if entry.is_dir():
+            files += sorted(p for p in entry.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        elif entry.exists():
+            files.append(entry)
+        else:
+            raise FileNotFoundError(f"{entry}: no such file or folder")
+    return files
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` picks CUDA when available."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto`: bfloat16 on GPU, float32 on CPU."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_release(model_id: str, device: torch.device, dtype: torch.dtype):
+    """Load model and processor from a hub id or folder, with an actionable error when neither can be reached."""
+    try:
+        processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=True)
+        model = AutoModel.from_pretrained(model_id, trust_remote_code=True, dtype=dtype)
+    except OSError as error:
+        raise SystemExit(
+            f"Could not load the PairCap model {model_id!r}: {error}\n"
+            "Without network access, pass --model PATH to a local release folder (one made by `paircap assemble` "
+            "or a downloaded copy of the hub repo)."
+        ) from None
+    return model.to(device).eval(), processor
+
+
+def caption_files(
+    model,
+    processor,
+    files: list[Path],
+    batch_size: int = 8,
+    progress: bool = True,
+    **generation_kwargs,
+) -> Iterator[dict]:
+    """
+    Yield one record per file, in order: `{"file", "caption"}`, or `{"file", "error"}` for a file that could not be
+    read (corrupt, empty, silent, not audio); the other files of its batch are captioned as usual. Audio of the next
+    batch is decoded in background threads while the model generates.
+    """
+    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    bar = tqdm(total=len(files), unit="file", desc="captioning", disable=not progress)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending = pool.submit(processor.load_audio, [str(f) for f in batches[0]]) if batches else None
+        for index, batch in enumerate(batches):
+            loaded = pending.result()
+            if index + 1 < len(batches):
+                pending = pool.submit(processor.load_audio, [str(f) for f in batches[index + 1]])
+            good = [(path, wave) for path, wave in zip(batch, loaded, strict=True) if isinstance(wave, np.ndarray)]
+            captions = caption_waveforms(model, processor, [wave for _, wave in good], **generation_kwargs)
+            by_path = dict(zip((path for path, _ in good), captions, strict=True))
+            for path, wave in zip(batch, loaded, strict=True):
+                if path in by_path:
+                    yield {"file": str(path), "caption": by_path[path]}
+                else:  # the loader's error (its class may come from the release's remote code)
+                    yield {"file": str(path), "error": str(wave)}
+            bar.update(len(batch))
+    bar.close()
+
+
+def caption_waveforms(model, processor, waveforms: list, **generation_kwargs) -> list[str]:
+    """Zero-shot captions for 48 kHz mono waveforms, generated as one batch."""
+    if not waveforms:
+        return []
+    inputs = processor(audio=waveforms, sampling_rate=processor.sampling_rate).to(model.device)
+    with torch.no_grad():
+        sequences = model.generate(**inputs, **generation_kwargs)
+    return processor.decode_captions(sequences, inputs["input_ids"].shape[1])
+
+
+def write_jsonl(records: Iterable[dict], path: str | Path | None) -> tuple[int, int]:
+    """Write records as JSON lines to `path` (stdout when None); returns (captioned, failed) counts."""
+    counts = [0, 0]
+    with open(path, "w", encoding="utf-8") if path else contextlib.nullcontext(sys.stdout) as handle:
+        for record in records:
+            counts["error" in record] += 1
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.flush()
+    return counts[0], counts[1]

@@ -1,0 +1,118 @@
+"""`paircap` command line: caption audio, assemble a release, convert LAION-CLAP, report parameter counts."""
+
+import argparse
+import sys
+import time
+
+DEFAULT_MODEL = "org/paircap"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paircap", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    caption = commands.add_parser("caption", help="caption audio files or folders, writing JSON lines")
+    caption.add_argument("inputs", nargs="+", help="audio files and/or folders (searched recursively)")
+    caption.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local release folder")
+    caption.add_argument("--batch-size", type=int, default=8)
+    caption.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    caption.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    caption.add_argument("--max-new-tokens", type=int, default=40)
+    caption.add_argument("--num-beams", type=int, default=1)
+    caption.add_argument("--output", default=None, help="JSON lines file (default: standard output)")
+    caption.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    assemble = commands.add_parser("assemble", help="build an untrained release from CLAP and LM checkpoints")
+    assemble.add_argument("--clap", default="laion/clap-htsat-unfused", help="ClapModel hub id or folder")
+    assemble.add_argument("--lm", default="lmsys/vicuna-7b-v1.5", help="causal LM hub id or folder")
+    assemble.add_argument("--output", required=True, help="release folder to write")
+    assemble.add_argument("--audio-pool-stride", type=int, default=2)
+    assemble.add_argument("--knowledge-base", default=None, help="knowledge base hub id or path to record")
+    assemble.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+    convert = commands.add_parser("convert-laion-clap", help="convert an original LAION-CLAP .pt checkpoint")
+    convert.add_argument("checkpoint")
+    convert.add_argument("output")
+
+    params = commands.add_parser("params", help="full-size parameter counts on the meta device (no weights)")
+    params.add_argument("--json", default=None, help="also write the report as JSON")
+    return parser
+
+
+def run_caption(args: argparse.Namespace) -> int:
+    from paircap.captioning import (
+        caption_files,
+        find_audio_files,
+        load_release,
+        resolve_device,
+        resolve_dtype,
+        write_jsonl,
+    )
+
+    files = find_audio_files(args.inputs)
+    if not files:
+        raise SystemExit(f"No audio files found in {' '.join(args.inputs)}")
+    device = resolve_device(args.device)
+    model, processor = load_release(args.model, device, resolve_dtype(args.dtype, device))
+    start = time.perf_counter()
+    records = caption_files(
+        model,
+        processor,
+        files,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        max_new_tokens=args.max_new_tokens,
+        num_beams=args.num_beams,
+        do_sample=False,
+    )
+    captioned, failed = write_jsonl(records, args.output)
+    elapsed = time.perf_counter() - start
+    print(
+        f"captioned {captioned} files, {failed} failed, in {elapsed:.1f} s ({captioned / elapsed:.2f} files/s)",
+        file=sys.stderr,
+    )
+    return 0 if captioned or not failed else 1
+
+
+def run_assemble(args: argparse.Namespace) -> int:
+    import torch
+
+    from paircap.assembly import assemble_release
+
+    assemble_release(
+        args.clap,
+        args.lm,
+        args.output,
+        dtype=getattr(torch, args.dtype),
+        audio_pool_stride=args.audio_pool_stride,
+        knowledge_base=args.knowledge_base,
+    )
+    print(f"wrote an untrained PairCap release to {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from paircap.convert_laion_clap import convert_laion_clap_checkpoint
+
+    convert_laion_clap_checkpoint(args.checkpoint, args.output)
+    print(f"wrote a transformers ClapModel to {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_params(args: argparse.Namespace) -> int:
+    from paircap.param_report import main as report
+
+    report(args.json)
+    return 0
+
+
+COMMANDS = {"caption": run_caption, "assemble": run_assemble, "convert-laion-clap": run_convert, "params": run_params}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The `paircap` command line: assemble, caption (per-file errors), params, and the offline message."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from paircap.captioning import find_audio_files
+from paircap.cli import main
+
+
+def test_assemble_command_writes_a_loadable_release(tiny_checkpoints, tmp_path):
+    clap, llama = tiny_checkpoints
+    output = tmp_path / "release"
+    assert main(["assemble", "--clap", str(clap), "--lm", str(llama), "--output", str(output)]) == 0
+    config = json.loads((output / "config.json").read_text())
+    assert config["audio_pool_stride"] == 2
+    assert config["auto_map"]["AutoModel"].endswith("PairCapForConditionalGeneration")
+
+
+def test_caption_command_on_real_clips_with_broken_files(tiny_release, shared_data, tmp_path):
+    folder, _, _ = tiny_release
+    inputs = tmp_path / "inputs"
+    (inputs / "nested").mkdir(parents=True)
+    for clip in sorted((shared_data / "esc50_cc").glob("*.flac"))[:5]:
+        shutil.copy(clip, inputs / clip.name)
+    clotho = sorted((shared_data / "clotho_eval7").glob("*.flac"))[0]
+    shutil.copy(clotho, inputs / "nested" / "clotho.flac")
+    (inputs / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    sf.write(inputs / "silent.wav", np.zeros(48000, dtype=np.float32), 48000)
+    (inputs / "notes.txt").write_text("not audio and not an audio extension")
+    output = tmp_path / "captions.jsonl"
+    argv = ["caption", str(inputs), "--model", str(folder), "--batch-size", "3", "--output", str(output)]
+    assert main([*argv, "--max-new-tokens", "6", "--no-progress"]) == 0
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    files = [os.path.basename(r["file"]) for r in records]
+    assert len(records) == 8 and "notes.txt" not in files
+    errors = {os.path.basename(r["file"]): r["error"] for r in records if "error" in r}
+    assert set(errors) == {"corrupt.wav", "silent.wav"}
+    assert "corrupt.wav" in errors["corrupt.wav"] and "silent" in errors["silent.wav"]
+    captions = [r for r in records if "caption" in r]
+    assert len(captions) == 6 and all(isinstance(r["caption"], str) for r in captions)
+
+
+def test_find_audio_files_reports_missing_inputs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.wav"):
+        find_audio_files([tmp_path / "nowhere.wav"])
+
+
+def test_caption_without_a_reachable_model_says_what_to_pass(tmp_path):
+    clip = tmp_path / "tone.wav"
+    sf.write(clip, (0.1 * np.sin(np.arange(48000) / 10)).astype(np.float32), 48000)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(
+        [sys.executable, "-m", "paircap.cli", "caption", str(clip), "--model", "org/paircap"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "pass --model PATH to a local release folder" in result.stderr and "org/paircap" in result.stderr
