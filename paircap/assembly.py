@@ -3,12 +3,14 @@
 from pathlib import Path
 
 import torch
+from huggingface_hub import ModelCard
 from transformers import AutoFeatureExtractor, AutoModelForCausalLM, AutoTokenizer, ClapModel
 from transformers.tokenization_utils_base import AddedToken
 
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.modeling_paircap import PairCapAudioProjector, PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
+from paircap.cards import render_model_card
 
 AUDIO_TOKEN = "<audio>"
 LONG_AUDIO_TOKEN = "<long_audio>"
@@ -90,14 +92,28 @@ def assemble_release(
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     model.eval()
     if output_dir is not None:
-        save_release(model, processor, output_dir)
+        status = f"untrained: assembled from `{clap}` and `{language_model}`; the projector is randomly initialised."
+        card = render_model_card(model.config, training_status=status, base_models=hub_ids(clap, language_model))
+        save_release(model, processor, output_dir, card)
     return model, processor
 
 
-def save_release(model: PairCapForConditionalGeneration, processor: PairCapProcessor, output_dir: str | Path) -> Path:
-    """Write weights (safetensors), config with `auto_map`, generation config, processor files and remote code."""
+def hub_ids(*names: str) -> list[str] | None:
+    """The names that are hub ids rather than local folders (for the card's `base_model`)."""
+    ids = [name for name in names if not Path(name).exists() and name.count("/") == 1]
+    return ids or None
+
+
+def save_release(
+    model: PairCapForConditionalGeneration,
+    processor: PairCapProcessor,
+    output_dir: str | Path,
+    card: ModelCard | None = None,
+) -> Path:
+    """Write weights (safetensors), config with `auto_map`, generation config, processor, remote code and card."""
     register_remote_code(model.config)
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
+    (card or render_model_card(model.config)).save(output_dir / "README.md")
     return output_dir

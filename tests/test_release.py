@@ -76,6 +76,8 @@ def test_assembly_writes_a_complete_release(tiny_release, tiny_checkpoints):
     assert {"config.json", "model.safetensors", "generation_config.json", "processor_config.json"} <= names
     assert {"configuration_paircap.py", "modeling_paircap.py", "processing_paircap.py", "audio_io.py"} <= names
     assert not any(name.endswith((".bin", ".pt", ".pth")) for name in names)
+    card = (folder / "README.md").read_text()
+    assert "library_name: transformers" in card and "untrained: assembled from" in card
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"] == {
         "AutoConfig": "configuration_paircap.PairCapConfig",

@@ -1,0 +1,1 @@
+"""Model and dataset card templates, filled at publish time (see `paircap.cards`)."""
