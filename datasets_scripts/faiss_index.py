@@ -1,0 +1,174 @@
+"""FAISS indexes over PairCap knowledge-base vectors ``[a_k ; t_k]`` (see `modeling_paircap/retrieval_paircap.py`).
+
+`build_index` turns the vectors into an inner-product index: exact ("Flat", the default) or any faiss factory string
+("IVF4096,Flat", "HNSW32", "IVF1024,PQ64", ...), trained on a seeded sample. The search parameters (nprobe, efSearch)
+are set on the index, so `save_index` writes them into the file; `describe_index` reports them for the dataset card.
+`recall_at_k` measures an approximate index against exact search before it is published.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+ADD_CHUNK_ROWS = 65536
+HNSW_EF_SEARCH = 128
+
+
+def _as_float32(vectors: np.ndarray, name: str = "vectors") -> np.ndarray:
+    array = np.ascontiguousarray(vectors, dtype=np.float32)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (rows, dim) array, got shape {array.shape}")
+    return array
+
+
+def _search_parameter_names(index: faiss.Index) -> list[str]:
+    space = faiss.ParameterSpace()
+    space.initialize(index)
+    return [space.parameter_ranges.at(i).name for i in range(space.parameter_ranges.size())]
+
+
+def _nlist(index: faiss.Index) -> int | None:
+    try:
+        return faiss.extract_index_ivf(index).nlist
+    except RuntimeError:
+        return None
+
+
+def default_search_params(index: faiss.Index) -> dict[str, int]:
+    """Search parameters for high recall@10: nprobe = nlist / 64 (within 16..nlist) for IVF, efSearch = 128 for HNSW."""
+    names, params = _search_parameter_names(index), {}
+    nlist = _nlist(index)
+    if "nprobe" in names and nlist:
+        params["nprobe"] = min(nlist, max(16, nlist // 64))
+    if "efSearch" in names:
+        params["efSearch"] = HNSW_EF_SEARCH
+    return params
+
+
+def set_search_params(index: faiss.Index, params: dict[str, int]) -> None:
+    """Set search parameters (e.g. {"nprobe": 64}) on an index; unknown names raise a ValueError."""
+    names = _search_parameter_names(index)
+    for name, value in params.items():
+        if name not in names:
+            raise ValueError(f"search parameter {name!r} does not apply to this index (it takes {names})")
+        faiss.ParameterSpace().set_index_parameter(index, name, value)
+
+
+def describe_index(index: faiss.Index) -> dict:
+    """What to record about an index: type, size, dim, metric and the search parameters in effect."""
+    info = {
+        "type": type(index).__name__,
+        "ntotal": int(index.ntotal),
+        "dim": int(index.d),
+        "metric": "ip" if index.metric_type == faiss.METRIC_INNER_PRODUCT else "l2",
+    }
+    names = _search_parameter_names(index)
+    if "nprobe" in names:
+        info["nlist"] = _nlist(index)
+        info["nprobe"] = int(faiss.extract_index_ivf(index).nprobe)
+    if "efSearch" in names:
+        info["efSearch"] = int(faiss.downcast_index(index).hnsw.efSearch)
+    return info
+
+
+def _default_train_size(index: faiss.Index, num_rows: int) -> int:
+    return min(num_rows, max(64 * (_nlist(index) or 0), 100_000))
+
+
+def _train(index: faiss.Index, vectors: np.ndarray, train_size: int | None, seed: int) -> None:
+    size = min(len(vectors), train_size or _default_train_size(index, len(vectors)))
+    nlist = _nlist(index)
+    if nlist and size < nlist:
+        raise ValueError(f"an IVF index with {nlist} lists needs at least {nlist} training vectors, got {size}")
+    rows = np.sort(np.random.default_rng(seed).choice(len(vectors), size=size, replace=False))
+    index.train(_as_float32(vectors[rows]))
+
+
+def build_index(
+    vectors: np.ndarray,
+    factory: str = "Flat",
+    metric: str = "ip",
+    train_size: int | None = None,
+    seed: int = 0,
+    search_params: dict[str, int] | None = None,
+) -> faiss.Index:
+    """
+    Build an index over (N, d) vectors, added in chunks (float16 or memory-mapped input works).
+
+    Args:
+        factory: "Flat" for exact search (`IndexFlatIP`), or any faiss factory string.
+        metric: "ip" (PairCap) or "l2".
+        train_size: vectors sampled (with `seed`) to train an index that needs training; default
+            min(N, max(64 * nlist, 100k)).
+        search_params: e.g. {"nprobe": 64} or {"efSearch": 256}; default `default_search_params`.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    dim = np.shape(vectors)[1]
+    if factory == "Flat":
+        index = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+    else:
+        index = faiss.index_factory(dim, factory, METRICS[metric])
+    if not index.is_trained:
+        _train(index, vectors, train_size, seed)
+    for start in range(0, len(vectors), ADD_CHUNK_ROWS):
+        index.add(_as_float32(vectors[start : start + ADD_CHUNK_ROWS]))
+    set_search_params(index, default_search_params(index) if search_params is None else search_params)
+    return index
+
+
+def recall_at_k(index: faiss.Index, exact_index_or_vectors, queries: np.ndarray, k: int = 10) -> float:
+    """Mean fraction of the exact top-k that `index` returns in its own top-k (1.0 for an exact index)."""
+    queries = _as_float32(queries, "queries")
+    exact = exact_index_or_vectors
+    if isinstance(exact, np.ndarray):
+        exact = faiss.IndexFlat(index.d, index.metric_type)
+        for start in range(0, len(exact_index_or_vectors), ADD_CHUNK_ROWS):
+            exact.add(_as_float32(exact_index_or_vectors[start : start + ADD_CHUNK_ROWS]))
+    if exact.ntotal != index.ntotal:
+        raise ValueError(f"the exact reference has {exact.ntotal} vectors but the index has {index.ntotal}")
+    _, approx_rows = index.search(queries, k)
+    _, exact_rows = exact.search(queries, k)
+    hits = sum(len(set(a[a >= 0]) & set(e[e >= 0])) for a, e in zip(approx_rows, exact_rows, strict=True))
+    return hits / float(len(queries) * min(k, exact.ntotal))
+
+
+def save_index(index: faiss.Index, path: str | os.PathLike) -> Path:
+    """Write an index (a GPU index is copied to the CPU first) atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(faiss, "index_gpu_to_cpu") and type(index).__name__.startswith("Gpu"):
+        index = faiss.index_gpu_to_cpu(index)
+    partial = path.with_name(path.name + ".partial")
+    faiss.write_index(index, str(partial))
+    os.replace(partial, path)
+    return path
+
+
+def load_index(
+    path: str | os.PathLike,
+    expected_ntotal: int | None = None,
+    expected_dim: int | None = None,
+    mmap: bool = False,
+) -> faiss.Index:
+    """Read an index, with errors naming the file when it is missing, unreadable, or does not match the KB."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"FAISS index file {path} does not exist")
+    try:
+        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1]
+        raise ValueError(f"cannot read FAISS index file {path} (corrupt or truncated?): {reason}") from error
+    if expected_ntotal is not None and index.ntotal != expected_ntotal:
+        raise ValueError(
+            f"the index {path} has {index.ntotal} vectors but the KB has {expected_ntotal} rows: rebuild the index"
+        )
+    if expected_dim is not None and index.d != expected_dim:
+        raise ValueError(f"the index {path} has dim {index.d} but the KB vectors have dim {expected_dim}: rebuild it")
+    return index
