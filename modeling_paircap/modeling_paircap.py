@@ -1,5 +1,7 @@
 """PyTorch PairCap model: CLAP audio encoder -> pooled audio tokens -> MLP projector -> causal language model."""
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import torch
@@ -93,6 +95,25 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
 
     def get_decoder(self) -> nn.Module:
         return self.language_model.get_decoder()
+
+    def encoder_fingerprint(self) -> str:
+        """
+        SHA-256 of the CLAP weights (rounded to bfloat16, so float32 and bfloat16 loads agree) and the token settings:
+        a knowledge base records the fingerprint of the encoder that embedded it, and refuses any other.
+        """
+        digest = hashlib.sha256()
+        settings = {
+            "audio_pool_stride": self.config.audio_pool_stride,
+            "audio_window_seconds": self.config.audio_window_seconds,
+            "max_audio_windows": self.config.max_audio_windows,
+        }
+        digest.update(json.dumps(settings, sort_keys=True).encode())
+        for name, tensor in sorted(self.audio_encoder.state_dict().items()):
+            digest.update(name.encode())
+            values = tensor.detach().to("cpu")
+            values = values.to(torch.bfloat16).view(torch.int16) if values.is_floating_point() else values
+            digest.update(values.contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def pool_encoder_tokens(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
         """`(W, C, 2, 32)` CLAP last hidden state -> `(W, 64 / stride, C)` tokens in time order, average-pooled."""
