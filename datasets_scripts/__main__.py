@@ -1,0 +1,132 @@
+"""`python -m datasets_scripts`: build, refine, push and list PairCap knowledge bases.
+
+    python -m datasets_scripts build --recipe base --root audiocaps=/data/AudioCaps --root clotho=/data/clotho \\
+        --model ./paircap-release --output ./kb-base
+    python -m datasets_scripts build --recipe huge --root ... --output ./kb-huge --index-factory IVF4096,Flat
+    python -m datasets_scripts refine --kb ./kb-huge --train ./kb-base --output ./kb-refined-huge
+    python -m datasets_scripts push ./kb-refined-huge org/refined-audio-kb
+    accelerate launch -m datasets_scripts build ...     # embedding split over processes / GPUs
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from datasets_scripts.recipes import RECIPES, CorpusSpec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m datasets_scripts", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build", help="read corpora, embed, index and write a knowledge base folder")
+    source = build.add_mutually_exclusive_group(required=True)
+    source.add_argument("--recipe", choices=[n for n, r in RECIPES.items() if r.corpora], help="a named KB")
+    source.add_argument("--corpus", action="append", type=CorpusSpec.parse, help="NAME:SPLIT[:text], repeatable")
+    build.add_argument("--root", action="append", default=[], help="CORPUS=PATH of a local corpus copy, repeatable")
+    build.add_argument("--model", required=True, help="PairCap release (hub id or folder) whose encoder embeds")
+    build.add_argument("--output", required=True)
+    build.add_argument("--index-factory", default="Flat", help="Flat (exact) or a faiss factory, e.g. IVF4096,Flat")
+    build.add_argument("--work-dir", default=None, help="resumable intermediate files (default: beside --output)")
+    build.add_argument("--batch-size", type=int, default=32)
+    build.add_argument("--shard-size", type=int, default=1024)
+    build.add_argument("--num-workers", type=int, default=2, help="audio decoding processes")
+    build.add_argument("--overwrite", action="store_true", help="discard finished shards of an earlier run")
+
+    refine = commands.add_parser("refine", help="refine a KB with the training pairs of another KB (paper §3.5)")
+    refine.add_argument("--kb", required=True, help="knowledge base folder to refine (e.g. huge)")
+    refine.add_argument("--train", required=True, help="knowledge base folder of the training pairs (e.g. base)")
+    refine.add_argument("--output", required=True)
+    refine.add_argument("--top-k", type=int, default=5)
+    refine.add_argument("--weight", type=float, default=0.5, help="fusion weight W of the pair-to-pair query")
+    refine.add_argument("--device", default=None, help="exact torch search on this device instead of faiss")
+    refine.add_argument("--index-factory", default="Flat")
+
+    push = commands.add_parser("push", help="upload a knowledge base folder as a hub dataset repo")
+    push.add_argument("folder")
+    push.add_argument("repo_id")
+    push.add_argument("--private", action="store_true")
+
+    commands.add_parser("recipes", help="list the named knowledge bases")
+    return parser
+
+
+def parse_roots(entries: list[str]) -> dict[str, str]:
+    roots = {}
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--root {entry!r}: expected CORPUS=PATH, e.g. --root clotho=/data/clotho")
+        roots[name] = path
+    return roots
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from accelerate import Accelerator
+    from transformers import AutoModel, AutoProcessor
+
+    from datasets_scripts.build_kb import build_knowledge_base, read_pairs
+
+    corpora = RECIPES[args.recipe].corpora if args.recipe else tuple(args.corpus)
+    recipe = {"name": args.recipe or "custom", "corpora": [f"{c.name}:{c.split}" for c in corpora]}
+    accelerator = Accelerator()
+    pairs = read_pairs(corpora, parse_roots(args.root))
+    model = AutoModel.from_pretrained(args.model, trust_remote_code=True).to(accelerator.device).eval()
+    processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
+    build_knowledge_base(
+        pairs,
+        model,
+        processor,
+        args.output,
+        recipe,
+        index_factory=args.index_factory,
+        work_dir=args.work_dir,
+        accelerator=accelerator,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        num_workers=args.num_workers,
+        overwrite=args.overwrite,
+    )
+    if accelerator.is_main_process:
+        print(f"wrote the knowledge base to {args.output}", flush=True)
+    return 0
+
+
+def run_refine(args: argparse.Namespace) -> int:
+    from datasets_scripts.build_kb import refine_knowledge_base_folder
+
+    refine_knowledge_base_folder(
+        args.kb, args.train, args.output, args.top_k, args.weight, args.device, args.index_factory
+    )
+    print(json.dumps(json.loads(Path(args.output, "paircap_kb.json").read_text())["recipe"]["refinement"], indent=2))
+    return 0
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from datasets_scripts.publish import push_kb_to_hub
+
+    print(push_kb_to_hub(args.folder, args.repo_id, private=args.private))
+    return 0
+
+
+def run_recipes(args: argparse.Namespace) -> int:
+    for recipe in RECIPES.values():
+        parts = (
+            ", ".join(f"{c.name}:{c.split}" for c in recipe.corpora)
+            or f"refine {recipe.refine_from} with {recipe.refine_against}"
+        )
+        print(f"{recipe.name:14s} {recipe.description}\n{'':14s} {parts}")
+    return 0
+
+
+COMMANDS = {"build": run_build, "refine": run_refine, "push": run_push, "recipes": run_recipes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
