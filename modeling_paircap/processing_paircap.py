@@ -184,11 +184,12 @@ class PairCapProcessor(ProcessorMixin):
         else:
             segments_per_prompt, turn_captions = self._template_turns(audio, examples, captions)
         segments = [segment for prompt_segments in segments_per_prompt for segment in prompt_segments]
-        audio_inputs, expansions = self._prepare_segments(segments, self._rates_for(segments, sampling_rate))
+        audio_inputs, expansions, sizes = self._prepare_segments(segments, self._rates_for(segments, sampling_rate))
 
-        prompts, spans, cursor = [], [], 0
+        prompts, spans, sizes_per_prompt, cursor = [], [], [], 0
         for i, prompt_segments in enumerate(segments_per_prompt):
             placeholders = expansions[cursor : cursor + len(prompt_segments)]
+            sizes_per_prompt.append(sizes[cursor : cursor + len(prompt_segments)])
             cursor += len(prompt_segments)
             if texts is None:
                 prompt, prompt_spans = self.build_prompt(turn_captions[i], placeholders)
@@ -207,7 +208,8 @@ class PairCapProcessor(ProcessorMixin):
         if captions is not None:
             data["labels"] = caption_labels(encoding, spans)
         if "audio_tokens" in audio_inputs:
-            data["audio_tokens_mask"] = self._precomputed_mask(data["input_ids"], segments_per_prompt)
+            flags = [[is_precomputed_segment(segment) for segment in segments] for segments in segments_per_prompt]
+            data["audio_tokens_mask"] = self._precomputed_mask(data["input_ids"], sizes_per_prompt, flags)
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _template_turns(self, audio, examples, captions) -> tuple[list[list], list[list[str | None]]]:
@@ -244,7 +246,7 @@ class PairCapProcessor(ProcessorMixin):
             raise ValueError(f"sampling_rate lists {len(rates)} rates for {len(segments)} audio segments")
         return rates
 
-    def _prepare_segments(self, segments: list, rates: list) -> tuple[dict[str, np.ndarray], list[str]]:
+    def _prepare_segments(self, segments: list, rates: list) -> tuple[dict[str, np.ndarray], list[str], list[int]]:
         """Load and featurise waveform segments, collect pre-computed tokens, and build each placeholder expansion."""
         waveform_slots = [i for i, segment in enumerate(segments) if not is_precomputed_segment(segment)]
         loaded = self.load_audio([segments[i] for i in waveform_slots], [rates[i] for i in waveform_slots])
@@ -255,18 +257,20 @@ class PairCapProcessor(ProcessorMixin):
                 "; ".join(str(failure) for failure in failures),
             )
         waveforms = dict(zip(waveform_slots, loaded, strict=True))
-        expansions, windows, window_counts, precomputed = [], [], [], []
+        expansions, sizes, windows, window_counts, precomputed = [], [], [], [], []
         for i, segment in enumerate(segments):
             if i in waveforms:
                 clip_windows, is_long = self.window_audio(waveforms[i])
                 windows.extend(clip_windows)
                 window_counts.append(len(clip_windows))
-                expansions.append(self.expand_placeholder(len(clip_windows) * self.audio_tokens_per_window, is_long))
+                sizes.append(len(clip_windows) * self.audio_tokens_per_window)
+                expansions.append(self.expand_placeholder(sizes[-1], is_long))
             else:
                 tokens = np.asarray(segment["audio_tokens"], dtype=np.float32)
-                if tokens.ndim != 2 or len(tokens) == 0:
-                    raise ValueError(f"audio segment {i}: audio_tokens must be a non-empty (tokens, hidden) array")
+                if tokens.ndim != 2:  # zero tokens is a caption-only (text-only knowledge base) example
+                    raise ValueError(f"audio segment {i}: audio_tokens must be a (tokens, hidden) array")
                 precomputed.append(tokens)
+                sizes.append(len(tokens))
                 expansions.append(self.expand_placeholder(len(tokens), bool(segment.get("is_long", False))))
         audio_inputs = {}
         if windows:
@@ -274,19 +278,21 @@ class PairCapProcessor(ProcessorMixin):
             audio_inputs["audio_window_counts"] = np.asarray(window_counts, dtype=np.int64)
         if precomputed:
             audio_inputs["audio_tokens"] = np.concatenate(precomputed)
-        return audio_inputs, expansions
+        return audio_inputs, expansions, sizes
 
-    def _precomputed_mask(self, input_ids: np.ndarray, segments_per_prompt: list[list]) -> np.ndarray:
-        """Mark the `<audio>` positions of pre-computed segments: placeholder runs map to segments in order."""
+    def _precomputed_mask(
+        self, input_ids: np.ndarray, sizes: list[list[int]], precomputed: list[list[bool]]
+    ) -> np.ndarray:
+        """Mark the `<audio>` positions of pre-computed segments, walking each prompt's placeholders in order."""
         audio_id = self.tokenizer.convert_tokens_to_ids(self.audio_token)
         mask = np.zeros(input_ids.shape, dtype=bool)
-        for row, segments in enumerate(segments_per_prompt):
+        for row, (row_sizes, row_flags) in enumerate(zip(sizes, precomputed, strict=True)):
             positions = np.flatnonzero(input_ids[row] == audio_id)
-            runs = np.split(positions, np.flatnonzero(np.diff(positions) != 1) + 1) if len(positions) else []
-            if len(runs) != len(segments):
-                raise ValueError(f"text[{row}]: {len(runs)} audio placeholder runs for {len(segments)} segments")
-            for run, segment in zip(runs, segments, strict=True):
-                mask[row, run] = is_precomputed_segment(segment)
+            if sum(row_sizes) != len(positions):
+                raise ValueError(f"text[{row}]: {len(positions)} audio placeholders for {sum(row_sizes)} audio tokens")
+            bounds = np.cumsum([0, *row_sizes])
+            for start, end, flag in zip(bounds[:-1], bounds[1:], row_flags, strict=True):
+                mask[row, positions[start:end]] = flag
         return mask
 
     # ---- text side ------------------------------------------------------------------------------------------------
