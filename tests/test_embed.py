@@ -1,0 +1,283 @@
+"""datasets_scripts.embed: KB rows from real Clotho / ESC-50 clips, bad audio, resume, job checks, multi-process."""
+
+import copy
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+from datasets import Dataset
+
+from datasets_scripts import embed
+from datasets_scripts.embed import embed_pairs, shard_path
+from datasets_scripts.readers import FEATURES
+from modeling_paircap.knowledge_base_paircap import kb_features
+
+REPO = Path(__file__).resolve().parents[1]
+SHARD_SIZE = 8
+# bad audio and the problem each must be reported with
+BAD_FILES = {
+    "corrupt.flac": "could not decode",
+    "missing.flac": "file not found",
+    "empty.wav": "could not decode",
+    "silent.wav": "silent",
+}
+
+
+def pair(pair_id: str, audio_id: str, path, caption: str, source: str, duration) -> dict:
+    audio = None if path is None else {"path": str(path), "bytes": None}
+    return dict(
+        pair_id=pair_id, audio_id=audio_id, audio=audio, caption=caption, source=source, split="test", duration=duration
+    )
+
+
+@pytest.fixture(scope="module")
+def pairs(clotho_clips, shared_data, tmp_path_factory) -> Dataset:
+    """28 pairs in shards of 8: 3 Clotho clips x 5 captions, 6 ESC-50 clips, 3 text-only rows, and a corrupt, a
+    missing, an empty and a silent file."""
+    bad = tmp_path_factory.mktemp("bad_audio")
+    (bad / "corrupt.flac").write_bytes(b"fLaC this is not audio" * 50)
+    (bad / "empty.wav").write_bytes(b"")
+    sf.write(bad / "silent.wav", np.zeros(48000, np.float32), 48000)
+    clotho = [
+        [
+            pair(f"clotho/{path.stem}/{i}", path.stem, path, caption, "clotho", sf.info(path).duration)
+            for i, caption in enumerate(captions)
+        ]
+        for path, captions in clotho_clips[:3]
+    ]
+    with open(shared_data / "esc50_cc" / "manifest.csv", newline="") as handle:
+        entries = list(csv.DictReader(handle))[:6]
+    esc = [
+        pair(
+            f"esc50/{stem}/0",
+            stem,
+            shared_data / "esc50_cc" / f"{stem}.flac",
+            f"the sound of a {e['category']}",
+            "esc50",
+            5.0,
+        )
+        for e in entries
+        for stem in [Path(e["filename"]).stem]
+    ]
+    text = [
+        pair(f"text/{i}", f"text{i}", None, caption, "text", None)
+        for i, caption in enumerate(
+            ["A dog barks in the distance.", "Rain falls on a metal roof.", "A train passes by with a horn blowing."]
+        )
+    ]
+    corrupt, missing, empty, silent = (
+        pair(f"bad/{name}/0", name, bad / name, "A broken clip.", "bad", 1.0) for name in BAD_FILES
+    )
+    shards = [
+        clotho[0] + esc[:2] + text[:1],
+        [corrupt, *clotho[1], esc[2], missing],
+        [*esc[3:5], text[1], empty, *clotho[2][:4]],
+        [*clotho[2][4:], text[2], esc[5], silent],  # the last Clotho clip straddles shards 2 and 3
+    ]
+    rows = [row for shard in shards for row in shard]
+    return Dataset(pa.Table.from_pylist(rows, schema=FEATURES.arrow_schema))
+
+
+@pytest.fixture(scope="module")
+def reference(pairs, tiny_release, tmp_path_factory) -> tuple[Dataset, Path]:
+    """An uninterrupted run with DataLoader workers: (dataset, output_dir). Tests must not change its folder."""
+    _, model, processor = tiny_release
+    output_dir = tmp_path_factory.mktemp("embed") / "reference"
+    dataset = embed_pairs(pairs, model, processor, output_dir, shard_size=SHARD_SIZE, batch_size=4, num_workers=2)
+    return dataset, output_dir
+
+
+def direct_encoding(model, processor, path: str) -> tuple[np.ndarray, np.ndarray, bool, int]:
+    """(tokens, embedding, is_long, windows) of one clip straight through processor + model."""
+    windows, is_long = processor.window_audio(processor.load_audio([path])[0])
+    features = torch.from_numpy(processor.extract_features(windows))
+    with torch.no_grad():
+        encoding = model.encode_audio(features, torch.tensor([len(windows)]))
+    return encoding.audio_tokens.flatten(0, 1).numpy(), encoding.audio_embeds[0].numpy(), is_long, len(windows)
+
+
+def windows_per_shard(pairs: Dataset, processor, shards) -> int:
+    """Windows the encoder must see for `shards` when each shard encodes each of its clips once."""
+    total = 0
+    for shard in shards:
+        rows = pairs[shard * SHARD_SIZE : (shard + 1) * SHARD_SIZE]
+        paths = {audio["path"] for audio in rows["audio"] if audio and Path(audio["path"]).name not in BAD_FILES}
+        total += sum(len(processor.window_audio(processor.load_audio([p])[0])[0]) for p in paths)
+    return total
+
+
+def read_shards(output_dir: Path, count: int) -> list[pa.Table]:
+    return [pq.read_table(shard_path(output_dir, shard)) for shard in range(count)]
+
+
+def test_rows_match_the_model_called_directly(reference, pairs, tiny_release):
+    _, model, processor = tiny_release
+    dataset, _ = reference
+    config = model.config
+    tokens_per_window, token_dim = config.audio_tokens_per_window, config.encoder_hidden_size
+    assert dataset.features == kb_features(
+        config.audio_config.projection_dim, config.audio_config.projection_dim, token_dim
+    )
+    assert dataset.data.table.schema.field("audio_tokens").type.storage_type.value_type.value_type == pa.float16()
+    rows = dataset.with_format("numpy")[:]
+    with torch.no_grad():
+        texts = model.embed_texts(**processor.clap_text_inputs(list(rows["caption"]))).numpy()
+    np.testing.assert_allclose(rows["text_embedding"], texts, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(rows["text_embedding"], axis=1), 1.0, atol=1e-5)
+
+    paths = {row["audio_id"]: row["audio"]["path"] for row in pairs if row["audio"] and row["source"] != "bad"}
+    direct = {audio_id: direct_encoding(model, processor, path) for audio_id, path in paths.items()}
+    for row in dataset.with_format("numpy"):
+        if not row["has_audio"]:
+            assert row["source"] == "text" and not row["is_long"]
+            assert row["audio_tokens"].shape == (0, token_dim)
+            assert not row["audio_embedding"].any()
+            continue
+        tokens, embedding, is_long, windows = direct[row["audio_id"]]
+        assert row["audio_tokens"].shape == (windows * tokens_per_window, token_dim)
+        np.testing.assert_allclose(row["audio_tokens"], tokens.astype(np.float16), rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(row["audio_embedding"], embedding, atol=1e-5)
+        assert np.linalg.norm(row["audio_embedding"]) == pytest.approx(1.0, abs=1e-5)
+        assert row["is_long"] == is_long
+        assert (windows == 1) == (row["source"] == "esc50")  # 5 s ESC-50 clips: one window; Clotho (15-30 s): more
+
+
+def test_bad_audio_is_logged_and_every_other_row_kept_in_order(reference, pairs):
+    dataset, output_dir = reference
+    errors = [json.loads(line) for line in (output_dir / "errors.jsonl").read_text().splitlines()]
+    bad_rows = [row for row in pairs if row["source"] == "bad"]  # input order: corrupt, missing, empty, silent
+    assert [error["pair_id"] for error in errors] == [row["pair_id"] for row in bad_rows]
+    assert [error["file"] for error in errors] == [row["audio"]["path"] for row in bad_rows]
+    assert all(BAD_FILES[error["audio_id"]] in error["error"] for error in errors)
+    assert dataset["pair_id"] == [p for p in pairs["pair_id"] if not p.startswith("bad/")]
+    stats = json.loads((output_dir / "embed_stats.json").read_text())
+    assert stats["pairs"] == len(pairs) == 28 and stats["rows_out"] == 24 and stats["errors"] == 4
+    assert stats["unique_clips"] == 3 + 4 + 4 + 3  # each shard loads each of its clips once, bad files included
+    assert stats["clips_per_s"] > 0 and stats["pairs_per_s"] > stats["clips_per_s"]
+
+
+def test_resume_skips_finished_shards_and_matches_an_uninterrupted_run(
+    reference, pairs, tiny_release, tmp_path, monkeypatch
+):
+    _, model, processor = tiny_release
+    output_dir = tmp_path / "resumed"
+    write_shard = embed._write_shard
+    written = []
+
+    def killed_after_two(output_dir, shard, *args):
+        if len(written) == 2:
+            raise KeyboardInterrupt("killed")
+        write_shard(output_dir, shard, *args)
+        written.append(shard)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(embed, "_write_shard", killed_after_two)
+        with pytest.raises(KeyboardInterrupt):
+            embed_pairs(pairs, model, processor, output_dir, shard_size=SHARD_SIZE, batch_size=4, num_workers=0)
+    assert written == [0, 1] and not shard_path(output_dir, 2).exists()
+    temp = shard_path(output_dir, 2).with_name(".shard-00002.parquet.tmp")
+    temp.write_bytes(b"half-written")  # as if killed while writing
+    mtimes = [shard_path(output_dir, shard).stat().st_mtime_ns for shard in (0, 1)]
+
+    encode_audio, windows_seen = model.encode_audio, []
+
+    def counting(input_features, audio_window_counts=None):
+        windows_seen.append(len(input_features))
+        return encode_audio(input_features, audio_window_counts)
+
+    monkeypatch.setattr(model, "encode_audio", counting)
+    resumed = embed_pairs(pairs, model, processor, output_dir, shard_size=SHARD_SIZE, batch_size=4, num_workers=0)
+    assert [shard_path(output_dir, shard).stat().st_mtime_ns for shard in (0, 1)] == mtimes
+    assert sum(windows_seen) == windows_per_shard(pairs, processor, [2, 3])
+    assert not temp.exists()
+    stats = json.loads((output_dir / "embed_stats.json").read_text())
+    assert (stats["shards_computed"], stats["shards_reused"]) == (2, 2)
+
+    dataset, reference_dir = reference
+    assert resumed.data.table.equals(dataset.data.table)
+    assert all(a.equals(b) for a, b in zip(read_shards(output_dir, 4), read_shards(reference_dir, 4), strict=True))
+    assert (output_dir / "errors.jsonl").read_text() == (reference_dir / "errors.jsonl").read_text()
+
+
+def test_a_different_job_in_the_same_folder_is_refused_unless_overwrite(reference, pairs, tiny_release, tmp_path):
+    _, model, processor = tiny_release
+    output_dir = tmp_path / "kb"
+    shutil.copytree(reference[1], output_dir)
+    other_model = copy.deepcopy(model)
+    with torch.no_grad():
+        weight = other_model.audio_encoder.audio_projection.linear1.weight
+        weight.add_(0.1 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
+
+    for job, reason in [
+        (dict(model=other_model, pairs=pairs, shard_size=SHARD_SIZE), "another encoder"),
+        (dict(model=model, pairs=pairs.select(range(10)), shard_size=SHARD_SIZE), "other pairs"),
+        (dict(model=model, pairs=pairs, shard_size=4), "shard_size"),
+    ]:
+        with pytest.raises(ValueError, match=reason) as error:
+            embed_pairs(job["pairs"], job["model"], processor, output_dir, shard_size=job["shard_size"], num_workers=0)
+        assert str(output_dir) in str(error.value) and "overwrite=True" in str(error.value)
+
+    subset = pairs.select(range(5))  # one Clotho clip, five captions
+    dataset = embed_pairs(subset, other_model, processor, output_dir, overwrite=True, num_workers=0, progress=False)
+    assert dataset["pair_id"] == subset["pair_id"]
+    state = json.loads((output_dir / "embed_state.json").read_text())
+    assert state["encoder_fingerprint"] == other_model.encoder_fingerprint() != model.encoder_fingerprint()
+    assert sorted(p.name for p in (output_dir / "shards").glob("*.parquet")) == ["shard-00000.parquet"]
+    assert (output_dir / "errors.jsonl").read_text() == ""
+    assert not np.allclose(dataset[0]["audio_embedding"], reference[0][0]["audio_embedding"])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_under_accelerate_launch_match_one_process(pairs, tiny_release, tmp_path):
+    folder, model, processor = tiny_release
+    subset = pairs.select(range(16))  # shards of 4: 0, 2 on process 0 and 1, 3 on process 1; two bad files
+    single_dir = tmp_path / "single"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the launched processes (OMP_NUM_THREADS=1), so float sums add up in the same order
+    try:
+        single = embed_pairs(subset, model, processor, single_dir, shard_size=4, num_workers=0, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    pq.write_table(subset.data.table, tmp_path / "pairs.parquet")
+    multi_dir, results = tmp_path / "multi", tmp_path / "results"
+    results.mkdir()
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(free_port()),
+        "tests/embed_launch_script.py", str(folder), str(tmp_path / "pairs.parquet"), str(multi_dir), str(results), "4",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.stdout.count("embedded 16 pairs") == 1  # the throughput line, from the main process only
+
+    assert all(a.equals(b) for a, b in zip(read_shards(multi_dir, 4), read_shards(single_dir, 4), strict=True))
+    for process in (0, 1):
+        assert pq.read_table(results / f"result-{process}.parquet").equals(single.data.table)
+    for shard in range(4):
+        record = json.loads(shard_path(multi_dir, shard).with_suffix(".json").read_text())
+        assert record["process_index"] == shard % 2
+    assert (multi_dir / "errors.jsonl").read_text() == (single_dir / "errors.jsonl").read_text()
+    assert len((multi_dir / "errors.jsonl").read_text().splitlines()) == 2
