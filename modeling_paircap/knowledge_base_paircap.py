@@ -192,8 +192,27 @@ class PairCapKnowledgeBase:
 
     def audio_tokens(self, rows: Sequence[int]) -> list[np.ndarray]:
         """The pooled audio tokens `(tokens, token_dim)` of the given rows (empty for text-only rows)."""
-        selected = self.rows.select(list(rows)).with_format("numpy", columns=["audio_tokens"])[:]["audio_tokens"]
-        return [np.asarray(tokens, dtype=np.float16).reshape(-1, self.metadata.token_dim) for tokens in selected]
+        tokens, _ = self._token_columns(rows)
+        return [tokens[row] for row in rows]
+
+    def examples(self, hits: Sequence[Sequence[RetrievedPair]]) -> list[list[dict]]:
+        """Each query's hits as prompt examples: `{"audio_tokens", "caption", "is_long"}`, in retrieval order."""
+        tokens, is_long = self._token_columns([hit.row for query in hits for hit in query])
+        return [
+            [{"audio_tokens": tokens[hit.row], "caption": hit.caption, "is_long": is_long[hit.row]} for hit in query]
+            for query in hits
+        ]
+
+    def _token_columns(self, rows: Sequence[int]) -> tuple[dict[int, np.ndarray], dict[int, bool]]:
+        """Read `audio_tokens` and `is_long` once for the distinct rows asked for."""
+        unique = sorted(set(rows))
+        if not unique:
+            return {}, {}
+        selected = self.rows.select(unique).with_format("numpy", columns=["audio_tokens", "is_long"])[:]
+        dim = self.metadata.token_dim
+        arrays = [np.asarray(t, dtype=np.float16).reshape(-1, dim) for t in selected["audio_tokens"]]
+        tokens = dict(zip(unique, arrays, strict=True))
+        return tokens, {row: bool(flag) for row, flag in zip(unique, selected["is_long"], strict=True)}
 
 
 def embedding_matrix(rows, column: str) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 import hashlib
 import json
-from dataclasses import dataclass
+import os
+from collections.abc import Collection
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +14,11 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
-from .configuration_paircap import PairCapConfig
+from .configuration_paircap import RETRIEVAL_MODES, PairCapConfig
+from .knowledge_base_paircap import KnowledgeBaseError, PairCapKnowledgeBase
+from .processing_paircap import PairCapProcessor
+
+PAIR_MODES = ("pair2pair", "generative_pair2pair")
 
 
 @dataclass
@@ -26,6 +32,26 @@ class PairCapAudioEncoding(ModelOutput):
 
     audio_tokens: torch.Tensor | None = None
     audio_embeds: torch.Tensor | None = None
+
+
+@dataclass
+class PairCapGenerateOutput(ModelOutput):
+    r"""
+    sequences (`torch.LongTensor` of shape `(batch * num_return_sequences, prompt_length + new_tokens)`):
+        The prompts given to `generate` followed by the caption tokens of the final pass, so that
+        `processor.decode_captions(sequences, input_ids.shape[1])` works with or without retrieval.
+    zero_shot_captions (`list[str]`): the pass-1 captions used as text queries (generative pair-to-pair).
+    retrieved_pairs (`list[list[dict]]`): per query, the retrieved pairs with `pair_id`, `audio_id`, `caption`, `row`,
+        `score` (S), `audio_score` (S_A) and `text_score` (S_T), best first.
+    scores, logits, sequences_scores: those of the final pass, when requested.
+    """
+
+    sequences: torch.LongTensor | None = None
+    zero_shot_captions: list[str] | None = None
+    retrieved_pairs: list[list[dict]] | None = None
+    scores: tuple[torch.Tensor, ...] | None = None
+    logits: tuple[torch.Tensor, ...] | None = None
+    sequences_scores: torch.Tensor | None = None
 
 
 class PairCapAudioProjector(nn.Module):
@@ -79,7 +105,58 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         self.audio_encoder = ClapModel(config.audio_config)
         self.multi_modal_projector = PairCapAudioProjector(config)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self._knowledge_bases: dict[str, tuple[PairCapKnowledgeBase, tuple]] = {}
+        self._processor: PairCapProcessor | None = None
         self.post_init()
+
+    @property
+    def processor(self) -> PairCapProcessor:
+        """The processor saved with the model (loaded on first use); retrieval needs it to build pass-2 prompts."""
+        if self._processor is None:
+            if not self.name_or_path:
+                raise ValueError("This model was not loaded from a release folder: pass processor= to generate")
+            # the model itself came from this folder's remote code, so its processor is trusted the same way
+            self._processor = PairCapProcessor.from_pretrained(self.name_or_path, trust_remote_code=True)
+        return self._processor
+
+    @processor.setter
+    def processor(self, processor: PairCapProcessor) -> None:
+        self._processor = processor
+
+    def load_knowledge_base(self, knowledge_base: "str | os.PathLike | PairCapKnowledgeBase | None" = None):
+        """
+        The knowledge base to retrieve from: `knowledge_base` (hub id, folder or loaded KB) or `config.knowledge_base`,
+        loaded once and cached. It must have been embedded by this encoder: the fingerprint is checked at load and
+        again whenever the encoder's weights changed since (training, `load_state_dict`, a copy of the model).
+        """
+        source = self.config.knowledge_base if knowledge_base is None else knowledge_base
+        if source is None:
+            raise ValueError(
+                "No knowledge base to retrieve from: pass knowledge_base= (hub id, folder or PairCapKnowledgeBase) "
+                "or set config.knowledge_base, or use retrieval_mode='none'"
+            )
+        key = f"object:{id(source)}" if isinstance(source, PairCapKnowledgeBase) else str(source)
+        cached = self._knowledge_bases.get(key)
+        state = self._encoder_state()
+        if cached is not None and cached[1] == state:
+            return cached[0]
+        fingerprint = self.encoder_fingerprint()
+        if cached is not None or isinstance(source, PairCapKnowledgeBase):
+            kb = cached[0] if cached is not None else source
+            if kb.metadata.encoder_fingerprint != fingerprint:
+                raise KnowledgeBaseError(
+                    f"{kb.folder or 'the knowledge base'}: embedded by another encoder than this model's; its "
+                    "embeddings and audio tokens do not match. Rebuild it with this model: python -m datasets_scripts"
+                )
+        else:
+            kb = PairCapKnowledgeBase.from_pretrained(source, fingerprint)
+        self._knowledge_bases[key] = (kb, state)
+        return kb
+
+    def _encoder_state(self) -> tuple:
+        """Identity and in-place version of every CLAP tensor: changes whenever the weights may have changed."""
+        tensors = [*self.audio_encoder.parameters(), *self.audio_encoder.buffers()]
+        return tuple((id(tensor), tensor._version) for tensor in tensors)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -263,15 +340,139 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         audio_tokens: torch.Tensor | None = None,
         audio_tokens_mask: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        retrieval_mode: str | None = None,
+        fusion_weight: float | None = None,
+        top_k: int | None = None,
+        exclude_ids: "list[Collection[str]] | None" = None,
+        knowledge_base: "str | os.PathLike | PairCapKnowledgeBase | None" = None,
+        text_queries: list[str] | None = None,
+        processor: PairCapProcessor | None = None,
         **kwargs,
     ):
-        """Caption: the audio is encoded once into `inputs_embeds`, then the language model decodes as usual."""
+        r"""
+        Caption audio, with generative pair-to-pair retrieval when a knowledge base is configured: encode the query
+        audio once; pass 1 captions it zero-shot; the caption's CLAP text embedding t_q and the audio embedding a_q
+        query the knowledge base with `[W·a_q ; (1−W)·t_q]` (paper eq. 4-6); pass 2 captions again with the top-k
+        (audio tokens, caption) pairs interleaved before the query. Both passes run as batches.
+
+        Args:
+            retrieval_mode: `none`, `audio2audio`, `audio2text`, `audio2mixture`, `pair2pair` (needs `text_queries`) or
+                `generative_pair2pair`; default `config.retrieval_mode` when a knowledge base is set, else `none`.
+            fusion_weight: W of eq. 4 (default `config.fusion_weight`). top_k: pairs per query (0 = zero-shot).
+            exclude_ids: per query, pair ids or audio ids never to retrieve (e.g. the query's own clip).
+            knowledge_base: a hub id, folder or loaded `PairCapKnowledgeBase` replacing `config.knowledge_base`.
+            text_queries: the text half of `pair2pair` queries.
+            processor: the processor (default: the one saved with the model).
+            kwargs: generation arguments (beams, `max_new_tokens`, sampling...), applied to both passes; pass 1 keeps
+                one sequence per query. With `return_dict_in_generate=True` and retrieval, a `PairCapGenerateOutput`.
+        """
         if input_ids is None:
             raise ValueError("generate needs input_ids: build them with PairCapProcessor")
-        inputs_embeds = self.build_inputs_embeds(input_ids, input_features, audio_tokens, audio_tokens_mask)
-        return super().generate(
-            input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs
+        mode = self._resolve_retrieval_mode(retrieval_mode, knowledge_base)
+        top_k = self.config.retrieval_top_k if top_k is None else top_k
+        if mode == "none" or top_k == 0:
+            inputs_embeds = self.build_inputs_embeds(input_ids, input_features, audio_tokens, audio_tokens_mask)
+            return super().generate(
+                input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs
+            )
+        if input_features is None or audio_tokens is not None:
+            raise ValueError(
+                "Retrieval-augmented generate takes zero-shot prompts built by PairCapProcessor from audio "
+                "(one clip per prompt); for prompts with your own examples use retrieval_mode='none'"
+            )
+        counts = torch.ones(len(input_ids), dtype=torch.long) if audio_window_counts is None else audio_window_counts
+        if len(counts) != len(input_ids):
+            raise ValueError(f"Retrieval needs one clip per prompt: {len(counts)} clips for {len(input_ids)} prompts")
+        if mode == "pair2pair" and (text_queries is None or len(text_queries) != len(input_ids)):
+            raise ValueError("retrieval_mode='pair2pair' needs text_queries: one text per prompt")
+        processor = processor or self.processor
+        kb = self.load_knowledge_base(knowledge_base)
+        encoding = self.encode_audio(input_features, counts)
+
+        zero_shot_captions = None
+        if mode == "generative_pair2pair":
+            inputs_embeds = self.merge_audio_tokens(
+                input_ids, self.get_input_embeddings()(input_ids), encoding.audio_tokens, None, None
+            )
+            first_pass = super().generate(
+                input_ids=input_ids,
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                **first_pass_kwargs(kwargs),
+            )
+            zero_shot_captions = text_queries = processor.decode_captions(first_pass, input_ids.shape[1])
+        text_embeds = None
+        if mode in PAIR_MODES:
+            text_embeds = self.embed_texts(**processor.clap_text_inputs(text_queries).to(self.device))
+            text_embeds = text_embeds.float().cpu().numpy()
+        weight = self.config.fusion_weight if fusion_weight is None else fusion_weight
+        hits = kb.search(
+            encoding.audio_embeds.float().cpu().numpy(),
+            text_embeds,
+            mode=mode,
+            fusion_weight=weight,
+            top_k=top_k,
+            exclude_ids=exclude_ids,
         )
 
+        is_long = (input_ids == self.config.long_audio_token_id).any(dim=1).tolist()
+        queries = [
+            {"audio_tokens": tokens.flatten(0, 1).float().cpu(), "is_long": long}
+            for tokens, long in zip(encoding.audio_tokens.split(counts.tolist()), is_long, strict=True)
+        ]
+        second = processor(audio=queries, examples=kb.examples(hits), return_tensors="pt").to(self.device)
+        second_embeds = self.build_inputs_embeds(
+            second["input_ids"], None, second["audio_tokens"], second["audio_tokens_mask"]
+        )
+        output = super().generate(
+            input_ids=second["input_ids"],
+            inputs_embeds=second_embeds,
+            attention_mask=second["attention_mask"],
+            **kwargs,
+        )
+        return package_output(output, input_ids, second["input_ids"].shape[1], zero_shot_captions, hits)
 
-__all__ = ["PairCapAudioEncoding", "PairCapAudioProjector", "PairCapForConditionalGeneration", "PairCapPreTrainedModel"]
+    def _resolve_retrieval_mode(self, retrieval_mode: str | None, knowledge_base) -> str:
+        if retrieval_mode is None:
+            configured = knowledge_base is not None or self.config.knowledge_base is not None
+            return self.config.retrieval_mode if configured else "none"
+        if retrieval_mode not in RETRIEVAL_MODES:
+            raise ValueError(f"retrieval_mode must be one of {RETRIEVAL_MODES}, got {retrieval_mode!r}")
+        return retrieval_mode
+
+
+def first_pass_kwargs(kwargs: dict) -> dict:
+    """Generation arguments for pass 1: the same decoding, one plain sequence per query."""
+    return {
+        **kwargs,
+        "num_return_sequences": 1,
+        "return_dict_in_generate": False,
+        "output_scores": False,
+        "output_logits": False,
+    }
+
+
+def package_output(output, prompt_ids: torch.LongTensor, second_prompt_length: int, zero_shot_captions, hits):
+    """Pass-2 caption tokens after the caller's own prompts; with `return_dict_in_generate`, the retrieval details."""
+    sequences = output if isinstance(output, torch.Tensor) else output.sequences
+    copies = sequences.shape[0] // prompt_ids.shape[0]
+    sequences = torch.cat([prompt_ids.repeat_interleave(copies, dim=0), sequences[:, second_prompt_length:]], dim=1)
+    if isinstance(output, torch.Tensor):
+        return sequences
+    return PairCapGenerateOutput(
+        sequences=sequences,
+        zero_shot_captions=zero_shot_captions,
+        retrieved_pairs=[[asdict(hit) for hit in query] for query in hits],
+        scores=output.scores,
+        logits=output.logits,
+        sequences_scores=getattr(output, "sequences_scores", None),
+    )
+
+
+__all__ = [
+    "PairCapAudioEncoding",
+    "PairCapAudioProjector",
+    "PairCapForConditionalGeneration",
+    "PairCapGenerateOutput",
+    "PairCapPreTrainedModel",
+]
