@@ -65,9 +65,10 @@ def caption_files(
     **generation_kwargs,
 ) -> Iterator[dict]:
     """
-    Yield one record per file, in order: `{"file", "caption"}`, or `{"file", "error"}` for a file that could not be
-    read (corrupt, empty, silent, not audio); the other files of its batch are captioned as usual. Audio of the next
-    batch is decoded in background threads while the model generates.
+    Yield one record per file, in order: `{"file", "caption"}` (plus `zero_shot_caption` and `retrieved` pairs when
+    retrieval runs), or `{"file", "error"}` for a file that could not be read (corrupt, empty, silent, not audio);
+    the other files of its batch are captioned as usual. Audio of the next batch is decoded in background threads
+    while the model generates.
     """
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     bar = tqdm(total=len(files), unit="file", desc="captioning", disable=not progress)
@@ -78,25 +79,33 @@ def caption_files(
             if index + 1 < len(batches):
                 pending = pool.submit(processor.load_audio, [str(f) for f in batches[index + 1]])
             good = [(path, wave) for path, wave in zip(batch, loaded, strict=True) if isinstance(wave, np.ndarray)]
-            captions = caption_waveforms(model, processor, [wave for _, wave in good], **generation_kwargs)
-            by_path = dict(zip((path for path, _ in good), captions, strict=True))
+            results = caption_waveforms(model, processor, [wave for _, wave in good], **generation_kwargs)
+            by_path = dict(zip((path for path, _ in good), results, strict=True))
             for path, wave in zip(batch, loaded, strict=True):
                 if path in by_path:
-                    yield {"file": str(path), "caption": by_path[path]}
+                    yield {"file": str(path), **by_path[path]}
                 else:  # the loader's error (its class may come from the release's remote code)
                     yield {"file": str(path), "error": str(wave)}
             bar.update(len(batch))
     bar.close()
 
 
-def caption_waveforms(model, processor, waveforms: list, **generation_kwargs) -> list[str]:
-    """Zero-shot captions for 48 kHz mono waveforms, generated as one batch."""
+def caption_waveforms(model, processor, waveforms: list, **generation_kwargs) -> list[dict]:
+    """Caption 48 kHz mono waveforms as one batch: `{"caption"}`, plus the retrieval details when retrieval ran."""
     if not waveforms:
         return []
     inputs = processor(audio=waveforms, sampling_rate=processor.sampling_rate).to(model.device)
     with torch.no_grad():
-        sequences = model.generate(**inputs, **generation_kwargs)
-    return processor.decode_captions(sequences, inputs["input_ids"].shape[1])
+        output = model.generate(**inputs, processor=processor, return_dict_in_generate=True, **generation_kwargs)
+    captions = processor.decode_captions(output.sequences, inputs["input_ids"].shape[1])
+    records = [{"caption": caption} for caption in captions]
+    retrieved = getattr(output, "retrieved_pairs", None)
+    if retrieved is not None:
+        zero_shot = output.zero_shot_captions or [None] * len(records)
+        for record, first_pass, pairs in zip(records, zero_shot, retrieved, strict=True):
+            record["zero_shot_caption"] = first_pass
+            record["retrieved"] = pairs
+    return records
 
 
 def write_jsonl(records: Iterable[dict], path: str | Path | None) -> tuple[int, int]:

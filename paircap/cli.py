@@ -5,6 +5,7 @@ import sys
 import time
 
 DEFAULT_MODEL = "org/paircap"
+RETRIEVAL_MODES = ("none", "audio2audio", "audio2text", "audio2mixture", "generative_pair2pair")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +18,10 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--batch-size", type=int, default=8)
     caption.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     caption.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    caption.add_argument("--kb", default=None, help="knowledge base hub id or folder (default: the model's own)")
+    caption.add_argument("--mode", default=None, choices=RETRIEVAL_MODES, help="retrieval mode (default: the model's)")
+    caption.add_argument("--top-k", type=int, default=None, help="retrieved pairs per clip (0: zero-shot)")
+    caption.add_argument("--weight", type=float, default=None, help="fusion weight W of pair-to-pair retrieval")
     caption.add_argument("--max-new-tokens", type=int, default=40)
     caption.add_argument("--num-beams", type=int, default=1)
     caption.add_argument("--output", default=None, help="JSON lines file (default: standard output)")
@@ -64,6 +69,7 @@ def run_caption(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         num_beams=args.num_beams,
         do_sample=False,
+        **retrieval_options(args),
     )
     captioned, failed = write_jsonl(records, args.output)
     elapsed = time.perf_counter() - start
@@ -72,6 +78,17 @@ def run_caption(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0 if captioned or not failed else 1
+
+
+def retrieval_options(args: argparse.Namespace) -> dict:
+    """The retrieval arguments given on the command line (the model's config supplies the rest)."""
+    options = {
+        "knowledge_base": args.kb,
+        "retrieval_mode": args.mode,
+        "top_k": args.top_k,
+        "fusion_weight": args.weight,
+    }
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def run_assemble(args: argparse.Namespace) -> int:
