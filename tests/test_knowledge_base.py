@@ -168,3 +168,33 @@ def test_approximate_index_reports_recall():
     rows = synthetic_rows(n=600, seed=3)
     index, recall = build_kb_index(rows, "HNSW16")
     assert index.ntotal == 600 and 0.5 <= recall <= 1.0
+
+
+def test_push_uploads_the_whole_folder_as_a_dataset_repo(kb_folder, monkeypatch):
+    from huggingface_hub import HfApi
+
+    from datasets_scripts.publish import push_kb_to_hub
+
+    calls = {}
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.setdefault("create", (repo_id, kw)))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.setdefault("upload", kw) and "commit-url")
+    folder, _ = kb_folder
+    assert push_kb_to_hub(folder, "org/refined-audio-kb", private=True) == "commit-url"
+    assert calls["create"] == ("org/refined-audio-kb", {"repo_type": "dataset", "private": True, "exist_ok": True})
+    assert calls["upload"]["folder_path"] == str(folder) and calls["upload"]["repo_type"] == "dataset"
+
+
+def test_a_hub_id_resolves_through_snapshot_download(kb_folder, monkeypatch):
+    import huggingface_hub
+
+    folder, rows = kb_folder
+    requested = {}
+
+    def fake_snapshot_download(repo_id, repo_type=None, revision=None):
+        requested.update(repo_id=repo_id, repo_type=repo_type, revision=revision)
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    kb = PairCapKnowledgeBase.from_pretrained("org/refined-audio-kb", revision="v1")
+    assert requested == {"repo_id": "org/refined-audio-kb", "repo_type": "dataset", "revision": "v1"}
+    assert len(kb) == len(rows) and kb.retriever.index.ntotal == len(rows)
