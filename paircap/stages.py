@@ -69,3 +69,14 @@ def trainable_parameter_count(model: torch.nn.Module) -> int:
 
 def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def merge_ia3(model: PairCapForConditionalGeneration) -> None:
+    """Fold the IA3 vectors into the weights they scale and put the plain layers back (for export)."""
+    from peft.tuners.ia3.layer import IA3Layer
+
+    for name, module in list(model.language_model.named_modules()):
+        if isinstance(module, IA3Layer):
+            module.merge()
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.language_model.get_submodule(parent_name), child, module.get_base_layer())

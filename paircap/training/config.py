@@ -1,0 +1,81 @@
+"""Training configuration: a YAML file per stage or phase (under `configs/`), overridable from the command line."""
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; field names are the YAML keys and the `--flags` of train_accelerate.py."""
+
+    stage: str = field(metadata={"help": "alignment (stage 1: projector only) or raft (stage 2: IA3 + head + encoder)"})
+    model_name_or_path: str = field(metadata={"help": "release folder or hub id to start from"})
+    output_dir: str = field(metadata={"help": "checkpoints, logs and the exported release go here"})
+    train_pairs: list[str] = field(
+        metadata={"help": "caption datasets: save_to_disk folders, parquet folders or hub ids"}
+    )
+    validation_pairs: list[str] = field(default_factory=list, metadata={"help": "datasets for the validation loss"})
+    balance_sources: bool = field(default=False, metadata={"help": "draw every source equally (AudioCaps/Clotho)"})
+    max_examples: int = field(default=0, metadata={"help": "retrieved pairs per sample, 1..K drawn (0: none)"})
+    num_neighbors: int = field(default=10, metadata={"help": "stored audio-to-audio neighbours per training pair"})
+    retrieval_dir: str | None = field(default=None, metadata={"help": "embedded training set + neighbours cache"})
+    train_audio_encoder: bool = field(default=True, metadata={"help": "stage 2: unfreeze the CLAP audio tower"})
+    learning_rate: float = 1e-4
+    encoder_lr_scale: float = field(default=0.1, metadata={"help": "audio encoder and LM head lr = scale * lr"})
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    num_epochs: int = 5
+    max_steps: int | None = field(default=None, metadata={"help": "optimizer steps of the schedule (overrides epochs)"})
+    stop_after_steps: int | None = field(default=None, metadata={"help": "stop this run early (time-limited jobs)"})
+    per_device_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16"})
+    gradient_checkpointing: bool = False
+    num_workers: int = 2
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int | None = None
+    save_every: int = 500
+    save_total_limit: int = 2
+    report_to: list[str] = field(default_factory=list, metadata={"help": "trackers: tensorboard, wandb"})
+    resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in output_dir"})
+    export: bool = field(default=True, metadata={"help": "write a release folder (IA3 merged) at the end"})
+
+    def __post_init__(self):
+        if self.stage not in ("alignment", "raft"):
+            raise ValueError(f"stage must be 'alignment' or 'raft', got {self.stage!r}")
+        if self.stage == "alignment" and self.max_examples:
+            raise ValueError("stage 1 (alignment) trains on captioning data alone: set max_examples to 0")
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.output_dir) / "checkpoints"
+
+    @property
+    def export_dir(self) -> Path:
+        return Path(self.output_dir) / "release"
+
+
+def parse_config(argv: list[str] | None = None) -> TrainConfig:
+    """`--config FILE.yaml` gives the defaults; any other `--field value` overrides them."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    parser = HfArgumentParser(TrainConfig)
+    parser.add_argument("--config", default=None, help="YAML file with the run's settings")
+    if known.config:
+        values = yaml.safe_load(Path(known.config).read_text()) or {}
+        unknown = set(values) - {f for f in TrainConfig.__dataclass_fields__}
+        if unknown:
+            raise ValueError(f"{known.config}: unknown settings {sorted(unknown)}")
+        parser.set_defaults(**values)
+        for action in parser._actions:  # fields given in the file are no longer required on the command line
+            if action.dest in values:
+                action.required = False
+    config, _ = parser.parse_args_into_dataclasses(args=argv)
+    return config
