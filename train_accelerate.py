@@ -15,7 +15,7 @@ from paircap.training.loop import train
 
 
 def main(argv: list[str] | None = None) -> int:
-    print(f"release written to {train(parse_config(argv))}", flush=True)
+    train(parse_config(argv))
     return 0
 
 

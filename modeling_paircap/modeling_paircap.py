@@ -201,6 +201,13 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
             tokens = F.avg_pool1d(tokens.transpose(1, 2), kernel_size=stride, stride=stride).transpose(1, 2)
         return tokens
 
+    def audio_tokens(self, input_features: torch.Tensor) -> torch.Tensor:
+        """Pooled encoder tokens `(num_windows, tokens_per_window, hidden)` of log-mel windows: the captioning path,
+        which needs neither the CLAP projection nor the clip embedding."""
+        encoder_dtype = self.audio_encoder.audio_projection.linear1.weight.dtype
+        hidden = self.audio_encoder.audio_model(input_features=input_features.to(encoder_dtype)).last_hidden_state
+        return self.pool_encoder_tokens(hidden)
+
     def encode_audio(
         self, input_features: torch.Tensor, audio_window_counts: torch.Tensor | None = None
     ) -> PairCapAudioEncoding:
@@ -287,7 +294,7 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
             if (input_ids == self.config.audio_token_id).any():
                 raise ValueError("The prompts hold <audio> placeholders but neither input_features nor audio_tokens")
             return inputs_embeds
-        encoded = self.encode_audio(input_features).audio_tokens if input_features is not None else None
+        encoded = self.audio_tokens(input_features) if input_features is not None else None
         return self.merge_audio_tokens(input_ids, inputs_embeds, encoded, audio_tokens, audio_tokens_mask)
 
     def forward(

@@ -30,7 +30,8 @@ def add_ia3(model: PairCapForConditionalGeneration) -> None:
 def configure_stage2(model: PairCapForConditionalGeneration, train_audio_encoder: bool = True) -> None:
     """
     Stage 2, RAFT: IA3 on the language model, its LM head, the projector and (unfrozen, paper §4.1) the CLAP audio
-    tower train; input embeddings, the LM's own weights and the CLAP text tower stay frozen.
+    encoder (HTSAT) train; input embeddings, the LM's own weights, the CLAP text tower and the CLAP projections (whose
+    retrieval embeddings never reach the captioning loss) stay frozen.
     """
     add_ia3(model)
     model.requires_grad_(False)
@@ -41,7 +42,6 @@ def configure_stage2(model: PairCapForConditionalGeneration, train_audio_encoder
             parameter.requires_grad_(True)
     if train_audio_encoder:
         model.audio_encoder.audio_model.requires_grad_(True)
-        model.audio_encoder.audio_projection.requires_grad_(True)
 
 
 def component_parameter_counts(model: PairCapForConditionalGeneration) -> "OrderedDict[str, int]":
@@ -80,3 +80,20 @@ def merge_ia3(model: PairCapForConditionalGeneration) -> None:
             module.merge()
             parent_name, _, child = name.rpartition(".")
             setattr(model.language_model.get_submodule(parent_name), child, module.get_base_layer())
+
+
+def set_training_mode(model: PairCapForConditionalGeneration) -> None:
+    """
+    Train mode for the parts that learn and eval mode for frozen ones, so a frozen encoder's batch-norm statistics and
+    dropout never change (stage 1 freezes CLAP; stage 2 never trains the CLAP text tower).
+    """
+    model.train()
+    parts = (
+        model.audio_encoder.audio_model,
+        model.audio_encoder.text_model,
+        model.multi_modal_projector,
+        model.language_model,
+    )
+    for part in parts:
+        if not any(parameter.requires_grad for parameter in part.parameters()):
+            part.eval()

@@ -37,10 +37,10 @@ def test_stage2_trains_ia3_head_projector_and_audio_tower(fresh_model):
         "multi_modal_projector.",
         "language_model.lm_head.",
         "audio_encoder.audio_model.",
-        "audio_encoder.audio_projection.",
     )
     assert names - ia3 == {n for n, _ in fresh_model.named_parameters() if n.startswith(expected_prefixes)}
-    assert not any("embed_tokens" in n or "text_model" in n or "q_proj.base_layer" in n for n in names)
+    frozen_markers = ("embed_tokens", "text_model", "audio_projection", "text_projection", "q_proj.base_layer")
+    assert not any(marker in n for marker in frozen_markers for n in names)
     configure_stage2(fresh_model, train_audio_encoder=False)
     assert not any(n.startswith("audio_encoder.") for n in trainable_names(fresh_model))
     # IA3 starts as the identity: outputs are unchanged until it trains
@@ -66,8 +66,22 @@ def test_full_size_counts_on_the_meta_device():
     assert 27e6 < components["clap_audio_tower"] < 29e6
     assert trainable["stage1_projector"] == components["projector"]
     assert trainable["stage2_projector_ia3_lm_head"] == components["projector"] + components["ia3"] + vocab * hidden
+    audio_projection = 768 * 512 + 512 + 512 * 512 + 512  # CLAP's projection: frozen, not on the caption path
     assert trainable["stage2_with_audio_encoder"] == (
-        trainable["stage2_projector_ia3_lm_head"] + components["clap_audio_tower"]
+        trainable["stage2_projector_ia3_lm_head"] + components["clap_audio_tower"] - audio_projection
     )
     assert components["total"] == sum(v for k, v in components.items() if k != "total")
     assert trainable_parameter_count(torch.nn.Linear(2, 2)) == 6
+
+
+def test_frozen_parts_stay_in_eval_mode(fresh_model):
+    from paircap.stages import set_training_mode
+
+    configure_stage1(fresh_model)
+    set_training_mode(fresh_model)
+    assert fresh_model.multi_modal_projector.training
+    assert not fresh_model.audio_encoder.audio_model.training and not fresh_model.language_model.training
+    configure_stage2(fresh_model)
+    set_training_mode(fresh_model)
+    assert fresh_model.audio_encoder.audio_model.training and fresh_model.language_model.training
+    assert not fresh_model.audio_encoder.text_model.training

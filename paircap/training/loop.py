@@ -7,16 +7,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
-from paircap.training.data import (
-    CaptionTrainingSet,
-    LengthGroupedBatchSampler,
-    PairCapCollator,
-    balanced_source_weights,
-)
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
@@ -27,8 +22,14 @@ from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.assembly import save_release
 from paircap.cards import render_model_card
-from paircap.stages import configure_stage1, configure_stage2, merge_ia3
+from paircap.stages import configure_stage1, configure_stage2, merge_ia3, set_training_mode
 from paircap.training.config import TrainConfig
+from paircap.training.data import (
+    CaptionTrainingSet,
+    LengthGroupedBatchSampler,
+    PairCapCollator,
+    balanced_source_weights,
+)
 
 
 @dataclass
@@ -82,7 +83,7 @@ def retrieved_examples(cfg: TrainConfig, pairs: Dataset, model, processor, accel
 def build_dataloader(cfg: TrainConfig, dataset: CaptionTrainingSet, processor, sources, shuffle: bool):
     weights = balanced_source_weights(sources) if cfg.balance_sources and shuffle else None
     sampler = LengthGroupedBatchSampler(
-        dataset.estimated_lengths(), cfg.per_device_batch_size, seed=cfg.seed, shuffle=shuffle, weights=weights
+        dataset.estimated_lengths, cfg.per_device_batch_size, seed=cfg.seed, shuffle=shuffle, weights=weights
     )
     loader = DataLoader(
         dataset,
@@ -128,7 +129,7 @@ def validation_loss(model, loader, accelerator: Accelerator) -> float:
     for batch in loader:
         tokens = (batch["labels"][:, 1:] != -100).sum()
         total += torch.stack([model(**batch).loss.float() * tokens, tokens.float()])
-    model.train()
+    set_training_mode(accelerator.unwrap_model(model))
     total = accelerator.reduce(total, reduction="sum")
     return (total[0] / total[1].clamp(min=1)).item()
 
@@ -143,7 +144,7 @@ def train(cfg: TrainConfig) -> Path:
     )
     set_seed(cfg.seed)
     model = PairCapForConditionalGeneration.from_pretrained(cfg.model_name_or_path)
-    processor = PairCapProcessor.from_pretrained(cfg.model_name_or_path)
+    processor = PairCapProcessor.from_pretrained(cfg.model_name_or_path, trust_remote_code=True)
     model.to(accelerator.device)
 
     pairs = load_pairs(cfg.train_pairs)
@@ -184,11 +185,12 @@ def train(cfg: TrainConfig) -> Path:
     run_steps, stopped_early = 0, False
     bar = tqdm(total=total_steps, initial=progress.global_step, disable=not accelerator.is_main_process, desc=cfg.stage)
     window = {"loss": 0.0, "tokens": 0, "start": time.perf_counter(), "batches": 0}
-    model.train()
+    set_training_mode(accelerator.unwrap_model(model))
     while progress.global_step < total_steps and not stopped_early:
         train_set.set_epoch(progress.epoch)
         train_sampler.set_epoch(progress.epoch)
         for batch in accelerator.skip_first_batches(train_loader, progress.batches_done_in_epoch):
+            seed_batch(cfg.seed, accelerator.process_index, progress)
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
@@ -225,10 +227,18 @@ def train(cfg: TrainConfig) -> Path:
         return Path(cfg.output_dir)
     if val_loader is not None:
         log_validation(model, val_loader, accelerator, progress.global_step)
+    result = export_release(cfg, accelerator, model, processor, progress.global_step) if cfg.export else cfg.output_dir
     accelerator.end_training()
-    if not cfg.export:
-        return Path(cfg.output_dir)
-    return export_release(cfg, accelerator, model, processor, progress.global_step)
+    return Path(result)
+
+
+def seed_batch(seed: int, process_index: int, progress: TrainingProgress) -> None:
+    """
+    Seed torch's RNG (dropout) from the run seed, the process and the batch's place in the data: a resumed run then
+    draws the same dropout masks as an uninterrupted one, however many data loaders either created on the way.
+    """
+    state = np.random.SeedSequence([seed, process_index, progress.epoch, progress.batches_done_in_epoch])
+    torch.manual_seed(int(state.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
 
 
 def log_validation(model, loader, accelerator: Accelerator, step: int) -> None:
@@ -264,5 +274,6 @@ def export_release(cfg: TrainConfig, accelerator: Accelerator, model, processor,
         model.eval()
         status = f"trained: stage `{cfg.stage}` for {step} steps from `{cfg.model_name_or_path}`."
         save_release(model, processor, cfg.export_dir, render_model_card(model.config, training_status=status))
+        print(f"exported the trained release to {cfg.export_dir}", flush=True)
     accelerator.wait_for_everyone()
     return cfg.export_dir

@@ -1,0 +1,1 @@
+"""PairCap training recipe: the data pipeline (`data`) and the training loop (`loop`)."""

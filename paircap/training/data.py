@@ -1,0 +1,314 @@
+"""Training data for PairCap (paper §3.2, §4.1): caption pairs with retrieved interleaved examples, a picklable
+collator that featurises in DataLoader workers, and a length-grouped, optionally source-balanced batch sampler.
+
+Usage::
+
+    train_set = CaptionTrainingSet(pairs, processor, embedded, load_neighbors(path, embedded), max_examples=5, seed=0)
+    sampler = LengthGroupedBatchSampler(
+        train_set.estimated_lengths, batch_size=128, seed=0, weights=balanced_source_weights(train_set.sources)
+    )
+    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=PairCapCollator(processor), num_workers=8)
+    for epoch in range(start_epoch, epochs):
+        train_set.set_epoch(epoch)                  # before iter(loader): workers read the epoch from shared memory
+        sampler.set_epoch(epoch)
+        for batch in loader:
+            if batch is None:                       # every clip of the batch failed to load
+                continue
+            loss = model(**batch).loss
+
+Which examples: a sample drawn with n examples (n uniform in 1..max_examples, from (seed, epoch, index)) gets the
+first n of its stored neighbour list, nearest first: the same pairs, in the same order, that top-n retrieval puts in
+the prompt at inference. The epoch varies n, so a pair meets every prompt size from 1 to K over the epochs.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import BatchFeature
+
+__all__ = ["CaptionTrainingSet", "LengthGroupedBatchSampler", "PairCapCollator", "balanced_source_weights"]
+
+EXAMPLE_COLUMNS = ["audio_tokens", "caption", "is_long"]
+
+
+def _column(dataset: Dataset, name: str) -> list:
+    return dataset.with_format("arrow")[name].to_pylist()
+
+
+def _token_counts(tokenizer, texts: Sequence[str]) -> np.ndarray:
+    """Tokens per text, without special tokens."""
+    if not texts:
+        return np.zeros(0, dtype=np.int64)
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return np.array([len(row) for row in ids], dtype=np.int64)
+
+
+def _audio_token_counts(processor, durations: Sequence[float | None]) -> np.ndarray:
+    """Prompt tokens of clips of the given durations: windows x tokens per window, plus the length token past 30 s
+    (an unknown duration counts as the maximum number of windows)."""
+    seconds = np.array([np.nan if d is None else d for d in durations], dtype=np.float64)
+    needed = np.where(np.isfinite(seconds), np.ceil(seconds / processor.window_seconds), processor.max_audio_windows)
+    needed = np.maximum(needed, 1).astype(np.int64)
+    windows = np.minimum(needed, processor.max_audio_windows)
+    return windows * processor.audio_tokens_per_window + (needed > processor.max_audio_windows)
+
+
+def _prompt_overheads(processor) -> tuple[int, int]:
+    """(tokens of the system text plus BOS, template tokens of one turn without its audio and caption)."""
+    template = processor.prompt_template
+    turn = f"{template['user_role']}: \n{template['instruction']} {template['assistant_role']}:"
+    system, turn_tokens = _token_counts(processor.tokenizer, [template["system"] + " ", turn])
+    return int(system) + 1, int(turn_tokens)
+
+
+def _neighbors_per_pair(pair_ids: list[str], source: Dataset, neighbors: np.ndarray, width: int) -> np.ndarray:
+    """The first `width` neighbour rows (of `source`) of every pair, matched by pair_id; -1 where none."""
+    if neighbors.ndim != 2 or len(neighbors) != len(source):
+        raise ValueError(f"neighbors has shape {neighbors.shape}; expected ({len(source)}, K) for examples_source")
+    if width > neighbors.shape[1]:
+        raise ValueError(f"max_examples={width} but only {neighbors.shape[1]} neighbours are stored per pair")
+    row_of = {pair_id: row for row, pair_id in enumerate(_column(source, "pair_id"))}
+    rows = np.array([row_of.get(pair_id, -1) for pair_id in pair_ids], dtype=np.int64)
+    per_pair = np.full((len(pair_ids), width), -1, dtype=np.int64)
+    per_pair[rows >= 0] = neighbors[rows[rows >= 0], :width]
+    return per_pair
+
+
+class CaptionTrainingSet(torch.utils.data.Dataset):
+    """
+    (query waveform, caption, retrieved examples) samples for PairCap training.
+
+    Args:
+        pairs: the training pairs, with the readers' columns (`datasets_scripts.readers`); every row needs audio.
+        processor: the `PairCapProcessor` (loads the query audio; its tokenizer and windowing estimate lengths).
+        examples_source: the embedded training set (knowledge-base schema, from `embed_pairs`), row-aligned with
+            `neighbors`; gives each neighbour's stored pooled `audio_tokens`, `caption` and `is_long`.
+        neighbors: `(len(examples_source), K)` rows of `examples_source`, nearest first, -1 padded
+            (`datasets_scripts.neighbors`). A pair absent from `examples_source` gets no examples.
+        max_examples: K of the paper (5): each sample gets 1..K examples; 0 gives none (stage 1, curriculum phase 1).
+        seed: with the epoch and the index, fixes the number of examples of every sample.
+    """
+
+    def __init__(
+        self,
+        pairs: Dataset,
+        processor,
+        examples_source: Dataset | None = None,
+        neighbors: np.ndarray | None = None,
+        max_examples: int = 0,
+        seed: int = 0,
+    ):
+        if max_examples < 0:
+            raise ValueError(f"max_examples must be >= 0, got {max_examples}")
+        if max_examples and (examples_source is None or neighbors is None):
+            raise ValueError("max_examples > 0 needs examples_source and neighbors")
+        missing = pairs.with_format("arrow")["audio"].is_null().to_numpy(zero_copy_only=False)
+        if missing.any():
+            raise ValueError(f"{int(missing.sum())} training pairs have no audio (text-only rows cannot be queries)")
+        self.processor = processor
+        self.max_examples = max_examples
+        self.seed = seed
+        self.pair_ids: list[str] = _column(pairs, "pair_id")
+        self.captions: list[str] = _column(pairs, "caption")
+        self.sources: list[str] = _column(pairs, "source")
+        self.durations: list[float | None] = _column(pairs, "duration")
+        self._audio = pairs.select_columns(["audio"])
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by DataLoader workers, persistent too
+        self._counts: tuple[int, np.ndarray] | None = None
+        self._examples_source = examples_source
+        self._neighbors = np.full((len(self.pair_ids), 0), -1, dtype=np.int64)
+        if max_examples:
+            self._neighbors = _neighbors_per_pair(self.pair_ids, examples_source, np.asarray(neighbors), max_examples)
+            self._examples = examples_source.select_columns(EXAMPLE_COLUMNS).with_format("numpy")
+
+    def __len__(self) -> int:
+        return len(self.pair_ids)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose example counts `__getitem__` and `estimated_lengths` use."""
+        self._epoch.fill_(epoch)
+
+    def example_counts(self, epoch: int | None = None) -> np.ndarray:
+        """Examples per sample in `epoch` (default: the current one): uniform in 1..max_examples, capped by the
+        neighbours a pair has; all zero when max_examples is 0."""
+        epoch = self.epoch if epoch is None else epoch
+        if self._counts is None or self._counts[0] != epoch:
+            counts = np.zeros(len(self), dtype=np.int64)
+            if self.max_examples:
+                drawn = np.random.default_rng([self.seed, epoch]).integers(1, self.max_examples + 1, size=len(self))
+                counts = np.minimum(drawn, (self._neighbors >= 0).sum(axis=1))
+            self._counts = (epoch, counts)
+        return self._counts[1]
+
+    def examples(self, index: int, epoch: int | None = None) -> list[dict[str, Any]]:
+        """The interleaved examples of sample `index`: `{"audio_tokens" (n, D) float16, "caption", "is_long"}`."""
+        count = self.example_counts(epoch)[index]
+        return [self._example(int(row)) for row in self._neighbors[index, :count]] if count else []
+
+    def _example(self, row: int) -> dict[str, Any]:
+        stored = self._examples[row]
+        return {
+            "audio_tokens": np.asarray(stored["audio_tokens"], dtype=np.float16),
+            "caption": str(stored["caption"]),
+            "is_long": bool(stored["is_long"]),
+        }
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        """The sample, or None (with a warning naming the file) when its audio cannot be loaded."""
+        index = int(index)
+        waveform = self.processor.load_audio([self._audio[index]["audio"]])[0]
+        if not isinstance(waveform, np.ndarray):  # the processor's AudioInputError, which names the file
+            warnings.warn(f"skipping training pair {self.pair_ids[index]!r}: {waveform}", stacklevel=2)
+            return None
+        return {
+            "waveform": waveform,
+            "caption": self.captions[index],
+            "pair_id": self.pair_ids[index],
+            "examples": self.examples(index),
+        }
+
+    @functools.cached_property
+    def _base_lengths(self) -> np.ndarray:
+        """Estimated prompt tokens without examples: system, one turn, query audio tokens, caption and its EOS."""
+        system, turn = _prompt_overheads(self.processor)
+        audio = _audio_token_counts(self.processor, self.durations)
+        return system + turn + audio + _token_counts(self.processor.tokenizer, self.captions) + 1
+
+    @functools.cached_property
+    def _example_cumulative_lengths(self) -> np.ndarray:
+        """(len, max_examples): estimated tokens added by a sample's first 1, 2, ... examples."""
+        source = self._examples_source
+        _, turn = _prompt_overheads(self.processor)
+        has_audio = np.asarray(_column(source, "has_audio"), dtype=bool)
+        audio = np.where(has_audio, _audio_token_counts(self.processor, _column(source, "duration")), 0)
+        per_row = turn + audio + _token_counts(self.processor.tokenizer, _column(source, "caption")) + 1
+        costs = np.where(self._neighbors >= 0, per_row[np.maximum(self._neighbors, 0)], 0)
+        return np.cumsum(costs, axis=1)
+
+    def estimated_lengths(self, epoch: int | None = None) -> list[int]:
+        """Each sample's estimated prompt length in tokens in `epoch` (default: the current one), from durations,
+        caption token counts and the epoch's example counts; no audio is decoded. Pass the method itself to
+        `LengthGroupedBatchSampler` so batches follow each epoch's example counts."""
+        lengths = self._base_lengths
+        counts = self.example_counts(epoch)
+        if counts.any():
+            added = np.take_along_axis(self._example_cumulative_lengths, np.maximum(counts - 1, 0)[:, None], axis=1)
+            lengths = lengths + np.where(counts > 0, added[:, 0], 0)
+        return lengths.tolist()
+
+
+class PairCapCollator:
+    """Turns samples into a training batch with the processor (features, prompts, labels over every caption); runs in
+    DataLoader workers. Failed samples (None) are dropped; a batch where all failed gives None."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, items: Sequence[dict[str, Any] | None]) -> BatchFeature | None:
+        items = [item for item in items if item is not None]
+        if not items:
+            return None
+        examples = [item["examples"] for item in items]
+        return self.processor(
+            audio=[item["waveform"] for item in items],
+            examples=examples if any(examples) else None,
+            captions=[item["caption"] for item in items],
+            sampling_rate=self.processor.sampling_rate,
+            padding_side="right",
+            return_tensors="pt",
+        )
+
+
+def balanced_source_weights(sources: Sequence[str]) -> np.ndarray:
+    """Per-sample weights giving every source the same total (paper §4.1: AudioCaps and Clotho in equal amounts)."""
+    _, inverse, counts = np.unique(np.asarray(sources), return_inverse=True, return_counts=True)
+    return 1.0 / (len(counts) * counts[inverse])
+
+
+class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """
+    Batches of similar prompt lengths, deterministic per (seed, epoch) so a resumed run sees the same batches.
+
+    Each epoch: a permutation of the samples (or, with `weights`, `len(lengths)` draws with replacement proportional to
+    the weights), cut into mega-batches of `mega_batch_mult * batch_size`, each sorted by length (longest first) and
+    cut into batches; then the batch order is shuffled. `shuffle=False` keeps the data order (no permutation, no batch
+    shuffle). `lengths` is a sequence, or a callable `epoch -> lengths` such as `CaptionTrainingSet.estimated_lengths`
+    (lengths that change with the epoch's example counts).
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int] | Callable[[int], Sequence[int]],
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        mega_batch_mult: int = 50,
+        weights: Sequence[float] | None = None,
+    ):
+        if batch_size < 1 or mega_batch_mult < 1:
+            raise ValueError(f"batch_size and mega_batch_mult must be >= 1, got {batch_size} and {mega_batch_mult}")
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.mega_batch_mult = mega_batch_mult
+        self.epoch = 0
+        self.num_samples = len(self._lengths(0))
+        self.probabilities = None if weights is None else self._probabilities(weights)
+
+    def _probabilities(self, weights: Sequence[float]) -> np.ndarray:
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (self.num_samples,) or (weights < 0).any() or not weights.sum() > 0:
+            raise ValueError(f"weights must be {self.num_samples} non-negative numbers with a positive sum")
+        return weights / weights.sum()
+
+    def _lengths(self, epoch: int) -> np.ndarray:
+        lengths = self.lengths(epoch) if callable(self.lengths) else self.lengths
+        return np.asarray(lengths, dtype=np.int64)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _epoch_indices(self, rng: np.random.Generator) -> np.ndarray:
+        if self.probabilities is not None:
+            return rng.choice(self.num_samples, size=self.num_samples, replace=True, p=self.probabilities)
+        return rng.permutation(self.num_samples) if self.shuffle else np.arange(self.num_samples)
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """The batches of `epoch`, in order."""
+        rng = np.random.default_rng([self.seed, epoch])
+        indices, lengths = self._epoch_indices(rng), self._lengths(epoch)
+        if len(lengths) != self.num_samples:
+            raise ValueError(f"lengths changed from {self.num_samples} to {len(lengths)} samples")
+        mega = self.mega_batch_mult * self.batch_size
+        batches = []
+        for start in range(0, len(indices), mega):
+            group = indices[start : start + mega]
+            group = group[np.argsort(-lengths[group], kind="stable")]
+            batches.extend(group[i : i + self.batch_size].tolist() for i in range(0, len(group), self.batch_size))
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def __iter__(self):
+        yield from self.batches(self.epoch)
+
+    def __len__(self) -> int:
+        rounding = math.floor if self.drop_last else math.ceil
+        return rounding(self.num_samples / self.batch_size)

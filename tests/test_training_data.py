@@ -1,0 +1,300 @@
+"""paircap.training.data and datasets_scripts.neighbors: retrieved training neighbours, training samples with
+interleaved examples, the collator in DataLoader workers, and the length-grouped, source-balanced batch sampler."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import soundfile as sf
+import torch
+from datasets import Dataset
+
+from datasets_scripts.embed import embed_pairs
+from datasets_scripts.neighbors import compute_training_neighbors, load_neighbors, save_neighbors
+from datasets_scripts.readers import FEATURES
+from modeling_paircap.knowledge_base_paircap import embedding_matrix
+from modeling_paircap.processing_paircap import clean_caption
+from paircap.training.data import (
+    CaptionTrainingSet,
+    LengthGroupedBatchSampler,
+    PairCapCollator,
+    balanced_source_weights,
+)
+
+NUM_NEIGHBORS = 6
+MAX_EXAMPLES = 3
+TEXT_ONLY = ["A dog barks in the distance.", "Rain falls on a metal roof."]
+
+
+def pair(pair_id: str, audio_id: str, path, caption: str, source: str, duration) -> dict:
+    audio = None if path is None else {"path": str(path), "bytes": None}
+    return dict(
+        pair_id=pair_id,
+        audio_id=audio_id,
+        audio=audio,
+        caption=caption,
+        source=source,
+        split="train",
+        duration=duration,
+    )
+
+
+def as_dataset(rows: list[dict]) -> Dataset:
+    return Dataset(pa.Table.from_pylist(rows, schema=FEATURES.arrow_schema))
+
+
+@pytest.fixture(scope="module")
+def training_pairs(clotho_clips, shared_data) -> Dataset:
+    """35 Clotho pairs (7 clips x 5 captions) and 10 ESC-50 pairs ("the sound of a {category}"), all with audio."""
+    rows = [
+        pair(f"clotho/{path.stem}/{i}", path.stem, path, caption, "clotho", sf.info(path).duration)
+        for path, captions in clotho_clips
+        for i, caption in enumerate(captions)
+    ]
+    with open(shared_data / "esc50_cc" / "manifest.csv", newline="") as handle:
+        entries = list(csv.DictReader(handle))[:10]
+    for entry in entries:
+        stem = Path(entry["filename"]).stem
+        path = shared_data / "esc50_cc" / f"{stem}.flac"
+        rows.append(pair(f"esc50/{stem}/0", stem, path, f"the sound of a {entry['category']}", "esc50", 5.0))
+    return as_dataset(rows)
+
+
+@pytest.fixture(scope="module")
+def embedded(training_pairs, tiny_release, tmp_path_factory) -> Dataset:
+    """The embedded training set (KB schema): text-only rows first, then the training pairs."""
+    _, model, processor = tiny_release
+    text = [pair(f"text/{i}", "", None, caption, "text", None) for i, caption in enumerate(TEXT_ONLY)]
+    rows = text + training_pairs.to_list()
+    return embed_pairs(as_dataset(rows), model, processor, tmp_path_factory.mktemp("embedded"), num_workers=0)
+
+
+@pytest.fixture(scope="module")
+def neighbors(embedded) -> np.ndarray:
+    return compute_training_neighbors(embedded, NUM_NEIGHBORS)
+
+
+@pytest.fixture(scope="module")
+def train_set(training_pairs, tiny_release, embedded, neighbors) -> CaptionTrainingSet:
+    return CaptionTrainingSet(training_pairs, tiny_release[2], embedded, neighbors, MAX_EXAMPLES, seed=3)
+
+
+def brute_force_neighbors(embedded: Dataset, k: int) -> np.ndarray:
+    """Audio-to-audio ranking in numpy: score descending, then row ascending; no text-only rows, no same clip."""
+    audio = embedding_matrix(embedded, "audio_embedding")
+    has_audio = np.array(embedded["has_audio"])
+    audio_ids = np.array(embedded["audio_id"])
+    expected = np.full((len(embedded), k), -1, dtype=np.int64)
+    for row in np.flatnonzero(has_audio):
+        candidates = np.flatnonzero(has_audio & (audio_ids != audio_ids[row]))
+        scores = audio[candidates] @ audio[row]
+        ranked = candidates[np.lexsort((candidates, -scores))][:k]
+        expected[row, : len(ranked)] = ranked
+    return expected
+
+
+# ---- neighbours -----------------------------------------------------------------------------------------------------
+
+
+def test_neighbors_exclude_self_same_audio_and_text_only(embedded, neighbors):
+    has_audio = np.array(embedded["has_audio"])
+    audio_ids = np.array(embedded["audio_id"])
+    assert neighbors.shape == (len(embedded), NUM_NEIGHBORS) and neighbors.dtype == np.int64
+    assert (neighbors[~has_audio] == -1).all()  # text-only rows are not queried
+    queried = neighbors[has_audio]
+    assert (queried >= 0).all()  # 44 candidates of other clips are plenty for 6 neighbours
+    assert has_audio[queried].all()  # nor returned
+    rows = np.flatnonzero(has_audio)[:, None]
+    assert (queried != rows).all()
+    assert (audio_ids[queried] != audio_ids[rows]).all()
+
+
+def test_neighbors_equal_brute_force_ranking(embedded, neighbors):
+    np.testing.assert_array_equal(neighbors, brute_force_neighbors(embedded, NUM_NEIGHBORS))
+    # the exact torch search in small batches, and more neighbours than exist (a Clotho pair has 40 other-clip pairs)
+    many = compute_training_neighbors(embedded, 50, device="cpu", batch_size=7)
+    np.testing.assert_array_equal(many, brute_force_neighbors(embedded, 50))
+    clotho = np.array(embedded["source"]) == "clotho"
+    assert ((many[clotho] >= 0).sum(axis=1) == 40).all()
+
+
+def test_neighbors_save_load_round_trip_and_mismatch(embedded, neighbors, tmp_path):
+    path = save_neighbors(tmp_path / "neighbors.npz", embedded, neighbors)
+    np.testing.assert_array_equal(load_neighbors(path, embedded), neighbors)
+    for other in (embedded.select(range(len(embedded) - 1, -1, -1)), embedded.select(range(10))):
+        with pytest.raises(ValueError, match=r"neighbors\.npz: .*another training set"):
+            load_neighbors(path, other)
+
+
+# ---- training samples -----------------------------------------------------------------------------------------------
+
+
+def test_example_counts_are_deterministic_and_vary_by_epoch(training_pairs, tiny_release, embedded, neighbors):
+    processor = tiny_release[2]
+    first, again, other_seed = (
+        CaptionTrainingSet(training_pairs, processor, embedded, neighbors, MAX_EXAMPLES, seed=seed)
+        for seed in (3, 3, 4)
+    )
+    counts = [first.example_counts(epoch) for epoch in range(3)]
+    for epoch, epoch_counts in enumerate(counts):
+        assert ((epoch_counts >= 1) & (epoch_counts <= MAX_EXAMPLES)).all()
+        np.testing.assert_array_equal(again.example_counts(epoch), epoch_counts)
+    assert set(np.concatenate(counts).tolist()) == set(range(1, MAX_EXAMPLES + 1))
+    assert (counts[0] != counts[1]).any() and (counts[1] != counts[2]).any()
+    assert (other_seed.example_counts(0) != counts[0]).any()
+    assert all(len(first.examples(i, 1)) == counts[1][i] for i in range(len(first)))
+    assert CaptionTrainingSet(training_pairs, processor).example_counts(0).sum() == 0
+
+
+def test_item_examples_are_the_stored_neighbours(train_set, embedded, neighbors):
+    row_of = {pair_id: row for row, pair_id in enumerate(embedded["pair_id"])}
+    train_set.set_epoch(2)
+    try:
+        for index in (0, 17, 40):
+            item = train_set[index]
+            assert item["pair_id"] == train_set.pair_ids[index] and item["caption"] == train_set.captions[index]
+            assert item["waveform"].dtype == np.float32 and item["waveform"].ndim == 1
+            expected_rows = neighbors[row_of[item["pair_id"]], : train_set.example_counts(2)[index]]
+            assert len(item["examples"]) == len(expected_rows) >= 1
+            for example, row in zip(item["examples"], expected_rows, strict=True):
+                stored = embedded[int(row)]
+                np.testing.assert_array_equal(example["audio_tokens"], np.array(stored["audio_tokens"], np.float16))
+                assert example["caption"] == stored["caption"] and example["is_long"] == stored["is_long"]
+    finally:
+        train_set.set_epoch(0)
+
+
+def test_estimated_lengths_track_prompt_lengths(train_set):
+    processor = train_set.processor
+    collate = PairCapCollator(processor)
+    for epoch in (0, 1):
+        train_set.set_epoch(epoch)
+        estimates = train_set.estimated_lengths()
+        for index in (0, 12, 36, 44):
+            actual = collate([train_set[index]])["input_ids"].shape[1]
+            assert abs(estimates[index] - actual) <= 0.1 * actual, (epoch, index, estimates[index], actual)
+    train_set.set_epoch(0)
+    assert train_set.estimated_lengths(1) == estimates and train_set.estimated_lengths() != estimates
+
+
+def test_training_set_rejects_bad_arguments(training_pairs, tiny_release, embedded, neighbors):
+    processor = tiny_release[2]
+    with pytest.raises(ValueError, match="needs examples_source and neighbors"):
+        CaptionTrainingSet(training_pairs, processor, max_examples=2)
+    with pytest.raises(ValueError, match="only 6 neighbours are stored"):
+        CaptionTrainingSet(training_pairs, processor, embedded, neighbors, max_examples=7)
+    text_only = as_dataset([pair("text/0", "", None, "A dog barks.", "text", None)])
+    with pytest.raises(ValueError, match="1 training pairs have no audio"):
+        CaptionTrainingSet(text_only, processor)
+
+
+# ---- batches --------------------------------------------------------------------------------------------------------
+
+
+def decoded_label_text(processor, labels: torch.Tensor) -> str:
+    return processor.tokenizer.decode(labels[labels >= 0]).replace(" ", "")
+
+
+def expected_label_text(processor, captions: list[str]) -> str:
+    eos = processor.tokenizer.eos_token
+    return "".join(clean_caption(caption).replace(" ", "") + eos for caption in captions)
+
+
+def test_dataloader_batches_feed_the_model(train_set, tiny_release):
+    _, model, processor = tiny_release
+    sampler = LengthGroupedBatchSampler(train_set.estimated_lengths, batch_size=4, seed=1)
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_sampler=sampler, collate_fn=PairCapCollator(processor), num_workers=2, persistent_workers=True
+    )
+    for epoch in (0, 1):  # the persistent workers follow set_epoch through shared memory
+        train_set.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        batch_indices = sampler.batches(epoch)[0]
+        batch = next(iter(loader))
+        for row, index in enumerate(batch_indices):
+            captions = [example["caption"] for example in train_set.examples(index, epoch)]
+            expected = expected_label_text(processor, [*captions, train_set.captions[index]])
+            assert decoded_label_text(processor, batch["labels"][row]) == expected
+    assert batch["input_ids"].shape[0] == 4 and batch["audio_tokens_mask"].any()
+    with torch.no_grad():
+        loss = model(**batch).loss
+    assert torch.isfinite(loss)
+    train_set.set_epoch(0)
+
+
+def test_corrupt_clip_is_dropped_from_its_batch(training_pairs, tiny_release, tmp_path):
+    processor = tiny_release[2]
+    corrupt = tmp_path / "corrupt.flac"
+    corrupt.write_bytes(b"fLaC this is not audio" * 50)
+    rows = training_pairs.select(range(3)).to_list() + [pair("bad/0", "bad", corrupt, "A broken clip.", "bad", 2.0)]
+    dataset = CaptionTrainingSet(as_dataset(rows), processor)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=PairCapCollator(processor))
+    with pytest.warns(UserWarning, match=r"corrupt\.flac"):
+        batch = next(iter(loader))
+    assert batch["input_ids"].shape[0] == 3 and "audio_tokens" not in batch
+    expected = expected_label_text(processor, [rows[0]["caption"]])
+    assert decoded_label_text(processor, batch["labels"][0]) == expected
+    with pytest.warns(UserWarning, match=r"corrupt\.flac"):
+        assert PairCapCollator(processor)([dataset[3]]) is None
+
+
+# ---- sampler --------------------------------------------------------------------------------------------------------
+
+
+def test_sampler_is_deterministic_and_covers_every_index():
+    lengths = np.random.default_rng(0).integers(10, 500, size=103)
+    sampler = LengthGroupedBatchSampler(lengths, batch_size=8, seed=5, mega_batch_mult=4)
+    same = LengthGroupedBatchSampler(lengths.tolist(), batch_size=8, seed=5, mega_batch_mult=4)
+    assert len(sampler) == 13 and len(list(sampler)) == 13
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        same.set_epoch(epoch)
+        batches = list(sampler)
+        assert batches == list(same)
+        assert sorted(i for batch in batches for i in batch) == list(range(103))
+    assert sampler.batches(0) != sampler.batches(1)
+    assert LengthGroupedBatchSampler(lengths, 8, seed=6).batches(0) != LengthGroupedBatchSampler(lengths, 8).batches(0)
+    dropped = LengthGroupedBatchSampler(lengths, batch_size=8, drop_last=True)
+    assert len(dropped) == 12 and all(len(batch) == 8 for batch in dropped)
+    ordered = LengthGroupedBatchSampler(lengths, batch_size=8, shuffle=False, mega_batch_mult=1)
+    expected = [sorted(range(start, min(start + 8, 103)), key=lambda i: -lengths[i]) for start in range(0, 103, 8)]
+    assert list(ordered) == expected  # no shuffling: data order, each batch sorted longest first
+
+
+def test_sampler_groups_similar_lengths():
+    lengths = np.random.default_rng(1).integers(40, 600, size=2000)
+    grouped = LengthGroupedBatchSampler(lengths, batch_size=16, seed=0, mega_batch_mult=50)
+    random = LengthGroupedBatchSampler(lengths, batch_size=16, seed=0, mega_batch_mult=1)
+    random_batches = [perm.tolist() for perm in np.array_split(np.random.default_rng(2).permutation(2000), 125)]
+
+    def spread(batches):
+        return np.mean([lengths[batch].max() - lengths[batch].min() for batch in batches])
+
+    assert spread(grouped.batches(0)) < 0.1 * spread(random_batches)
+    assert spread(random.batches(0)) > 0.5 * spread(random_batches)  # mega-batches of one batch barely group
+
+
+def test_sampler_follows_epoch_dependent_lengths():
+    def lengths_of(epoch: int) -> np.ndarray:
+        return np.arange(64) if epoch % 2 == 0 else -np.arange(64)
+
+    sampler = LengthGroupedBatchSampler(lengths_of, batch_size=8, shuffle=False, mega_batch_mult=8)
+    assert sampler.batches(0)[0] == list(range(63, 55, -1)) and sampler.batches(1)[0] == list(range(8))
+
+
+def test_balanced_source_weights_give_each_source_half_the_draws():
+    sources = ["audiocaps"] * 30 + ["clotho"] * 10
+    weights = balanced_source_weights(sources)
+    assert weights.sum() == pytest.approx(1.0)
+    assert weights[:30].sum() == pytest.approx(0.5) and weights[30:].sum() == pytest.approx(0.5)
+    sampler = LengthGroupedBatchSampler(np.ones(40, int), batch_size=4, seed=0, weights=weights)
+    draws = np.concatenate([np.concatenate(sampler.batches(epoch)) for epoch in range(100)])
+    assert len(draws) == 4000 and len(sampler) == 10
+    assert 0.46 < (draws >= 30).mean() < 0.54
+    per_sample = np.bincount(draws, minlength=40)  # about 200 draws per Clotho pair, 67 per AudioCaps pair
+    assert per_sample[30:].min() > per_sample[:30].max()
+    assert sampler.batches(3) == sampler.batches(3) and sampler.batches(3) != sampler.batches(4)
+    with pytest.raises(ValueError, match="40 non-negative numbers"):
+        LengthGroupedBatchSampler(np.ones(40, int), batch_size=4, weights=weights[:10])
