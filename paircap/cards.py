@@ -1,8 +1,11 @@
 """Model cards rendered from the templates in `hub_cards/`."""
 
+import json
+import os
 from importlib.resources import files
+from pathlib import Path
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from modeling_paircap.configuration_paircap import PairCapConfig
 
@@ -13,8 +16,12 @@ def render_model_card(
     training_status: str | None = None,
     parameter_table: str | None = None,
     base_models: list[str] | None = None,
+    eval_results: list[EvalResult] | None = None,
 ) -> ModelCard:
-    """Fill `hub_cards/model_card.md` from a PairCap config (and optional status line and parameter table)."""
+    """
+    Fill `hub_cards/model_card.md` from a PairCap config, with an optional status line, parameter table and the
+    `model-index` results that `paircap evaluate` writes (`load_eval_results(".../model_index.json")`).
+    """
     text = config.text_config
     card_data = ModelCardData(
         language="en",
@@ -23,6 +30,8 @@ def render_model_card(
         pipeline_tag="audio-text-to-text",
         tags=["audio-captioning", "retrieval-augmented-generation", "clap", "custom_code"],
         base_model=base_models,
+        model_name=repo_id.split("/")[-1],
+        eval_results=eval_results,
     )
     return ModelCard.from_template(
         card_data,
@@ -46,3 +55,8 @@ def render_model_card(
         retrieval_top_k=config.retrieval_top_k,
         knowledge_base=config.knowledge_base or "none set",
     )
+
+
+def load_eval_results(path: str | os.PathLike) -> list[EvalResult]:
+    """The results `paircap evaluate` saved in `model_index.json`, ready for `render_model_card(eval_results=...)`."""
+    return [EvalResult(**entry) for entry in json.loads(Path(path).read_text())]

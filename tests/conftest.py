@@ -1,6 +1,10 @@
 """Shared fixtures: a tiny PairCap release assembled from locally built CLAP / Llama folders, and the real data."""
 
+import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +14,8 @@ import soundfile as sf
 from paircap.assembly import assemble_release
 from paircap.tiny import save_tiny_clap, save_tiny_llama
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +71,44 @@ def write_wav(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def corpora(shared_data, tmp_path_factory) -> dict[str, Path]:
+    """Clotho v2 layout holding the 7 real evaluation clips, and the real AudioCaps val captions (text only)."""
+    root = tmp_path_factory.mktemp("corpora")
+    manifest = json.loads((shared_data / "clotho_eval7" / "manifest.json").read_text())
+    wanted = {entry["source_wav"]: entry["file"] for entry in manifest}
+    (root / "clotho" / "evaluation").mkdir(parents=True)
+    with open(shared_data / "captions" / "clotho_evaluation.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = [row for row in reader if row["file_name"] in wanted]
+        fields = reader.fieldnames
+    with open(root / "clotho" / "clotho_captions_evaluation.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    for wav_name, flac_name in wanted.items():
+        (root / "clotho" / "evaluation" / (Path(wav_name).stem + ".flac")).symlink_to(
+            shared_data / "clotho_eval7" / flac_name
+        )
+    (root / "audiocaps").mkdir()
+    (root / "audiocaps" / "val.csv").write_bytes((shared_data / "captions" / "audiocaps_val.csv").read_bytes())
+    return {"clotho": root / "clotho", "audiocaps": root / "audiocaps"}
+
+
+@pytest.fixture(scope="session")
+def real_kb(tiny_release, corpora, tmp_path_factory) -> Path:
+    folder, _, _ = tiny_release
+    output = tmp_path_factory.mktemp("kb") / "clotho-audiocaps-kb"
+    command = [
+        sys.executable, "-m", "datasets_scripts", "build",
+        "--corpus", "clotho:evaluation", "--corpus", "audiocaps:val:text",
+        "--root", f"clotho={corpora['clotho']}", "--root", f"audiocaps={corpora['audiocaps']}",
+        "--model", str(folder), "--output", str(output), "--num-workers", "0", "--shard-size", "512",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "pairs/s" in result.stdout + result.stderr
+    return output

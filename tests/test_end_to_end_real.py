@@ -1,7 +1,6 @@
 """End to end on the real data: a KB built by the CLI from real Clotho clips and real AudioCaps captions, reloaded
 in a fresh process and checked against brute force; then `paircap caption` with retrieval over real clips."""
 
-import csv
 import json
 import os
 import subprocess
@@ -18,47 +17,6 @@ from paircap.cli import main as paircap_main
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("audio2audio", "audio2text", "audio2mixture", "pair2pair")
 WEIGHTS = (0.0, 0.25, 0.5, 1.0)
-
-
-@pytest.fixture(scope="module")
-def corpora(shared_data, tmp_path_factory) -> dict[str, Path]:
-    """Clotho v2 layout holding the 7 real evaluation clips, and the real AudioCaps val captions (text only)."""
-    root = tmp_path_factory.mktemp("corpora")
-    manifest = json.loads((shared_data / "clotho_eval7" / "manifest.json").read_text())
-    wanted = {entry["source_wav"]: entry["file"] for entry in manifest}
-    (root / "clotho" / "evaluation").mkdir(parents=True)
-    with open(shared_data / "captions" / "clotho_evaluation.csv", newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = [row for row in reader if row["file_name"] in wanted]
-        fields = reader.fieldnames
-    with open(root / "clotho" / "clotho_captions_evaluation.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    for wav_name, flac_name in wanted.items():
-        (root / "clotho" / "evaluation" / (Path(wav_name).stem + ".flac")).symlink_to(
-            shared_data / "clotho_eval7" / flac_name
-        )
-    (root / "audiocaps").mkdir()
-    (root / "audiocaps" / "val.csv").write_bytes((shared_data / "captions" / "audiocaps_val.csv").read_bytes())
-    return {"clotho": root / "clotho", "audiocaps": root / "audiocaps"}
-
-
-@pytest.fixture(scope="module")
-def real_kb(tiny_release, corpora, tmp_path_factory) -> Path:
-    folder, _, _ = tiny_release
-    output = tmp_path_factory.mktemp("kb") / "clotho-audiocaps-kb"
-    command = [
-        sys.executable, "-m", "datasets_scripts", "build",
-        "--corpus", "clotho:evaluation", "--corpus", "audiocaps:val:text",
-        "--root", f"clotho={corpora['clotho']}", "--root", f"audiocaps={corpora['audiocaps']}",
-        "--model", str(folder), "--output", str(output), "--num-workers", "0", "--shard-size", "512",
-    ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "pairs/s" in result.stdout + result.stderr
-    return output
 
 
 def test_kb_built_from_real_clips_and_captions(real_kb, tiny_release):

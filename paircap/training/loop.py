@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
+from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
@@ -21,6 +21,7 @@ from datasets_scripts.neighbors import compute_training_neighbors, load_neighbor
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.assembly import save_release
+from paircap.caption_data import load_pairs
 from paircap.cards import render_model_card
 from paircap.stages import configure_stage1, configure_stage2, merge_ia3, set_training_mode
 from paircap.training.config import TrainConfig
@@ -45,23 +46,6 @@ class TrainingProgress:
 
     def load_state_dict(self, state: dict) -> None:
         self.__dict__.update(state)
-
-
-def load_pairs(sources: list[str]) -> Dataset:
-    """Caption datasets from `save_to_disk` folders, folders of parquet files, or hub dataset ids (split train)."""
-    parts = []
-    for source in sources:
-        path = Path(source)
-        if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
-            parts.append(load_from_disk(str(path)))
-        elif path.is_dir():
-            files = sorted(str(p) for p in path.rglob("*.parquet"))
-            if not files:
-                raise FileNotFoundError(f"{path}: neither a save_to_disk folder nor a folder of parquet files")
-            parts.append(load_dataset("parquet", data_files=files, split="train"))
-        else:
-            parts.append(load_dataset(source, split="train"))
-    return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
 def retrieved_examples(cfg: TrainConfig, pairs: Dataset, model, processor, accelerator: Accelerator):
