@@ -148,8 +148,9 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
                     f"{kb.folder or 'the knowledge base'}: embedded by another encoder than this model's; its "
                     "embeddings and audio tokens do not match. Rebuild it with this model: python -m datasets_scripts"
                 )
-        else:
-            kb = PairCapKnowledgeBase.from_pretrained(source, fingerprint)
+        else:  # on a GPU the search runs there too (exact torch search); on CPU with the FAISS index
+            device = str(self.device) if self.device.type == "cuda" else None
+            kb = PairCapKnowledgeBase.from_pretrained(source, fingerprint, device=device)
         self._knowledge_bases[key] = (kb, state)
         return kb
 
