@@ -4,6 +4,7 @@ import collections
 import math
 import os
 import shutil
+import uuid
 from importlib.resources import files
 from pathlib import Path
 
@@ -81,9 +82,11 @@ def write_kb_folder(
     max_shard_bytes: int = MAX_SHARD_BYTES,
 ) -> Path:
     """
-    Write `folder` in datasets-repo layout: `data/train-*.parquet` (shards of at most about `max_shard_bytes`), the
-    FAISS index (built flat when not given), `paircap_kb.json` and a dataset card whose `configs` make
-    `load_dataset(folder)` return the rows. An existing `data/` is replaced.
+    Write `folder` in datasets-repo layout: `data/train-<build>-*.parquet` (shards of at most about
+    `max_shard_bytes`), the FAISS index (built flat when not given), `paircap_kb.json` and a dataset card whose
+    `configs` make `load_dataset(folder)` return the rows. An existing `data/` is replaced. Each write gets a new build
+    id in its shard names and card: datasets 5 caches a local folder by its `configs` patterns alone, so without it a
+    KB rebuilt in place would load its previous rows.
     """
     missing = [column for column in KB_COLUMNS if column not in rows.column_names]
     if missing:
@@ -94,10 +97,11 @@ def write_kb_folder(
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
     rows = rows.select_columns(list(KB_COLUMNS))
+    metadata.build_id = uuid.uuid4().hex[:12]
     num_shards = max(1, math.ceil(rows.data.nbytes / max_shard_bytes))
     for shard in range(num_shards):
         part = rows.shard(num_shards, shard, contiguous=True)
-        part.to_parquet(str(data_dir / f"train-{shard:05d}-of-{num_shards:05d}.parquet"))
+        part.to_parquet(str(data_dir / f"train-{metadata.build_id}-{shard:05d}-of-{num_shards:05d}.parquet"))
     save_index(index if index is not None else build_index(kb_vectors(rows)), folder / INDEX_FILE)
     metadata.save(folder)
     render_dataset_card(metadata, repo_id, model_repo).save(folder / "README.md")
@@ -110,7 +114,12 @@ def render_dataset_card(metadata: KnowledgeBaseMetadata, repo_id: str, model_rep
         language="en",
         pretty_name=repo_id.split("/")[-1],
         tags=["audio-captioning", "retrieval-augmented-generation", "faiss", "clap", "paircap"],
-        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": f"{DATA_DIR}/*.parquet"}]}],
+        configs=[
+            {
+                "config_name": "default",
+                "data_files": [{"split": "train", "path": f"{DATA_DIR}/train-{metadata.build_id}-*.parquet"}],
+            }
+        ],
     )
     sources = ", ".join(f"{name}: {count}" for name, count in sorted(metadata.sources.items())) or "n/a"
     return DatasetCard.from_template(

@@ -6,7 +6,7 @@ Folder layout (what `datasets_scripts` publishes)::
     README.md                 dataset card; its `configs` point `load_dataset` at data/*.parquet
     paircap_kb.json           metadata: encoder fingerprint, dimensions, index type, counts
     index.faiss               inner-product index, row i = KB row i
-    data/train-*.parquet      the rows (KB_FEATURES)
+    data/train-<build>-*.parquet   the rows (KB_FEATURES); <build> = metadata.build_id
 """
 
 import json
@@ -92,6 +92,7 @@ class KnowledgeBaseMetadata:
     index_recall_at_10: float | None = None
     sources: dict[str, int] = field(default_factory=dict)
     recipe: dict = field(default_factory=dict)
+    build_id: str = ""
     format_version: int = KB_FORMAT_VERSION
 
     def save(self, folder: str | os.PathLike) -> None:

@@ -144,10 +144,25 @@ def save_tiny_clap(path: str | Path, seed: int = 0) -> Path:
     tokenizer = train_clap_tokenizer()
     torch.manual_seed(seed)
     model = ClapModel(tiny_clap_config(len(tokenizer))).eval()
+    spread_text_embeddings(model)
     model.save_pretrained(path)
     ClapFeatureExtractor().save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def spread_text_embeddings(model: ClapModel, std: float = 0.3) -> None:
+    """
+    Re-draw the text tower's matrices at a larger scale. At the default 0.02 a tiny random RoBERTa's pooled output is
+    dominated by the first-position token, so every caption embeds to nearly one direction (pairwise cosine > 0.99)
+    and text-side retrieval would rank by noise; at 0.3 captions spread out (mean cosine about 0.7) and related ones
+    stay closer, like a trained CLAP text tower.
+    """
+    with torch.no_grad():
+        for module in (model.text_model, model.text_projection):
+            for parameter in module.parameters():
+                if parameter.dim() > 1:
+                    parameter.normal_(0.0, std)
 
 
 def save_tiny_llama(path: str | Path, seed: int = 0) -> Path:

@@ -70,7 +70,8 @@ def test_folder_layout_and_load_dataset(kb_folder):
     shards = sorted((folder / "data").glob("train-*.parquet"))
     assert len(shards) > 1 and (folder / INDEX_FILE).is_file() and (folder / "paircap_kb.json").is_file()
     card = (folder / "README.md").read_text()
-    assert "data/*.parquet" in card and "ffffffffffff" in card
+    metadata = KnowledgeBaseMetadata.load(folder)
+    assert f"data/train-{metadata.build_id}-*.parquet" in card and "ffffffffffff" in card
     loaded = load_dataset(str(folder), split="train")
     assert loaded["pair_id"] == rows["pair_id"]
     assert loaded.features == rows.features
@@ -111,6 +112,15 @@ def test_exclusions_and_text_only_rows(kb_folder):
     excluded = kb.search(query_audio, mode="audio2audio", top_k=3, exclude_ids=[{rows[3]["audio_id"]}])[0]
     assert all(hit.audio_id != rows[3]["audio_id"] for hit in excluded)
     assert kb.audio_tokens([0])[0].shape == (0, TOKEN_DIM)
+
+
+def test_a_kb_rebuilt_in_place_loads_its_new_rows(tmp_path):
+    folder = tmp_path / "kb"
+    for seed in (0, 1):
+        rows = synthetic_rows(n=50, seed=seed)
+        write_kb_folder(rows, kb_metadata(rows, "f" * 64, 4, "Flat", None, {}), folder)
+        assert load_dataset(str(folder), split="train")["text_embedding"] == rows["text_embedding"]
+        assert PairCapKnowledgeBase.from_pretrained(folder).rows["text_embedding"] == rows["text_embedding"]
 
 
 def test_kb_from_another_encoder_is_refused(kb_folder):
