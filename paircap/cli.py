@@ -39,6 +39,27 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("checkpoint")
     convert.add_argument("output")
 
+    evaluate = commands.add_parser("evaluate", help="score captions of an evaluation split under retrieval settings")
+    evaluate.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local release folder")
+    evaluate.add_argument("--data", nargs="+", help="caption dataset(s): save_to_disk / parquet folder or hub id")
+    evaluate.add_argument("--data-name", default="custom", help="dataset name for the model card (e.g. clotho)")
+    evaluate.add_argument("--split", default="evaluation", help="split name for the model card")
+    evaluate.add_argument("--kb", nargs="*", default=[], help="knowledge bases to compare (hub ids or folders)")
+    evaluate.add_argument("--mode", nargs="*", default=["audio2audio", "audio2mixture", "generative_pair2pair"])
+    evaluate.add_argument("--weight", type=float, default=0.5, help="W of the method x KB grid")
+    evaluate.add_argument("--top-k", type=int, default=4, help="k of the method x KB grid")
+    evaluate.add_argument("--weight-sweep", type=float, nargs="*", default=[], help="e.g. 0.1 0.3 0.5 0.7 0.9")
+    evaluate.add_argument("--top-k-sweep", type=int, nargs="*", default=[], help="e.g. 1 2 4 6 8 10")
+    evaluate.add_argument("--limit", type=int, default=None, help="evaluate the first N clips only")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--max-new-tokens", type=int, default=40)
+    evaluate.add_argument("--num-beams", type=int, default=1)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    evaluate.add_argument("--output-dir", required=True)
+    evaluate.add_argument("--rescore", action="store_true", help="score the saved predictions again, no generation")
+    evaluate.add_argument("--no-progress", action="store_true")
+
     params = commands.add_parser("params", help="full-size parameter counts on the meta device (no weights)")
     params.add_argument("--json", default=None, help="also write the report as JSON")
     return parser
@@ -91,6 +112,39 @@ def retrieval_options(args: argparse.Namespace) -> dict:
     return {name: value for name, value in options.items() if value is not None}
 
 
+def run_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from paircap.evaluation import evaluate, plan_runs, rescore
+    from paircap.evaluation_report import save_model_index, write_report
+
+    if args.rescore:
+        results = rescore(args.output_dir)
+    else:
+        from paircap.caption_data import group_references, load_pairs
+        from paircap.captioning import load_release, resolve_device, resolve_dtype
+
+        if not args.data:
+            raise SystemExit("paircap evaluate needs --data (or --rescore of an earlier --output-dir)")
+        items = group_references(load_pairs(args.data))[: args.limit]
+        device = resolve_device(args.device)
+        model, processor = load_release(args.model, device, resolve_dtype(args.dtype, device))
+        runs = plan_runs(args.kb, args.mode, args.weight, args.top_k, args.weight_sweep, args.top_k_sweep)
+        settings = {"model": args.model, "data": args.data, "clips": len(items), "runs": len(runs)}
+        results = evaluate(
+            model, processor, items, runs, args.output_dir, batch_size=args.batch_size,
+            progress=not args.no_progress, settings=settings, max_new_tokens=args.max_new_tokens,
+            num_beams=args.num_beams, do_sample=False,
+        )  # fmt: skip
+    written = write_report(results, args.output_dir)
+    written.append(save_model_index(results, Path(args.output_dir), args.data_name, args.split))
+    print(Path(args.output_dir, "results.md").read_text())
+    print(
+        "wrote " + ", ".join(str(path) for path in [Path(args.output_dir, "results.json"), *written]), file=sys.stderr
+    )
+    return 0
+
+
 def run_assemble(args: argparse.Namespace) -> int:
     import torch
 
@@ -123,7 +177,13 @@ def run_params(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"caption": run_caption, "assemble": run_assemble, "convert-laion-clap": run_convert, "params": run_params}
+COMMANDS = {
+    "caption": run_caption,
+    "evaluate": run_evaluate,
+    "assemble": run_assemble,
+    "convert-laion-clap": run_convert,
+    "params": run_params,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ def fmt(value: float | None) -> str:
 
 def method_by_kb_table(results: dict, metric: str) -> str:
     """Rows: retrieval methods; columns: knowledge bases; cells: `metric` (paper Tables 4, 5, 7)."""
-    grid = [run for run in results["runs"] if run["sweep"] == "grid" and run["mode"] != "none"]
+    grid = [run for run in results["runs"] if "grid" in run["sweeps"] and run["mode"] != "none"]
     kbs = list(dict.fromkeys(kb_label(run) for run in grid))
     modes = list(dict.fromkeys(run["mode"] for run in grid))
     cells = {(run["mode"], kb_label(run)): run["metrics"].get(metric) for run in grid}
@@ -41,7 +41,7 @@ def similarity_table(results: dict) -> str:
     """Mean audio (S_A) and text (S_T) similarity of the retrieved pairs per method and KB (paper Fig. 1)."""
     lines = ["| method | knowledge base | mean S_A | mean S_T |", "|---|---|---:|---:|"]
     for run in results["runs"]:
-        if run["sweep"] == "grid" and run["mode"] != "none":
+        if "grid" in run["sweeps"] and run["mode"] != "none":
             sims = (run["mean_audio_similarity"], run["mean_text_similarity"])
             lines.append(f"| {run['mode']} | {kb_label(run)} | {fmt(sims[0])} | {fmt(sims[1])} |")
     return "\n".join(lines)
@@ -59,7 +59,7 @@ def metrics_table(results: dict) -> str:
 def sweep_points(results: dict, sweep: str, metric: str) -> list[tuple[float, float]]:
     """(x, metric) points of the W sweep (x = W) or the top-k sweep (x = k), sorted by x."""
     key = "fusion_weight" if sweep == "weight" else "top_k"
-    points = [(run[key], run["metrics"].get(metric)) for run in results["runs"] if run["sweep"] == sweep]
+    points = [(run[key], run["metrics"].get(metric)) for run in results["runs"] if sweep in run["sweeps"]]
     return sorted((x, y) for x, y in points if y is not None)
 
 

@@ -1,0 +1,166 @@
+"""`paircap evaluate`: caption an evaluation split under every retrieval setting, save predictions, score them."""
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from paircap.caption_data import EvaluationItem
+from paircap.metrics import compute_caption_metrics
+
+PREDICTIONS_DIR = "predictions"
+RESULTS_FILE = "results.json"
+
+
+@dataclass(frozen=True)
+class EvaluationRun:
+    """One setting to evaluate: a knowledge base (None for zero-shot), a retrieval mode, W and top-k."""
+
+    knowledge_base: str | None
+    mode: str
+    fusion_weight: float
+    top_k: int
+    sweeps: tuple[str, ...] = ("grid",)  # the tables and plots it belongs to: grid (method x KB), weight, top_k
+
+    @property
+    def name(self) -> str:
+        if self.mode == "none":
+            return "zero-shot"
+        kb = Path(self.knowledge_base).name if self.knowledge_base else "none"
+        return f"{self.mode}__{kb}__w{self.fusion_weight:g}__k{self.top_k}"
+
+
+def plan_runs(
+    knowledge_bases: Sequence[str],
+    modes: Sequence[str],
+    fusion_weight: float = 0.5,
+    top_k: int = 4,
+    weight_sweep: Sequence[float] = (),
+    top_k_sweep: Sequence[int] = (),
+) -> list[EvaluationRun]:
+    """
+    Zero-shot, then every mode on every KB at (W, k) (paper Tables 4, 5, 7), then the W sweep and the top-k sweep of
+    generative pair-to-pair retrieval on the first KB (paper Figs. 2, 3). Duplicates are evaluated once.
+    """
+    runs = [EvaluationRun(None, "none", fusion_weight, 0)]
+    retrieval_modes = [mode for mode in modes if mode != "none"]
+    runs += [EvaluationRun(kb, mode, fusion_weight, top_k) for kb in knowledge_bases for mode in retrieval_modes]
+    if knowledge_bases and weight_sweep:
+        runs += [sweep_run(knowledge_bases[0], w, top_k, "weight") for w in (*weight_sweep, fusion_weight)]
+    if knowledge_bases and top_k_sweep:
+        runs += [sweep_run(knowledge_bases[0], fusion_weight, k, "top_k") for k in (*top_k_sweep, top_k)]
+    unique: dict[tuple, EvaluationRun] = {}
+    for run in runs:  # a setting shared by the grid and a sweep is run once and belongs to both
+        key = (run.knowledge_base, run.mode, run.fusion_weight, run.top_k)
+        first = unique.setdefault(key, run)
+        if first is not run:
+            unique[key] = replace(first, sweeps=tuple(dict.fromkeys(first.sweeps + run.sweeps)))
+    return list(unique.values())
+
+
+def sweep_run(knowledge_base: str, fusion_weight: float, top_k: int, sweep: str) -> EvaluationRun:
+    """A point of the W or top-k sweep: generative pair-to-pair retrieval (paper Figs. 2, 3)."""
+    return EvaluationRun(knowledge_base, "generative_pair2pair", fusion_weight, top_k, (sweep,))
+
+
+def caption_items(
+    model, processor, items: list[EvaluationItem], run: EvaluationRun, batch_size: int, progress: bool, **generation
+) -> list[dict]:
+    """
+    Caption every item under one run, in batches; a query never retrieves its own clip (`exclude_ids` = its
+    audio_id). Returns one record per item: prediction, zero-shot caption and retrieved pairs, or the load error.
+    """
+    records = []
+    retrieval = {} if run.mode == "none" else {
+        "knowledge_base": run.knowledge_base, "retrieval_mode": run.mode,
+        "fusion_weight": run.fusion_weight, "top_k": run.top_k,
+    }  # fmt: skip
+    for start in tqdm(range(0, len(items), batch_size), desc=run.name, disable=not progress):
+        batch = items[start : start + batch_size]
+        loaded = processor.load_audio([item.audio for item in batch])
+        good = [(item, wave) for item, wave in zip(batch, loaded, strict=True) if isinstance(wave, np.ndarray)]
+        outputs = {}
+        if good:
+            inputs = processor(audio=[wave for _, wave in good], sampling_rate=processor.sampling_rate).to(model.device)
+            exclude = [{item.audio_id} for item, _ in good] if retrieval else None
+            with torch.no_grad():
+                out = model.generate(
+                    **inputs, **retrieval, exclude_ids=exclude, processor=processor, return_dict_in_generate=True,
+                    **generation,
+                )  # fmt: skip
+            predictions = processor.decode_captions(out.sequences, inputs["input_ids"].shape[1])
+            zero_shot = getattr(out, "zero_shot_captions", None) or [None] * len(good)
+            retrieved = getattr(out, "retrieved_pairs", None) or [[] for _ in good]
+            for (item, _), prediction, first, pairs in zip(good, predictions, zero_shot, retrieved, strict=True):
+                outputs[item.audio_id] = {"prediction": prediction, "zero_shot": first, "retrieved": pairs}
+        for item, wave in zip(batch, loaded, strict=True):
+            record = {"audio_id": item.audio_id, "references": item.references}
+            records.append(
+                {**record, **outputs[item.audio_id]} if item.audio_id in outputs else {**record, "error": str(wave)}
+            )
+    return records
+
+
+def score_records(records: list[dict]) -> dict:
+    """Caption metrics over the captioned items, and the mean audio / text similarity of their retrieved pairs."""
+    scored = [r for r in records if "prediction" in r]
+    scores = compute_caption_metrics([r["prediction"] for r in scored], [r["references"] for r in scored])
+    pairs = [pair for r in scored for pair in r["retrieved"]]
+    return {
+        "metrics": scores.corpus,
+        "unavailable": scores.unavailable,
+        "items": len(scored),
+        "failed_items": len(records) - len(scored),
+        "mean_audio_similarity": float(np.mean([p["audio_score"] for p in pairs])) if pairs else None,
+        "mean_text_similarity": float(np.mean([p["text_score"] for p in pairs])) if pairs else None,
+    }
+
+
+def evaluate(
+    model,
+    processor,
+    items: list[EvaluationItem],
+    runs: list[EvaluationRun],
+    output_dir: str | Path,
+    batch_size: int = 8,
+    progress: bool = True,
+    settings: dict | None = None,
+    **generation,
+) -> dict:
+    """Run, save (`predictions/<run>.jsonl`, one line per item) and score every run; writes `results.json`."""
+    output_dir = Path(output_dir)
+    (output_dir / PREDICTIONS_DIR).mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        records = caption_items(model, processor, items, run, batch_size, progress, **generation)
+        write_predictions(output_dir, run, records)
+    return rescore(output_dir, settings={**(settings or {}), "generation": generation, "batch_size": batch_size})
+
+
+def write_predictions(output_dir: Path, run: EvaluationRun, records: list[dict]) -> None:
+    path = output_dir / PREDICTIONS_DIR / f"{run.name}.jsonl"
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps({"run": asdict(run)}) + "\n")
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def rescore(output_dir: str | Path, settings: dict | None = None) -> dict:
+    """Score the saved predictions again (e.g. once SPICE's jars are installed) without regenerating."""
+    output_dir = Path(output_dir)
+    results = {"settings": settings or previous_settings(output_dir), "runs": []}
+    for path in sorted((output_dir / PREDICTIONS_DIR).glob("*.jsonl")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        run = json.loads(lines[0])["run"]
+        records = [json.loads(line) for line in lines[1:]]
+        results["runs"].append({"name": path.stem, **run, **score_records(records)})
+    (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+    return results
+
+
+def previous_settings(output_dir: Path) -> dict:
+    path = output_dir / RESULTS_FILE
+    return json.loads(path.read_text()).get("settings", {}) if path.is_file() else {}

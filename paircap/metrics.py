@@ -1,0 +1,62 @@
+"""
+Caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr) with the COCO caption tools, pycocoevalcap 1.2.
+
+The implementation is the `evaluate` metric module `metrics/paircap_caption_metrics/paircap_caption_metrics.py`,
+which must stand alone on the Hub; this module loads that file by path and re-exports it, so the scoring logic exists
+once. Needs the `eval` extra (`pip install -e ".[eval]"`) and a Java runtime.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+MODULE_FILE = Path(__file__).resolve().parents[1] / "metrics" / "paircap_caption_metrics" / "paircap_caption_metrics.py"
+_MODULE_NAME = "paircap._caption_metrics_module"
+
+
+def _load_module():
+    if _MODULE_NAME in sys.modules:
+        return sys.modules[_MODULE_NAME]
+    if not MODULE_FILE.is_file():
+        raise ImportError(
+            f"paircap.metrics needs the metric module {MODULE_FILE}, which ships in the PairCap repository (install "
+            'it from a checkout: `pip install -e ".[eval]"`), or use `evaluate.load` on the published metric.'
+        )
+    spec = importlib.util.spec_from_file_location(_MODULE_NAME, MODULE_FILE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_MODULE_NAME] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[_MODULE_NAME]
+        raise
+    return module
+
+
+_module = _load_module()
+
+ALL_METRICS = _module.ALL_METRICS
+SPICE_JARS_ENV = _module.SPICE_JARS_ENV
+CaptionScores = _module.CaptionScores
+JavaNotFoundError = _module.JavaNotFoundError
+close_java_processes = _module.close_java_processes
+compute_caption_metrics = _module.compute_caption_metrics
+find_java = _module.find_java
+ptb_tokenize = _module.ptb_tokenize
+spice_jars_missing = _module.spice_jars_missing
+
+# pickle (e.g. scores or errors sent between processes) finds these classes here
+for _cls in (CaptionScores, JavaNotFoundError):
+    _cls.__module__ = __name__
+
+__all__ = [
+    "ALL_METRICS",
+    "SPICE_JARS_ENV",
+    "CaptionScores",
+    "JavaNotFoundError",
+    "close_java_processes",
+    "compute_caption_metrics",
+    "find_java",
+    "ptb_tokenize",
+    "spice_jars_missing",
+]

@@ -1,0 +1,114 @@
+"""`paircap evaluate` end to end on the real Clotho clips (5 references each) with two knowledge bases."""
+
+import json
+from pathlib import Path
+
+import pytest
+from huggingface_hub import EvalResult
+
+from datasets_scripts.readers import read_corpus
+from paircap.cards import load_eval_results, render_model_card
+from paircap.cli import main as paircap_main
+from paircap.evaluation import plan_runs
+
+MODES = ["audio2audio", "audio2text", "generative_pair2pair"]
+
+
+@pytest.fixture(scope="module")
+def clotho_eval(corpora, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("eval") / "clotho_evaluation"
+    read_corpus("clotho", corpora["clotho"], "evaluation").save_to_disk(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def text_kb(tiny_release, corpora, tmp_path_factory) -> Path:
+    """A second KB: the AudioCaps validation captions alone, as RECAP's text-only datastore."""
+    from datasets_scripts.build_kb import build_knowledge_base
+
+    _, model, processor = tiny_release
+    output = tmp_path_factory.mktemp("kb") / "audiocaps-text"
+    pairs = read_corpus("audiocaps", corpora["audiocaps"], "val", text_only=True).select(range(300))
+    build_knowledge_base(
+        pairs, model, processor, output, {"name": "text"}, shard_size=512, num_workers=0, progress=False
+    )
+    return output
+
+
+@pytest.fixture(scope="module")
+def evaluation(tiny_release, clotho_eval, real_kb, text_kb, tmp_path_factory) -> Path:
+    folder, _, _ = tiny_release
+    output = tmp_path_factory.mktemp("evaluation")
+    argv = [
+        "evaluate", "--model", str(folder), "--data", str(clotho_eval), "--data-name", "clotho",
+        "--kb", str(real_kb), str(text_kb), "--mode", *MODES, "--weight-sweep", "0.9", "--top-k-sweep", "2",
+        "--limit", "3", "--batch-size", "3", "--max-new-tokens", "6", "--output-dir", str(output), "--no-progress",
+    ]  # fmt: skip
+    assert paircap_main(argv) == 0
+    return output
+
+
+def test_plan_covers_the_paper_tables_and_sweeps():
+    runs = plan_runs(["kb-a", "kb-b"], [*MODES, "audio2mixture"], 0.5, 4, [0.1, 0.5, 0.9], [1, 2, 4])
+    assert runs[0].mode == "none" and len(runs) == 1 + 8 + 2 + 2
+    assert len([r for r in runs if "grid" in r.sweeps and r.mode != "none"]) == 8
+    # the sweeps' points that coincide with the grid run (W = 0.5, k = 4) are evaluated once and belong to all three
+    assert sorted(r.fusion_weight for r in runs if "weight" in r.sweeps) == [0.1, 0.5, 0.9]
+    assert sorted(r.top_k for r in runs if "top_k" in r.sweeps) == [1, 2, 4]
+    shared = [r for r in runs if len(r.sweeps) == 3]
+    assert len(shared) == 1 and (shared[0].knowledge_base, shared[0].mode) == ("kb-a", "generative_pair2pair")
+    assert all(r.sweeps == ("grid",) for r in plan_runs(["kb-a"], MODES))
+
+
+def test_results_json_has_every_run_with_metrics_and_similarities(evaluation):
+    results = json.loads((evaluation / "results.json").read_text())
+    names = [run["name"] for run in results["runs"]]
+    assert "zero-shot" in names and len(names) == 1 + 6 + 1 + 1
+    for run in results["runs"]:
+        assert run["items"] == 3 and run["failed_items"] == 0
+        for metric in ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider_d"):
+            assert isinstance(run["metrics"][metric], float)
+        assert run["metrics"]["spice"] is None and run["metrics"]["spider"] is None
+        assert "spice" in run["unavailable"]
+        if run["mode"] != "none":
+            assert run["mean_audio_similarity"] is not None and run["mean_text_similarity"] is not None
+    text_only = [r for r in results["runs"] if r["knowledge_base"] and "audiocaps-text" in r["knowledge_base"]]
+    assert all(r["mean_audio_similarity"] == 0.0 for r in text_only)
+
+
+def test_no_query_retrieves_its_own_clip(evaluation):
+    for path in (evaluation / "predictions").glob("*.jsonl"):
+        lines = path.read_text().splitlines()
+        records = [json.loads(line) for line in lines[1:]]
+        assert len(records) == 3
+        for record in records:
+            assert len(record["references"]) == 5
+            assert all(pair["audio_id"] != record["audio_id"] for pair in record["retrieved"])
+
+
+def test_report_tables_plots_and_model_index(evaluation):
+    report = (evaluation / "results.md").read_text()
+    assert "## cider_d by retrieval method and knowledge base" in report  # SPIDEr is unavailable here
+    header = next(line for line in report.splitlines() if line.startswith("| method |"))
+    assert "clotho-audiocaps-kb" in header and "audiocaps-text" in header
+    assert all(f"| {mode} |" in report for mode in MODES) and "`spice` unavailable" in report
+    for plot in ("weight_sweep.png", "top_k_sweep.png"):
+        assert (evaluation / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results_json = json.loads((evaluation / "results.json").read_text())
+    from paircap.evaluation_report import sweep_points
+
+    assert [x for x, _ in sweep_points(results_json, "weight", "cider_d")] == [0.5, 0.9]
+    assert [x for x, _ in sweep_points(results_json, "top_k", "cider_d")] == [2, 4]
+    results = load_eval_results(evaluation / "model_index.json")
+    assert results and all(isinstance(r, EvalResult) and r.dataset_name == "clotho" for r in results)
+    from modeling_paircap.configuration_paircap import PairCapConfig
+
+    card = str(render_model_card(PairCapConfig(), eval_results=results))
+    assert "model-index" in card and "CIDER-D" in card
+
+
+def test_rescore_reproduces_the_results(evaluation, tmp_path):
+    before = json.loads((evaluation / "results.json").read_text())
+    assert paircap_main(["evaluate", "--rescore", "--output-dir", str(evaluation)]) == 0
+    after = json.loads((evaluation / "results.json").read_text())
+    assert after["runs"] == before["runs"] and after["settings"] == before["settings"]
