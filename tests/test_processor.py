@@ -169,3 +169,22 @@ def test_processor_round_trip_keeps_template_and_sizes(tiny_release, tmp_path):
     assert loaded.clap_tokenizer.pad_token_id == 1
     with pytest.raises(ValueError, match="prompt_template needs exactly the keys"):
         PairCapProcessor(processor.feature_extractor, processor.tokenizer, processor.clap_tokenizer, prompt_template={})
+
+
+def test_torch_feature_backend_matches_numpy(tiny_release, sine_wave, tmp_path):
+    _, _, processor = tiny_release
+    clips = [sine_wave(3, frequency=300.0) + 0.01, sine_wave(25, frequency=1200.0)]
+    reference = processor(audio=clips, sampling_rate=SR)["input_features"]
+    processor.feature_backend = "torch"
+    try:
+        fast = processor(audio=clips, sampling_rate=SR)["input_features"]
+        processor.save_pretrained(tmp_path)
+    finally:
+        processor.feature_backend = "numpy"
+    assert fast.shape == reference.shape
+    assert (fast - reference).abs().max() < 0.2 and (fast - reference).abs().mean() < 2e-3  # dB; tones are worst
+    assert PairCapProcessor.from_pretrained(tmp_path).feature_backend == "torch"
+    with pytest.raises(ValueError, match="feature_backend"):
+        PairCapProcessor(
+            processor.feature_extractor, processor.tokenizer, processor.clap_tokenizer, feature_backend="x"
+        )
