@@ -30,6 +30,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -48,6 +49,7 @@ from accelerate.utils import gather_object
 from datasets import Dataset, Features
 from tqdm.auto import tqdm
 
+from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
 from modeling_paircap.knowledge_base_paircap import kb_features
 
 __all__ = ["ERRORS_FILE", "STATE_FILE", "STATS_FILE", "EmbedStats", "embed_pairs", "shard_path"]
@@ -88,10 +90,11 @@ class EmbedStats:
 
 @dataclass
 class _Clip:
-    """A loaded, windowed and featurised clip (or the error that stopped it), from a DataLoader worker."""
+    """A loaded, windowed clip (or the error that stopped it), from a DataLoader worker: its log-mel features, or
+    its repeat-padded waveform windows when the features are computed on the model's device."""
 
     index: int
-    features: np.ndarray | None
+    features: np.ndarray | torch.Tensor | None
     is_long: bool
     error: str | None
 
@@ -118,11 +121,13 @@ class _EncodedClip:
 
 
 class _ClipDataset(torch.utils.data.Dataset):
-    """Unique clips of a shard, loaded, windowed and featurised by `processor` (runs in DataLoader workers)."""
+    """Unique clips of a shard, loaded, windowed and (unless `pad_only`) featurised by `processor`, in DataLoader
+    workers; with `pad_only` a clip carries its repeat-padded windows `(windows, 480000)` for on-device features."""
 
-    def __init__(self, processor, audio: list[dict]):
+    def __init__(self, processor, audio: list[dict], padder: TorchClapFeatures | None = None):
         self.processor = processor
         self.audio = audio
+        self.padder = padder
 
     def __len__(self) -> int:
         return len(self.audio)
@@ -132,6 +137,8 @@ class _ClipDataset(torch.utils.data.Dataset):
         if not isinstance(loaded, np.ndarray):  # the processor's AudioInputError
             return _Clip(index, None, False, getattr(loaded, "problem", str(loaded)))
         windows, is_long = self.processor.window_audio(loaded)
+        if self.padder is not None:
+            return _Clip(index, self.padder.pad_windows(windows)[0], is_long, None)
         return _Clip(index, self.processor.extract_features(windows), is_long, None)
 
 
@@ -139,7 +146,7 @@ def _collate_clips(clips: list[_Clip]) -> _ClipBatch:
     loaded = [clip for clip in clips if clip.error is None]
     return _ClipBatch(
         indices=[clip.index for clip in loaded],
-        features=torch.from_numpy(np.concatenate([clip.features for clip in loaded])) if loaded else None,
+        features=torch.cat([torch.as_tensor(clip.features) for clip in loaded]) if loaded else None,
         window_counts=torch.tensor([len(clip.features) for clip in loaded], dtype=torch.long),
         is_long=[clip.is_long for clip in loaded],
         errors={clip.index: clip.error for clip in clips if clip.error is not None},
@@ -177,13 +184,14 @@ def _pair_ids_sha256(pairs: Dataset) -> str:
     return digest.hexdigest()
 
 
-def _job_state(pairs: Dataset, model, shard_size: int) -> dict[str, Any]:
+def _job_state(pairs: Dataset, model, shard_size: int, features: str) -> dict[str, Any]:
     """What an output folder's shards were computed from; a rerun must match it to reuse them."""
     return {
         "shard_size": shard_size,
         "num_rows": len(pairs),
         "pair_ids_sha256": _pair_ids_sha256(pairs),
         "encoder_fingerprint": model.encoder_fingerprint(),
+        "features": features,
     }
 
 
@@ -195,6 +203,8 @@ def _state_mismatch(previous: dict, state: dict) -> str:
         reasons.append(f"other pairs ({previous.get('num_rows')} rows before, {state['num_rows']} now)")
     if previous.get("shard_size") != state["shard_size"]:
         reasons.append(f"shard_size {previous.get('shard_size')} (now {state['shard_size']})")
+    if previous.get("features", "processor") != state["features"]:
+        reasons.append(f"log-mel features from {previous.get('features', 'processor')} (now {state['features']})")
     return "; ".join(reasons)
 
 
@@ -259,6 +269,12 @@ class _ShardEmbedder:
     processor: Any
     batch_size: int
     num_workers: int
+    features_on_device: bool = False
+
+    def __post_init__(self) -> None:
+        # workers repeat-pad on CPU with `padder`; the main process computes log-mels with its copy on the device
+        self.padder = TorchClapFeatures(self.processor.feature_extractor) if self.features_on_device else None
+        self.device_features = None if self.padder is None else copy.deepcopy(self.padder).to(self.model.device)
 
     @property
     def audio_dim(self) -> int:
@@ -275,7 +291,10 @@ class _ShardEmbedder:
         """Run the audio encoder on a batch of windows; one result per loaded clip."""
         device = self.model.device
         with torch.inference_mode():
-            encoding = self.model.encode_audio(batch.features.to(device), batch.window_counts.to(device))
+            features = batch.features.to(device, non_blocking=True)
+            if self.device_features is not None:  # the batch holds padded waveforms: log-mels on the device
+                features = self.device_features(features)
+            encoding = self.model.encode_audio(features, batch.window_counts.to(device))
         per_clip = torch.split(encoding.audio_tokens, batch.window_counts.tolist())
         embeddings = encoding.audio_embeds.float().cpu().numpy()
         return [
@@ -286,7 +305,7 @@ class _ShardEmbedder:
     def encode_clips(self, clips: list[dict]) -> tuple[dict[int, _EncodedClip], dict[int, str]]:
         """Encode every clip once (decoding and features in DataLoader workers); results and errors by clip index."""
         loader = torch.utils.data.DataLoader(
-            _ClipDataset(self.processor, clips),
+            _ClipDataset(self.processor, clips, self.padder),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             collate_fn=_collate_clips,
@@ -445,6 +464,7 @@ def embed_pairs(
     progress: bool = True,
     overwrite: bool = False,
     accelerator: Accelerator | PartialState | None = None,
+    features_on_device: bool | None = None,
 ) -> Dataset:
     """
     Embed `pairs` (the readers' columns) into knowledge-base rows with `kb_features(...)`, in input order; rows whose
@@ -455,14 +475,18 @@ def embed_pairs(
     shards in `output_dir` are reused; an `output_dir` made from other pairs, another encoder or another shard size is
     refused with a ValueError unless `overwrite=True`, which clears it. With `accelerator` (an `Accelerator` or
     `PartialState`; by default the current `PartialState`) process p computes shards p, p + P, ... on the model's
-    device (move the model to `accelerator.device` first), and every process returns the same Dataset.
+    device (move the model to `accelerator.device` first), and every process returns the same Dataset. With
+    `features_on_device` (the default when the model is on a GPU) workers only decode, window and repeat-pad, and the
+    log-mel features are computed batched on the model's device (`TorchClapFeatures`), not by the numpy extractor.
     """
     _check_input(pairs, shard_size, batch_size)
     dist = accelerator if accelerator is not None else PartialState()
     output_dir = Path(output_dir)
-    _prepare_output(output_dir, _job_state(pairs, model, shard_size), overwrite, dist)
-
-    embedder = _ShardEmbedder(model, processor, batch_size, num_workers)
+    if features_on_device is None:
+        features_on_device = model.device.type == "cuda"
+    features = "device" if features_on_device else "processor"
+    _prepare_output(output_dir, _job_state(pairs, model, shard_size, features), overwrite, dist)
+    embedder = _ShardEmbedder(model, processor, batch_size, num_workers, features_on_device)
     bounds = _shard_bounds(len(pairs), shard_size)
     started = time.perf_counter()
     counts = _run_shards(embedder, pairs.select_columns(list(INPUT_COLUMNS)), output_dir, bounds, dist, progress)

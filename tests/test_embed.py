@@ -281,3 +281,23 @@ def test_two_processes_under_accelerate_launch_match_one_process(pairs, tiny_rel
         assert record["process_index"] == shard % 2
     assert (multi_dir / "errors.jsonl").read_text() == (single_dir / "errors.jsonl").read_text()
     assert len((multi_dir / "errors.jsonl").read_text().splitlines()) == 2
+
+
+def test_features_on_the_model_device_match_the_processor_path(reference, pairs, tiny_release, tmp_path):
+    """Workers only decode and pad; log-mels are computed by TorchClapFeatures next to the encoder."""
+    _, model, processor = tiny_release
+    expected, reference_dir = reference
+    on_device = embed_pairs(
+        pairs, model, processor, tmp_path / "device", shard_size=SHARD_SIZE, num_workers=0, progress=False,
+        features_on_device=True,
+    )  # fmt: skip
+    assert on_device["pair_id"] == expected["pair_id"] and on_device["is_long"] == expected["is_long"]
+    audio = np.asarray(on_device["audio_embedding"]) - np.asarray(expected["audio_embedding"])
+    assert np.abs(audio).max() < 1e-3  # the two log-mel paths differ by < 0.02 dB
+    for got, want in zip(on_device["audio_tokens"], expected["audio_tokens"], strict=True):
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=2e-2, rtol=0)
+    assert json.loads((tmp_path / "device" / "embed_state.json").read_text())["features"] == "device"
+    with pytest.raises(ValueError, match="log-mel features from"):
+        embed_pairs(
+            pairs, model, processor, reference_dir, shard_size=SHARD_SIZE, features_on_device=True, progress=False
+        )
