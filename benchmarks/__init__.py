@@ -1,0 +1,1 @@
+"""Benchmarks of PairCap against baselines measured in the same run; see benchmarks/README.md."""

@@ -1,0 +1,243 @@
+"""
+Captioning: captions/s and per-call latency of `generate`, zero-shot and generative pair-to-pair.
+
+Generative pair-to-pair runs two passes: pass 1 captions zero-shot, its caption's CLAP text embedding and the audio
+embedding query the knowledge base, and pass 2 captions again with 5 retrieved pairs (64 audio tokens each) in the
+prompt. The baseline is plain HF `generate` on the language model alone, fed random `inputs_embeds` of the same prompt
+lengths (one pass for zero-shot, two for pair-to-pair). Decode ms/step of the plain LM (the median interval between
+generation steps, timestamped by a logits processor) is set against its bandwidth floor: bytes of weights plus KV
+cache read per step / memory bandwidth. Every call generates exactly `new_tokens`
+tokens (min = max), greedy. Prompts are built by the processor before timing.
+
+Full size: the Vicuna-7B-shaped release with random bf16 weights, batches 1, 16, 64, 24 new tokens (GPU). Tiny: the
+tiny release, batches 1, 2, 4, 4 new tokens (CPU smoke test). The KB is built with `build_knowledge_base` from
+synthetic 20 s clips (two windows: 64 tokens per pair).
+
+    python benchmarks/captioning.py [--size tiny|full] [--device cpu|cuda] [--output-dir benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python benchmarks/<name>.py`
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from benchmarks.common import environment, markdown_table, measure, parse_args, synchronize, write_results
+from benchmarks.workloads import SAMPLING_RATE, model_dtype, release, synthetic_knowledge_base, waveform
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
+from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
+from modeling_paircap.processing_paircap import PairCapProcessor
+
+TOP_K = 5
+FUSION_WEIGHT = 0.5
+KB_CLIP_SECONDS = 20.0
+QUERY_SECONDS = 10.0
+WARMUP = 1
+NOMINAL_GPU_BANDWIDTH = 3e12  # bytes/s: the issue's H100 figure
+DEFAULTS = {
+    "tiny": {"batch_sizes": [1, 2, 4], "new_tokens": 4, "kb_pairs": 16, "repeats": 3},
+    "full": {"batch_sizes": [1, 16, 64], "new_tokens": 24, "kb_pairs": 64, "repeats": 3},
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-sizes", type=int, nargs="+", help="tiny 1 2 4, full 1 16 64")
+    parser.add_argument("--new-tokens", type=int, help="tokens generated per pass (tiny 4, full 24)")
+
+
+def generation_kwargs(model: PairCapForConditionalGeneration, new_tokens: int) -> dict:
+    """Greedy decoding of exactly `new_tokens` tokens."""
+    pad = model.generation_config.pad_token_id
+    return {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False, "pad_token_id": pad}
+
+
+def query_inputs(processor: PairCapProcessor, batch_size: int, device: str):
+    """Zero-shot prompts for `batch_size` synthetic 10 s clips, on the device."""
+    clips = [waveform(QUERY_SECONDS, seed=i) for i in range(batch_size)]
+    return processor(audio=clips, sampling_rate=SAMPLING_RATE).to(device)
+
+
+def pass2_prompt_tokens(processor: PairCapProcessor, kb: PairCapKnowledgeBase, model) -> int:
+    """Length of a pass-2 prompt: a 10 s query's tokens after `TOP_K` pairs retrieved from the KB."""
+    audio_query = kb.retriever.vectors[:1, : kb.retriever.d_audio]
+    hits = kb.search(audio_query, mode="audio2audio", top_k=TOP_K)
+    query = {"audio_tokens": np.zeros((model.config.audio_tokens_per_window, model.config.encoder_hidden_size))}
+    return processor(audio=[query], examples=kb.examples(hits))["input_ids"].shape[1]
+
+
+def lm_prompt(model: PairCapForConditionalGeneration, batch_size: int, length: int) -> dict:
+    """`inputs_embeds` of random token ids and a full attention mask, for the plain LM baseline."""
+    device = model.device
+    ids = torch.randint(3, 300, (batch_size, length), device=device)
+    embeds = model.get_input_embeddings()(ids)
+    return {"inputs_embeds": embeds, "attention_mask": torch.ones(batch_size, length, dtype=torch.long, device=device)}
+
+
+def read_bandwidth(device: str) -> float:
+    """Measured memory read bandwidth (bytes/s): summing a 256 MiB float32 buffer."""
+    buffer = torch.ones(64 * 2**20, device=device)
+    timing = measure(buffer.sum, device, warmup=2, repeats=5)
+    return buffer.numel() * buffer.element_size() / timing.median
+
+
+def bytes_per_step(lm, batch_size: int, context: int) -> tuple[int, int]:
+    """Weights read per decode step (all but the input embedding table) and the KV cache of `context` tokens."""
+    config = lm.config
+    weights = sum(p.numel() * p.element_size() for p in lm.parameters())
+    embedding = lm.get_input_embeddings().weight
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * embedding.element_size()
+    return weights - embedding.numel() * embedding.element_size(), kv_per_token * batch_size * context
+
+
+class StepClock(LogitsProcessor):
+    """Timestamps each generation step: called once per new token, right after the forward that gave its logits."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.start = time.perf_counter()
+        self.times: list[float] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        synchronize(self.device)
+        self.times.append(time.perf_counter())
+        return scores
+
+
+class CaptioningBench:
+    """One model, KB and set of generation settings; measures each batch size."""
+
+    def __init__(self, model, processor, kb, device: str, new_tokens: int, repeats: int, bandwidth: float):
+        self.model, self.processor, self.kb, self.device = model, processor, kb, device
+        self.new_tokens, self.repeats, self.bandwidth = new_tokens, repeats, bandwidth
+        self.generate_kwargs = generation_kwargs(model, new_tokens)
+        self.pass2_tokens = pass2_prompt_tokens(processor, kb, model)
+
+    def median_s(self, fn) -> float:
+        return measure(fn, self.device, warmup=WARMUP, repeats=self.repeats).median
+
+    def lm_run(self, batch_size: int, length: int) -> tuple[float, dict]:
+        """Median latency of plain LM generate on a prompt of `length` embeddings, and its decode row: median prefill
+        time and ms/step (timestamped inside the same calls) against the bandwidth floor."""
+        kwargs = {**lm_prompt(self.model, batch_size, length), **self.generate_kwargs}
+        clocks = []
+
+        def call() -> None:
+            clocks.append(StepClock(self.device))
+            self.model.language_model.generate(**kwargs, logits_processor=LogitsProcessorList([clocks[-1]]))
+
+        latency_s = self.median_s(call)
+        timed = clocks[WARMUP:]
+        decode_ms = 1000 * statistics.median(np.concatenate([np.diff(clock.times) for clock in timed]))
+        weights, kv = bytes_per_step(self.model.language_model, batch_size, length + self.new_tokens // 2)
+        floor_ms = 1000 * (weights + kv) / self.bandwidth
+        return latency_s, {
+            "batch_size": batch_size,
+            "prompt_tokens": length,
+            "prefill_s": statistics.median(clock.times[0] - clock.start for clock in timed),
+            "decode_ms_per_step": decode_ms,
+            "weights_bytes": weights,
+            "kv_cache_bytes": kv,
+            "floor_ms_per_step": floor_ms,
+            "floor_over_decode": floor_ms / decode_ms,
+        }
+
+    def run(self, batch_size: int) -> tuple[list[dict], list[dict], list[dict]]:
+        """Project, baseline and decode rows of one batch size."""
+        inputs = query_inputs(self.processor, batch_size, self.device)
+        zero_shot_tokens = inputs["input_ids"].shape[1]
+        retrieval = {"knowledge_base": self.kb, "retrieval_mode": "generative_pair2pair", "top_k": TOP_K}
+        zero_shot = self.median_s(lambda: self.model.generate(**inputs, retrieval_mode="none", **self.generate_kwargs))
+        pair2pair = self.median_s(
+            lambda: self.model.generate(**inputs, **retrieval, fusion_weight=FUSION_WEIGHT, **self.generate_kwargs)
+        )
+        lm_pass1, decode1 = self.lm_run(batch_size, zero_shot_tokens)
+        lm_pass2, decode2 = self.lm_run(batch_size, self.pass2_tokens)
+        both_lengths = [zero_shot_tokens, self.pass2_tokens]
+        project = [
+            caption_row("zero-shot", batch_size, zero_shot_tokens, zero_shot, lm_pass1),
+            caption_row("generative pair2pair", batch_size, both_lengths, pair2pair, lm_pass1 + lm_pass2),
+        ]
+        baseline = [
+            caption_row("LM generate, one pass", batch_size, zero_shot_tokens, lm_pass1),
+            caption_row("LM generate, two passes", batch_size, both_lengths, lm_pass1 + lm_pass2),
+        ]
+        return project, baseline, [decode1, decode2]
+
+
+def caption_row(mode: str, batch_size: int, prompt_tokens, latency_s: float, baseline_s: float | None = None) -> dict:
+    """Latency of one generate call (every caption of the batch waits for it) and captions/s."""
+    row = {
+        "mode": mode,
+        "batch_size": batch_size,
+        "prompt_tokens": prompt_tokens,
+        "latency_s": latency_s,
+        "captions_per_s": batch_size / latency_s,
+    }
+    if baseline_s is not None:
+        row["speedup_vs_baseline"] = baseline_s / latency_s
+    return row
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run the benchmark and write `captioning-<device>-<size>.json/.md`."""
+    args = parse_args(__doc__.strip().splitlines()[0], argv, add_arguments)
+    env = environment(args.device)
+    defaults = DEFAULTS[args.size]
+    batch_sizes, new_tokens = args.batch_sizes or defaults["batch_sizes"], args.new_tokens or defaults["new_tokens"]
+    if new_tokens < 2:
+        raise SystemExit("--new-tokens must be at least 2 (decode time is measured over the steps after the first)")
+    measured_bandwidth = read_bandwidth(args.device)
+    bandwidth = NOMINAL_GPU_BANDWIDTH if args.device == "cuda" else measured_bandwidth
+    with tempfile.TemporaryDirectory(prefix="paircap-captioning-") as folder:
+        model, processor = release(args.size, Path(folder), args.device)
+        kb = synthetic_knowledge_base(model, processor, Path(folder), defaults["kb_pairs"], KB_CLIP_SECONDS)
+        bench = CaptioningBench(model, processor, kb, args.device, new_tokens, defaults["repeats"], bandwidth)
+        project, baseline, decode = [], [], []
+        for batch_size in batch_sizes:
+            rows = bench.run(batch_size)
+            project, baseline, decode = project + rows[0], baseline + rows[1], decode + rows[2]
+            print(f"batch {batch_size}: {rows[0][1]['captions_per_s']:.2f} captions/s (pair2pair)", flush=True)
+
+    settings = {
+        "model": "Vicuna-7B-shaped release, random weights" if args.size == "full" else "tiny release",
+        "dtype": str(model_dtype(args.device)),
+        "batch_sizes": batch_sizes,
+        "new_tokens": new_tokens,
+        "decoding": "greedy, min_new_tokens = max_new_tokens",
+        "top_k": TOP_K,
+        "fusion_weight": FUSION_WEIGHT,
+        "kb_pairs": defaults["kb_pairs"],
+        "kb_clip_seconds": KB_CLIP_SECONDS,
+        "query_seconds": QUERY_SECONDS,
+        "pass2_prompt_tokens": bench.pass2_tokens,
+        "warmup": WARMUP,
+        "repeats": defaults["repeats"],
+        "bandwidth_bytes_per_s": bandwidth,
+        "bandwidth_source": "nominal H100 (3 TB/s)" if args.device == "cuda" else "measured",
+        "measured_bandwidth_bytes_per_s": measured_bandwidth,
+    }
+    results = {"project": project, "baseline": baseline, "decode": decode}
+    columns = ["mode", "batch_size", "prompt_tokens", "latency_s", "captions_per_s"]
+    decode_columns = ["batch_size", "prompt_tokens", "prefill_s", "decode_ms_per_step", "floor_ms_per_step"]
+    tables = [
+        markdown_table("PairCap generate", project, [*columns, "speedup_vs_baseline"]),
+        markdown_table("Baseline: plain LM generate on inputs_embeds", baseline, columns),
+        markdown_table("Plain LM decode against the bandwidth floor", decode, [*decode_columns, "floor_over_decode"]),
+    ]
+    return write_results(args, "captioning", env, settings, results, tables)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,337 @@
+"""
+Retrieval: queries/s and latency of pair-to-pair search over synthetic knowledge bases.
+
+The KB holds L2-normalised `[audio ; text]` pair vectors (512 + 512 dims at full size). Ours is
+`PairCapRetriever.search` (mode `pair2pair`, W = 0.5, top 10), the call `generate` makes: exact with faiss
+`IndexFlatIP` (the default) or the chunked torch matmul (`device=`), approximate with an index from `build_index`
+(HNSW / IVF factory strings), whose recall@10 against exact search comes from `recall_at_k`. The baseline is a
+hand-written brute force: numpy matmul + argpartition on the CPU, torch matmul + topk on the GPU (float32, and float16
+as a reference). On a GPU only the exact methods run (the approximate indexes are faiss CPU indexes).
+
+Synthetic vectors: "topics" (pairs scattered around random topic centres, 64 pairs per topic) or "uniform" (uniform
+on the sphere: no structure at all, approximate search's worst case).
+
+    python benchmarks/retrieval.py [--size tiny|full] [--device cpu|cuda] [--output-dir benchmarks/results]
+        [--kb-sizes 127000 2200000] [--distributions topics uniform] [--indexes HNSW32 IVF1024,Flat]
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python benchmarks/<name>.py`
+
+import argparse
+import itertools
+import time
+
+import faiss
+import numpy as np
+import torch
+
+from benchmarks.common import environment, markdown_table, measure, parse_args, write_results
+from datasets_scripts.faiss_index import (
+    build_index,
+    default_search_params,
+    describe_index,
+    recall_at_k,
+    set_search_params,
+)
+from modeling_paircap.retrieval_paircap import PairCapRetriever, build_query
+
+TOP_K = 10
+FUSION_WEIGHT = 0.5
+TOPIC_SIZE = 64  # pairs per topic in the "topics" distribution
+TOPIC_NOISE = 2.0  # noise norm / topic-centre norm, per half: same-topic halves have cosine ~ 1 / (1 + 2^2) = 0.2
+RECALL_QUERIES = 500
+SEARCH_SWEEP = {"nprobe": (1, 2, 4), "efSearch": (0.5, 1, 2)}  # factors on `default_search_params`
+SINGLE_WARMUP, BATCH_WARMUP, BATCH_REPEATS = 3, 1, 3
+GENERATION_CHUNK = 65_536
+DEFAULTS = {
+    "tiny": {
+        "kb_sizes": [20_000],
+        "dim": 128,
+        "distributions": ["topics"],
+        "indexes": ["HNSW32", "IVF128,Flat"],
+        "single_queries": 20,
+        "batch_queries": 64,
+    },
+    "full": {
+        "kb_sizes": {"cpu": [127_000], "cuda": [127_000, 2_200_000]},
+        "dim": 512,
+        "distributions": ["topics", "uniform"],
+        "indexes": ["HNSW32", "IVF1024,Flat"],
+        "single_queries": 50,
+        "batch_queries": {"cpu": 256, "cuda": 1024},
+    },
+}
+# The issue's targets: (device, KB size, exact or approximate, metric, limit in ms, minimum recall@10)
+TARGETS = (
+    ("cpu", 127_000, True, "single_query_ms", 60.0, None),
+    ("cpu", 127_000, False, "single_query_ms", 2.0, 0.95),
+    ("cuda", 2_200_000, True, "batch_ms", 30.0, None),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kb-sizes", type=int, nargs="+", help="pairs per KB (full: 127000 on cpu, + 2200000 on cuda)")
+    parser.add_argument("--dim", type=int, help="width of each half (tiny 128, full 512)")
+    parser.add_argument("--distributions", nargs="+", choices=("topics", "uniform"), help="synthetic vector layouts")
+    parser.add_argument("--indexes", nargs="+", help="approximate faiss factory strings (CPU only)")
+    parser.add_argument("--batch-queries", type=int, help="queries per batched call (cuda full: 1024)")
+    parser.add_argument("--faiss-threads", type=int, help="faiss OpenMP threads (default: faiss's own default)")
+
+
+def setting(args: argparse.Namespace, name: str):
+    """The command-line value, else the size's default (per device where the default depends on it)."""
+    value = getattr(args, name, None)
+    if value is None:
+        value = DEFAULTS[args.size][name]
+        value = value[args.device] if isinstance(value, dict) else value
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------- synthetic data
+def draw_halves(rng: np.random.Generator, num: int, dim: int, centers: list[np.ndarray] | None) -> list[np.ndarray]:
+    """Audio and text halves `(num, dim)`, each L2-normalised: a random topic's centres plus noise, or uniform on the
+    sphere (approximate search's worst case) when `centers` is None."""
+    halves = [rng.standard_normal((num, dim), dtype=np.float32) for _ in range(2)]
+    if centers is not None:
+        topic = rng.integers(0, len(centers[0]), num)
+        scale = np.float32(TOPIC_NOISE / np.sqrt(dim))
+        halves = [center[topic] + scale * h for center, h in zip(centers, halves, strict=True)]
+    return [h / np.linalg.norm(h, axis=1, keepdims=True) for h in halves]
+
+
+def synthetic_kb(
+    num: int, dim: int, distribution: str, num_queries: int, seed: int = 0
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """`(num, 2 * dim)` float32 KB vectors and the (audio, text) halves of `num_queries` fresh queries."""
+    rng = np.random.default_rng(seed)
+    centers = None
+    if distribution == "topics":
+        centers = draw_halves(rng, max(1, num // TOPIC_SIZE), dim, None)
+    vectors = np.empty((num, 2 * dim), dtype=np.float32)
+    for start in range(0, num, GENERATION_CHUNK):
+        count = min(GENERATION_CHUNK, num - start)
+        vectors[start : start + count] = np.concatenate(draw_halves(rng, count, dim, centers), axis=1)
+    return vectors, draw_halves(rng, num_queries, dim, centers)
+
+
+# ------------------------------------------------------------------------------------------------------------ methods
+@dataclass
+class Method:
+    """A search over (audio, text) query halves; `exact` unless it uses an approximate index."""
+
+    name: str
+    search: Callable[[np.ndarray, np.ndarray], object]
+    exact: bool = True
+    info: dict = field(default_factory=dict)
+
+
+def fused(audio: np.ndarray, text: np.ndarray) -> np.ndarray:
+    """The pair2pair query `[W a ; (1 - W) t]`."""
+    return build_query("pair2pair", audio, text, FUSION_WEIGHT)
+
+
+def numpy_baseline(vectors: np.ndarray, chunk: int = 64) -> Method:
+    """Brute force on the CPU: numpy matmul + argpartition, `chunk` queries at a time."""
+
+    def search(audio: np.ndarray, text: np.ndarray) -> np.ndarray:
+        queries, rows = fused(audio, text), []
+        for start in range(0, len(queries), chunk):
+            scores = queries[start : start + chunk] @ vectors.T
+            top = np.argpartition(scores, -TOP_K, axis=1)[:, -TOP_K:]
+            order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
+            rows.append(np.take_along_axis(top, order, axis=1))
+        return np.concatenate(rows)
+
+    return Method("numpy matmul + argpartition (float32)", search)
+
+
+def torch_baseline(vectors: np.ndarray, device: str, dtype: torch.dtype, chunk: int = 256) -> Method:
+    """Brute force with torch on `device`: matmul + topk in `dtype`, `chunk` queries at a time."""
+    kb = torch.from_numpy(vectors).to(device=device, dtype=dtype)
+
+    def search(audio: np.ndarray, text: np.ndarray) -> np.ndarray:
+        queries = torch.from_numpy(fused(audio, text)).to(device=device, dtype=dtype)
+        rows = [torch.topk(queries[s : s + chunk] @ kb.T, TOP_K, dim=1).indices for s in range(0, len(queries), chunk)]
+        return torch.cat(rows).cpu().numpy()
+
+    return Method(f"torch matmul + topk ({str(dtype).removeprefix('torch.')})", search)
+
+
+def project_method(name: str, vectors: np.ndarray, exact: bool = True, **retriever_kwargs) -> Method:
+    """`PairCapRetriever.search` as `generate` calls it; records how long the retriever took to set up."""
+    ids = [str(row) for row in range(len(vectors))]
+    start = time.perf_counter()
+    retriever = PairCapRetriever(vectors, ids, ids, ids, **retriever_kwargs)
+    info = {"setup_s": time.perf_counter() - start}
+
+    def search(audio: np.ndarray, text: np.ndarray) -> list:
+        return retriever.search(audio, text, mode="pair2pair", fusion_weight=FUSION_WEIGHT, top_k=TOP_K)
+
+    return Method(name, search, exact, info)
+
+
+def sweep_settings(index) -> list[dict[str, int]]:
+    """`default_search_params` scaled by the `SEARCH_SWEEP` factors (nprobe at most nlist), without repeats."""
+    defaults, nlist = default_search_params(index), describe_index(index).get("nlist")
+    settings = []
+    for step in range(len(next(iter(SEARCH_SWEEP.values())))):
+        params = {name: max(1, round(value * SEARCH_SWEEP[name][step])) for name, value in defaults.items()}
+        if "nprobe" in params:
+            params["nprobe"] = min(params["nprobe"], nlist)
+        if params not in settings:
+            settings.append(params)
+    return settings
+
+
+def approximate_methods(vectors: np.ndarray, factory: str, exact_index, queries: np.ndarray) -> Iterator[Method]:
+    """
+    `PairCapRetriever` over one `build_index(factory)` index, once per search setting of `sweep_settings`, each with
+    the build time and its recall@10 against exact search (`recall_at_k`).
+    """
+    start = time.perf_counter()
+    index = build_index(vectors, factory)
+    build_s = time.perf_counter() - start
+    retriever = project_method(factory, vectors, exact=False, index=index)
+    for params in sweep_settings(index):
+        set_search_params(index, params)
+        name = f"PairCapRetriever, {factory}, " + ", ".join(f"{key}={value}" for key, value in params.items())
+        info = {"build_s": build_s, "recall_at_10": recall_at_k(index, exact_index, queries, TOP_K)}
+        yield Method(
+            name, retriever.search, exact=False, info={**retriever.info, **info, "index": describe_index(index)}
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------- measuring
+def time_method(method: Method, halves: list[np.ndarray], device: str, single: int, batch: int) -> dict:
+    """Median latency of one query (over `single` different queries) and of a batch of `batch` queries."""
+    audio, text = halves
+    next_row = itertools.cycle(range(len(audio))).__next__
+
+    def one_query() -> None:
+        row = next_row()
+        method.search(audio[row : row + 1], text[row : row + 1])
+
+    one = measure(one_query, device, warmup=SINGLE_WARMUP, repeats=single)
+    many = measure(lambda: method.search(audio[:batch], text[:batch]), device, BATCH_WARMUP, BATCH_REPEATS)
+    return {
+        "method": method.name,
+        "exact": method.exact,
+        "single_query_ms": 1000 * one.median,
+        "batch_queries": batch,
+        "batch_ms": 1000 * many.median,
+        "queries_per_s": batch / many.median,
+        **method.info,
+        "raw_single_query_s": one.seconds,
+        "raw_batch_s": many.seconds,
+    }
+
+
+def methods_for(device: str, vectors: np.ndarray, queries: np.ndarray, factories: Sequence[str]):
+    """Yield (is_baseline, method) for the device: each method is built just before it is measured."""
+    if device == "cuda":
+        yield True, torch_baseline(vectors, device, torch.float32)
+        yield True, torch_baseline(vectors, device, torch.float16)
+        yield False, project_method("PairCapRetriever, torch exact (cuda)", vectors, device="cuda")
+        return
+    yield True, numpy_baseline(vectors)
+    yield False, project_method("PairCapRetriever, faiss Flat (default)", vectors)
+    yield False, project_method("PairCapRetriever, torch exact (cpu)", vectors, device="cpu")
+    exact_index = build_index(vectors)
+    for factory in factories:
+        for method in approximate_methods(vectors, factory, exact_index, queries):
+            yield False, method
+
+
+def run_case(args: argparse.Namespace, num: int, distribution: str) -> tuple[list[dict], list[dict]]:
+    """Project and baseline rows for one KB size and distribution."""
+    dim, single, batch = setting(args, "dim"), setting(args, "single_queries"), setting(args, "batch_queries")
+    vectors, halves = synthetic_kb(num, dim, distribution, max(batch, RECALL_QUERIES))
+    recall_queries = fused(*halves)[:RECALL_QUERIES]
+    case = {"kb_size": num, "distribution": distribution}
+    project, baseline = [], []
+    for is_baseline, method in methods_for(args.device, vectors, recall_queries, setting(args, "indexes")):
+        row = {**case, **time_method(method, halves, args.device, single, batch)}
+        (baseline if is_baseline else project).append(row)
+        print(f"{num:,} pairs, {distribution}: {row['method']}: {row['single_query_ms']:.2f} ms per query", flush=True)
+    reference = baseline[0]
+    for row in project:
+        row["single_speedup_vs_baseline"] = reference["single_query_ms"] / row["single_query_ms"]
+        row["batch_speedup_vs_baseline"] = reference["batch_ms"] / row["batch_ms"]
+    return project, baseline
+
+
+def check_targets(device: str, project: list[dict]) -> list[dict]:
+    """Each project row the issue's targets apply to, with the measured value against the limit."""
+    checks = []
+    for target_device, num, exact, metric, limit, min_recall in TARGETS:
+        for row in project:
+            applies = target_device == device and row["kb_size"] == num and row["exact"] == exact
+            if not applies or (metric == "batch_ms" and row["batch_queries"] != 1024):
+                continue
+            recall = row.get("recall_at_10", 1.0)
+            met = row[metric] <= limit and (min_recall is None or recall >= min_recall)
+            checks.append(
+                {
+                    "kb_size": num,
+                    "distribution": row["distribution"],
+                    "method": row["method"],
+                    "target": f"{metric} <= {limit:g}" + (f", recall@10 >= {min_recall}" if min_recall else ""),
+                    "measured": row[metric],
+                    "recall_at_10": recall,
+                    "met": met,
+                }
+            )
+    return checks
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run the benchmark and write `retrieval-<device>-<size>.json/.md`."""
+    args = parse_args(__doc__.strip().splitlines()[0], argv, add_arguments)
+    if args.faiss_threads:
+        faiss.omp_set_num_threads(args.faiss_threads)
+    env = {**environment(args.device), "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads()}
+    project, baseline = [], []
+    for num, distribution in itertools.product(setting(args, "kb_sizes"), setting(args, "distributions")):
+        rows = run_case(args, num, distribution)
+        project += rows[0]
+        baseline += rows[1]
+    targets = check_targets(args.device, project)
+
+    settings = {
+        name: setting(args, name)
+        for name in ("kb_sizes", "dim", "distributions", "indexes", "single_queries", "batch_queries")
+    }
+    settings.update(
+        vector_dim=2 * settings["dim"],
+        top_k=TOP_K,
+        mode="pair2pair",
+        fusion_weight=FUSION_WEIGHT,
+        topic_size=TOPIC_SIZE,
+        topic_noise=TOPIC_NOISE,
+        recall_queries=RECALL_QUERIES,
+        search_sweep=SEARCH_SWEEP,
+        single_query_warmup=SINGLE_WARMUP,
+        batch_warmup=BATCH_WARMUP,
+        batch_repeats=BATCH_REPEATS,
+    )
+    results = {"project": project, "baseline": baseline, "targets": targets}
+    columns = ["kb_size", "distribution", "method", "single_query_ms", "batch_ms", "queries_per_s", "recall_at_10"]
+    tables = [
+        markdown_table("Baseline (brute force)", baseline, columns[:-1]),
+        markdown_table("PairCapRetriever", project, [*columns, "build_s", "single_speedup_vs_baseline"]),
+    ]
+    if targets:
+        target_columns = ["kb_size", "distribution", "method", "target", "measured", "recall_at_10", "met"]
+        tables.append(markdown_table("The issue's targets", targets, target_columns))
+    return write_results(args, "retrieval", env, settings, results, tables)
+
+
+if __name__ == "__main__":
+    main()
