@@ -110,7 +110,8 @@ def curriculum(stage1, overfit_pairs, tmp_path_factory):
     phase1 = tmp_path_factory.mktemp("phase1")
     log1 = launch(
         ["--stage", "raft", "--model_name_or_path", str(stage1_out / "release"), "--output_dir", str(phase1),
-         "--train_pairs", str(overfit_pairs), "--balance_sources", "--learning_rate", "1e-2", "--max_steps", "16"],
+         "--train_pairs", str(overfit_pairs), "--balance_sources", "--learning_rate", "1e-2", "--max_steps", "12",
+         "--gradient_accumulation_steps", "2", "--gradient_checkpointing"],
         phase1,
     )  # fmt: skip
     phase2 = tmp_path_factory.mktemp("phase2")
@@ -124,6 +125,7 @@ def curriculum(stage1, overfit_pairs, tmp_path_factory):
 
 
 def test_stage2_phases_train_the_paper_parameter_set(stage1, curriculum):
+    """Phase 1 also runs with gradient accumulation (2 batches per step) and gradient checkpointing."""
     stage1_out, _ = stage1
     (phase1, log1), (phase2, log2) = curriculum
     for log in (log1, log2):
