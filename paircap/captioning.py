@@ -3,11 +3,12 @@
 import contextlib
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoProcessor
@@ -56,6 +57,23 @@ def load_release(model_id: str, device: torch.device, dtype: torch.dtype):
     return model.to(device).eval(), processor
 
 
+def audio_duration(path: str | Path | None) -> float:
+    """Seconds of an audio file from its header (0 when it cannot be read: the loader reports that file later)."""
+    try:
+        return float(sf.info(str(path)).duration)
+    except Exception:  # noqa: BLE001 - any unreadable file sorts first and fails in the loader with its own message
+        return 0.0
+
+
+def length_grouped_batches(durations: Sequence[float], batch_size: int) -> list[list[int]]:
+    """
+    Indices in batches of clips of similar length: clips with the same number of windows make prompts of the same
+    length in both passes, so a batch pads (and decodes padding) as little as possible.
+    """
+    order = sorted(range(len(durations)), key=lambda i: (durations[i], i))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def caption_files(
     model,
     processor,
@@ -65,28 +83,39 @@ def caption_files(
     **generation_kwargs,
 ) -> Iterator[dict]:
     """
-    Yield one record per file, in order: `{"file", "caption"}` (plus `zero_shot_caption` and `retrieved` pairs when
-    retrieval runs), or `{"file", "error"}` for a file that could not be read (corrupt, empty, silent, not audio);
-    the other files of its batch are captioned as usual. Audio of the next batch is decoded in background threads
-    while the model generates.
+    Yield one record per file, in input order: `{"file", "caption"}` (plus `zero_shot_caption` and `retrieved` pairs
+    when retrieval runs), or `{"file", "error"}` for a file that could not be read (corrupt, empty, silent, not
+    audio); the other files of its batch are captioned as usual. Batches group files of similar length; audio of the
+    next batch is decoded in background threads while the model generates.
     """
-    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    batches = length_grouped_batches([audio_duration(path) for path in files], batch_size)
+    done: dict[int, dict] = {}
+    next_to_yield = 0
     bar = tqdm(total=len(files), unit="file", desc="captioning", disable=not progress)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        pending = pool.submit(processor.load_audio, [str(f) for f in batches[0]]) if batches else None
-        for index, batch in enumerate(batches):
+
+        def load(batch: list[int]):
+            return pool.submit(processor.load_audio, [str(files[i]) for i in batch])
+
+        pending = load(batches[0]) if batches else None
+        for number, batch in enumerate(batches):
             loaded = pending.result()
-            if index + 1 < len(batches):
-                pending = pool.submit(processor.load_audio, [str(f) for f in batches[index + 1]])
-            good = [(path, wave) for path, wave in zip(batch, loaded, strict=True) if isinstance(wave, np.ndarray)]
+            if number + 1 < len(batches):
+                pending = load(batches[number + 1])
+            good = [(i, wave) for i, wave in zip(batch, loaded, strict=True) if isinstance(wave, np.ndarray)]
             results = caption_waveforms(model, processor, [wave for _, wave in good], **generation_kwargs)
-            by_path = dict(zip((path for path, _ in good), results, strict=True))
-            for path, wave in zip(batch, loaded, strict=True):
-                if path in by_path:
-                    yield {"file": str(path), **by_path[path]}
-                else:  # the loader's error (its class may come from the release's remote code)
-                    yield {"file": str(path), "error": str(wave)}
+            by_index = dict(zip((i for i, _ in good), results, strict=True))
+            for i, wave in zip(batch, loaded, strict=True):
+                # a failed item holds the loader's error (its class may come from the release's remote code)
+                done[i] = (
+                    {"file": str(files[i]), **by_index[i]}
+                    if i in by_index
+                    else {"file": str(files[i]), "error": str(wave)}
+                )
             bar.update(len(batch))
+            while next_to_yield in done:
+                yield done.pop(next_to_yield)
+                next_to_yield += 1
     bar.close()
 
 

@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from paircap.caption_data import EvaluationItem
+from paircap.captioning import audio_duration, length_grouped_batches
 from paircap.metrics import compute_caption_metrics
 
 PREDICTIONS_DIR = "predictions"
@@ -74,13 +75,14 @@ def caption_items(
     Caption every item under one run, in batches; a query never retrieves its own clip (`exclude_ids` = its
     audio_id). Returns one record per item: prediction, zero-shot caption and retrieved pairs, or the load error.
     """
-    records = []
     retrieval = {} if run.mode == "none" else {
         "knowledge_base": run.knowledge_base, "retrieval_mode": run.mode,
         "fusion_weight": run.fusion_weight, "top_k": run.top_k,
     }  # fmt: skip
-    for start in tqdm(range(0, len(items), batch_size), desc=run.name, disable=not progress):
-        batch = items[start : start + batch_size]
+    records: list[dict | None] = [None] * len(items)
+    durations = [audio_duration(item.audio.get("path")) for item in items]
+    for batch_indices in tqdm(length_grouped_batches(durations, batch_size), desc=run.name, disable=not progress):
+        batch = [items[i] for i in batch_indices]
         loaded = processor.load_audio([item.audio for item in batch])
         good = [(item, wave) for item, wave in zip(batch, loaded, strict=True) if isinstance(wave, np.ndarray)]
         outputs = {}
@@ -97,11 +99,9 @@ def caption_items(
             retrieved = getattr(out, "retrieved_pairs", None) or [[] for _ in good]
             for (item, _), prediction, first, pairs in zip(good, predictions, zero_shot, retrieved, strict=True):
                 outputs[item.audio_id] = {"prediction": prediction, "zero_shot": first, "retrieved": pairs}
-        for item, wave in zip(batch, loaded, strict=True):
-            record = {"audio_id": item.audio_id, "references": item.references}
-            records.append(
-                {**record, **outputs[item.audio_id]} if item.audio_id in outputs else {**record, "error": str(wave)}
-            )
+        for index, item, wave in zip(batch_indices, batch, loaded, strict=True):
+            result = outputs.get(item.audio_id, {"error": str(wave)})
+            records[index] = {"audio_id": item.audio_id, "references": item.references, **result}
     return records
 
 

@@ -65,3 +65,10 @@ def test_caption_without_a_reachable_model_says_what_to_pass(tmp_path):
     )
     assert result.returncode != 0
     assert "pass --model PATH to a local release folder" in result.stderr and "org/paircap" in result.stderr
+
+
+def test_batches_group_clips_of_similar_length():
+    from paircap.captioning import length_grouped_batches
+
+    durations = [29.0, 5.0, 12.0, 5.0, 28.0, 11.0, 0.0]
+    assert length_grouped_batches(durations, 2) == [[6, 1], [3, 5], [2, 4], [0]]
