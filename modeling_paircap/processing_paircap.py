@@ -275,7 +275,8 @@ class PairCapProcessor(ProcessorMixin):
                 sizes.append(len(clip_windows) * self.audio_tokens_per_window)
                 expansions.append(self.expand_placeholder(sizes[-1], is_long))
             else:
-                tokens = np.asarray(segment["audio_tokens"], dtype=np.float32)
+                tokens = segment["audio_tokens"]  # a tensor stays where it is (e.g. KB tokens kept on the GPU)
+                tokens = tokens if isinstance(tokens, torch.Tensor) else np.asarray(tokens, dtype=np.float32)
                 if tokens.ndim != 2:  # zero tokens is a caption-only (text-only knowledge base) example
                     raise ValueError(f"audio segment {i}: audio_tokens must be a (tokens, hidden) array")
                 precomputed.append(tokens)
@@ -286,7 +287,7 @@ class PairCapProcessor(ProcessorMixin):
             audio_inputs["input_features"] = self.extract_features(windows)
             audio_inputs["audio_window_counts"] = np.asarray(window_counts, dtype=np.int64)
         if precomputed:
-            audio_inputs["audio_tokens"] = np.concatenate(precomputed)
+            audio_inputs["audio_tokens"] = concatenate_tokens(precomputed)
         return audio_inputs, expansions, sizes
 
     def _precomputed_mask(
@@ -336,6 +337,15 @@ class PairCapProcessor(ProcessorMixin):
             "audio_tokens",
             "audio_tokens_mask",
         ]
+
+
+def concatenate_tokens(parts: list) -> np.ndarray | torch.Tensor:
+    """Join segments' pooled tokens; with any tensor among them, a float32 tensor on that tensor's device."""
+    tensors = [part for part in parts if isinstance(part, torch.Tensor)]
+    if not tensors:
+        return np.concatenate(parts)
+    device = tensors[0].device
+    return torch.cat([torch.as_tensor(part, device=device).float() for part in parts])
 
 
 def as_pair(pair: Any, name: str) -> tuple[Any, str]:

@@ -273,3 +273,21 @@ def test_knowledge_base_in_config_after_remote_code_load(tiny_release, kb_clips,
     assert remote["captions"] == captions_of(processor, local.sequences, inputs)
     assert remote["zero_shot"] == local.zero_shot_captions
     assert remote["pairs"] == [[p["pair_id"] for p in q] for q in local.retrieved_pairs]
+
+
+def test_tokens_kept_on_a_device_give_the_same_captions(tiny_release, kb_clips, kb_folder):
+    """`kb.tokens_to(device)`: retrieved pairs' tokens are sliced from one tensor instead of read from the rows."""
+    _, model, processor = tiny_release
+    inputs = processor(audio=kb_clips[1])
+    from_rows = PairCapKnowledgeBase.from_pretrained(kb_folder)
+    on_device = PairCapKnowledgeBase.from_pretrained(kb_folder).tokens_to("cpu")
+    hits = from_rows.search(np.eye(1, len(from_rows.rows[0]["audio_embedding"]), dtype=np.float32), top_k=4,
+                            mode="audio2audio")  # fmt: skip
+    for cached, read in zip(on_device.examples(hits)[0], from_rows.examples(hits)[0], strict=True):
+        assert isinstance(cached["audio_tokens"], torch.Tensor) and cached["is_long"] == read["is_long"]
+        np.testing.assert_array_equal(cached["audio_tokens"].numpy(), read["audio_tokens"])
+    common = {"top_k": 3, "return_dict_in_generate": True, **GEN}
+    expected = model.generate(**inputs, knowledge_base=from_rows, **common)
+    got = model.generate(**inputs, knowledge_base=on_device, **common)
+    torch.testing.assert_close(got.sequences, expected.sequences)
+    assert got.retrieved_pairs == expected.retrieved_pairs
