@@ -6,11 +6,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from paircap.caption_data import EvaluationItem
-from paircap.captioning import audio_duration, length_grouped_batches
+from paircap.captioning import audio_duration, caption_waveforms, length_grouped_batches
 from paircap.metrics import compute_caption_metrics
 
 PREDICTIONS_DIR = "predictions"
@@ -72,8 +71,9 @@ def caption_items(
     model, processor, items: list[EvaluationItem], run: EvaluationRun, batch_size: int, progress: bool, **generation
 ) -> list[dict]:
     """
-    Caption every item under one run, in batches; a query never retrieves its own clip (`exclude_ids` = its
-    audio_id). Returns one record per item: prediction, zero-shot caption and retrieved pairs, or the load error.
+    Caption every item under one run, in batches of similar length; a query never retrieves its own clip
+    (`exclude_ids` = its audio_id). Returns one record per item, in order: its caption, zero-shot caption and retrieved
+    pairs (`caption_waveforms`' fields), or the load error.
     """
     retrieval = {} if run.mode == "none" else {
         "knowledge_base": run.knowledge_base, "retrieval_mode": run.mode,
@@ -82,33 +82,26 @@ def caption_items(
     records: list[dict | None] = [None] * len(items)
     durations = [audio_duration(item.audio.get("path")) for item in items]
     for batch_indices in tqdm(length_grouped_batches(durations, batch_size), desc=run.name, disable=not progress):
-        batch = [items[i] for i in batch_indices]
-        loaded = processor.load_audio([item.audio for item in batch])
-        good = [(item, wave) for item, wave in zip(batch, loaded, strict=True) if isinstance(wave, np.ndarray)]
-        outputs = {}
-        if good:
-            inputs = processor(audio=[wave for _, wave in good], sampling_rate=processor.sampling_rate).to(model.device)
-            exclude = [{item.audio_id} for item, _ in good] if retrieval else None
-            with torch.no_grad():
-                out = model.generate(
-                    **inputs, **retrieval, exclude_ids=exclude, processor=processor, return_dict_in_generate=True,
-                    **generation,
-                )  # fmt: skip
-            predictions = processor.decode_captions(out.sequences, inputs["input_ids"].shape[1])
-            zero_shot = getattr(out, "zero_shot_captions", None) or [None] * len(good)
-            retrieved = getattr(out, "retrieved_pairs", None) or [[] for _ in good]
-            for (item, _), prediction, first, pairs in zip(good, predictions, zero_shot, retrieved, strict=True):
-                outputs[item.audio_id] = {"prediction": prediction, "zero_shot": first, "retrieved": pairs}
-        for index, item, wave in zip(batch_indices, batch, loaded, strict=True):
-            result = outputs.get(item.audio_id, {"error": str(wave)})
+        loaded = processor.load_audio([items[i].audio for i in batch_indices])
+        good = [i for i, wave in zip(batch_indices, loaded, strict=True) if isinstance(wave, np.ndarray)]
+        exclude = [{items[i].audio_id} for i in good] if retrieval else None
+        waves = [wave for wave in loaded if isinstance(wave, np.ndarray)]
+        results = caption_waveforms(model, processor, waves, exclude_ids=exclude, **retrieval, **generation)
+        by_index = dict(zip(good, results, strict=True))
+        for index, wave in zip(batch_indices, loaded, strict=True):
+            item = items[index]
+            if index in by_index:
+                result = {"zero_shot_caption": None, "retrieved": [], **by_index[index]}
+            else:  # the loader's error
+                result = {"error": str(wave)}
             records[index] = {"audio_id": item.audio_id, "references": item.references, **result}
     return records
 
 
 def score_records(records: list[dict]) -> dict:
     """Caption metrics over the captioned items, and the mean audio / text similarity of their retrieved pairs."""
-    scored = [r for r in records if "prediction" in r]
-    scores = compute_caption_metrics([r["prediction"] for r in scored], [r["references"] for r in scored])
+    scored = [r for r in records if "caption" in r]
+    scores = compute_caption_metrics([r["caption"] for r in scored], [r["references"] for r in scored])
     pairs = [pair for r in scored for pair in r["retrieved"]]
     return {
         "metrics": scores.corpus,
