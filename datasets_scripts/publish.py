@@ -18,16 +18,11 @@ from modeling_paircap.knowledge_base_paircap import (
     INDEX_FILE,
     KB_COLUMNS,
     KnowledgeBaseMetadata,
-    embedding_matrix,
+    pair_vectors,
 )
 from modeling_paircap.retrieval_paircap import build_query
 
 MAX_SHARD_BYTES = 500 * 2**20
-
-
-def kb_vectors(rows: Dataset) -> np.ndarray:
-    """The `[audio_embedding ; text_embedding]` matrix the index is built over (row i = KB row i)."""
-    return np.concatenate([embedding_matrix(rows, "audio_embedding"), embedding_matrix(rows, "text_embedding")], axis=1)
 
 
 def build_kb_index(rows: Dataset, factory: str = "Flat", recall_queries: int = 1000, seed: int = 0):
@@ -35,7 +30,7 @@ def build_kb_index(rows: Dataset, factory: str = "Flat", recall_queries: int = 1
     Build the inner-product index over the rows' pair vectors. For an approximate factory, also measure recall@10
     against exact search with pair-to-pair queries (W = 0.5) made from randomly drawn rows.
     """
-    vectors = kb_vectors(rows)
+    vectors = pair_vectors(rows)
     index = build_index(vectors, factory=factory, seed=seed)
     if factory == "Flat":
         return index, None
@@ -102,7 +97,7 @@ def write_kb_folder(
     for shard in range(num_shards):
         part = rows.shard(num_shards, shard, contiguous=True)
         part.to_parquet(str(data_dir / f"train-{metadata.build_id}-{shard:05d}-of-{num_shards:05d}.parquet"))
-    save_index(index if index is not None else build_index(kb_vectors(rows)), folder / INDEX_FILE)
+    save_index(index if index is not None else build_index(pair_vectors(rows)), folder / INDEX_FILE)
     metadata.save(folder)
     render_dataset_card(metadata, repo_id, model_repo).save(folder / "README.md")
     return folder

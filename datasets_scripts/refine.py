@@ -33,7 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from modeling_paircap.knowledge_base_paircap import embedding_matrix
-from modeling_paircap.retrieval_paircap import PairCapRetriever, RetrievedPair
+from modeling_paircap.retrieval_paircap import PairCapRetriever, RetrievedPair, concat_pair_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -155,9 +155,8 @@ def _retriever(candidates: _Pairs, device: str | None) -> PairCapRetriever:
     duplicate rows, not every caption of the query's audio.
     """
     positions = [str(position) for position in range(len(candidates.rows))]
-    vectors = np.concatenate([candidates.audio, candidates.text], axis=1)
     return PairCapRetriever(
-        vectors,
+        concat_pair_vectors(candidates.audio, candidates.text),
         positions,
         [""] * len(positions),
         candidates.captions,

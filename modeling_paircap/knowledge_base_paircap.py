@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .retrieval_paircap import PairCapRetriever, RetrievedPair, require_faiss
+from .retrieval_paircap import PairCapRetriever, RetrievedPair, concat_pair_vectors, require_faiss
 
 try:
     import datasets
@@ -135,11 +135,8 @@ class PairCapKnowledgeBase:
         self.rows = rows
         self.metadata = metadata
         self.folder = folder
-        vectors = np.concatenate(
-            [embedding_matrix(rows, "audio_embedding"), embedding_matrix(rows, "text_embedding")], axis=1
-        )
         self.retriever = PairCapRetriever(
-            vectors,
+            pair_vectors(rows),
             rows["pair_id"],
             rows["audio_id"],
             rows["caption"],
@@ -238,6 +235,11 @@ class PairCapKnowledgeBase:
         arrays = [np.asarray(t, dtype=np.float16).reshape(-1, dim) for t in selected["audio_tokens"]]
         tokens = dict(zip(unique, arrays, strict=True))
         return tokens, {row: bool(flag) for row, flag in zip(unique, selected["is_long"], strict=True)}
+
+
+def pair_vectors(rows) -> np.ndarray:
+    """The `[audio_embedding ; text_embedding]` matrix of KB rows: what the index holds, row i = KB row i."""
+    return concat_pair_vectors(embedding_matrix(rows, "audio_embedding"), embedding_matrix(rows, "text_embedding"))
 
 
 def embedding_matrix(rows, column: str) -> np.ndarray:
