@@ -3,7 +3,10 @@
     python -m datasets_scripts build --recipe base --root audiocaps=/data/AudioCaps --root clotho=/data/clotho \\
         --model ./paircap-release --output ./kb-base
     python -m datasets_scripts build --recipe huge --root ... --output ./kb-huge --index-factory IVF4096,Flat
+    python -m datasets_scripts build --recipe huge --index-only ...    # embeddings only, no clip tokens
     python -m datasets_scripts refine --kb ./kb-huge --train ./kb-base --output ./kb-refined-huge
+    python -m datasets_scripts tokens --kb ./kb-refined-huge --model ./trained-release --root clotho=/data/clotho ...
+    python -m datasets_scripts upgrade --kb ./old-kb --model ./paircap-release     # format 1 -> 2, in place
     python -m datasets_scripts push ./kb-refined-huge org/refined-audio-kb
     accelerate launch -m datasets_scripts build ...     # embedding split over processes / GPUs
 """
@@ -33,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--shard-size", type=int, default=1024)
     build.add_argument("--num-workers", type=int, default=2, help="audio decoding processes")
     build.add_argument("--overwrite", action="store_true", help="discard finished shards of an earlier run")
+    build.add_argument("--index-only", action="store_true", help="embeddings and captions only, no clip tokens")
 
     refine = commands.add_parser("refine", help="refine a KB with the training pairs of another KB (paper §3.5)")
     refine.add_argument("--kb", required=True, help="knowledge base folder to refine (e.g. huge)")
@@ -42,6 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     refine.add_argument("--weight", type=float, default=0.5, help="fusion weight W of the pair-to-pair query")
     refine.add_argument("--device", default=None, help="exact torch search on this device instead of faiss")
     refine.add_argument("--index-factory", default="Flat")
+
+    tokens = commands.add_parser("tokens", help="(re)compute a KB's clip tokens with a release's token encoder")
+    tokens.add_argument("--kb", required=True, help="knowledge base folder (its tokens.safetensors is replaced)")
+    tokens.add_argument("--model", required=True, help="PairCap release whose audio tower makes the tokens")
+    tokens.add_argument("--root", action="append", default=[], help="CORPUS=PATH where the KB's clips live, repeatable")
+    tokens.add_argument("--work-dir", default=None, help="resumable shards (default: beside --kb)")
+    tokens.add_argument("--batch-size", type=int, default=32)
+    tokens.add_argument("--shard-size", type=int, default=1024)
+    tokens.add_argument("--num-workers", type=int, default=2, help="audio decoding processes")
+
+    upgrade = commands.add_parser("upgrade", help="convert a format-1 KB to format 2 in place")
+    upgrade.add_argument("--kb", required=True)
+    upgrade.add_argument("--model", required=True, help="the PairCap release that embedded the KB")
 
     push = commands.add_parser("push", help="upload a knowledge base folder as a hub dataset repo")
     push.add_argument("folder")
@@ -71,7 +88,8 @@ def run_build(args: argparse.Namespace) -> int:
     corpora = RECIPES[args.recipe].corpora if args.recipe else tuple(args.corpus)
     recipe = {"name": args.recipe or "custom", "corpora": [f"{c.name}:{c.split}" for c in corpora]}
     accelerator = Accelerator()
-    pairs = read_pairs(corpora, parse_roots(args.root))
+    roots = parse_roots(args.root)
+    pairs = read_pairs(corpora, roots)
     model = AutoModel.from_pretrained(args.model, trust_remote_code=True).to(accelerator.device).eval()
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
     build_knowledge_base(
@@ -83,6 +101,8 @@ def run_build(args: argparse.Namespace) -> int:
         index_factory=args.index_factory,
         work_dir=args.work_dir,
         accelerator=accelerator,
+        roots=roots,
+        with_tokens=not args.index_only,
         batch_size=args.batch_size,
         shard_size=args.shard_size,
         num_workers=args.num_workers,
@@ -103,6 +123,39 @@ def run_refine(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_release(model_id: str):
+    from transformers import AutoModel, AutoProcessor
+
+    model = AutoModel.from_pretrained(model_id, trust_remote_code=True).eval()
+    return model, AutoProcessor.from_pretrained(model_id, trust_remote_code=True)
+
+
+def run_tokens(args: argparse.Namespace) -> int:
+    from datasets_scripts.clip_tokens import refresh_tokens
+
+    model, processor = load_release(args.model)
+    refresh_tokens(
+        args.kb,
+        model,
+        processor,
+        parse_roots(args.root),
+        work_dir=args.work_dir,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+    )
+    return 0
+
+
+def run_upgrade(args: argparse.Namespace) -> int:
+    from datasets_scripts.upgrade import upgrade_knowledge_base
+
+    model, _ = load_release(args.model)
+    metadata = upgrade_knowledge_base(args.kb, model)
+    print(f"upgraded {args.kb}: {metadata.num_pairs} pairs over {metadata.num_clips} clips, format 2")
+    return 0
+
+
 def run_push(args: argparse.Namespace) -> int:
     from datasets_scripts.publish import push_kb_to_hub
 
@@ -120,7 +173,14 @@ def run_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"build": run_build, "refine": run_refine, "push": run_push, "recipes": run_recipes}
+COMMANDS = {
+    "build": run_build,
+    "refine": run_refine,
+    "tokens": run_tokens,
+    "upgrade": run_upgrade,
+    "push": run_push,
+    "recipes": run_recipes,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,14 +5,18 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 from datasets import Dataset, concatenate_datasets
 
 from datasets_scripts.embed import embed_pairs
+from datasets_scripts.evaluation_overlap import clotho_sound_ids, drop_evaluation_overlap, evaluation_clip_ids
 from datasets_scripts.publish import build_kb_index, kb_metadata, write_kb_folder
 from datasets_scripts.readers import read_corpus
 from datasets_scripts.recipes import CorpusSpec
 from datasets_scripts.refine import refine_knowledge_base
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError, KnowledgeBaseMetadata, load_rows
+from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError, PairCapKnowledgeBase
+from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
 
 
 def read_pairs(corpora: Sequence[CorpusSpec], roots: Mapping[str, str | os.PathLike]) -> Dataset:
@@ -42,22 +46,83 @@ def build_knowledge_base(
     index_factory: str = "Flat",
     work_dir: str | os.PathLike | None = None,
     accelerator=None,
+    roots: Mapping[str, str | os.PathLike] | None = None,
+    with_tokens: bool = True,
     **embed_options,
 ) -> Path:
-    """Embed the pairs (resumable), build the index, and write the knowledge base folder (main process only)."""
+    """
+    Drop the rows overlapping evaluation clips (`roots` name the corpus folders whose evaluation lists are read),
+    embed the rest (resumable), build the index, and write the knowledge base folder (main process only). Clip
+    locations are recorded relative to the root they lie under, so `tokens --root NAME=DIR` finds them elsewhere.
+    """
+    roots = dict(roots or {})
+    pairs, overlap = drop_evaluation_overlap(pairs, evaluation_clip_ids(roots), clotho_sound_ids_of(roots))
     work_dir = Path(work_dir) if work_dir else default_work_dir(output)
-    rows = embed_pairs(pairs, model, processor, work_dir / "embed", accelerator=accelerator, **embed_options)
+    embedded = embed_pairs(
+        pairs, model, processor, work_dir / "embed", accelerator=accelerator, with_tokens=with_tokens, **embed_options
+    )
     if accelerator is not None and not accelerator.is_main_process:
         return Path(output)
     start = time.perf_counter()
-    index, recall = build_kb_index(rows, index_factory)
-    print(f"built the {index_factory} index over {len(rows)} pairs in {time.perf_counter() - start:.1f} s", flush=True)
+    index, recall = build_kb_index(embedded.rows, index_factory)
+    print(f"built the {index_factory} index over {len(embedded.rows)} pairs in {time.perf_counter() - start:.1f} s")
     if recall is not None:
         print(f"index recall@10 against exact search: {recall:.4f}", flush=True)
+    overlap_record = {**overlap.to_dict(), "summary": overlap_summary(overlap.to_dict())}
+    print(f"evaluation overlap: {overlap_record['summary']}", flush=True)
+    clips = relative_clip_locations(embedded.clips, roots)
     metadata = kb_metadata(
-        rows, model.encoder_fingerprint(), model.config.audio_tokens_per_window, index_factory, recall, recipe
+        embedded.rows,
+        clips.num_rows,
+        model.retrieval_fingerprint(),
+        embedded.tokens,
+        model.config.audio_tokens_per_window,
+        index_factory,
+        recall,
+        recipe,
+        overlap_record,
     )
-    return write_kb_folder(rows, metadata, output, index=index)
+    return write_kb_folder(embedded.rows, clips, metadata, output, index=index, tokens=embedded.tokens)
+
+
+def clotho_sound_ids_of(roots: Mapping[str, str | os.PathLike]) -> dict:
+    """Clotho's Freesound ids by (split, file name), when a clotho root is given."""
+    return clotho_sound_ids(roots["clotho"]) if roots.get("clotho") else {}
+
+
+def overlap_summary(report: dict) -> str:
+    """One line for the log and the dataset card: rows dropped per source, and the evaluation lists not checked."""
+    dropped = ", ".join(f"{source}: {count}" for source, count in sorted(report["dropped_by_source"].items()))
+    unchecked = ", ".join(report["not_checked"])
+    return f"{report['rows_dropped']} rows dropped ({dropped or 'none'}); not checked: {unchecked or 'none'}"
+
+
+def relative_clip_locations(clips: pa.Table, roots: Mapping[str, str | os.PathLike]) -> pa.Table:
+    """The clip table with each local path rewritten relative to the root folder it lies under (root name kept)."""
+    resolved = sorted(((name, Path(folder).resolve()) for name, folder in roots.items()), key=lambda r: -len(str(r[1])))
+    names, paths = [], []
+    for path in clips.column("audio_path").to_pylist():
+        name, relative = "", path
+        if path and not path.startswith("<"):
+            absolute = Path(path).resolve()
+            for root_name, folder in resolved:
+                if absolute.is_relative_to(folder):
+                    name, relative = root_name, absolute.relative_to(folder).as_posix()
+                    break
+        names.append(name)
+        paths.append(relative if relative and not relative.startswith("<") else None)
+    clips = clips.set_column(clips.schema.get_field_index("audio_root"), "audio_root", pa.array(names, pa.string()))
+    return clips.set_column(clips.schema.get_field_index("audio_path"), "audio_path", pa.array(paths, pa.string()))
+
+
+def subset_clips(rows: Dataset, clips: pa.Table) -> tuple[Dataset, pa.Table, np.ndarray]:
+    """The clips `rows` refer to (in their order), `rows` with `clip_index` renumbered into them, and the kept clips'
+    old indices."""
+    old = np.asarray(rows.with_format("arrow")["clip_index"].to_numpy(zero_copy_only=False), dtype=np.int64)
+    kept = np.unique(old[old >= 0])
+    renumbered = np.where(old >= 0, np.searchsorted(kept, old), -1).astype(np.int32)
+    rows = rows.remove_columns("clip_index").add_column("clip_index", renumbered.tolist())
+    return rows, clips.take(kept), kept
 
 
 def refine_knowledge_base_folder(
@@ -70,23 +135,45 @@ def refine_knowledge_base_folder(
     index_factory: str = "Flat",
     work_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """Refine the KB in `kb_folder` with the training pairs of the KB in `train_folder` (paper §3.5), and write it."""
-    kb_folder, train_folder = Path(kb_folder), Path(train_folder)
-    kb_meta, train_meta = KnowledgeBaseMetadata.load(kb_folder), KnowledgeBaseMetadata.load(train_folder)
-    if kb_meta.encoder_fingerprint != train_meta.encoder_fingerprint:
-        raise KnowledgeBaseError(f"{kb_folder} and {train_folder} were embedded by different encoders")
+    """
+    Refine the KB in `kb_folder` with the training pairs of the KB in `train_folder` (paper §3.5), and write it with
+    the kept clips (and their tokens, when the KB has tokens; an index-only candidate KB gives an index-only refined
+    KB, whose tokens `python -m datasets_scripts tokens` adds).
+    """
+    kb, train = PairCapKnowledgeBase.from_pretrained(kb_folder), PairCapKnowledgeBase.from_pretrained(train_folder)
+    if kb.metadata.retrieval_fingerprint != train.metadata.retrieval_fingerprint:
+        raise KnowledgeBaseError(f"{kb_folder} and {train_folder} were embedded in different retrieval spaces")
     work_dir = Path(work_dir) if work_dir else default_work_dir(output)
     refined, stats = refine_knowledge_base(
-        load_rows(kb_folder),
-        load_rows(train_folder),
+        kb.rows,
+        train.rows,
         top_k=top_k,
         fusion_weight=fusion_weight,
         device=device,
         work_dir=work_dir / "refine",
     )
+    refined, clips, kept_clips = subset_clips(refined.flatten_indices(), kb.clips)
+    tokens = None
+    if isinstance(kb.tokens, ClipTokenStore):
+        counts = [kb.tokens.num_tokens(int(clip)) for clip in kept_clips]
+        path = work_dir / TOKENS_FILE
+        write_clip_tokens(path, counts, kb.tokens.get(kept_clips.tolist()), kb.tokens.token_dim, kb.tokens.fingerprint)
+        tokens = ClipTokenStore(path, len(clips))
     index, recall = build_kb_index(refined, index_factory)
-    recipe = {"refined_from": kb_meta.recipe, "refined_against": train_meta.recipe, "refinement": stats.to_dict()}
+    recipe = {
+        "refined_from": kb.metadata.recipe,
+        "refined_against": train.metadata.recipe,
+        "refinement": stats.to_dict(),
+    }
     metadata = kb_metadata(
-        refined, kb_meta.encoder_fingerprint, kb_meta.audio_tokens_per_window, index_factory, recall, recipe
+        refined,
+        clips.num_rows,
+        kb.metadata.retrieval_fingerprint,
+        tokens,
+        kb.metadata.audio_tokens_per_window,
+        index_factory,
+        recall,
+        recipe,
+        kb.metadata.evaluation_overlap,
     )
-    return write_kb_folder(refined, metadata, output, index=index)
+    return write_kb_folder(refined, clips, metadata, output, index=index, tokens=tokens)

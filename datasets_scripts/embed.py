@@ -1,14 +1,19 @@
-"""Embed (audio, caption) pairs into knowledge-base rows: CLAP audio and text embeddings plus pooled encoder tokens.
+"""Embed (audio, caption) pairs into knowledge-base rows: CLAP audio and text embeddings (the retrieval space) and,
+once per clip, the pooled prompt tokens of the captioning audio tower.
 
-`embed_pairs` takes a Dataset with the readers' columns (`datasets_scripts.readers`) and returns one with exactly
-`kb_features(...)` (`modeling_paircap/knowledge_base_paircap.py`), in input order, minus the rows whose audio could
-not be loaded. The job is cut into shards of `shard_size` rows written to `output_dir`::
+`embed_pairs` takes a Dataset with the readers' columns (`datasets_scripts.readers`) and returns `EmbeddedPairs`: the
+rows with `kb_row_features(...)` (`modeling_paircap/knowledge_base_paircap.py`) plus `is_long` and `audio_path`, in
+input order, minus the rows whose audio could not be loaded; the clip table (one row per distinct clip, in order of
+first appearance); and the clips' tokens (`tokens.safetensors`), unless `with_tokens=False` (an index-only KB). The job
+is cut into shards of `shard_size` rows written to `output_dir`::
 
-    embed_state.json            what the job embeds: shard size, row count, hash of the pair ids, encoder fingerprint
+    embed_state.json            what the job embeds: shard size, row count, hash of the pair ids, both fingerprints
     shards/shard-00000.parquet  finished shards (written atomically: temp file, then rename)
     shards/shard-00000.json     the shard's bad-audio rows and counts (written before its parquet)
+    shards/clips-00000.parquet  the shard's clip tokens (with_tokens), written before its rows
     errors.jsonl                every dropped row: {"pair_id", "audio_id", "file", "error"}
     embed_stats.json            pairs, unique clips, windows, seconds, clips/s, pairs/s of the last call
+    clips.parquet, tokens.safetensors   the clip table and the clip tokens of the finished job
     cache/                      the `datasets` arrow cache of the returned Dataset
 
 A rerun skips finished shards, so killing the job loses at most the shards in progress. Under `accelerate launch`
@@ -24,7 +29,8 @@ Usage::
     from datasets_scripts.readers import read_corpus
 
     pairs = read_corpus("clotho", "/data/clotho_v2", "development")
-    kb_rows = embed_pairs(pairs, model, processor, "/data/kb/clotho_dev")
+    embedded = embed_pairs(pairs, model, processor, "/data/kb/clotho_dev")
+    embedded.rows, embedded.clips, embedded.tokens
 """
 
 from __future__ import annotations
@@ -42,17 +48,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import gather_object
-from datasets import Dataset, Features
+from datasets import Dataset, Features, Value
 from tqdm.auto import tqdm
 
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
-from modeling_paircap.knowledge_base_paircap import kb_features
+from modeling_paircap.knowledge_base_paircap import CLIPS_FILE, clip_schema, kb_row_features
+from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
 
-__all__ = ["ERRORS_FILE", "STATE_FILE", "STATS_FILE", "EmbedStats", "embed_pairs", "shard_path"]
+__all__ = ["ERRORS_FILE", "STATE_FILE", "STATS_FILE", "EmbedStats", "EmbeddedPairs", "embed_pairs", "shard_path"]
 
 STATE_FILE = "embed_state.json"
 STATS_FILE = "embed_stats.json"
@@ -61,6 +69,16 @@ SHARDS_DIR = "shards"
 CACHE_DIR = "cache"
 INPUT_COLUMNS = ("pair_id", "audio_id", "audio", "caption", "source", "split", "duration")
 PASSED_COLUMNS = ("pair_id", "audio_id", "caption", "source", "split", "duration")
+
+
+@dataclass
+class EmbeddedPairs:
+    """What `embed_pairs` returns: the rows (KB row columns plus `is_long` and `audio_path`), the clip table (an Arrow
+    table with `CLIP_COLUMNS`; `rows["clip_index"]` points into it) and the clips' tokens (None without tokens)."""
+
+    rows: Dataset
+    clips: pa.Table
+    tokens: ClipTokenStore | None
 
 
 @dataclass
@@ -162,6 +180,10 @@ def _record_path(output_dir: Path, shard: int) -> Path:
     return shard_path(output_dir, shard).with_suffix(".json")
 
 
+def _clips_path(output_dir: Path, shard: int) -> Path:
+    return Path(output_dir, SHARDS_DIR, f"clips-{shard:05d}.parquet")
+
+
 def _write_atomic(path: Path, write) -> None:
     """Call `write(temp_path)`, then rename the temp file onto `path`, so `path` is either absent or complete."""
     temp = path.with_name(f".{path.name}.tmp")
@@ -184,21 +206,24 @@ def _pair_ids_sha256(pairs: Dataset) -> str:
     return digest.hexdigest()
 
 
-def _job_state(pairs: Dataset, model, shard_size: int, features: str) -> dict[str, Any]:
+def _job_state(pairs: Dataset, model, shard_size: int, features: str, with_tokens: bool) -> dict[str, Any]:
     """What an output folder's shards were computed from; a rerun must match it to reuse them."""
     return {
         "shard_size": shard_size,
         "num_rows": len(pairs),
         "pair_ids_sha256": _pair_ids_sha256(pairs),
-        "encoder_fingerprint": model.encoder_fingerprint(),
+        "retrieval_fingerprint": model.retrieval_fingerprint(),
+        "token_fingerprint": model.token_fingerprint() if with_tokens else None,
         "features": features,
     }
 
 
 def _state_mismatch(previous: dict, state: dict) -> str:
     reasons = []
-    if previous.get("encoder_fingerprint") != state["encoder_fingerprint"]:
-        reasons.append("another encoder (different encoder fingerprint)")
+    if previous.get("retrieval_fingerprint") != state["retrieval_fingerprint"]:
+        reasons.append("another retrieval CLAP (different retrieval fingerprint)")
+    if previous.get("token_fingerprint") != state["token_fingerprint"]:
+        reasons.append("another token encoder, or tokens on/off (different token fingerprint)")
     if (previous.get("num_rows"), previous.get("pair_ids_sha256")) != (state["num_rows"], state["pair_ids_sha256"]):
         reasons.append(f"other pairs ({previous.get('num_rows')} rows before, {state['num_rows']} now)")
     if previous.get("shard_size") != state["shard_size"]:
@@ -212,7 +237,7 @@ def _clear_output(output_dir: Path) -> None:
     """Remove what an embedding job wrote to `output_dir` (and nothing else)."""
     for name in (SHARDS_DIR, CACHE_DIR):
         shutil.rmtree(output_dir / name, ignore_errors=True)
-    for name in (STATE_FILE, ERRORS_FILE, STATS_FILE):
+    for name in (STATE_FILE, ERRORS_FILE, STATS_FILE, CLIPS_FILE, TOKENS_FILE):
         (output_dir / name).unlink(missing_ok=True)
 
 
@@ -236,20 +261,22 @@ def _prepare_output(output_dir: Path, state: dict, overwrite: bool, dist: Accele
 # ---- one shard ------------------------------------------------------------------------------------------------------
 
 
-def _unique_clips(audio: list[dict | None]) -> tuple[list[dict], list[int | None]]:
-    """The distinct clips of a shard (by path) and, per row, the index of its clip (None for text-only rows)."""
+def _unique_clips(rows: dict[str, list]) -> tuple[list[dict], list[str], list[int | None]]:
+    """The distinct clips of a shard, their keys (the path, or the first pair id for in-memory audio) and, per row,
+    the index of its clip (None for text-only rows)."""
     index_of: dict[str, int] = {}
-    clips, row_clip = [], []
-    for row, item in enumerate(audio):
+    clips, keys, row_clip = [], [], []
+    for item, pair_id in zip(rows["audio"], rows["pair_id"], strict=True):
         if item is None:
             row_clip.append(None)
             continue
-        key = item.get("path") or f"<bytes of row {row}>"
+        key = item.get("path") or f"<audio bytes of pair {pair_id}>"
         if key not in index_of:
             index_of[key] = len(clips)
             clips.append(item)
+            keys.append(key)
         row_clip.append(index_of[key])
-    return clips, row_clip
+    return clips, keys, row_clip
 
 
 def _error_record(rows: dict[str, list], row: int, error: str) -> dict[str, str | None]:
@@ -270,6 +297,7 @@ class _ShardEmbedder:
     batch_size: int
     num_workers: int
     features_on_device: bool = False
+    with_tokens: bool = True
 
     def __post_init__(self) -> None:
         # workers repeat-pad on CPU with `padder`; the main process computes log-mels with its copy on the device
@@ -285,7 +313,13 @@ class _ShardEmbedder:
         return self.model.config.encoder_hidden_size
 
     def features(self) -> Features:
-        return kb_features(self.audio_dim, self.audio_dim, self.token_dim)
+        """The shard rows' features: the KB row columns (clip_index is set when the job is assembled) plus the clip's
+        length flag and location."""
+        features = kb_row_features(self.audio_dim, self.audio_dim)
+        del features["clip_index"]
+        features["is_long"] = Value("bool")
+        features["audio_path"] = Value("string")
+        return features
 
     def encode_batch(self, batch: _ClipBatch) -> list[_EncodedClip]:
         """Run the audio encoder on a batch of windows; one result per loaded clip."""
@@ -326,9 +360,10 @@ class _ShardEmbedder:
                 chunks.append(self.model.embed_texts(**inputs).float().cpu().numpy())
         return np.concatenate(chunks)
 
-    def __call__(self, rows: dict[str, list]) -> tuple[dict[str, list], dict[str, Any]]:
-        """The KB columns of a shard's rows (bad-audio rows dropped) and its record: errors, clip and window counts."""
-        clips, row_clip = _unique_clips(rows["audio"])
+    def __call__(self, rows: dict[str, list]) -> tuple[dict[str, list], pa.Table, dict[str, Any]]:
+        """The KB columns of a shard's rows (bad-audio rows dropped), its clips' tokens (`audio_path`, `num_tokens`,
+        `tokens` as float16 bytes) and its record: errors, clip and window counts."""
+        clips, keys, row_clip = _unique_clips(rows)
         encoded, clip_errors = self.encode_clips(clips)
         kept = [row for row, clip in enumerate(row_clip) if clip is None or clip in encoded]
         text_only = _EncodedClip(
@@ -341,7 +376,15 @@ class _ShardEmbedder:
             is_long=[clip.is_long for clip in kept_clips],
             audio_embedding=[clip.embedding for clip in kept_clips],
             text_embedding=list(self.embed_texts([rows["caption"][row] for row in kept])),
-            audio_tokens=[clip.tokens for clip in kept_clips],
+            audio_path=[None if row_clip[row] is None else keys[row_clip[row]] for row in kept],
+        )
+        order = sorted(encoded)
+        clip_tokens = pa.table(
+            {
+                "audio_path": [keys[clip] for clip in order],
+                "num_tokens": pa.array([len(encoded[clip].tokens) for clip in order], pa.int64()),
+                "tokens": pa.array([encoded[clip].tokens.tobytes() for clip in order], pa.large_binary()),
+            }
         )
         record = {
             "pairs": len(row_clip),
@@ -351,12 +394,17 @@ class _ShardEmbedder:
                 _error_record(rows, row, clip_errors[clip]) for row, clip in enumerate(row_clip) if clip in clip_errors
             ],
         }
-        return columns, record
+        return columns, clip_tokens, record
 
 
-def _write_shard(output_dir: Path, shard: int, columns: dict[str, list], record: dict, features: Features) -> None:
-    """Write a shard's record, then its rows; the parquet file appears (atomically) only once both are complete."""
+def _write_shard(
+    output_dir: Path, shard: int, columns: dict[str, list], clip_tokens: pa.Table | None, record: dict, features
+) -> None:
+    """Write a shard's record and clip tokens, then its rows; the rows file appears (atomically) only once the others
+    are complete, so it marks a finished shard."""
     _write_json(_record_path(output_dir, shard), record)
+    if clip_tokens is not None:
+        _write_atomic(_clips_path(output_dir, shard), lambda temp: pq.write_table(clip_tokens, temp))
     table = Dataset.from_dict(columns, features=features).data.table
     _write_atomic(shard_path(output_dir, shard), lambda temp: pq.write_table(table, temp))
 
@@ -402,8 +450,9 @@ def _run_shards(
     with bar, _eval_mode(embedder.model):
         for shard in todo:
             start, end = bounds[shard]
-            columns, record = embedder(pairs[start:end])
-            _write_shard(output_dir, shard, columns, record | {"process_index": dist.process_index}, features)
+            columns, clip_tokens, record = embedder(pairs[start:end])
+            record |= {"process_index": dist.process_index}
+            _write_shard(output_dir, shard, columns, clip_tokens if embedder.with_tokens else None, record, features)
             for key in ("pairs", "clips", "windows"):
                 counts[key] += record[key]
             counts["shards"] += 1
@@ -465,10 +514,12 @@ def embed_pairs(
     overwrite: bool = False,
     accelerator: Accelerator | PartialState | None = None,
     features_on_device: bool | None = None,
-) -> Dataset:
+    with_tokens: bool = True,
+) -> EmbeddedPairs:
     """
-    Embed `pairs` (the readers' columns) into knowledge-base rows with `kb_features(...)`, in input order; rows whose
-    audio cannot be loaded are dropped and listed in `output_dir/errors.jsonl`.
+    Embed `pairs` (the readers' columns) into knowledge-base rows, a clip table and (`with_tokens`) the clips' pooled
+    prompt tokens, stored once per clip; rows whose audio cannot be loaded are dropped and listed in
+    `output_dir/errors.jsonl`.
 
     Each shard of `shard_size` rows decodes and encodes each of its distinct clips once (`batch_size` clips per encoder
     call, decoding in `num_workers` DataLoader workers) and embeds its captions in batches of `batch_size`. Finished
@@ -485,8 +536,9 @@ def embed_pairs(
     if features_on_device is None:
         features_on_device = model.device.type == "cuda"
     features = "device" if features_on_device else "processor"
-    _prepare_output(output_dir, _job_state(pairs, model, shard_size, features), overwrite, dist)
-    embedder = _ShardEmbedder(model, processor, batch_size, num_workers, features_on_device)
+    state = _job_state(pairs, model, shard_size, features, with_tokens)
+    _prepare_output(output_dir, state, overwrite, dist)
+    embedder = _ShardEmbedder(model, processor, batch_size, num_workers, features_on_device, with_tokens)
     bounds = _shard_bounds(len(pairs), shard_size)
     started = time.perf_counter()
     counts = _run_shards(embedder, pairs.select_columns(list(INPUT_COLUMNS)), output_dir, bounds, dist, progress)
@@ -497,9 +549,73 @@ def embed_pairs(
     files = [str(shard_path(output_dir, shard)) for shard in range(len(bounds))]
     with dist.main_process_first():
         dataset = Dataset.from_parquet(files, features=embedder.features(), cache_dir=str(output_dir / CACHE_DIR))
+        if dist.is_main_process and not (output_dir / CLIPS_FILE).is_file():
+            _assemble_clips(output_dir, len(bounds), dataset, embedder.token_dim, state["token_fingerprint"])
+    clips = pq.read_table(output_dir / CLIPS_FILE)
+    dataset = dataset.add_column("clip_index", _clip_indices(dataset, clips))
+    tokens = ClipTokenStore(output_dir / TOKENS_FILE, len(clips)) if with_tokens else None
     if dist.is_main_process:
         stats = _summarise(per_process, len(bounds), seconds, _collect_errors(output_dir, len(bounds)), len(dataset))
         _write_json(output_dir / STATS_FILE, asdict(stats))
         dist.print(stats.line())
     dist.wait_for_everyone()
-    return dataset
+    return EmbeddedPairs(dataset, clips, tokens)
+
+
+def _first_rows_of_clips(rows: Dataset) -> tuple[list[str], list[int]]:
+    """The distinct clip locations of the rows in order of first appearance, and the row where each first appears."""
+    paths = rows.with_format("arrow")["audio_path"].to_pylist()
+    first: dict[str, int] = {}
+    for row, path in enumerate(paths):
+        if path is not None and path not in first:
+            first[path] = row
+    return list(first), list(first.values())
+
+
+def _clip_indices(rows: Dataset, clips: pa.Table) -> list[int]:
+    """Each row's index into the clip table (-1 for text-only rows)."""
+    index_of = {path: clip for clip, path in enumerate(clips.column("audio_path").to_pylist())}
+    return [-1 if path is None else index_of[path] for path in rows.with_format("arrow")["audio_path"].to_pylist()]
+
+
+def _assemble_clips(output_dir: Path, num_shards: int, rows: Dataset, token_dim: int, fingerprint: str | None) -> None:
+    """Write the clip table and (with a token fingerprint) the token file, streaming each shard's clip tokens once."""
+    paths, first_rows = _first_rows_of_clips(rows)
+    first = rows.select(first_rows).with_format("arrow")[:]
+    clips = pa.table(
+        {
+            "audio_id": first.column("audio_id"),
+            "is_long": first.column("is_long"),
+            "duration": first.column("duration").cast(pa.float32()),
+            "audio_root": pa.array([""] * len(paths), pa.string()),
+            "audio_path": pa.array(paths, pa.string()),
+        },
+        schema=clip_schema(),
+    )
+    if fingerprint is not None:
+        counts, parts = _clip_token_parts(output_dir, num_shards, paths)
+        write_clip_tokens(output_dir / TOKENS_FILE, counts, parts, token_dim, fingerprint)
+    _write_atomic(output_dir / CLIPS_FILE, lambda temp: pq.write_table(clips, temp))
+
+
+def _clip_token_parts(output_dir: Path, num_shards: int, paths: list[str]):
+    """Token counts of the clips (in `paths` order) and a generator of their tokens, read shard by shard: a clip's
+    first shard encoded it, and clips first appear in shard order."""
+    counts: dict[str, int] = {}
+    for shard in range(num_shards):
+        table = pq.read_table(_clips_path(output_dir, shard), columns=["audio_path", "num_tokens"])
+        paths, numbers = table.column("audio_path").to_pylist(), table.column("num_tokens").to_pylist()
+        for path, count in zip(paths, numbers, strict=True):
+            counts.setdefault(path, count)
+
+    def tokens():
+        wanted = iter(paths)
+        pending = next(wanted, None)
+        for shard in range(num_shards):
+            table = pq.read_table(_clips_path(output_dir, shard))
+            for path, data in zip(table.column("audio_path").to_pylist(), table.column("tokens"), strict=True):
+                if path == pending:
+                    yield np.frombuffer(data.as_py(), dtype=np.float16)
+                    pending = next(wanted, None)
+
+    return [counts[path] for path in paths], tokens()

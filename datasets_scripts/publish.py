@@ -1,28 +1,30 @@
-"""Write a knowledge base folder in datasets-repo layout (parquet shards, FAISS index, metadata, card) and push it."""
+"""Publishing glue: the index and metadata of a finished knowledge base, its dataset card, and the hub upload.
+
+The folder itself is written by `modeling_paircap.knowledge_base_paircap.write_knowledge_base` (what
+`PairCapKnowledgeBase.save_pretrained` calls too); this module adds what needs the repo's tooling: approximate indexes
+with their recall, and the dataset card from `hub_cards/dataset_card.md`.
+"""
 
 import collections
-import math
 import os
-import shutil
-import uuid
 from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
-from huggingface_hub import DatasetCard, DatasetCardData, HfApi
+from huggingface_hub import DatasetCard, DatasetCardData
 
-from datasets_scripts.faiss_index import build_index, recall_at_k, save_index
+from datasets_scripts.faiss_index import build_index, recall_at_k
 from modeling_paircap.knowledge_base_paircap import (
     DATA_DIR,
     INDEX_FILE,
-    KB_COLUMNS,
     KnowledgeBaseMetadata,
     pair_vectors,
+    push_folder_to_hub,
+    write_knowledge_base,
 )
 from modeling_paircap.retrieval_paircap import build_query
-
-MAX_SHARD_BYTES = 500 * 2**20
+from modeling_paircap.tokens_paircap import ClipTokenStore
 
 
 def build_kb_index(rows: Dataset, factory: str = "Flat", recall_queries: int = 1000, seed: int = 0):
@@ -43,62 +45,48 @@ def build_kb_index(rows: Dataset, factory: str = "Flat", recall_queries: int = 1
 
 def kb_metadata(
     rows: Dataset,
-    encoder_fingerprint: str,
+    num_clips: int,
+    retrieval_fingerprint: str,
+    tokens: ClipTokenStore | None,
     audio_tokens_per_window: int,
     index_factory: str,
     recall: float | None,
     recipe: dict,
+    evaluation_overlap: dict | None = None,
 ) -> KnowledgeBaseMetadata:
-    """Metadata of a finished knowledge base, counted from its rows."""
+    """Metadata of a finished knowledge base, counted from its rows; `tokens` None makes it index-only."""
     first = rows[0]
-    token_dim = rows.features["audio_tokens"].shape[1]
     return KnowledgeBaseMetadata(
-        encoder_fingerprint=encoder_fingerprint,
+        retrieval_fingerprint=retrieval_fingerprint,
+        token_fingerprint=None if tokens is None else tokens.fingerprint,
         audio_dim=len(first["audio_embedding"]),
         text_dim=len(first["text_embedding"]),
-        token_dim=token_dim,
-        audio_tokens_per_window=audio_tokens_per_window,
+        token_dim=0 if tokens is None else tokens.token_dim,
+        audio_tokens_per_window=audio_tokens_per_window if tokens is not None else 0,
         num_pairs=len(rows),
+        num_clips=num_clips,
         num_text_only=len(rows) - sum(rows["has_audio"]),
         index_factory=index_factory,
         index_recall_at_10=recall,
         sources=dict(collections.Counter(rows["source"])),
         recipe=recipe,
+        evaluation_overlap=evaluation_overlap or {},
     )
 
 
 def write_kb_folder(
     rows: Dataset,
+    clips,
     metadata: KnowledgeBaseMetadata,
     folder: str | os.PathLike,
     index=None,
+    tokens: ClipTokenStore | None = None,
     repo_id: str = "org/refined-audio-kb",
     model_repo: str = "org/paircap",
-    max_shard_bytes: int = MAX_SHARD_BYTES,
 ) -> Path:
-    """
-    Write `folder` in datasets-repo layout: `data/train-<build>-*.parquet` (shards of at most about
-    `max_shard_bytes`), the FAISS index (built flat when not given), `paircap_kb.json` and a dataset card whose
-    `configs` make `load_dataset(folder)` return the rows. An existing `data/` is replaced. Each write gets a new build
-    id in its shard names and card: datasets 5 caches a local folder by its `configs` patterns alone, so without it a
-    KB rebuilt in place would load its previous rows.
-    """
-    missing = [column for column in KB_COLUMNS if column not in rows.column_names]
-    if missing:
-        raise ValueError(f"the rows lack the knowledge base columns {missing}")
+    """Write the knowledge base folder with the full dataset card (see `write_knowledge_base` for the layout)."""
     folder = Path(folder)
-    data_dir = folder / DATA_DIR
-    if data_dir.exists():
-        shutil.rmtree(data_dir)
-    data_dir.mkdir(parents=True)
-    rows = rows.select_columns(list(KB_COLUMNS))
-    metadata.build_id = uuid.uuid4().hex[:12]
-    num_shards = max(1, math.ceil(rows.data.nbytes / max_shard_bytes))
-    for shard in range(num_shards):
-        part = rows.shard(num_shards, shard, contiguous=True)
-        part.to_parquet(str(data_dir / f"train-{metadata.build_id}-{shard:05d}-of-{num_shards:05d}.parquet"))
-    save_index(index if index is not None else build_index(pair_vectors(rows)), folder / INDEX_FILE)
-    metadata.save(folder)
+    write_knowledge_base(folder, rows, clips, metadata, index=index, tokens=tokens, card="")
     render_dataset_card(metadata, repo_id, model_repo).save(folder / "README.md")
     return folder
 
@@ -124,7 +112,9 @@ def render_dataset_card(metadata: KnowledgeBaseMetadata, repo_id: str, model_rep
         repo_id=repo_id,
         model_repo=model_repo,
         num_pairs=metadata.num_pairs,
+        num_clips=metadata.num_clips,
         num_text_only=metadata.num_text_only,
+        has_tokens=metadata.has_tokens,
         sources=sources,
         audio_dim=metadata.audio_dim,
         text_dim=metadata.text_dim,
@@ -133,16 +123,13 @@ def render_dataset_card(metadata: KnowledgeBaseMetadata, repo_id: str, model_rep
         index_file=INDEX_FILE,
         index_factory=metadata.index_factory,
         index_recall=metadata.index_recall_at_10,
-        encoder_fingerprint=metadata.encoder_fingerprint,
+        retrieval_fingerprint=metadata.retrieval_fingerprint,
+        token_fingerprint=metadata.token_fingerprint or "none (index-only)",
+        evaluation_overlap=metadata.evaluation_overlap.get("summary", "not checked"),
         recipe=metadata.recipe or "custom",
     )
 
 
 def push_kb_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """Upload a knowledge base folder (rows, index, metadata, card) as a dataset repo; returns the commit URL."""
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message="Upload PairCap knowledge base"
-    )
-    return str(commit)
+    """Upload a knowledge base folder (rows, clips, index, tokens, metadata, card) as a dataset repo."""
+    return push_folder_to_hub(folder, repo_id, private=private, token=token)

@@ -16,8 +16,8 @@ class PairCapConfig(PreTrainedConfig):
 
     Args:
         audio_config (`dict` or `ClapConfig`):
-            The whole CLAP configuration: the audio tower encodes audio into tokens and retrieval embeddings, the text
-            tower embeds captions for retrieval.
+            The whole CLAP configuration: the frozen retrieval space (audio and text towers with their projections),
+            and the shape of the captioning audio tower.
         text_config (`dict` or `PreTrainedConfig`):
             The language model configuration (`llama` by default).
         audio_token_id (`int`):
@@ -31,6 +31,10 @@ class PairCapConfig(PreTrainedConfig):
             Length of one encoder window.
         max_audio_windows (`int`):
             Windows encoded per clip at most; longer clips get evenly spaced windows and the length token.
+        separate_audio_tower (`bool`):
+            Whether the captioning audio encoder (the HTSAT that makes prompt tokens, `audio_tower`) has weights of its
+            own. False (untrained releases, stage 1): it is the CLAP's audio tower itself. Stage 2 with the encoder
+            unfrozen separates it, so the CLAP, which makes every retrieval embedding, stays the pretrained one.
         projector_hidden_act (`str`), projector_bias (`bool`):
             The two-layer MLP projector's activation and bias.
         retrieval_mode, fusion_weight, retrieval_top_k, knowledge_base:
@@ -51,6 +55,7 @@ class PairCapConfig(PreTrainedConfig):
     audio_pool_stride: int = 2
     audio_window_seconds: float = 10.0
     max_audio_windows: int = 3
+    separate_audio_tower: bool = False
     projector_hidden_act: str = "gelu"
     projector_bias: bool = True
     retrieval_mode: str = "generative_pair2pair"

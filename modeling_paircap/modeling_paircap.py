@@ -1,24 +1,25 @@
 """PyTorch PairCap model: CLAP audio encoder -> pooled audio tokens -> MLP projector -> causal language model."""
 
+import copy
 import hashlib
 import json
 import os
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForCausalLM, ClapModel, GenerationMixin, PreTrainedModel
+from transformers import AutoModelForCausalLM, ClapAudioModel, ClapModel, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
-from .configuration_paircap import RETRIEVAL_MODES, PairCapConfig
+from .configuration_paircap import PairCapConfig
 from .knowledge_base_paircap import KnowledgeBaseError, PairCapKnowledgeBase
 from .processing_paircap import PairCapProcessor
-
-PAIR_MODES = ("pair2pair", "generative_pair2pair")
+from .retrieval_paircap import PAIR_MODES, RETRIEVAL_MODES
 
 
 @dataclass
@@ -93,41 +94,49 @@ class PairCapPreTrainedModel(PreTrainedModel):
 
 class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
     """
-    PairCap: the CLAP model (audio tower for tokens and retrieval embeddings, text tower for retrieval embeddings), the
-    audio projector and a causal language model. A prompt may hold several audio segments (retrieved pairs interleaved
-    before the query); each segment's `<audio>` placeholders are filled, in order, either with projected tokens of the
-    windows in `input_features` or with pre-computed pooled tokens from `audio_tokens` (positions in
+    PairCap: the CLAP model (the frozen retrieval space: audio and text towers with their projections), the captioning
+    audio tower (HTSAT, whose pooled tokens fill the prompts; the CLAP's own audio tower until stage 2 separates it),
+    the audio projector and a causal language model. A prompt may hold several audio segments (retrieved pairs
+    interleaved before the query); each segment's `<audio>` placeholders are filled, in order, either with projected
+    tokens of the windows in `input_features` or with pre-computed pooled tokens from `audio_tokens` (positions in
     `audio_tokens_mask`).
     """
 
     def __init__(self, config: PairCapConfig):
         super().__init__(config)
         self.audio_encoder = ClapModel(config.audio_config)
+        if config.separate_audio_tower:
+            self.audio_tower = ClapAudioModel(config.audio_config.audio_config)
         self.multi_modal_projector = PairCapAudioProjector(config)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self._knowledge_bases: dict[str, tuple[PairCapKnowledgeBase, tuple]] = {}
-        self._processor: PairCapProcessor | None = None
+        self.processor: PairCapProcessor | None = None  # used by retrieval when generate gets no processor=
         self.post_init()
 
-    @property
-    def processor(self) -> PairCapProcessor:
-        """The processor saved with the model (loaded on first use); retrieval needs it to build pass-2 prompts."""
-        if self._processor is None:
-            if not self.name_or_path:
-                raise ValueError("This model was not loaded from a release folder: pass processor= to generate")
-            # the model itself came from this folder's remote code, so its processor is trusted the same way
-            self._processor = PairCapProcessor.from_pretrained(self.name_or_path, trust_remote_code=True)
-        return self._processor
+    def get_audio_tower(self) -> nn.Module:
+        """The captioning audio encoder: the separate `audio_tower` once stage 2 made one, else the CLAP's."""
+        return self.audio_tower if self.config.separate_audio_tower else self.audio_encoder.audio_model
 
-    @processor.setter
-    def processor(self, processor: PairCapProcessor) -> None:
-        self._processor = processor
+    def separate_audio_tower(self) -> nn.Module:
+        """
+        Give the captioning audio tower weights of its own (a copy of the CLAP's), so that training it leaves the
+        retrieval space, and every knowledge base embedded in it, untouched. Idempotent; returns the tower.
+        """
+        if not self.config.separate_audio_tower:
+            self.audio_tower = copy.deepcopy(self.audio_encoder.audio_model)
+            self.config.separate_audio_tower = True
+        return self.audio_tower
 
-    def load_knowledge_base(self, knowledge_base: "str | os.PathLike | PairCapKnowledgeBase | None" = None):
+    def load_knowledge_base(
+        self,
+        knowledge_base: "str | os.PathLike | PairCapKnowledgeBase | None" = None,
+        audio_roots: "dict[str, str] | None" = None,
+    ) -> PairCapKnowledgeBase:
         """
         The knowledge base to retrieve from: `knowledge_base` (hub id, folder or loaded KB) or `config.knowledge_base`,
-        loaded once and cached. It must have been embedded by this encoder: the fingerprint is checked at load and
-        again whenever the encoder's weights changed since (training, `load_state_dict`, a copy of the model).
+        loaded once and cached. Its embeddings must live in this model's retrieval space (the CLAP fingerprint is
+        checked at load and again whenever the CLAP's weights changed since); its tokens are checked against the
+        token encoder, and reported stale (`kb.tokens_state`) when another encoder made them.
         """
         source = self.config.knowledge_base if knowledge_base is None else knowledge_base
         if source is None:
@@ -140,23 +149,25 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         state = self._encoder_state()
         if cached is not None and cached[1] == state:
             return cached[0]
-        fingerprint = self.encoder_fingerprint()
+        fingerprint = self.retrieval_fingerprint()
         if cached is not None or isinstance(source, PairCapKnowledgeBase):
             kb = cached[0] if cached is not None else source
-            if kb.metadata.encoder_fingerprint != fingerprint:
+            if kb.metadata.retrieval_fingerprint != fingerprint:
                 raise KnowledgeBaseError(
-                    f"{kb.folder or 'the knowledge base'}: embedded by another encoder than this model's; its "
-                    "embeddings and audio tokens do not match. Rebuild it with this model: python -m datasets_scripts"
+                    f"{kb.folder or 'the knowledge base'}: embedded in another retrieval space than this model's CLAP; "
+                    "its embeddings do not match. Rebuild it with this model: python -m datasets_scripts build"
                 )
         else:  # on a GPU the search runs there too (exact torch search); on CPU with the FAISS index
             device = str(self.device) if self.device.type == "cuda" else None
-            kb = PairCapKnowledgeBase.from_pretrained(source, fingerprint, device=device)
+            kb = PairCapKnowledgeBase.from_pretrained(source, fingerprint, device=device, audio_roots=audio_roots)
+        kb.check_tokens(self.token_fingerprint())
         self._knowledge_bases[key] = (kb, state)
         return kb
 
     def _encoder_state(self) -> tuple:
-        """Identity and in-place version of every CLAP tensor: changes whenever the weights may have changed."""
-        tensors = [*self.audio_encoder.parameters(), *self.audio_encoder.buffers()]
+        """Identity and in-place version of every CLAP and audio tower tensor: changes whenever they may have."""
+        modules = (self.audio_encoder, self.get_audio_tower())
+        tensors = [tensor for module in modules for tensor in (*module.parameters(), *module.buffers())]
         return tuple((id(tensor), tensor._version) for tensor in tensors)
 
     def get_input_embeddings(self) -> nn.Module:
@@ -174,24 +185,27 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
     def get_decoder(self) -> nn.Module:
         return self.language_model.get_decoder()
 
-    def encoder_fingerprint(self) -> str:
+    def retrieval_fingerprint(self) -> str:
         """
-        SHA-256 of the CLAP weights (rounded to bfloat16, so float32 and bfloat16 loads agree) and the token settings:
-        a knowledge base records the fingerprint of the encoder that embedded it, and refuses any other.
+        SHA-256 of the retrieval space: the CLAP weights (rounded to bfloat16, so float32 and bfloat16 loads agree) and
+        the windowing that turns a clip into its embedding. A KB's index and embeddings are valid for every model with
+        this fingerprint, before and after fine-tuning.
         """
-        digest = hashlib.sha256()
+        windowing = {
+            "audio_window_seconds": self.config.audio_window_seconds,
+            "max_audio_windows": self.config.max_audio_windows,
+        }
+        return weights_fingerprint(self.audio_encoder, windowing)
+
+    def token_fingerprint(self) -> str:
+        """SHA-256 of the token encoder (the captioning audio tower) and the token settings: what a KB's clip tokens
+        were made with. Equal for a separate tower and the CLAP's own while their weights are equal."""
         settings = {
             "audio_pool_stride": self.config.audio_pool_stride,
             "audio_window_seconds": self.config.audio_window_seconds,
             "max_audio_windows": self.config.max_audio_windows,
         }
-        digest.update(json.dumps(settings, sort_keys=True).encode())
-        for name, tensor in sorted(self.audio_encoder.state_dict().items()):
-            digest.update(name.encode())
-            values = tensor.detach().to("cpu")
-            values = values.to(torch.bfloat16).view(torch.int16) if values.is_floating_point() else values
-            digest.update(values.contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        return weights_fingerprint(self.get_audio_tower(), settings)
 
     def pool_encoder_tokens(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
         """`(W, C, 2, 32)` CLAP last hidden state -> `(W, 64 / stride, C)` tokens in time order, average-pooled."""
@@ -203,23 +217,30 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         return tokens
 
     def audio_tokens(self, input_features: torch.Tensor) -> torch.Tensor:
-        """Pooled encoder tokens `(num_windows, tokens_per_window, hidden)` of log-mel windows: the captioning path,
-        which needs neither the CLAP projection nor the clip embedding."""
-        encoder_dtype = self.audio_encoder.audio_projection.linear1.weight.dtype
-        hidden = self.audio_encoder.audio_model(input_features=input_features.to(encoder_dtype)).last_hidden_state
+        """Pooled tokens `(num_windows, tokens_per_window, hidden)` of log-mel windows from the captioning audio tower:
+        the prompt path, which needs neither the CLAP projection nor the clip embedding."""
+        tower = self.get_audio_tower()
+        hidden = tower(input_features=input_features.to(self._encoder_dtype)).last_hidden_state
         return self.pool_encoder_tokens(hidden)
+
+    @property
+    def _encoder_dtype(self) -> torch.dtype:
+        return self.audio_encoder.audio_projection.linear1.weight.dtype
 
     def encode_audio(
         self, input_features: torch.Tensor, audio_window_counts: torch.Tensor | None = None
     ) -> PairCapAudioEncoding:
         """
-        Encode `(num_windows, 1, frames, mels)` log-mel windows into pooled tokens (pre-projector) and the
-        L2-normalised CLAP audio embedding of each clip; `audio_window_counts` groups consecutive windows into clips
-        (one window per clip when omitted).
+        Encode `(num_windows, 1, frames, mels)` log-mel windows into pooled prompt tokens (pre-projector, from the
+        captioning tower) and the L2-normalised CLAP audio embedding of each clip (retrieval space; one encoder pass
+        while the two towers are one); `audio_window_counts` groups consecutive windows into clips (one window per
+        clip when omitted).
         """
-        encoder_dtype = self.audio_encoder.audio_projection.linear1.weight.dtype
-        outputs = self.audio_encoder.get_audio_features(input_features=input_features.to(encoder_dtype))
-        audio_tokens = self.pool_encoder_tokens(outputs.last_hidden_state)
+        outputs = self.audio_encoder.get_audio_features(input_features=input_features.to(self._encoder_dtype))
+        if self.config.separate_audio_tower:
+            audio_tokens = self.audio_tokens(input_features)
+        else:
+            audio_tokens = self.pool_encoder_tokens(outputs.last_hidden_state)
         window_embeds = outputs.pooler_output
         if audio_window_counts is None:
             return PairCapAudioEncoding(audio_tokens=audio_tokens, audio_embeds=window_embeds)
@@ -233,6 +254,22 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         clip_sums = torch.zeros(len(counts), window_embeds.shape[1], dtype=window_embeds.dtype, device=counts.device)
         clip_sums.index_add_(0, clip_index, window_embeds)
         return PairCapAudioEncoding(audio_tokens=audio_tokens, audio_embeds=F.normalize(clip_sums, dim=-1))
+
+    @torch.no_grad()
+    def encode_clip_tokens(self, processor: PairCapProcessor, audio: list) -> list[torch.Tensor]:
+        """
+        The pooled prompt tokens `(windows * tokens_per_window, hidden)` of each clip (paths, arrays or audio dicts, as
+        the processor takes them) from the captioning audio tower: what a KB stores per clip. A clip that cannot be
+        loaded raises a KnowledgeBaseError naming it.
+        """
+        tokens = []
+        for waveform in processor.load_audio(audio):
+            if not isinstance(waveform, np.ndarray):
+                raise KnowledgeBaseError(f"cannot encode the tokens of a retrieved clip: {waveform}")
+            windows, _ = processor.window_audio(waveform)
+            features = torch.as_tensor(processor.extract_features(windows)).to(self.device)
+            tokens.append(self.audio_tokens(features).flatten(0, 1))
+        return tokens
 
     def embed_texts(
         self, clap_input_ids: torch.Tensor, clap_attention_mask: torch.Tensor | None = None
@@ -355,6 +392,7 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         knowledge_base: "str | os.PathLike | PairCapKnowledgeBase | None" = None,
         text_queries: list[str] | None = None,
         processor: PairCapProcessor | None = None,
+        max_pairs_per_clip: int | None = 1,
         **kwargs,
     ):
         r"""
@@ -370,7 +408,9 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
             exclude_ids: per query, pair ids or audio ids never to retrieve (e.g. the query's own clip).
             knowledge_base: a hub id, folder or loaded `PairCapKnowledgeBase` replacing `config.knowledge_base`.
             text_queries: the text half of `pair2pair` queries.
-            processor: the processor (default: the one saved with the model).
+            processor: the processor that built the inputs; retrieval builds pass-2 prompts with it (default:
+                `model.processor`, set it once with `model.processor = AutoProcessor.from_pretrained(...)`).
+            max_pairs_per_clip: retrieved pairs of one clip at most (its best captions); None: no limit.
             kwargs: generation arguments (beams, `max_new_tokens`, sampling...), applied to both passes; pass 1 keeps
                 one sequence per query. With `return_dict_in_generate=True` and retrieval, a `PairCapGenerateOutput`.
         """
@@ -394,6 +434,11 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         if mode == "pair2pair" and (text_queries is None or len(text_queries) != len(input_ids)):
             raise ValueError("retrieval_mode='pair2pair' needs text_queries: one text per prompt")
         processor = processor or self.processor
+        if processor is None:
+            raise ValueError(
+                "Retrieval builds the pass-2 prompts with the processor: pass processor= to generate, or set "
+                "model.processor = AutoProcessor.from_pretrained(<release>, trust_remote_code=True) once"
+            )
         kb = self.load_knowledge_base(knowledge_base)
         encoding = self.encode_audio(input_features, counts)
 
@@ -412,33 +457,44 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         text_embeds = None
         if mode in PAIR_MODES:
             text_embeds = self.embed_texts(**processor.clap_text_inputs(text_queries).to(self.device))
-            text_embeds = text_embeds.float().cpu().numpy()
         weight = self.config.fusion_weight if fusion_weight is None else fusion_weight
         hits = kb.search(
-            encoding.audio_embeds.float().cpu().numpy(),
+            encoding.audio_embeds,
             text_embeds,
             mode=mode,
             fusion_weight=weight,
             top_k=top_k,
             exclude_ids=exclude_ids,
+            max_pairs_per_clip=max_pairs_per_clip,
         )
-
-        is_long = (input_ids == self.config.long_audio_token_id).any(dim=1).tolist()
-        queries = [
-            {"audio_tokens": tokens.flatten(0, 1).float().cpu(), "is_long": long}
-            for tokens, long in zip(encoding.audio_tokens.split(counts.tolist()), is_long, strict=True)
-        ]
-        second = processor(audio=queries, examples=kb.examples(hits), return_tensors="pt").to(self.device)
-        second_embeds = self.build_inputs_embeds(
-            second["input_ids"], None, second["audio_tokens"], second["audio_tokens_mask"]
-        )
+        second = self.second_pass_inputs(processor, kb, hits, encoding.audio_tokens.split(counts.tolist()), input_ids)
         output = super().generate(
             input_ids=second["input_ids"],
-            inputs_embeds=second_embeds,
+            inputs_embeds=second["inputs_embeds"],
             attention_mask=second["attention_mask"],
             **kwargs,
         )
         return package_output(output, input_ids, second["input_ids"].shape[1], zero_shot_captions, hits)
+
+    def second_pass_inputs(self, processor: PairCapProcessor, kb: PairCapKnowledgeBase, hits, query_tokens, input_ids):
+        """
+        The pass-2 prompts of a batch, on the model's device: each query's retrieved pairs (their KB tokens, or tokens
+        encoded on the fly from the audio for an index-only or stale KB with audio roots) and captions, then the query's
+        own tokens (kept where they are), embedded with every `<audio>` run filled.
+        """
+        examples = kb.examples(
+            hits, lambda audio: self.encode_clip_tokens(processor, audio), self.config.encoder_hidden_size
+        )
+        is_long = (input_ids == self.config.long_audio_token_id).any(dim=1).tolist()
+        queries = [
+            {"audio_tokens": tokens.flatten(0, 1), "is_long": long}
+            for tokens, long in zip(query_tokens, is_long, strict=True)
+        ]
+        second = processor(audio=queries, examples=examples, return_tensors="pt").to(self.device)
+        second["inputs_embeds"] = self.build_inputs_embeds(
+            second["input_ids"], None, second["audio_tokens"], second["audio_tokens_mask"]
+        )
+        return second
 
     def _resolve_retrieval_mode(self, retrieval_mode: str | None, knowledge_base) -> str:
         if retrieval_mode is None:
@@ -447,6 +503,18 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         if retrieval_mode not in RETRIEVAL_MODES:
             raise ValueError(f"retrieval_mode must be one of {RETRIEVAL_MODES}, got {retrieval_mode!r}")
         return retrieval_mode
+
+
+def weights_fingerprint(module: nn.Module, settings: dict) -> str:
+    """SHA-256 of a module's weights, rounded to bfloat16 (so float32 and bfloat16 loads agree), and some settings."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        values = tensor.detach().to("cpu")
+        values = values.to(torch.bfloat16).view(torch.int16) if values.is_floating_point() else values
+        digest.update(values.contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def first_pass_kwargs(kwargs: dict) -> dict:

@@ -20,11 +20,14 @@ This file is shipped as Hugging Face remote code: it imports only the standard l
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .clip_ids_paircap import normalise_clip_id
 
 try:
     import faiss
@@ -141,6 +144,28 @@ def _as_str_list(ids: Sequence) -> list[str]:
     return ["" if value is None else str(value) for value in ids]
 
 
+def _take(column, rows: np.ndarray) -> list:
+    """`column[rows]` as a list: Arrow's own `take` for Arrow arrays (no per-row Python), indexing otherwise."""
+    if hasattr(column, "take") and hasattr(column, "to_pylist"):
+        return column.take(rows).to_pylist()
+    return [column[int(row)] for row in rows]
+
+
+def clip_keys_of(audio_ids) -> np.ndarray:
+    """One integer per row naming its clip (rows of one clip share it), -1 for rows without audio (empty or None id)."""
+    if hasattr(audio_ids, "dictionary_encode"):  # an Arrow array: encoded without Python objects
+        encoded = audio_ids.dictionary_encode()
+        keys = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        empty = np.flatnonzero(np.asarray(encoded.dictionary.to_pylist(), dtype=object) == "")
+        keys[np.isin(keys, empty)] = -1
+        return keys
+    ids = np.asarray(_as_str_list(audio_ids), dtype=object)
+    _, keys = np.unique(ids, return_inverse=True)
+    keys = keys.astype(np.int64)
+    keys[ids == ""] = -1
+    return keys
+
+
 def _exclusion_sets(exclude_ids: list[Collection[str]] | None, batch_size: int) -> list[frozenset[str]]:
     """One frozenset of ids per query (a bare string counts as one id)."""
     if exclude_ids is None:
@@ -157,26 +182,54 @@ def _exclusion_sets(exclude_ids: list[Collection[str]] | None, batch_size: int) 
     return sets
 
 
+@contextlib.contextmanager
+def faiss_search_settings(num_queries: int, blas_threshold: int | None, single_query_threads: int | None):
+    """
+    faiss's process-wide search settings for one call, restored afterwards: the query count from which flat search uses
+    BLAS (faiss's default, 20 in the C++ sources but 128000 in some wheels, sends `generate`-sized batches down the
+    slow loop) and the OpenMP threads for a single query.
+    """
+    saved_threshold = faiss.cvar.distance_compute_blas_threshold
+    saved_threads = faiss.omp_get_max_threads()
+    if blas_threshold is not None:
+        faiss.cvar.distance_compute_blas_threshold = int(blas_threshold)
+    if single_query_threads is not None and num_queries == 1:
+        faiss.omp_set_num_threads(int(single_query_threads))
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = saved_threshold
+        faiss.omp_set_num_threads(saved_threads)
+
+
 class PairCapRetriever:
     """
     Exact (or index-approximate) top-k retrieval over a knowledge base of (audio, caption) pairs.
 
+    The vectors live in one place: the faiss index (component scores S_A and S_T are computed from the hits' vectors,
+    reconstructed from it), or, for `device` search, one tensor on that device.
+
     Args:
-        vectors: (N, d_a + d_t) knowledge-base vectors ``[a_k ; t_k]`` (see `concat_pair_vectors`); kept as given (a
-            float16 or memory-mapped array works) and read for the component scores S_A and S_T.
-        pair_ids, audio_ids, captions: one entry per row. `audio_ids` of text-only rows may be empty.
+        vectors: (N, d_a + d_t) knowledge-base vectors ``[a_k ; t_k]`` (see `concat_pair_vectors`), or None when `index`
+            holds them. Without an index, a flat index is built from them (faiss search) or they are copied to `device`.
+        pair_ids, audio_ids, captions: one entry per row: lists, or Arrow arrays (read per hit with Arrow's `take`).
+            `audio_ids` of text-only rows may be empty.
         d_audio: width d_a of the audio half; defaults to half the vector width.
-        index: a faiss index over the same rows (e.g. IVF or HNSW from `datasets_scripts/faiss_index.py`); an exact
-            `IndexFlatIP` is built when none is given and faiss is used.
+        index: a faiss index over the same rows (flat, IVF or HNSW from `datasets_scripts/faiss_index.py`).
         device: None searches with faiss; "cpu", "cuda", "cuda:1", ... search exactly with a chunked torch matmul on
             that device instead (same results as a flat index). Without faiss installed, "cpu" is used.
+        clip_keys: (N,) integers naming each row's clip (-1: no audio), for `max_pairs_per_clip`; default from
+            `audio_ids`.
         exclude_margin: extra hits fetched per query when exclusions are given (refetched with a larger k when short).
         chunk_size: knowledge-base rows scored per matmul on the torch path (bounds memory to batch x chunk_size).
+        blas_threshold: queries from which faiss's flat search uses BLAS (faiss's process-wide
+            `distance_compute_blas_threshold`, set for each search and restored); None keeps faiss's own.
+        single_query_threads: OpenMP threads for a one-query faiss search; None keeps faiss's own (all cores).
     """
 
     def __init__(
         self,
-        vectors: np.ndarray,
+        vectors: np.ndarray | None,
         pair_ids: Sequence[str],
         audio_ids: Sequence[str],
         captions: Sequence[str],
@@ -184,13 +237,20 @@ class PairCapRetriever:
         d_audio: int | None = None,
         index=None,
         device: str | None = None,
+        clip_keys: np.ndarray | None = None,
         exclude_margin: int = 16,
         chunk_size: int = 65536,
+        blas_threshold: int | None = 16,
+        single_query_threads: int | None = None,
     ):
-        self.vectors = np.asarray(vectors)
-        if self.vectors.ndim != 2 or not np.issubdtype(self.vectors.dtype, np.floating):
-            raise ValueError(f"vectors must be a 2-D float array, got shape {self.vectors.shape} {self.vectors.dtype}")
-        num_rows, dim = self.vectors.shape
+        if vectors is None and index is None:
+            raise ValueError("pass the knowledge-base vectors or an index holding them")
+        if vectors is not None:
+            vectors = np.asarray(vectors)
+            if vectors.ndim != 2 or not np.issubdtype(vectors.dtype, np.floating):
+                raise ValueError(f"vectors must be a 2-D float array, got shape {vectors.shape} {vectors.dtype}")
+        num_rows, dim = vectors.shape if vectors is not None else (index.ntotal, index.d)
+        self.num_rows = int(num_rows)
         for name, values in (("pair_ids", pair_ids), ("audio_ids", audio_ids), ("captions", captions)):
             if len(values) != num_rows:
                 raise ValueError(f"the KB has {num_rows} vectors but {name} has {len(values)} entries")
@@ -198,21 +258,31 @@ class PairCapRetriever:
         if not 0 < self.d_audio < dim or (d_audio is None and dim % 2):
             raise ValueError(f"cannot split vectors of dim {dim} into an audio half of dim {d_audio}; pass d_audio")
         self.d_text = dim - self.d_audio
-        self.pair_ids = _as_str_list(pair_ids)
-        self.audio_ids = _as_str_list(audio_ids)
+        self.pair_ids = pair_ids if hasattr(pair_ids, "take") else _as_str_list(pair_ids)
+        self.audio_ids = audio_ids if hasattr(audio_ids, "take") else _as_str_list(audio_ids)
         self.captions = captions
+        self.clip_keys = clip_keys_of(self.audio_ids) if clip_keys is None else np.asarray(clip_keys, dtype=np.int64)
+        if len(self.clip_keys) != num_rows:
+            raise ValueError(f"the KB has {num_rows} vectors but clip_keys has {len(self.clip_keys)} entries")
+        clip_sizes = np.bincount(self.clip_keys[self.clip_keys >= 0])
+        self.max_rows_per_clip = int(clip_sizes.max()) if len(clip_sizes) else 1
         self.exclude_margin = int(exclude_margin)
         self.chunk_size = int(chunk_size)
+        self.blas_threshold = blas_threshold
+        self.single_query_threads = single_query_threads
         self.device = "cpu" if device is None and faiss is None and index is None else device
         self.index = index
-        if index is not None:
-            self._check_index(index)
-        elif self.device is None:
-            self.index = self._build_flat_index()
         self._kb_tensor = None
+        if index is not None:
+            self._check_index(index, dim)
+        if self.device is not None:
+            self._kb_tensor = self._vectors_to_device(vectors if vectors is not None else index)
+            self.index = None  # the device tensor is the one copy
+        elif index is None:
+            self.index = self._build_flat_index(vectors)
 
     def __len__(self) -> int:
-        return len(self.vectors)
+        return self.num_rows
 
     @classmethod
     def from_embeddings(cls, audio_embeds, text_embeds, pair_ids, audio_ids, captions, **kwargs) -> PairCapRetriever:
@@ -220,38 +290,50 @@ class PairCapRetriever:
         vectors = concat_pair_vectors(audio_embeds, text_embeds)
         return cls(vectors, pair_ids, audio_ids, captions, d_audio=np.shape(audio_embeds)[1], **kwargs)
 
-    def _check_index(self, index) -> None:
-        num_rows, dim = self.vectors.shape
-        if index.ntotal != num_rows:
-            raise ValueError(f"the index has {index.ntotal} vectors but the KB has {num_rows} rows: rebuild the index")
+    def _check_index(self, index, dim: int) -> None:
+        if index.ntotal != self.num_rows:
+            raise ValueError(f"the index has {index.ntotal} vectors but the KB has {self.num_rows} rows: rebuild it")
         if index.d != dim:
             raise ValueError(f"the index has dim {index.d} but the KB vectors have dim {dim}: rebuild the index")
         if faiss is not None and index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise ValueError("the index must use the inner-product metric (PairCap scores are inner products)")
 
-    def _build_flat_index(self):
-        index = require_faiss().IndexFlatIP(self.vectors.shape[1])
-        for start in range(0, len(self.vectors), self.chunk_size):
-            index.add(np.ascontiguousarray(self.vectors[start : start + self.chunk_size], dtype=np.float32))
+    def _build_flat_index(self, vectors: np.ndarray):
+        index = require_faiss().IndexFlatIP(vectors.shape[1])
+        for start in range(0, len(vectors), self.chunk_size):
+            index.add(np.ascontiguousarray(vectors[start : start + self.chunk_size], dtype=np.float32))
         return index
+
+    def _vectors_to_device(self, source) -> torch.Tensor:
+        """The KB vectors as one float32 tensor on `device`, copied chunk by chunk from an array or an index."""
+        kb = torch.empty((self.num_rows, self.d_audio + self.d_text), dtype=torch.float32, device=self.device)
+        for start in range(0, self.num_rows, self.chunk_size):
+            stop = min(start + self.chunk_size, self.num_rows)
+            part = source[start:stop] if isinstance(source, np.ndarray) else source.reconstruct_n(start, stop - start)
+            kb[start:stop] = torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32))
+        return kb
+
+    def vectors_of(self, rows: np.ndarray) -> np.ndarray:
+        """The float32 `[a_k ; t_k]` vectors of the given rows, read from where the vectors live."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._kb_tensor is not None:
+            return self._kb_tensor[torch.from_numpy(rows).to(self._kb_tensor.device)].cpu().numpy()
+        if len(rows) == 0:
+            return np.zeros((0, self.d_audio + self.d_text), dtype=np.float32)
+        return self.index.reconstruct_batch(rows)
 
     # ----------------------------------------------------------------------------------------------- raw top-k search
     def _search_index(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(B, k) scores and rows, best first; rows of -1 mark missing hits. One call for the whole batch."""
-        if self.device is None:
+        if self._kb_tensor is not None:
+            return self._search_torch(queries, k)
+        with faiss_search_settings(len(queries), self.blas_threshold, self.single_query_threads):
             return self.index.search(queries, k)
-        return self._search_torch(queries, k)
-
-    def _kb_on_device(self) -> torch.Tensor:
-        if self._kb_tensor is None:
-            kb = torch.from_numpy(np.ascontiguousarray(self.vectors, dtype=np.float32))
-            self._kb_tensor = kb.to(self.device)
-        return self._kb_tensor
 
     @torch.no_grad()
     def _search_torch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k by matmul, chunked over the knowledge base."""
-        kb = self._kb_on_device()
+        kb = self._kb_tensor
         query = torch.from_numpy(queries).to(kb.device)
         best_scores = torch.empty((len(queries), 0), device=kb.device)
         best_rows = torch.empty((len(queries), 0), dtype=torch.long, device=kb.device)
@@ -263,44 +345,70 @@ class PairCapRetriever:
             best_rows = torch.gather(rows, 1, picked)
         return best_scores.cpu().numpy(), best_rows.cpu().numpy()
 
-    # ------------------------------------------------------------------------------------------ exclusion and ties
-    def _is_excluded(self, row: int, exclude: Collection[str]) -> bool:
-        audio_id = self.audio_ids[row]
-        return self.pair_ids[row] in exclude or (audio_id != "" and audio_id in exclude)
-
+    # ------------------------------------------------------------------------------- exclusion, clips and ties
     def _kept_mask(self, rows: np.ndarray, exclude: Collection[str]) -> np.ndarray:
+        """Rows whose pair id, audio id or normalised clip id is not in `exclude`."""
         if not exclude:
             return np.ones(len(rows), dtype=bool)
-        return np.array([not self._is_excluded(int(row), exclude) for row in rows], dtype=bool)
+        pair_ids, audio_ids = _take(self.pair_ids, rows), _take(self.audio_ids, rows)
+        return np.array(
+            [
+                not (
+                    pair_id in exclude or (audio_id and (audio_id in exclude or normalise_clip_id(audio_id) in exclude))
+                )
+                for pair_id, audio_id in zip(pair_ids, audio_ids, strict=True)
+            ],
+            dtype=bool,
+        )
 
-    def _select(self, scores, rows, k: int, exclude, fetched: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    def _per_clip_mask(self, rows: np.ndarray, max_pairs_per_clip: int | None) -> np.ndarray:
+        """Rows (best first) within the first `max_pairs_per_clip` of their clip; rows without audio always pass."""
+        if max_pairs_per_clip is None:
+            return np.ones(len(rows), dtype=bool)
+        keys = self.clip_keys[rows]
+        seen: dict[int, int] = {}
+        keep = np.ones(len(rows), dtype=bool)
+        for position, key in enumerate(keys.tolist()):
+            if key >= 0:
+                seen[key] = seen.get(key, 0) + 1
+                keep[position] = seen[key] <= max_pairs_per_clip
+        return keep
+
+    def _select(self, scores, rows, k: int, exclude, fetched: int, max_pairs_per_clip: int | None):
         """
         The best k kept hits of one query (S descending, row ascending) and whether they are final. They are not final
-        when fewer than k survive the exclusions, or when the last fetched score ties the k-th kept one (an unfetched
-        row with a smaller index could tie too), unless the index has nothing more to give.
+        when fewer than k survive the exclusions and the per-clip limit, or when the last fetched score ties the k-th
+        kept one (an unfetched row with a smaller index could tie too), unless the index has nothing more to give.
         """
         valid = rows >= 0
         scores, rows = scores[valid], rows[valid].astype(np.int64)
         exhausted = len(rows) < fetched or fetched >= len(self)
         keep = self._kept_mask(rows, exclude)
         kept_scores, kept_rows = scores[keep], rows[keep]
-        order = np.lexsort((kept_rows, -kept_scores))[:k]
+        order = np.lexsort((kept_rows, -kept_scores))
         kept_scores, kept_rows = kept_scores[order], kept_rows[order]
+        distinct = self._per_clip_mask(kept_rows, max_pairs_per_clip)
+        kept_scores, kept_rows = kept_scores[distinct][:k], kept_rows[distinct][:k]
         final = exhausted or (len(kept_rows) == k and scores.min() < kept_scores[-1])
         return kept_scores, kept_rows, final
 
-    def _top_rows(self, queries: np.ndarray, k: int, excludes: list[frozenset]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _top_rows(
+        self, queries: np.ndarray, k: int, excludes: list[frozenset], max_pairs_per_clip: int | None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per query, the top-k (scores, rows) left after exclusions; refetches only the queries that came up short."""
         largest_exclusion = max(len(exclude) for exclude in excludes)
-        extra = largest_exclusion + self.exclude_margin if largest_exclusion else 0
-        fetch = min(len(self), k + 1 + extra)
+        extra = largest_exclusion * self.max_rows_per_clip + self.exclude_margin if largest_exclusion else 0
+        per_clip = 1 if max_pairs_per_clip is None else min(self.max_rows_per_clip, 8)
+        fetch = min(len(self), k * per_clip + 1 + extra)
         results: list = [None] * len(queries)
         pending = np.arange(len(queries))
         while len(pending):
             scores, rows = self._search_index(queries[pending], fetch)
             short = []
             for j, query in enumerate(pending):
-                kept_scores, kept_rows, final = self._select(scores[j], rows[j], k, excludes[query], fetch)
+                kept_scores, kept_rows, final = self._select(
+                    scores[j], rows[j], k, excludes[query], fetch, max_pairs_per_clip
+                )
                 results[query] = (kept_scores, kept_rows)
                 if not final:
                     short.append(query)
@@ -317,10 +425,11 @@ class PairCapRetriever:
         fusion_weight: float = 0.5,
         top_k: int = 5,
         exclude_ids: list[Collection[str]] | None = None,
+        max_pairs_per_clip: int | None = 1,
     ) -> list[list[RetrievedPair]]:
         """
         Retrieve the top-k pairs of every query of a batch (one index search for the batch, plus one for the queries
-        that exclusions left short).
+        that exclusions or the per-clip limit left short).
 
         Args:
             audio_embeds: (B, d_a) CLAP audio embeddings a_q of the queries.
@@ -329,8 +438,10 @@ class PairCapRetriever:
             mode: one of `RETRIEVAL_MODES`.
             fusion_weight: W of eq. 4 (pair modes).
             top_k: pairs per query.
-            exclude_ids: per query, pair ids or audio ids whose rows must not be returned (e.g. the query's own clip);
-                the empty audio id of text-only rows never matches.
+            exclude_ids: per query, pair ids, audio ids or normalised clip ids (`normalise_clip_id`) whose rows must not
+                be returned (e.g. the query's own clip); the empty audio id of text-only rows never matches.
+            max_pairs_per_clip: pairs of one clip returned at most (the clip's best-scoring captions); None: no limit.
+                Rows without audio are each their own clip.
 
         Returns:
             Per query, a list of `RetrievedPair` sorted by S descending (ties: row ascending). S_A = <a_q, a_k>;
@@ -340,6 +451,8 @@ class PairCapRetriever:
         audio = _as_matrix(audio_embeds, "audio_embeds")
         if top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {top_k}")
+        if max_pairs_per_clip is not None and max_pairs_per_clip < 1:
+            raise ValueError(f"max_pairs_per_clip must be >= 1 or None, got {max_pairs_per_clip}")
         excludes = _exclusion_sets(exclude_ids, len(audio))
         if mode == "none" or top_k == 0 or len(self) == 0:
             return [[] for _ in range(len(audio))]
@@ -348,26 +461,33 @@ class PairCapRetriever:
         queries = build_query(mode, audio, text_embeds, fusion_weight, d_text=self.d_text)
         text = _as_matrix(text_embeds, "text_embeds") if mode in PAIR_MODES else None
         text_ref = _text_reference(mode, audio, text, self.d_text)
-        top = self._top_rows(queries, min(top_k, len(self)), excludes)
-        return [
-            self._to_pairs(scores, rows, audio[i], None if text_ref is None else text_ref[i])
-            for i, (scores, rows) in enumerate(top)
-        ]
+        top = self._top_rows(queries, min(top_k, len(self)), excludes, max_pairs_per_clip)
+        return self._to_pairs(top, audio, text_ref)
 
-    def _to_pairs(self, scores, rows, audio_query, text_ref) -> list[RetrievedPair]:
-        """RetrievedPairs of one query, with the component scores recomputed from the KB vectors."""
-        kb = np.asarray(self.vectors[rows], dtype=np.float32)
-        audio_scores = kb[:, : self.d_audio] @ audio_query
-        text_scores = kb[:, self.d_audio :] @ text_ref if text_ref is not None else np.full(len(rows), np.nan)
-        return [
-            RetrievedPair(
-                pair_id=self.pair_ids[row],
-                audio_id=self.audio_ids[row],
-                caption=str(self.captions[int(row)]),
-                row=int(row),
-                score=float(score),
-                audio_score=float(audio_score),
-                text_score=float(text_score),
-            )
-            for row, score, audio_score, text_score in zip(rows, scores, audio_scores, text_scores, strict=True)
+    def _to_pairs(self, top, audio: np.ndarray, text_ref: np.ndarray | None) -> list[list[RetrievedPair]]:
+        """RetrievedPairs of every query, with one column read and one vector read for all hits of the batch."""
+        rows = np.concatenate([query_rows for _, query_rows in top]).astype(np.int64)
+        query_of = np.repeat(np.arange(len(top)), [len(query_rows) for _, query_rows in top])
+        kb = self.vectors_of(rows)
+        audio_scores = np.einsum("nd,nd->n", kb[:, : self.d_audio], audio[query_of])
+        text_scores = (
+            np.einsum("nd,nd->n", kb[:, self.d_audio :], text_ref[query_of])
+            if text_ref is not None
+            else np.full(len(rows), np.nan)
+        )
+        scores = np.concatenate([query_scores for query_scores, _ in top])
+        fields = zip(
+            _take(self.pair_ids, rows),
+            _take(self.audio_ids, rows),
+            _take(self.captions, rows),
+            rows.tolist(),
+            scores.tolist(),
+            audio_scores.tolist(),
+            text_scores.tolist(),
+            strict=True,
+        )
+        pairs = [
+            RetrievedPair(str(p), "" if a is None else str(a), str(c), r, s, sa, st) for p, a, c, r, s, sa, st in fields
         ]
+        bounds = np.cumsum([0] + [len(query_rows) for _, query_rows in top])
+        return [pairs[start:stop] for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]

@@ -6,14 +6,17 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
+from modeling_paircap.clip_ids_paircap import normalise_clip_id
 from paircap.caption_data import EvaluationItem
 from paircap.captioning import audio_duration, caption_waveforms, length_grouped_batches
 from paircap.metrics import compute_caption_metrics
 
 PREDICTIONS_DIR = "predictions"
 RESULTS_FILE = "results.json"
+TEXT_BATCH_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,8 @@ def caption_items(
 ) -> list[dict]:
     """
     Caption every item under one run, in batches of similar length; a query never retrieves its own clip
-    (`exclude_ids` = its audio_id). Returns one record per item, in order: its caption, zero-shot caption and retrieved
-    pairs (`caption_waveforms`' fields), or the load error.
+    (`query_exclusions`). Returns one record per item, in order: its caption, zero-shot caption and retrieved pairs
+    (`caption_waveforms`' fields), or the load error.
     """
     retrieval = {} if run.mode == "none" else {
         "knowledge_base": run.knowledge_base, "retrieval_mode": run.mode,
@@ -84,7 +87,7 @@ def caption_items(
     for batch_indices in tqdm(length_grouped_batches(durations, batch_size), desc=run.name, disable=not progress):
         loaded = processor.load_audio([items[i].audio for i in batch_indices])
         good = [i for i, wave in zip(batch_indices, loaded, strict=True) if isinstance(wave, np.ndarray)]
-        exclude = [{items[i].audio_id} for i in good] if retrieval else None
+        exclude = [query_exclusions(items[i].audio_id) for i in good] if retrieval else None
         waves = [wave for wave in loaded if isinstance(wave, np.ndarray)]
         results = caption_waveforms(model, processor, waves, exclude_ids=exclude, **retrieval, **generation)
         by_index = dict(zip(good, results, strict=True))
@@ -98,8 +101,54 @@ def caption_items(
     return records
 
 
+def query_exclusions(audio_id: str) -> set[str]:
+    """The ids a query must not retrieve: its own clip, by raw id and by clip identity (its copies in any corpus)."""
+    return {audio_id, normalise_clip_id(audio_id)}
+
+
+def reference_embeddings(model, processor, items: list[EvaluationItem]) -> np.ndarray:
+    """`(items, d)`: per item, the mean of its reference captions' L2-normalised CLAP text embeddings."""
+    texts = [reference for item in items for reference in item.references]
+    batches = [texts[start : start + TEXT_BATCH_SIZE] for start in range(0, len(texts), TEXT_BATCH_SIZE)]
+    embeds = np.concatenate([embed_texts(model, processor, batch) for batch in batches])
+    bounds = np.cumsum([0, *(len(item.references) for item in items)])
+    return np.stack([embeds[start:end].mean(axis=0) for start, end in zip(bounds[:-1], bounds[1:], strict=True)])
+
+
+def embed_texts(model, processor, texts: list[str]) -> np.ndarray:
+    """`(n, d)` float32 CLAP text embeddings in the frozen retrieval space."""
+    with torch.no_grad():
+        embeds = model.embed_texts(**processor.clap_text_inputs(texts).to(model.device))
+    return embeds.float().cpu().numpy()
+
+
+def add_reference_text_scores(records: list[dict], knowledge_base, references: np.ndarray) -> None:
+    """
+    Store on every retrieved pair k of item q `reference_text_score` = mean over q's references of <t_ref, t_k>, the
+    S_T of paper Fig. 1 (`references[q]` is the mean reference embedding, `reference_embeddings`).
+    """
+    rows = sorted({pair["row"] for record in records for pair in record.get("retrieved", [])})
+    if not rows:
+        return
+    position = {row: index for index, row in enumerate(rows)}
+    texts = pair_text_embeddings(knowledge_base, rows)
+    for record, reference in zip(records, references, strict=True):
+        for pair in record.get("retrieved", []):
+            pair["reference_text_score"] = float(texts[position[pair["row"]]] @ reference)
+
+
+def pair_text_embeddings(knowledge_base, rows: list[int]) -> np.ndarray:
+    """`(rows, text_dim)`: the CLAP text embeddings t_k of the given knowledge-base rows."""
+    return knowledge_base.pair_vectors(rows)[:, knowledge_base.metadata.audio_dim :]
+
+
 def score_records(records: list[dict]) -> dict:
-    """Caption metrics over the captioned items, and the mean audio / text similarity of their retrieved pairs."""
+    """
+    Caption metrics over the captioned items, and the similarities of their retrieved pairs (paper Fig. 1):
+    `mean_audio_similarity` S_A = <a_q, a_k> and `mean_text_similarity` S_T = mean over the references of
+    <t_ref, t_k>, both in the frozen CLAP space; `mean_query_text_score` is the retriever's own text score of each
+    pair, <t_q, t_k> (generated caption) in the pair modes but <a_q, t_k> otherwise, so not comparable across modes.
+    """
     scored = [r for r in records if "caption" in r]
     scores = compute_caption_metrics([r["caption"] for r in scored], [r["references"] for r in scored])
     pairs = [pair for r in scored for pair in r["retrieved"]]
@@ -108,9 +157,16 @@ def score_records(records: list[dict]) -> dict:
         "unavailable": scores.unavailable,
         "items": len(scored),
         "failed_items": len(records) - len(scored),
-        "mean_audio_similarity": float(np.mean([p["audio_score"] for p in pairs])) if pairs else None,
-        "mean_text_similarity": float(np.mean([p["text_score"] for p in pairs])) if pairs else None,
+        "mean_audio_similarity": mean_pair_field(pairs, "audio_score"),
+        "mean_text_similarity": mean_pair_field(pairs, "reference_text_score"),
+        "mean_query_text_score": mean_pair_field(pairs, "text_score"),
     }
+
+
+def mean_pair_field(pairs: list[dict], name: str) -> float | None:
+    """Mean of a retrieved-pair field over the pairs where it is finite; None where none is (or no pair)."""
+    values = [pair[name] for pair in pairs if pair.get(name) is not None and np.isfinite(pair[name])]
+    return float(np.mean(values)) if values else None
 
 
 def evaluate(
@@ -124,11 +180,18 @@ def evaluate(
     settings: dict | None = None,
     **generation,
 ) -> dict:
-    """Run, save (`predictions/<run>.jsonl`, one line per item) and score every run; writes `results.json`."""
+    """
+    Run, save (`predictions/<run>.jsonl`, one line per item, each retrieved pair with its `reference_text_score`) and
+    score every run; writes `results.json`.
+    """
     output_dir = Path(output_dir)
     (output_dir / PREDICTIONS_DIR).mkdir(parents=True, exist_ok=True)
+    retrieves = bool(items) and any(run.mode != "none" for run in runs)
+    references = reference_embeddings(model, processor, items) if retrieves else None
     for run in runs:
         records = caption_items(model, processor, items, run, batch_size, progress, **generation)
+        if run.mode != "none":
+            add_reference_text_scores(records, model.load_knowledge_base(run.knowledge_base), references)
         write_predictions(output_dir, run, records)
     return rescore(output_dir, settings={**(settings or {}), "generation": generation, "batch_size": batch_size})
 

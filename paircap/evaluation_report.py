@@ -38,7 +38,10 @@ def method_by_kb_table(results: dict, metric: str) -> str:
 
 
 def similarity_table(results: dict) -> str:
-    """Mean audio (S_A) and text (S_T) similarity of the retrieved pairs per method and KB (paper Fig. 1)."""
+    """
+    Per method and KB, the mean similarity of the retrieved pairs k to the query (paper Fig. 1), in the frozen CLAP
+    space: S_A = <a_q, a_k> to its audio, S_T = mean over its reference captions of <t_ref, t_k>.
+    """
     lines = ["| method | knowledge base | mean S_A | mean S_T |", "|---|---|---:|---:|"]
     for run in results["runs"]:
         if "grid" in run["sweeps"] and run["mode"] != "none":
@@ -93,7 +96,8 @@ def write_report(results: dict, output_dir: str | Path) -> list[Path]:
     note = "".join(f"\n- `{name}` unavailable: {reason}" for name, reason in unavailable.items())
     text = (
         f"# PairCap evaluation\n\n## {metric} by retrieval method and knowledge base\n\n"
-        f"{method_by_kb_table(results, metric)}\n\n## Similarity of retrieved pairs to the query\n\n"
+        f"{method_by_kb_table(results, metric)}\n\n"
+        "## Similarity of retrieved pairs to the query audio (S_A) and to its reference captions (S_T)\n\n"
         f"{similarity_table(results)}\n\n## All metrics\n\n{metrics_table(results)}\n{note}\n"
     )
     written = [output_dir / "results.md"]

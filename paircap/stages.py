@@ -29,9 +29,10 @@ def add_ia3(model: PairCapForConditionalGeneration) -> None:
 
 def configure_stage2(model: PairCapForConditionalGeneration, train_audio_encoder: bool = True) -> None:
     """
-    Stage 2, RAFT: IA3 on the language model, its LM head, the projector and (unfrozen, paper §4.1) the CLAP audio
-    encoder (HTSAT) train; input embeddings, the LM's own weights, the CLAP text tower and the CLAP projections (whose
-    retrieval embeddings never reach the captioning loss) stay frozen.
+    Stage 2, RAFT: IA3 on the language model, its LM head, the projector and (unfrozen, paper §4.1) the captioning
+    audio tower (HTSAT) train; input embeddings and the LM's own weights stay frozen, and so does the whole CLAP, the
+    retrieval space: the trained tower is a separate copy of the CLAP's audio tower (`separate_audio_tower`), so every
+    knowledge base's embeddings stay valid.
     """
     add_ia3(model)
     model.requires_grad_(False)
@@ -41,7 +42,7 @@ def configure_stage2(model: PairCapForConditionalGeneration, train_audio_encoder
         if "ia3_l" in name:
             parameter.requires_grad_(True)
     if train_audio_encoder:
-        model.audio_encoder.audio_model.requires_grad_(True)
+        model.separate_audio_tower().requires_grad_(True)
 
 
 def component_parameter_counts(model: PairCapForConditionalGeneration) -> "OrderedDict[str, int]":
@@ -53,6 +54,7 @@ def component_parameter_counts(model: PairCapForConditionalGeneration) -> "Order
         clap_audio_tower=count(clap.audio_model) + count(clap.audio_projection),
         clap_text_tower=count(clap.text_model) + count(clap.text_projection),
         clap_logit_scales=clap.logit_scale_a.numel() + clap.logit_scale_t.numel(),
+        separate_audio_tower=count(model.audio_tower) if model.config.separate_audio_tower else 0,
         projector=count(model.multi_modal_projector),
         lm_input_embeddings=count(embeddings),
         lm_decoder=count(lm) - count(embeddings) - count(head) - ia3,
@@ -91,6 +93,7 @@ def set_training_mode(model: PairCapForConditionalGeneration) -> None:
     parts = (
         model.audio_encoder.audio_model,
         model.audio_encoder.text_model,
+        model.get_audio_tower(),
         model.multi_modal_projector,
         model.language_model,
     )

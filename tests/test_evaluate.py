@@ -2,14 +2,18 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import torch
+from datasets import load_dataset
 from huggingface_hub import EvalResult
 
 from datasets_scripts.readers import read_corpus
 from paircap.cards import load_eval_results, render_model_card
 from paircap.cli import main as paircap_main
-from paircap.evaluation import plan_runs
+from paircap.evaluation import add_reference_text_scores, mean_pair_field, plan_runs, query_exclusions
 
 MODES = ["audio2audio", "audio2text", "generative_pair2pair"]
 
@@ -70,10 +74,66 @@ def test_results_json_has_every_run_with_metrics_and_similarities(evaluation):
             assert isinstance(run["metrics"][metric], float)
         assert run["metrics"]["spice"] is None and run["metrics"]["spider"] is None
         assert "spice" in run["unavailable"]
-        if run["mode"] != "none":
-            assert run["mean_audio_similarity"] is not None and run["mean_text_similarity"] is not None
+        similarities = [run[name] for name in ("mean_audio_similarity", "mean_text_similarity")]
+        assert all(value is None for value in similarities) if run["mode"] == "none" else None not in similarities
     text_only = [r for r in results["runs"] if r["knowledge_base"] and "audiocaps-text" in r["knowledge_base"]]
     assert all(r["mean_audio_similarity"] == 0.0 for r in text_only)
+    pair_runs = [r for r in results["runs"] if r["mode"] == "generative_pair2pair"]
+    assert all(r["mean_query_text_score"] is not None for r in pair_runs)
+
+
+def test_text_similarity_is_the_mean_over_references_of_t_ref_dot_t_k(evaluation, real_kb):
+    """S_T of paper Fig. 1, by hand: each reference caption embedded alone, t_k read from the KB's parquet rows."""
+    from paircap.captioning import load_release
+
+    model, processor = load_release(str(evaluation.parent.parent / "release0" / "paircap-tiny"), "cpu", torch.float32)
+    files = sorted(str(path) for path in (real_kb / "data").glob("*.parquet"))
+    kb_texts = np.asarray(load_dataset("parquet", data_files=files, split="train")["text_embedding"], np.float32)
+    name = f"audio2audio__{real_kb.name}__w0.5__k4"
+    records = [json.loads(line) for line in (evaluation / "predictions" / f"{name}.jsonl").read_text().splitlines()[1:]]
+    expected = []
+    for record in records:
+        with torch.no_grad():
+            refs = [model.embed_texts(**processor.clap_text_inputs([ref]))[0].numpy() for ref in record["references"]]
+        for pair in record["retrieved"]:
+            expected.append(np.mean([float(ref @ kb_texts[pair["row"]]) for ref in refs]))
+            assert pair["reference_text_score"] == pytest.approx(expected[-1], abs=1e-5)
+    run = next(r for r in json.loads((evaluation / "results.json").read_text())["runs"] if r["name"] == name)
+    assert len(expected) == 3 * 4 and run["mean_text_similarity"] == pytest.approx(np.mean(expected), abs=1e-5)
+
+
+class FakeKnowledgeBase:
+    """What evaluation reads from a knowledge base: `metadata.audio_dim` and `pair_vectors(rows)` = [a_k ; t_k]."""
+
+    def __init__(self, vectors: np.ndarray, audio_dim: int):
+        self.vectors = vectors
+        self.metadata = SimpleNamespace(audio_dim=audio_dim)
+
+    def pair_vectors(self, rows) -> np.ndarray:
+        return self.vectors[list(rows)]
+
+
+def test_reference_text_scores_by_hand():
+    kb = FakeKnowledgeBase(np.array([[1, 0, 1, 0], [0, 1, 0, 1], [0, 0, 0.6, 0.8]], np.float32), audio_dim=2)
+    references = np.array([[0.8, 0.4], [0.0, 1.0], [1.0, 0.0]])  # mean of [1, 0] and [0.6, 0.8]; ...
+    records = [
+        {"retrieved": [{"row": 2, "audio_score": 0.0, "text_score": 0.9}, {"row": 1, "audio_score": 0.5}]},
+        {"error": "unreadable"},
+        {"retrieved": [{"row": 0, "audio_score": 1.0, "text_score": float("nan")}]},
+    ]
+    add_reference_text_scores(records, kb, references)
+    scores = [pair["reference_text_score"] for record in records for pair in record.get("retrieved", [])]
+    assert scores == pytest.approx([0.6 * 0.8 + 0.8 * 0.4, 0.4, 1.0])
+    pairs = [pair for record in records for pair in record.get("retrieved", [])]
+    assert mean_pair_field(pairs, "reference_text_score") == pytest.approx((0.8 + 0.4 + 1.0) / 3)
+    assert mean_pair_field(pairs, "audio_score") == pytest.approx(0.5)
+    assert mean_pair_field(pairs, "text_score") == pytest.approx(0.9)  # NaN and missing values are left out
+    assert mean_pair_field([], "audio_score") is None
+
+
+def test_a_query_excludes_its_clip_by_raw_id_and_clip_identity():
+    assert query_exclusions("7fmOlUlwoNg") == {"7fmOlUlwoNg", "youtube:7fmOlUlwoNg"}
+    assert query_exclusions("Santa Motor.wav") == {"Santa Motor.wav", "santa motor.wav"}
 
 
 def test_no_query_retrieves_its_own_clip(evaluation):

@@ -2,6 +2,7 @@
 interleaved examples, the collator in DataLoader workers, and the length-grouped, source-balanced batch sampler."""
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from datasets_scripts.neighbors import compute_training_neighbors, load_neighbor
 from datasets_scripts.readers import FEATURES
 from modeling_paircap.knowledge_base_paircap import embedding_matrix
 from modeling_paircap.processing_paircap import clean_caption
+from paircap.training.config import TrainConfig
 from paircap.training.data import (
     CaptionTrainingSet,
     LengthGroupedBatchSampler,
@@ -139,25 +141,72 @@ def test_example_counts_are_deterministic_and_vary_by_epoch(training_pairs, tiny
     )
     counts = [first.example_counts(epoch) for epoch in range(3)]
     for epoch, epoch_counts in enumerate(counts):
-        assert ((epoch_counts >= 1) & (epoch_counts <= MAX_EXAMPLES)).all()
+        assert ((epoch_counts >= 0) & (epoch_counts <= MAX_EXAMPLES)).all()
         np.testing.assert_array_equal(again.example_counts(epoch), epoch_counts)
-    assert set(np.concatenate(counts).tolist()) == set(range(1, MAX_EXAMPLES + 1))
+    assert set(np.concatenate(counts).tolist()) == set(range(MAX_EXAMPLES + 1))  # 0: zero-shot prompts
     assert (counts[0] != counts[1]).any() and (counts[1] != counts[2]).any()
     assert (other_seed.example_counts(0) != counts[0]).any()
     assert all(len(first.examples(i, 1)) == counts[1][i] for i in range(len(first)))
     assert CaptionTrainingSet(training_pairs, processor).example_counts(0).sum() == 0
 
 
+def pooled_counts(train_set: CaptionTrainingSet, epochs: int = 400) -> np.ndarray:
+    """Example counts over `epochs` epochs (400 x 45 = 18,000 draws), independent across epochs (a generator each)."""
+    return np.concatenate([train_set.example_counts(epoch) for epoch in range(epochs)])
+
+
+def assert_share(observed: np.ndarray, expected: float) -> None:
+    """The share of True in `observed` within 5 standard errors of `expected` (a check misses for 1 seed in 1.7 M)."""
+    tolerance = 5 * math.sqrt(expected * (1 - expected) / len(observed))
+    assert abs(observed.mean() - expected) <= tolerance, (observed.mean(), expected, tolerance)
+
+
+@pytest.mark.parametrize(
+    ("max_examples", "fraction"), [(MAX_EXAMPLES, None), (5, None), (MAX_EXAMPLES, 0.25), (5, 0.6)]
+)
+def test_zero_shot_share_matches_the_fraction(
+    training_pairs, tiny_release, embedded, neighbors, max_examples, fraction
+):
+    processor = tiny_release[2]
+    train_set = CaptionTrainingSet(training_pairs, processor, embedded, neighbors, max_examples, 3, fraction)
+    counts = pooled_counts(train_set)
+    expected = 1 / (max_examples + 1) if fraction is None else fraction  # default: uniform over 1..K+1 samples
+    assert train_set.zero_shot_fraction == pytest.approx(expected)
+    assert_share(counts == 0, expected)
+    for count in range(1, max_examples + 1):  # the rest: uniform over 1..K retrieved pairs
+        assert_share(counts[counts > 0] == count, 1 / max_examples)
+    if fraction is None:  # the default is exactly the fraction 1 / (K + 1)
+        explicit = CaptionTrainingSet(training_pairs, processor, embedded, neighbors, max_examples, 3, expected)
+        np.testing.assert_array_equal(pooled_counts(explicit, 5), counts[: 5 * len(train_set)])
+
+
+def test_zero_shot_fraction_extremes_and_neighbour_cap(training_pairs, tiny_release, embedded, neighbors):
+    processor = tiny_release[2]
+    never = CaptionTrainingSet(training_pairs, processor, embedded, neighbors, MAX_EXAMPLES, 3, zero_shot_fraction=0)
+    always = CaptionTrainingSet(training_pairs, processor, embedded, neighbors, MAX_EXAMPLES, 3, zero_shot_fraction=1)
+    assert set(pooled_counts(never, 20).tolist()) == set(range(1, MAX_EXAMPLES + 1))
+    assert not pooled_counts(always, 20).any()
+    few = neighbors.copy()
+    few[:, 1:] = -1  # one stored neighbour per pair; none for the first 10 training pairs (rows 2..11)
+    few[2:12] = -1
+    capped = pooled_counts(CaptionTrainingSet(training_pairs, processor, embedded, few, MAX_EXAMPLES, 3), 40)
+    counts = pooled_counts(CaptionTrainingSet(training_pairs, processor, embedded, neighbors, MAX_EXAMPLES, 3), 40)
+    has_none = np.tile(np.arange(len(training_pairs)) < 10, 40)
+    np.testing.assert_array_equal(capped, np.where(has_none, 0, np.minimum(counts, 1)))
+
+
 def test_item_examples_are_the_stored_neighbours(train_set, embedded, neighbors):
     row_of = {pair_id: row for row, pair_id in enumerate(embedded["pair_id"])}
     train_set.set_epoch(2)
+    counts = train_set.example_counts(2)
     try:
-        for index in (0, 17, 40):
+        for count in range(MAX_EXAMPLES + 1):  # a sample of every prompt size, the zero-shot one included
+            index = int(np.flatnonzero(counts == count)[0])
             item = train_set[index]
             assert item["pair_id"] == train_set.pair_ids[index] and item["caption"] == train_set.captions[index]
             assert item["waveform"].dtype == np.float32 and item["waveform"].ndim == 1
-            expected_rows = neighbors[row_of[item["pair_id"]], : train_set.example_counts(2)[index]]
-            assert len(item["examples"]) == len(expected_rows) >= 1
+            expected_rows = neighbors[row_of[item["pair_id"]], :count]
+            assert len(item["examples"]) == len(expected_rows) == count
             for example, row in zip(item["examples"], expected_rows, strict=True):
                 stored = embedded[int(row)]
                 np.testing.assert_array_equal(example["audio_tokens"], np.array(stored["audio_tokens"], np.float16))
@@ -172,7 +221,8 @@ def test_estimated_lengths_track_prompt_lengths(train_set):
     for epoch in (0, 1):
         train_set.set_epoch(epoch)
         estimates = train_set.estimated_lengths()
-        for index in (0, 12, 36, 44):
+        counts = train_set.example_counts()
+        for index in (0, 36, int(np.argmin(counts)), int(np.argmax(counts))):  # a zero-shot and a K-example prompt
             actual = collate([train_set[index]])["input_ids"].shape[1]
             assert abs(estimates[index] - actual) <= 0.1 * actual, (epoch, index, estimates[index], actual)
     train_set.set_epoch(0)
@@ -185,6 +235,9 @@ def test_training_set_rejects_bad_arguments(training_pairs, tiny_release, embedd
         CaptionTrainingSet(training_pairs, processor, max_examples=2)
     with pytest.raises(ValueError, match="only 6 neighbours are stored"):
         CaptionTrainingSet(training_pairs, processor, embedded, neighbors, max_examples=7)
+    for fraction in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"zero_shot_fraction must be in \[0, 1\]"):
+            CaptionTrainingSet(training_pairs, processor, embedded, neighbors, 2, zero_shot_fraction=fraction)
     text_only = as_dataset([pair("text/0", "", None, "A dog barks.", "text", None)])
     with pytest.raises(ValueError, match="1 training pairs have no audio"):
         CaptionTrainingSet(text_only, processor)
@@ -222,6 +275,36 @@ def test_dataloader_batches_feed_the_model(train_set, tiny_release):
         loss = model(**batch).loss
     assert torch.isfinite(loss)
     train_set.set_epoch(0)
+
+
+def audio_segments(input_ids: torch.Tensor, audio_id: int) -> torch.Tensor:
+    """Audio segments per sequence: runs of `<audio>` placeholder tokens (one per clip; a length token precedes)."""
+    is_audio = input_ids == audio_id
+    starts = is_audio & ~torch.nn.functional.pad(is_audio[:, :-1], (1, 0), value=False)
+    return starts.sum(dim=1)
+
+
+def test_phase2_batches_hold_the_drawn_zero_shot_prompts(train_set):
+    processor = train_set.processor
+    audio_id = processor.tokenizer.convert_tokens_to_ids(processor.audio_token)
+    sampler = LengthGroupedBatchSampler(
+        train_set.estimated_lengths, batch_size=8, seed=1, weights=balanced_source_weights(train_set.sources)
+    )
+    loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, collate_fn=PairCapCollator(processor))
+    epoch = 1
+    train_set.set_epoch(epoch)
+    sampler.set_epoch(epoch)
+    counts = train_set.example_counts(epoch)
+    zero_shot_prompts = zero_draws = 0
+    try:
+        for indices, batch in zip(sampler.batches(epoch), loader, strict=True):
+            segments = audio_segments(batch["input_ids"], audio_id)
+            assert segments.tolist() == (counts[indices] + 1).tolist()  # the examples, then the query
+            zero_shot_prompts += int((segments == 1).sum())
+            zero_draws += int((counts[indices] == 0).sum())
+    finally:
+        train_set.set_epoch(0)
+    assert zero_shot_prompts == zero_draws > 0
 
 
 def test_corrupt_clip_is_dropped_from_its_batch(training_pairs, tiny_release, tmp_path):
@@ -298,3 +381,12 @@ def test_balanced_source_weights_give_each_source_half_the_draws():
     assert sampler.batches(3) == sampler.batches(3) and sampler.batches(3) != sampler.batches(4)
     with pytest.raises(ValueError, match="40 non-negative numbers"):
         LengthGroupedBatchSampler(np.ones(40, int), batch_size=4, weights=weights[:10])
+
+
+def test_train_config_checks_zero_shot_fraction():
+    base = dict(stage="raft", model_name_or_path="m", output_dir="o", train_pairs=["p"])
+    assert TrainConfig(**base, max_examples=5, zero_shot_fraction=0.25).zero_shot_fraction == 0.25
+    assert TrainConfig(**base, max_examples=5).zero_shot_fraction is None
+    for max_examples, fraction in ((0, 0.25), (5, 1.5), (5, -0.1)):
+        with pytest.raises(ValueError, match="zero_shot_fraction must be in"):
+            TrainConfig(**base, max_examples=max_examples, zero_shot_fraction=fraction)

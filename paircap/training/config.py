@@ -20,7 +20,11 @@ class TrainConfig:
     )
     validation_pairs: list[str] = field(default_factory=list, metadata={"help": "datasets for the validation loss"})
     balance_sources: bool = field(default=False, metadata={"help": "draw every source equally (AudioCaps/Clotho)"})
-    max_examples: int = field(default=0, metadata={"help": "retrieved pairs per sample, 1..K drawn (0: none)"})
+    max_examples: int = field(default=0, metadata={"help": "retrieved pairs per sample, 0..K drawn (0: none)"})
+    zero_shot_fraction: float | None = field(
+        default=None,
+        metadata={"help": "share of zero-shot samples (no retrieved pairs), the rest 1..K; default 1/(K+1)"},
+    )
     num_neighbors: int = field(default=10, metadata={"help": "stored audio-to-audio neighbours per training pair"})
     retrieval_dir: str | None = field(default=None, metadata={"help": "embedded training set + neighbours cache"})
     train_audio_encoder: bool = field(default=True, metadata={"help": "stage 2: unfreeze the CLAP audio tower"})
@@ -51,6 +55,11 @@ class TrainConfig:
             raise ValueError(f"stage must be 'alignment' or 'raft', got {self.stage!r}")
         if self.stage == "alignment" and self.max_examples:
             raise ValueError("stage 1 (alignment) trains on captioning data alone: set max_examples to 0")
+        if self.zero_shot_fraction is not None and not (self.max_examples and 0 <= self.zero_shot_fraction <= 1):
+            raise ValueError(
+                f"zero_shot_fraction must be in [0, 1] with max_examples > 0, got {self.zero_shot_fraction} "
+                f"with max_examples={self.max_examples}"
+            )
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -16,9 +16,13 @@ Usage::
                 continue
             loss = model(**batch).loss
 
-Which examples: a sample drawn with n examples (n uniform in 1..max_examples, from (seed, epoch, index)) gets the
-first n of its stored neighbour list, nearest first: the same pairs, in the same order, that top-n retrieval puts in
-the prompt at inference. The epoch varies n, so a pair meets every prompt size from 1 to K over the epochs.
+How many examples: n in 0..max_examples per sample, drawn from (seed, epoch, index). n = 0 is the zero-shot prompt
+(the query alone), which inference runs in pass 1; paper eq. 1 counts the query among its 1..K interleaved samples.
+By default n is uniform over 0..max_examples; `zero_shot_fraction` sets the share of n = 0 instead, the rest uniform
+over 1..max_examples. The epoch varies n, so a pair meets every prompt size over the epochs.
+
+Which examples: a sample with n examples gets the first n of its stored neighbour list, nearest first (fewer if it
+has fewer): the same pairs, in the same order, that top-n retrieval puts in the prompt at inference.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from transformers import BatchFeature
 
 __all__ = ["CaptionTrainingSet", "LengthGroupedBatchSampler", "PairCapCollator", "balanced_source_weights"]
 
-EXAMPLE_COLUMNS = ["audio_tokens", "caption", "is_long"]
+EXAMPLE_COLUMNS = ["caption", "is_long", "clip_index"]
 
 
 def _column(dataset: Dataset, name: str) -> list:
@@ -82,6 +86,14 @@ def _neighbors_per_pair(pair_ids: list[str], source: Dataset, neighbors: np.ndar
     return per_pair
 
 
+def _draw_example_counts(
+    rng: np.random.Generator, size: int, max_examples: int, zero_shot_fraction: float
+) -> np.ndarray:
+    """`size` counts: 0 with probability `zero_shot_fraction`, otherwise uniform in 1..max_examples."""
+    zero_shot = rng.random(size) < zero_shot_fraction
+    return np.where(zero_shot, 0, rng.integers(1, max_examples + 1, size=size))
+
+
 class CaptionTrainingSet(torch.utils.data.Dataset):
     """
     (query waveform, caption, retrieved examples) samples for PairCap training.
@@ -89,12 +101,17 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
     Args:
         pairs: the training pairs, with the readers' columns (`datasets_scripts.readers`); every row needs audio.
         processor: the `PairCapProcessor` (loads the query audio; its tokenizer and windowing estimate lengths).
-        examples_source: the embedded training set (knowledge-base schema, from `embed_pairs`), row-aligned with
-            `neighbors`; gives each neighbour's stored pooled `audio_tokens`, `caption` and `is_long`.
+        examples_source: the embedded training rows (`embed_pairs(...).rows`), row-aligned with `neighbors`; gives
+            each neighbour's `caption`, `is_long` and `clip_index` into `example_tokens`.
         neighbors: `(len(examples_source), K)` rows of `examples_source`, nearest first, -1 padded
             (`datasets_scripts.neighbors`). A pair absent from `examples_source` gets no examples.
-        max_examples: K of the paper (5): each sample gets 1..K examples; 0 gives none (stage 1, curriculum phase 1).
+        max_examples: the most examples a sample gets (5): each gets 0..max_examples, 0 being the zero-shot prompt,
+            i.e. 1..max_examples + 1 interleaved samples counting the query (paper eq. 1); 0 gives none to any sample
+            (stage 1, curriculum phase 1).
         seed: with the epoch and the index, fixes the number of examples of every sample.
+        zero_shot_fraction: the share of zero-shot samples, the rest drawing 1..max_examples uniformly; None (default)
+            is 1 / (max_examples + 1), uniform over 0..max_examples.
+        example_tokens: the clips' pooled tokens (`embed_pairs(...).tokens`, a `ClipTokenStore`), read per example.
     """
 
     def __init__(
@@ -105,17 +122,22 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         neighbors: np.ndarray | None = None,
         max_examples: int = 0,
         seed: int = 0,
+        zero_shot_fraction: float | None = None,
+        example_tokens=None,
     ):
         if max_examples < 0:
             raise ValueError(f"max_examples must be >= 0, got {max_examples}")
-        if max_examples and (examples_source is None or neighbors is None):
-            raise ValueError("max_examples > 0 needs examples_source and neighbors")
+        if zero_shot_fraction is not None and not 0 <= zero_shot_fraction <= 1:
+            raise ValueError(f"zero_shot_fraction must be in [0, 1], got {zero_shot_fraction}")
+        if max_examples and (examples_source is None or neighbors is None or example_tokens is None):
+            raise ValueError("max_examples > 0 needs examples_source, neighbors and example_tokens")
         missing = pairs.with_format("arrow")["audio"].is_null().to_numpy(zero_copy_only=False)
         if missing.any():
             raise ValueError(f"{int(missing.sum())} training pairs have no audio (text-only rows cannot be queries)")
         self.processor = processor
         self.max_examples = max_examples
         self.seed = seed
+        self.zero_shot_fraction = 1 / (max_examples + 1) if zero_shot_fraction is None else zero_shot_fraction
         self.pair_ids: list[str] = _column(pairs, "pair_id")
         self.captions: list[str] = _column(pairs, "caption")
         self.sources: list[str] = _column(pairs, "source")
@@ -128,6 +150,7 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         if max_examples:
             self._neighbors = _neighbors_per_pair(self.pair_ids, examples_source, np.asarray(neighbors), max_examples)
             self._examples = examples_source.select_columns(EXAMPLE_COLUMNS).with_format("numpy")
+        self._example_tokens = example_tokens
 
     def __len__(self) -> int:
         return len(self.pair_ids)
@@ -141,13 +164,14 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         self._epoch.fill_(epoch)
 
     def example_counts(self, epoch: int | None = None) -> np.ndarray:
-        """Examples per sample in `epoch` (default: the current one): uniform in 1..max_examples, capped by the
-        neighbours a pair has; all zero when max_examples is 0."""
+        """Examples per sample in `epoch` (default: the current one): 0 (zero-shot) for a `zero_shot_fraction` share,
+        otherwise uniform in 1..max_examples, capped by the neighbours a pair has; all zero when max_examples is 0."""
         epoch = self.epoch if epoch is None else epoch
         if self._counts is None or self._counts[0] != epoch:
             counts = np.zeros(len(self), dtype=np.int64)
             if self.max_examples:
-                drawn = np.random.default_rng([self.seed, epoch]).integers(1, self.max_examples + 1, size=len(self))
+                rng = np.random.default_rng([self.seed, epoch])
+                drawn = _draw_example_counts(rng, len(self), self.max_examples, self.zero_shot_fraction)
                 counts = np.minimum(drawn, (self._neighbors >= 0).sum(axis=1))
             self._counts = (epoch, counts)
         return self._counts[1]
@@ -159,8 +183,13 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
 
     def _example(self, row: int) -> dict[str, Any]:
         stored = self._examples[row]
+        clip = int(stored["clip_index"])
         return {
-            "audio_tokens": np.asarray(stored["audio_tokens"], dtype=np.float16),
+            "audio_tokens": (
+                self._example_tokens.get([clip])[0].numpy()
+                if clip >= 0
+                else np.zeros((0, self._example_tokens.token_dim), np.float16)
+            ),
             "caption": str(stored["caption"]),
             "is_long": bool(stored["is_long"]),
         }
@@ -199,8 +228,8 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
 
     def estimated_lengths(self, epoch: int | None = None) -> list[int]:
         """Each sample's estimated prompt length in tokens in `epoch` (default: the current one), from durations,
-        caption token counts and the epoch's example counts; no audio is decoded. Pass the method itself to
-        `LengthGroupedBatchSampler` so batches follow each epoch's example counts."""
+        caption token counts and the epoch's example counts (zero-shot samples: the query turn alone); no audio is
+        decoded. Pass the method itself to `LengthGroupedBatchSampler` so batches follow each epoch's example counts."""
         lengths = self._base_lengths
         counts = self.example_counts(epoch)
         if counts.any():

@@ -50,8 +50,9 @@ class TrainingProgress:
 
 def retrieved_examples(cfg: TrainConfig, pairs: Dataset, model, processor, accelerator: Accelerator):
     """
-    The training pairs' own audio-to-audio neighbours (paper §3.2): the pairs are embedded once with the current
-    encoder (resumable) and their neighbour table stored under `retrieval_dir`, never recomputed per epoch.
+    The training pairs' own audio-to-audio neighbours (paper §3.2), one pair per neighbouring clip: the pairs are
+    embedded once in the frozen retrieval space with the clips' tokens from the run's starting token encoder
+    (resumable), and their neighbour table stored under `retrieval_dir`, never recomputed per epoch.
     """
     folder = Path(cfg.retrieval_dir or Path(cfg.output_dir) / "retrieval")
     embedded = embed_pairs(
@@ -59,9 +60,9 @@ def retrieved_examples(cfg: TrainConfig, pairs: Dataset, model, processor, accel
     )
     path = folder / "neighbors.npz"
     if accelerator.is_main_process and not path.is_file():
-        save_neighbors(path, embedded, compute_training_neighbors(embedded, cfg.num_neighbors))
+        save_neighbors(path, embedded.rows, compute_training_neighbors(embedded.rows, cfg.num_neighbors))
     accelerator.wait_for_everyone()
-    return embedded, load_neighbors(path, embedded)
+    return embedded, load_neighbors(path, embedded.rows)
 
 
 def build_dataloader(cfg: TrainConfig, dataset: CaptionTrainingSet, processor, sources, shuffle: bool):
@@ -80,8 +81,8 @@ def build_dataloader(cfg: TrainConfig, dataset: CaptionTrainingSet, processor, s
 
 
 def optimizer_groups(cfg: TrainConfig, model: PairCapForConditionalGeneration) -> list[dict]:
-    """Stage 2 trains the audio encoder and LM head at `encoder_lr_scale` x the learning rate (paper §4.1)."""
-    slow_prefixes = ("audio_encoder.", "language_model.lm_head.")
+    """Stage 2 trains the audio tower and LM head at `encoder_lr_scale` x the learning rate (paper §4.1)."""
+    slow_prefixes = ("audio_tower.", "language_model.lm_head.")
     fast, slow = [], []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
@@ -132,10 +133,19 @@ def train(cfg: TrainConfig) -> Path:
     model.to(accelerator.device)
 
     pairs = load_pairs(cfg.train_pairs)
-    examples_source, neighbors = (None, None)
+    embedded, neighbors = (None, None)
     if cfg.max_examples:
-        examples_source, neighbors = retrieved_examples(cfg, pairs, model, processor, accelerator)
-    train_set = CaptionTrainingSet(pairs, processor, examples_source, neighbors, cfg.max_examples, cfg.seed)
+        embedded, neighbors = retrieved_examples(cfg, pairs, model, processor, accelerator)
+    train_set = CaptionTrainingSet(
+        pairs,
+        processor,
+        embedded and embedded.rows,
+        neighbors,
+        cfg.max_examples,
+        cfg.seed,
+        cfg.zero_shot_fraction,
+        example_tokens=embedded and embedded.tokens,
+    )
     train_loader, train_sampler = build_dataloader(cfg, train_set, processor, pairs["source"], shuffle=True)
     val_loader = None
     if cfg.validation_pairs:

@@ -1,0 +1,128 @@
+"""Refresh a knowledge base's clip tokens from the audio with a release's token encoder (`python -m datasets_scripts
+tokens`): after stage 2 trained the audio tower, or to give an index-only KB its tokens.
+
+The clips are cut into shards of `shard_size`; each finished shard is written to the work folder (atomically), so an
+interrupted run resumes where it stopped. When every shard is done, the tokens are streamed into the KB's
+`tokens.safetensors` (replaced atomically) and its metadata records the new token fingerprint. Clips whose audio
+cannot be loaded keep no tokens and are listed in `errors.jsonl`.
+
+    python -m datasets_scripts tokens --kb ./kb-refined --model ./outputs/stage2/release --root clotho=/data/clotho
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from datasets_scripts.embed import ERRORS_FILE, _eval_mode, _ShardEmbedder, _write_atomic, _write_json
+from modeling_paircap.knowledge_base_paircap import (
+    CLIPS_FILE,
+    KnowledgeBaseError,
+    KnowledgeBaseMetadata,
+    read_clips,
+)
+from modeling_paircap.tokens_paircap import TOKENS_FILE, write_clip_tokens
+
+STATE_FILE = "tokens_state.json"
+
+
+def clip_locations(clips: pa.Table, roots: Mapping[str, str | os.PathLike], folder: Path) -> list[str]:
+    """Each clip's local audio path, its `audio_root` resolved through `roots`; a missing root is an error naming it."""
+    locations, missing = [], set()
+    for root, path in zip(clips.column("audio_root").to_pylist(), clips.column("audio_path").to_pylist(), strict=True):
+        if not path:
+            raise KnowledgeBaseError(f"{folder / CLIPS_FILE}: a clip has no audio location; its tokens cannot be made")
+        if root and root not in roots:
+            missing.add(root)
+        locations.append(str(Path(roots[root]) / path) if root in roots else path)
+    if missing:
+        flags = " ".join(f"--root {name}=DIR" for name in sorted(missing))
+        raise KnowledgeBaseError(f"{folder}: its clips live under the corpus folders {sorted(missing)}: pass {flags}")
+    return locations
+
+
+def refresh_tokens(
+    kb_folder: str | os.PathLike,
+    model,
+    processor,
+    roots: Mapping[str, str | os.PathLike],
+    work_dir: str | os.PathLike | None = None,
+    shard_size: int = 1024,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    progress: bool = True,
+) -> KnowledgeBaseMetadata:
+    """(Re)compute the clip tokens of the KB in `kb_folder` with `model`'s token encoder; returns the new metadata."""
+    folder = Path(kb_folder)
+    metadata = KnowledgeBaseMetadata.load(folder)
+    if metadata.retrieval_fingerprint != model.retrieval_fingerprint():
+        raise KnowledgeBaseError(
+            f"{folder}: embedded in another retrieval space than this model's CLAP; refreshing its tokens would not "
+            "make it usable with this model. Rebuild it: python -m datasets_scripts build"
+        )
+    clips = read_clips(folder / CLIPS_FILE, metadata.num_clips)
+    locations = clip_locations(clips, roots, folder)
+    fingerprint = model.token_fingerprint()
+    work = Path(work_dir) if work_dir else folder.parent / f".{folder.name}.tokens-work"
+    shards = _prepare_work(work, {"token_fingerprint": fingerprint, "clips": locations, "shard_size": shard_size})
+    embedder = _ShardEmbedder(model, processor, batch_size, num_workers)
+    bounds = [(start, min(start + shard_size, len(locations))) for start in range(0, len(locations), shard_size)]
+    with tqdm(total=len(locations), unit="clip", desc="clip tokens", disable=not progress) as bar, _eval_mode(model):
+        for shard, (start, stop) in enumerate(bounds):
+            if not (shards / f"{shard:05d}.parquet").is_file():
+                _encode_shard(embedder, shards, shard, locations[start:stop], start)
+            bar.update(stop - start)
+    tables = [pq.read_table(shards / f"{shard:05d}.parquet") for shard in range(len(bounds))]
+    counts = [count for table in tables for count in table.column("num_tokens").to_pylist()]
+    parts = (_tokens(data, embedder.token_dim) for table in tables for data in table.column("tokens"))
+    write_clip_tokens(folder / TOKENS_FILE, counts, parts, embedder.token_dim, fingerprint)
+    errors = [json.loads(line) for shard in range(len(bounds)) for line in _errors(shards, shard)]
+    _write_atomic(folder / ERRORS_FILE, lambda temp: temp.write_text("".join(json.dumps(e) + "\n" for e in errors)))
+    metadata.token_fingerprint = fingerprint
+    metadata.token_dim = embedder.token_dim
+    metadata.audio_tokens_per_window = model.config.audio_tokens_per_window
+    metadata.save(folder)
+    print(f"refreshed the tokens of {len(counts) - len(errors)} clips ({len(errors)} failed: {ERRORS_FILE})")
+    return metadata
+
+
+def _prepare_work(work: Path, state: dict) -> Path:
+    """The shard folder of this job; a folder left by another job (encoder, clips, shard size) is refused."""
+    shards = work / "shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    state_path = work / STATE_FILE
+    if state_path.is_file() and json.loads(state_path.read_text()) != state:
+        raise ValueError(f"{work} holds a token job of another encoder, KB or shard size; empty it or pass --work-dir")
+    _write_json(state_path, state)
+    return shards
+
+
+def _encode_shard(embedder: _ShardEmbedder, shards: Path, shard: int, locations: list[str], start: int) -> None:
+    """Encode one shard's clips and write its tokens (float16 bytes, 0 tokens for a failed clip) and errors."""
+    encoded, errors = embedder.encode_clips([{"path": location} for location in locations])
+    lines = [json.dumps({"clip": start + i, "file": locations[i], "error": error}) for i, error in errors.items()]
+    _write_atomic(shards / f"{shard:05d}.errors.jsonl", lambda temp: temp.write_text("".join(f"{x}\n" for x in lines)))
+    table = pa.table(
+        {
+            "num_tokens": pa.array([len(encoded[i].tokens) if i in encoded else 0 for i in range(len(locations))]),
+            "tokens": pa.array(
+                [encoded[i].tokens.tobytes() if i in encoded else b"" for i in range(len(locations))], pa.large_binary()
+            ),
+        }
+    )
+    _write_atomic(shards / f"{shard:05d}.parquet", lambda temp: pq.write_table(table, temp))
+
+
+def _errors(shards: Path, shard: int) -> list[str]:
+    return (shards / f"{shard:05d}.errors.jsonl").read_text().splitlines()
+
+
+def _tokens(data, token_dim: int) -> np.ndarray:
+    return np.frombuffer(data.as_py(), dtype=np.float16).reshape(-1, token_dim)
