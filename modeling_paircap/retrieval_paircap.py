@@ -346,16 +346,15 @@ class PairCapRetriever:
         return best_scores.cpu().numpy(), best_rows.cpu().numpy()
 
     # ------------------------------------------------------------------------------- exclusion, clips and ties
-    def _kept_mask(self, rows: np.ndarray, exclude: Collection[str]) -> np.ndarray:
-        """Rows whose pair id, audio id or normalised clip id is not in `exclude`."""
+    def _kept_mask(self, rows: np.ndarray, exclude: frozenset[str]) -> np.ndarray:
+        """Rows whose pair id and audio id are not in `exclude`, nor their normalised clip id among its normalised."""
         if not exclude:
             return np.ones(len(rows), dtype=bool)
+        clip_ids = {normalise_clip_id(value) for value in exclude}
         pair_ids, audio_ids = _take(self.pair_ids, rows), _take(self.audio_ids, rows)
         return np.array(
             [
-                not (
-                    pair_id in exclude or (audio_id and (audio_id in exclude or normalise_clip_id(audio_id) in exclude))
-                )
+                not (pair_id in exclude or (audio_id and normalise_clip_id(audio_id) in clip_ids))
                 for pair_id, audio_id in zip(pair_ids, audio_ids, strict=True)
             ],
             dtype=bool,

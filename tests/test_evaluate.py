@@ -74,22 +74,22 @@ def test_results_json_has_every_run_with_metrics_and_similarities(evaluation):
             assert isinstance(run["metrics"][metric], float)
         assert run["metrics"]["spice"] is None and run["metrics"]["spider"] is None
         assert "spice" in run["unavailable"]
-        similarities = [run[name] for name in ("mean_audio_similarity", "mean_text_similarity")]
-        assert all(value is None for value in similarities) if run["mode"] == "none" else None not in similarities
+        similarities = [run["mean_audio_similarity"], run["mean_text_similarity"]]
+        assert similarities == [None, None] if run["mode"] == "none" else None not in similarities
     text_only = [r for r in results["runs"] if r["knowledge_base"] and "audiocaps-text" in r["knowledge_base"]]
     assert all(r["mean_audio_similarity"] == 0.0 for r in text_only)
     pair_runs = [r for r in results["runs"] if r["mode"] == "generative_pair2pair"]
     assert all(r["mean_query_text_score"] is not None for r in pair_runs)
 
 
-def test_text_similarity_is_the_mean_over_references_of_t_ref_dot_t_k(evaluation, real_kb):
+def test_text_similarity_is_the_mean_over_references_of_t_ref_dot_t_k(evaluation, tiny_release, real_kb):
     """S_T of paper Fig. 1, by hand: each reference caption embedded alone, t_k read from the KB's parquet rows."""
     from paircap.captioning import load_release
 
-    model, processor = load_release(str(evaluation.parent.parent / "release0" / "paircap-tiny"), "cpu", torch.float32)
+    model, processor = load_release(str(tiny_release[0]), torch.device("cpu"), torch.float32)
     files = sorted(str(path) for path in (real_kb / "data").glob("*.parquet"))
     kb_texts = np.asarray(load_dataset("parquet", data_files=files, split="train")["text_embedding"], np.float32)
-    name = f"audio2audio__{real_kb.name}__w0.5__k4"
+    name = f"generative_pair2pair__{real_kb.name}__w0.5__k4"
     records = [json.loads(line) for line in (evaluation / "predictions" / f"{name}.jsonl").read_text().splitlines()[1:]]
     expected = []
     for record in records:

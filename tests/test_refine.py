@@ -9,11 +9,10 @@ import pytest
 
 from datasets_scripts import refine
 from datasets_scripts.refine import RefinementStats, refine_knowledge_base
-from modeling_paircap.knowledge_base_paircap import KB_COLUMNS, kb_features
+from modeling_paircap.knowledge_base_paircap import ROW_COLUMNS, kb_row_features
 from modeling_paircap.retrieval_paircap import PairCapRetriever
 
 D_A = D_T = 8
-TOKENS = (2, 4)
 
 
 def basis(i: int) -> np.ndarray:
@@ -25,10 +24,17 @@ def mix(i: int, j: int, weight: float) -> np.ndarray:
     return weight * basis(i) + np.sqrt(1 - weight**2) * basis(j)
 
 
+def clip_indices(entries: list[dict]) -> list[int]:
+    """Each entry's clip: its audio_id's index in order of first appearance, -1 for text-only entries."""
+    clips: dict[str, int] = {}
+    return [clips.setdefault(e["audio_id"], len(clips)) if e.get("has_audio", True) else -1 for e in entries]
+
+
 def make_rows(entries: list[dict]) -> datasets.Dataset:
-    """A KB-schema Dataset; each entry gives pair_id, audio_id, caption, source, split, audio, text (and has_audio)."""
+    """A KB-schema Dataset (`kb_row_features`); each entry gives pair_id, audio_id, caption, source, split, audio,
+    text (and has_audio); `clip_index` numbers the distinct audio ids."""
     rows = []
-    for i, entry in enumerate(entries):
+    for i, (entry, clip) in enumerate(zip(entries, clip_indices(entries), strict=True)):
         has_audio = entry.get("has_audio", True)
         rows.append(
             {
@@ -39,14 +45,12 @@ def make_rows(entries: list[dict]) -> datasets.Dataset:
                 "split": entry["split"],
                 "duration": 10.0 + i if has_audio else None,
                 "has_audio": has_audio,
-                "is_long": False,
+                "clip_index": clip,
                 "audio_embedding": np.asarray(entry["audio"], dtype=np.float32).tolist(),
                 "text_embedding": np.asarray(entry["text"], dtype=np.float32).tolist(),
-                "audio_tokens": (np.arange(8, dtype=np.float16).reshape(TOKENS) + i).tolist() if has_audio else [],
             }
         )
-    features = kb_features(D_A, D_T, TOKENS[1])
-    return datasets.Dataset.from_list(rows, features=features)
+    return datasets.Dataset.from_list(rows, features=kb_row_features(D_A, D_T))
 
 
 ZERO = np.zeros(D_A, dtype=np.float32)
@@ -130,12 +134,14 @@ def test_rows_keep_columns_and_kb_order(toy):
         "audiocaps/train/B2/0",
         "clotho/development/A1/1",
     ]
-    assert list(refined.features) == list(KB_COLUMNS)
+    assert list(refined.features) == list(ROW_COLUMNS)
     assert refined.features == kb.features
     by_id = {row["pair_id"]: row for row in kb}
     for row in refined:
         assert row == by_id[row["pair_id"]]
-    assert np.asarray(refined[0]["audio_tokens"]).shape == TOKENS
+    # each kept row still points at its clip in the KB's clip table (what its prompt tokens are read by)
+    clip_of = dict(zip((e["pair_id"] for e in KB_ENTRIES), clip_indices(KB_ENTRIES), strict=True))
+    assert refined["clip_index"][:] == [clip_of[pair_id] for pair_id in refined["pair_id"][:]] == [4, 3, 2, 0]
 
 
 def test_stats(toy, caplog):

@@ -27,22 +27,34 @@ def test_stage1_trains_only_the_projector(fresh_model):
 
 
 def test_stage2_trains_ia3_head_projector_and_audio_tower(fresh_model):
+    clap_before = {name: tensor.clone() for name, tensor in fresh_model.audio_encoder.state_dict().items()}
+    retrieval_fingerprint = fresh_model.retrieval_fingerprint()
     configure_stage2(fresh_model)
     names = trainable_names(fresh_model)
     ia3 = {n for n in names if "ia3_l" in n}
     layers = fresh_model.config.text_config.num_hidden_layers
     assert len(ia3) == 3 * layers  # k_proj, v_proj, down_proj per layer
     assert {n.split(".")[-3] for n in ia3} == {"k_proj", "v_proj", "down_proj"}
-    expected_prefixes = (
-        "multi_modal_projector.",
-        "language_model.lm_head.",
-        "audio_encoder.audio_model.",
-    )
+    # the captioning tower trains as a separate copy of the CLAP's audio tower; the whole CLAP (retrieval) is frozen
+    expected_prefixes = ("multi_modal_projector.", "language_model.lm_head.", "audio_tower.")
     assert names - ia3 == {n for n, _ in fresh_model.named_parameters() if n.startswith(expected_prefixes)}
+    assert not any(n.startswith("audio_encoder.") for n in names)
     frozen_markers = ("embed_tokens", "text_model", "audio_projection", "text_projection", "q_proj.base_layer")
     assert not any(marker in n for marker in frozen_markers for n in names)
+    tower, clap_tower = fresh_model.audio_tower, fresh_model.audio_encoder.audio_model
+    assert fresh_model.config.separate_audio_tower and fresh_model.get_audio_tower() is tower
+    clap_tensors = {tensor.data_ptr() for tensor in clap_tower.state_dict().values()}
+    for name, tensor in tower.state_dict().items():  # a copy: equal weights, storage of its own
+        torch.testing.assert_close(tensor, clap_tower.state_dict()[name], rtol=0, atol=0)
+        assert tensor.data_ptr() not in clap_tensors, name
+    with torch.no_grad():  # training the tower leaves the retrieval space (and every KB embedded in it) untouched
+        for parameter in tower.parameters():
+            parameter.add_(0.01)
+    assert fresh_model.retrieval_fingerprint() == retrieval_fingerprint
+    for name, tensor in fresh_model.audio_encoder.state_dict().items():
+        torch.testing.assert_close(tensor, clap_before[name], rtol=0, atol=0)
     configure_stage2(fresh_model, train_audio_encoder=False)
-    assert not any(n.startswith("audio_encoder.") for n in trainable_names(fresh_model))
+    assert not any(n.startswith(("audio_encoder.", "audio_tower.")) for n in trainable_names(fresh_model))
     # IA3 starts as the identity: outputs are unchanged until it trains
     assert all(torch.all(p == 1) for n, p in fresh_model.named_parameters() if "ia3_l" in n)
 
@@ -66,9 +78,10 @@ def test_full_size_counts_on_the_meta_device():
     assert 27e6 < components["clap_audio_tower"] < 29e6
     assert trainable["stage1_projector"] == components["projector"]
     assert trainable["stage2_projector_ia3_lm_head"] == components["projector"] + components["ia3"] + vocab * hidden
-    audio_projection = 768 * 512 + 512 + 512 * 512 + 512  # CLAP's projection: frozen, not on the caption path
+    audio_projection = 768 * 512 + 512 + 512 * 512 + 512  # CLAP's projection: not part of the captioning tower
+    assert components["separate_audio_tower"] == components["clap_audio_tower"] - audio_projection
     assert trainable["stage2_with_audio_encoder"] == (
-        trainable["stage2_projector_ia3_lm_head"] + components["clap_audio_tower"] - audio_projection
+        trainable["stage2_projector_ia3_lm_head"] + components["separate_audio_tower"]
     )
     assert components["total"] == sum(v for k, v in components.items() if k != "total")
     assert trainable_parameter_count(torch.nn.Linear(2, 2)) == 6
@@ -83,5 +96,6 @@ def test_frozen_parts_stay_in_eval_mode(fresh_model):
     assert not fresh_model.audio_encoder.audio_model.training and not fresh_model.language_model.training
     configure_stage2(fresh_model)
     set_training_mode(fresh_model)
-    assert fresh_model.audio_encoder.audio_model.training and fresh_model.language_model.training
-    assert not fresh_model.audio_encoder.text_model.training
+    assert fresh_model.audio_tower.training and fresh_model.language_model.training
+    # the CLAP is the frozen retrieval space: both of its towers stay in eval mode
+    assert not fresh_model.audio_encoder.audio_model.training and not fresh_model.audio_encoder.text_model.training
