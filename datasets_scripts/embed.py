@@ -552,7 +552,7 @@ def embed_pairs(
         if dist.is_main_process and not (output_dir / CLIPS_FILE).is_file():
             _assemble_clips(output_dir, len(bounds), dataset, embedder.token_dim, state["token_fingerprint"])
     clips = pq.read_table(output_dir / CLIPS_FILE)
-    dataset = dataset.add_column("clip_index", _clip_indices(dataset, clips))
+    dataset = dataset.add_column("clip_index", _clip_indices(dataset, clips), feature=Value("int32"))
     tokens = ClipTokenStore(output_dir / TOKENS_FILE, len(clips)) if with_tokens else None
     if dist.is_main_process:
         stats = _summarise(per_process, len(bounds), seconds, _collect_errors(output_dir, len(bounds)), len(dataset))
@@ -604,8 +604,8 @@ def _clip_token_parts(output_dir: Path, num_shards: int, paths: list[str]):
     counts: dict[str, int] = {}
     for shard in range(num_shards):
         table = pq.read_table(_clips_path(output_dir, shard), columns=["audio_path", "num_tokens"])
-        paths, numbers = table.column("audio_path").to_pylist(), table.column("num_tokens").to_pylist()
-        for path, count in zip(paths, numbers, strict=True):
+        shard_paths, numbers = table.column("audio_path").to_pylist(), table.column("num_tokens").to_pylist()
+        for path, count in zip(shard_paths, numbers, strict=True):
             counts.setdefault(path, count)
 
     def tokens():

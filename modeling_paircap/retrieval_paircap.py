@@ -292,7 +292,7 @@ class PairCapRetriever:
 
     def _check_index(self, index, dim: int) -> None:
         if index.ntotal != self.num_rows:
-            raise ValueError(f"the index has {index.ntotal} vectors but the KB has {self.num_rows} rows: rebuild it")
+            raise ValueError(f"the index has {index.ntotal} vectors but the KB has {self.num_rows} rows: rebuild the index")
         if index.d != dim:
             raise ValueError(f"the index has dim {index.d} but the KB vectors have dim {dim}: rebuild the index")
         if faiss is not None and index.metric_type != faiss.METRIC_INNER_PRODUCT:
@@ -396,7 +396,7 @@ class PairCapRetriever:
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per query, the top-k (scores, rows) left after exclusions; refetches only the queries that came up short."""
         largest_exclusion = max(len(exclude) for exclude in excludes)
-        extra = largest_exclusion * self.max_rows_per_clip + self.exclude_margin if largest_exclusion else 0
+        extra = largest_exclusion + self.exclude_margin if largest_exclusion else 0
         per_clip = 1 if max_pairs_per_clip is None else min(self.max_rows_per_clip, 8)
         fetch = min(len(self), k * per_clip + 1 + extra)
         results: list = [None] * len(queries)

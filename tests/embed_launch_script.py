@@ -1,9 +1,11 @@
 """Run `embed_pairs` under `accelerate launch` (used by tests/test_embed.py).
 
-Usage: embed_launch_script.py RELEASE_DIR PAIRS_PARQUET OUTPUT_DIR RESULTS_DIR SHARD_SIZE; each process saves the
-Dataset it got back as RESULTS_DIR/result-{process_index}.parquet.
+Usage: embed_launch_script.py RELEASE_DIR PAIRS_PARQUET OUTPUT_DIR RESULTS_DIR SHARD_SIZE; each process saves what
+it got back: the rows as RESULTS_DIR/rows-{process_index}.parquet, the clip table as clips-{process_index}.parquet and
+its token store's file and clip count as tokens-{process_index}.json.
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -20,7 +22,7 @@ def main(release: str, pairs_file: str, output_dir: str, results_dir: str, shard
     accelerator = Accelerator()
     model = PairCapForConditionalGeneration.from_pretrained(release).to(accelerator.device)
     processor = PairCapProcessor.from_pretrained(release, trust_remote_code=True)
-    dataset = embed_pairs(
+    embedded = embed_pairs(
         Dataset(pq.read_table(pairs_file)),
         model,
         processor,
@@ -30,7 +32,11 @@ def main(release: str, pairs_file: str, output_dir: str, results_dir: str, shard
         progress=False,
         accelerator=accelerator,
     )
-    pq.write_table(dataset.data.table, Path(results_dir) / f"result-{accelerator.process_index}.parquet")
+    results, process = Path(results_dir), accelerator.process_index
+    pq.write_table(embedded.rows.data.table, results / f"rows-{process}.parquet")
+    pq.write_table(embedded.clips, results / f"clips-{process}.parquet")
+    tokens = {"path": str(embedded.tokens.path), "num_clips": len(embedded.tokens)}
+    (results / f"tokens-{process}.json").write_text(json.dumps(tokens))
 
 
 if __name__ == "__main__":

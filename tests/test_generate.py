@@ -79,6 +79,15 @@ def text_kb_folder(tiny_release, tmp_path_factory):
     return output
 
 
+@pytest.fixture(autouse=True)
+def processor_on_the_model(tiny_release):
+    """Retrieval builds pass-2 prompts with the processor: set once on the model, as the README shows."""
+    _, model, processor = tiny_release
+    model.processor = processor
+    yield
+    model.processor = None
+
+
 def captions_of(processor, sequences, inputs):
     return processor.decode_captions(sequences, inputs["input_ids"].shape[1])
 
@@ -91,7 +100,7 @@ def test_generative_pair2pair_equals_the_steps_done_by_hand(tiny_release, kb_cli
         **inputs, knowledge_base=str(kb_folder), top_k=3, fusion_weight=0.5, return_dict_in_generate=True, **GEN
     )
     assert out.sequences.shape[0] == 3 and len(out.retrieved_pairs) == 3
-    kb = PairCapKnowledgeBase.from_pretrained(kb_folder, expected_fingerprint=model.encoder_fingerprint())
+    kb = PairCapKnowledgeBase.from_pretrained(kb_folder, retrieval_fingerprint=model.retrieval_fingerprint())
     for i, query in enumerate(queries):
         single = processor(audio=[query])
         with torch.no_grad():
@@ -148,6 +157,11 @@ def test_every_mode_runs_and_reports_scores(tiny_release, kb_clips, kb_folder):
         model.generate(**inputs, knowledge_base=str(kb_folder), retrieval_mode="pair2pair", **GEN)
     with pytest.raises(ValueError, match="No knowledge base to retrieve from"):
         model.generate(**inputs, retrieval_mode="audio2audio", **GEN)
+    model.processor = None
+    with pytest.raises(ValueError, match="pass processor= to generate"):
+        model.generate(**inputs, knowledge_base=str(kb_folder), **GEN)
+    out = model.generate(**inputs, knowledge_base=str(kb_folder), processor=processor, top_k=1, **GEN)
+    assert out.shape[0] == 2
 
 
 def test_exclude_ids_keep_a_query_from_retrieving_itself(tiny_release, kb_clips, kb_folder):
@@ -189,7 +203,7 @@ def test_swapping_in_a_text_only_knowledge_base(tiny_release, kb_clips, kb_folde
     assert any(p["pair_id"].startswith("syn/") for q in other.retrieved_pairs for p in q)
 
 
-def test_a_knowledge_base_from_another_encoder_is_refused(tiny_release, kb_folder, tmp_path):
+def test_a_knowledge_base_from_another_retrieval_space_is_refused(tiny_release, kb_folder, tmp_path):
     import copy
 
     _, model, processor = tiny_release
@@ -197,15 +211,15 @@ def test_a_knowledge_base_from_another_encoder_is_refused(tiny_release, kb_folde
     with torch.no_grad():
         other.audio_encoder.audio_projection.linear1.weight.add_(0.1)
     inputs = processor(audio=[np.ones(SR, dtype=np.float32) * 0.1], sampling_rate=SR)
-    with pytest.raises(KnowledgeBaseError, match="embedded by another encoder"):
-        other.generate(**inputs, knowledge_base=str(kb_folder), **GEN)
+    with pytest.raises(KnowledgeBaseError, match="embedded in another retrieval space"):
+        other.generate(**inputs, knowledge_base=str(kb_folder), processor=processor, **GEN)
     model.generate(**inputs, knowledge_base=str(kb_folder), **GEN)  # the cached KB still serves its own encoder
     weight = model.audio_encoder.audio_projection.linear1.weight
     original = weight.detach().clone()
     with torch.no_grad():
         weight.add_(0.1)  # weights changed in place after the KB was cached
     try:
-        with pytest.raises(KnowledgeBaseError, match="embedded by another encoder"):
+        with pytest.raises(KnowledgeBaseError, match="embedded in another retrieval space"):
             model.generate(**inputs, knowledge_base=str(kb_folder), **GEN)
     finally:
         with torch.no_grad():
@@ -237,6 +251,7 @@ REMOTE = textwrap.dedent(
     folder, audio = sys.argv[1], json.loads(sys.argv[2])
     model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    model.processor = processor
     inputs = processor(audio=audio)
     out = model.generate(**inputs, top_k=2, max_new_tokens=5, do_sample=False, return_dict_in_generate=True)
     print(json.dumps({
@@ -285,9 +300,37 @@ def test_tokens_kept_on_a_device_give_the_same_captions(tiny_release, kb_clips, 
                             mode="audio2audio")  # fmt: skip
     for cached, read in zip(on_device.examples(hits)[0], from_rows.examples(hits)[0], strict=True):
         assert isinstance(cached["audio_tokens"], torch.Tensor) and cached["is_long"] == read["is_long"]
-        np.testing.assert_array_equal(cached["audio_tokens"].numpy(), read["audio_tokens"])
+        np.testing.assert_array_equal(cached["audio_tokens"].numpy(), np.asarray(read["audio_tokens"]))
     common = {"top_k": 3, "return_dict_in_generate": True, **GEN}
     expected = model.generate(**inputs, knowledge_base=from_rows, **common)
     got = model.generate(**inputs, knowledge_base=on_device, **common)
     torch.testing.assert_close(got.sequences, expected.sequences)
     assert got.retrieved_pairs == expected.retrieved_pairs
+
+
+def test_a_trained_audio_tower_keeps_the_retrieval_space_and_encodes_stale_tokens_from_audio(
+    tiny_release, kb_clips, kb_folder
+):
+    """Training a separate audio tower: same hits and scores, tokens reported stale, and pass 2 gets the retrieved
+    clips' tokens encoded by the trained tower from their audio (the KB records where each clip lives)."""
+    import copy
+
+    _, model, processor = tiny_release
+    trained = copy.deepcopy(model)
+    with torch.no_grad():
+        trained.separate_audio_tower().audio_encoder.patch_embed.proj.weight.mul_(1.5)
+    assert trained.retrieval_fingerprint() == model.retrieval_fingerprint()
+    assert trained.token_fingerprint() != model.token_fingerprint()
+    inputs = processor(audio=kb_clips[1][:2])
+    common = {"knowledge_base": str(kb_folder), "top_k": 3, "retrieval_mode": "audio2audio", **GEN}
+    before = model.generate(**inputs, **common, return_dict_in_generate=True)
+    after = trained.generate(**inputs, **common, processor=processor, return_dict_in_generate=True)
+    assert after.retrieved_pairs == before.retrieved_pairs
+    kb = trained.load_knowledge_base(str(kb_folder))
+    assert kb.tokens_state == "stale"
+    clips = sorted({kb.clip_index[pair["row"]] for query in after.retrieved_pairs for pair in query})
+    locations = [kb.audio_location(clip) for clip in clips]
+    expected = trained.encode_clip_tokens(processor, locations)
+    for clip, tokens in zip(clips, expected, strict=True):
+        torch.testing.assert_close(kb.clip_tokens([clip])[0], tokens)
+        assert not torch.equal(tokens, kb.tokens.get([clip])[0].float())  # the stale file's tokens differ

@@ -76,10 +76,22 @@ class KB:
             [p in exclude or (a != "" and a in exclude) for p, a in zip(self.pair_ids, self.audio_ids, strict=True)]
         )
 
-    def top_k(self, mode, weight, i, k, exclude=frozenset()):
+    def top_k(self, mode, weight, i, k, exclude=frozenset(), per_clip=1):
+        """The best k rows after exclusions, keeping at most `per_clip` rows of a clip (text-only rows: each alone)."""
         s, s_a, s_t = self.scores(mode, weight, i)
         s = np.where(self.excluded_mask(set(exclude)), -np.inf, s)
-        rows = np.lexsort((np.arange(self.n), -s))[:k]
+        order = np.lexsort((np.arange(self.n), -s))
+        order = order[np.isfinite(s[order])]
+        taken: dict[str, int] = {}
+        rows = []
+        for row in order:
+            clip = self.audio_ids[row]
+            taken[clip] = taken.get(clip, 0) + 1
+            if per_clip is None or clip == "" or taken[clip] <= per_clip:
+                rows.append(row)
+            if len(rows) == k:
+                break
+        rows = np.asarray(rows, dtype=np.int64)
         return rows, s, s_a[rows], s_t[rows]
 
 
@@ -93,8 +105,8 @@ def retriever(kb) -> PairCapRetriever:
     return kb.retriever()
 
 
-def assert_matches(kb: KB, got: list[RetrievedPair], mode, weight, i, k, exclude=frozenset()):
-    rows, s, s_a, s_t = kb.top_k(mode, weight, i, k, exclude)
+def assert_matches(kb: KB, got: list[RetrievedPair], mode, weight, i, k, exclude=frozenset(), per_clip=1):
+    rows, s, s_a, s_t = kb.top_k(mode, weight, i, k, exclude, per_clip)
     got_rows = np.array([pair.row for pair in got])
     assert len(got) == k
     np.testing.assert_allclose([pair.score for pair in got], s[rows], atol=NEAR_TIE)
@@ -105,6 +117,9 @@ def assert_matches(kb: KB, got: list[RetrievedPair], mode, weight, i, k, exclude
         assert got_row == want_row or abs(s[got_row] - s[want_row]) < NEAR_TIE, (mode, weight, i, got_rows, rows)
     assert len(set(got_rows)) == k
     assert not kb.excluded_mask(set(exclude))[got_rows].any()
+    clips = [kb.audio_ids[row] for row in got_rows if kb.audio_ids[row]]
+    if per_clip is not None:
+        assert max(clips.count(clip) for clip in clips) <= per_clip if clips else True
     for pair in got:
         assert (pair.pair_id, pair.audio_id, pair.caption) == (
             kb.pair_ids[pair.row],
@@ -152,11 +167,25 @@ def test_build_query_errors(args, kwargs, message):
 
 # ------------------------------------------------------------------------------------------------ search: exactness
 @pytest.mark.parametrize(("mode", "weight"), MODE_WEIGHTS)
-def test_every_mode_matches_brute_force(kb, retriever, mode, weight):
-    results = search(retriever, kb, mode, weight, k=10)
+@pytest.mark.parametrize("per_clip", [1, 2, None])
+def test_every_mode_matches_brute_force(kb, retriever, mode, weight, per_clip):
+    results = search(retriever, kb, mode, weight, k=10, max_pairs_per_clip=per_clip)
     assert len(results) == len(kb.query_audio)
     for i, got in enumerate(results):
-        assert_matches(kb, got, mode, weight, i, 10)
+        assert_matches(kb, got, mode, weight, i, 10, per_clip=per_clip)
+
+
+def test_top_k_holds_distinct_clips_unless_asked_otherwise(kb, retriever):
+    """Queries near a clip: by default one caption of that clip (its best), then other clips; without the limit, the
+    clip's five captions come first, as they share its audio embedding."""
+    distinct = search(retriever, kb, "audio2audio", 0.5, k=5)
+    every = search(retriever, kb, "audio2audio", 0.5, k=5, max_pairs_per_clip=None)
+    for i in range(8):  # the queries made near clips 0..7
+        assert len({pair.audio_id for pair in distinct[i]}) == 5
+        assert len({pair.audio_id for pair in every[i]}) == 1  # the five captions of the nearest clip
+        assert distinct[i][0].row == every[i][0].row  # the clip's best caption is the one kept
+    with pytest.raises(ValueError, match="max_pairs_per_clip must be >= 1"):
+        search(retriever, kb, "audio2audio", 0.5, k=5, max_pairs_per_clip=0)
 
 
 def test_text_only_rows_are_found_by_text_and_never_score_on_audio(kb, retriever):
@@ -197,8 +226,10 @@ def test_none_mode_and_zero_k_return_empty_lists(kb, retriever):
 def test_top_k_beyond_the_kb_returns_every_row(kb):
     small = PairCapRetriever.from_embeddings(kb.audio[:30], kb.text[:30], kb.pair_ids[:30], kb.audio_ids[:30],
                                              kb.captions[:30])  # fmt: skip
-    got = small.search(kb.query_audio[:2], kb.query_text[:2], mode="pair2pair", top_k=100)
+    got = small.search(kb.query_audio[:2], kb.query_text[:2], mode="pair2pair", top_k=100, max_pairs_per_clip=None)
     assert [sorted(pair.row for pair in row) for row in got] == [list(range(30))] * 2
+    per_clip = small.search(kb.query_audio[:2], kb.query_text[:2], mode="pair2pair", top_k=100)
+    assert [sorted(pair.audio_id for pair in row) for row in per_clip] == [sorted({f"clip{c}" for c in range(6)})] * 2
 
 
 # --------------------------------------------------------------------------------------------- search: exclusions
@@ -219,7 +250,7 @@ def test_exclusion_by_pair_id_and_by_audio_id(kb, retriever):
 
 def test_exclusions_that_empty_the_first_fetch_trigger_a_refetch_for_that_query_only(kb, retriever, monkeypatch):
     """Query 0 excludes the clips of its top-50 audio2audio hits: 250 rows, far more than the first fetch holds."""
-    top50 = search(retriever, kb, "audio2audio", 0.5, k=50)[0]
+    top50 = search(retriever, kb, "audio2audio", 0.5, k=50, max_pairs_per_clip=None)[0]
     exclude = [{pair.audio_id for pair in top50}, set(), {"clip0"}]
     assert len(exclude[0]) == 10  # 10 clips x 5 captions = the top-50 rows
     calls = []
@@ -324,7 +355,9 @@ def test_unequal_halves_use_the_kb_split(kb):
     audio = unit(np.random.default_rng(2).standard_normal((kb.n, 16)))
     retriever = PairCapRetriever.from_embeddings(audio, kb.text, kb.pair_ids, kb.audio_ids, kb.captions)
     assert (retriever.d_audio, retriever.d_text) == (16, 32)
-    got = retriever.search(audio[:2], kb.query_text[:2], mode="pair2pair", fusion_weight=0.3, top_k=3)
+    got = retriever.search(
+        audio[:2], kb.query_text[:2], mode="pair2pair", fusion_weight=0.3, top_k=3, max_pairs_per_clip=None
+    )
     expected = 0.3 * audio @ audio[0] + 0.7 * kb.text @ kb.query_text[0]
     assert [pair.row for pair in got[0]] == list(np.argsort(-expected)[:3])
     assert np.isnan(retriever.search(audio[:1], mode="audio2audio", top_k=1)[0][0].text_score)
@@ -401,3 +434,23 @@ def test_load_errors_name_the_file(tmp_path):
     truncated.write_bytes(path.read_bytes()[:200])
     with pytest.raises(ValueError, match=r"truncated\.faiss \(corrupt or truncated\?\)"):
         load_index(truncated)
+
+
+def test_faiss_search_settings_give_identical_results_and_are_restored(kb):
+    """BLAS from 16 queries (faiss's own threshold is far higher in some wheels) and one thread for single queries:
+    the same rows and scores as faiss's defaults, and faiss's process-wide settings are left as they were."""
+    import faiss
+
+    threshold, threads = faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()
+    defaults = kb.retriever(blas_threshold=None)
+    tuned = kb.retriever(blas_threshold=1, single_query_threads=1)
+    for queries in (kb.query_audio[:1], kb.query_audio):
+        text = kb.query_text[: len(queries)]
+        for a, b in zip(search_pairs(defaults, queries, text), search_pairs(tuned, queries, text), strict=True):
+            assert [pair.row for pair in a] == [pair.row for pair in b]
+            np.testing.assert_allclose([pair.score for pair in a], [pair.score for pair in b], atol=NEAR_TIE)
+    assert (faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()) == (threshold, threads)
+
+
+def search_pairs(retriever, audio, text):
+    return retriever.search(audio, text, mode="pair2pair", fusion_weight=0.5, top_k=10)

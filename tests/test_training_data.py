@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 from datasets import Dataset
 
-from datasets_scripts.embed import embed_pairs
+from datasets_scripts.embed import EmbeddedPairs, embed_pairs
 from datasets_scripts.neighbors import compute_training_neighbors, load_neighbors, save_neighbors
 from datasets_scripts.readers import FEATURES
 from modeling_paircap.knowledge_base_paircap import embedding_matrix
@@ -65,8 +65,8 @@ def training_pairs(clotho_clips, shared_data) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def embedded(training_pairs, tiny_release, tmp_path_factory) -> Dataset:
-    """The embedded training set (KB schema): text-only rows first, then the training pairs."""
+def embedded(training_pairs, tiny_release, tmp_path_factory) -> EmbeddedPairs:
+    """The embedded training set: rows (text-only rows first, then the training pairs), clip table, clip tokens."""
     _, model, processor = tiny_release
     text = [pair(f"text/{i}", "", None, caption, "text", None) for i, caption in enumerate(TEXT_ONLY)]
     rows = text + training_pairs.to_list()
@@ -74,17 +74,37 @@ def embedded(training_pairs, tiny_release, tmp_path_factory) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def neighbors(embedded) -> np.ndarray:
-    return compute_training_neighbors(embedded, NUM_NEIGHBORS)
+def embedded_rows(embedded) -> Dataset:
+    return embedded.rows
+
+
+@pytest.fixture(scope="module")
+def neighbors(embedded_rows) -> np.ndarray:
+    return compute_training_neighbors(embedded_rows, NUM_NEIGHBORS)
+
+
+def training_set(pairs, processor, embedded: EmbeddedPairs, neighbors, max_examples, seed=0, zero_shot_fraction=None):
+    """A CaptionTrainingSet over the embedded rows, reading example tokens from their clip store (as the loop does)."""
+    return CaptionTrainingSet(
+        pairs,
+        processor,
+        embedded.rows,
+        neighbors,
+        max_examples,
+        seed,
+        zero_shot_fraction,
+        example_tokens=embedded.tokens,
+    )
 
 
 @pytest.fixture(scope="module")
 def train_set(training_pairs, tiny_release, embedded, neighbors) -> CaptionTrainingSet:
-    return CaptionTrainingSet(training_pairs, tiny_release[2], embedded, neighbors, MAX_EXAMPLES, seed=3)
+    return training_set(training_pairs, tiny_release[2], embedded, neighbors, MAX_EXAMPLES, seed=3)
 
 
-def brute_force_neighbors(embedded: Dataset, k: int) -> np.ndarray:
-    """Audio-to-audio ranking in numpy: score descending, then row ascending; no text-only rows, no same clip."""
+def brute_force_neighbors(embedded: Dataset, k: int, distinct_clips: bool = True) -> np.ndarray:
+    """Audio-to-audio ranking in numpy: score descending, then row ascending; no text-only rows, no same clip, and
+    (`distinct_clips`) only the best-ranked row of each other clip."""
     audio = embedding_matrix(embedded, "audio_embedding")
     has_audio = np.array(embedded["has_audio"])
     audio_ids = np.array(embedded["audio_id"])
@@ -92,7 +112,11 @@ def brute_force_neighbors(embedded: Dataset, k: int) -> np.ndarray:
     for row in np.flatnonzero(has_audio):
         candidates = np.flatnonzero(has_audio & (audio_ids != audio_ids[row]))
         scores = audio[candidates] @ audio[row]
-        ranked = candidates[np.lexsort((candidates, -scores))][:k]
+        ranked = candidates[np.lexsort((candidates, -scores))]
+        if distinct_clips:
+            _, first = np.unique(audio_ids[ranked], return_index=True)
+            ranked = ranked[np.sort(first)]
+        ranked = ranked[:k]
         expected[row, : len(ranked)] = ranked
     return expected
 
@@ -100,29 +124,60 @@ def brute_force_neighbors(embedded: Dataset, k: int) -> np.ndarray:
 # ---- neighbours -----------------------------------------------------------------------------------------------------
 
 
-def test_neighbors_exclude_self_same_audio_and_text_only(embedded, neighbors):
+def test_neighbors_exclude_self_same_audio_and_text_only(embedded_rows, neighbors):
+    embedded = embedded_rows
     has_audio = np.array(embedded["has_audio"])
     audio_ids = np.array(embedded["audio_id"])
     assert neighbors.shape == (len(embedded), NUM_NEIGHBORS) and neighbors.dtype == np.int64
     assert (neighbors[~has_audio] == -1).all()  # text-only rows are not queried
     queried = neighbors[has_audio]
-    assert (queried >= 0).all()  # 44 candidates of other clips are plenty for 6 neighbours
+    assert (queried >= 0).all()  # 16 other clips are plenty for 6 neighbours
     assert has_audio[queried].all()  # nor returned
     rows = np.flatnonzero(has_audio)[:, None]
     assert (queried != rows).all()
     assert (audio_ids[queried] != audio_ids[rows]).all()
 
 
-def test_neighbors_equal_brute_force_ranking(embedded, neighbors):
+def test_neighbors_equal_brute_force_ranking(embedded_rows, neighbors):
+    embedded = embedded_rows
     np.testing.assert_array_equal(neighbors, brute_force_neighbors(embedded, NUM_NEIGHBORS))
-    # the exact torch search in small batches, and more neighbours than exist (a Clotho pair has 40 other-clip pairs)
+    # the exact torch search in small batches, and more neighbours than exist (every pair has 16 other clips: the
+    # other 6 Clotho clips, with 5 captions each, and the 10 ESC-50 clips; 40 or 34 other-clip pairs)
     many = compute_training_neighbors(embedded, 50, device="cpu", batch_size=7)
     np.testing.assert_array_equal(many, brute_force_neighbors(embedded, 50))
-    clotho = np.array(embedded["source"]) == "clotho"
-    assert ((many[clotho] >= 0).sum(axis=1) == 40).all()
+    has_audio = np.array(embedded["has_audio"])
+    assert ((many[has_audio] >= 0).sum(axis=1) == 16).all()
 
 
-def test_neighbors_save_load_round_trip_and_mismatch(embedded, neighbors, tmp_path):
+def test_phase2_neighbours_are_distinct_clips(training_pairs, tiny_release, embedded, embedded_rows, neighbors):
+    """Several captions per clip in the training set (5 per Clotho clip), yet no two neighbours of a pair, and so no
+    two examples of a sample, share a clip: as at inference, which retrieves one pair per clip."""
+    audio_ids = np.array(embedded_rows["audio_id"])
+    has_audio = np.array(embedded_rows["has_audio"])
+    assert max(np.unique(audio_ids[has_audio], return_counts=True)[1]) == 5
+    # the constraint bites: ranking all pairs would give some pair neighbours of one clip (its 5 equal embeddings)
+    all_pairs = brute_force_neighbors(embedded_rows, NUM_NEIGHBORS, distinct_clips=False)
+    assert any(len(set(audio_ids[row])) < NUM_NEIGHBORS for row in all_pairs[has_audio])
+    for table in (neighbors, compute_training_neighbors(embedded_rows, 50, device="cpu")):
+        for own, row in zip(audio_ids[has_audio], table[has_audio], strict=True):
+            clips = audio_ids[row[row >= 0]].tolist()
+            assert len(set(clips)) == len(clips) and own not in clips
+    train_set = training_set(
+        training_pairs, tiny_release[2], embedded, neighbors, MAX_EXAMPLES, seed=3, zero_shot_fraction=0
+    )
+    clip_index = np.array(embedded_rows["clip_index"])
+    for epoch in range(3):
+        counts = train_set.example_counts(epoch)
+        for index in range(len(train_set)):
+            examples = train_set.examples(index, epoch)
+            assert len(examples) == counts[index]
+            rows = neighbors[np.flatnonzero(np.array(embedded_rows["pair_id"]) == train_set.pair_ids[index])[0]]
+            clips = clip_index[rows[: counts[index]]].tolist()
+            assert len(set(clips)) == len(clips) == len({audio_ids[r] for r in rows[: counts[index]]})
+
+
+def test_neighbors_save_load_round_trip_and_mismatch(embedded_rows, neighbors, tmp_path):
+    embedded = embedded_rows
     path = save_neighbors(tmp_path / "neighbors.npz", embedded, neighbors)
     np.testing.assert_array_equal(load_neighbors(path, embedded), neighbors)
     for other in (embedded.select(range(len(embedded) - 1, -1, -1)), embedded.select(range(10))):
@@ -136,8 +191,7 @@ def test_neighbors_save_load_round_trip_and_mismatch(embedded, neighbors, tmp_pa
 def test_example_counts_are_deterministic_and_vary_by_epoch(training_pairs, tiny_release, embedded, neighbors):
     processor = tiny_release[2]
     first, again, other_seed = (
-        CaptionTrainingSet(training_pairs, processor, embedded, neighbors, MAX_EXAMPLES, seed=seed)
-        for seed in (3, 3, 4)
+        training_set(training_pairs, processor, embedded, neighbors, MAX_EXAMPLES, seed=seed) for seed in (3, 3, 4)
     )
     counts = [first.example_counts(epoch) for epoch in range(3)]
     for epoch, epoch_counts in enumerate(counts):
@@ -168,7 +222,7 @@ def test_zero_shot_share_matches_the_fraction(
     training_pairs, tiny_release, embedded, neighbors, max_examples, fraction
 ):
     processor = tiny_release[2]
-    train_set = CaptionTrainingSet(training_pairs, processor, embedded, neighbors, max_examples, 3, fraction)
+    train_set = training_set(training_pairs, processor, embedded, neighbors, max_examples, 3, fraction)
     counts = pooled_counts(train_set)
     expected = 1 / (max_examples + 1) if fraction is None else fraction  # default: uniform over 1..K+1 samples
     assert train_set.zero_shot_fraction == pytest.approx(expected)
@@ -176,27 +230,28 @@ def test_zero_shot_share_matches_the_fraction(
     for count in range(1, max_examples + 1):  # the rest: uniform over 1..K retrieved pairs
         assert_share(counts[counts > 0] == count, 1 / max_examples)
     if fraction is None:  # the default is exactly the fraction 1 / (K + 1)
-        explicit = CaptionTrainingSet(training_pairs, processor, embedded, neighbors, max_examples, 3, expected)
+        explicit = training_set(training_pairs, processor, embedded, neighbors, max_examples, 3, expected)
         np.testing.assert_array_equal(pooled_counts(explicit, 5), counts[: 5 * len(train_set)])
 
 
 def test_zero_shot_fraction_extremes_and_neighbour_cap(training_pairs, tiny_release, embedded, neighbors):
     processor = tiny_release[2]
-    never = CaptionTrainingSet(training_pairs, processor, embedded, neighbors, MAX_EXAMPLES, 3, zero_shot_fraction=0)
-    always = CaptionTrainingSet(training_pairs, processor, embedded, neighbors, MAX_EXAMPLES, 3, zero_shot_fraction=1)
+    never = training_set(training_pairs, processor, embedded, neighbors, MAX_EXAMPLES, 3, zero_shot_fraction=0)
+    always = training_set(training_pairs, processor, embedded, neighbors, MAX_EXAMPLES, 3, zero_shot_fraction=1)
     assert set(pooled_counts(never, 20).tolist()) == set(range(1, MAX_EXAMPLES + 1))
     assert not pooled_counts(always, 20).any()
     few = neighbors.copy()
     few[:, 1:] = -1  # one stored neighbour per pair; none for the first 10 training pairs (rows 2..11)
     few[2:12] = -1
-    capped = pooled_counts(CaptionTrainingSet(training_pairs, processor, embedded, few, MAX_EXAMPLES, 3), 40)
-    counts = pooled_counts(CaptionTrainingSet(training_pairs, processor, embedded, neighbors, MAX_EXAMPLES, 3), 40)
+    capped = pooled_counts(training_set(training_pairs, processor, embedded, few, MAX_EXAMPLES, 3), 40)
+    counts = pooled_counts(training_set(training_pairs, processor, embedded, neighbors, MAX_EXAMPLES, 3), 40)
     has_none = np.tile(np.arange(len(training_pairs)) < 10, 40)
     np.testing.assert_array_equal(capped, np.where(has_none, 0, np.minimum(counts, 1)))
 
 
 def test_item_examples_are_the_stored_neighbours(train_set, embedded, neighbors):
-    row_of = {pair_id: row for row, pair_id in enumerate(embedded["pair_id"])}
+    rows = embedded.rows
+    row_of = {pair_id: row for row, pair_id in enumerate(rows["pair_id"])}
     train_set.set_epoch(2)
     counts = train_set.example_counts(2)
     try:
@@ -208,8 +263,11 @@ def test_item_examples_are_the_stored_neighbours(train_set, embedded, neighbors)
             expected_rows = neighbors[row_of[item["pair_id"]], :count]
             assert len(item["examples"]) == len(expected_rows) == count
             for example, row in zip(item["examples"], expected_rows, strict=True):
-                stored = embedded[int(row)]
-                np.testing.assert_array_equal(example["audio_tokens"], np.array(stored["audio_tokens"], np.float16))
+                stored = rows[int(row)]
+                assert stored["clip_index"] >= 0  # neighbours have audio: their tokens come from the clip store
+                tokens = embedded.tokens.get([stored["clip_index"]])[0].numpy()
+                assert example["audio_tokens"].dtype == np.float16 and len(example["audio_tokens"]) > 0
+                np.testing.assert_array_equal(example["audio_tokens"], tokens)
                 assert example["caption"] == stored["caption"] and example["is_long"] == stored["is_long"]
     finally:
         train_set.set_epoch(0)
@@ -231,13 +289,16 @@ def test_estimated_lengths_track_prompt_lengths(train_set):
 
 def test_training_set_rejects_bad_arguments(training_pairs, tiny_release, embedded, neighbors):
     processor = tiny_release[2]
-    with pytest.raises(ValueError, match="needs examples_source and neighbors"):
+    needs = "needs examples_source, neighbors and example_tokens"
+    with pytest.raises(ValueError, match=needs):
         CaptionTrainingSet(training_pairs, processor, max_examples=2)
+    with pytest.raises(ValueError, match=needs):  # rows and neighbours, but no clip tokens to fill the examples
+        CaptionTrainingSet(training_pairs, processor, embedded.rows, neighbors, max_examples=2)
     with pytest.raises(ValueError, match="only 6 neighbours are stored"):
-        CaptionTrainingSet(training_pairs, processor, embedded, neighbors, max_examples=7)
+        training_set(training_pairs, processor, embedded, neighbors, max_examples=7)
     for fraction in (-0.1, 1.5):
         with pytest.raises(ValueError, match=r"zero_shot_fraction must be in \[0, 1\]"):
-            CaptionTrainingSet(training_pairs, processor, embedded, neighbors, 2, zero_shot_fraction=fraction)
+            training_set(training_pairs, processor, embedded, neighbors, 2, zero_shot_fraction=fraction)
     text_only = as_dataset([pair("text/0", "", None, "A dog barks.", "text", None)])
     with pytest.raises(ValueError, match="1 training pairs have no audio"):
         CaptionTrainingSet(text_only, processor)
