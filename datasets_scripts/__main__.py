@@ -184,8 +184,14 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError
+
     args = build_parser().parse_args(argv)
-    return COMMANDS[args.command](args)
+    try:
+        return COMMANDS[args.command](args)
+    except KnowledgeBaseError as error:  # a KB that cannot be used as asked: the message says why and what to run
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

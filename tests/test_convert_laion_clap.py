@@ -405,10 +405,12 @@ def test_full_size_config_matches_generator_and_defaults():
     )
     assert (config.projection_dim, config.projection_hidden_act) == (512, "relu")
     assert a.projection_dim == t.projection_dim == 512
-    # The unfused architecture coincides with transformers' ClapConfig defaults.
+    # RoBERTa-base's LayerNorm eps, as LAION-CLAP trained it (transformers' default 1e-12 is off by 2.2e-3)
+    assert t.layer_norm_eps == 1e-5
+    # Otherwise the unfused architecture coincides with transformers' ClapConfig defaults.
     defaults = ClapConfig()
     assert config.audio_config.to_dict() == defaults.audio_config.to_dict()
-    assert config.text_config.to_dict() == defaults.text_config.to_dict()
+    assert {**config.text_config.to_dict(), "layer_norm_eps": 1e-12} == defaults.text_config.to_dict()
 
     original = original_state_dict(config, device="meta")
     converted = convert_laion_clap_state_dict(original, config)

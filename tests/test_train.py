@@ -13,6 +13,9 @@ import pytest
 from datasets import Dataset
 from safetensors.torch import load_file
 
+from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
+from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore
+
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["--per_device_batch_size", "4", "--num_workers", "1", "--log_every", "2", "--warmup_ratio", "0"]
 
@@ -124,8 +127,9 @@ def curriculum(stage1, overfit_pairs, tmp_path_factory):
     return (phase1, log1), (phase2, log2)
 
 
-def test_stage2_phases_train_the_paper_parameter_set(stage1, curriculum):
+def test_stage2_phases_train_the_paper_parameter_set(tiny_release, stage1, curriculum):
     """Phase 1 also runs with gradient accumulation (2 batches per step) and gradient checkpointing."""
+    _, model, _ = tiny_release
     stage1_out, _ = stage1
     (phase1, log1), (phase2, log2) = curriculum
     for log in (log1, log2):
@@ -141,10 +145,26 @@ def test_stage2_phases_train_the_paper_parameter_set(stage1, curriculum):
     }
     assert "language_model.lm_head.weight" in changed
     assert any(n.startswith("multi_modal_projector.") for n in changed)
-    assert any(n.startswith("audio_encoder.audio_model.") for n in changed)
-    assert not any(n.startswith("audio_encoder.text_model.") or "embed_tokens" in n for n in changed)
+    # the captioning tower trains as a separate copy of the CLAP's audio tower; the CLAP (retrieval space) is frozen
+    tower = {n for n in after if n.startswith("audio_tower.")}
+    assert tower and after.keys() - before.keys() == tower
+    assert json.loads((phase1 / "release" / "config.json").read_text())["separate_audio_tower"] is True
+    clap_copy = {n: "audio_encoder.audio_model." + n.removeprefix("audio_tower.") for n in tower}
+    assert any(not (after[n] == before[clap_copy[n]]).all() for n in tower)  # trained away from the CLAP's
+    assert not any(n.startswith("audio_encoder.") or "embed_tokens" in n for n in changed)
+    phase2_weights = weights(phase2 / "release")
+    assert all((phase2_weights[n] == before[n]).all() for n in before if n.startswith("audio_encoder."))
+    assert any(not (phase2_weights[n] == after[n]).all() for n in tower)
     assert (phase2 / "retrieval" / "neighbors.npz").is_file()
-    assert not any(name.endswith(".ia3_l.default") for name in weights(phase2 / "release"))
+    assert not any(name.endswith(".ia3_l.default") for name in phase2_weights)
+    # phase 2 embedded its training pairs in the frozen CLAP space, with tokens of the phase-1 captioning tower
+    embedded = phase2 / "retrieval" / "embedded"
+    state = json.loads((embedded / "embed_state.json").read_text())
+    phase1_model = PairCapForConditionalGeneration.from_pretrained(phase1 / "release")
+    assert state["retrieval_fingerprint"] == phase1_model.retrieval_fingerprint() == model.retrieval_fingerprint()
+    assert state["token_fingerprint"] == phase1_model.token_fingerprint() != model.token_fingerprint()
+    tokens = ClipTokenStore(embedded / TOKENS_FILE)
+    assert tokens.fingerprint == state["token_fingerprint"] and len(tokens) == 8  # 8 pairs of 8 distinct clips
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(curriculum, overfit_pairs, tmp_path):
