@@ -292,7 +292,9 @@ class PairCapRetriever:
 
     def _check_index(self, index, dim: int) -> None:
         if index.ntotal != self.num_rows:
-            raise ValueError(f"the index has {index.ntotal} vectors but the KB has {self.num_rows} rows: rebuild the index")
+            raise ValueError(
+                f"the index has {index.ntotal} vectors but the KB has {self.num_rows} rows: rebuild the index"
+            )
         if index.d != dim:
             raise ValueError(f"the index has dim {index.d} but the KB vectors have dim {dim}: rebuild the index")
         if faiss is not None and index.metric_type != faiss.METRIC_INNER_PRODUCT:

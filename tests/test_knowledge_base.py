@@ -346,7 +346,8 @@ def test_push_uploads_the_whole_folder_as_a_dataset_repo(kb_folder, monkeypatch)
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.setdefault("create", (repo_id, kw)))
     monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.setdefault("upload", kw) and "commit-url")
     folder, _, _ = kb_folder
-    assert PairCapKnowledgeBase.from_pretrained(folder).push_to_hub("org/refined-audio-kb", private=True) == "commit-url"
+    kb = PairCapKnowledgeBase.from_pretrained(folder)
+    assert kb.push_to_hub("org/refined-audio-kb", private=True) == "commit-url"
     assert calls["create"] == ("org/refined-audio-kb", {"repo_type": "dataset", "private": True, "exist_ok": True})
     assert calls["upload"]["folder_path"] == str(folder) and calls["upload"]["repo_type"] == "dataset"
 
