@@ -140,4 +140,3 @@ def load_format1(folder: str | Path, cache_dir: str | Path, d_audio: int) -> tup
         pair_vectors(rows), rows["pair_id"], rows["audio_id"], rows["caption"], d_audio=d_audio, index=index
     )
     return rows, retriever
-

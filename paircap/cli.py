@@ -4,8 +4,10 @@ import argparse
 import sys
 import time
 
+from modeling_paircap.retrieval_paircap import RETRIEVAL_MODES
+
 DEFAULT_MODEL = "org/paircap"
-RETRIEVAL_MODES = ("none", "audio2audio", "audio2text", "audio2mixture", "generative_pair2pair")
+CAPTION_MODES = tuple(mode for mode in RETRIEVAL_MODES if mode != "pair2pair")  # pair2pair needs a text per clip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,9 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     caption.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     caption.add_argument("--kb", default=None, help="knowledge base hub id or folder (default: the model's own)")
-    caption.add_argument("--mode", default=None, choices=RETRIEVAL_MODES, help="retrieval mode (default: the model's)")
+    caption.add_argument("--mode", default=None, choices=CAPTION_MODES, help="retrieval mode (default: the model's)")
     caption.add_argument("--top-k", type=int, default=None, help="retrieved pairs per clip (0: zero-shot)")
     caption.add_argument("--weight", type=float, default=None, help="fusion weight W of pair-to-pair retrieval")
+    caption.add_argument("--max-pairs-per-clip", type=int, default=1, help="retrieved captions of one clip (0: any)")
+    caption.add_argument("--features", default="torch", choices=["torch", "numpy"], help="log-mel implementation")
     caption.add_argument("--max-new-tokens", type=int, default=40)
     caption.add_argument("--num-beams", type=int, default=1)
     caption.add_argument("--output", default=None, help="JSON lines file (default: standard output)")
@@ -56,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-beams", type=int, default=1)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    evaluate.add_argument("--features", default="torch", choices=["torch", "numpy"], help="log-mel implementation")
     evaluate.add_argument("--output-dir", required=True)
     evaluate.add_argument("--rescore", action="store_true", help="score the saved predictions again, no generation")
     evaluate.add_argument("--no-progress", action="store_true")
@@ -79,7 +84,7 @@ def run_caption(args: argparse.Namespace) -> int:
     if not files:
         raise SystemExit(f"No audio files found in {' '.join(args.inputs)}")
     device = resolve_device(args.device)
-    model, processor = load_release(args.model, device, resolve_dtype(args.dtype, device))
+    model, processor = load_release(args.model, device, resolve_dtype(args.dtype, device), args.features)
     start = time.perf_counter()
     records = caption_files(
         model,
@@ -109,7 +114,8 @@ def retrieval_options(args: argparse.Namespace) -> dict:
         "top_k": args.top_k,
         "fusion_weight": args.weight,
     }
-    return {name: value for name, value in options.items() if value is not None}
+    chosen = {name: value for name, value in options.items() if value is not None}
+    return {**chosen, "max_pairs_per_clip": args.max_pairs_per_clip or None}  # 0: no limit
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -128,7 +134,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise SystemExit("paircap evaluate needs --data (or --rescore of an earlier --output-dir)")
         items = group_references(load_pairs(args.data))[: args.limit]
         device = resolve_device(args.device)
-        model, processor = load_release(args.model, device, resolve_dtype(args.dtype, device))
+        model, processor = load_release(args.model, device, resolve_dtype(args.dtype, device), args.features)
         runs = plan_runs(args.kb, args.mode, args.weight, args.top_k, args.weight_sweep, args.top_k_sweep)
         settings = {"model": args.model, "data": args.data, "clips": len(items), "runs": len(runs)}
         results = evaluate(
