@@ -70,7 +70,7 @@ TARGETS = {
     "rss_growth_over_token_bytes": 0.05,  # ... and their RSS does not grow with the token bytes (<= 5 % of them)
     "search_over_faiss": 1.10,  # retriever per-query time <= 1.10 x raw faiss
 }
-SUBJECTS = (
+SUBJECTS = [
     "A dog",
     "A man",
     "A woman",
@@ -91,8 +91,8 @@ SUBJECTS = (
     "A baby",
     "Thunder",
     "A motorcycle",
-)
-ACTIONS = (
+]
+ACTIONS = [
     "barks loudly",
     "is speaking",
     "laugh and shout",
@@ -113,8 +113,8 @@ ACTIONS = (
     "rumbles",
     "accelerates away",
     "clicks and whirs",
-)
-SETTINGS = (
+]
+SETTINGS = [
     "in the distance",
     "while birds chirp",
     "as music plays",
@@ -125,7 +125,7 @@ SETTINGS = (
     "on a rainy day",
     "while people talk",
     "over a steady hum",
-)
+]
 SOURCES = ("clotho", "audiocaps", "wavcaps/freesound", "wavcaps/bbc_sound_effects", "wavcaps/soundbible")
 
 
@@ -459,14 +459,14 @@ def search_task(kb, task: dict) -> dict:
 
     def timed(kind: str, rows: slice) -> None:
         outputs = {}
-        for method in methods.values():
+        for name, method in methods.items():
             start = time.perf_counter()
             outputs[name] = method(rows)
             timings[kind][name].append(time.perf_counter() - start)
         compare(outputs["kb.search"], outputs["faiss, the retriever's settings"])
 
     single_start = BATCH * num_batches
-    for name, method in methods.items():  # warm-up
+    for method in methods.values():  # warm-up
         method(slice(single_start, single_start + 1))
     for i in range(task["single_queries"]):
         timed("single", slice(single_start + 1 + i, single_start + 2 + i))
@@ -690,10 +690,11 @@ class Bench:
         need_disk = 3.2 * raw + (num_pairs * TOKENS_PER_CLIP * TOKEN_DIM * 2 * 2.2 if tokens else 0)
         free_disk = shutil.disk_usage(self.work).free
         available = proc_meminfo("MemAvailable")
+        name = self.kb_name(num_pairs, tokens)
         if free_disk < need_disk:
-            return f"{self.kb_name(num_pairs, tokens)}: skipped, needs ~{need_disk / 1e9:.0f} GB of disk, {free_disk / 1e9:.0f} free"
+            return f"{name}: skipped, needs ~{need_disk / 1e9:.0f} GB of disk ({free_disk / 1e9:.0f} free)"
         if available and available < 1.3 * raw:
-            return f"{self.kb_name(num_pairs, tokens)}: skipped, needs ~{1.3 * raw / 1e9:.0f} GB of RAM, {available / 1e9:.0f} available"
+            return f"{name}: skipped, needs ~{1.3 * raw / 1e9:.0f} GB of RAM ({available / 1e9:.0f} available)"
         return None
 
     def remove(self, folder: Path) -> None:
