@@ -3,7 +3,8 @@
 `build_index` turns the vectors into an inner-product index: exact ("Flat", the default) or any faiss factory string
 ("IVF4096,Flat", "HNSW32", "IVF1024,PQ64", ...), trained on a seeded sample. The search parameters (nprobe, efSearch)
 are set on the index, so `save_index` writes them into the file; `describe_index` reports them for the dataset card.
-`recall_at_k` measures an approximate index against exact search before it is published.
+`recall_at_k` measures an approximate index against exact search before it is published. Index files are read (and
+checked) by `modeling_paircap.knowledge_base_paircap.read_index`.
 """
 
 from __future__ import annotations
@@ -148,27 +149,3 @@ def save_index(index: faiss.Index, path: str | os.PathLike) -> Path:
     faiss.write_index(index, str(partial))
     os.replace(partial, path)
     return path
-
-
-def load_index(
-    path: str | os.PathLike,
-    expected_ntotal: int | None = None,
-    expected_dim: int | None = None,
-    mmap: bool = False,
-) -> faiss.Index:
-    """Read an index, with errors naming the file when it is missing, unreadable, or does not match the KB."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"FAISS index file {path} does not exist")
-    try:
-        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
-    except RuntimeError as error:
-        reason = str(error).strip().splitlines()[-1]
-        raise ValueError(f"cannot read FAISS index file {path} (corrupt or truncated?): {reason}") from error
-    if expected_ntotal is not None and index.ntotal != expected_ntotal:
-        raise ValueError(
-            f"the index {path} has {index.ntotal} vectors but the KB has {expected_ntotal} rows: rebuild the index"
-        )
-    if expected_dim is not None and index.d != expected_dim:
-        raise ValueError(f"the index {path} has dim {index.d} but the KB vectors have dim {expected_dim}: rebuild it")
-    return index

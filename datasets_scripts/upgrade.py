@@ -102,7 +102,7 @@ def upgrade_knowledge_base(folder: str | os.PathLike, model) -> KnowledgeBaseMet
         sources=old.get("sources", {}),
         recipe=old.get("recipe", {}),
     )
-    index = read_index(folder / INDEX_FILE, metadata)
+    index = read_index(folder / INDEX_FILE, metadata.num_pairs, metadata.audio_dim + metadata.text_dim)
     tokens_store = ClipTokenStore(folder / TOKENS_FILE, len(first_row))
     write_knowledge_base(folder, rows, clips, metadata, index=index, tokens=tokens_store)
     return metadata

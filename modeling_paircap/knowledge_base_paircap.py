@@ -263,7 +263,7 @@ class PairCapKnowledgeBase:
                 f"{folder}: {table.num_rows} rows but {METADATA_FILE} records {metadata.num_pairs}"
             )
         clips = read_clips(folder / CLIPS_FILE, metadata.num_clips)
-        index = read_index(folder / INDEX_FILE, metadata)
+        index = read_index(folder / INDEX_FILE, metadata.num_pairs, metadata.audio_dim + metadata.text_dim)
         tokens = None
         if metadata.has_tokens:
             try:
@@ -400,6 +400,29 @@ class PairCapKnowledgeBase:
             examples.append(query_examples)
         return examples
 
+    def second_pass_inputs(
+        self,
+        processor,
+        hits: Sequence[Sequence[RetrievedPair]],
+        query_tokens: Sequence,
+        is_long: Sequence[bool],
+        encoder: ClipEncoder | None = None,
+        device=None,
+    ):
+        """
+        The pass-2 inputs of a batch on `device` (the pattern of transformers' RAG retriever): each query's retrieved
+        pairs (their clip tokens, or tokens `encoder` makes from the audio for an index-only or stale KB) and captions,
+        then the query's own pooled tokens (kept where they are, e.g. on the GPU), as `input_ids`, `attention_mask`,
+        `audio_tokens` and `audio_tokens_mask`.
+        """
+        token_dim = query_tokens[0].shape[-1] if len(query_tokens) else None
+        queries = [
+            {"audio_tokens": tokens.flatten(0, 1) if tokens.ndim == 3 else tokens, "is_long": long}
+            for tokens, long in zip(query_tokens, is_long, strict=True)
+        ]
+        examples = self.examples(hits, encoder, token_dim)
+        return processor(audio=queries, examples=examples, return_tensors="pt").to(device)
+
     def tokens_to(self, device) -> PairCapKnowledgeBase:
         """Hold every clip's tokens on `device` as one float16 tensor (total tokens x token_dim x 2 bytes)."""
         if isinstance(self.tokens, ClipTokenStore):
@@ -450,24 +473,25 @@ def read_clips(path: Path, num_clips: int):
     return clips
 
 
-def read_index(path: Path, metadata: KnowledgeBaseMetadata):
-    """Read the FAISS index and check it against the metadata, with errors naming the file; IVF indexes get the
-    direct map that reconstructing hits' vectors needs."""
+def read_index(path: str | os.PathLike, num_vectors: int, dim: int):
+    """
+    Read a FAISS index file and check it against the knowledge base it belongs to (vector count, dimension,
+    inner-product metric), with errors naming the file; IVF indexes get the direct map that reconstructing hits' vectors needs. The
+    one index reader of the project.
+    """
     faiss = require_faiss()
+    path = Path(path)
     if not path.is_file():
         raise KnowledgeBaseError(f"{path}: the FAISS index file is missing; rebuild it with python -m datasets_scripts")
     try:
         index = faiss.read_index(str(path))
     except RuntimeError as error:
-        raise KnowledgeBaseError(f"{path}: not a readable FAISS index ({str(error).splitlines()[0]})") from None
-    if index.ntotal != metadata.num_pairs:
-        raise KnowledgeBaseError(
-            f"{path}: the index has {index.ntotal} vectors but the KB has {metadata.num_pairs} rows"
-        )
-    if index.d != metadata.audio_dim + metadata.text_dim:
-        raise KnowledgeBaseError(
-            f"{path}: the index has dimension {index.d}, the KB's embeddings {metadata.audio_dim + metadata.text_dim}"
-        )
+        reason = str(error).strip().splitlines()[-1]
+        raise KnowledgeBaseError(f"{path}: not a readable FAISS index (corrupt or truncated? {reason})") from None
+    if index.ntotal != num_vectors:
+        raise KnowledgeBaseError(f"{path}: the index has {index.ntotal} vectors but the KB has {num_vectors} rows")
+    if index.d != dim:
+        raise KnowledgeBaseError(f"{path}: the index has dimension {index.d}, the KB's embeddings {dim}")
     if index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise KnowledgeBaseError(f"{path}: the index must use the inner-product metric")
     with contextlib.suppress(RuntimeError):  # not an IVF index: it reconstructs as it is

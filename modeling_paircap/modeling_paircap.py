@@ -467,34 +467,24 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
             exclude_ids=exclude_ids,
             max_pairs_per_clip=max_pairs_per_clip,
         )
-        second = self.second_pass_inputs(processor, kb, hits, encoding.audio_tokens.split(counts.tolist()), input_ids)
+        second = kb.second_pass_inputs(
+            processor,
+            hits,
+            encoding.audio_tokens.split(counts.tolist()),
+            is_long=(input_ids == self.config.long_audio_token_id).any(dim=1).tolist(),
+            encoder=lambda audio: self.encode_clip_tokens(processor, audio),
+            device=self.device,
+        )
+        second_embeds = self.build_inputs_embeds(
+            second["input_ids"], None, second["audio_tokens"], second["audio_tokens_mask"]
+        )
         output = super().generate(
             input_ids=second["input_ids"],
-            inputs_embeds=second["inputs_embeds"],
+            inputs_embeds=second_embeds,
             attention_mask=second["attention_mask"],
             **kwargs,
         )
         return package_output(output, input_ids, second["input_ids"].shape[1], zero_shot_captions, hits)
-
-    def second_pass_inputs(self, processor: PairCapProcessor, kb: PairCapKnowledgeBase, hits, query_tokens, input_ids):
-        """
-        The pass-2 prompts of a batch, on the model's device: each query's retrieved pairs (their KB tokens, or tokens
-        encoded on the fly from the audio for an index-only or stale KB with audio roots) and captions, then the query's
-        own tokens (kept where they are), embedded with every `<audio>` run filled.
-        """
-        examples = kb.examples(
-            hits, lambda audio: self.encode_clip_tokens(processor, audio), self.config.encoder_hidden_size
-        )
-        is_long = (input_ids == self.config.long_audio_token_id).any(dim=1).tolist()
-        queries = [
-            {"audio_tokens": tokens.flatten(0, 1), "is_long": long}
-            for tokens, long in zip(query_tokens, is_long, strict=True)
-        ]
-        second = processor(audio=queries, examples=examples, return_tensors="pt").to(self.device)
-        second["inputs_embeds"] = self.build_inputs_embeds(
-            second["input_ids"], None, second["audio_tokens"], second["audio_tokens_mask"]
-        )
-        return second
 
     def _resolve_retrieval_mode(self, retrieval_mode: str | None, knowledge_base) -> str:
         if retrieval_mode is None:

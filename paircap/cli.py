@@ -7,6 +7,7 @@ import time
 from modeling_paircap.retrieval_paircap import RETRIEVAL_MODES
 
 DEFAULT_MODEL = "org/paircap"
+AUDIO_ROOT_HELP = "NAME=DIR where a KB's clips live: tokens of an index-only or stale KB are encoded from the audio"
 CAPTION_MODES = tuple(mode for mode in RETRIEVAL_MODES if mode != "pair2pair")  # pair2pair needs a text per clip
 
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--top-k", type=int, default=None, help="retrieved pairs per clip (0: zero-shot)")
     caption.add_argument("--weight", type=float, default=None, help="fusion weight W of pair-to-pair retrieval")
     caption.add_argument("--max-pairs-per-clip", type=int, default=1, help="retrieved captions of one clip (0: any)")
+    caption.add_argument("--audio-root", action="append", default=[], help=AUDIO_ROOT_HELP)
     caption.add_argument("--features", default="torch", choices=["torch", "numpy"], help="log-mel implementation")
     caption.add_argument("--max-new-tokens", type=int, default=40)
     caption.add_argument("--num-beams", type=int, default=1)
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-beams", type=int, default=1)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    evaluate.add_argument("--audio-root", action="append", default=[], help=AUDIO_ROOT_HELP)
     evaluate.add_argument("--features", default="torch", choices=["torch", "numpy"], help="log-mel implementation")
     evaluate.add_argument("--output-dir", required=True)
     evaluate.add_argument("--rescore", action="store_true", help="score the saved predictions again, no generation")
@@ -85,6 +88,7 @@ def run_caption(args: argparse.Namespace) -> int:
         raise SystemExit(f"No audio files found in {' '.join(args.inputs)}")
     device = resolve_device(args.device)
     model, processor = load_release(args.model, device, resolve_dtype(args.dtype, device), args.features)
+    attach_audio_roots(model, [args.kb] if args.kb else [], args.audio_root)
     start = time.perf_counter()
     records = caption_files(
         model,
@@ -118,6 +122,20 @@ def retrieval_options(args: argparse.Namespace) -> dict:
     return {**chosen, "max_pairs_per_clip": args.max_pairs_per_clip or None}  # 0: no limit
 
 
+def attach_audio_roots(model, knowledge_bases: list[str], entries: list[str]) -> None:
+    """Load the knowledge bases now with `--audio-root NAME=DIR` folders, so generate finds their clips' audio."""
+    if not entries:
+        return
+    roots = {}
+    for entry in entries:
+        name, sep, folder = entry.partition("=")
+        if not sep or not name or not folder:
+            raise SystemExit(f"--audio-root {entry!r}: expected NAME=DIR, e.g. --audio-root clotho=/data/clotho")
+        roots[name] = folder
+    for knowledge_base in knowledge_bases or [None]:  # None: the model's configured KB
+        model.load_knowledge_base(knowledge_base, audio_roots=roots)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -135,6 +153,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         items = group_references(load_pairs(args.data))[: args.limit]
         device = resolve_device(args.device)
         model, processor = load_release(args.model, device, resolve_dtype(args.dtype, device), args.features)
+        attach_audio_roots(model, args.kb, args.audio_root)
         runs = plan_runs(args.kb, args.mode, args.weight, args.top_k, args.weight_sweep, args.top_k_sweep)
         settings = {"model": args.model, "data": args.data, "clips": len(items), "runs": len(runs)}
         results = evaluate(

@@ -4,14 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from datasets_scripts.faiss_index import (
-    build_index,
-    describe_index,
-    load_index,
-    recall_at_k,
-    save_index,
-)
+from datasets_scripts.faiss_index import build_index, describe_index, recall_at_k, save_index
 from modeling_paircap import retrieval_paircap
+from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError, read_index
 from modeling_paircap.retrieval_paircap import (
     RETRIEVAL_MODES,
     PairCapRetriever,
@@ -410,7 +405,7 @@ def test_save_load_round_trip_keeps_results_and_search_params(tmp_path):
     vectors, queries = clustered(rng, 3000), clustered(rng, 20)
     index = build_index(vectors, "IVF16,Flat", search_params={"nprobe": 3})
     path = save_index(index, tmp_path / "sub" / "kb.faiss")
-    loaded = load_index(path, expected_ntotal=3000, expected_dim=64)
+    loaded = read_index(path, 3000, 64)
     assert describe_index(loaded) == describe_index(index) and describe_index(loaded)["nprobe"] == 3
     for before, after in zip(index.search(queries, 10), loaded.search(queries, 10), strict=True):
         np.testing.assert_array_equal(before, after)
@@ -420,37 +415,20 @@ def test_save_load_round_trip_keeps_results_and_search_params(tmp_path):
 def test_load_errors_name_the_file(tmp_path):
     vectors = unit(np.random.default_rng(6).standard_normal((50, 8)))
     path = save_index(build_index(vectors), tmp_path / "kb.faiss")
-    with pytest.raises(FileNotFoundError, match="missing.faiss"):
-        load_index(tmp_path / "missing.faiss")
-    with pytest.raises(ValueError, match=r"the index .*kb\.faiss has 50 vectors but the KB has 60 rows: rebuild"):
-        load_index(path, expected_ntotal=60)
-    with pytest.raises(ValueError, match=r"kb\.faiss has dim 8"):
-        load_index(path, expected_dim=16)
+    with pytest.raises(KnowledgeBaseError, match="missing.faiss: the FAISS index file is missing"):
+        read_index(tmp_path / "missing.faiss", 50, 8)
+    with pytest.raises(KnowledgeBaseError, match=r"kb\.faiss: the index has 50 vectors but the KB has 60 rows"):
+        read_index(path, 60, 8)
+    with pytest.raises(KnowledgeBaseError, match=r"kb\.faiss: the index has dimension 8"):
+        read_index(path, 50, 16)
+    l2 = save_index(build_index(vectors, metric="l2"), tmp_path / "l2.faiss")
+    with pytest.raises(KnowledgeBaseError, match="inner-product"):
+        read_index(l2, 50, 8)
     corrupt = tmp_path / "corrupt.faiss"
     corrupt.write_bytes(b"not a faiss index at all")
-    with pytest.raises(ValueError, match=r"cannot read FAISS index file .*corrupt\.faiss"):
-        load_index(corrupt)
+    with pytest.raises(KnowledgeBaseError, match=r"corrupt\.faiss: not a readable FAISS index"):
+        read_index(corrupt, 50, 8)
     truncated = tmp_path / "truncated.faiss"
     truncated.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(ValueError, match=r"truncated\.faiss \(corrupt or truncated\?\)"):
-        load_index(truncated)
-
-
-def test_faiss_search_settings_give_identical_results_and_are_restored(kb):
-    """BLAS from 16 queries (faiss's own threshold is far higher in some wheels) and one thread for single queries:
-    the same rows and scores as faiss's defaults, and faiss's process-wide settings are left as they were."""
-    import faiss
-
-    threshold, threads = faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()
-    defaults = kb.retriever(blas_threshold=None)
-    tuned = kb.retriever(blas_threshold=1, single_query_threads=1)
-    for queries in (kb.query_audio[:1], kb.query_audio):
-        text = kb.query_text[: len(queries)]
-        for a, b in zip(search_pairs(defaults, queries, text), search_pairs(tuned, queries, text), strict=True):
-            assert [pair.row for pair in a] == [pair.row for pair in b]
-            np.testing.assert_allclose([pair.score for pair in a], [pair.score for pair in b], atol=NEAR_TIE)
-    assert (faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()) == (threshold, threads)
-
-
-def search_pairs(retriever, audio, text):
-    return retriever.search(audio, text, mode="pair2pair", fusion_weight=0.5, top_k=10)
+    with pytest.raises(KnowledgeBaseError, match=r"truncated\.faiss: not a readable FAISS index \(corrupt or"):
+        read_index(truncated, 50, 8)
