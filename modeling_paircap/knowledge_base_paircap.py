@@ -476,8 +476,8 @@ def read_clips(path: Path, num_clips: int):
 def read_index(path: str | os.PathLike, num_vectors: int, dim: int):
     """
     Read a FAISS index file and check it against the knowledge base it belongs to (vector count, dimension,
-    inner-product metric), with errors naming the file; IVF indexes get the direct map that reconstructing hits' vectors needs. The
-    one index reader of the project.
+    inner-product metric), with errors naming the file; IVF indexes get the direct map that reconstructing hits'
+    vectors needs. The one index reader of the project.
     """
     faiss = require_faiss()
     path = Path(path)
