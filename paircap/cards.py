@@ -46,6 +46,7 @@ def render_model_card(
         audio_pool_stride=config.audio_pool_stride,
         audio_tokens_per_window=config.audio_tokens_per_window,
         max_audio_windows=config.max_audio_windows,
+        separate_audio_tower=config.separate_audio_tower,
         max_seconds=config.max_audio_windows * config.audio_window_seconds,
         projector_hidden_act=config.projector_hidden_act,
         lm_description=f"{text.model_type}, {text.num_hidden_layers} layers, hidden {text.hidden_size}, "
