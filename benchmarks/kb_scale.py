@@ -49,6 +49,8 @@ TOP_K = 5
 FUSION_WEIGHT = 0.5
 BATCH = 64
 CHUNK_CLIPS = 13_000  # clips generated per chunk (65,000 rows)
+MAX_SHARD_BYTES = 500 * 2**20
+CHUNK_CLIPS_FORMAT1 = 200  # 1,000 rows: one parquet row group of format 1 (~50 MB of tokens)
 SAMPLE_INTERVAL_S = 0.02
 RESULT_PREFIX = "KB_SCALE_RESULT "
 OLD_RSS_LIMIT = 20 * 10**9  # the format-1 loader is skipped where its peak RSS would exceed this
@@ -263,12 +265,12 @@ def arrow_list(pa, values: np.ndarray):
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
 
 
-def stage_rows(path: Path, num_pairs: int, seed: int, format1: bool) -> tuple[object, dict]:
+def row_batches(num_pairs: int, seed: int, format1: bool, clips: dict) -> Iterator:
     """
-    Write the rows chunk by chunk to an Arrow stream file in the format-2 row schema (or format 1's, tokens in every
-    row) and return it memory-mapped as a `datasets.Dataset`, plus the clip columns.
+    The rows as Arrow record batches in the format-2 row schema, or format 1's (its tokens in every row, the
+    `audio_tokens` column in its Arrow storage type with the datasets features in the schema metadata); the clips'
+    ids and durations are appended to `clips`.
     """
-    import datasets
     import pyarrow as pa
 
     from benchmarks.baseline_format1 import format1_features
@@ -277,31 +279,47 @@ def stage_rows(path: Path, num_pairs: int, seed: int, format1: bool) -> tuple[ob
     num_clips = num_pairs // CAPTIONS_PER_CLIP
     features = format1_features(AUDIO_DIM, TEXT_DIM, TOKEN_DIM) if format1 else kb_row_features(AUDIO_DIM, TEXT_DIM)
     schema = features.arrow_schema
-    clips = {"audio_id": [], "duration": []}
+    if format1:
+        tokens_type = schema.field("audio_tokens").type
+        schema = schema.set(schema.get_field_index("audio_tokens"), pa.field("audio_tokens", tokens_type.storage_type))
     tokens = clip_token_blocks(seed, num_clips) if format1 else None
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        for start in range(0, num_clips, CHUNK_CLIPS):
-            stop = min(start + CHUNK_CLIPS, num_clips)
-            columns = chunk_columns(seed, num_clips, start, stop)
-            clips["audio_id"] += columns.pop("clip_audio_id")
-            clips["duration"].append(columns.pop("clip_duration"))
-            for name in ("audio_embedding", "text_embedding"):
-                columns[name] = arrow_list(pa, columns[name])
-            if format1:
-                del columns["clip_index"]
-                columns["is_long"] = columns["duration"] > 10.0
-                columns["audio_tokens"] = format1_tokens(pa, schema.field("audio_tokens").type, tokens, stop - start)
-            arrays = [
-                value if isinstance(value := columns[field.name], pa.Array) else pa.array(value, field.type)
-                for field in schema
-            ]
-            batch = pa.record_batch(arrays, schema=schema)
+    chunk = CHUNK_CLIPS_FORMAT1 if format1 else CHUNK_CLIPS  # format 1: 50 KB of tokens per row
+    for start in range(0, num_clips, chunk):
+        stop = min(start + chunk, num_clips)
+        columns = chunk_columns(seed, num_clips, start, stop)
+        clips["audio_id"] += columns.pop("clip_audio_id")
+        clips["duration"].append(columns.pop("clip_duration"))
+        for name in ("audio_embedding", "text_embedding"):
+            columns[name] = arrow_list(pa, columns[name])
+        if format1:
+            del columns["clip_index"]
+            columns["is_long"] = columns["duration"] > 10.0
+            columns["audio_tokens"] = format1_tokens(pa, tokens, stop - start)
+        arrays = [
+            value if isinstance(value := columns[field.name], pa.Array) else pa.array(value, field.type)
+            for field in schema
+        ]
+        yield pa.record_batch(arrays, schema=schema)
+
+
+def stage_rows(path: Path, num_pairs: int, seed: int) -> tuple[object, dict]:
+    """Write the format-2 rows chunk by chunk to an Arrow stream file and return it memory-mapped as a
+    `datasets.Dataset` (what `embed_pairs` hands the writer), plus the clip columns."""
+    import datasets
+    import pyarrow as pa
+
+    clips = {"audio_id": [], "duration": []}
+    batches = row_batches(num_pairs, seed, False, clips)
+    first = next(batches)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, first.schema) as writer:
+        writer.write_batch(first)
+        for batch in batches:
             writer.write_batch(batch)
-    clips["duration"] = np.concatenate(clips["duration"]) if clips["duration"] else np.zeros(0, np.float32)
+    clips["duration"] = np.concatenate(clips["duration"])
     return datasets.Dataset.from_file(str(path)), clips
 
 
-def format1_tokens(pa, extension_type, tokens: Iterator[np.ndarray], num_clips: int):
+def format1_tokens(pa, tokens: Iterator[np.ndarray], num_clips: int):
     """Format 1's `audio_tokens` column for `num_clips` clips: each clip's tokens repeated in its 5 rows."""
     block = np.stack([next(tokens) for _ in range(num_clips)])  # (clips, tokens, dim)
     values = np.repeat(block, CAPTIONS_PER_CLIP, axis=0).reshape(-1)
@@ -312,7 +330,7 @@ def format1_tokens(pa, extension_type, tokens: Iterator[np.ndarray], num_clips: 
     outer = pa.ListArray.from_arrays(
         pa.array(np.arange(0, rows * TOKENS_PER_CLIP + 1, TOKENS_PER_CLIP, dtype=np.int32)), inner
     )
-    return pa.ExtensionArray.from_storage(extension_type, outer)
+    return outer
 
 
 def clip_table(clips: dict):
@@ -336,60 +354,68 @@ def clip_table(clips: dict):
 # -------------------------------------------------------------------------------------------------------- workers
 def build_task(task: dict) -> dict:
     """Synthesise rows (and tokens) and write a format-2 KB with `write_knowledge_base` (format 1: its shards)."""
-    from modeling_paircap.knowledge_base_paircap import (
-        KnowledgeBaseMetadata,
-        write_knowledge_base,
-    )
+    from modeling_paircap.knowledge_base_paircap import KnowledgeBaseMetadata, write_knowledge_base
     from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
 
     folder, staging, num_pairs, seed = Path(task["folder"]), Path(task["staging"]), task["num_pairs"], task["seed"]
     num_clips = num_pairs // CAPTIONS_PER_CLIP
-    start = time.perf_counter()
-    rows, clips = stage_rows(staging, num_pairs, seed, task["format1"])
-    generate_s = time.perf_counter() - start
-    result = {"generate_s": generate_s, "staging_bytes": staging.stat().st_size}
     folder.mkdir(parents=True, exist_ok=True)
+    result = {}
     if task["format1"]:
         start = time.perf_counter()
-        write_format1_shards(folder, rows, Path(task["index_from"]))
-        result["write_s"] = time.perf_counter() - start
-    else:
-        store = None
-        if task["tokens"]:
-            start = time.perf_counter()
-            counts = [TOKENS_PER_CLIP] * num_clips
-            write_clip_tokens(folder / TOKENS_FILE, counts, clip_token_blocks(seed, num_clips), TOKEN_DIM, "synthetic")
-            result["tokens_write_s"] = time.perf_counter() - start
-            store = ClipTokenStore(folder / TOKENS_FILE, num_clips=num_clips)
-        metadata = KnowledgeBaseMetadata(
-            retrieval_fingerprint="synthetic-retrieval-clap",
-            audio_dim=AUDIO_DIM,
-            text_dim=TEXT_DIM,
-            num_pairs=num_pairs,
-            num_clips=num_clips,
-            token_fingerprint="synthetic" if task["tokens"] else None,
-            token_dim=TOKEN_DIM if task["tokens"] else 0,
-            audio_tokens_per_window=TOKENS_PER_CLIP if task["tokens"] else 0,
-            sources={source: num_pairs // len(SOURCES) for source in SOURCES},
-            recipe={"name": "kb_scale synthetic", "seed": seed},
-        )
+        write_format1(folder, num_pairs, seed, Path(task["index_from"]))
+        result["write_s"] = time.perf_counter() - start  # generation included
+        result["peak_rss_bytes"] = proc_status().get("VmHWM", 0)
+        return result
+    start = time.perf_counter()
+    rows, clips = stage_rows(staging, num_pairs, seed)
+    result.update(generate_s=time.perf_counter() - start, staging_bytes=staging.stat().st_size)
+    store = None
+    if task["tokens"]:
         start = time.perf_counter()
-        write_knowledge_base(folder, rows, clip_table(clips), metadata, index=None, tokens=store)
-        result["write_s"] = time.perf_counter() - start
+        counts = [TOKENS_PER_CLIP] * num_clips
+        write_clip_tokens(folder / TOKENS_FILE, counts, clip_token_blocks(seed, num_clips), TOKEN_DIM, "synthetic")
+        result["tokens_write_s"] = time.perf_counter() - start
+        store = ClipTokenStore(folder / TOKENS_FILE, num_clips=num_clips)
+    metadata = KnowledgeBaseMetadata(
+        retrieval_fingerprint="synthetic-retrieval-clap",
+        audio_dim=AUDIO_DIM,
+        text_dim=TEXT_DIM,
+        num_pairs=num_pairs,
+        num_clips=num_clips,
+        token_fingerprint="synthetic" if task["tokens"] else None,
+        token_dim=TOKEN_DIM if task["tokens"] else 0,
+        audio_tokens_per_window=TOKENS_PER_CLIP if task["tokens"] else 0,
+        sources={source: num_pairs // len(SOURCES) for source in SOURCES},
+        recipe={"name": "kb_scale synthetic", "seed": seed},
+    )
+    start = time.perf_counter()
+    write_knowledge_base(folder, rows, clip_table(clips), metadata, index=None, tokens=store)
+    result["write_s"] = time.perf_counter() - start
     result["peak_rss_bytes"] = proc_status().get("VmHWM", 0)
     return result
 
 
-def write_format1_shards(folder: Path, rows, index_from: Path) -> None:
-    """Format 1's writer, down to its shards (~500 MiB each, as `write_knowledge_base` wrote them) and the index
-    (a hard link to the format-2 KB's: the same vectors)."""
+def write_format1(folder: Path, num_pairs: int, seed: int, index_from: Path) -> None:
+    """
+    A format-1 folder: its row shards (~500 MiB each, as its `write_knowledge_base` cut them; written with pyarrow in
+    row groups of 1,000 rows rather than through `Dataset.to_parquet`, which takes minutes on the token column) and
+    the index (a hard link to the format-2 KB's, built from the same vectors).
+    """
+    import pyarrow.parquet as pq
+
     data = folder / "data"
     data.mkdir(parents=True, exist_ok=True)
-    num_shards = max(1, -(-rows.data.nbytes // (500 * 2**20)))
-    for shard in range(num_shards):
-        rows.shard(num_shards, shard, contiguous=True).to_parquet(
-            str(data / f"train-{shard:05d}-of-{num_shards:05d}.parquet")
-        )
+    writer, written, shard = None, 0, 0
+    for batch in row_batches(num_pairs, seed, True, {"audio_id": [], "duration": []}):
+        if writer is None or written >= MAX_SHARD_BYTES:
+            if writer is not None:
+                writer.close()
+            writer = pq.ParquetWriter(str(data / f"train-{shard:05d}.parquet"), batch.schema)
+            written, shard = 0, shard + 1
+        writer.write_batch(batch)
+        written += batch.nbytes
+    writer.close()
     os.link(index_from, folder / "index.faiss")
 
 
@@ -541,11 +567,12 @@ class Bench:
             "index_bytes": part["index"],
             "clips_bytes": part["clips"],
             "raw_vector_bytes": raw_vectors,
-            "generate_s": result["generate_s"],
             "write_s": result["write_s"],
             "build_peak_rss_bytes": result["peak_rss_bytes"],
             "build_sampled_peak_anon_bytes": result["sampled_peak_anon_bytes"],
         }
+        if "generate_s" in result:
+            row["generate_s"] = result["generate_s"]
         if tokens and not format1:
             row["tokens_bytes"] = part["tokens"]
             row["tokens_write_s"] = result["tokens_write_s"]

@@ -123,20 +123,40 @@ def build_index(
     return index
 
 
+def exact_top_rows(vectors, queries: np.ndarray, k: int, metric: int = faiss.METRIC_INNER_PRODUCT) -> np.ndarray:
+    """The exact top-k rows of each query over (N, d) vectors, streamed chunk by chunk (no second copy of them)."""
+    best_scores = np.zeros((len(queries), 0), dtype=np.float32)
+    best_rows = np.zeros((len(queries), 0), dtype=np.int64)
+    for start in range(0, len(vectors), ADD_CHUNK_ROWS):
+        chunk = _as_float32(vectors[start : start + ADD_CHUNK_ROWS])
+        scores = queries @ chunk.T
+        if metric != faiss.METRIC_INNER_PRODUCT:  # L2: rank by -|q - x|^2 + |q|^2
+            scores = 2 * scores - (chunk * chunk).sum(1)
+        scores = np.concatenate([best_scores, scores], 1)
+        chunk_rows = np.broadcast_to(np.arange(start, start + len(chunk)), (len(queries), len(chunk)))
+        rows = np.concatenate([best_rows, chunk_rows], 1)
+        keep = min(k, scores.shape[1])
+        top = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
+        best_scores, best_rows = np.take_along_axis(scores, top, 1), np.take_along_axis(rows, top, 1)
+    order = np.lexsort((best_rows, -best_scores), axis=1)
+    return np.take_along_axis(best_rows, order, 1)
+
+
 def recall_at_k(index: faiss.Index, exact_index_or_vectors, queries: np.ndarray, k: int = 10) -> float:
-    """Mean fraction of the exact top-k that `index` returns in its own top-k (1.0 for an exact index)."""
+    """Mean fraction of the exact top-k that `index` returns in its own top-k (1.0 for an exact index). The exact
+    reference is an index, or the vectors themselves (an array or a chunked view such as `PairVectorView`)."""
     queries = _as_float32(queries, "queries")
     exact = exact_index_or_vectors
-    if isinstance(exact, np.ndarray):
-        exact = faiss.IndexFlat(index.d, index.metric_type)
-        for start in range(0, len(exact_index_or_vectors), ADD_CHUNK_ROWS):
-            exact.add(_as_float32(exact_index_or_vectors[start : start + ADD_CHUNK_ROWS]))
-    if exact.ntotal != index.ntotal:
-        raise ValueError(f"the exact reference has {exact.ntotal} vectors but the index has {index.ntotal}")
+    total = exact.ntotal if isinstance(exact, faiss.Index) else len(exact)
+    if total != index.ntotal:
+        raise ValueError(f"the exact reference has {total} vectors but the index has {index.ntotal}")
     _, approx_rows = index.search(queries, k)
-    _, exact_rows = exact.search(queries, k)
+    if isinstance(exact, faiss.Index):
+        _, exact_rows = exact.search(queries, k)
+    else:
+        exact_rows = exact_top_rows(exact, queries, k, index.metric_type)
     hits = sum(len(set(a[a >= 0]) & set(e[e >= 0])) for a, e in zip(approx_rows, exact_rows, strict=True))
-    return hits / float(len(queries) * min(k, exact.ntotal))
+    return hits / float(len(queries) * min(k, total))
 
 
 def save_index(index: faiss.Index, path: str | os.PathLike) -> Path:

@@ -37,6 +37,9 @@ except ImportError:  # the exact torch search path is used instead
 RETRIEVAL_MODES = ("none", "audio2audio", "audio2text", "audio2mixture", "pair2pair", "generative_pair2pair")
 PAIR_MODES = ("pair2pair", "generative_pair2pair")
 CROSS_MODAL_MODES = ("audio2text", "audio2mixture")
+# Scores equal to this many decimals tie, and ties go to the lower row: BLAS and the plain loop, faiss and torch round
+# differently in the last float32 bits, and a clip's captions share one audio embedding (equal S_A in audio2audio).
+TIE_DECIMALS = 6
 
 
 def require_faiss():
@@ -377,20 +380,21 @@ class PairCapRetriever:
 
     def _select(self, scores, rows, k: int, exclude, fetched: int, max_pairs_per_clip: int | None):
         """
-        The best k kept hits of one query (S descending, row ascending) and whether they are final. They are not final
-        when fewer than k survive the exclusions and the per-clip limit, or when the last fetched score ties the k-th
-        kept one (an unfetched row with a smaller index could tie too), unless the index has nothing more to give.
+        The best k kept hits of one query (S descending to TIE_DECIMALS, then row ascending) and whether they are final.
+        They are not final when fewer than k survive the exclusions and the per-clip limit, or when the last fetched
+        score ties the k-th kept one (an unfetched row with a smaller index could tie too), unless the index has nothing
+        more to give.
         """
         valid = rows >= 0
         scores, rows = scores[valid], rows[valid].astype(np.int64)
         exhausted = len(rows) < fetched or fetched >= len(self)
         keep = self._kept_mask(rows, exclude)
         kept_scores, kept_rows = scores[keep], rows[keep]
-        order = np.lexsort((kept_rows, -kept_scores))
+        order = np.lexsort((kept_rows, -np.round(kept_scores, TIE_DECIMALS)))
         kept_scores, kept_rows = kept_scores[order], kept_rows[order]
         distinct = self._per_clip_mask(kept_rows, max_pairs_per_clip)
         kept_scores, kept_rows = kept_scores[distinct][:k], kept_rows[distinct][:k]
-        final = exhausted or (len(kept_rows) == k and scores.min() < kept_scores[-1])
+        final = exhausted or (len(kept_rows) == k and scores.min() < kept_scores[-1] - 10.0**-TIE_DECIMALS)
         return kept_scores, kept_rows, final
 
     def _top_rows(
