@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from datasets_scripts.recipes import RECIPES, CorpusSpec
+from datasets_scripts.recipes import RECIPES, CorpusSpec, parse_roots
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,16 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("recipes", help="list the named knowledge bases")
     return parser
-
-
-def parse_roots(entries: list[str]) -> dict[str, str]:
-    roots = {}
-    for entry in entries:
-        name, sep, path = entry.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"--root {entry!r}: expected CORPUS=PATH, e.g. --root clotho=/data/clotho")
-        roots[name] = path
-    return roots
 
 
 def run_build(args: argparse.Namespace) -> int:

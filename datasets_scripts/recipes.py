@@ -56,3 +56,14 @@ RECIPES = {
         ),
     )
 }
+
+
+def parse_roots(entries: list[str], flag: str = "--root") -> dict[str, str]:
+    """`NAME=DIR` command-line entries as {name: folder}: where a corpus (or a KB's clips) lives locally."""
+    roots = {}
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"{flag} {entry!r}: expected NAME=DIR, e.g. {flag} clotho=/data/clotho")
+        roots[name] = path
+    return roots

@@ -193,7 +193,7 @@ class PairCapKnowledgeBase:
     A knowledge base ready to search and to give prompt examples: its search columns (Arrow), clip table, metadata,
     retriever over the index, and clip tokens (memory-mapped, on a device after `tokens_to`, or computed on the fly).
 
-    Build one with `from_pretrained` (a folder or hub id) or `from_rows` (in memory), write it with `save_pretrained`.
+    Load one with `from_pretrained` (a folder or hub id), write it with `save_pretrained`.
     """
 
     def __init__(
@@ -201,12 +201,11 @@ class PairCapKnowledgeBase:
         table,
         clips,
         metadata: KnowledgeBaseMetadata,
-        index=None,
+        index,
         folder: Path | None = None,
         tokens: ClipTokenStore | None = None,
         device: str | None = None,
         audio_roots: Mapping[str, str | os.PathLike] | None = None,
-        rows=None,
     ):
         self.table = table
         self.clips = clips
@@ -216,12 +215,12 @@ class PairCapKnowledgeBase:
         self.audio_roots = {name: Path(path) for name, path in (audio_roots or {}).items()}
         self.token_fingerprint = metadata.token_fingerprint  # of the tokens held; None when there are none
         self.expected_token_fingerprint: str | None = None  # the token encoder's, once `check_tokens` was called
-        self._rows = rows
+        self._rows = None
         self._computed_tokens: dict[int, object] = {}
         self.clip_index = table.column("clip_index").to_numpy(zero_copy_only=False).astype(np.int64)
         self.is_long = clips.column("is_long").to_numpy(zero_copy_only=False).astype(bool)
         self.retriever = PairCapRetriever(
-            None if index is not None else pair_vectors(rows),
+            None,
             table.column("pair_id").combine_chunks(),
             table.column("audio_id").combine_chunks(),
             table.column("caption").combine_chunks(),
@@ -273,12 +272,6 @@ class PairCapKnowledgeBase:
             if tokens.fingerprint != metadata.token_fingerprint:
                 raise KnowledgeBaseError(f"{folder / TOKENS_FILE}: its token fingerprint differs from {METADATA_FILE}")
         return cls(table, clips, metadata, index, folder, tokens, device, audio_roots)
-
-    @classmethod
-    def from_rows(cls, rows, clips, metadata: KnowledgeBaseMetadata, index=None, tokens=None, **kwargs):
-        """A knowledge base over in-memory rows (a `datasets.Dataset` with ROW_COLUMNS) and clips (an Arrow table)."""
-        table = rows.with_format("arrow")[:].select(list(SEARCH_COLUMNS))
-        return cls(table, clips, metadata, index, tokens=tokens, rows=rows, **kwargs)
 
     def __len__(self) -> int:
         return self.table.num_rows

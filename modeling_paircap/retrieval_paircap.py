@@ -37,9 +37,10 @@ except ImportError:  # the exact torch search path is used instead
 RETRIEVAL_MODES = ("none", "audio2audio", "audio2text", "audio2mixture", "pair2pair", "generative_pair2pair")
 PAIR_MODES = ("pair2pair", "generative_pair2pair")
 CROSS_MODAL_MODES = ("audio2text", "audio2mixture")
-# Scores equal to this many decimals tie, and ties go to the lower row: BLAS and the plain loop, faiss and torch round
-# differently in the last float32 bits, and a clip's captions share one audio embedding (equal S_A in audio2audio).
-TIE_DECIMALS = 6
+# Within a clip, captions whose scores differ by less than this tie and the lower row is taken first: a clip's
+# captions share one audio embedding (equal S_A in audio2audio), and BLAS and the plain loop, faiss and torch round
+# differently in the last float32 bits, so without it the caption standing for a clip would follow rounding noise.
+CLIP_TIE = 1e-6
 
 
 def require_faiss():
@@ -365,22 +366,28 @@ class PairCapRetriever:
             dtype=bool,
         )
 
-    def _per_clip_mask(self, rows: np.ndarray, max_pairs_per_clip: int | None) -> np.ndarray:
-        """Rows (best first) within the first `max_pairs_per_clip` of their clip; rows without audio always pass."""
-        if max_pairs_per_clip is None:
-            return np.ones(len(rows), dtype=bool)
-        keys = self.clip_keys[rows]
-        seen: dict[int, int] = {}
+    def _limit_per_clip(self, scores: np.ndarray, rows: np.ndarray, max_pairs_per_clip: int):
+        """
+        Of hits sorted best first, each clip's best `max_pairs_per_clip` (scores within CLIP_TIE of each other: lower
+        row first); rows without audio always pass. Returns the kept hits, sorted best first again.
+        """
+        by_clip: dict[int, list[int]] = {}
         keep = np.ones(len(rows), dtype=bool)
-        for position, key in enumerate(keys.tolist()):
+        for position, key in enumerate(self.clip_keys[rows].tolist()):
             if key >= 0:
-                seen[key] = seen.get(key, 0) + 1
-                keep[position] = seen[key] <= max_pairs_per_clip
-        return keep
+                keep[position] = False
+                by_clip.setdefault(key, []).append(position)
+        for positions in by_clip.values():
+            best = scores[positions[0]]
+            ranked = sorted(positions, key=lambda p: (int((best - scores[p]) // CLIP_TIE), rows[p]))
+            keep[ranked[:max_pairs_per_clip]] = True
+        scores, rows = scores[keep], rows[keep]
+        order = np.lexsort((rows, -scores))
+        return scores[order], rows[order]
 
     def _select(self, scores, rows, k: int, exclude, fetched: int, max_pairs_per_clip: int | None):
         """
-        The best k kept hits of one query (S descending to TIE_DECIMALS, then row ascending) and whether they are final.
+        The best k kept hits of one query (S descending, row ascending) and whether they are final.
         They are not final when fewer than k survive the exclusions and the per-clip limit, or when the last fetched
         score ties the k-th kept one (an unfetched row with a smaller index could tie too), unless the index has nothing
         more to give.
@@ -390,11 +397,12 @@ class PairCapRetriever:
         exhausted = len(rows) < fetched or fetched >= len(self)
         keep = self._kept_mask(rows, exclude)
         kept_scores, kept_rows = scores[keep], rows[keep]
-        order = np.lexsort((kept_rows, -np.round(kept_scores, TIE_DECIMALS)))
+        order = np.lexsort((kept_rows, -kept_scores))
         kept_scores, kept_rows = kept_scores[order], kept_rows[order]
-        distinct = self._per_clip_mask(kept_rows, max_pairs_per_clip)
-        kept_scores, kept_rows = kept_scores[distinct][:k], kept_rows[distinct][:k]
-        final = exhausted or (len(kept_rows) == k and scores.min() < kept_scores[-1] - 10.0**-TIE_DECIMALS)
+        if max_pairs_per_clip is not None:
+            kept_scores, kept_rows = self._limit_per_clip(kept_scores, kept_rows, max_pairs_per_clip)
+        kept_scores, kept_rows = kept_scores[:k], kept_rows[:k]
+        final = exhausted or (len(kept_rows) == k and scores.min() < kept_scores[-1])
         return kept_scores, kept_rows, final
 
     def _top_rows(

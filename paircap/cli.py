@@ -124,14 +124,11 @@ def retrieval_options(args: argparse.Namespace) -> dict:
 
 def attach_audio_roots(model, knowledge_bases: list[str], entries: list[str]) -> None:
     """Load the knowledge bases now with `--audio-root NAME=DIR` folders, so generate finds their clips' audio."""
+    from datasets_scripts.recipes import parse_roots
+
     if not entries:
         return
-    roots = {}
-    for entry in entries:
-        name, sep, folder = entry.partition("=")
-        if not sep or not name or not folder:
-            raise SystemExit(f"--audio-root {entry!r}: expected NAME=DIR, e.g. --audio-root clotho=/data/clotho")
-        roots[name] = folder
+    roots = parse_roots(entries, "--audio-root")
     for knowledge_base in knowledge_bases or [None]:  # None: the model's configured KB
         model.load_knowledge_base(knowledge_base, audio_roots=roots)
 

@@ -432,3 +432,20 @@ def test_load_errors_name_the_file(tmp_path):
     truncated.write_bytes(path.read_bytes()[:200])
     with pytest.raises(KnowledgeBaseError, match=r"truncated\.faiss: not a readable FAISS index \(corrupt or"):
         read_index(truncated, 50, 8)
+
+
+def test_a_clips_captions_within_rounding_noise_tie_and_the_lower_row_stands_for_it():
+    """Five captions of one clip share its audio embedding; float32 rounding may score one of them a few ulps higher.
+    Every search path then picks the clip's first row, not whichever row the rounding favoured."""
+    rng = np.random.default_rng(7)
+    audio = unit(rng.standard_normal((4, 8)))
+    vectors = np.concatenate([np.repeat(audio, 5, axis=0), unit(rng.standard_normal((20, 8)))], axis=1)
+    vectors[13, :8] *= 1 + 3e-7  # clip 2's fourth caption: a rounding-sized lead
+    ids = [f"p{row}" for row in range(20)]
+    clips = [f"clip{row // 5}" for row in range(20)]
+    for device in (None, "cpu"):
+        retriever = PairCapRetriever(vectors, ids, clips, ids, device=device)
+        hits = retriever.search(audio[2:3], mode="audio2audio", top_k=2)[0]
+        assert [hit.row for hit in hits][0] == 10 and hits[1].audio_id != "clip2"
+        every = retriever.search(audio[2:3], mode="audio2audio", top_k=2, max_pairs_per_clip=None)[0]
+        assert every[0].row == 13  # without the per-clip limit the raw order stands
