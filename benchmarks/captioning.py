@@ -10,10 +10,17 @@ cache read per step / memory bandwidth. Every call generates exactly `new_tokens
 tokens (min = max), greedy. Prompts are built by the processor before timing.
 
 Full size: the Vicuna-7B-shaped release with random bf16 weights, batches 1, 16, 64, 24 new tokens (GPU). Tiny: the
-tiny release, batches 1, 2, 4, 4 new tokens (CPU smoke test). The KB is built with `build_knowledge_base` from
-synthetic 20 s clips (two windows: 64 tokens per pair).
+tiny release, batches 1, 2, 4, 4 new tokens (CPU smoke test). The KB is a synthetic format-2 KB in the model's
+retrieval space, written directly (`workloads.synthetic_knowledge_base`: random embeddings, 5 captions per clip, random
+pooled tokens of 20 s clips, two windows per pair).
+
+KB-size sweep: end-to-end files/s (10 s audio files on disk -> processor -> `generate`) of generative pair-to-pair
+against mode none at one batch size (`--files-batch`: tiny 4, full 32), for each KB size (`--kb-sizes`; tiny 2,000, full
+10,000 and 127,000), interleaved, and the same for `generate` alone on prepared inputs. The issue's target: pair-to-pair
+at >= 0.75x the files/s of mode none at 127 k pairs.
 
     python benchmarks/captioning.py [--size tiny|full] [--device cpu|cuda] [--output-dir benchmarks/results]
+        [--batch-sizes 1 2 4] [--new-tokens 4] [--kb-sizes 10000 127000] [--files-batch 32] [--sweep-repeats 3]
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import tempfile
 import time
 
 import numpy as np
+import soundfile as sf
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
@@ -46,14 +54,19 @@ QUERY_SECONDS = 10.0
 WARMUP = 1
 NOMINAL_GPU_BANDWIDTH = 3e12  # bytes/s: the issue's H100 figure
 DEFAULTS = {
-    "tiny": {"batch_sizes": [1, 2, 4], "new_tokens": 4, "kb_pairs": 16, "repeats": 3},
-    "full": {"batch_sizes": [1, 16, 64], "new_tokens": 24, "kb_pairs": 64, "repeats": 3},
+    "tiny": {"batch_sizes": [1, 2, 4], "new_tokens": 4, "kb_pairs": 20, "repeats": 3, "kb_sizes": [2_000]},
+    "full": {"batch_sizes": [1, 16, 64], "new_tokens": 24, "kb_pairs": 65, "repeats": 3, "kb_sizes": [10_000, 127_000]},
 }
+SWEEP_DEFAULTS = {"tiny": {"files_batch": 4, "sweep_repeats": 1}, "full": {"files_batch": 32, "sweep_repeats": 3}}
+FILES_TARGET = (127_000, 0.75)  # pair-to-pair files/s >= 0.75 x mode none's at 127 k pairs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", help="tiny 1 2 4, full 1 16 64")
     parser.add_argument("--new-tokens", type=int, help="tokens generated per pass (tiny 4, full 24)")
+    parser.add_argument("--kb-sizes", type=int, nargs="*", help="KB sizes of the files/s sweep (none: skip it)")
+    parser.add_argument("--files-batch", type=int, help="files per generate call in the sweep (tiny 4, full 32)")
+    parser.add_argument("--sweep-repeats", type=int, help="interleaved calls per mode and KB size (tiny 1, full 3)")
 
 
 def generation_kwargs(model: PairCapForConditionalGeneration, new_tokens: int) -> dict:
@@ -70,7 +83,7 @@ def query_inputs(processor: PairCapProcessor, batch_size: int, device: str):
 
 def pass2_prompt_tokens(processor: PairCapProcessor, kb: PairCapKnowledgeBase, model) -> int:
     """Length of a pass-2 prompt: a 10 s query's tokens after `TOP_K` pairs retrieved from the KB."""
-    audio_query = kb.retriever.vectors[:1, : kb.retriever.d_audio]
+    audio_query = kb.pair_vectors([0])[:, : kb.metadata.audio_dim]
     hits = kb.search(audio_query, mode="audio2audio", top_k=TOP_K)
     query = {"audio_tokens": np.zeros((model.config.audio_tokens_per_window, model.config.encoder_hidden_size))}
     return processor(audio=[query], examples=kb.examples(hits))["input_ids"].shape[1]
@@ -158,6 +171,7 @@ class CaptioningBench:
         inputs = query_inputs(self.processor, batch_size, self.device)
         zero_shot_tokens = inputs["input_ids"].shape[1]
         retrieval = {"knowledge_base": self.kb, "retrieval_mode": "generative_pair2pair", "top_k": TOP_K}
+        retrieval["processor"] = self.processor
         zero_shot = self.median_s(lambda: self.model.generate(**inputs, retrieval_mode="none", **self.generate_kwargs))
         pair2pair = self.median_s(
             lambda: self.model.generate(**inputs, **retrieval, fusion_weight=FUSION_WEIGHT, **self.generate_kwargs)
@@ -174,6 +188,73 @@ class CaptioningBench:
             caption_row("LM generate, two passes", batch_size, both_lengths, lm_pass1 + lm_pass2),
         ]
         return project, baseline, [decode1, decode2]
+
+
+def files_sweep(model, processor, folder: Path, args: argparse.Namespace, kb_sizes, new_tokens: int) -> list[dict]:
+    """
+    End-to-end files/s (`--files-batch` 10 s wav files: processor from the paths, then `generate`) and `generate`-only
+    files/s of generative pair-to-pair and of mode none, for each KB size; per repeat, each of the four calls once
+    (interleaved; the first round warms up). Rows carry the pair-to-pair / none ratio measured in the same run.
+    """
+    device, batch = args.device, args.files_batch
+    (folder / "queries").mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(batch):
+        paths.append(str(folder / "queries" / f"query{i}.wav"))
+        sf.write(paths[-1], waveform(QUERY_SECONDS, seed=500 + i), SAMPLING_RATE)
+    generate_kwargs = generation_kwargs(model, new_tokens)
+    prepared = processor(audio=paths).to(device)
+    rows = []
+    for kb_size in kb_sizes:
+        start = time.perf_counter()
+        kb = synthetic_knowledge_base(model, folder / f"kb-{kb_size}", kb_size, KB_CLIP_SECONDS)
+        build_s = time.perf_counter() - start
+        retrieval = {"knowledge_base": kb, "retrieval_mode": "generative_pair2pair", "top_k": TOP_K}
+        retrieval.update(fusion_weight=FUSION_WEIGHT, processor=processor)
+        modes = {"none": {"retrieval_mode": "none"}, "generative pair2pair": retrieval}
+
+        def call(mode: str, end_to_end: bool, modes: dict = modes) -> None:
+            inputs = processor(audio=paths).to(device) if end_to_end else prepared
+            model.generate(**inputs, **modes[mode], **generate_kwargs)
+
+        calls = [(mode, end_to_end) for end_to_end in (True, False) for mode in modes]
+        seconds = {key: [] for key in calls}
+        for repeat in range(args.sweep_repeats + 1):
+            for key in calls:
+                begin = time.perf_counter()
+                call(*key)
+                synchronize(device)
+                if repeat:
+                    seconds[key].append(time.perf_counter() - begin)
+        for mode, end_to_end in calls:
+            median = statistics.median(seconds[mode, end_to_end])
+            none = statistics.median(seconds["none", end_to_end])
+            row = {"mode": mode, "kb_size": kb_size, "batch_size": batch, "path": "files" if end_to_end else "generate"}
+            row.update(latency_s=median, files_per_s=batch / median, files_per_s_vs_none=none / median)
+            row["paired_vs_none"] = statistics.median(
+                n / p for n, p in zip(seconds["none", end_to_end], seconds[mode, end_to_end], strict=True)
+            )
+            row.update(kb_build_s=build_s, raw_s=seconds[mode, end_to_end])
+            rows.append(row)
+        ratio = [row["files_per_s_vs_none"] for row in rows[-4:] if row["mode"] != "none"]
+        print(f"KB {kb_size:,} pairs: pair2pair / none files/s = {ratio[0]:.2f} (files), {ratio[1]:.2f} (generate)")
+        del kb
+    return rows
+
+
+def check_files_target(rows: list[dict]) -> list[dict]:
+    size, limit = FILES_TARGET
+    return [
+        {
+            "kb_size": row["kb_size"],
+            "path": row["path"],
+            "target": f"pair2pair files/s / none >= {limit:g}",
+            "measured": row["files_per_s_vs_none"],
+            "met": row["files_per_s_vs_none"] >= limit,
+        }
+        for row in rows
+        if row["kb_size"] == size and row["mode"] != "none" and row["path"] == "files"
+    ]
 
 
 def caption_row(mode: str, batch_size: int, prompt_tokens, latency_s: float, baseline_s: float | None = None) -> dict:
@@ -193,6 +274,8 @@ def caption_row(mode: str, batch_size: int, prompt_tokens, latency_s: float, bas
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark and write `captioning-<device>-<size>.json/.md`."""
     args = parse_args(__doc__.strip().splitlines()[0], argv, add_arguments)
+    for name, value in SWEEP_DEFAULTS[args.size].items():
+        setattr(args, name, value if getattr(args, name) is None else getattr(args, name))
     env = environment(args.device)
     defaults = DEFAULTS[args.size]
     batch_sizes, new_tokens = args.batch_sizes or defaults["batch_sizes"], args.new_tokens or defaults["new_tokens"]
@@ -202,13 +285,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     bandwidth = NOMINAL_GPU_BANDWIDTH if args.device == "cuda" else measured_bandwidth
     with tempfile.TemporaryDirectory(prefix="paircap-captioning-") as folder:
         model, processor = release(args.size, Path(folder), args.device)
-        kb = synthetic_knowledge_base(model, processor, Path(folder), defaults["kb_pairs"], KB_CLIP_SECONDS)
+        kb = synthetic_knowledge_base(model, Path(folder) / "kb", defaults["kb_pairs"], KB_CLIP_SECONDS)
         bench = CaptioningBench(model, processor, kb, args.device, new_tokens, defaults["repeats"], bandwidth)
         project, baseline, decode = [], [], []
         for batch_size in batch_sizes:
             rows = bench.run(batch_size)
             project, baseline, decode = project + rows[0], baseline + rows[1], decode + rows[2]
             print(f"batch {batch_size}: {rows[0][1]['captions_per_s']:.2f} captions/s (pair2pair)", flush=True)
+        kb_sizes = defaults["kb_sizes"] if args.kb_sizes is None else args.kb_sizes
+        files = files_sweep(model, processor, Path(folder), args, kb_sizes, new_tokens) if kb_sizes else []
 
     settings = {
         "model": "Vicuna-7B-shaped release, random weights" if args.size == "full" else "tiny release",
@@ -222,6 +307,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "kb_clip_seconds": KB_CLIP_SECONDS,
         "query_seconds": QUERY_SECONDS,
         "pass2_prompt_tokens": bench.pass2_tokens,
+        "sweep_kb_sizes": kb_sizes,
+        "files_batch": args.files_batch,
+        "sweep_repeats": args.sweep_repeats,
+        "captions_per_clip": 5,
         "warmup": WARMUP,
         "repeats": defaults["repeats"],
         "bandwidth_bytes_per_s": bandwidth,
@@ -229,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "measured_bandwidth_bytes_per_s": measured_bandwidth,
     }
     results = {"project": project, "baseline": baseline, "decode": decode}
+    if files:
+        results.update(files_sweep=files, files_targets=check_files_target(files))
     columns = ["mode", "batch_size", "prompt_tokens", "latency_s", "captions_per_s"]
     decode_columns = ["batch_size", "prompt_tokens", "prefill_s", "decode_ms_per_step", "floor_ms_per_step"]
     tables = [
@@ -236,6 +327,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
         markdown_table("Baseline: plain LM generate on inputs_embeds", baseline, columns),
         markdown_table("Plain LM decode against the bandwidth floor", decode, [*decode_columns, "floor_over_decode"]),
     ]
+    if files:
+        sweep_columns = ["kb_size", "batch_size", "path", "mode", "latency_s", "files_per_s", "files_per_s_vs_none"]
+        tables.append(
+            markdown_table("Files/s by KB size (medians, interleaved)", files, [*sweep_columns, "paired_vs_none"])
+        )
+        if results["files_targets"]:
+            target_columns = ["kb_size", "path", "target", "measured", "met"]
+            tables.append(markdown_table("Files/s target", results["files_targets"], target_columns))
     return write_results(args, "captioning", env, settings, results, tables)
 
 

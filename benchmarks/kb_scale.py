@@ -5,15 +5,16 @@ Synthetic knowledge bases in the real format, written by the project's own write
 `write_clip_tokens` for the tokens): random unit `[audio ; text]` vectors of 512 + 512 dims (LAION-CLAP's), 5 captions
 per clip as in Clotho (the 5 rows of a clip share its audio embedding), plausible ids and captions, and for a KB with
 tokens one 10 s window per clip (32 pooled tokens x 768, float16). The rows are generated chunk by chunk into a
-memory-mapped Arrow file (`datasets.Dataset.from_file`), so building 2.2 M pairs never holds the rows in memory; only
-the flat index the writer builds from them does (one copy of the vectors).
+memory-mapped Arrow file (`datasets.Dataset.from_file`), so building 2.2 M pairs never holds the rows in memory; the
+writer streams the parquet shards from it and holds the flat index it builds (the build's peak RSS is reported).
 
 For each KB, in a fresh subprocess each time: `PairCapKnowledgeBase.from_pretrained` load time and peak RSS (the
 child's VmHWM, and RssAnon / RssFile sampled from outside by the parent), cold (the KB's files evicted from the page
 cache with `posix_fadvise(DONTNEED)`) and warm, and whether anything was written to the datasets cache or the KB
-folder. Then, in another fresh process, single-query and batch-64 search latency (`kb.search`, mode pair2pair, W 0.5,
-top 5) against raw faiss `index.search` (top 5) on the same index, interleaved, with the same faiss settings as the
-retriever and with faiss's defaults, and the hits compared with faiss's. The baseline is today's format-1 loader
+folder. The last warm load goes on (its load figures taken first) to single-query and batch-64 search latency
+(`kb.search`, mode pair2pair, W 0.5, top 5) against raw faiss `index.search` (top 5) on the same index, interleaved,
+with the same faiss settings as the retriever and with faiss's defaults, and the hits compared with faiss's (its top
+hits cut to one per clip, as `max_pairs_per_clip=1` does). The baseline is today's format-1 loader
 (`benchmarks/baseline_format1.py`: `load_dataset` into a fresh cache, `pair_vectors` copy, lists of ids) on the same
 rows, and on a format-1 folder whose rows carry their clip's tokens (the old per-row layout).
 
@@ -546,15 +547,9 @@ class Bench:
         staging.unlink(missing_ok=True)
         files = folder_files(folder)
         part = {"rows": 0, "index": 0, "tokens": 0, "clips": 0, "other": 0}
+        kinds = {"index.faiss": "index", "tokens.safetensors": "tokens", "clips.parquet": "clips"}
         for name, size in files.items():
-            key = (
-                "rows"
-                if name.startswith("data/")
-                else {"index.faiss": "index", "tokens.safetensors": "tokens", "clips.parquet": "clips"}.get(
-                    name, "other"
-                )
-            )
-            part[key] += size
+            part["rows" if name.startswith("data/") else kinds.get(name, "other")] += size
         raw_vectors = num_pairs * (AUDIO_DIM + TEXT_DIM) * 4
         num_clips = num_pairs // CAPTIONS_PER_CLIP
         row = {
@@ -809,11 +804,70 @@ def in_gb(row: dict) -> dict:
     return {**row, **{key.removesuffix("_bytes") + "_GB": value / 1e9 for key, value in sizes.items()}}
 
 
+BUILD_COLUMNS = [
+    "kb",
+    "num_pairs",
+    "num_clips",
+    "disk_GB",
+    "rows_GB",
+    "index_GB",
+    "tokens_GB",
+    "per_row_layout_token_GB",
+    "raw_vector_GB",
+    "generate_s",
+    "write_s",
+    "tokens_write_s",
+    "build_peak_rss_GB",
+    "build_sampled_peak_anon_GB",
+]
+LOAD_COLUMNS = [
+    "kb",
+    "loader",
+    "cache",
+    "load_s",
+    "peak_rss_GB",
+    "peak_rss_over_vectors",
+    "load_rss_increase_GB",
+    "sampled_peak_anon_GB",
+    "datasets_cache_GB",
+    "kb_folder_unchanged",
+]
+SEARCH_COLUMNS = [
+    "kb",
+    "batch",
+    "method",
+    "median_ms",
+    "per_query_ms",
+    "over_faiss_same_settings",
+    "paired_median_over_faiss",
+    "same_rows_as_faiss",
+    "max_score_diff",
+    "examples_ms",
+]
+
+
+def result_tables(results: dict) -> list[str]:
+    """The markdown tables of a results payload (builds, loads, searches, targets, skipped)."""
+    from benchmarks.common import markdown_table
+
+    tables = [
+        markdown_table(
+            "Builds (write_knowledge_base; format 1: its shards)", list(map(in_gb, results["builds"])), BUILD_COLUMNS
+        ),
+        markdown_table("Loads (fresh process; medians)", list(map(in_gb, results["loads"])), LOAD_COLUMNS),
+        markdown_table("Search (pair2pair, top 5; medians, interleaved)", results["searches"], SEARCH_COLUMNS),
+        markdown_table("Targets", results["targets"], ["target", "kb", "measured", "limit", "met"]),
+    ]
+    if results["skipped"]:
+        tables.append(markdown_table("Skipped", results["skipped"], ["kb", "reason"]))
+    return tables
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark and write `kb_scale-cpu.json/.md` (tiny: `kb_scale-cpu-tiny`)."""
     import faiss
 
-    from benchmarks.common import RESULTS_DIR, environment, markdown_table, parse_args, write_results
+    from benchmarks.common import RESULTS_DIR, environment, parse_args, write_results
 
     args = parse_args(__doc__.strip().splitlines()[0], argv, add_arguments)
     if args.device != "cpu":
@@ -853,63 +907,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "targets": targets,
         "skipped": bench.skipped,
     }
-    gb_rows, load_rows = [in_gb(row) for row in bench.builds], [in_gb(row) for row in bench.loads]
-    tables = [
-        markdown_table(
-            "Builds (write_knowledge_base; format 1: its shards)",
-            gb_rows,
-            [
-                "kb",
-                "num_pairs",
-                "num_clips",
-                "disk_GB",
-                "rows_GB",
-                "index_GB",
-                "tokens_GB",
-                "per_row_layout_token_GB",
-                "raw_vector_GB",
-                "generate_s",
-                "write_s",
-                "tokens_write_s",
-                "build_peak_rss_GB",
-            ],
-        ),
-        markdown_table(
-            "Loads (fresh process; medians)",
-            load_rows,
-            [
-                "kb",
-                "loader",
-                "cache",
-                "load_s",
-                "peak_rss_GB",
-                "peak_rss_over_vectors",
-                "load_rss_increase_GB",
-                "sampled_peak_anon_GB",
-                "datasets_cache_GB",
-                "kb_folder_unchanged",
-            ],
-        ),
-        markdown_table(
-            "Search (pair2pair, top 5; medians, interleaved)",
-            bench.searches,
-            [
-                "kb",
-                "batch",
-                "method",
-                "median_ms",
-                "per_query_ms",
-                "over_faiss_same_settings",
-                "paired_median_over_faiss",
-                "same_rows_as_faiss",
-                "max_score_diff",
-                "examples_ms",
-            ],
-        ),
-        markdown_table("Targets", targets, ["target", "kb", "measured", "limit", "met"]),
-    ]
-    if bench.skipped:
-        tables.append(markdown_table("Skipped", bench.skipped, ["kb", "reason"]))
+    tables = result_tables(results)
     return write_results(args, "kb_scale", env, settings, results, tables, path=output)
 
 

@@ -11,8 +11,16 @@ as a reference). On a GPU only the exact methods run (the approximate indexes ar
 Synthetic vectors: "topics" (pairs scattered around random topic centres, 64 pairs per topic) or "uniform" (uniform
 on the sphere: no structure at all, approximate search's worst case).
 
+Batch sweep (CPU, exact, the first distribution): at batches of 1, 8, 32, 64 and 256 queries, `PairCapKnowledgeBase
+.search` (over the Arrow search columns, as `from_pretrained` holds them) against today's search path, format 1's
+`PairCapRetriever.search` (`benchmarks/baseline_format1.py`: faiss's own settings, per-hit Python lookups, captions
+read per hit from a lazy datasets column), and against raw faiss `index.search` on the same index, with faiss's
+defaults and with the retriever's settings, interleaved; every method's ids and scores are checked against faiss's.
+At batch 1 also with `single_query_threads=1`.
+
     python benchmarks/retrieval.py [--size tiny|full] [--device cpu|cuda] [--output-dir benchmarks/results]
         [--kb-sizes 127000 2200000] [--distributions topics uniform] [--indexes HNSW32 IVF1024,Flat]
+        [--batch-sizes 1 8 32 64 256] [--sweep-repeats 5]
 """
 
 from __future__ import annotations
@@ -26,13 +34,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python b
 
 import argparse
 import itertools
+import statistics
+import tempfile
 import time
 
+import datasets
 import faiss
 import numpy as np
+import pyarrow as pa
 import torch
 
+from benchmarks.baseline_format1 import FORMAT1_COMMIT, Format1Retriever
 from benchmarks.common import environment, markdown_table, measure, parse_args, write_results
+from benchmarks.kb_scale import caption_pool
 from datasets_scripts.faiss_index import (
     build_index,
     default_search_params,
@@ -40,7 +54,8 @@ from datasets_scripts.faiss_index import (
     recall_at_k,
     set_search_params,
 )
-from modeling_paircap.retrieval_paircap import PairCapRetriever, build_query
+from modeling_paircap.knowledge_base_paircap import KnowledgeBaseMetadata, PairCapKnowledgeBase
+from modeling_paircap.retrieval_paircap import PairCapRetriever, build_query, faiss_search_settings
 
 TOP_K = 10
 FUSION_WEIGHT = 0.5
@@ -49,6 +64,9 @@ TOPIC_NOISE = 2.0  # noise norm / topic-centre norm, per half: same-topic halves
 RECALL_QUERIES = 500
 SEARCH_SWEEP = {"nprobe": (1, 2, 4), "efSearch": (0.5, 1, 2)}  # factors on `default_search_params`
 SINGLE_WARMUP, BATCH_WARMUP, BATCH_REPEATS = 3, 1, 3
+SWEEP_BATCHES = (1, 8, 32, 64, 256)
+SWEEP_SINGLE_REPEATS = 20  # batch 1: this many different queries per method (at least)
+SCORE_TOLERANCE = 1e-5
 GENERATION_CHUNK = 65_536
 DEFAULTS = {
     "tiny": {
@@ -58,6 +76,7 @@ DEFAULTS = {
         "indexes": ["HNSW32", "IVF128,Flat"],
         "single_queries": 20,
         "batch_queries": 64,
+        "batch_sizes": list(SWEEP_BATCHES),
     },
     "full": {
         "kb_sizes": {"cpu": [127_000], "cuda": [127_000, 2_200_000]},
@@ -66,6 +85,7 @@ DEFAULTS = {
         "indexes": ["HNSW32", "IVF1024,Flat"],
         "single_queries": 50,
         "batch_queries": {"cpu": 256, "cuda": 1024},
+        "batch_sizes": list(SWEEP_BATCHES),
     },
 }
 # The issue's targets: (device, KB size, exact or approximate, metric, limit in ms, minimum recall@10)
@@ -74,15 +94,27 @@ TARGETS = (
     ("cpu", 127_000, False, "single_query_ms", 2.0, 0.95),
     ("cuda", 2_200_000, True, "batch_ms", 30.0, None),
 )
+# Batch sweep targets at 127 k: speed-up over format 1's search at these batch sizes, and time over raw faiss (same
+# settings) at every batch size
+SWEEP_SPEEDUP_TARGET = (127_000, (32, 64), 5.0)
+SWEEP_OVERHEAD_TARGET = (127_000, 1.10)
+KB_METHOD = "PairCapKnowledgeBase.search"
+FORMAT1_METHOD = f"format 1 PairCapRetriever.search ({FORMAT1_COMMIT})"
+FAISS_SAME = "faiss index.search, the retriever's settings"
+FAISS_DEFAULT = "faiss index.search, faiss defaults"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kb-sizes", type=int, nargs="+", help="pairs per KB (full: 127000 on cpu, + 2200000 on cuda)")
     parser.add_argument("--dim", type=int, help="width of each half (tiny 128, full 512)")
     parser.add_argument("--distributions", nargs="+", choices=("topics", "uniform"), help="synthetic vector layouts")
-    parser.add_argument("--indexes", nargs="+", help="approximate faiss factory strings (CPU only)")
+    parser.add_argument("--indexes", nargs="*", help="approximate faiss factory strings (CPU only; none: skip them)")
     parser.add_argument("--batch-queries", type=int, help="queries per batched call (cuda full: 1024)")
     parser.add_argument("--faiss-threads", type=int, help="faiss OpenMP threads (default: faiss's own default)")
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="*", help="batch sweep sizes (default 1 8 32 64 256; none: skip)"
+    )
+    parser.add_argument("--sweep-repeats", type=int, default=5, help="interleaved calls per method and batch size")
 
 
 def setting(args: argparse.Namespace, name: str):
@@ -198,6 +230,8 @@ def approximate_methods(vectors: np.ndarray, factory: str, exact_index, queries:
     start = time.perf_counter()
     index = build_index(vectors, factory)
     build_s = time.perf_counter() - start
+    if "IVF" in factory:  # the retriever reconstructs its hits' vectors; `read_index` does this for a loaded KB
+        faiss.extract_index_ivf(index).make_direct_map()
     retriever = project_method(factory, vectors, exact=False, index=index)
     for params in sweep_settings(index):
         set_search_params(index, params)
@@ -249,8 +283,8 @@ def methods_for(device: str, vectors: np.ndarray, queries: np.ndarray, factories
             yield False, method
 
 
-def run_case(args: argparse.Namespace, num: int, distribution: str) -> tuple[list[dict], list[dict]]:
-    """Project and baseline rows for one KB size and distribution."""
+def run_case(args: argparse.Namespace, num: int, distribution: str) -> tuple[list[dict], list[dict], list[dict]]:
+    """Project, baseline and batch-sweep rows (CPU, first distribution only) for one KB size and distribution."""
     dim, single, batch = setting(args, "dim"), setting(args, "single_queries"), setting(args, "batch_queries")
     vectors, halves = synthetic_kb(num, dim, distribution, max(batch, RECALL_QUERIES))
     recall_queries = fused(*halves)[:RECALL_QUERIES]
@@ -264,7 +298,169 @@ def run_case(args: argparse.Namespace, num: int, distribution: str) -> tuple[lis
     for row in project:
         row["single_speedup_vs_baseline"] = reference["single_query_ms"] / row["single_query_ms"]
         row["batch_speedup_vs_baseline"] = reference["batch_ms"] / row["batch_ms"]
-    return project, baseline
+    sweep = []
+    if args.device == "cpu" and distribution == setting(args, "distributions")[0] and setting(args, "batch_sizes"):
+        sweep = batch_sweep(args, vectors, halves, case)
+    return project, baseline, sweep
+
+
+# ------------------------------------------------------------------------------------------------------ batch sweep
+def sweep_methods(vectors: np.ndarray, index, folder: Path) -> dict[str, Callable]:
+    """
+    The searches of the batch sweep, each `(audio, text) -> (per-query rows, per-query scores)`, over one flat index:
+    raw faiss (its defaults; the retriever's settings), format 1's retriever (ids as lists, captions as a lazy,
+    memory-mapped datasets column, as its loader left them) and the format-2 `PairCapKnowledgeBase` (Arrow columns).
+    """
+    num, dim = vectors.shape
+    ids = [f"synthetic/train/clip{row:07d}.wav/0" for row in range(num)]
+    audio_ids = [f"clip{row:07d}.wav" for row in range(num)]
+    pool = caption_pool()
+    captions = [pool[row % len(pool)] for row in range(num)]
+    datasets.Dataset.from_dict({"caption": captions}).save_to_disk(str(folder / "captions"))
+    lazy_captions = datasets.load_from_disk(str(folder / "captions"))["caption"]
+    old = Format1Retriever(vectors, ids, audio_ids, lazy_captions, d_audio=dim // 2, index=index)
+    table = pa.table(
+        {
+            "pair_id": ids,
+            "audio_id": audio_ids,
+            "caption": captions,
+            "clip_index": pa.array(np.arange(num, dtype=np.int32)),
+        }
+    )
+    clips = pa.table({"audio_id": audio_ids, "is_long": pa.array(np.zeros(num, dtype=bool))})
+    metadata = KnowledgeBaseMetadata("synthetic", dim // 2, dim // 2, num, num)
+    kb = PairCapKnowledgeBase(table, clips, metadata, index)  # what `from_pretrained` builds from the files
+    retriever = kb.retriever
+
+    def hits(pairs) -> tuple[list, list]:
+        return [[hit.row for hit in query] for query in pairs], [[hit.score for hit in query] for query in pairs]
+
+    def raw(queries: np.ndarray, same_settings: bool):
+        if same_settings:
+            with faiss_search_settings(len(queries), retriever.blas_threshold, retriever.single_query_threads):
+                return index.search(queries, TOP_K)
+        return index.search(queries, TOP_K)
+
+    def ours(audio, text, threads=None):
+        retriever.single_query_threads = threads
+        try:
+            return hits(kb.search(audio, text, mode="pair2pair", fusion_weight=FUSION_WEIGHT, top_k=TOP_K))
+        finally:
+            retriever.single_query_threads = None
+
+    def raw_rows(same_settings: bool):
+        def search(audio, text):
+            scores, rows = raw(fused(audio, text), same_settings)
+            return rows.tolist(), scores.tolist()
+
+        return search
+
+    return {
+        FAISS_DEFAULT: raw_rows(False),
+        FAISS_SAME: raw_rows(True),
+        FORMAT1_METHOD: lambda audio, text: hits(old.search(audio, text, "pair2pair", FUSION_WEIGHT, TOP_K)),
+        KB_METHOD: ours,
+        f"{KB_METHOD}, single_query_threads=1": lambda audio, text: ours(audio, text, threads=1),
+    }
+
+
+def agreement(found: tuple[list, list], reference: tuple[list, list]) -> tuple[bool, float]:
+    """
+    Whether per-query hits agree with the reference's: scores within `SCORE_TOLERANCE` position by position, and the
+    same ids except where two scores lie within the tolerance of each other (BLAS and faiss's own loop round the last
+    bits differently, which can swap near-ties); and the largest score difference.
+    """
+    same, largest = True, 0.0
+    for rows, scores, reference_rows, reference_scores in zip(*found, *reference, strict=True):
+        scores, reference_scores = np.asarray(scores), np.asarray(reference_scores)
+        if len(rows) != len(reference_rows):
+            return False, float("inf")
+        diff = float(np.abs(scores - reference_scores).max(initial=0.0))
+        largest = max(largest, diff)
+        gaps = np.abs(np.diff(reference_scores))
+        tied = np.zeros(len(rows), dtype=bool)
+        tied[:-1] |= gaps <= SCORE_TOLERANCE
+        tied[1:] |= gaps <= SCORE_TOLERANCE
+        tied[-1:] = True  # the last hit may tie with one just outside the top k
+        differing = np.asarray(rows) != np.asarray(reference_rows)
+        same &= diff <= SCORE_TOLERANCE and not (differing & ~tied).any()
+    return bool(same), largest
+
+
+def paired(numerators: Sequence[float], denominators: Sequence[float]) -> float:
+    """The median of the ratios of calls made in the same round."""
+    return statistics.median(a / b for a, b in zip(numerators, denominators, strict=True))
+
+
+def batch_sweep(args: argparse.Namespace, vectors: np.ndarray, halves: list[np.ndarray], case: dict) -> list[dict]:
+    """
+    Each sweep method at each batch size, interleaved: per repeat every method searches the same queries (the next
+    block of the query pool). Rows hold medians, ratios to format 1 and to raw faiss, and whether ids and scores agree
+    with faiss's (faiss defaults, same index).
+    """
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    audio, text = halves
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="paircap-retrieval-") as folder:
+        methods = sweep_methods(vectors, index, Path(folder))
+        for batch in setting(args, "batch_sizes"):
+            names = [name for name in methods if batch == 1 or not name.endswith("single_query_threads=1")]
+            repeats = max(args.sweep_repeats, SWEEP_SINGLE_REPEATS if batch == 1 else 0)
+            seconds = {name: [] for name in names}
+            agree = {name: [True, 0.0] for name in names}
+            for repeat in range(repeats + 1):  # the first round warms up
+                start = (repeat * batch) % max(1, len(audio) - batch + 1)
+                block = slice(start, start + batch)
+                outputs = {}
+                for name in names:
+                    begin = time.perf_counter()
+                    outputs[name] = methods[name](audio[block], text[block])
+                    if repeat:
+                        seconds[name].append(time.perf_counter() - begin)
+                for name in names:
+                    same, diff = agreement(outputs[name], outputs[FAISS_DEFAULT])
+                    agree[name] = [agree[name][0] and same, max(agree[name][1], diff)]
+            medians = {name: statistics.median(values) for name, values in seconds.items()}
+            for name in names:
+                row = {**case, "batch": batch, "method": name, "median_ms": 1000 * medians[name]}
+                row.update(per_query_ms=row["median_ms"] / batch, queries_per_s=batch / medians[name])
+                row["speedup_vs_format1"] = medians[FORMAT1_METHOD] / medians[name]
+                row["over_faiss_same_settings"] = medians[name] / medians[FAISS_SAME]
+                row["over_faiss_defaults"] = medians[name] / medians[FAISS_DEFAULT]
+                # medians of the per-round ratios: the calls of one round ran back to back, so the machine's load
+                # (other jobs on a shared CPU) weighs on both sides of each ratio alike
+                row["paired_speedup_vs_format1"] = paired(seconds[FORMAT1_METHOD], seconds[name])
+                row["paired_over_faiss_same_settings"] = paired(seconds[name], seconds[FAISS_SAME])
+                row.update(same_results_as_faiss=agree[name][0], max_score_diff=agree[name][1])
+                row["repeats"] = len(seconds[name])
+                row["raw_s"] = seconds[name]
+                rows.append(row)
+            summary = {name: f"{1000 * medians[name]:.1f}" for name in names}
+            print(f"{case['kb_size']:,} pairs, batch {batch}: ms {summary}", flush=True)
+    return rows
+
+
+def check_sweep_targets(sweep: list[dict]) -> list[dict]:
+    """
+    The batch sweep's targets, on the paired (same-round) ratios: >= 5x format 1's search at batches 32 and 64, and
+    <= 1.10x raw faiss with the same settings at every batch size.
+    """
+    checks = []
+    size, batches, speedup = SWEEP_SPEEDUP_TARGET
+    limit = SWEEP_OVERHEAD_TARGET[1]
+    for row in sweep:
+        if row["kb_size"] != size or row["method"] != KB_METHOD:
+            continue
+        common = {"batch": row["batch"], "same_results_as_faiss": row["same_results_as_faiss"]}
+        if row["batch"] in batches:
+            measured = row["paired_speedup_vs_format1"]
+            target = f"speed-up over format 1 >= {speedup:g}"
+            checks.append({**common, "target": target, "measured": measured, "met": measured >= speedup})
+        measured = row["paired_over_faiss_same_settings"]
+        target = f"time / raw faiss (same settings) <= {limit:g}"
+        checks.append({**common, "target": target, "measured": measured, "met": measured <= limit})
+    return checks
 
 
 def check_targets(device: str, project: list[dict]) -> list[dict]:
@@ -297,16 +493,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.faiss_threads:
         faiss.omp_set_num_threads(args.faiss_threads)
     env = {**environment(args.device), "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads()}
-    project, baseline = [], []
+    project, baseline, sweep = [], [], []
     for num, distribution in itertools.product(setting(args, "kb_sizes"), setting(args, "distributions")):
         rows = run_case(args, num, distribution)
         project += rows[0]
         baseline += rows[1]
+        sweep += rows[2]
     targets = check_targets(args.device, project)
+    sweep_targets = check_sweep_targets(sweep)
 
     settings = {
         name: setting(args, name)
-        for name in ("kb_sizes", "dim", "distributions", "indexes", "single_queries", "batch_queries")
+        for name in ("kb_sizes", "dim", "distributions", "indexes", "single_queries", "batch_queries", "batch_sizes")
     }
     settings.update(
         vector_dim=2 * settings["dim"],
@@ -320,8 +518,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
         single_query_warmup=SINGLE_WARMUP,
         batch_warmup=BATCH_WARMUP,
         batch_repeats=BATCH_REPEATS,
+        sweep_repeats=args.sweep_repeats,
+        sweep_single_repeats=SWEEP_SINGLE_REPEATS,
+        sweep_baseline=f"format 1 search path of commit {FORMAT1_COMMIT} (benchmarks/baseline_format1.py)",
+        faiss_blas_threshold_default=faiss.cvar.distance_compute_blas_threshold,
     )
     results = {"project": project, "baseline": baseline, "targets": targets}
+    if sweep:
+        results.update(batch_sweep=sweep, batch_sweep_targets=sweep_targets)
     columns = ["kb_size", "distribution", "method", "single_query_ms", "batch_ms", "queries_per_s", "recall_at_10"]
     tables = [
         markdown_table("Baseline (brute force)", baseline, columns[:-1]),
@@ -330,6 +534,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if targets:
         target_columns = ["kb_size", "distribution", "method", "target", "measured", "recall_at_10", "met"]
         tables.append(markdown_table("The issue's targets", targets, target_columns))
+    if sweep:
+        sweep_columns = ["kb_size", "batch", "method", "median_ms", "per_query_ms", "speedup_vs_format1"]
+        sweep_columns += ["paired_speedup_vs_format1", "over_faiss_same_settings", "paired_over_faiss_same_settings"]
+        sweep_columns += ["over_faiss_defaults", "same_results_as_faiss", "max_score_diff"]
+        tables.append(markdown_table(f"Batch sweep (exact, top {TOP_K}, medians, interleaved)", sweep, sweep_columns))
+        target_columns = ["batch", "target", "measured", "met", "same_results_as_faiss"]
+        tables.append(markdown_table("Batch sweep targets (127 k)", sweep_targets, target_columns))
     return write_results(args, "retrieval", env, settings, results, tables)
 
 
