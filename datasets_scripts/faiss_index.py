@@ -15,6 +15,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from modeling_paircap.retrieval_paircap import flat_index
+
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 ADD_CHUNK_ROWS = 65536
 HNSW_EF_SEARCH = 128
@@ -111,13 +113,13 @@ def build_index(
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
     dim = np.shape(vectors)[1]
-    if factory == "Flat":
-        index = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
-    else:
-        index = faiss.index_factory(dim, factory, METRICS[metric])
+    starts = range(0, len(vectors), ADD_CHUNK_ROWS)
+    if factory == "Flat" and metric == "ip":  # the vectors copied into storage allocated once
+        return flat_index(len(vectors), dim, (_as_float32(vectors[start : start + ADD_CHUNK_ROWS]) for start in starts))
+    index = faiss.IndexFlatL2(dim) if factory == "Flat" else faiss.index_factory(dim, factory, METRICS[metric])
     if not index.is_trained:
         _train(index, vectors, train_size, seed)
-    for start in range(0, len(vectors), ADD_CHUNK_ROWS):
+    for start in starts:
         index.add(_as_float32(vectors[start : start + ADD_CHUNK_ROWS]))
     set_search_params(index, default_search_params(index) if search_params is None else search_params)
     return index

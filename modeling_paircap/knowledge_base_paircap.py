@@ -18,7 +18,6 @@ command that refreshes them, or computed from the audio on the fly when `audio_r
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .retrieval_paircap import PairCapRetriever, RetrievedPair, concat_pair_vectors, require_faiss
+from .retrieval_paircap import PairCapRetriever, RetrievedPair, concat_pair_vectors, flat_index, require_faiss
 from .tokens_paircap import TOKENS_FILE, ClipTokenStore, DeviceClipTokens
 
 try:
@@ -469,8 +468,7 @@ def read_clips(path: Path, num_clips: int):
 def read_index(path: str | os.PathLike, num_vectors: int, dim: int):
     """
     Read a FAISS index file and check it against the knowledge base it belongs to (vector count, dimension,
-    inner-product metric), with errors naming the file; IVF indexes get the direct map that reconstructing hits'
-    vectors needs. The one index reader of the project.
+    inner-product metric), with errors naming the file. The one index reader of the project.
     """
     faiss = require_faiss()
     path = Path(path)
@@ -487,8 +485,6 @@ def read_index(path: str | os.PathLike, num_vectors: int, dim: int):
         raise KnowledgeBaseError(f"{path}: the index has dimension {index.d}, the KB's embeddings {dim}")
     if index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise KnowledgeBaseError(f"{path}: the index must use the inner-product metric")
-    with contextlib.suppress(RuntimeError):  # not an IVF index: it reconstructs as it is
-        faiss.extract_index_ivf(index).make_direct_map()
     return index
 
 
@@ -541,9 +537,8 @@ def write_knowledge_base(
         old.unlink()
     pq.write_table(clips.select(list(CLIP_COLUMNS)).cast(clip_schema()), folder / CLIPS_FILE)
     if index is None:
-        index = require_faiss().IndexFlatIP(metadata.audio_dim + metadata.text_dim)
-        for start in range(0, len(rows), 65536):
-            index.add(pair_vectors(rows.select(range(start, min(start + 65536, len(rows))))))
+        chunks = (pair_vectors(rows.select(range(s, min(s + 65536, len(rows))))) for s in range(0, len(rows), 65536))
+        index = flat_index(len(rows), metadata.audio_dim + metadata.text_dim, chunks)
     partial = folder / f".{INDEX_FILE}.tmp"
     require_faiss().write_index(index, str(partial))
     os.replace(partial, folder / INDEX_FILE)

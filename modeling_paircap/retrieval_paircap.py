@@ -21,7 +21,7 @@ This file is shipped as Hugging Face remote code: it imports only the standard l
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +66,26 @@ def _as_matrix(array, name: str) -> np.ndarray:
     if array.ndim != 2:
         raise ValueError(f"{name} must be a 2-D (batch, dim) array, got shape {array.shape}")
     return array
+
+
+def flat_index(num_rows: int, dim: int, chunks: Iterable[np.ndarray]):
+    """
+    An exact inner-product index (`IndexFlatIP`) over `num_rows` vectors given chunk by chunk, copied into storage
+    allocated once: `index.add` in chunks regrows faiss's vector, peaking at twice the vectors' bytes.
+    """
+    index = require_faiss().IndexFlatIP(dim)
+    if num_rows == 0:
+        return index
+    index.codes.resize(num_rows * dim * 4)
+    index.ntotal = num_rows
+    storage = faiss.rev_swig_ptr(index.codes.data(), num_rows * dim * 4).view(np.float32).reshape(num_rows, dim)
+    filled = 0
+    for chunk in chunks:
+        storage[filled : filled + len(chunk)] = chunk
+        filled += len(chunk)
+    if filled != num_rows:
+        raise ValueError(f"got {filled} vectors for a flat index of {num_rows}")
+    return index
 
 
 def concat_pair_vectors(audio_embeds: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:
@@ -186,12 +206,26 @@ def _exclusion_sets(exclude_ids: list[Collection[str]] | None, batch_size: int) 
     return sets
 
 
+# faiss's own `distance_compute_blas_threshold` when this module was imported: 20 in faiss before 1.15, where it counts
+# queries; faiss 1.15 compares it with queries x dimension and defaults to 128000 (125 queries of 1024-d vectors).
+FAISS_BLAS_THRESHOLD = None if faiss is None else int(faiss.cvar.distance_compute_blas_threshold)
+BLAS_MIN_ROWS = 32768  # below this, faiss's loop is as fast as BLAS and its own threshold is kept
+
+
+def faiss_blas_threshold(blas_queries: int | None, dim: int, num_rows: int) -> int | None:
+    """The value of faiss's `distance_compute_blas_threshold` that makes flat search use BLAS from `blas_queries`
+    queries, in the unit of the installed faiss; None (faiss's own) when not asked or for a small KB."""
+    if blas_queries is None or num_rows < BLAS_MIN_ROWS or FAISS_BLAS_THRESHOLD is None:
+        return None
+    return int(blas_queries) if FAISS_BLAS_THRESHOLD == 20 else int(blas_queries) * dim
+
+
 @contextlib.contextmanager
 def faiss_search_settings(num_queries: int, blas_threshold: int | None, single_query_threads: int | None):
     """
-    faiss's process-wide search settings for one call, restored afterwards: the query count from which flat search uses
-    BLAS (faiss's default, 20 in the C++ sources but 128000 in some wheels, sends `generate`-sized batches down the
-    slow loop) and the OpenMP threads for a single query.
+    faiss's process-wide search settings for one call, restored afterwards: `distance_compute_blas_threshold` (see
+    `faiss_blas_threshold`; faiss's default sends `generate`-sized batches down its slow loop) and the OpenMP threads
+    of a single query.
     """
     saved_threshold = faiss.cvar.distance_compute_blas_threshold
     saved_threads = faiss.omp_get_max_threads()
@@ -226,8 +260,9 @@ class PairCapRetriever:
             `audio_ids`.
         exclude_margin: extra hits fetched per query when exclusions are given (refetched with a larger k when short).
         chunk_size: knowledge-base rows scored per matmul on the torch path (bounds memory to batch x chunk_size).
-        blas_threshold: queries from which faiss's flat search uses BLAS (faiss's process-wide
-            `distance_compute_blas_threshold`, set for each search and restored); None keeps faiss's own.
+        blas_queries: queries per batch from which faiss's flat search uses BLAS on a KB of at least `BLAS_MIN_ROWS`
+            rows (faiss's process-wide `distance_compute_blas_threshold`, set for each search and restored); None
+            keeps faiss's own.
         single_query_threads: OpenMP threads for a one-query faiss search; None keeps faiss's own (all cores).
     """
 
@@ -244,7 +279,7 @@ class PairCapRetriever:
         clip_keys: np.ndarray | None = None,
         exclude_margin: int = 16,
         chunk_size: int = 65536,
-        blas_threshold: int | None = 16,
+        blas_queries: int | None = 16,
         single_query_threads: int | None = None,
     ):
         if vectors is None and index is None:
@@ -272,7 +307,7 @@ class PairCapRetriever:
         self.max_rows_per_clip = int(clip_sizes.max()) if len(clip_sizes) else 1
         self.exclude_margin = int(exclude_margin)
         self.chunk_size = int(chunk_size)
-        self.blas_threshold = blas_threshold
+        self.blas_threshold = faiss_blas_threshold(blas_queries, dim, self.num_rows)
         self.single_query_threads = single_query_threads
         self.device = "cpu" if device is None and faiss is None and index is None else device
         self.index = index
@@ -295,6 +330,8 @@ class PairCapRetriever:
         return cls(vectors, pair_ids, audio_ids, captions, d_audio=np.shape(audio_embeds)[1], **kwargs)
 
     def _check_index(self, index, dim: int) -> None:
+        """The index must hold the KB's rows in inner-product space; IVF indexes get the direct map that
+        reconstructing hits' vectors needs."""
         if index.ntotal != self.num_rows:
             raise ValueError(
                 f"the index has {index.ntotal} vectors but the KB has {self.num_rows} rows: rebuild the index"
@@ -303,12 +340,13 @@ class PairCapRetriever:
             raise ValueError(f"the index has dim {index.d} but the KB vectors have dim {dim}: rebuild the index")
         if faiss is not None and index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise ValueError("the index must use the inner-product metric (PairCap scores are inner products)")
+        if faiss is not None:
+            with contextlib.suppress(RuntimeError):  # not an IVF index: it reconstructs as it is
+                faiss.extract_index_ivf(index).make_direct_map()
 
     def _build_flat_index(self, vectors: np.ndarray):
-        index = require_faiss().IndexFlatIP(vectors.shape[1])
-        for start in range(0, len(vectors), self.chunk_size):
-            index.add(np.ascontiguousarray(vectors[start : start + self.chunk_size], dtype=np.float32))
-        return index
+        chunks = (vectors[start : start + self.chunk_size] for start in range(0, len(vectors), self.chunk_size))
+        return flat_index(len(vectors), vectors.shape[1], chunks)
 
     def _vectors_to_device(self, source) -> torch.Tensor:
         """The KB vectors as one float32 tensor on `device`, copied chunk by chunk from an array or an index."""

@@ -309,14 +309,23 @@ def test_without_faiss_the_torch_path_is_used(kb, monkeypatch):
         assert_matches(kb, got, "pair2pair", 0.3, i, 5)
 
 
-def test_approximate_index_plugs_in(kb):
+@pytest.mark.parametrize("factory", ["HNSW32", "IVF16,Flat"])
+def test_approximate_index_plugs_in(kb, factory):
     vectors = concat_pair_vectors(kb.audio, kb.text)
-    index = build_index(vectors, "HNSW32")
+    index = build_index(vectors, factory)
     retriever = kb.retriever(index=index)
     assert retriever.index is index
     got = search(retriever, kb, "audio2audio", 0.5, k=5)
     assert all(len(row) == 5 for row in got)
     assert all(abs(pair.score - pair.audio_score) < NEAR_TIE for row in got for pair in row)
+
+
+def test_the_blas_threshold_is_set_in_the_installed_faiss_unit():
+    """faiss before 1.15 counts queries (default 20); 1.15 compares queries x dimension (default 128000)."""
+    per_query = retrieval_paircap.FAISS_BLAS_THRESHOLD == 20
+    assert retrieval_paircap.faiss_blas_threshold(16, 1024, 127_000) == (16 if per_query else 16 * 1024)
+    assert retrieval_paircap.faiss_blas_threshold(16, 1024, retrieval_paircap.BLAS_MIN_ROWS - 1) is None
+    assert retrieval_paircap.faiss_blas_threshold(None, 1024, 127_000) is None
 
 
 # ------------------------------------------------------------------------------------------- search: validation
@@ -449,3 +458,18 @@ def test_a_clips_captions_within_rounding_noise_tie_and_the_lower_row_stands_for
         assert [hit.row for hit in hits][0] == 10 and hits[1].audio_id != "clip2"
         every = retriever.search(audio[2:3], mode="audio2audio", top_k=2, max_pairs_per_clip=None)[0]
         assert every[0].row == 13  # without the per-clip limit the raw order stands
+
+
+def test_a_flat_index_filled_in_place_equals_one_built_by_add():
+    rng = np.random.default_rng(8)
+    vectors = unit(rng.standard_normal((5000, 16)))
+    import faiss
+
+    added = faiss.IndexFlatIP(16)
+    added.add(vectors)
+    chunks = (vectors[start : start + 700] for start in range(0, 5000, 700))
+    filled = retrieval_paircap.flat_index(5000, 16, chunks)
+    np.testing.assert_array_equal(faiss.serialize_index(filled), faiss.serialize_index(added))
+    with pytest.raises(ValueError, match="got 700 vectors for a flat index of 5000"):
+        retrieval_paircap.flat_index(5000, 16, iter([vectors[:700]]))
+    assert retrieval_paircap.flat_index(0, 16, iter([])).ntotal == 0
