@@ -153,7 +153,11 @@ def _text_reference(mode: str, audio: np.ndarray, text: np.ndarray | None, d_tex
 
 @dataclass
 class RetrievedPair:
-    """One retrieved knowledge-base pair: S = `score` (the index score), S_A = `audio_score`, S_T = `text_score`."""
+    """
+    One retrieved knowledge-base pair: S = `score` (the index score), S_A = `audio_score` = <a_q, a_k>, and
+    `text_score` = <t_q, t_k> in the pair modes, <a_q, t_k> otherwise (what the query scored on; the paper's Fig. 1 S_T
+    against the reference captions is `paircap evaluate`'s `reference_text_score`).
+    """
 
     pair_id: str
     audio_id: str
