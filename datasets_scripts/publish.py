@@ -19,36 +19,12 @@ from modeling_paircap.knowledge_base_paircap import (
     DATA_DIR,
     INDEX_FILE,
     KnowledgeBaseMetadata,
+    PairVectorView,
     push_folder_to_hub,
     write_knowledge_base,
 )
 from modeling_paircap.retrieval_paircap import build_query
 from modeling_paircap.tokens_paircap import ClipTokenStore
-
-
-class PairVectorView:
-    """
-    The rows' `[audio_embedding ; text_embedding]` vectors, read from Arrow a slice (or a set of rows) at a time: what
-    `build_index` and `recall_at_k` need of an array, without the (N, d) matrix in memory next to the index.
-    """
-
-    def __init__(self, rows: Dataset):
-        self.table = (rows.flatten_indices() if rows._indices is not None else rows).data.table
-        self.audio_dim = self.table.schema.field("audio_embedding").type.list_size
-        self.shape = (self.table.num_rows, self.audio_dim + self.table.schema.field("text_embedding").type.list_size)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key) -> np.ndarray:
-        part = self.table.slice(key.start, key.stop - key.start) if isinstance(key, slice) else self.table.take(key)
-        audio, text = (self._matrix(part, name) for name in ("audio_embedding", "text_embedding"))
-        return np.concatenate([audio, text], axis=1)
-
-    @staticmethod
-    def _matrix(part, name: str) -> np.ndarray:
-        column = part.column(name).combine_chunks()
-        return np.asarray(column.flatten(), dtype=np.float32).reshape(len(column), column.type.list_size)
 
 
 def build_kb_index(rows: Dataset, factory: str = "Flat", recall_queries: int = 1000, seed: int = 0):

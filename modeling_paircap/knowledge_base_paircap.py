@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .retrieval_paircap import PairCapRetriever, RetrievedPair, concat_pair_vectors, flat_index, require_faiss
+from .retrieval_paircap import PairCapRetriever, RetrievedPair, flat_index, require_faiss
 from .tokens_paircap import TOKENS_FILE, ClipTokenStore, DeviceClipTokens
 
 try:
@@ -212,7 +212,6 @@ class PairCapKnowledgeBase:
         self.folder = folder
         self.tokens: ClipTokenStore | DeviceClipTokens | None = tokens
         self.audio_roots = {name: Path(path) for name, path in (audio_roots or {}).items()}
-        self.token_fingerprint = metadata.token_fingerprint  # of the tokens held; None when there are none
         self.expected_token_fingerprint: str | None = None  # the token encoder's, once `check_tokens` was called
         self._rows = None
         self._computed_tokens: dict[int, object] = {}
@@ -322,7 +321,7 @@ class PairCapKnowledgeBase:
         if self.tokens is None:
             return "absent"
         expected = self.expected_token_fingerprint
-        return "stale" if expected is not None and expected != self.token_fingerprint else "current"
+        return "stale" if expected is not None and expected != self.metadata.token_fingerprint else "current"
 
     def audio_location(self, clip: int) -> str | None:
         """Where clip `clip`'s audio is: a local path (under its root, when that root is known), a URL, or None."""
@@ -488,9 +487,29 @@ def read_index(path: str | os.PathLike, num_vectors: int, dim: int):
     return index
 
 
-def pair_vectors(rows) -> np.ndarray:
-    """The `[audio_embedding ; text_embedding]` matrix of KB rows: what the index holds, row i = KB row i."""
-    return concat_pair_vectors(embedding_matrix(rows, "audio_embedding"), embedding_matrix(rows, "text_embedding"))
+class PairVectorView:
+    """
+    The rows' `[audio_embedding ; text_embedding]` vectors, read from Arrow a slice (or a set of rows) at a time: what
+    `build_index` and `recall_at_k` need of an array, without the (N, d) matrix in memory next to the index.
+    """
+
+    def __init__(self, rows):
+        self.table = (rows.flatten_indices() if rows._indices is not None else rows).data.table
+        self.audio_dim = self.table.schema.field("audio_embedding").type.list_size
+        self.shape = (self.table.num_rows, self.audio_dim + self.table.schema.field("text_embedding").type.list_size)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        part = self.table.slice(key.start, key.stop - key.start) if isinstance(key, slice) else self.table.take(key)
+        audio, text = (self._matrix(part, name) for name in ("audio_embedding", "text_embedding"))
+        return np.concatenate([audio, text], axis=1)
+
+    @staticmethod
+    def _matrix(part, name: str) -> np.ndarray:
+        column = part.column(name).combine_chunks()
+        return np.asarray(column.flatten(), dtype=np.float32).reshape(len(column), column.type.list_size)
 
 
 def embedding_matrix(rows, column: str) -> np.ndarray:
@@ -537,8 +556,9 @@ def write_knowledge_base(
         old.unlink()
     pq.write_table(clips.select(list(CLIP_COLUMNS)).cast(clip_schema()), folder / CLIPS_FILE)
     if index is None:
-        chunks = (pair_vectors(rows.select(range(s, min(s + 65536, len(rows))))) for s in range(0, len(rows), 65536))
-        index = flat_index(len(rows), metadata.audio_dim + metadata.text_dim, chunks)
+        vectors = PairVectorView(rows)
+        chunks = (vectors[start : start + 65536] for start in range(0, len(vectors), 65536))
+        index = flat_index(*vectors.shape, chunks)
     partial = folder / f".{INDEX_FILE}.tmp"
     require_faiss().write_index(index, str(partial))
     os.replace(partial, folder / INDEX_FILE)
