@@ -5,6 +5,7 @@ are loaded through the same `from_pretrained` paths as the real checkpoints.
 """
 
 import string
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -46,8 +47,8 @@ CORPUS = [
 ]
 
 
-def train_lm_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
-    """A Llama-style tokenizer (metaspace BPE, `<s>` prepended, `</s>` as end of sequence) trained on `CORPUS`."""
+def train_lm_tokenizer(vocab_size: int = 400, corpus: Sequence[str] = CORPUS * 4) -> PreTrainedTokenizerFast:
+    """A Llama-style tokenizer (metaspace BPE, `<s>` prepended, `</s>` as end of sequence) trained on `corpus`."""
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=False))
     tokenizer.normalizer = normalizers.NFKC()
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
@@ -58,15 +59,15 @@ def train_lm_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
         initial_alphabet=list(string.printable.strip()),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
     tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", model_max_length=4096
     )
 
 
-def train_clap_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
-    """A RoBERTa-style tokenizer (byte-level BPE, `<s> ... </s>`, pad id 1) trained on `CORPUS`."""
+def train_clap_tokenizer(vocab_size: int = 300, corpus: Sequence[str] = CORPUS * 4) -> PreTrainedTokenizerFast:
+    """A RoBERTa-style tokenizer (byte-level BPE, `<s> ... </s>`, pad id 1) trained on `corpus`."""
     special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -77,7 +78,7 @@ def train_clap_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
     tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,

@@ -7,13 +7,22 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
+STAGES = ("alignment", "raft", "clap_contrastive", "lm_text")
+
 
 @dataclass
 class TrainConfig:
     """Everything one training run needs; field names are the YAML keys and the `--flags` of train_accelerate.py."""
 
-    stage: str = field(metadata={"help": "alignment (stage 1: projector only) or raft (stage 2: IA3 + head + encoder)"})
-    model_name_or_path: str = field(metadata={"help": "release folder or hub id to start from"})
+    stage: str = field(
+        metadata={
+            "help": "alignment (stage 1: projector only), raft (stage 2: IA3 + head + audio tower), clap_contrastive "
+            "(a ClapModel on audio-caption pairs) or lm_text (a causal LM on caption text)"
+        }
+    )
+    model_name_or_path: str = field(
+        metadata={"help": "folder or hub id to start from: a PairCap release, a ClapModel (clap_contrastive) or a LM"}
+    )
     output_dir: str = field(metadata={"help": "checkpoints, logs and the exported release go here"})
     train_pairs: list[str] = field(
         metadata={"help": "caption datasets: save_to_disk folders, parquet folders or hub ids"}
@@ -28,6 +37,10 @@ class TrainConfig:
     num_neighbors: int = field(default=10, metadata={"help": "stored audio-to-audio neighbours per training pair"})
     retrieval_dir: str | None = field(default=None, metadata={"help": "embedded training set + neighbours cache"})
     train_audio_encoder: bool = field(default=True, metadata={"help": "stage 2: unfreeze the CLAP audio tower"})
+    text_template: str = field(
+        default="{caption}", metadata={"help": "lm_text: how each caption is written as training text"}
+    )
+    max_text_tokens: int = field(default=128, metadata={"help": "lm_text: longest training text, in tokens"})
     learning_rate: float = 1e-4
     encoder_lr_scale: float = field(default=0.1, metadata={"help": "audio encoder and LM head lr = scale * lr"})
     weight_decay: float = 0.0
@@ -51,10 +64,10 @@ class TrainConfig:
     export: bool = field(default=True, metadata={"help": "write a release folder (IA3 merged) at the end"})
 
     def __post_init__(self):
-        if self.stage not in ("alignment", "raft"):
-            raise ValueError(f"stage must be 'alignment' or 'raft', got {self.stage!r}")
-        if self.stage == "alignment" and self.max_examples:
-            raise ValueError("stage 1 (alignment) trains on captioning data alone: set max_examples to 0")
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        if self.stage != "raft" and self.max_examples:
+            raise ValueError(f"stage {self.stage} trains without retrieved examples: set max_examples to 0")
         if self.zero_shot_fraction is not None and not (self.max_examples and 0 <= self.zero_shot_fraction <= 1):
             raise ValueError(
                 f"zero_shot_fraction must be in [0, 1] with max_examples > 0, got {self.zero_shot_fraction} "

@@ -1,4 +1,5 @@
-"""The training loop behind `accelerate launch train_accelerate.py`: stage 1 alignment and stage 2 RAFT."""
+"""The training loop behind `accelerate launch train_accelerate.py`, the same for every stage (`setups`): stage 1
+alignment, stage 2 RAFT, and the CLAP / caption-LM stand-ins for the pretrained parts."""
 
 import json
 import math
@@ -11,26 +12,13 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from datasets_scripts.embed import embed_pairs
-from datasets_scripts.neighbors import compute_training_neighbors, load_neighbors, save_neighbors
-from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
-from modeling_paircap.processing_paircap import PairCapProcessor
-from paircap.assembly import save_release
-from paircap.caption_data import load_pairs
-from paircap.cards import render_model_card
-from paircap.stages import configure_stage1, configure_stage2, merge_ia3, set_training_mode
 from paircap.training.config import TrainConfig
-from paircap.training.data import (
-    CaptionTrainingSet,
-    LengthGroupedBatchSampler,
-    PairCapCollator,
-    balanced_source_weights,
-)
+from paircap.training.data import LengthGroupedBatchSampler, balanced_source_weights
+from paircap.training.setups import DataSplit, StageSetup, build_setup
 
 
 @dataclass
@@ -48,49 +36,19 @@ class TrainingProgress:
         self.__dict__.update(state)
 
 
-def retrieved_examples(cfg: TrainConfig, pairs: Dataset, model, processor, accelerator: Accelerator):
-    """
-    The training pairs' own audio-to-audio neighbours (paper §3.2), one pair per neighbouring clip: the pairs are
-    embedded once in the frozen retrieval space with the clips' tokens from the run's starting token encoder
-    (resumable), and their neighbour table stored under `retrieval_dir`, never recomputed per epoch.
-    """
-    folder = Path(cfg.retrieval_dir or Path(cfg.output_dir) / "retrieval")
-    embedded = embed_pairs(
-        pairs, model, processor, folder / "embedded", accelerator=accelerator, progress=accelerator.is_main_process
-    )
-    path = folder / "neighbors.npz"
-    if accelerator.is_main_process and not path.is_file():
-        save_neighbors(path, embedded.rows, compute_training_neighbors(embedded.rows, cfg.num_neighbors))
-    accelerator.wait_for_everyone()
-    return embedded, load_neighbors(path, embedded.rows)
-
-
-def build_dataloader(cfg: TrainConfig, dataset: CaptionTrainingSet, processor, sources, shuffle: bool):
-    weights = balanced_source_weights(sources) if cfg.balance_sources and shuffle else None
+def build_dataloader(cfg: TrainConfig, split: DataSplit, collator, shuffle: bool):
+    weights = balanced_source_weights(split.sources) if cfg.balance_sources and shuffle else None
     sampler = LengthGroupedBatchSampler(
-        dataset.estimated_lengths, cfg.per_device_batch_size, seed=cfg.seed, shuffle=shuffle, weights=weights
+        split.lengths, cfg.per_device_batch_size, seed=cfg.seed, shuffle=shuffle, weights=weights
     )
     loader = DataLoader(
-        dataset,
+        split.dataset,
         batch_sampler=sampler,
-        collate_fn=PairCapCollator(processor),
+        collate_fn=collator,
         num_workers=cfg.num_workers,
         persistent_workers=False,
     )
     return loader, sampler
-
-
-def optimizer_groups(cfg: TrainConfig, model: PairCapForConditionalGeneration) -> list[dict]:
-    """Stage 2 trains the audio tower and LM head at `encoder_lr_scale` x the learning rate (paper §4.1)."""
-    slow_prefixes = ("audio_tower.", "language_model.lm_head.")
-    fast, slow = [], []
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            (slow if cfg.stage == "raft" and name.startswith(slow_prefixes) else fast).append(parameter)
-    groups = [{"params": fast, "lr": cfg.learning_rate}]
-    if slow:
-        groups.append({"params": slow, "lr": cfg.learning_rate * cfg.encoder_lr_scale})
-    return groups
 
 
 def latest_checkpoint(cfg: TrainConfig) -> Path | None:
@@ -107,14 +65,16 @@ def save_checkpoint(cfg: TrainConfig, accelerator: Accelerator, step: int) -> No
 
 
 @torch.no_grad()
-def validation_loss(model, loader, accelerator: Accelerator) -> float:
-    """Token-weighted mean loss over the validation set, gathered over processes."""
+def validation_loss(setup: StageSetup, model, loader, accelerator: Accelerator) -> float:
+    """Mean validation loss (weighted by the stage's `loss_weight`: label tokens, or rows), gathered over processes."""
     model.eval()
     total = torch.zeros(2, device=accelerator.device)
     for batch in loader:
-        tokens = (batch["labels"][:, 1:] != -100).sum()
-        total += torch.stack([model(**batch).loss.float() * tokens, tokens.float()])
-    set_training_mode(accelerator.unwrap_model(model))
+        if batch is None:
+            continue
+        weight = setup.loss_weight(batch).float()
+        total += torch.stack([setup.loss(model, batch).float() * weight, weight])
+    setup.training_mode(accelerator.unwrap_model(model))
     total = accelerator.reduce(total, reduction="sum")
     return (total[0] / total[1].clamp(min=1)).item()
 
@@ -128,38 +88,14 @@ def train(cfg: TrainConfig) -> Path:
         project_dir=cfg.output_dir,
     )
     set_seed(cfg.seed)
-    model = PairCapForConditionalGeneration.from_pretrained(cfg.model_name_or_path)
-    processor = PairCapProcessor.from_pretrained(cfg.model_name_or_path, trust_remote_code=True)
-    model.to(accelerator.device)
-
-    pairs = load_pairs(cfg.train_pairs)
-    embedded, neighbors = (None, None)
-    if cfg.max_examples:
-        embedded, neighbors = retrieved_examples(cfg, pairs, model, processor, accelerator)
-    train_set = CaptionTrainingSet(
-        pairs,
-        processor,
-        embedded and embedded.rows,
-        neighbors,
-        cfg.max_examples,
-        cfg.seed,
-        cfg.zero_shot_fraction,
-        example_tokens=embedded and embedded.tokens,
-    )
-    train_loader, train_sampler = build_dataloader(cfg, train_set, processor, pairs["source"], shuffle=True)
+    setup = build_setup(cfg, accelerator)
+    train_set = setup.train.dataset
+    train_loader, train_sampler = build_dataloader(cfg, setup.train, setup.collator, shuffle=True)
     val_loader = None
-    if cfg.validation_pairs:
-        val_pairs = load_pairs(cfg.validation_pairs)
-        val_set = CaptionTrainingSet(val_pairs, processor, seed=cfg.seed)
-        val_loader, _ = build_dataloader(cfg, val_set, processor, val_pairs["source"], shuffle=False)
-
-    if cfg.stage == "alignment":
-        configure_stage1(model)
-    else:
-        configure_stage2(model, train_audio_encoder=cfg.train_audio_encoder)
-    if cfg.gradient_checkpointing:
-        model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    optimizer = torch.optim.AdamW(optimizer_groups(cfg, model), weight_decay=cfg.weight_decay)
+    if setup.validation is not None:
+        val_loader, _ = build_dataloader(cfg, setup.validation, setup.collator, shuffle=False)
+    model = setup.model
+    optimizer = torch.optim.AdamW(setup.parameter_groups, weight_decay=cfg.weight_decay)
     batches_per_epoch = math.ceil(len(train_sampler) / accelerator.num_processes)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation_steps)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.num_epochs
@@ -179,14 +115,15 @@ def train(cfg: TrainConfig) -> Path:
     run_steps, stopped_early = 0, False
     bar = tqdm(total=total_steps, initial=progress.global_step, disable=not accelerator.is_main_process, desc=cfg.stage)
     window = {"loss": 0.0, "tokens": 0, "start": time.perf_counter(), "batches": 0}
-    set_training_mode(accelerator.unwrap_model(model))
+    setup.training_mode(accelerator.unwrap_model(model))
     while progress.global_step < total_steps and not stopped_early:
-        train_set.set_epoch(progress.epoch)
+        if hasattr(train_set, "set_epoch"):
+            train_set.set_epoch(progress.epoch)
         train_sampler.set_epoch(progress.epoch)
         for batch in accelerator.skip_first_batches(train_loader, progress.batches_done_in_epoch):
             seed_batch(cfg.seed, accelerator.process_index, progress)
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                loss = setup.loss(model, batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -203,9 +140,9 @@ def train(cfg: TrainConfig) -> Path:
             run_steps += 1
             bar.update(1)
             if progress.global_step % cfg.log_every == 0 or progress.global_step == total_steps:
-                log_window(accelerator, window, scheduler, progress, bar)
+                log_window(cfg, accelerator, window, scheduler, progress, bar)
             if val_loader is not None and cfg.eval_every and progress.global_step % cfg.eval_every == 0:
-                log_validation(model, val_loader, accelerator, progress.global_step)
+                log_validation(cfg, setup, model, val_loader, accelerator, progress.global_step)
             stopped_early = run_steps == cfg.stop_after_steps and progress.global_step < total_steps
             if progress.global_step % cfg.save_every == 0 or progress.global_step == total_steps or stopped_early:
                 save_checkpoint(cfg, accelerator, progress.global_step)
@@ -220,8 +157,8 @@ def train(cfg: TrainConfig) -> Path:
         accelerator.end_training()
         return Path(cfg.output_dir)
     if val_loader is not None:
-        log_validation(model, val_loader, accelerator, progress.global_step)
-    result = export_release(cfg, accelerator, model, processor, progress.global_step) if cfg.export else cfg.output_dir
+        log_validation(cfg, setup, model, val_loader, accelerator, progress.global_step)
+    result = export_release(cfg, setup, accelerator, model, progress.global_step) if cfg.export else cfg.output_dir
     accelerator.end_training()
     return Path(result)
 
@@ -235,14 +172,23 @@ def seed_batch(seed: int, process_index: int, progress: TrainingProgress) -> Non
     torch.manual_seed(int(state.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
 
 
-def log_validation(model, loader, accelerator: Accelerator, step: int) -> None:
-    loss = validation_loss(model, loader, accelerator)
+def write_log_line(cfg: TrainConfig, record: dict) -> None:
+    """A JSON line to standard output and to `<output_dir>/log.jsonl` (kept across `--resume`)."""
+    line = json.dumps(record)
+    print(line, flush=True)
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(cfg.output_dir) / "log.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+
+
+def log_validation(cfg: TrainConfig, setup: StageSetup, model, loader, accelerator: Accelerator, step: int) -> None:
+    loss = validation_loss(setup, model, loader, accelerator)
     accelerator.log({"validation_loss": loss}, step=step)
     if accelerator.is_main_process:
-        print(json.dumps({"step": step, "validation_loss": loss}), flush=True)
+        write_log_line(cfg, {"step": step, "validation_loss": loss})
 
 
-def log_window(accelerator: Accelerator, window: dict, scheduler, progress: TrainingProgress, bar) -> None:
+def log_window(cfg: TrainConfig, accelerator: Accelerator, window: dict, scheduler, progress: TrainingProgress, bar):
     """Mean loss, learning rate and tokens/s since the last log line, to the trackers and the progress bar."""
     seconds = time.perf_counter() - window["start"]
     tokens = accelerator.reduce(torch.tensor(window["tokens"], device=accelerator.device), reduction="sum").item()
@@ -255,19 +201,15 @@ def log_window(accelerator: Accelerator, window: dict, scheduler, progress: Trai
     accelerator.log(values, step=progress.global_step)
     bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}", tok_s=f"{values['tokens_per_second']:.0f}")
     if accelerator.is_main_process:
-        print(json.dumps({"step": progress.global_step, **values}), flush=True)
+        write_log_line(cfg, {"step": progress.global_step, **values})
     window.update(loss=0.0, tokens=0, batches=0, start=time.perf_counter())
 
 
-def export_release(cfg: TrainConfig, accelerator: Accelerator, model, processor, step: int) -> Path:
-    """Write the trained model as a release folder (IA3 merged into the weights), loadable with trust_remote_code."""
+def export_release(cfg: TrainConfig, setup: StageSetup, accelerator: Accelerator, model, step: int) -> Path:
+    """Write the trained model as a release folder (for PairCap: IA3 merged, loadable with trust_remote_code)."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        model = accelerator.unwrap_model(model)
-        merge_ia3(model)
-        model.eval()
-        status = f"trained: stage `{cfg.stage}` for {step} steps from `{cfg.model_name_or_path}`."
-        save_release(model, processor, cfg.export_dir, render_model_card(model.config, training_status=status))
-        print(f"exported the trained release to {cfg.export_dir}", flush=True)
+        folder = setup.export(accelerator.unwrap_model(model), step)
+        print(f"exported the trained model to {folder}", flush=True)
     accelerator.wait_for_everyone()
     return cfg.export_dir

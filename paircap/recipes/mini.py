@@ -1,0 +1,471 @@
+"""The mini recipe: the whole PairCap pipeline, trained and evaluated on real ESC-50 audio in minutes on 2 CPU cores.
+
+    python -m paircap.recipes.mini --output runs/mini            # the full run (RESULTS.md, about 30 minutes)
+    python -m paircap.recipes.mini --output runs/quick --quick   # every stage for a few steps (smoke test)
+
+Stages, each resumable (a finished stage is skipped on a rerun; an interrupted training resumes from its last
+checkpoint, an interrupted embedding from its last shard):
+
+1. `corpus`: ESC-50 clips split by source recording; two-event mixtures with several captions each (AL-mixgen), and
+   noisy mixtures whose captions name a wrong class (standing in for WavCaps' weak labels); the caption text of
+   AudioCaps and Clotho (no audio) for the language model.
+2. `init`: tokenizers trained on that text, and a small random CLAP and Llama.
+3. `clap`, `lm`: the stand-ins for `laion/clap-htsat-unfused` and Vicuna (`clap_contrastive`, `lm_text` stages).
+4. `assemble`: the PairCap release from the two.
+5. `kb`: knowledge bases *base* (training pairs), *large* (base + noisy pairs) and *refined* (large refined with the
+   training pairs, paper §3.5), in the frozen CLAP space.
+6. `stage1`, `stage2_phase1`, `stage2_phase2`, `raft_only`: the paper's training recipe (§3.2, §4.1).
+7. `evaluate`: `paircap evaluate` on the test mixtures (method x KB grid, W sweep, top-k sweep), plus event accuracy.
+8. `report`: RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from datasets import (
+    Dataset,
+    Value,
+    concatenate_datasets,
+    disable_progress_bars,
+    enable_progress_bars,
+    load_from_disk,
+)
+from transformers import ClapFeatureExtractor, ClapModel, LlamaForCausalLM
+
+from datasets_scripts.esc50 import (
+    event_accuracy,
+    mixture_events,
+    read_esc50_manifests,
+    single_clip_pairs,
+    split_by_source,
+    write_mixtures,
+)
+from datasets_scripts.readers import read_audiocaps, read_clotho
+from modeling_paircap.processing_paircap import DEFAULT_PROMPT_TEMPLATE
+from paircap.recipes.mini_models import mini_clap_config, mini_llama_config
+from paircap.tiny import train_clap_tokenizer, train_lm_tokenizer
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+CLIP_FOLDERS = ("esc50_cc", "esc50_more")
+AUDIO_ROOT = "esc50_mini"  # the KBs record clip locations under this root name (the corpus folder)
+MODES = ("audio2audio", "audio2mixture", "generative_pair2pair")
+KNOWLEDGE_BASES = ("refined", "large", "base")  # the first is the one the W and top-k sweeps run on
+
+
+@dataclass(frozen=True)
+class MiniScale:
+    """How much of everything: the full run and `--quick` differ only here."""
+
+    clips_per_split: int | None = None  # ESC-50 clips kept per split (None: all)
+    train_mixtures: int = 1500
+    validation_mixtures: int = 100
+    test_mixtures: int = 100
+    noisy_mixtures: int = 1000
+    text_captions: int | None = None  # AudioCaps + Clotho captions for the LM (None: all)
+    clap_steps: int = 400
+    lm_steps: int = 1000
+    stage1_steps: int = 400
+    phase1_steps: int = 250
+    phase2_steps: int = 250
+    batch_size: int = 16
+    num_workers: int = 1
+    max_examples: int = 4
+    weight_sweep: tuple[float, ...] = (0.1, 0.3, 0.7, 0.9)
+    top_k_sweep: tuple[int, ...] = (1, 2, 6)
+    max_new_tokens: int = 24
+
+
+FULL = MiniScale()
+QUICK = MiniScale(
+    clips_per_split=30,
+    train_mixtures=24,
+    validation_mixtures=4,
+    test_mixtures=6,
+    noisy_mixtures=12,
+    text_captions=400,
+    clap_steps=3,
+    lm_steps=3,
+    stage1_steps=2,
+    phase1_steps=2,
+    phase2_steps=2,
+    batch_size=4,
+    num_workers=0,
+    max_examples=2,
+    weight_sweep=(0.9,),
+    top_k_sweep=(1,),
+    max_new_tokens=6,
+)
+
+
+def lm_text_template(template: dict = DEFAULT_PROMPT_TEMPLATE) -> str:
+    """The caption as the assistant's answer of one prompt turn without audio: the LM learns the chat frame that
+    PairCap's prompts use (Vicuna's role), and caption language."""
+    return (
+        f"{template['system']} {template['user_role']}: \n{template['instruction']} {template['assistant_role']}: "
+        + ("{caption}")
+    )
+
+
+class MiniRecipe:
+    """The recipe's folder layout and stages; `run()` runs the stages that have not finished yet."""
+
+    def __init__(self, output: Path, data: Path, scale: MiniScale, clip_folders=CLIP_FOLDERS, seed: int = 0):
+        self.output, self.data, self.scale, self.seed = Path(output), Path(data), scale, seed
+        self.clip_folders = tuple(clip_folders)
+        self.stages: list[tuple[str, Callable[[], None]]] = [
+            ("corpus", self.corpus),
+            ("init", self.init_models),
+            ("clap", self.train_clap),
+            ("lm", self.train_lm),
+            ("assemble", self.assemble),
+            ("kb", self.knowledge_bases),
+            ("stage1", lambda: self.train_captioner("stage1", "alignment", self.path("assembled"), 0)),
+            ("stage2_phase1", lambda: self.train_captioner("stage2_phase1", "raft", self.release("stage1"), 0)),
+            (
+                "stage2_phase2",
+                lambda: self.train_captioner(
+                    "stage2_phase2", "raft", self.release("stage2_phase1"), scale.max_examples
+                ),
+            ),
+            (
+                "raft_only",
+                lambda: self.train_captioner("raft_only", "raft", self.release("stage1"), scale.max_examples),
+            ),
+            ("evaluate", self.evaluate),
+            ("report", self.report),
+        ]
+
+    # ---- layout -------------------------------------------------------------------------------------------------
+
+    def path(self, *parts: str) -> Path:
+        return self.output.joinpath(*parts)
+
+    def release(self, stage: str) -> Path:
+        return self.path(stage, "release")
+
+    def pairs(self, name: str) -> Path:
+        return self.path("corpus", "pairs", name)
+
+    @property
+    def mixtures_dir(self) -> Path:
+        return self.path("corpus", "mixtures")
+
+    def stage_record(self, name: str) -> Path:
+        return self.path("stages", f"{name}.json")
+
+    # ---- running --------------------------------------------------------------------------------------------------
+
+    def run(self, only: list[str] | None = None) -> None:
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        self.path("stages").mkdir(parents=True, exist_ok=True)
+        settings = {"scale": asdict(self.scale), "clip_folders": self.clip_folders, "seed": self.seed}
+        self.path("settings.json").write_text(json.dumps(settings, indent=2))
+        for index, (name, stage) in enumerate(self.stages, start=1):
+            if only and name not in only:
+                continue
+            if self.stage_record(name).is_file() and name != "report":
+                print(f"[{index}/{len(self.stages)}] {name}: done earlier, skipped", file=sys.stderr, flush=True)
+                continue
+            print(f"[{index}/{len(self.stages)}] {name}", file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            stage()
+            seconds = time.perf_counter() - start
+            self.stage_record(name).write_text(json.dumps({"stage": name, "seconds": seconds}))
+            print(f"[{index}/{len(self.stages)}] {name}: {seconds:.0f} s", file=sys.stderr, flush=True)
+
+    # ---- 1. data --------------------------------------------------------------------------------------------------
+
+    def corpus(self) -> None:
+        """ESC-50 singles and mixtures per split, noisy training mixtures, and the LM's caption text."""
+        s = self.scale
+        clips = read_esc50_manifests([self.data / folder for folder in self.clip_folders])
+        splits = {split: part[: s.clips_per_split] for split, part in split_by_source(clips, seed=self.seed).items()}
+        counts = {"train": s.train_mixtures, "validation": s.validation_mixtures, "test": s.test_mixtures}
+        mixtures = {
+            split: write_mixtures(splits[split], self.mixtures_dir, counts[split], split, seed=self.seed)
+            for split in counts
+        }
+        noisy = write_mixtures(
+            splits["train"], self.mixtures_dir, s.noisy_mixtures, "train", seed=self.seed + 1, wrong_events=1
+        )
+        train = concatenate_datasets([single_clip_pairs(splits["train"], "train"), mixtures["train"]])
+        save(train, self.pairs("train"))
+        save(mixtures["validation"], self.pairs("validation"))
+        save(mixtures["test"], self.pairs("test"))
+        save(noisy, self.pairs("noisy"))
+        save(self.caption_text(train), self.pairs("text"))
+        summary = {
+            "clips": {split: len(part) for split, part in splits.items()},
+            "categories": {split: len({c.category for c in part}) for split, part in splits.items()},
+            "pairs": {name: len(load_from_disk(str(self.pairs(name)))) for name in ("train", "validation", "test")},
+            "noisy_pairs": len(noisy),
+            "text_captions": len(load_from_disk(str(self.pairs("text")))),
+        }
+        self.path("corpus", "summary.json").write_text(json.dumps(summary, indent=2))
+
+    def caption_text(self, train: Dataset) -> Dataset:
+        """AudioCaps train and Clotho development captions (text only) with the ESC-50 training captions."""
+        captions = self.data / "captions"
+        audiocaps = read_audiocaps(captions, "train", text_only=True, captions_csv=captions / "audiocaps_train.csv")
+        clotho = read_clotho(captions, "development", text_only=True, captions_csv=captions / "clotho_development.csv")
+        text = concatenate_datasets([audiocaps, clotho]).shuffle(seed=self.seed)
+        if self.scale.text_captions is not None:
+            text = text.select(range(min(self.scale.text_captions, len(text))))
+        own = train.select_columns(["pair_id", "caption", "source"])
+        return concatenate_datasets([text.select_columns(["pair_id", "caption", "source"]), own])
+
+    # ---- 2-4. the stand-ins for the pretrained parts, and the assembled release --------------------------------
+
+    def init_models(self) -> None:
+        """Tokenizers trained on the caption text; a small random CLAP and Llama in Hugging Face layout."""
+        corpus = list(load_from_disk(str(self.pairs("text")))["caption"])
+        lm_corpus = [lm_text_template().format(caption=caption) for caption in corpus[:2000]] + corpus
+        lm_tokenizer = train_lm_tokenizer(vocab_size=2000, corpus=lm_corpus)
+        clap_tokenizer = train_clap_tokenizer(vocab_size=1000, corpus=corpus)
+        torch.manual_seed(self.seed)
+        ClapModel(mini_clap_config(len(clap_tokenizer))).save_pretrained(self.path("init", "clap"))
+        ClapFeatureExtractor().save_pretrained(self.path("init", "clap"))
+        clap_tokenizer.save_pretrained(self.path("init", "clap"))
+        LlamaForCausalLM(mini_llama_config(len(lm_tokenizer))).save_pretrained(self.path("init", "lm"))
+        lm_tokenizer.save_pretrained(self.path("init", "lm"))
+
+    def train_clap(self) -> None:
+        self.train_stage(
+            "clap",
+            stage="clap_contrastive",
+            model_name_or_path=str(self.path("init", "clap")),
+            train_pairs=[str(self.pairs("train"))],
+            validation_pairs=[str(self.pairs("validation"))],
+            max_steps=self.scale.clap_steps,
+            per_device_batch_size=max(self.scale.batch_size * 2, 4),
+            learning_rate=1e-3,
+        )
+        self.path("clap", "retrieval.json").write_text(json.dumps(self.clap_retrieval(), indent=2))
+
+    def clap_retrieval(self) -> dict:
+        """Audio-to-caption recall of the trained CLAP on the test mixtures: is one of a clip's own captions the
+        nearest of all test captions (R@1), or among the nearest 5 / 10."""
+        from paircap.training.pretraining_data import ClapPairCollator, ClapPairSet
+
+        model = ClapModel.from_pretrained(self.release("clap")).eval()
+        feature_extractor = ClapFeatureExtractor.from_pretrained(self.release("clap"))
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(self.release("clap"))
+        pairs = load_from_disk(str(self.pairs("test")))
+        clip_ids = list(pairs["audio_id"])
+        first = {clip: index for index, clip in reversed(list(enumerate(clip_ids)))}
+        clips = sorted(first, key=first.get)
+        dataset = ClapPairSet(pairs.select([first[clip] for clip in clips]), feature_extractor)
+        collator = ClapPairCollator(feature_extractor, tokenizer)
+        with torch.no_grad():
+            audio = torch.cat(
+                [
+                    model.get_audio_features(
+                        input_features=collator([dataset[i] for i in batch])["input_features"]
+                    ).pooler_output
+                    for batch in np.array_split(np.arange(len(dataset)), max(1, len(dataset) // 16))
+                ]
+            )
+            text = model.get_text_features(
+                **tokenizer(list(pairs["caption"]), padding=True, truncation=True, return_tensors="pt")
+            ).pooler_output
+        scores = torch.nn.functional.normalize(audio, dim=-1) @ torch.nn.functional.normalize(text, dim=-1).T
+        owner = torch.tensor([clips.index(clip) for clip in clip_ids])
+        ranked = owner[scores.argsort(dim=1, descending=True)]
+        hit_rank = (ranked == torch.arange(len(clips))[:, None]).float().argmax(dim=1)
+        recall = {f"audio_to_caption_recall@{k}": float((hit_rank < k).float().mean()) for k in (1, 5, 10)}
+        return {"test_clips": len(clips), "test_captions": len(clip_ids), **recall}
+
+    def train_lm(self) -> None:
+        self.train_stage(
+            "lm",
+            stage="lm_text",
+            model_name_or_path=str(self.path("init", "lm")),
+            train_pairs=[str(self.pairs("text"))],
+            max_steps=self.scale.lm_steps,
+            per_device_batch_size=max(self.scale.batch_size * 4, 4),
+            learning_rate=2e-3,
+            text_template=lm_text_template(),
+        )
+
+    def assemble(self) -> None:
+        from paircap.assembly import assemble_release
+
+        assemble_release(str(self.release("clap")), str(self.release("lm")), self.path("assembled"), seed=self.seed)
+
+    # ---- 5. knowledge bases ---------------------------------------------------------------------------------------
+
+    def knowledge_bases(self) -> None:
+        """base, large and refined, embedded by the assembled release's CLAP (the frozen retrieval space)."""
+        from transformers import AutoModel, AutoProcessor
+
+        from datasets_scripts.build_kb import build_knowledge_base, refine_knowledge_base_folder
+
+        model = AutoModel.from_pretrained(self.path("assembled"), trust_remote_code=True).eval()
+        processor = AutoProcessor.from_pretrained(self.path("assembled"), trust_remote_code=True)
+        roots = {AUDIO_ROOT: self.path("corpus")}
+        train = load_from_disk(str(self.pairs("train")))
+        noisy = load_from_disk(str(self.pairs("noisy")))
+        options = {"batch_size": 32, "num_workers": self.scale.num_workers, "roots": roots}
+        build_knowledge_base(train, model, processor, self.path("kb", "base"), {"name": "mini-base"}, **options)
+        large = concatenate_datasets([train, noisy])
+        build_knowledge_base(large, model, processor, self.path("kb", "large"), {"name": "mini-large"}, **options)
+        refine_knowledge_base_folder(self.path("kb", "large"), self.path("kb", "base"), self.path("kb", "refined"))
+
+    # ---- 6. the paper's training recipe ----------------------------------------------------------------------------
+
+    def train_captioner(self, name: str, stage: str, start: Path, max_examples: int) -> None:
+        s = self.scale
+        steps = {
+            "stage1": s.stage1_steps,
+            "stage2_phase1": s.phase1_steps,
+            "stage2_phase2": s.phase2_steps,
+            "raft_only": s.phase1_steps + s.phase2_steps,
+        }[name]
+        self.train_stage(
+            name,
+            stage=stage,
+            model_name_or_path=str(start),
+            train_pairs=[str(self.pairs("train"))],
+            validation_pairs=[str(self.pairs("validation"))],
+            max_examples=max_examples,
+            max_steps=steps,
+            per_device_batch_size=s.batch_size,
+            learning_rate=1e-3 if stage == "alignment" else 3e-4,
+            encoder_lr_scale=0.1,
+        )
+
+    def train_stage(self, name: str, **settings) -> None:
+        """Write the stage's training config (`<stage>/config.yaml`) and run it as `train_accelerate.py` would, with
+        `--resume`: an interrupted stage continues from its last checkpoint."""
+        from paircap.training.config import parse_config
+        from paircap.training.loop import train
+
+        steps = settings["max_steps"]
+        config = {
+            "output_dir": str(self.path(name)),
+            "num_workers": self.scale.num_workers,
+            "seed": self.seed,
+            "warmup_ratio": 0.05,
+            "log_every": max(1, steps // 10),
+            "eval_every": max(1, steps // 2),
+            "save_every": max(1, steps // 4),
+            **settings,
+        }
+        path = self.path(name, "config.yaml")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        train(parse_config(["--config", str(path), "--resume"]))
+
+    # ---- 7. evaluation ---------------------------------------------------------------------------------------------
+
+    def evaluate(self) -> None:
+        """The curriculum model on the grid and both sweeps; stage 1 and RAFT-only on the grid (the ablations)."""
+        from paircap.cli import main as paircap
+
+        kbs = [str(self.path("kb", name)) for name in KNOWLEDGE_BASES]
+        common = [
+            "--data", str(self.pairs("test")), "--data-name", "esc50-mixtures", "--split", "test",
+            "--audio-root", f"{AUDIO_ROOT}={self.path('corpus')}", "--batch-size", str(self.scale.batch_size),
+            "--max-new-tokens", str(self.scale.max_new_tokens), "--device", "cpu", "--no-progress",
+        ]  # fmt: skip
+        sweeps = [
+            "--weight-sweep",
+            *map(str, self.scale.weight_sweep),
+            "--top-k-sweep",
+            *map(str, self.scale.top_k_sweep),
+        ]
+        top_k = ["--top-k", str(self.scale.max_examples)]
+        runs = {
+            "stage2_phase2": ["--kb", *kbs, *top_k, *sweeps],
+            "raft_only": ["--kb", *kbs, *top_k],
+            "stage1": ["--kb", kbs[0], "--mode", "generative_pair2pair", *top_k],
+        }
+        for model, extra in runs.items():
+            output = self.path("evaluation", model)
+            if (output / "results.json").is_file():
+                continue
+            paircap(["evaluate", "--model", str(self.release(model)), *common, *extra, "--output-dir", str(output)])
+            (output / "events.json").write_text(json.dumps(self.event_scores(output), indent=2))
+
+    def event_scores(self, evaluation: Path) -> dict:
+        """Per run: the share of test mixtures whose caption names both of its events (and at least one)."""
+        events = mixture_events(self.mixtures_dir)
+        scores = {}
+        for path in sorted((evaluation / "predictions").glob("*.jsonl")):
+            records = [json.loads(line) for line in path.read_text().splitlines()[1:]]
+            captions = {r["audio_id"]: r["caption"] for r in records if "caption" in r}
+            zero_shot = {r["audio_id"]: r["zero_shot_caption"] for r in records if r.get("zero_shot_caption")}
+            scores[path.stem] = {
+                "final": event_accuracy(captions, {clip: events[clip] for clip in captions}),
+                "zero_shot_pass": event_accuracy(zero_shot, {clip: events[clip] for clip in zero_shot})
+                if zero_shot
+                else None,
+            }
+        return scores
+
+    # ---- 8. report ------------------------------------------------------------------------------------------------
+
+    def report(self) -> None:
+        from paircap.recipes.mini_report import write_results
+
+        write_results(self)
+
+
+def save(dataset: Dataset, path: Path) -> None:
+    """
+    `save_to_disk` through a temporary folder, so a stage interrupted mid-write never leaves a half dataset. The audio
+    column is saved as plain `{bytes, path}` structs: `save_to_disk` would embed every file of an `Audio` column
+    (copying the corpus and dropping the paths the knowledge bases record as clip locations).
+    """
+    if "audio" in dataset.column_names:
+        features = dataset.features.copy()
+        features["audio"] = {"bytes": Value("binary"), "path": Value("string")}
+        dataset = dataset.cast(features)
+    temporary = path.with_name(path.name + ".tmp")
+    disable_progress_bars()
+    dataset.save_to_disk(str(temporary))
+    enable_progress_bars()
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    temporary.rename(path)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--output", required=True, help="the run's folder (rerun with the same folder to resume)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (esc50_*, captions)")
+    parser.add_argument("--quick", action="store_true", help="every stage for a few steps (smoke test, ~3 minutes)")
+    parser.add_argument(
+        "--clips", nargs="+", default=list(CLIP_FOLDERS), help="ESC-50 folders under --data (esc50_cc is CC0/CC-BY)"
+    )
+    parser.add_argument("--stages", nargs="+", default=None, help="run only these stages (default: all unfinished)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    scale = QUICK if args.quick else FULL
+    MiniRecipe(Path(args.output), Path(args.data), scale, args.clips, args.seed).run(args.stages)
+    print(f"results: {Path(args.output, 'RESULTS.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Training data of the stand-in stages for the pretrained parts: CLAP contrastive (audio, caption) batches and
+caption-text batches for a causal language model.
+
+They serve the mini recipe, which cannot download `laion/clap-htsat-unfused` or Vicuna, and domain adaptation at full
+scale. Both datasets follow `CaptionTrainingSet`'s conventions: a bad clip gives None with a warning naming it (the
+collator drops it), and every random choice is drawn from (seed, epoch, index) so a resumed run sees the same data.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import BatchFeature
+
+from modeling_paircap.audio_io import AudioInputError, load_audio_file
+from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
+
+__all__ = ["CaptionTextCollator", "CaptionTextSet", "ClapPairCollator", "ClapPairSet"]
+
+
+def _column(dataset: Dataset, name: str) -> list:
+    return dataset.with_format("arrow")[name].to_pylist()
+
+
+class ClapPairSet(torch.utils.data.Dataset):
+    """
+    (audio window, caption) samples for CLAP's contrastive loss. A clip longer than the feature extractor's window
+    (`max_length_s`, 10 s) gives one window at an offset drawn per (seed, epoch, index); shorter clips are repeat-padded
+    by the collator, as `PairCapProcessor` pads them at inference.
+    """
+
+    def __init__(self, pairs: Dataset, feature_extractor, seed: int = 0):
+        missing = pairs.with_format("arrow")["audio"].is_null().to_numpy(zero_copy_only=False)
+        if missing.any():
+            raise ValueError(f"{int(missing.sum())} pairs have no audio (contrastive training needs it)")
+        self.sampling_rate = int(feature_extractor.sampling_rate)
+        self.window_samples = int(feature_extractor.nb_max_samples)
+        self.seed = seed
+        self.captions: list[str] = _column(pairs, "caption")
+        self.pair_ids: list[str] = _column(pairs, "pair_id")
+        self.sources: list[str] = _column(pairs, "source")
+        self._paths = [audio["path"] for audio in _column(pairs, "audio")]
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # read by DataLoader workers
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(epoch)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        index = int(index)
+        try:
+            waveform = load_audio_file(self._paths[index], self.sampling_rate)
+        except AudioInputError as error:
+            warnings.warn(f"skipping pair {self.pair_ids[index]!r}: {error}", stacklevel=2)
+            return None
+        if len(waveform) > self.window_samples:
+            rng = np.random.default_rng([self.seed, int(self._epoch), index])
+            start = int(rng.integers(0, len(waveform) - self.window_samples + 1))
+            waveform = waveform[start : start + self.window_samples]
+        return {"waveform": waveform, "caption": self.captions[index]}
+
+
+class ClapPairCollator:
+    """`ClapModel` inputs: log-mel features as `PairCapProcessor` computes them (torch backend) and the tokenised
+    captions. Failed samples (None) are dropped; a batch where all failed gives None."""
+
+    def __init__(self, feature_extractor, tokenizer):
+        self.features = TorchClapFeatures(feature_extractor)
+        self.tokenizer = tokenizer
+
+    def __call__(self, items: Sequence[dict[str, Any] | None]) -> BatchFeature | None:
+        items = [item for item in items if item is not None]
+        if not items:
+            return None
+        with torch.no_grad():
+            windows, _ = self.features.pad_windows([item["waveform"] for item in items])
+            input_features = self.features(windows)
+        text = self.tokenizer([item["caption"] for item in items], padding=True, truncation=True, return_tensors="pt")
+        return BatchFeature({"input_features": input_features, **text})
+
+
+class CaptionTextSet(torch.utils.data.Dataset):
+    """Caption texts, each formatted with `template` (`"{caption}"` by default) and tokenised once, for next-token
+    training of a causal language model; the tokenizer adds BOS, the collator appends EOS."""
+
+    def __init__(self, captions: Sequence[str], tokenizer, template: str = "{caption}", max_length: int = 128):
+        if "{caption}" not in template:
+            raise ValueError(f"text_template must contain '{{caption}}', got {template!r}")
+        texts = [template.format(caption=caption.strip()) for caption in captions]
+        encoded = tokenizer(texts, truncation=True, max_length=max_length - 1)["input_ids"]
+        self.input_ids = [np.asarray(ids, dtype=np.int64) for ids in encoded]
+        self.lengths = [len(ids) + 1 for ids in self.input_ids]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.input_ids[int(index)]
+
+
+class CaptionTextCollator:
+    """Right-padded batches of `CaptionTextSet` samples with EOS appended; the loss covers every real token."""
+
+    def __init__(self, tokenizer):
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the language model's tokenizer has no eos token")
+        self.eos = tokenizer.eos_token_id
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
+
+    def __call__(self, items: Sequence[np.ndarray]) -> BatchFeature:
+        width = max(len(ids) for ids in items) + 1
+        input_ids = torch.full((len(items), width), self.pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, ids in enumerate(items):
+            input_ids[row, : len(ids)] = torch.from_numpy(ids)
+            input_ids[row, len(ids)] = self.eos
+            attention_mask[row, : len(ids) + 1] = 1
+        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        return BatchFeature({"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels})

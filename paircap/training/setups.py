@@ -1,0 +1,227 @@
+"""What each training stage trains, on which data, and what it exports; `loop.train` runs every stage the same way.
+
+- `alignment` (stage 1) and `raft` (stage 2): a PairCap release, on caption pairs with retrieved examples (§3.2, §4.1).
+- `clap_contrastive`: a `ClapModel` folder, on (audio, caption) pairs with CLAP's contrastive loss.
+- `lm_text`: a causal language model folder, on caption text (next-token loss).
+
+The last two stand in for the pretrained CLAP and Vicuna where they cannot be downloaded (the mini recipe), and adapt
+them to a domain at full scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from datasets import Dataset
+from transformers import AutoFeatureExtractor, AutoModelForCausalLM, AutoTokenizer, ClapModel
+
+from datasets_scripts.embed import embed_pairs
+from datasets_scripts.neighbors import compute_training_neighbors, load_neighbors, save_neighbors
+from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
+from modeling_paircap.processing_paircap import PairCapProcessor
+from paircap.assembly import save_release
+from paircap.caption_data import load_pairs
+from paircap.cards import render_model_card
+from paircap.stages import configure_stage1, configure_stage2, merge_ia3, set_training_mode
+from paircap.training.config import TrainConfig
+from paircap.training.data import CaptionTrainingSet, PairCapCollator
+from paircap.training.pretraining_data import CaptionTextCollator, CaptionTextSet, ClapPairCollator, ClapPairSet
+
+
+def model_loss(model, batch) -> torch.Tensor:
+    return model(**batch).loss
+
+
+def contrastive_loss(model, batch) -> torch.Tensor:
+    return model(**batch, return_loss=True).loss
+
+
+def label_tokens(batch) -> torch.Tensor:
+    """Tokens the next-token loss covers (validation means are weighted by them)."""
+    return (batch["labels"][:, 1:] != -100).sum()
+
+
+def batch_rows(batch) -> torch.Tensor:
+    return torch.tensor(batch["input_features"].shape[0], device=batch["input_features"].device)
+
+
+@dataclass
+class DataSplit:
+    """A torch dataset with the lengths the batch sampler groups by and each sample's source."""
+
+    dataset: torch.utils.data.Dataset
+    lengths: Sequence[int] | Callable[[int], Sequence[int]]
+    sources: Sequence[str]
+
+
+@dataclass
+class StageSetup:
+    """Everything the loop needs from a stage: the model with its trainable parameters set, data, loss and export."""
+
+    model: torch.nn.Module
+    train: DataSplit
+    validation: DataSplit | None
+    collator: Callable
+    parameter_groups: list[dict]
+    export: Callable[[torch.nn.Module, int], Path]  # (unwrapped model, final step) -> cfg.export_dir; main process
+    training_mode: Callable[[torch.nn.Module], None] = torch.nn.Module.train
+    loss: Callable = model_loss
+    loss_weight: Callable = label_tokens
+
+
+def build_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
+    builders = {
+        "alignment": captioning_setup,
+        "raft": captioning_setup,
+        "clap_contrastive": clap_contrastive_setup,
+        "lm_text": lm_text_setup,
+    }
+    return builders[cfg.stage](cfg, accelerator)
+
+
+# ---- stage 1 and stage 2 ------------------------------------------------------------------------------------------
+
+
+def retrieved_examples(cfg: TrainConfig, pairs: Dataset, model, processor, accelerator: Accelerator):
+    """
+    The training pairs' own audio-to-audio neighbours (paper §3.2), one pair per neighbouring clip: the pairs are
+    embedded once in the frozen retrieval space with the clips' tokens from the run's starting token encoder
+    (resumable), and their neighbour table stored under `retrieval_dir`, never recomputed per epoch.
+    """
+    folder = Path(cfg.retrieval_dir or Path(cfg.output_dir) / "retrieval")
+    embedded = embed_pairs(
+        pairs, model, processor, folder / "embedded", accelerator=accelerator, progress=accelerator.is_main_process
+    )
+    path = folder / "neighbors.npz"
+    if accelerator.is_main_process and not path.is_file():
+        save_neighbors(path, embedded.rows, compute_training_neighbors(embedded.rows, cfg.num_neighbors))
+    accelerator.wait_for_everyone()
+    return embedded, load_neighbors(path, embedded.rows)
+
+
+def optimizer_groups(cfg: TrainConfig, model: PairCapForConditionalGeneration) -> list[dict]:
+    """Stage 2 trains the audio tower and LM head at `encoder_lr_scale` x the learning rate (paper §4.1)."""
+    slow_prefixes = ("audio_tower.", "language_model.lm_head.")
+    fast, slow = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (slow if cfg.stage == "raft" and name.startswith(slow_prefixes) else fast).append(parameter)
+    groups = [{"params": fast, "lr": cfg.learning_rate}]
+    if slow:
+        groups.append({"params": slow, "lr": cfg.learning_rate * cfg.encoder_lr_scale})
+    return groups
+
+
+def captioning_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
+    """Stage 1 (projector only) or stage 2 (IA3, head, projector, separate audio tower) on a PairCap release."""
+    model = PairCapForConditionalGeneration.from_pretrained(cfg.model_name_or_path)
+    processor = PairCapProcessor.from_pretrained(cfg.model_name_or_path, trust_remote_code=True)
+    model.to(accelerator.device)
+    pairs = load_pairs(cfg.train_pairs)
+    embedded, neighbors = (None, None)
+    if cfg.max_examples:
+        embedded, neighbors = retrieved_examples(cfg, pairs, model, processor, accelerator)
+    train_set = CaptionTrainingSet(
+        pairs,
+        processor,
+        embedded and embedded.rows,
+        neighbors,
+        cfg.max_examples,
+        cfg.seed,
+        cfg.zero_shot_fraction,
+        example_tokens=embedded and embedded.tokens,
+    )
+    validation = None
+    if cfg.validation_pairs:
+        val_set = CaptionTrainingSet(load_pairs(cfg.validation_pairs), processor, seed=cfg.seed)
+        validation = DataSplit(val_set, val_set.estimated_lengths, val_set.sources)
+    if cfg.stage == "alignment":
+        configure_stage1(model)
+    else:
+        configure_stage2(model, train_audio_encoder=cfg.train_audio_encoder)
+    if cfg.gradient_checkpointing:
+        model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def export(trained: PairCapForConditionalGeneration, step: int) -> Path:
+        merge_ia3(trained)
+        trained.eval()
+        status = f"trained: stage `{cfg.stage}` for {step} steps from `{cfg.model_name_or_path}`."
+        save_release(trained, processor, cfg.export_dir, render_model_card(trained.config, training_status=status))
+        return cfg.export_dir
+
+    return StageSetup(
+        model=model,
+        train=DataSplit(train_set, train_set.estimated_lengths, train_set.sources),
+        validation=validation,
+        collator=PairCapCollator(processor),
+        parameter_groups=optimizer_groups(cfg, model),
+        export=export,
+        training_mode=set_training_mode,
+    )
+
+
+# ---- stand-ins for the pretrained parts ---------------------------------------------------------------------------
+
+
+def all_parameters(cfg: TrainConfig, model: torch.nn.Module) -> list[dict]:
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
+
+
+def clap_contrastive_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
+    """A `ClapModel` folder (model, feature extractor, tokenizer) trained with `ClapModel`'s contrastive loss."""
+    model = ClapModel.from_pretrained(cfg.model_name_or_path).to(accelerator.device)
+    feature_extractor = AutoFeatureExtractor.from_pretrained(cfg.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
+
+    def split(sources: list[str]) -> DataSplit:
+        dataset = ClapPairSet(load_pairs(sources), feature_extractor, seed=cfg.seed)
+        lengths = [len(ids) for ids in tokenizer(dataset.captions)["input_ids"]]
+        return DataSplit(dataset, lengths, dataset.sources)
+
+    def export(trained: ClapModel, step: int) -> Path:
+        trained.eval().save_pretrained(cfg.export_dir)
+        feature_extractor.save_pretrained(cfg.export_dir)
+        tokenizer.save_pretrained(cfg.export_dir)
+        return cfg.export_dir
+
+    return StageSetup(
+        model=model,
+        train=split(cfg.train_pairs),
+        validation=split(cfg.validation_pairs) if cfg.validation_pairs else None,
+        collator=ClapPairCollator(feature_extractor, tokenizer),
+        parameter_groups=all_parameters(cfg, model),
+        export=export,
+        loss=contrastive_loss,
+        loss_weight=batch_rows,
+    )
+
+
+def lm_text_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
+    """A causal language model folder trained on the `caption` column of `train_pairs` (text-only rows welcome)."""
+    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path).to(accelerator.device)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def split(sources: list[str]) -> DataSplit:
+        pairs = load_pairs(sources)
+        dataset = CaptionTextSet(pairs["caption"], tokenizer, cfg.text_template, cfg.max_text_tokens)
+        return DataSplit(dataset, dataset.lengths, pairs["source"])
+
+    def export(trained: torch.nn.Module, step: int) -> Path:
+        trained.eval().save_pretrained(cfg.export_dir)
+        tokenizer.save_pretrained(cfg.export_dir)
+        return cfg.export_dir
+
+    return StageSetup(
+        model=model,
+        train=split(cfg.train_pairs),
+        validation=split(cfg.validation_pairs) if cfg.validation_pairs else None,
+        collator=CaptionTextCollator(tokenizer),
+        parameter_groups=all_parameters(cfg, model),
+        export=export,
+    )
