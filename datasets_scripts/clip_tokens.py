@@ -3,8 +3,8 @@ tokens`): after stage 2 trained the audio tower, or to give an index-only KB its
 
 The clips are cut into shards of `shard_size`; each finished shard is written to the work folder (atomically), so an
 interrupted run resumes where it stopped. When every shard is done, the tokens are streamed into the KB's
-`tokens.safetensors` (replaced atomically) and its metadata records the new token fingerprint. Clips whose audio
-cannot be loaded keep no tokens and are listed in `errors.jsonl`.
+`tokens.safetensors` (replaced atomically) and its metadata records the new token fingerprint and the file's size and
+sha256. Clips whose audio cannot be loaded keep no tokens and are listed in `errors.jsonl`.
 
     python -m datasets_scripts tokens --kb ./kb-refined --model ./outputs/stage2/release --root clotho=/data/clotho
 """
@@ -26,6 +26,7 @@ from modeling_paircap.knowledge_base_paircap import (
     CLIPS_FILE,
     KnowledgeBaseError,
     KnowledgeBaseMetadata,
+    file_record,
     read_clips,
 )
 from modeling_paircap.tokens_paircap import TOKENS_FILE, write_clip_tokens
@@ -88,6 +89,8 @@ def refresh_tokens(
     metadata.token_fingerprint = fingerprint
     metadata.token_dim = embedder.token_dim
     metadata.audio_tokens_per_window = model.config.audio_tokens_per_window
+    if metadata.files:  # the new token file's size and sha256 (a KB written before they were recorded stays so)
+        metadata.files[TOKENS_FILE] = file_record(folder / TOKENS_FILE)
     metadata.save(folder)
     print(f"refreshed the tokens of {len(counts) - len(errors)} clips ({len(errors)} failed: {ERRORS_FILE})")
     return metadata

@@ -14,15 +14,31 @@ Two encoders, two fingerprints: the embeddings and the index live in the frozen 
 valid for every release built on that CLAP (`retrieval_fingerprint`); the tokens are valid only for the token encoder
 that made them (`token_fingerprint`). A KB whose tokens are stale still searches; its tokens are refused with the
 command that refreshes them, or computed from the audio on the fly when `audio_roots` are given.
+
+The files are untrusted input. `paircap_kb.json` records the size and sha256 of every other file it describes (`files`:
+relative name -> {size, sha256}; the card is not recorded), and loading refuses, with a `KnowledgeBaseError` naming the
+file and the check, before reading anything large: a missing, extra or resized file (os.stat against the record); a
+FAISS index whose header (type, dimension, vector count, metric) disagrees with the metadata or whose announced vector
+and list sizes do not fit the file (parsed here, before faiss allocates); parquet files whose footers do not give the
+recorded row counts and embedding widths; then any file whose sha256 differs (hashed on the first load of each file
+state, remembered in the HF cache; see `verified_cache_dir`); and, once read, index vectors that differ from the rows'
+own embeddings in a spot-check. A KB written before the record existed loads with one warning and every check but the
+sizes and hashes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import re
 import shutil
+import struct
+import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +53,8 @@ try:
     import pyarrow.parquet as pq
 except ImportError:  # the knowledge base needs `datasets` (and its pyarrow); plain captioning does not
     datasets = pa = pq = None
+
+logger = logging.getLogger(__name__)
 
 KB_FORMAT_VERSION = 2
 METADATA_FILE = "paircap_kb.json"
@@ -66,6 +84,19 @@ SEARCH_COLUMNS = ("pair_id", "audio_id", "caption", "clip_index")
 
 UPGRADE_COMMAND = "python -m datasets_scripts upgrade --kb {folder} --model RELEASE"
 TOKENS_COMMAND = "python -m datasets_scripts tokens --kb {folder} --model RELEASE --root NAME=DIR ..."
+RECORD_COMMAND = (
+    'python -c "from modeling_paircap.knowledge_base_paircap import record_file_hashes; record_file_hashes({folder!r})"'
+)
+
+VERIFY_MODES = ("once", "always")  # `from_pretrained(verify=...)`: hash each file state once, or on every load
+VERIFIED_CACHE_ENV = "PAIRCAP_VERIFIED_CACHE"  # where the verified file states are remembered (default: HF_HOME)
+RACY_NS = 2 * 10**9  # a file changed this close to its hashing may change again unseen (coarse mtimes): not remembered
+HASH_BLOCK = 4 * 2**20
+MAX_METADATA_BYTES = 16 * 2**20
+SPOT_CHECK_ROWS = 256  # index vectors compared with the rows' embeddings on every load
+SPOT_CHECK_GROUPS = 8  # ... taken from the start of this many parquet row groups, spread over the KB
+SPOT_CHECK_TOLERANCE = 1e-6
+_warned_unverified: set[str] = set()
 
 
 def kb_row_features(audio_dim: int, text_dim: int):
@@ -131,6 +162,9 @@ class KnowledgeBaseMetadata:
     recipe: dict = field(default_factory=dict)
     evaluation_overlap: dict = field(default_factory=dict)
     build_id: str = ""
+    # relative file name -> {"size": bytes, "sha256": hex digest} of every file but this one and the card; empty in a
+    # KB written before sizes and hashes were recorded
+    files: dict[str, dict] = field(default_factory=dict)
     format_version: int = KB_FORMAT_VERSION
 
     @property
@@ -138,16 +172,23 @@ class KnowledgeBaseMetadata:
         return self.token_fingerprint is not None
 
     def save(self, folder: str | os.PathLike) -> None:
-        Path(folder, METADATA_FILE).write_text(json.dumps(self.__dict__, indent=2, sort_keys=True))
+        path = Path(folder, METADATA_FILE)
+        partial = path.with_name(f".{METADATA_FILE}.tmp")
+        partial.write_text(json.dumps(self.__dict__, indent=2, sort_keys=True))
+        os.replace(partial, path)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> KnowledgeBaseMetadata:
         path = Path(folder, METADATA_FILE)
         if not path.is_file():
             raise KnowledgeBaseError(f"{path}: missing; a PairCap knowledge base folder holds {METADATA_FILE}")
+        if path.stat().st_size > MAX_METADATA_BYTES:
+            raise KnowledgeBaseError(
+                f"{path}: {path.stat().st_size} bytes, not a PairCap knowledge base metadata file (check: size)"
+            )
         try:
             values = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise KnowledgeBaseError(f"{path}: not a valid PairCap knowledge base metadata file ({error})") from None
         version = values.get("format_version") if isinstance(values, dict) else None
         if version != KB_FORMAT_VERSION:
@@ -160,9 +201,43 @@ class KnowledgeBaseMetadata:
                 )
             )
         try:
-            return cls(**values)
+            metadata = cls(**values)
         except TypeError as error:
             raise KnowledgeBaseError(f"{path}: not a valid PairCap knowledge base metadata file ({error})") from None
+        metadata.check(path)
+        return metadata
+
+    def check(self, path: Path) -> None:
+        """The fields later checks and allocations rely on: counts and widths, and the `files` record's shape."""
+        for name in ("audio_dim", "text_dim", "num_pairs", "num_clips", "token_dim", "num_text_only"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise KnowledgeBaseError(f"{path}: {name} is {value!r}, not a count (check: metadata)")
+        if self.audio_dim < 1 or self.text_dim < 1:
+            raise KnowledgeBaseError(f"{path}: embedding widths must be positive (check: metadata)")
+        if not isinstance(self.index_factory, str):
+            raise KnowledgeBaseError(f"{path}: index_factory is {self.index_factory!r}, not a string (check: metadata)")
+        if not isinstance(self.files, dict):
+            raise KnowledgeBaseError(f"{path}: `files` is not a mapping of file records (check: metadata)")
+        for name, record in self.files.items():
+            if (
+                not isinstance(name, str)
+                or not Path(name).parts
+                or Path(name).is_absolute()
+                or ".." in Path(name).parts
+            ):
+                raise KnowledgeBaseError(
+                    f"{path}: `files` names {name!r}, not a file inside the folder (check: metadata)"
+                )
+            size, digest = (record.get("size"), record.get("sha256")) if isinstance(record, dict) else (None, None)
+            if (
+                not isinstance(size, int)
+                or isinstance(size, bool)
+                or size < 0
+                or not isinstance(digest, str)
+                or not re.fullmatch(r"[0-9a-f]{64}", digest)
+            ):
+                raise KnowledgeBaseError(f"{path}: the record of {name} is not {{size, sha256}} (check: metadata)")
 
 
 def resolve_folder(id_or_path: str | os.PathLike, revision: str | None = None) -> Path:
@@ -237,6 +312,7 @@ class PairCapKnowledgeBase:
         revision: str | None = None,
         device: str | None = None,
         audio_roots: Mapping[str, str | os.PathLike] | None = None,
+        verify: str = "once",
     ) -> PairCapKnowledgeBase:
         """
         Load a knowledge base from a local folder or a hub dataset id: the search columns straight from the parquet
@@ -244,6 +320,11 @@ class PairCapKnowledgeBase:
         `device` search they move to that device instead) and the tokens, memory-mapped. Everything is checked against
         the metadata, and `retrieval_fingerprint` (when given) against the model's retrieval CLAP. `audio_roots` map
         the clip table's root names to local folders, for tokens computed on the fly and for playing neighbours.
+
+        The files are checked before they are read (`check_kb_files`): their sizes, the index header and structure,
+        the parquet footers, then their sha256, on the first load of each file state (`verify="once"`, remembered in
+        `verified_cache_dir()`) or on every load (`verify="always"`); once loaded, `SPOT_CHECK_ROWS` index vectors
+        are compared with the rows' embeddings. Any mismatch is a `KnowledgeBaseError` naming the file and the check.
         """
         folder = resolve_folder(id_or_path, revision)
         metadata = KnowledgeBaseMetadata.load(folder)
@@ -254,13 +335,17 @@ class PairCapKnowledgeBase:
                 "embeddings do not match this model's CLAP. Rebuild it with this model: "
                 "python -m datasets_scripts build"
             )
-        table = read_parquet_columns(row_files(folder), SEARCH_COLUMNS)
-        if table.num_rows != metadata.num_pairs:
+        shards = check_kb_files(folder, metadata, verify)
+        table = read_parquet_columns(shards, SEARCH_COLUMNS)
+        if table.num_rows != metadata.num_pairs:  # the footers said otherwise: the file changed while being read
             raise KnowledgeBaseError(
-                f"{folder}: {table.num_rows} rows but {METADATA_FILE} records {metadata.num_pairs}"
+                f"{folder / DATA_DIR}: {table.num_rows} rows but {METADATA_FILE} records {metadata.num_pairs} "
+                "(check: row count)"
             )
         clips = read_clips(folder / CLIPS_FILE, metadata.num_clips)
-        index = read_index(folder / INDEX_FILE, metadata.num_pairs, metadata.audio_dim + metadata.text_dim)
+        index = read_index(
+            folder / INDEX_FILE, metadata.num_pairs, metadata.audio_dim + metadata.text_dim, metadata.index_factory
+        )
         tokens = None
         if metadata.has_tokens:
             try:
@@ -269,7 +354,10 @@ class PairCapKnowledgeBase:
                 raise KnowledgeBaseError(str(error)) from None
             if tokens.fingerprint != metadata.token_fingerprint:
                 raise KnowledgeBaseError(f"{folder / TOKENS_FILE}: its token fingerprint differs from {METADATA_FILE}")
-        return cls(table, clips, metadata, index, folder, tokens, device, audio_roots)
+        exact = stores_float32_vectors(index)
+        kb = cls(table, clips, metadata, index, folder, tokens, device, audio_roots)
+        spot_check_vectors(kb, shards, exact)
+        return kb
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -435,7 +523,7 @@ class PairCapKnowledgeBase:
 
 # ---- reading ----------------------------------------------------------------------------------------------------
 def row_files(folder: Path) -> list[str]:
-    """The parquet shards of a knowledge base folder whose build id matches its metadata."""
+    """The parquet shards of a knowledge base folder (`check_kb_files` refuses shards its metadata does not record)."""
     files = sorted(str(path) for path in (folder / DATA_DIR).glob("*.parquet"))
     if not files:
         raise KnowledgeBaseError(f"{folder / DATA_DIR}: no parquet shards; not a PairCap knowledge base folder")
@@ -449,30 +537,504 @@ def read_parquet_columns(files: Sequence[str], columns: Sequence[str]):
     for file in files:
         try:
             tables.append(pq.read_table(file, columns=list(columns), memory_map=True))
-        except (pa.ArrowInvalid, KeyError, OSError) as error:
+        except (pa.ArrowException, KeyError, OSError) as error:
             raise KnowledgeBaseError(f"{file}: cannot read the columns {list(columns)} ({error})") from None
     return pa.concat_tables(tables)
 
 
+def parquet_footer(path: str | os.PathLike):
+    """The footer metadata of a parquet file (row counts, row groups, schema), read without its columns."""
+    require_datasets()
+    try:
+        return pq.read_metadata(str(path))
+    except (pa.ArrowException, OSError) as error:
+        raise KnowledgeBaseError(
+            f"{path}: not a readable parquet file (truncated or corrupt? {error}) (check: parquet footer)"
+        ) from None
+
+
+def check_parquet_columns(path: str | os.PathLike, footer, columns: Sequence[str], widths: Mapping[str, int]) -> None:
+    """The footer's schema holds `columns`, the fixed-size list columns in `widths` of that width."""
+    try:
+        schema = footer.schema.to_arrow_schema()
+    except (pa.ArrowException, OSError) as error:
+        raise KnowledgeBaseError(f"{path}: unreadable schema ({error}) (check: parquet schema)") from None
+    missing = [column for column in columns if column not in schema.names]
+    if missing:
+        raise KnowledgeBaseError(f"{path}: lacks the columns {missing} (check: parquet schema)")
+    for column, width in widths.items():
+        kind = schema.field(column).type
+        found = kind.list_size if pa.types.is_fixed_size_list(kind) else None
+        if found != width:
+            raise KnowledgeBaseError(
+                f"{path}: {column} holds vectors of width {found}, {METADATA_FILE} records {width} (check: parquet "
+                "schema)"
+            )
+
+
 def read_clips(path: Path, num_clips: int):
-    """The clip table, checked against the metadata's clip count."""
+    """The clip table, its row count checked in the footer against the metadata's clip count before it is read."""
     if not path.is_file():
         raise KnowledgeBaseError(f"{path}: missing; a PairCap knowledge base folder holds {CLIPS_FILE}")
+    footer = parquet_footer(path)
+    check_parquet_columns(path, footer, CLIP_COLUMNS, {})
+    if footer.num_rows != num_clips:
+        raise KnowledgeBaseError(
+            f"{path}: {footer.num_rows} clips but {METADATA_FILE} records {num_clips} (check: row count)"
+        )
     clips = read_parquet_columns([str(path)], CLIP_COLUMNS)
     if clips.num_rows != num_clips:
         raise KnowledgeBaseError(f"{path}: {clips.num_rows} clips but {METADATA_FILE} records {num_clips}")
     return clips
 
 
-def read_index(path: str | os.PathLike, num_vectors: int, dim: int):
+# ---- checking the files before they are read --------------------------------------------------------------------
+def kb_file_names(folder: Path, metadata: KnowledgeBaseMetadata) -> list[str]:
+    """The files of `folder` that its metadata records: the row shards, the clip table, the index and the tokens."""
+    shards = [Path(shard).relative_to(folder).as_posix() for shard in row_files(folder)]
+    return [*shards, CLIPS_FILE, INDEX_FILE] + ([TOKENS_FILE] if metadata.has_tokens else [])
+
+
+def file_record(path: str | os.PathLike) -> dict:
+    """The `{size, sha256}` record of a file."""
+    return {"size": os.stat(path).st_size, "sha256": file_sha256(path)}
+
+
+def record_files(folder: str | os.PathLike, names: Sequence[str]) -> dict[str, dict]:
+    """The records of the named files of `folder` (hashed in parallel: hashlib releases the GIL)."""
+    folder = Path(folder)
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1, len(names)))) as pool:
+        records = list(pool.map(lambda name: file_record(folder / name), names))
+    return dict(zip(names, records, strict=True))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file, read in blocks (memory stays one block)."""
+    digest = hashlib.sha256()
+    block = bytearray(HASH_BLOCK)
+    view = memoryview(block)
+    with open(path, "rb", buffering=0) as handle:
+        while count := handle.readinto(block):
+            digest.update(view[:count])
+    return digest.hexdigest()
+
+
+def check_kb_files(folder: Path, metadata: KnowledgeBaseMetadata, verify: str = "once") -> list[str]:
     """
-    Read a FAISS index file and check it against the knowledge base it belongs to (vector count, dimension,
-    inner-product metric), with errors naming the file. The one index reader of the project.
+    Check a knowledge base folder's files against its metadata before any of them is read, cheapest check first, and
+    return its row shards. With a `files` record: no file missing, no shard unrecorded, every size as recorded
+    (os.stat). Always: the row counts and embedding widths in the parquet footers, and the index header and structure
+    against the metadata (`check_index_file`). With a record: the sha256 of every file whose current state (device,
+    inode, size, mtime, ctime) was not verified before (`verify="once"`), or of every file (`verify="always"`).
     """
-    faiss = require_faiss()
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
+    shards = row_files(folder)
+    if metadata.files:
+        check_recorded_files(folder, metadata, shards)
+    elif str(folder) not in _warned_unverified:
+        _warned_unverified.add(str(folder))
+        logger.warning(
+            "%s: %s records no sizes or sha256 of its files (written before they were recorded), so they are checked "
+            "for structure only and not verified. Record them with: %s",
+            folder,
+            METADATA_FILE,
+            RECORD_COMMAND.format(folder=str(folder)),
+        )
+    widths = {"audio_embedding": metadata.audio_dim, "text_embedding": metadata.text_dim}
+    total = 0
+    for shard in shards:
+        footer = parquet_footer(shard)
+        check_parquet_columns(shard, footer, ROW_COLUMNS, widths)
+        total += footer.num_rows
+    if total != metadata.num_pairs:
+        raise KnowledgeBaseError(
+            f"{folder / DATA_DIR}: {total} rows but {METADATA_FILE} records {metadata.num_pairs} (check: row count, "
+            "from the parquet footers)"
+        )
+    if (folder / CLIPS_FILE).is_file():
+        footer = parquet_footer(folder / CLIPS_FILE)
+        if footer.num_rows != metadata.num_clips:
+            raise KnowledgeBaseError(
+                f"{folder / CLIPS_FILE}: {footer.num_rows} clips but {METADATA_FILE} records {metadata.num_clips} "
+                "(check: row count)"
+            )
+    check_index_file(
+        folder / INDEX_FILE, metadata.num_pairs, metadata.audio_dim + metadata.text_dim, metadata.index_factory
+    )
+    if metadata.files:
+        verify_hashes(folder, metadata.files, always=verify == "always")
+    return shards
+
+
+def check_recorded_files(folder: Path, metadata: KnowledgeBaseMetadata, shards: Sequence[str]) -> None:
+    """The folder holds exactly the recorded files (no shard more or less), each of its recorded size."""
+    recorded = metadata.files
+    for shard in shards:
+        name = Path(shard).relative_to(folder).as_posix()
+        if name not in recorded:
+            raise KnowledgeBaseError(
+                f"{shard}: a row shard that {METADATA_FILE} does not record (from another build?); remove it or "
+                "rebuild the KB (check: file list)"
+            )
+    expected = {CLIPS_FILE, INDEX_FILE} | ({TOKENS_FILE} if metadata.has_tokens else set())
+    unrecorded = sorted(expected - set(recorded))
+    if unrecorded or not any(name.startswith(f"{DATA_DIR}/") for name in recorded):
+        raise KnowledgeBaseError(
+            f"{folder / METADATA_FILE}: its file record lacks {unrecorded or 'the row shards'} (check: file list)"
+        )
+    for name, record in recorded.items():
+        path = folder / name
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            raise KnowledgeBaseError(
+                f"{path}: missing, though {METADATA_FILE} records it; re-download or rebuild the KB (check: file list)"
+            ) from None
+        if size != record["size"]:
+            raise KnowledgeBaseError(
+                f"{path}: {size} bytes, {METADATA_FILE} records {record['size']} (truncated, appended to or replaced?) "
+                "(check: size)"
+            )
+
+
+def verified_cache_dir() -> Path:
+    """
+    Where verified file states are remembered, one small JSON file per KB folder: `$PAIRCAP_VERIFIED_CACHE`, else
+    `$HF_HOME/paircap/verified-kb-files` (HF_HOME defaulting as in huggingface_hub).
+    """
+    explicit = os.environ.get(VERIFIED_CACHE_ENV)
+    if explicit:
+        return Path(explicit)
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface"
+    )
+    return Path(home) / "paircap" / "verified-kb-files"
+
+
+class VerifiedFiles:
+    """
+    The file states of one KB folder whose sha256 matched its record: a file counts as verified while its device,
+    inode, size, mtime and ctime are those it had when it was hashed (any write or replacement changes them). A file
+    modified less than `RACY_NS` before it was hashed is not remembered (file times are coarse: a write in the same
+    tick would leave them unchanged), nor anything where the cache cannot be written.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = str(folder.resolve())
+        key = hashlib.sha256(self.folder.encode()).hexdigest()[:32]
+        self.path = verified_cache_dir() / f"{key}.json"
+        self.entries: dict[str, list] = {}
+        try:
+            if self.path.stat().st_size <= MAX_METADATA_BYTES:
+                values = json.loads(self.path.read_text())
+                if isinstance(values, dict) and values.get("folder") == self.folder:
+                    self.entries = dict(values.get("files", {}))
+        except (OSError, ValueError):
+            pass
+
+    @staticmethod
+    def state(stat: os.stat_result, sha256: str) -> list:
+        return [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, sha256]
+
+    def verified(self, name: str, stat: os.stat_result, sha256: str) -> bool:
+        return self.entries.get(name) == self.state(stat, sha256)
+
+    def add(self, name: str, stat: os.stat_result, sha256: str, hashed_at_ns: int) -> None:
+        if hashed_at_ns - max(stat.st_mtime_ns, stat.st_ctime_ns) > RACY_NS:
+            self.entries[name] = self.state(stat, sha256)
+
+    def save(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            partial.write_text(json.dumps({"folder": self.folder, "files": self.entries}))
+            os.replace(partial, self.path)
+        except OSError as error:  # a read-only cache: every load hashes
+            logger.debug("cannot remember verified KB files in %s (%s)", self.path, error)
+
+
+def verify_hashes(folder: Path, records: Mapping[str, dict], always: bool = False) -> None:
+    """Hash the recorded files (those not verified in their current state, unless `always`) and compare."""
+    cache = VerifiedFiles(folder)
+    stats = {name: os.stat(folder / name) for name in records}
+    todo = [n for n in records if always or not cache.verified(n, stats[n], records[n]["sha256"])]
+    if not todo:
+        return
+    hashed_at = time.time_ns()
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1, len(todo)))) as pool:
+        digests = dict(zip(todo, pool.map(lambda name: file_sha256(folder / name), todo), strict=True))
+    for name in todo:
+        expected = records[name]["sha256"]
+        if digests[name] != expected:
+            raise KnowledgeBaseError(
+                f"{folder / name}: sha256 {digests[name][:16]}… but {METADATA_FILE} records {expected[:16]}…: its "
+                "bytes changed since the KB was written; re-download or rebuild it (check: sha256)"
+            )
+        cache.add(name, stats[name], expected, hashed_at)
+    cache.save()
+
+
+# ---- the FAISS index file ---------------------------------------------------------------------------------------
+# Float index types of faiss's index_io, each starting with its common header (d, ntotal, 2 dummies, is_trained,
+# metric); the structure is parsed fully for those holding the vectors as float32 (flat, IVF-flat, HNSW-flat).
+FLAT_TYPES = ("IxFI", "IxF2", "IxFl")
+EXACT_TYPES = (*FLAT_TYPES, "IwFl", "IHNf")
+HEADER_TYPES = frozenset(
+    (
+        *EXACT_TYPES,
+        "IxHE",
+        "IxHe",
+        "IxPQ",
+        "IxPo",
+        "IxPq",
+        "IxRQ",
+        "IxRq",
+        "IxLS",
+        "IxPR",
+        "IxPL",
+        "ImRQ",
+        "ILfs",
+        "IRfs",
+        "IPRf",
+        "IPLf",
+        "IVLf",
+        "IVRf",
+        "NPLf",
+        "NPRf",
+        "IvFl",
+        "IvFL",
+        "IwFd",
+        "IxSQ",
+        "IvSQ",
+        "IwSQ",
+        "IwSq",
+        "IwLS",
+        "IwRQ",
+        "IwPL",
+        "IwPR",
+        "IwSh",
+        "IvPQ",
+        "IvQR",
+        "IwPQ",
+        "IwQR",
+        "IwIQ",
+        "IxPT",
+        "Imiq",
+        "IxRF",
+        "IxMp",
+        "IxM2",
+        "Ix2L",
+        "IHNp",
+        "IHNs",
+        "IHN2",
+        "IHNc",
+        "INSf",
+        "INSp",
+        "INSs",
+        "INNf",
+        "IPfs",
+        "IwPf",
+        "IRMf",
+        "IRMh",
+    )
+)
+TYPE_NAMES = {"IxFI": "flat", "IxF2": "flat (L2)", "IxFl": "flat", "IwFl": "IVF-flat", "IHNf": "HNSW-flat"}
+METRIC_INNER_PRODUCT = 0
+
+
+@dataclass
+class IndexFileHeader:
+    """What the header of a FAISS index file says (see faiss/impl/index_read.cpp, `read_index_header`)."""
+
+    kind: str  # the fourcc, e.g. IxFI (flat, inner product), IwFl (IVF-flat), IHNf (HNSW-flat)
+    dim: int
+    ntotal: int
+    metric: int
+    nlist: int | None = None
+
+
+class _IndexFileReader:
+    """Reads faiss's index_io fields from a file, refusing any announced length that does not fit the file."""
+
+    def __init__(self, handle, size: int, path: Path):
+        self.handle, self.size, self.path, self.pos = handle, size, path, 0
+
+    def fail(self, detail: str) -> KnowledgeBaseError:
+        return KnowledgeBaseError(
+            f"{self.path}: not a readable FAISS index (corrupt or truncated? {detail}) (check: index structure)"
+        )
+
+    def take(self, count: int, what: str) -> bytes:
+        if count > self.size - self.pos:
+            raise self.fail(f"{what} needs {count} bytes at offset {self.pos}, the file has {self.size}")
+        data = self.handle.read(count)
+        self.pos += count
+        return data
+
+    def number(self, code: str, what: str) -> int:
+        return struct.unpack("<" + code, self.take(struct.calcsize(code), what))[0]
+
+    def fourcc(self, what: str) -> str:
+        return self.take(4, what).decode("latin-1")
+
+    def vector(self, item_bytes: int, what: str, expected: int | None = None, read: bool = False):
+        """A `size_t` length then that many items: its length checked against the bytes left (and `expected`)."""
+        count = self.number("Q", f"the length of {what}")
+        if count * item_bytes > self.size - self.pos:
+            raise self.fail(
+                f"{what}: {count} items ({count * item_bytes} bytes) announced at offset {self.pos - 8}, only "
+                f"{self.size - self.pos} bytes follow"
+            )
+        if expected is not None and count != expected:
+            raise self.fail(f"{what}: {count} items, the header implies {expected}")
+        if read:
+            return np.frombuffer(self.take(count * item_bytes, what), dtype=f"<u{item_bytes}")
+        self.skip(count * item_bytes, what)
+        return count
+
+    def skip(self, count: int, what: str) -> None:
+        if count > self.size - self.pos:
+            raise self.fail(f"{what} needs {count} bytes at offset {self.pos}, the file has {self.size}")
+        self.pos += count
+        self.handle.seek(self.pos)
+
+    def header(self) -> IndexFileHeader:
+        kind = self.fourcc("the index type")
+        if kind not in HEADER_TYPES:
+            raise self.fail(f"unknown index type {kind!r}")
+        dim, ntotal = self.number("i", "the dimension"), self.number("q", "the vector count")
+        self.skip(16 + 1, "the header")  # two dummy int64, is_trained
+        metric = self.number("i", "the metric")
+        if metric > 1:
+            self.skip(4, "the metric argument")
+        if dim <= 0 or ntotal < 0:
+            raise self.fail(f"dimension {dim}, vector count {ntotal}")
+        return IndexFileHeader(kind, dim, ntotal, metric)
+
+    def body(self, header: IndexFileHeader) -> bool:
+        """Parse the rest of an index of the types holding float32 vectors; False for other types (not parsed)."""
+        d, n = header.dim, header.ntotal
+        if header.kind in FLAT_TYPES:
+            self.vector(4, "the flat index's vectors", expected=n * d)
+        elif header.kind == "IwFl":
+            nlist, _nprobe = self.number("Q", "nlist"), self.number("Q", "nprobe")
+            quantizer = self.header()
+            if quantizer.kind not in FLAT_TYPES or quantizer.dim != d or quantizer.ntotal != nlist:
+                raise self.fail(f"the IVF quantizer is {quantizer}, expected a flat index of {nlist} x {d}")
+            self.body(quantizer)
+            direct_map = self.number("B", "the direct map type")
+            self.vector(8, "the direct map")
+            if direct_map == 2:
+                self.vector(16, "the direct map's hash table")
+            self.inverted_lists(nlist, d * 4, n)
+            header.nlist = nlist
+        elif header.kind == "IHNf":
+            self.vector(8, "the HNSW level probabilities")
+            self.vector(4, "the HNSW neighbours per level")
+            self.vector(4, "the HNSW levels", expected=n)
+            self.vector(8, "the HNSW offsets", expected=n + 1)
+            self.vector(4, "the HNSW neighbours")
+            self.skip(5 * 4, "the HNSW parameters")
+            storage = self.header()
+            if storage.kind not in FLAT_TYPES or storage.dim != d or storage.ntotal != n:
+                raise self.fail(f"the HNSW storage is {storage}, expected a flat index of {n} x {d}")
+            self.body(storage)
+        else:
+            return False
+        return True
+
+    def inverted_lists(self, nlist: int, code_size: int, ntotal: int) -> None:
+        kind = self.fourcc("the inverted lists type")
+        if kind != "ilar":
+            raise self.fail(f"inverted lists of type {kind!r}, expected array lists (ilar)")
+        lists, size = self.number("Q", "the inverted lists' nlist"), self.number("Q", "the code size")
+        if lists != nlist or size != code_size:
+            raise self.fail(f"inverted lists of {lists} lists x {size} bytes, the index has {nlist} x {code_size}")
+        layout = self.fourcc("the inverted lists layout")
+        if layout == "full":
+            sizes = self.vector(8, "the list sizes", expected=nlist, read=True)
+        elif layout == "sprs":
+            pairs = self.vector(8, "the sparse list sizes", read=True)
+            if len(pairs) % 2 or (len(pairs) and pairs[0::2].max() >= nlist):
+                raise self.fail("malformed sparse list sizes")
+            sizes = pairs[1::2]
+        else:
+            raise self.fail(f"inverted lists layout {layout!r}")
+        left = self.size - self.pos
+        if len(sizes) and int(sizes.max()) > left // (code_size + 8):
+            raise self.fail(f"a list announces {int(sizes.max())} vectors, only {left} bytes follow")
+        total = int(sizes.sum())
+        if total != ntotal:
+            raise self.fail(f"the inverted lists hold {total} vectors, the header {ntotal}")
+        self.skip(total * (code_size + 8), "the inverted lists' codes and ids")
+
+
+def _expected_index_kind(factory: str | None) -> tuple[str | None, int | None]:
+    """The fourcc (and IVF nlist) the writer produces for an inner-product index of this factory string."""
+    if factory is None:
+        return None, None
+    if factory == "Flat":
+        return "IxFI", None
+    if match := re.fullmatch(r"IVF(\d+),Flat", factory):
+        return "IwFl", int(match.group(1))
+    if re.fullmatch(r"HNSW\d+(,Flat)?", factory):
+        return "IHNf", None
+    return None, None
+
+
+def check_index_file(
+    path: str | os.PathLike, num_vectors: int, dim: int, factory: str | None = None
+) -> IndexFileHeader:
+    """The index file's header and structure against the KB (count, dimension, metric, type), before faiss reads it."""
     path = Path(path)
     if not path.is_file():
         raise KnowledgeBaseError(f"{path}: the FAISS index file is missing; rebuild it with python -m datasets_scripts")
+    header = _read_index_header(path, num_vectors, dim)
+    kind, nlist = _expected_index_kind(factory)
+    if kind is not None and (header.kind != kind or (nlist is not None and header.nlist != nlist)):
+        found = f"{TYPE_NAMES.get(header.kind, 'faiss')} ({header.kind})"
+        found += f" with {header.nlist} lists" if header.nlist is not None else ""
+        raise KnowledgeBaseError(
+            f"{path}: the index is {found}, {METADATA_FILE} records index_factory {factory!r} (check: index header)"
+        )
+    return header
+
+
+def _read_index_header(path: Path, num_vectors: int, dim: int) -> IndexFileHeader:
+    """
+    Read the header and compare it with the KB first (the clearest message), then, for a flat, IVF-flat or HNSW-flat
+    index, its structure: every announced length fits the file and agrees with the header, and the file ends where
+    the index does. Reads only the small fields (tens of bytes; nlist x 8 for IVF); other types rely on the sha256.
+    """
+    size = os.stat(path).st_size
+    with open(path, "rb") as handle:
+        reader = _IndexFileReader(handle, size, path)
+        header = reader.header()
+        if header.ntotal != num_vectors:
+            raise KnowledgeBaseError(
+                f"{path}: the index has {header.ntotal} vectors but the KB has {num_vectors} rows (check: index header)"
+            )
+        if header.dim != dim:
+            raise KnowledgeBaseError(
+                f"{path}: the index has dimension {header.dim}, the KB's embeddings {dim} (check: index header)"
+            )
+        if header.metric != METRIC_INNER_PRODUCT:
+            raise KnowledgeBaseError(f"{path}: the index must use the inner-product metric (check: index header)")
+        if reader.body(header) and reader.pos != size:
+            raise reader.fail(f"{size - reader.pos} bytes follow the end of the index at offset {reader.pos}")
+    return header
+
+
+def read_index(path: str | os.PathLike, num_vectors: int, dim: int, factory: str | None = None):
+    """
+    Read a FAISS index file and check it against the knowledge base it belongs to (vector count, dimension,
+    inner-product metric, and the type `factory` makes), with errors naming the file. The one index reader of the
+    project: the header and structure are checked (`check_index_file`) before faiss reads and allocates.
+    """
+    faiss = require_faiss()
+    path = Path(path)
+    check_index_file(path, num_vectors, dim, factory)
     try:
         index = faiss.read_index(str(path))
     except RuntimeError as error:
@@ -485,6 +1047,64 @@ def read_index(path: str | os.PathLike, num_vectors: int, dim: int):
     if index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise KnowledgeBaseError(f"{path}: the index must use the inner-product metric")
     return index
+
+
+def stores_float32_vectors(index) -> bool:
+    """Whether the index reconstructs its vectors exactly (flat storage), as flat, IVF-flat and HNSW-flat do."""
+    if index is None:
+        return False
+    faiss = require_faiss()
+    return isinstance(faiss.downcast_index(index), (faiss.IndexFlat, faiss.IndexIVFFlat, faiss.IndexHNSWFlat))
+
+
+def spot_check_vectors(kb: PairCapKnowledgeBase, shards: Sequence[str], exact: bool) -> None:
+    """
+    Compare up to `SPOT_CHECK_ROWS` vectors of the loaded index with the rows' own `[audio_embedding ;
+    text_embedding]` (the parquet shards hold a second copy): the first rows of up to `SPOT_CHECK_GROUPS` row groups
+    spread over the KB (deterministic; a few ms). An index with float32 storage must reproduce them exactly; a lossy one
+    (PQ, SQ) must give finite vectors within the norm of the row's vector of it.
+    """
+    groups = []
+    start = 0
+    for shard in shards:
+        footer = parquet_footer(shard)
+        for group in range(footer.num_row_groups):
+            rows = footer.row_group(group).num_rows
+            if rows:
+                groups.append((shard, group, start, rows))
+            start += rows
+    if not groups:
+        return
+    chosen = sorted({round(i * (len(groups) - 1) / max(1, SPOT_CHECK_GROUPS - 1)) for i in range(SPOT_CHECK_GROUPS)})
+    per_group = -(-SPOT_CHECK_ROWS // len(chosen))
+    index_path = (kb.folder or Path(".")) / INDEX_FILE
+    for shard, group, first, rows in (groups[i] for i in chosen):
+        try:
+            batch = next(
+                pq.ParquetFile(shard, memory_map=True).iter_batches(
+                    batch_size=min(per_group, rows), row_groups=[group], columns=["audio_embedding", "text_embedding"]
+                )
+            )
+        except (pa.ArrowException, OSError, StopIteration) as error:
+            raise KnowledgeBaseError(f"{shard}: cannot read row group {group} ({error}) (check: spot-check)") from None
+        part = pa.Table.from_batches([batch])
+        expected = np.concatenate(
+            [PairVectorView._matrix(part, name) for name in ("audio_embedding", "text_embedding")], 1
+        )
+        found = kb.pair_vectors(np.arange(first, first + len(expected)))
+        bad = ~np.isfinite(found).all(axis=1)
+        if exact:
+            bad |= ~(np.abs(found - expected) <= SPOT_CHECK_TOLERANCE).all(axis=1)
+        else:
+            bad |= np.linalg.norm(found - expected, axis=1) > np.linalg.norm(expected, axis=1) + 1e-3
+        if bad.any():
+            row = int(first + np.flatnonzero(bad)[0])
+            with np.errstate(invalid="ignore"):
+                difference = float(np.abs(found[bad] - expected[bad]).max())
+            raise KnowledgeBaseError(
+                f"{index_path}: the vector of row {row} differs from its embeddings in {shard} (max |difference| "
+                f"{difference:.3g}, in {int(bad.sum())} of the {len(bad)} rows compared there) (check: spot-check)"
+            )
 
 
 class PairVectorView:
@@ -570,9 +1190,25 @@ def write_knowledge_base(
     elif not metadata.has_tokens:
         token_path.unlink(missing_ok=True)
     metadata.num_pairs, metadata.num_clips = len(rows), clips.num_rows
+    metadata.files = record_files(folder, kb_file_names(folder, metadata))
     metadata.save(folder)
     (folder / "README.md").write_text(card if card is not None else minimal_card(metadata))
     return folder
+
+
+def record_file_hashes(folder: str | os.PathLike) -> KnowledgeBaseMetadata:
+    """
+    Record the sizes and sha256 of the files of a KB written before they were recorded, in place: the KB is loaded
+    first (every structural check, the row counts and the spot-check must pass), then its files are hashed into its
+    metadata. A KB whose record exists is verified against it, then recorded again (unchanged).
+    """
+    folder = Path(folder)
+    PairCapKnowledgeBase.from_pretrained(folder, verify="always")
+    metadata = KnowledgeBaseMetadata.load(folder)
+    metadata.files = record_files(folder, kb_file_names(folder, metadata))
+    metadata.save(folder)
+    _warned_unverified.discard(str(folder))
+    return metadata
 
 
 def minimal_card(metadata: KnowledgeBaseMetadata) -> str:
