@@ -1,6 +1,5 @@
 """Processor for PairCap: audio loading and windowing, CLAP features, prompt building, tokenization, decoding."""
 
-import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -9,7 +8,7 @@ import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
-from .audio_io import AudioInputError, load_audio_batch
+from .audio_io import AudioInputError, WindowedWaveform, load_audio_batch, window_starts
 from .feature_extraction_paircap import extract_clap_features
 
 DEFAULT_PROMPT_TEMPLATE = {
@@ -40,10 +39,8 @@ def split_into_windows(waveform: np.ndarray, window_samples: int, max_windows: i
     """
     if len(waveform) <= window_samples:
         return [waveform], False
-    needed = math.ceil(len(waveform) / window_samples)
-    count = min(needed, max_windows)
-    starts = np.round(np.linspace(0, len(waveform) - window_samples, count)).astype(int)
-    return [waveform[start : start + window_samples] for start in starts], needed > max_windows
+    starts, is_long = window_starts(len(waveform), window_samples, max_windows)
+    return [waveform[start : start + window_samples] for start in starts], is_long
 
 
 def is_precomputed_segment(segment: Any) -> bool:
@@ -133,14 +130,32 @@ class PairCapProcessor(ProcessorMixin):
 
     # ---- audio ----------------------------------------------------------------------------------------------------
 
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_seconds * self.sampling_rate))
+
     def load_audio(self, audio: Sequence[Any], sampling_rate: int | Sequence[int | None] | None = None) -> list:
-        """Load every item to mono float32 at 48 kHz; a bad item gives its `AudioInputError` in its slot."""
-        return load_audio_batch(list(audio), target_sr=self.sampling_rate, sampling_rate=sampling_rate)
+        """
+        Load every item to mono float32 at 48 kHz; a bad item gives its `AudioInputError` in its slot. A file longer
+        than `max_audio_windows` windows is decoded only where its windows lie (an `audio_io.WindowedWaveform`, which
+        `window_audio` and this processor take as they are).
+        """
+        return load_audio_batch(
+            list(audio),
+            target_sr=self.sampling_rate,
+            sampling_rate=sampling_rate,
+            window_samples=self.window_samples,
+            max_windows=self.max_audio_windows,
+        )
 
     def window_audio(self, waveform: np.ndarray) -> tuple[list[np.ndarray], bool]:
         """Split a 48 kHz waveform into encoder windows; see `split_into_windows`."""
-        window_samples = int(round(self.window_seconds * self.sampling_rate))
-        return split_into_windows(waveform, window_samples, self.max_audio_windows)
+        if isinstance(waveform, WindowedWaveform) and waveform.has_layout:
+            starts, is_long = window_starts(waveform.num_samples, self.window_samples, self.max_audio_windows)
+            if list(waveform.window_starts) != starts or waveform.window_samples != self.window_samples:
+                raise ValueError("this windowed waveform was decoded for another window layout; load the file again")
+            return waveform.windows(), is_long
+        return split_into_windows(waveform, self.window_samples, self.max_audio_windows)
 
     def extract_features(self, windows: list[np.ndarray]) -> np.ndarray:
         """CLAP log-mel features `(num_windows, 1, frames, mels)`; windows never exceed 10 s, so no random crop."""

@@ -1,10 +1,14 @@
 """Caption audio files in batches: folder walking, per-file errors, progress, JSON lines."""
 
 import contextlib
+import errno
 import json
+import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +20,96 @@ from transformers import AutoModel, AutoProcessor
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus"})
 
 
+@dataclass
+class AudioInputs:
+    """What a walk over the command line's inputs found: the items to caption, one output line each (files, and
+    entries that look like audio but cannot be inspected: broken links, link loops, unreadable paths, which get an
+    error line), and the entries of folders it skipped, with why."""
+
+    files: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _may_be_audio(path: Path) -> bool:
+    """An audio extension, or none at all (a broken link or unreadable entry without one may be a clip or a folder)."""
+    return path.suffix.lower() in AUDIO_EXTENSIONS or not path.suffix
+
+
+def _walk_folder(folder: Path, found: AudioInputs) -> None:
+    """Collect `folder`'s audio files recursively (links to files are followed, links to folders are not, as
+    `Path.rglob` does), recording every entry it does not take in `found.skipped`."""
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except OSError:  # an unreadable folder is an item: the loader gives its error line
+        found.files.append(folder)
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            mode = os.stat(path).st_mode  # follows links
+        except OSError as error:
+            if _may_be_audio(path):
+                found.files.append(path)  # the loader names the problem (broken link, link loop, permission)
+            else:
+                found.skipped.append((path, f"cannot be inspected ({_stat_reason(error)}) and has no audio extension"))
+            continue
+        if stat.S_ISDIR(mode):
+            if entry.is_symlink():
+                found.skipped.append((path, "symbolic link to a folder (not followed)"))
+            else:
+                _walk_folder(path, found)
+        elif path.suffix.lower() in AUDIO_EXTENSIONS:
+            found.files.append(path)  # a FIFO, device or socket among them is refused by the loader, with its line
+        elif stat.S_ISREG(mode):
+            found.skipped.append((path, f"not an audio file extension ({path.suffix or 'none'})"))
+        else:
+            found.skipped.append((path, "not a regular file, and no audio extension"))
+
+
+def _stat_reason(error: OSError) -> str:
+    if error.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if isinstance(error, FileNotFoundError):
+        return "broken symbolic link"
+    return error.strerror or str(error)
+
+
+def walk_audio_inputs(inputs: Iterable[str | Path]) -> AudioInputs:
+    """
+    Expand files and folders (recursively, sorted) into the items to caption, and what the folder walks skipped.
+    An input that does not exist at all is an error (FileNotFoundError); one named explicitly that exists but cannot
+    be read (broken link, link loop, unreadable, FIFO, ...) is an item, which gets its error line.
+    """
+    found = AudioInputs()
+    for entry in map(Path, inputs):
+        try:
+            os.lstat(entry)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{entry}: no such file or folder") from None
+        except NotADirectoryError:
+            raise FileNotFoundError(f"{entry}: no such file or folder (a part of the path is a file)") from None
+        except OSError:  # e.g. permission denied on a folder of the path: the loader reports it as the item's error
+            found.files.append(entry)
+            continue
+        if entry.is_dir():  # follows a link named on the command line
+            _walk_folder(entry, found)
+        else:
+            found.files.append(entry)
+    return found
+
+
 def find_audio_files(inputs: Iterable[str | Path]) -> list[Path]:
     """Expand files and folders (recursively, sorted) into audio file paths; a missing input is an error."""
-    files = []
-    for entry in map(Path, inputs):
-        if entry.is_dir():
-            files += sorted(p for p in entry.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
-        elif entry.exists():
-            files.append(entry)
-        else:
-            raise FileNotFoundError(f"{entry}: no such file or folder")
-    return files
+    return walk_audio_inputs(inputs).files
+
+
+def report_skipped(skipped: Sequence[tuple[Path, str]], verbose: bool, stream=None) -> None:
+    """List the entries folder walks skipped (with `--verbose`), one line each, on `stream` (stderr)."""
+    stream = sys.stderr if stream is None else stream
+    if verbose:
+        for path, reason in skipped:
+            print(f"skipped {path}: {reason}", file=stream)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -61,8 +144,11 @@ def load_release(model_id: str, device: torch.device, dtype: torch.dtype, featur
 
 
 def audio_duration(path: str | Path | None) -> float:
-    """Seconds of an audio file from its header (0 when it cannot be read: the loader reports that file later)."""
+    """Seconds of an audio file from its header (0 when it cannot be read: the loader reports that file later). Only
+    regular files are opened (a FIFO would block)."""
     try:
+        if not stat.S_ISREG(os.stat(str(path)).st_mode):
+            return 0.0
         return float(sf.info(str(path)).duration)
     except Exception:  # noqa: BLE001 - any unreadable file sorts first and fails in the loader with its own message
         return 0.0
@@ -98,7 +184,7 @@ def caption_files(
     with ThreadPoolExecutor(max_workers=2) as pool:
 
         def load(batch: list[int]):
-            return pool.submit(processor.load_audio, [str(files[i]) for i in batch])
+            return pool.submit(load_batch, processor, [str(files[i]) for i in batch])
 
         pending = load(batches[0]) if batches else None
         for number, batch in enumerate(batches):
@@ -120,6 +206,24 @@ def caption_files(
                 yield done.pop(next_to_yield)
                 next_to_yield += 1
     bar.close()
+
+
+def load_batch(processor, paths: list[str]) -> list:
+    """
+    `processor.load_audio(paths)`, where a bad file gives its error in its slot. Should the loader raise instead (a
+    release whose remote code predates per-item errors for some failure), the files are loaded one by one and any
+    exception becomes that file's error, so one file never costs its batch.
+    """
+    try:
+        return processor.load_audio(paths)
+    except Exception:  # noqa: BLE001
+        loaded = []
+        for path in paths:
+            try:
+                loaded.append(processor.load_audio([path])[0])
+            except Exception as error:  # noqa: BLE001
+                loaded.append(f"{path}: could not load audio ({type(error).__name__}: {error})")
+        return loaded
 
 
 def caption_waveforms(model, processor, waveforms: list, **generation_kwargs) -> list[dict]:
