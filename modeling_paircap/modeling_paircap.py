@@ -138,7 +138,7 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         checked at load and again whenever the CLAP's weights changed since); its tokens are checked against the
         token encoder, and reported stale (`kb.tokens_state`) when another encoder made them.
         """
-        source = self.config.knowledge_base if knowledge_base is None else knowledge_base
+        source = self._bundled_knowledge_base(self.config.knowledge_base if knowledge_base is None else knowledge_base)
         if source is None:
             raise ValueError(
                 "No knowledge base to retrieve from: pass knowledge_base= (hub id, folder or PairCapKnowledgeBase) "
@@ -163,6 +163,15 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         kb.check_tokens(self.token_fingerprint())
         self._knowledge_bases[key] = (kb, state)
         return kb
+
+    def _bundled_knowledge_base(self, source):
+        """A relative path that does not exist from the working directory but does inside the release folder names a
+        knowledge base shipped with the release (`config.knowledge_base = "knowledge_base"`)."""
+        if isinstance(source, str) and not os.path.isabs(source) and not os.path.exists(source):
+            bundled = os.path.join(str(self.name_or_path or ""), source)
+            if os.path.isdir(bundled):
+                return bundled
+        return source
 
     def _encoder_state(self) -> tuple:
         """Identity and in-place version of every CLAP and audio tower tensor: changes whenever they may have."""

@@ -5,8 +5,10 @@ import sys
 import time
 
 from modeling_paircap.retrieval_paircap import RETRIEVAL_MODES
+from paircap.releases import resolve_model
 
 DEFAULT_MODEL = "org/paircap"
+MODEL_HELP = "hub id, local release folder, or mini (the offline toy release in a checkout)"
 AUDIO_ROOT_HELP = "NAME=DIR where a KB's clips live: tokens of an index-only or stale KB are encoded from the audio"
 CAPTION_MODES = tuple(mode for mode in RETRIEVAL_MODES if mode != "pair2pair")  # pair2pair needs a text per clip
 
@@ -17,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     caption = commands.add_parser("caption", help="caption audio files or folders, writing JSON lines")
     caption.add_argument("inputs", nargs="+", help="audio files and/or folders (searched recursively)")
-    caption.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local release folder")
+    caption.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     caption.add_argument("--batch-size", type=int, default=8)
     caption.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     caption.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--num-beams", type=int, default=1)
     caption.add_argument("--output", default=None, help="JSON lines file (default: standard output)")
     caption.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    caption.add_argument("--verbose", action="store_true", help="list the folder entries skipped (not audio) on stderr")
 
     assemble = commands.add_parser("assemble", help="build an untrained release from CLAP and LM checkpoints")
     assemble.add_argument("--clap", default="laion/clap-htsat-unfused", help="ClapModel hub id or folder")
@@ -46,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("output")
 
     evaluate = commands.add_parser("evaluate", help="score captions of an evaluation split under retrieval settings")
-    evaluate.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local release folder")
+    evaluate.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     evaluate.add_argument("--data", nargs="+", help="caption dataset(s): save_to_disk / parquet folder or hub id")
     evaluate.add_argument("--data-name", default="custom", help="dataset name for the model card (e.g. clotho)")
     evaluate.add_argument("--split", default="evaluation", help="split name for the model card")
@@ -76,18 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
 def run_caption(args: argparse.Namespace) -> int:
     from paircap.captioning import (
         caption_files,
-        find_audio_files,
         load_release,
+        report_skipped,
         resolve_device,
         resolve_dtype,
+        walk_audio_inputs,
         write_jsonl,
     )
 
-    files = find_audio_files(args.inputs)
+    found = walk_audio_inputs(args.inputs)
+    report_skipped(found.skipped, args.verbose)
+    files = found.files
     if not files:
         raise SystemExit(f"No audio files found in {' '.join(args.inputs)}")
     device = resolve_device(args.device)
-    model, processor = load_release(args.model, device, resolve_dtype(args.dtype, device), args.features)
+    model, processor = load_release(resolve_model(args.model), device, resolve_dtype(args.dtype, device), args.features)
     attach_audio_roots(model, [args.kb] if args.kb else [], args.audio_root)
     start = time.perf_counter()
     records = caption_files(
@@ -104,7 +110,8 @@ def run_caption(args: argparse.Namespace) -> int:
     captioned, failed = write_jsonl(records, args.output)
     elapsed = time.perf_counter() - start
     print(
-        f"captioned {captioned} files, {failed} failed, in {elapsed:.1f} s ({captioned / elapsed:.2f} files/s)",
+        f"captioned {captioned} files, {failed} failed, {len(found.skipped)} skipped, in {elapsed:.1f} s "
+        f"({captioned / elapsed:.2f} files/s)",
         file=sys.stderr,
     )
     return 0 if captioned or not failed else 1
@@ -149,7 +156,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise SystemExit("paircap evaluate needs --data (or --rescore of an earlier --output-dir)")
         items = group_references(load_pairs(args.data))[: args.limit]
         device = resolve_device(args.device)
-        model, processor = load_release(args.model, device, resolve_dtype(args.dtype, device), args.features)
+        model_id = resolve_model(args.model)
+        model, processor = load_release(model_id, device, resolve_dtype(args.dtype, device), args.features)
         attach_audio_roots(model, args.kb, args.audio_root)
         runs = plan_runs(args.kb, args.mode, args.weight, args.top_k, args.weight_sweep, args.top_k_sweep)
         settings = {"model": args.model, "data": args.data, "clips": len(items), "runs": len(runs)}

@@ -66,6 +66,7 @@ KNOWLEDGE_BASES = ("refined", "large", "base")  # the first is the one the W and
 class MiniScale:
     """How much of everything: the full run and `--quick` differ only here."""
 
+    name: str = "full"
     clips_per_split: int | None = None  # ESC-50 clips kept per split (None: all)
     train_mixtures: int = 1500
     validation_mixtures: int = 100
@@ -83,10 +84,15 @@ class MiniScale:
     weight_sweep: tuple[float, ...] = (0.1, 0.3, 0.7, 0.9)
     top_k_sweep: tuple[int, ...] = (1, 2, 6)
     max_new_tokens: int = 24
+    ablations: bool = True  # RAFT-only training, the sweeps and the stage-1 evaluation
+    # Stage 2's audio tower and LM head lr = scale x lr. The paper's 0.1 fine-tunes a pretrained HTSAT; the mini's
+    # CLAP is trained from scratch on ~200 clips and barely generalises, so its captioning copy learns at full lr.
+    encoder_lr_scale: float = 1.0
 
 
 FULL = MiniScale()
 QUICK = MiniScale(
+    name="quick",
     clips_per_split=30,
     train_mixtures=24,
     validation_mixtures=4,
@@ -105,6 +111,21 @@ QUICK = MiniScale(
     top_k_sweep=(1,),
     max_new_tokens=6,
 )
+# The shipped mini release (`--scale release --clips esc50_cc`): the curriculum model and its grid only.
+RELEASE = MiniScale(
+    name="release",
+    train_mixtures=400,
+    validation_mixtures=40,
+    test_mixtures=60,
+    noisy_mixtures=200,
+    clap_steps=250,
+    lm_steps=500,
+    stage1_steps=250,
+    phase1_steps=150,
+    phase2_steps=150,
+    ablations=False,
+)
+SCALES = {"full": FULL, "quick": QUICK, "release": RELEASE}
 
 
 def lm_text_template(template: dict = DEFAULT_PROMPT_TEMPLATE) -> str:
@@ -144,6 +165,8 @@ class MiniRecipe:
             ("evaluate", self.evaluate),
             ("report", self.report),
         ]
+        if not scale.ablations:
+            self.stages = [(name, stage) for name, stage in self.stages if name != "raft_only"]
 
     # ---- layout -------------------------------------------------------------------------------------------------
 
@@ -343,7 +366,7 @@ class MiniRecipe:
             max_steps=steps,
             per_device_batch_size=s.batch_size,
             learning_rate=1e-3 if stage == "alignment" else 3e-4,
-            encoder_lr_scale=0.1,
+            encoder_lr_scale=s.encoder_lr_scale,
         )
 
     def train_stage(self, name: str, **settings) -> None:
@@ -387,11 +410,10 @@ class MiniRecipe:
             *map(str, self.scale.top_k_sweep),
         ]
         top_k = ["--top-k", str(self.scale.max_examples)]
-        runs = {
-            "stage2_phase2": ["--kb", *kbs, *top_k, *sweeps],
-            "raft_only": ["--kb", *kbs, *top_k],
-            "stage1": ["--kb", kbs[0], "--mode", "generative_pair2pair", *top_k],
-        }
+        runs = {"stage2_phase2": ["--kb", *kbs, *top_k, *(sweeps if self.scale.ablations else [])]}
+        if self.scale.ablations:
+            runs["raft_only"] = ["--kb", *kbs, *top_k]
+            runs["stage1"] = ["--kb", kbs[0], "--mode", "generative_pair2pair", *top_k]
         for model, extra in runs.items():
             output = self.path("evaluation", model)
             if (output / "results.json").is_file():
@@ -450,7 +472,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output", required=True, help="the run's folder (rerun with the same folder to resume)")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (esc50_*, captions)")
-    parser.add_argument("--quick", action="store_true", help="every stage for a few steps (smoke test, ~3 minutes)")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="full", help="see MiniScale")
+    parser.add_argument("--quick", action="store_true", help="--scale quick: every stage for a few steps (smoke test)")
+    parser.add_argument("--pack-release", default=None, help="then write the curriculum model with its refined KB here")
     parser.add_argument(
         "--clips", nargs="+", default=list(CLIP_FOLDERS), help="ESC-50 folders under --data (esc50_cc is CC0/CC-BY)"
     )
@@ -461,8 +485,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    scale = QUICK if args.quick else FULL
-    MiniRecipe(Path(args.output), Path(args.data), scale, args.clips, args.seed).run(args.stages)
+    scale = QUICK if args.quick else SCALES[args.scale]
+    recipe = MiniRecipe(Path(args.output), Path(args.data), scale, args.clips, args.seed)
+    recipe.run(args.stages)
+    if args.pack_release:
+        from paircap.recipes.mini_release import pack_release
+
+        print(f"packed the release into {pack_release(recipe, Path(args.pack_release))}")
     print(f"results: {Path(args.output, 'RESULTS.md')}")
     return 0
 

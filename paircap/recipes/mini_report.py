@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 from pathlib import Path
 
 import torch
@@ -81,6 +82,17 @@ def claim(name: str, better: float | None, worse: float | None, what: str) -> st
     return f"- **{name}** {verdict} at this scale: {what} ({better:.3f} vs {worse:.3f} CIDEr-D)."
 
 
+def copy_plots(evaluation: Path, destination: Path) -> dict[str, str]:
+    """The sweep plots `paircap evaluate` drew, copied beside RESULTS.md; returns their Markdown image links."""
+    links = {}
+    for sweep in ("weight", "top_k"):
+        plot = evaluation / f"{sweep}_sweep.png"
+        if plot.is_file():
+            shutil.copyfile(plot, destination / plot.name)
+            links[sweep] = f"\n![{sweep} sweep]({plot.name})\n"
+    return links
+
+
 def write_results(recipe) -> Path:
     """Write `<output>/RESULTS.md` from the stage records and evaluation folders of a run; returns its path."""
     out = recipe.output
@@ -135,10 +147,12 @@ def write_results(recipe) -> Path:
             "The curriculum helps", main.cider(gen(main)), raft_only.cider(gen(raft_only)), "curriculum vs RAFT only"
         ),
     ]
+    clips = " ".join(recipe.clip_folders)
+    plots = copy_plots(out / "evaluation" / "stage2_phase2", out)
     text = f"""# Mini recipe: results
 
-Command: `python -m paircap.recipes.mini --output {out.name}{" --quick" if scale.train_mixtures < 100 else ""}`
-(clips: {", ".join(recipe.clip_folders)}; seed {recipe.seed}). Machine: {platform.machine()}, {os.cpu_count()} CPU
+Command: `python -m paircap.recipes.mini --output {out.name} --scale {scale.name} --clips {clips}`
+(seed {recipe.seed}). Machine: {platform.machine()}, {os.cpu_count()} CPU
 cores, torch {torch.__version__}, CPU only. Total wall time {total / 60:.1f} min.
 
 Cells are **CIDEr-D / share of test mixtures whose caption names both events** (keyword map per class,
@@ -172,10 +186,12 @@ R@5 {pct(clap.get("audio_to_caption_recall@5"))}, R@10 {pct(clap.get("audio_to_c
 ## W sweep (generative pair-to-pair, refined, top-k {k})
 
 {sweep_table(main, "refined", "weight", sorted({*scale.weight_sweep, w}), fixed_w)}
+{plots.get("weight", "")}
 
 ## Top-k sweep (generative pair-to-pair, refined, W {w})
 
 {sweep_table(main, "refined", "top_k", sorted({*scale.top_k_sweep, k}), fixed_k)}
+{plots.get("top_k", "")}
 
 ## Training ablation (zero-shot, and generative pair-to-pair on refined)
 

@@ -1,0 +1,78 @@
+"""Pack a mini run's curriculum model with its refined knowledge base into one small, offline release folder.
+
+    python -m paircap.recipes.mini --output runs/mini-cc --scale release --clips esc50_cc --pack-release DIR
+
+The folder holds the model (float16 weights, remote code, processor), `knowledge_base/` (refined KB with clip tokens
+made by the model's own audio tower, so pass 2 needs no audio) and a model card that says what the model is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from huggingface_hub import ModelCard
+
+from datasets_scripts.clip_tokens import refresh_tokens
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
+from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
+from modeling_paircap.processing_paircap import PairCapProcessor
+from paircap.assembly import save_release
+from paircap.recipes.mini_report import Evaluation, grid_table
+
+KB_FOLDER = "knowledge_base"
+CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "hub_cards" / "mini_model_card.md"
+
+
+def pack_release(recipe, destination: Path, kb_name: str = "refined") -> Path:
+    """Write the release folder; returns it. Needs the run's corpus (the KB's clip tokens are recomputed)."""
+    source = recipe.release("stage2_phase2")
+    model = PairCapForConditionalGeneration.from_pretrained(source).eval()
+    processor = PairCapProcessor.from_pretrained(source, trust_remote_code=True)
+    destination = Path(destination)
+    if destination.exists():
+        shutil.rmtree(destination)
+    kb = PairCapKnowledgeBase.from_pretrained(recipe.path("kb", kb_name), model.retrieval_fingerprint())
+    kb.save_pretrained(destination / KB_FOLDER)
+    with tempfile.TemporaryDirectory() as work:
+        roots = {"esc50_mini": recipe.path("corpus")}
+        refresh_tokens(destination / KB_FOLDER, model, processor, roots, work_dir=work, num_workers=0)
+    model.config.knowledge_base = KB_FOLDER
+    model.config.retrieval_top_k = recipe.scale.max_examples
+    model.to(torch.float16)
+    save_release(model, processor, destination, mini_card(recipe, model))
+    return destination
+
+
+def mini_card(recipe, model) -> ModelCard:
+    """The model card: a 50-event toy, what it was trained on (with licences), and its measured results."""
+    corpus = json.loads(recipe.path("corpus", "summary.json").read_text())
+    evaluation = Evaluation(recipe.path("evaluation", "stage2_phase2"))
+    parameters = sum(p.numel() for p in model.parameters())
+    text = CARD_TEMPLATE.read_text()
+    values = {
+        "clips": ", ".join(recipe.clip_folders),
+        "train_clips": corpus["clips"]["train"],
+        "test_clips": corpus["clips"]["test"],
+        "train_pairs": corpus["pairs"]["train"],
+        "test_mixtures": evaluation.results["runs"][0]["items"] if evaluation.results["runs"] else "n/a",
+        "attribution": attribution_table(recipe),
+        "parameters": f"{parameters / 1e6:.1f} M",
+        "results": grid_table(evaluation, ["refined", "large", "base"], 0.5, recipe.scale.max_examples),
+        "top_k": recipe.scale.max_examples,
+    }
+    for key, value in values.items():
+        text = text.replace("{{ " + key + " }}", str(value))
+    return ModelCard(text)
+
+
+def attribution_table(recipe) -> str:
+    """Every ESC-50 clip the release learned from or retrieves: its Freesound recording and licence."""
+    from datasets_scripts.esc50 import read_esc50_manifests
+
+    clips = read_esc50_manifests([recipe.data / folder for folder in recipe.clip_folders])
+    rows = [f"| {c.audio_id} | {c.category} | https://freesound.org/s/{c.src_file}/ | {c.licence} |" for c in clips]
+    return "\n".join(["| clip | class | Freesound recording | licence |", "|---|---|---|---|", *rows])

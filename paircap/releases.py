@@ -1,0 +1,20 @@
+"""Named local releases: `--model mini` is the mini recipe's release committed in the checkout (offline, no hub)."""
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LOCAL_RELEASES = {"mini": REPO / "releases" / "paircap-mini-esc50cc"}
+
+
+def resolve_model(name: str) -> str:
+    """A local release name (`mini`) becomes its folder; anything else (a folder or a hub id) is returned as given."""
+    if name not in LOCAL_RELEASES:
+        return name
+    folder = LOCAL_RELEASES[name]
+    if not (folder / "config.json").is_file():
+        raise SystemExit(
+            f"--model {name}: the release folder {folder} is missing (it ships in a git checkout of the repo, not in "
+            "the wheel). Build one with: python -m paircap.recipes.mini --output runs/mini-cc --scale release "
+            f"--clips esc50_cc --pack-release {folder}"
+        )
+    return str(folder)

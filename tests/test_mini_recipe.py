@@ -1,0 +1,78 @@
+"""`python -m paircap.recipes.mini --quick`: every stage of the mini recipe on real ESC-50 audio, a few steps each; a
+rerun skips every finished stage; the packed release captions a real clip offline."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = [
+    "corpus", "init", "clap", "lm", "assemble", "kb", "stage1", "stage2_phase1", "stage2_phase2", "raft_only",
+    "evaluate", "report",
+]  # fmt: skip
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def quick_run(shared_data, tmp_path_factory) -> Path:
+    if not (shared_data / "esc50_more" / "manifest.csv").is_file():
+        pytest.skip(f"{shared_data / 'esc50_more'} is absent")
+    output = tmp_path_factory.mktemp("mini") / "quick"
+    run(["-m", "paircap.recipes.mini", "--output", str(output), "--quick", "--data", str(shared_data)], REPO)
+    return output
+
+
+def test_every_stage_runs_and_the_report_has_every_table(quick_run):
+    for stage in STAGES:
+        assert json.loads((quick_run / "stages" / f"{stage}.json").read_text())["seconds"] >= 0
+    report = (quick_run / "RESULTS.md").read_text()
+    for heading in ("Method x knowledge base", "W sweep", "Top-k sweep", "Training ablation", "paper's claims"):
+        assert heading in report
+    results = json.loads((quick_run / "evaluation" / "stage2_phase2" / "results.json").read_text())
+    names = {run["name"] for run in results["runs"]}
+    assert "zero-shot" in names and len(names) >= 10  # zero-shot, 3 modes x 3 KBs, the sweep points
+    assert all(run["items"] == 6 and run["failed_items"] == 0 for run in results["runs"])
+    events = json.loads((quick_run / "evaluation" / "stage2_phase2" / "events.json").read_text())
+    assert set(events) == names and all(0 <= e["final"]["both"] <= 1 for e in events.values())
+    clap = json.loads((quick_run / "clap" / "retrieval.json").read_text())
+    assert clap["test_clips"] == 6 and 0 <= clap["audio_to_caption_recall@1"] <= clap["audio_to_caption_recall@10"]
+    for stage in ("clap", "lm", "stage1", "stage2_phase2", "raft_only"):
+        assert any("loss" in json.loads(line) for line in (quick_run / stage / "log.jsonl").read_text().splitlines())
+
+
+def test_knowledge_bases_are_base_large_and_refined(quick_run):
+    kbs = {name: PairCapKnowledgeBase.from_pretrained(quick_run / "kb" / name) for name in ("base", "large", "refined")}
+    base, large, refined = (len(kbs[name].rows) for name in ("base", "large", "refined"))
+    assert large > base and large >= refined > 0
+    sources = set(kbs["large"].rows.unique("source"))
+    assert {"esc50", "esc50_mix", "esc50_mix_noisy"} <= sources
+    assert "esc50_mix_noisy" not in set(kbs["base"].rows.unique("source"))
+
+
+def test_a_rerun_skips_every_finished_stage(quick_run):
+    result = run(["-m", "paircap.recipes.mini", "--output", str(quick_run), "--quick"], REPO)
+    skipped = [line for line in result.stderr.splitlines() if "done earlier, skipped" in line]
+    assert len(skipped) == len(STAGES) - 1  # the report is always rewritten
+
+
+def test_the_packed_release_captions_real_audio_offline(quick_run, shared_data, tmp_path):
+    release = tmp_path / "release"
+    run(["-m", "paircap.recipes.mini", "--output", str(quick_run), "--quick", "--pack-release", str(release)], REPO)
+    assert (release / "knowledge_base" / "paircap_kb.json").is_file()
+    assert "50-event toy" in (release / "README.md").read_text()
+    clip = sorted((shared_data / "esc50_cc").glob("*.flac"))[0]
+    result = run(["-m", "paircap.cli", "caption", str(clip), "--model", str(release), "--no-progress"], tmp_path)
+    record = json.loads(result.stdout.splitlines()[0])
+    assert record["caption"] and record["zero_shot_caption"] is not None and record["retrieved"]
