@@ -2,7 +2,8 @@
 
     python -m paircap.recipes.mini --output runs/mini-cc --scale release --clips esc50_cc --pack-release DIR
 
-The folder holds the model (float16 weights, remote code, processor), `knowledge_base/` (refined KB with clip tokens
+The folder holds the model (float16 captioner, float32 CLAP so the KB's retrieval space is exact; remote code,
+processor), `knowledge_base/` (refined KB with clip tokens
 made by the model's own audio tower, so pass 2 needs no audio) and a model card that says what the model is.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from importlib.resources import files
 from pathlib import Path
 
 import torch
@@ -24,7 +26,6 @@ from paircap.assembly import save_release
 from paircap.recipes.mini_report import Evaluation, grid_table
 
 KB_FOLDER = "knowledge_base"
-CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "hub_cards" / "mini_model_card.md"
 
 
 def pack_release(recipe, destination: Path, kb_name: str = "refined") -> Path:
@@ -35,6 +36,9 @@ def pack_release(recipe, destination: Path, kb_name: str = "refined") -> Path:
     destination = Path(destination)
     if destination.exists():
         shutil.rmtree(destination)
+    captioner = [model.language_model, model.multi_modal_projector, model.get_audio_tower()]
+    for module in captioner:  # float16 on disk; the tokens below are made by exactly the weights that will load
+        module.to(torch.float16).to(torch.float32)
     kb = PairCapKnowledgeBase.from_pretrained(recipe.path("kb", kb_name), model.retrieval_fingerprint())
     kb.save_pretrained(destination / KB_FOLDER)
     with tempfile.TemporaryDirectory() as work:
@@ -42,8 +46,14 @@ def pack_release(recipe, destination: Path, kb_name: str = "refined") -> Path:
         refresh_tokens(destination / KB_FOLDER, model, processor, roots, work_dir=work, num_workers=0)
     model.config.knowledge_base = KB_FOLDER
     model.config.retrieval_top_k = recipe.scale.max_examples
-    model.to(torch.float16)
+    for module in captioner:  # the CLAP stays float32: the KB's embeddings and fingerprint are of those weights
+        module.to(torch.float16)
     save_release(model, processor, destination, mini_card(recipe, model))
+    config = json.loads((destination / "config.json").read_text())  # loads as float32 (`dtype="auto"` reads this)
+    for key in ("dtype", "torch_dtype"):
+        if key in config:
+            config[key] = "float32"
+    (destination / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return destination
 
 
@@ -52,7 +62,7 @@ def mini_card(recipe, model) -> ModelCard:
     corpus = json.loads(recipe.path("corpus", "summary.json").read_text())
     evaluation = Evaluation(recipe.path("evaluation", "stage2_phase2"))
     parameters = sum(p.numel() for p in model.parameters())
-    text = CARD_TEMPLATE.read_text()
+    text = (files("hub_cards") / "mini_model_card.md").read_text()
     values = {
         "clips": ", ".join(recipe.clip_folders),
         "train_clips": corpus["clips"]["train"],
