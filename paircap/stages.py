@@ -27,12 +27,15 @@ def add_ia3(model: PairCapForConditionalGeneration) -> None:
         inject_adapter_in_model(config, model.language_model)
 
 
-def configure_stage2(model: PairCapForConditionalGeneration, train_audio_encoder: bool = True) -> None:
+def configure_stage2(
+    model: PairCapForConditionalGeneration, train_audio_encoder: bool = True, train_language_model: bool = False
+) -> None:
     """
     Stage 2, RAFT: IA3 on the language model, its LM head, the projector and (unfrozen, paper §4.1) the captioning
     audio tower (HTSAT) train; input embeddings and the LM's own weights stay frozen, and so does the whole CLAP, the
     retrieval space: the trained tower is a separate copy of the CLAP's audio tower (`separate_audio_tower`), so every
-    knowledge base's embeddings stay valid.
+    knowledge base's embeddings stay valid. `train_language_model` also trains the LM's own weights (not the paper's
+    recipe: for a small LM trained from scratch, whose IA3 rescaling alone does not learn to read audio tokens).
     """
     add_ia3(model)
     model.requires_grad_(False)
@@ -41,6 +44,9 @@ def configure_stage2(model: PairCapForConditionalGeneration, train_audio_encoder
     for name, parameter in model.language_model.named_parameters():
         if "ia3_l" in name:
             parameter.requires_grad_(True)
+    if train_language_model:  # a small LM trained from scratch (the mini recipe): its decoder learns too
+        model.language_model.requires_grad_(True)
+        model.get_input_embeddings().requires_grad_(False)
     if train_audio_encoder:
         model.separate_audio_tower().requires_grad_(True)
 

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,24 @@ from paircap.tiny import save_tiny_clap, save_tiny_llama
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def chmod_000_blocks_reading() -> bool:
+    """False where chmod 000 does not stop this process from reading (root, or CAP_DAC_OVERRIDE)."""
+    with tempfile.TemporaryDirectory() as folder:
+        probe = Path(folder, "probe")
+        probe.write_bytes(b"x")
+        probe.chmod(0)
+        try:
+            probe.open("rb").close()
+        except PermissionError:
+            return True
+        finally:
+            probe.chmod(0o600)
+    return False
+
+
+CHMOD_BLOCKS = chmod_000_blocks_reading()
 
 
 @pytest.fixture(scope="session")

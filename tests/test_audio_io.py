@@ -27,6 +27,7 @@ import pytest
 import soundfile as sf
 import soxr
 import torch
+from conftest import CHMOD_BLOCKS
 
 from modeling_paircap import audio_io
 from modeling_paircap.audio_io import (
@@ -47,22 +48,6 @@ CLOTHO = DATA / "clotho_eval7"
 ESC50 = DATA / "esc50_cc"
 
 
-def _chmod_000_blocks_reading() -> bool:
-    """False where chmod 000 does not stop this process from reading (root, or CAP_DAC_OVERRIDE)."""
-    with tempfile.TemporaryDirectory() as folder:
-        probe = Path(folder, "probe")
-        probe.write_bytes(b"x")
-        probe.chmod(0)
-        try:
-            probe.open("rb").close()
-        except PermissionError:
-            return True
-        finally:
-            probe.chmod(0o600)
-    return False
-
-
-CHMOD_BLOCKS = _chmod_000_blocks_reading()
 
 
 def _real_clips() -> list[Path]:

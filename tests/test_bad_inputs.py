@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pyarrow as pa
 import pytest
 import soundfile as sf
 import soxr
+from conftest import CHMOD_BLOCKS
 from datasets import Dataset
 
 from datasets_scripts.embed import embed_pairs
@@ -38,22 +38,6 @@ ESC50 = REPO.parent / "shared" / "data" / "esc50_cc"
 GIB = 2**30
 
 
-def _chmod_000_blocks_reading() -> bool:
-    """False where chmod 000 does not stop this process from reading (root, or CAP_DAC_OVERRIDE)."""
-    with tempfile.TemporaryDirectory() as folder:
-        probe = Path(folder, "probe")
-        probe.write_bytes(b"x")
-        probe.chmod(0)
-        try:
-            probe.open("rb").close()
-        except PermissionError:
-            return True
-        finally:
-            probe.chmod(0o600)
-    return False
-
-
-CHMOD_BLOCKS = _chmod_000_blocks_reading()
 
 # The run script: an optional address-space limit, then `paircap caption`; reports the peak virtual size on stderr.
 RUNNER = textwrap.dedent(

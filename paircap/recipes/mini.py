@@ -88,6 +88,8 @@ class MiniScale:
     # Stage 2's audio tower and LM head lr = scale x lr. The paper's 0.1 fine-tunes a pretrained HTSAT; the mini's
     # CLAP is trained from scratch on ~200 clips and barely generalises, so its captioning copy learns at full lr.
     encoder_lr_scale: float = 1.0
+    # Stage 2 trains the whole LM decoder, not only IA3 (a deviation: see RESULTS.md; the full run keeps IA3 only).
+    train_language_model: bool = False
 
 
 FULL = MiniScale()
@@ -124,6 +126,7 @@ RELEASE = MiniScale(
     phase1_steps=150,
     phase2_steps=150,
     ablations=False,
+    train_language_model=True,
 )
 SCALES = {"full": FULL, "quick": QUICK, "release": RELEASE}
 
@@ -179,6 +182,9 @@ class MiniRecipe:
     def pairs(self, name: str) -> Path:
         return self.path("corpus", "pairs", name)
 
+    def validation_pairs(self) -> list[str]:
+        return [str(self.pairs("validation"))] if self.pairs("validation").is_dir() else []
+
     @property
     def mixtures_dir(self) -> Path:
         return self.path("corpus", "mixtures")
@@ -214,23 +220,25 @@ class MiniRecipe:
         clips = read_esc50_manifests([self.data / folder for folder in self.clip_folders])
         splits = {split: part[: s.clips_per_split] for split, part in split_by_source(clips, seed=self.seed).items()}
         counts = {"train": s.train_mixtures, "validation": s.validation_mixtures, "test": s.test_mixtures}
-        mixtures = {
+        mixtures = {  # esc50_cc alone (about 2 recordings per class) leaves no clip for validation
             split: write_mixtures(splits[split], self.mixtures_dir, counts[split], split, seed=self.seed)
             for split in counts
+            if len({clip.category for clip in splits[split]}) >= 2
         }
         noisy = write_mixtures(
             splits["train"], self.mixtures_dir, s.noisy_mixtures, "train", seed=self.seed + 1, wrong_events=1
         )
         train = concatenate_datasets([single_clip_pairs(splits["train"], "train"), mixtures["train"]])
         save(train, self.pairs("train"))
-        save(mixtures["validation"], self.pairs("validation"))
+        if "validation" in mixtures:
+            save(mixtures["validation"], self.pairs("validation"))
         save(mixtures["test"], self.pairs("test"))
         save(noisy, self.pairs("noisy"))
         save(self.caption_text(train), self.pairs("text"))
         summary = {
             "clips": {split: len(part) for split, part in splits.items()},
             "categories": {split: len({c.category for c in part}) for split, part in splits.items()},
-            "pairs": {name: len(load_from_disk(str(self.pairs(name)))) for name in ("train", "validation", "test")},
+            "pairs": {name: len(load_from_disk(str(self.pairs(name)))) for name in mixtures | {"train": None}},
             "noisy_pairs": len(noisy),
             "text_captions": len(load_from_disk(str(self.pairs("text")))),
         }
@@ -268,7 +276,7 @@ class MiniRecipe:
             stage="clap_contrastive",
             model_name_or_path=str(self.path("init", "clap")),
             train_pairs=[str(self.pairs("train"))],
-            validation_pairs=[str(self.pairs("validation"))],
+            validation_pairs=self.validation_pairs(),
             max_steps=self.scale.clap_steps,
             per_device_batch_size=max(self.scale.batch_size * 2, 4),
             learning_rate=1e-3,
@@ -361,12 +369,13 @@ class MiniRecipe:
             stage=stage,
             model_name_or_path=str(start),
             train_pairs=[str(self.pairs("train"))],
-            validation_pairs=[str(self.pairs("validation"))],
+            validation_pairs=self.validation_pairs(),
             max_examples=max_examples,
             max_steps=steps,
             per_device_batch_size=s.batch_size,
             learning_rate=1e-3 if stage == "alignment" else 3e-4,
             encoder_lr_scale=s.encoder_lr_scale,
+            train_language_model=s.train_language_model,
         )
 
     def train_stage(self, name: str, **settings) -> None:

@@ -37,6 +37,10 @@ class TrainConfig:
     num_neighbors: int = field(default=10, metadata={"help": "stored audio-to-audio neighbours per training pair"})
     retrieval_dir: str | None = field(default=None, metadata={"help": "embedded training set + neighbours cache"})
     train_audio_encoder: bool = field(default=True, metadata={"help": "stage 2: unfreeze the CLAP audio tower"})
+    train_language_model: bool = field(
+        default=False,
+        metadata={"help": "stage 2: train the whole LM decoder, not only IA3 (for a small LM trained from scratch)"},
+    )
     text_template: str = field(
         default="{caption}", metadata={"help": "lm_text: how each caption is written as training text"}
     )

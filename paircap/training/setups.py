@@ -142,7 +142,7 @@ def captioning_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
     if cfg.stage == "alignment":
         configure_stage1(model)
     else:
-        configure_stage2(model, train_audio_encoder=cfg.train_audio_encoder)
+        configure_stage2(model, cfg.train_audio_encoder, cfg.train_language_model)
     if cfg.gradient_checkpointing:
         model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
