@@ -167,6 +167,18 @@ def captioning_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
 # ---- stand-ins for the pretrained parts ---------------------------------------------------------------------------
 
 
+def folder_export(cfg: TrainConfig, *companions) -> Callable[[torch.nn.Module, int], Path]:
+    """Export the trained model with its companions (tokenizer, feature extractor) as a `from_pretrained` folder."""
+
+    def export(trained: torch.nn.Module, step: int) -> Path:
+        trained.eval().save_pretrained(cfg.export_dir)
+        for companion in companions:
+            companion.save_pretrained(cfg.export_dir)
+        return cfg.export_dir
+
+    return export
+
+
 def all_parameters(cfg: TrainConfig, model: torch.nn.Module) -> list[dict]:
     return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
 
@@ -182,19 +194,13 @@ def clap_contrastive_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageS
         lengths = [len(ids) for ids in tokenizer(dataset.captions)["input_ids"]]
         return DataSplit(dataset, lengths, dataset.sources)
 
-    def export(trained: ClapModel, step: int) -> Path:
-        trained.eval().save_pretrained(cfg.export_dir)
-        feature_extractor.save_pretrained(cfg.export_dir)
-        tokenizer.save_pretrained(cfg.export_dir)
-        return cfg.export_dir
-
     return StageSetup(
         model=model,
         train=split(cfg.train_pairs),
         validation=split(cfg.validation_pairs) if cfg.validation_pairs else None,
         collator=ClapPairCollator(feature_extractor, tokenizer),
         parameter_groups=all_parameters(cfg, model),
-        export=export,
+        export=folder_export(cfg, feature_extractor, tokenizer),
         loss=contrastive_loss,
         loss_weight=batch_rows,
     )
@@ -212,16 +218,11 @@ def lm_text_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
         dataset = CaptionTextSet(pairs["caption"], tokenizer, cfg.text_template, cfg.max_text_tokens)
         return DataSplit(dataset, dataset.lengths, pairs["source"])
 
-    def export(trained: torch.nn.Module, step: int) -> Path:
-        trained.eval().save_pretrained(cfg.export_dir)
-        tokenizer.save_pretrained(cfg.export_dir)
-        return cfg.export_dir
-
     return StageSetup(
         model=model,
         train=split(cfg.train_pairs),
         validation=split(cfg.validation_pairs) if cfg.validation_pairs else None,
         collator=CaptionTextCollator(tokenizer),
         parameter_groups=all_parameters(cfg, model),
-        export=export,
+        export=folder_export(cfg, tokenizer),
     )
