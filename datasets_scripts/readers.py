@@ -1213,6 +1213,17 @@ def read_corpus(name: str, root: PathLike, split: str, **options: Any) -> Datase
     return _READERS[key](root, split, **options)
 
 
+def with_path_audio(dataset: Dataset) -> Dataset:
+    """The dataset with its ``audio`` column as plain ``{bytes, path}`` structs, for ``save_to_disk``: saving an
+    ``Audio`` column embeds every file's bytes (a copy of the corpus) and keeps only the file names, which breaks the
+    clip locations knowledge bases record. Rows are unchanged."""
+    if "audio" not in dataset.column_names:
+        return dataset
+    features = dataset.features.copy()
+    features["audio"] = {"bytes": Value("binary"), "path": Value("string")}
+    return dataset.cast(features)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Read a local caption corpus and print its reader report.")
     parser.add_argument("name", help="audiocaps | clotho | wavcaps | wavcaps/<subset> | autoacd")
@@ -1225,7 +1236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     max_duration = args.max_duration if args.max_duration and args.max_duration > 0 else None
     ds = read_corpus(args.name, args.root, args.split, text_only=args.text_only, max_duration=max_duration)
     if args.save_to:
-        ds.save_to_disk(args.save_to)
+        with_path_audio(ds).save_to_disk(args.save_to)
     print(json.dumps(ReaderReport.from_dataset(ds).to_dict(), indent=2))
     return 0
 

@@ -667,3 +667,19 @@ def test_dispatch_and_argument_errors(tmp_path):
         read_corpus("autoacd", tmp_path, "train", text_only=True)
     with pytest.raises(ValueError, match="no reader report"):
         ReaderReport.from_dataset(Dataset.from_dict({"x": [1]}))
+
+
+def test_save_to_keeps_audio_paths_and_embeds_no_bytes(corpora, tmp_path, capsys):
+    """`--save-to` must not embed the corpus (an `Audio` column's bytes) nor cut paths to file names: knowledge bases
+    built from the saved folder record the clips' locations from those paths."""
+    from datasets import load_from_disk
+
+    from datasets_scripts.readers import main
+
+    assert main(["clotho", str(corpora["clotho"]), "evaluation", "--save-to", str(tmp_path / "saved")]) == 0
+    saved = load_from_disk(str(tmp_path / "saved"))
+    audio = saved.with_format("arrow")["audio"].to_pylist()
+    assert len(audio) == 35
+    assert all(
+        item["bytes"] is None and Path(item["path"]).is_absolute() and Path(item["path"]).is_file() for item in audio
+    )

@@ -34,7 +34,6 @@ import torch
 import yaml
 from datasets import (
     Dataset,
-    Value,
     concatenate_datasets,
     disable_progress_bars,
     enable_progress_bars,
@@ -50,7 +49,7 @@ from datasets_scripts.esc50 import (
     split_by_source,
     write_mixtures,
 )
-from datasets_scripts.readers import read_audiocaps, read_clotho
+from datasets_scripts.readers import read_audiocaps, read_clotho, with_path_audio
 from modeling_paircap.processing_paircap import DEFAULT_PROMPT_TEMPLATE
 from paircap.recipes.mini_models import mini_clap_config, mini_llama_config
 from paircap.tiny import train_clap_tokenizer, train_lm_tokenizer
@@ -456,14 +455,10 @@ class MiniRecipe:
 
 def save(dataset: Dataset, path: Path) -> None:
     """
-    `save_to_disk` through a temporary folder, so a stage interrupted mid-write never leaves a half dataset. The audio
-    column is saved as plain `{bytes, path}` structs: `save_to_disk` would embed every file of an `Audio` column
-    (copying the corpus and dropping the paths the knowledge bases record as clip locations).
+    `save_to_disk` through a temporary folder, so a stage interrupted mid-write never leaves a half dataset; the audio
+    column keeps its paths (`with_path_audio`).
     """
-    if "audio" in dataset.column_names:
-        features = dataset.features.copy()
-        features["audio"] = {"bytes": Value("binary"), "path": Value("string")}
-        dataset = dataset.cast(features)
+    dataset = with_path_audio(dataset)
     temporary = path.with_name(path.name + ".tmp")
     disable_progress_bars()
     dataset.save_to_disk(str(temporary))
