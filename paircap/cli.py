@@ -3,6 +3,7 @@
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from modeling_paircap.retrieval_paircap import RETRIEVAL_MODES
 from paircap.releases import resolve_model
@@ -13,25 +14,57 @@ AUDIO_ROOT_HELP = "NAME=DIR where a KB's clips live: tokens of an index-only or 
 CAPTION_MODES = tuple(mode for mode in RETRIEVAL_MODES if mode != "pair2pair")  # pair2pair needs a text per clip
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
+    return value
+
+
+def local_or_hub(text: str) -> str:
+    """A folder or a hub id; a name written as a path (`./x`, `../x`, `/x`, `~/x`) must exist, it is no hub id."""
+    if text.startswith(("./", "../", "/", "~")) and not Path(text).expanduser().exists():
+        raise argparse.ArgumentTypeError(f"no such folder: {text}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paircap", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     caption = commands.add_parser("caption", help="caption audio files or folders, writing JSON lines")
     caption.add_argument("inputs", nargs="+", help="audio files and/or folders (searched recursively)")
-    caption.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
-    caption.add_argument("--batch-size", type=int, default=8)
+    caption.add_argument("--model", default=DEFAULT_MODEL, type=local_or_hub, help=MODEL_HELP)
+    caption.add_argument("--batch-size", type=positive_int, default=8)
     caption.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     caption.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    caption.add_argument("--kb", default=None, help="knowledge base hub id or folder (default: the model's own)")
+    caption.add_argument(
+        "--kb", default=None, type=local_or_hub, help="knowledge base hub id or folder (default: the model's own)"
+    )
     caption.add_argument("--mode", default=None, choices=CAPTION_MODES, help="retrieval mode (default: the model's)")
-    caption.add_argument("--top-k", type=int, default=None, help="retrieved pairs per clip (0: zero-shot)")
-    caption.add_argument("--weight", type=float, default=None, help="fusion weight W of pair-to-pair retrieval")
-    caption.add_argument("--max-pairs-per-clip", type=int, default=1, help="retrieved captions of one clip (0: any)")
+    caption.add_argument("--top-k", type=non_negative_int, default=None, help="retrieved pairs per clip (0: zero-shot)")
+    caption.add_argument("--weight", type=unit_interval, default=None, help="fusion weight W of pair-to-pair retrieval")
+    caption.add_argument(
+        "--max-pairs-per-clip", type=non_negative_int, default=1, help="retrieved captions of one clip (0: any)"
+    )
     caption.add_argument("--audio-root", action="append", default=[], help=AUDIO_ROOT_HELP)
     caption.add_argument("--features", default="torch", choices=["torch", "numpy"], help="log-mel implementation")
-    caption.add_argument("--max-new-tokens", type=int, default=40)
-    caption.add_argument("--num-beams", type=int, default=1)
+    caption.add_argument("--max-new-tokens", type=positive_int, default=40)
+    caption.add_argument("--num-beams", type=positive_int, default=1)
     caption.add_argument("--output", default=None, help="JSON lines file (default: standard output)")
     caption.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     caption.add_argument("--verbose", action="store_true", help="list the folder entries skipped (not audio) on stderr")
@@ -49,20 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("output")
 
     evaluate = commands.add_parser("evaluate", help="score captions of an evaluation split under retrieval settings")
-    evaluate.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    evaluate.add_argument("--model", default=DEFAULT_MODEL, type=local_or_hub, help=MODEL_HELP)
     evaluate.add_argument("--data", nargs="+", help="caption dataset(s): save_to_disk / parquet folder or hub id")
     evaluate.add_argument("--data-name", default="custom", help="dataset name for the model card (e.g. clotho)")
     evaluate.add_argument("--split", default="evaluation", help="split name for the model card")
-    evaluate.add_argument("--kb", nargs="*", default=[], help="knowledge bases to compare (hub ids or folders)")
+    evaluate.add_argument(
+        "--kb", nargs="*", default=[], type=local_or_hub, help="knowledge bases to compare (hub ids or folders)"
+    )
     evaluate.add_argument("--mode", nargs="*", default=["audio2audio", "audio2mixture", "generative_pair2pair"])
-    evaluate.add_argument("--weight", type=float, default=0.5, help="W of the method x KB grid")
-    evaluate.add_argument("--top-k", type=int, default=4, help="k of the method x KB grid")
-    evaluate.add_argument("--weight-sweep", type=float, nargs="*", default=[], help="e.g. 0.1 0.3 0.5 0.7 0.9")
-    evaluate.add_argument("--top-k-sweep", type=int, nargs="*", default=[], help="e.g. 1 2 4 6 8 10")
-    evaluate.add_argument("--limit", type=int, default=None, help="evaluate the first N clips only")
-    evaluate.add_argument("--batch-size", type=int, default=8)
-    evaluate.add_argument("--max-new-tokens", type=int, default=40)
-    evaluate.add_argument("--num-beams", type=int, default=1)
+    evaluate.add_argument("--weight", type=unit_interval, default=0.5, help="W of the method x KB grid")
+    evaluate.add_argument("--top-k", type=non_negative_int, default=4, help="k of the method x KB grid")
+    evaluate.add_argument("--weight-sweep", type=unit_interval, nargs="*", default=[], help="e.g. 0.1 0.3 0.5 0.7 0.9")
+    evaluate.add_argument("--top-k-sweep", type=positive_int, nargs="*", default=[], help="e.g. 1 2 4 6 8 10")
+    evaluate.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N clips only")
+    evaluate.add_argument("--batch-size", type=positive_int, default=8)
+    evaluate.add_argument("--max-new-tokens", type=positive_int, default=40)
+    evaluate.add_argument("--num-beams", type=positive_int, default=1)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     evaluate.add_argument("--audio-root", action="append", default=[], help=AUDIO_ROOT_HELP)

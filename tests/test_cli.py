@@ -72,3 +72,23 @@ def test_batches_group_clips_of_similar_length():
 
     durations = [29.0, 5.0, 12.0, 5.0, 28.0, 11.0, 0.0]
     assert length_grouped_batches(durations, 2) == [[6, 1], [3, 5], [2, 4], [0]]
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--top-k", "-1"], "--top-k: must be 0 or more"),
+        (["--weight", "2"], "--weight: must lie in [0, 1]"),
+        (["--batch-size", "0"], "--batch-size: must be a positive integer"),
+        (["--kb", "./kbs/missing"], "--kb: no such folder: ./kbs/missing"),
+        (["--model", "/nowhere/release"], "--model: no such folder: /nowhere/release"),
+    ],
+)
+def test_bad_arguments_fail_before_any_model_loads(arguments, message, capsys):
+    """Ranges and missing local paths are refused by the parser: one line naming the flag, exit code 2."""
+    from paircap.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["caption", "clip.wav", *arguments])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
