@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from datasets import (
     enable_progress_bars,
     load_from_disk,
 )
-from transformers import ClapFeatureExtractor, ClapModel, LlamaForCausalLM
+from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel, LlamaForCausalLM
 
 from datasets_scripts.esc50 import (
     event_accuracy,
@@ -53,6 +54,7 @@ from datasets_scripts.readers import read_audiocaps, read_clotho, with_path_audi
 from modeling_paircap.processing_paircap import DEFAULT_PROMPT_TEMPLATE
 from paircap.recipes.mini_models import mini_clap_config, mini_llama_config
 from paircap.tiny import train_clap_tokenizer, train_lm_tokenizer
+from paircap.training.pretraining_data import ClapPairCollator, ClapPairSet
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 CLIP_FOLDERS = ("esc50_cc", "esc50_more")
@@ -194,7 +196,6 @@ class MiniRecipe:
     # ---- running --------------------------------------------------------------------------------------------------
 
     def run(self, only: list[str] | None = None) -> None:
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         self.path("stages").mkdir(parents=True, exist_ok=True)
         settings = {"scale": asdict(self.scale), "clip_folders": self.clip_folders, "seed": self.seed}
         self.path("settings.json").write_text(json.dumps(settings, indent=2))
@@ -285,12 +286,8 @@ class MiniRecipe:
     def clap_retrieval(self) -> dict:
         """Audio-to-caption recall of the trained CLAP on the test mixtures: is one of a clip's own captions the
         nearest of all test captions (R@1), or among the nearest 5 / 10."""
-        from paircap.training.pretraining_data import ClapPairCollator, ClapPairSet
-
         model = ClapModel.from_pretrained(self.release("clap")).eval()
         feature_extractor = ClapFeatureExtractor.from_pretrained(self.release("clap"))
-        from transformers import AutoTokenizer
-
         tokenizer = AutoTokenizer.from_pretrained(self.release("clap"))
         pairs = load_from_disk(str(self.pairs("test")))
         clip_ids = list(pairs["audio_id"])
@@ -311,7 +308,8 @@ class MiniRecipe:
                 **tokenizer(list(pairs["caption"]), padding=True, truncation=True, return_tensors="pt")
             ).pooler_output
         scores = torch.nn.functional.normalize(audio, dim=-1) @ torch.nn.functional.normalize(text, dim=-1).T
-        owner = torch.tensor([clips.index(clip) for clip in clip_ids])
+        position = {clip: index for index, clip in enumerate(clips)}
+        owner = torch.tensor([position[clip] for clip in clip_ids])
         ranked = owner[scores.argsort(dim=1, descending=True)]
         hit_rank = (ranked == torch.arange(len(clips))[:, None]).float().argmax(dim=1)
         recall = {f"audio_to_caption_recall@{k}": float((hit_rank < k).float().mean()) for k in (1, 5, 10)}
@@ -464,8 +462,6 @@ def save(dataset: Dataset, path: Path) -> None:
     dataset.save_to_disk(str(temporary))
     enable_progress_bars()
     if path.exists():
-        import shutil
-
         shutil.rmtree(path)
     temporary.rename(path)
 

@@ -19,12 +19,9 @@ from transformers import BatchFeature
 
 from modeling_paircap.audio_io import AudioInputError, load_audio_file
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
+from paircap.training.data import _column
 
 __all__ = ["CaptionTextCollator", "CaptionTextSet", "ClapPairCollator", "ClapPairSet"]
-
-
-def _column(dataset: Dataset, name: str) -> list:
-    return dataset.with_format("arrow")[name].to_pylist()
 
 
 class ClapPairSet(torch.utils.data.Dataset):
