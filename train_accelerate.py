@@ -6,17 +6,37 @@
     accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml train_accelerate.py --config ...
 
 Any setting of the YAML file can be overridden on the command line (`--learning_rate 5e-5`, `--resume`, ...).
+Expected failures (no intact checkpoint, a non-finite loss, a bad setting) print one line and exit 2; `--debug` shows
+the traceback.
 """
 
 import sys
 
 from paircap.training.config import parse_config
+from paircap.training.errors import TrainingError
 from paircap.training.loop import train
 
 
 def main(argv: list[str] | None = None) -> int:
-    train(parse_config(argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        config = parse_config([arg for arg in argv if arg != "--debug"])
+    except ValueError as error:  # a bad setting
+        return report(error, debug)
+    try:
+        train(config)
+    except TrainingError as error:
+        return report(error, debug)
     return 0
+
+
+def report(error: Exception, debug: bool) -> int:
+    """One line on stderr and exit status 2, or the traceback under --debug."""
+    if debug:
+        raise error
+    print(f"error: {error}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

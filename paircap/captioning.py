@@ -15,7 +15,9 @@ import numpy as np
 import soundfile as sf
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoProcessor
+from transformers import AutoConfig, AutoModel, AutoProcessor
+
+from paircap.hub_access import load_failure
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus"})
 
@@ -135,12 +137,16 @@ def load_release(model_id: str, device: torch.device, dtype: torch.dtype, featur
         processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=True, feature_backend=features)
         model = AutoModel.from_pretrained(model_id, trust_remote_code=True, dtype=dtype)
     except OSError as error:
-        raise SystemExit(
-            f"Could not load the PairCap model {model_id!r}: {error}\n"
-            "Without network access, pass --model PATH to a local release folder (one made by `paircap assemble` "
-            "or a downloaded copy of the hub repo)."
-        ) from None
+        raise load_failure(error, model_id) from error
     return model.to(device).eval(), processor
+
+
+def load_release_config(model_id: str):
+    """The release's `PairCapConfig` alone (no weights), to check arguments against before the model loads."""
+    try:
+        return AutoConfig.from_pretrained(model_id, trust_remote_code=True)
+    except OSError as error:
+        raise load_failure(error, model_id) from error
 
 
 def audio_duration(path: str | Path | None) -> float:

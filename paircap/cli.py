@@ -1,17 +1,30 @@
-"""`paircap` command line: caption audio, assemble a release, convert LAION-CLAP, report parameter counts."""
+"""`paircap` command line: caption audio, assemble a release, convert LAION-CLAP, report parameter counts.
+
+Arguments are checked before any model loads. Expected failures (a bad argument, a missing or mismatched model or
+knowledge base, no network) print one line and exit with status 2; `--debug` shows the traceback.
+"""
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
 
+from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError
 from modeling_paircap.retrieval_paircap import RETRIEVAL_MODES
+from paircap.hub_access import ModelLoadError, go_offline_if_unreachable, load_failure
 from paircap.releases import resolve_model
 
 DEFAULT_MODEL = "org/paircap"
 MODEL_HELP = "hub id, local release folder, or mini (the offline toy release in a checkout)"
 AUDIO_ROOT_HELP = "NAME=DIR where a KB's clips live: tokens of an index-only or stale KB are encoded from the audio"
 CAPTION_MODES = tuple(mode for mode in RETRIEVAL_MODES if mode != "pair2pair")  # pair2pair needs a text per clip
+EVALUATE_MODES = ("audio2audio", "audio2mixture", "generative_pair2pair")
+MIN_CAPTION_TOKENS = 4  # a retrieved pair's turn markers and shortest caption, beyond its audio tokens
+
+
+class UsageError(Exception):
+    """Arguments that cannot work together, or with the chosen release (found before any audio is decoded)."""
 
 
 def positive_int(text: str) -> int:
@@ -44,9 +57,12 @@ def local_or_hub(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paircap", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of an expected failure")
     commands = parser.add_subparsers(dest="command", required=True)
+    add_command = functools.partial(commands.add_parser, parents=[common])
 
-    caption = commands.add_parser("caption", help="caption audio files or folders, writing JSON lines")
+    caption = add_command("caption", help="caption audio files or folders, writing JSON lines")
     caption.add_argument("inputs", nargs="+", help="audio files and/or folders (searched recursively)")
     caption.add_argument("--model", default=DEFAULT_MODEL, type=local_or_hub, help=MODEL_HELP)
     caption.add_argument("--batch-size", type=positive_int, default=8)
@@ -69,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     caption.add_argument("--verbose", action="store_true", help="list the folder entries skipped (not audio) on stderr")
 
-    assemble = commands.add_parser("assemble", help="build an untrained release from CLAP and LM checkpoints")
+    assemble = add_command("assemble", help="build an untrained release from CLAP and LM checkpoints")
     assemble.add_argument("--clap", default="laion/clap-htsat-unfused", help="ClapModel hub id or folder")
     assemble.add_argument("--lm", default="lmsys/vicuna-7b-v1.5", help="causal LM hub id or folder")
     assemble.add_argument("--output", required=True, help="release folder to write")
@@ -77,11 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     assemble.add_argument("--knowledge-base", default=None, help="knowledge base hub id or path to record")
     assemble.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
 
-    convert = commands.add_parser("convert-laion-clap", help="convert an original LAION-CLAP .pt checkpoint")
+    convert = add_command("convert-laion-clap", help="convert an original LAION-CLAP .pt checkpoint")
     convert.add_argument("checkpoint")
     convert.add_argument("output")
 
-    evaluate = commands.add_parser("evaluate", help="score captions of an evaluation split under retrieval settings")
+    evaluate = add_command("evaluate", help="score captions of an evaluation split under retrieval settings")
     evaluate.add_argument("--model", default=DEFAULT_MODEL, type=local_or_hub, help=MODEL_HELP)
     evaluate.add_argument("--data", nargs="+", help="caption dataset(s): save_to_disk / parquet folder or hub id")
     evaluate.add_argument("--data-name", default="custom", help="dataset name for the model card (e.g. clotho)")
@@ -89,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--kb", nargs="*", default=[], type=local_or_hub, help="knowledge bases to compare (hub ids or folders)"
     )
-    evaluate.add_argument("--mode", nargs="*", default=["audio2audio", "audio2mixture", "generative_pair2pair"])
+    evaluate.add_argument(
+        "--mode", nargs="*", default=None, choices=RETRIEVAL_MODES, help=f"default: {' '.join(EVALUATE_MODES)}"
+    )
     evaluate.add_argument("--weight", type=unit_interval, default=0.5, help="W of the method x KB grid")
     evaluate.add_argument("--top-k", type=non_negative_int, default=4, help="k of the method x KB grid")
     evaluate.add_argument("--weight-sweep", type=unit_interval, nargs="*", default=[], help="e.g. 0.1 0.3 0.5 0.7 0.9")
@@ -106,15 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--rescore", action="store_true", help="score the saved predictions again, no generation")
     evaluate.add_argument("--no-progress", action="store_true")
 
-    params = commands.add_parser("params", help="full-size parameter counts on the meta device (no weights)")
+    params = add_command("params", help="full-size parameter counts on the meta device (no weights)")
     params.add_argument("--json", default=None, help="also write the report as JSON")
     return parser
 
 
 def run_caption(args: argparse.Namespace) -> int:
+    from datasets_scripts.recipes import parse_roots
     from paircap.captioning import (
         caption_files,
         load_release,
+        load_release_config,
         report_skipped,
         resolve_device,
         resolve_dtype,
@@ -126,10 +146,15 @@ def run_caption(args: argparse.Namespace) -> int:
     report_skipped(found.skipped, args.verbose)
     files = found.files
     if not files:
-        raise SystemExit(f"No audio files found in {' '.join(args.inputs)}")
+        raise UsageError(f"no audio files found in {' '.join(args.inputs)}")
+    model_id = resolve_model(args.model)
+    go_offline_if_unreachable([model_id, args.kb])
+    retrieves = check_caption_arguments(args, load_release_config(model_id))
+    roots = parse_roots(args.audio_root, "--audio-root") if args.audio_root else None
     device = resolve_device(args.device)
-    model, processor = load_release(resolve_model(args.model), device, resolve_dtype(args.dtype, device), args.features)
-    attach_audio_roots(model, [args.kb] if args.kb else [], args.audio_root)
+    model, processor = load_release(model_id, device, resolve_dtype(args.dtype, device), args.features)
+    if retrieves:  # a missing or mismatched KB fails here, before any audio is decoded
+        model.load_knowledge_base(args.kb, audio_roots=roots)
     start = time.perf_counter()
     records = caption_files(
         model,
@@ -150,6 +175,45 @@ def run_caption(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0 if captioned or not failed else 1
+
+
+def check_caption_arguments(args: argparse.Namespace, config) -> bool:
+    """
+    Check the retrieval arguments against each other and the release's config; returns whether retrieval runs.
+
+    Raises:
+        UsageError: a retrieval setting without a knowledge base, --weight outside generative_pair2pair, --top-k with
+            --mode none, or more retrieved pairs than the LM's context holds.
+    """
+    knowledge_base = args.kb or config.knowledge_base
+    if args.mode == "none" and args.top_k:
+        raise UsageError(f"--top-k {args.top_k} retrieves pairs, but the mode is none (zero-shot)")
+    options = {"--mode": args.mode if args.mode != "none" else None, "--top-k": args.top_k, "--weight": args.weight}
+    given = [flag for flag, value in options.items() if value is not None]
+    if given and knowledge_base is None:
+        raise UsageError(
+            f"{' and '.join(given)} need a knowledge base, and the release {args.model} names none: pass --kb"
+        )
+    mode = args.mode or (config.retrieval_mode if knowledge_base else "none")  # as generate's default
+    if args.weight is not None and mode != "generative_pair2pair":
+        raise UsageError(f"--weight is the fusion weight W of generative_pair2pair; mode {mode} does not use it")
+    top_k = config.retrieval_top_k if args.top_k is None else args.top_k
+    retrieves = mode != "none" and top_k > 0
+    check_top_k_fits(top_k if retrieves else 0, config)
+    return retrieves
+
+
+def check_top_k_fits(top_k: int, config) -> None:
+    """Refuse `top_k` retrieved pairs whose audio tokens alone (one window each) overflow the LM's context."""
+    per_clip = config.audio_tokens_per_window
+    context = config.text_config.max_position_embeddings
+    needed = (top_k + 1) * per_clip + top_k * MIN_CAPTION_TOKENS
+    if needed > context:
+        most = (context - per_clip) // (per_clip + MIN_CAPTION_TOKENS)
+        raise UsageError(
+            f"--top-k {top_k}: the prompt would need at least {needed} tokens ({per_clip} audio tokens per clip), more "
+            f"than the LM's context of {context}; at most {most} pairs fit"
+        )
 
 
 def retrieval_options(args: argparse.Namespace) -> dict:
@@ -185,16 +249,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
         results = rescore(args.output_dir)
     else:
         from paircap.caption_data import group_references, load_pairs
-        from paircap.captioning import load_release, resolve_device, resolve_dtype
+        from paircap.captioning import load_release, load_release_config, resolve_device, resolve_dtype
 
         if not args.data:
-            raise SystemExit("paircap evaluate needs --data (or --rescore of an earlier --output-dir)")
+            raise UsageError("paircap evaluate needs --data (or --rescore of an earlier --output-dir)")
+        model_id = resolve_model(args.model)
+        go_offline_if_unreachable([model_id, *args.kb, *args.data])
+        check_evaluate_arguments(args, load_release_config(model_id))
         items = group_references(load_pairs(args.data))[: args.limit]
         device = resolve_device(args.device)
-        model_id = resolve_model(args.model)
         model, processor = load_release(model_id, device, resolve_dtype(args.dtype, device), args.features)
         attach_audio_roots(model, args.kb, args.audio_root)
-        runs = plan_runs(args.kb, args.mode, args.weight, args.top_k, args.weight_sweep, args.top_k_sweep)
+        modes = args.mode or EVALUATE_MODES
+        runs = plan_runs(args.kb, modes, args.weight, args.top_k, args.weight_sweep, args.top_k_sweep)
         settings = {"model": args.model, "data": args.data, "clips": len(items), "runs": len(runs)}
         results = evaluate(
             model, processor, items, runs, args.output_dir, batch_size=args.batch_size,
@@ -210,19 +277,32 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_evaluate_arguments(args: argparse.Namespace, config) -> None:
+    """Retrieval runs and sweeps need --kb; every k of the grid and the sweep must fit the LM's context."""
+    asked = [flag for flag, value in (("--mode", args.mode), ("--weight-sweep", args.weight_sweep),
+                                      ("--top-k-sweep", args.top_k_sweep)) if value]  # fmt: skip
+    if asked and not args.kb:
+        raise UsageError(f"{' and '.join(asked)} need knowledge bases to retrieve from: pass --kb KB [KB ...]")
+    check_top_k_fits(max([args.top_k, *args.top_k_sweep]) if args.kb else 0, config)
+
+
 def run_assemble(args: argparse.Namespace) -> int:
     import torch
 
     from paircap.assembly import assemble_release
 
-    assemble_release(
-        args.clap,
-        args.lm,
-        args.output,
-        dtype=getattr(torch, args.dtype),
-        audio_pool_stride=args.audio_pool_stride,
-        knowledge_base=args.knowledge_base,
-    )
+    go_offline_if_unreachable([args.clap, args.lm])
+    try:
+        assemble_release(
+            args.clap,
+            args.lm,
+            args.output,
+            dtype=getattr(torch, args.dtype),
+            audio_pool_stride=args.audio_pool_stride,
+            knowledge_base=args.knowledge_base,
+        )
+    except OSError as error:
+        raise load_failure(error, args.clap, args.lm) from error
     print(f"wrote an untrained PairCap release to {args.output}", file=sys.stderr)
     return 0
 
@@ -251,9 +331,21 @@ COMMANDS = {
 }
 
 
+def is_expected(error: Exception) -> bool:
+    """A failure the user can act on: checked by class name too, since a release's remote code brings its own copy of
+    `KnowledgeBaseError`."""
+    return isinstance(error, (UsageError, ModelLoadError)) or type(error).__name__ == KnowledgeBaseError.__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return COMMANDS[args.command](args)
+    try:
+        return COMMANDS[args.command](args)
+    except Exception as error:
+        if args.debug or not is_expected(error):
+            raise
+        print(f"paircap {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

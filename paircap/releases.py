@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from paircap.hub_access import ModelLoadError
+
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_RELEASES = {"mini": REPO / "releases" / "paircap-mini-esc50cc"}
 
@@ -12,7 +14,7 @@ def resolve_model(name: str) -> str:
         return name
     folder = LOCAL_RELEASES[name]
     if not (folder / "config.json").is_file():
-        raise SystemExit(
+        raise ModelLoadError(
             f"--model {name}: the release folder {folder} is missing (it ships in a git checkout of the repo, not in "
             "the wheel). Build one with: python -m paircap.recipes.mini --output runs/mini-cc --scale release "
             f"--clips esc50_cc --pack-release {folder}"

@@ -48,8 +48,6 @@ CLOTHO = DATA / "clotho_eval7"
 ESC50 = DATA / "esc50_cc"
 
 
-
-
 def _real_clips() -> list[Path]:
     """Two Clotho clips and two ESC-50 clips (sorted, so the choice is stable)."""
     return sorted(CLOTHO.glob("*.flac"))[:2] + sorted(ESC50.glob("*.flac"))[:2]

@@ -38,7 +38,6 @@ ESC50 = REPO.parent / "shared" / "data" / "esc50_cc"
 GIB = 2**30
 
 
-
 # The run script: an optional address-space limit, then `paircap caption`; reports the peak virtual size on stderr.
 RUNNER = textwrap.dedent(
     """

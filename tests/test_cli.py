@@ -63,8 +63,75 @@ def test_caption_without_a_reachable_model_says_what_to_pass(tmp_path):
         env=env,
         timeout=120,
     )
-    assert result.returncode != 0
-    assert "pass --model PATH to a local release folder" in result.stderr and "org/paircap" in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "org/paircap: not in the local cache" in result.stderr and "--model DIR" in result.stderr
+
+
+def test_an_unreachable_hub_fails_in_seconds_and_says_how_to_work_offline(tmp_path):
+    """No HF_HUB_OFFLINE, and the Hub endpoint refuses connections: one network check, then offline mode."""
+    clip = tmp_path / "tone.wav"
+    sf.write(clip, (0.1 * np.sin(np.arange(48000) / 10)).astype(np.float32), 48000)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
+    result = subprocess.run(
+        [sys.executable, "-m", "paircap.cli", "caption", str(clip), "--model", "org/paircap"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("paircap caption: error: org/paircap: not in the local")
+    assert "HF_HUB_OFFLINE=1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_hub_reachability_check_is_quick_on_a_closed_port():
+    from paircap.hub_access import hub_reachable
+
+    assert hub_reachable("http://127.0.0.1:9", timeout=2.0) is False
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--top-k", "3"], "--top-k need a knowledge base, and the release"),
+        (["--mode", "audio2audio"], "--mode need a knowledge base"),
+        (["--mode", "none", "--top-k", "2"], "--top-k 2 retrieves pairs, but the mode is none"),
+        (["--mode", "audio2audio", "--weight", "0.3", "--kb", "KB"], "mode audio2audio does not use it"),
+        (["--top-k", "100000", "--kb", "KB"], "more than the LM's context of"),
+    ],
+)
+def test_retrieval_arguments_are_checked_against_the_release_before_it_loads(
+    arguments, message, tiny_release, tmp_path, capsys, monkeypatch
+):
+    import paircap.captioning
+
+    def no_model_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(paircap.captioning, "load_release", no_model_load)
+    clip = tmp_path / "tone.wav"
+    sf.write(clip, (0.1 * np.sin(np.arange(48000) / 10)).astype(np.float32), 48000)
+    arguments = [str(tmp_path) if value == "KB" else value for value in arguments]
+    assert main(["caption", str(clip), "--model", str(tiny_release[0]), *arguments]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("paircap caption: error:") and message in err[-1]
+
+
+def test_debug_shows_the_traceback_of_an_expected_failure(tiny_release, tmp_path):
+    from paircap.cli import UsageError
+
+    clip = tmp_path / "tone.wav"
+    sf.write(clip, (0.1 * np.sin(np.arange(48000) / 10)).astype(np.float32), 48000)
+    with pytest.raises(UsageError, match="--top-k need a knowledge base"):
+        main(["caption", str(clip), "--model", str(tiny_release[0]), "--top-k", "3", "--debug"])
+
+
+def test_a_mismatched_knowledge_base_is_one_line_before_any_audio_is_decoded(tiny_release, tmp_path, capsys):
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "paircap_kb.json").write_text("{}")
+    clip = tmp_path / "tone.wav"
+    sf.write(clip, (0.1 * np.sin(np.arange(48000) / 10)).astype(np.float32), 48000)
+    code = main(["caption", str(clip), "--model", str(tiny_release[0]), "--kb", str(tmp_path / "kb"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("paircap caption: error:") and "kb" in err[-1]
 
 
 def test_batches_group_clips_of_similar_length():

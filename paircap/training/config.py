@@ -8,6 +8,7 @@ import yaml
 from transformers import HfArgumentParser
 
 STAGES = ("alignment", "raft", "clap_contrastive", "lm_text")
+NONFINITE_LOSS_POLICIES = ("stop", "skip")
 
 
 @dataclass
@@ -64,12 +65,23 @@ class TrainConfig:
     save_every: int = 500
     save_total_limit: int = 2
     report_to: list[str] = field(default_factory=list, metadata={"help": "trackers: tensorboard, wandb"})
-    resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in output_dir"})
+    resume: bool = field(
+        default=False, metadata={"help": "continue from the newest intact checkpoint in output_dir (manifest verified)"}
+    )
+    nonfinite_loss: str = field(
+        default="stop", metadata={"help": "on a NaN/inf loss: stop (error naming the step) or skip the batch"}
+    )
+    max_skipped_batches: int = field(default=10, metadata={"help": "nonfinite_loss: skip stops after this many"})
     export: bool = field(default=True, metadata={"help": "write a release folder (IA3 merged) at the end"})
 
     def __post_init__(self):
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        if self.nonfinite_loss not in NONFINITE_LOSS_POLICIES:
+            policies = ", ".join(NONFINITE_LOSS_POLICIES)
+            raise ValueError(f"nonfinite_loss must be one of {policies}, got {self.nonfinite_loss!r}")
+        if self.max_skipped_batches < 0:
+            raise ValueError(f"max_skipped_batches must be >= 0, got {self.max_skipped_batches}")
         if self.stage != "raft" and self.max_examples:
             raise ValueError(f"stage {self.stage} trains without retrieved examples: set max_examples to 0")
         if self.zero_shot_fraction is not None and not (self.max_examples and 0 <= self.zero_shot_fraction <= 1):

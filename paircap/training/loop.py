@@ -3,7 +3,6 @@ alignment, stage 2 RAFT, and the CLAP / caption-LM stand-ins for the pretrained 
 
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,10 +14,15 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
+from transformers.utils import logging
 
+from paircap.training.checkpoints import read_trainer_state, resumable_checkpoint, save_checkpoint
 from paircap.training.config import TrainConfig
 from paircap.training.data import LengthGroupedBatchSampler, balanced_source_weights
+from paircap.training.errors import NonFiniteLossError, NonFiniteWeightsError
 from paircap.training.setups import DataSplit, StageSetup, build_setup
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -28,6 +32,7 @@ class TrainingProgress:
     epoch: int = 0
     batches_done_in_epoch: int = 0
     global_step: int = 0
+    skipped_batches: int = 0  # batches whose loss was not finite (nonfinite_loss: skip)
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -51,17 +56,38 @@ def build_dataloader(cfg: TrainConfig, split: DataSplit, collator, shuffle: bool
     return loader, sampler
 
 
-def latest_checkpoint(cfg: TrainConfig) -> Path | None:
-    checkpoints = sorted(cfg.checkpoint_dir.glob("step-*"))
-    return checkpoints[-1] if checkpoints else None
+def finite_everywhere(accelerator: Accelerator, loss: torch.Tensor) -> bool:
+    """Whether the loss is finite on every process (all of them must agree to skip a batch)."""
+    bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=accelerator.device)
+    return accelerator.reduce(bad, reduction="sum").item() == 0
 
 
-def save_checkpoint(cfg: TrainConfig, accelerator: Accelerator, step: int) -> None:
-    accelerator.save_state(str(cfg.checkpoint_dir / f"step-{step:08d}"))
-    if accelerator.is_main_process:
-        for old in sorted(cfg.checkpoint_dir.glob("step-*"))[: -cfg.save_total_limit]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
+def check_loss(cfg: TrainConfig, accelerator: Accelerator, loss: torch.Tensor, progress: TrainingProgress) -> bool:
+    """
+    True when the batch's loss is finite. Otherwise the batch is skipped (no backward, so it adds nothing to the
+    gradients) while `nonfinite_loss` is "skip" and fewer than `max_skipped_batches` were skipped, and False is
+    returned; or NonFiniteLossError names the step and batch.
+    """
+    if finite_everywhere(accelerator, loss):
+        return True
+    where = f"step {progress.global_step + 1} (epoch {progress.epoch}, batch {progress.batches_done_in_epoch})"
+    if cfg.nonfinite_loss == "stop" or progress.skipped_batches >= cfg.max_skipped_batches:
+        skipped = f" after skipping {progress.skipped_batches} batches" if cfg.nonfinite_loss == "skip" else ""
+        raise NonFiniteLossError(
+            f"non-finite loss ({loss.detach().float().item()}) at {where}{skipped}; no update was made from it, and "
+            f"the last checkpoint in {cfg.checkpoint_dir} is intact (lower the learning rate, check the data, or set "
+            "nonfinite_loss: skip with max_skipped_batches)"
+        )
+    progress.skipped_batches += 1
+    logger.warning(f"skipped a batch with a non-finite loss at {where} ({progress.skipped_batches} skipped)")
+    return False
+
+
+def check_finite_weights(model: torch.nn.Module) -> None:
+    """Refuse to export NaN or infinite trained weights."""
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad and not torch.isfinite(parameter.detach()).all():
+            raise NonFiniteWeightsError(f"trained parameter {name} holds NaN or infinite values; no release exported")
 
 
 @torch.no_grad()
@@ -104,10 +130,12 @@ def train(cfg: TrainConfig) -> Path:
     if val_loader is not None:
         val_loader = accelerator.prepare(val_loader)
     progress = TrainingProgress()
-    accelerator.register_for_checkpointing(scheduler, progress)
-    checkpoint = latest_checkpoint(cfg) if cfg.resume else None
+    checkpoint = resumable_checkpoint(cfg.checkpoint_dir) if cfg.resume else None
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
+        state = read_trainer_state(checkpoint)
+        progress.load_state_dict(state["progress"])
+        scheduler.load_state_dict(state["scheduler"])
         accelerator.print(f"resumed from {checkpoint} at step {progress.global_step}")
     if cfg.report_to:
         accelerator.init_trackers("paircap", config={k: str(v) for k, v in asdict(cfg).items()})
@@ -124,15 +152,18 @@ def train(cfg: TrainConfig) -> Path:
             seed_batch(cfg.seed, accelerator.process_index, progress)
             with accelerator.accumulate(model):
                 loss = setup.loss(model, batch)
-                accelerator.backward(loss)
+                finite = check_loss(cfg, accelerator, loss, progress)
+                if finite:
+                    accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
             progress.batches_done_in_epoch += 1
-            window["loss"] += loss.detach().float().item()
-            window["tokens"] += int(batch["attention_mask"].sum())
-            window["batches"] += 1
+            if finite:
+                window["loss"] += loss.detach().float().item()
+                window["tokens"] += int(batch["attention_mask"].sum())
+                window["batches"] += 1
             if not accelerator.sync_gradients:
                 continue
             scheduler.step()
@@ -145,7 +176,8 @@ def train(cfg: TrainConfig) -> Path:
                 log_validation(cfg, setup, model, val_loader, accelerator, progress.global_step)
             stopped_early = run_steps == cfg.stop_after_steps and progress.global_step < total_steps
             if progress.global_step % cfg.save_every == 0 or progress.global_step == total_steps or stopped_early:
-                save_checkpoint(cfg, accelerator, progress.global_step)
+                state = {"progress": progress.state_dict(), "scheduler": scheduler.state_dict()}
+                save_checkpoint(accelerator, cfg.checkpoint_dir, progress.global_step, state, cfg.save_total_limit)
             if progress.global_step >= total_steps or stopped_early:
                 break
         else:  # the epoch ran out
@@ -208,6 +240,7 @@ def log_window(cfg: TrainConfig, accelerator: Accelerator, window: dict, schedul
 def export_release(cfg: TrainConfig, setup: StageSetup, accelerator: Accelerator, model, step: int) -> Path:
     """Write the trained model as a release folder (for PairCap: IA3 merged, loadable with trust_remote_code)."""
     accelerator.wait_for_everyone()
+    check_finite_weights(model)
     if accelerator.is_main_process:
         folder = setup.export(accelerator.unwrap_model(model), step)
         print(f"exported the trained model to {folder}", flush=True)
