@@ -71,7 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_build(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
-    from transformers import AutoModel, AutoProcessor
 
     from datasets_scripts.build_kb import build_knowledge_base, read_pairs
 
@@ -80,8 +79,8 @@ def run_build(args: argparse.Namespace) -> int:
     accelerator = Accelerator()
     roots = parse_roots(args.root)
     pairs = read_pairs(corpora, roots)
-    model = AutoModel.from_pretrained(args.model, trust_remote_code=True).to(accelerator.device).eval()
-    processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
+    model, processor = load_release(args.model)
+    model = model.to(accelerator.device)
     build_knowledge_base(
         pairs,
         model,
@@ -113,11 +112,19 @@ def run_refine(args: argparse.Namespace) -> int:
     return 0
 
 
+class ReleaseLoadError(OSError):
+    """The --model release could not be loaded (the message names it and why)."""
+
+
 def load_release(model_id: str):
     from transformers import AutoModel, AutoProcessor
 
-    model = AutoModel.from_pretrained(model_id, trust_remote_code=True).eval()
-    return model, AutoProcessor.from_pretrained(model_id, trust_remote_code=True)
+    try:
+        model = AutoModel.from_pretrained(model_id, trust_remote_code=True).eval()
+        return model, AutoProcessor.from_pretrained(model_id, trust_remote_code=True)
+    except OSError as error:
+        hint = " (offline: pass a local release folder)" if "offline" in str(error).lower() else ""
+        raise ReleaseLoadError(f"--model {model_id}: could not load the PairCap release{hint}: {error}") from error
 
 
 def run_tokens(args: argparse.Namespace) -> int:
@@ -179,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except KnowledgeBaseError as error:  # a KB that cannot be used as asked: the message says why and what to run
+    except (KnowledgeBaseError, ReleaseLoadError) as error:  # the message says why and what to run
         print(f"error: {error}", file=sys.stderr)
         return 2
 

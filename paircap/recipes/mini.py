@@ -52,7 +52,7 @@ from datasets_scripts.esc50 import (
 )
 from datasets_scripts.readers import read_audiocaps, read_clotho, with_path_audio
 from modeling_paircap.processing_paircap import DEFAULT_PROMPT_TEMPLATE
-from paircap.recipes.mini_models import mini_clap_config, mini_llama_config
+from paircap.recipes.mini_models import mini_clap_config, mini_feature_extractor, mini_llama_config
 from paircap.tiny import train_clap_tokenizer, train_lm_tokenizer
 from paircap.training.pretraining_data import ClapPairCollator, ClapPairSet
 
@@ -71,14 +71,14 @@ class MiniScale:
     clips_per_split: int | None = None  # ESC-50 clips kept per split (None: all)
     train_mixtures: int = 1500
     validation_mixtures: int = 100
-    test_mixtures: int = 100
+    test_mixtures: int = 200
     noisy_mixtures: int = 1000
     text_captions: int | None = None  # AudioCaps + Clotho captions for the LM (None: all)
-    clap_steps: int = 400
+    clap_steps: int = 1000  # on the single training clips: ~5 epochs of their captions at batch 32
     lm_steps: int = 1000
-    stage1_steps: int = 400
-    phase1_steps: int = 250
-    phase2_steps: int = 250
+    stage1_steps: int = 800
+    phase1_steps: int = 400
+    phase2_steps: int = 400
     batch_size: int = 16
     num_workers: int = 1
     max_examples: int = 4
@@ -228,7 +228,9 @@ class MiniRecipe:
         noisy = write_mixtures(
             splits["train"], self.mixtures_dir, s.noisy_mixtures, "train", seed=self.seed + 1, wrong_events=1
         )
-        train = concatenate_datasets([single_clip_pairs(splits["train"], "train"), mixtures["train"]])
+        clip_pairs = single_clip_pairs(splits["train"], "train")
+        save(clip_pairs, self.pairs("train_clips"))
+        train = concatenate_datasets([clip_pairs, mixtures["train"]])
         save(train, self.pairs("train"))
         if "validation" in mixtures:
             save(mixtures["validation"], self.pairs("validation"))
@@ -265,7 +267,7 @@ class MiniRecipe:
         clap_tokenizer = train_clap_tokenizer(vocab_size=1000, corpus=corpus)
         torch.manual_seed(self.seed)
         ClapModel(mini_clap_config(len(clap_tokenizer))).save_pretrained(self.path("init", "clap"))
-        ClapFeatureExtractor().save_pretrained(self.path("init", "clap"))
+        mini_feature_extractor().save_pretrained(self.path("init", "clap"))
         clap_tokenizer.save_pretrained(self.path("init", "clap"))
         LlamaForCausalLM(mini_llama_config(len(lm_tokenizer))).save_pretrained(self.path("init", "lm"))
         lm_tokenizer.save_pretrained(self.path("init", "lm"))
@@ -275,7 +277,7 @@ class MiniRecipe:
             "clap",
             stage="clap_contrastive",
             model_name_or_path=str(self.path("init", "clap")),
-            train_pairs=[str(self.pairs("train"))],
+            train_pairs=[str(self.pairs("train_clips"))],  # single clips: learnt 2-3x faster than mixtures here
             validation_pairs=self.validation_pairs(),
             max_steps=self.scale.clap_steps,
             per_device_batch_size=max(self.scale.batch_size * 2, 4),

@@ -1,17 +1,22 @@
 """The mini recipe's model sizes: a small HTSAT CLAP and a small Llama, chosen to learn on 2 CPU cores in minutes.
 
-Measured on the 2-core CI machine (forward + backward, batch 16): an HTSAT of width 16..128 takes 0.22 s per batch of
-10 s windows (8..64: 0.19 s, 24..192: 0.35 s), a 4-layer Llama of width 192 takes 0.11 s per batch of 60 tokens and
-0.67 s at 300 tokens (a prompt with four retrieved pairs). The widths below keep every training stage at a few
-minutes while leaving room for the LM to learn caption language (~2k-token BPE vocabulary).
+Measured on the 2-core CI machine (forward + backward): at HTSAT's default 256x256 input (1001 frames per 10 s), width
+16..128 takes 0.22 s per batch of 16 windows and the cost barely moves with width (8..64: 0.19 s, 24..192: 0.35 s). The
+input size sets it, so the mini CLAP reads a 128x128 input: a hop of 1920 samples (251 frames, 40 ms) and Swin
+windows of 4. A contrastive step of 32 then takes 0.18 s instead of 0.80 s, and a 10 s window gives 16 encoder
+tokens (8 prompt tokens at stride 2) instead of 64, which makes every captioning prompt short. A 4-layer Llama of width
+192 takes 0.11 s per batch of 60 tokens. The widths leave room for the LM to learn caption language (~2k-token BPE
+vocabulary).
 """
 
-from transformers import ClapConfig, LlamaConfig
+from transformers import ClapConfig, ClapFeatureExtractor, LlamaConfig
+
+HOP_LENGTH = 1920  # 40 ms at 48 kHz: 251 frames per 10 s window, within the 128x128 HTSAT input (2 x 128 frames)
 
 
 def mini_clap_config(vocab_size: int) -> ClapConfig:
-    """HTSAT with the real 4-stage layout at width 16..128 (64 tokens of 128 per 10 s window), a 2-layer text tower of
-    width 64, and a 64-d joint space."""
+    """HTSAT with the real 4-stage layout at width 16..128 on a 128x128 input (16 tokens of 128 per 10 s window), a
+    2-layer text tower of width 64, and a 64-d joint space."""
     return ClapConfig(
         text_config={
             "vocab_size": vocab_size,
@@ -27,6 +32,8 @@ def mini_clap_config(vocab_size: int) -> ClapConfig:
             "num_attention_heads": [2, 4, 4, 8],
             "patch_embeds_hidden_size": 16,
             "hidden_size": 128,
+            "spec_size": 128,
+            "window_size": 4,
             "enable_fusion": False,
         },
         projection_dim=64,
@@ -48,3 +55,8 @@ def mini_llama_config(vocab_size: int) -> LlamaConfig:
         pad_token_id=None,
         tie_word_embeddings=False,
     )
+
+
+def mini_feature_extractor() -> ClapFeatureExtractor:
+    """CLAP's log-mel features (64 mels, 48 kHz, 10 s windows) at a 40 ms hop with a 2048-sample FFT."""
+    return ClapFeatureExtractor(hop_length=HOP_LENGTH, fft_window_size=2048)
