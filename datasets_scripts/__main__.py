@@ -12,6 +12,7 @@
 """
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -21,9 +22,12 @@ from datasets_scripts.recipes import RECIPES, CorpusSpec, parse_roots
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m datasets_scripts", description=__doc__.split("\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of an expected failure")
     commands = parser.add_subparsers(dest="command", required=True)
+    add_command = functools.partial(commands.add_parser, parents=[common])
 
-    build = commands.add_parser("build", help="read corpora, embed, index and write a knowledge base folder")
+    build = add_command("build", help="read corpora, embed, index and write a knowledge base folder")
     source = build.add_mutually_exclusive_group(required=True)
     source.add_argument("--recipe", choices=[n for n, r in RECIPES.items() if r.corpora], help="a named KB")
     source.add_argument("--corpus", action="append", type=CorpusSpec.parse, help="NAME:SPLIT[:text], repeatable")
@@ -38,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--overwrite", action="store_true", help="discard finished shards of an earlier run")
     build.add_argument("--index-only", action="store_true", help="embeddings and captions only, no clip tokens")
 
-    refine = commands.add_parser("refine", help="refine a KB with the training pairs of another KB (paper §3.5)")
+    refine = add_command("refine", help="refine a KB with the training pairs of another KB (paper §3.5)")
     refine.add_argument("--kb", required=True, help="knowledge base folder to refine (e.g. huge)")
     refine.add_argument("--train", required=True, help="knowledge base folder of the training pairs (e.g. base)")
     refine.add_argument("--output", required=True)
@@ -47,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     refine.add_argument("--device", default=None, help="exact torch search on this device instead of faiss")
     refine.add_argument("--index-factory", default="Flat")
 
-    tokens = commands.add_parser("tokens", help="(re)compute a KB's clip tokens with a release's token encoder")
+    tokens = add_command("tokens", help="(re)compute a KB's clip tokens with a release's token encoder")
     tokens.add_argument("--kb", required=True, help="knowledge base folder (its tokens.safetensors is replaced)")
     tokens.add_argument("--model", required=True, help="PairCap release whose audio tower makes the tokens")
     tokens.add_argument("--root", action="append", default=[], help="CORPUS=PATH where the KB's clips live, repeatable")
@@ -56,16 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_argument("--shard-size", type=int, default=1024)
     tokens.add_argument("--num-workers", type=int, default=2, help="audio decoding processes")
 
-    upgrade = commands.add_parser("upgrade", help="convert a format-1 KB to format 2 in place")
+    upgrade = add_command("upgrade", help="convert a format-1 KB to format 2 in place")
     upgrade.add_argument("--kb", required=True)
     upgrade.add_argument("--model", required=True, help="the PairCap release that embedded the KB")
 
-    push = commands.add_parser("push", help="upload a knowledge base folder as a hub dataset repo")
+    push = add_command("push", help="upload a knowledge base folder as a hub dataset repo")
     push.add_argument("folder")
     push.add_argument("repo_id")
     push.add_argument("--private", action="store_true")
 
-    commands.add_parser("recipes", help="list the named knowledge bases")
+    add_command("recipes", help="list the named knowledge bases")
     return parser
 
 
@@ -187,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (KnowledgeBaseError, ReleaseLoadError) as error:  # the message says why and what to run
+        if args.debug:
+            raise
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -167,3 +167,16 @@ def test_kb_tooling_reports_a_missing_release_in_one_line(tmp_path, capsys):
     assert kb_main(["upgrade", "--kb", str(tmp_path), "--model", str(tmp_path / "no-release")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"error: --model {tmp_path / 'no-release'}: could not load the PairCap release")
+
+
+def test_assemble_offline_says_how_to_work_offline(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
+    result = subprocess.run(
+        [sys.executable, "-m", "paircap.cli", "assemble", "--output", str(tmp_path / "release")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "laion/clap-htsat-unfused or lmsys/vicuna-7b-v1.5: not in the local cache" in last
+    assert "local folders instead of hub ids" in last

@@ -161,3 +161,29 @@ def test_caption_text_batches_cover_every_real_token(tiny_checkpoints):
         assert (batch["labels"][row, length:] == -100).all()
     with pytest.raises(ValueError, match="caption"):
         CaptionTextSet(CAPTIONS, tokenizer, template="no placeholder")
+
+
+def test_clap_pairs_decode_only_three_windows_of_a_long_file(tiny_checkpoints, write_wav, tmp_path):
+    """A 2-minute file: each epoch's sample is one of the three evenly spaced windows, equal to the full decode there."""
+    import numpy as np
+
+    from modeling_paircap.audio_io import load_audio_file, window_starts
+
+    clap, _ = tiny_checkpoints
+    feature_extractor = ClapFeatureExtractor.from_pretrained(clap)
+    rate, window = feature_extractor.sampling_rate, feature_extractor.nb_max_samples
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 120 * rate).astype(np.float32)
+    path = write_wav("long.wav", noise, rate, subtype="FLOAT")
+    pairs = Dataset.from_list([{"pair_id": "p/0", "caption": "noise", "source": "s", "audio": {"path": str(path)}}])
+    dataset = ClapPairSet(pairs, feature_extractor)
+    whole = load_audio_file(path, rate)
+    starts, _ = window_starts(len(whole), window, 3)
+    seen = set()
+    for epoch in range(8):
+        dataset.set_epoch(epoch)
+        sample = dataset[0]["waveform"]
+        assert len(sample) == window
+        matches = [start for start in starts if np.array_equal(sample, whole[start : start + window])]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert len(seen) > 1  # epochs draw different windows

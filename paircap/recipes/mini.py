@@ -426,7 +426,9 @@ class MiniRecipe:
             output = self.path("evaluation", model)
             if (output / "results.json").is_file():
                 continue
-            paircap(["evaluate", "--model", str(self.release(model)), *common, *extra, "--output-dir", str(output)])
+            argv = ["evaluate", "--model", str(self.release(model)), *common, *extra, "--output-dir", str(output)]
+            if paircap(argv) != 0:
+                raise RuntimeError(f"paircap {' '.join(argv)} failed (its error is above)")
             (output / "events.json").write_text(json.dumps(self.event_scores(output), indent=2))
 
     def event_scores(self, evaluation: Path) -> dict:

@@ -17,9 +17,11 @@ import torch
 from datasets import Dataset
 from transformers import BatchFeature
 
-from modeling_paircap.audio_io import AudioInputError, load_audio_file
+from modeling_paircap.audio_io import AudioInputError, WindowedWaveform, load_audio_file
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
 from paircap.training.data import _column
+
+CROP_WINDOWS = 3  # windows decoded of a long file, one of which each epoch's crop takes
 
 __all__ = ["CaptionTextCollator", "CaptionTextSet", "ClapPairCollator", "ClapPairSet"]
 
@@ -28,7 +30,8 @@ class ClapPairSet(torch.utils.data.Dataset):
     """
     (audio window, caption) samples for CLAP's contrastive loss. A clip longer than the feature extractor's window
     (`max_length_s`, 10 s) gives one window at an offset drawn per (seed, epoch, index); shorter clips are repeat-padded
-    by the collator, as `PairCapProcessor` pads them at inference.
+    by the collator, as `PairCapProcessor` pads them at inference. A file longer than `CROP_WINDOWS` windows is decoded
+    only at that many evenly spaced windows (memory stays three windows, whatever its length), and the draw picks one.
     """
 
     def __init__(self, pairs: Dataset, feature_extractor, seed: int = 0):
@@ -53,12 +56,17 @@ class ClapPairSet(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         index = int(index)
         try:
-            waveform = load_audio_file(self._paths[index], self.sampling_rate)
+            waveform = load_audio_file(
+                self._paths[index], self.sampling_rate, window_samples=self.window_samples, max_windows=CROP_WINDOWS
+            )
         except AudioInputError as error:
             warnings.warn(f"skipping pair {self.pair_ids[index]!r}: {error}", stacklevel=2)
             return None
-        if len(waveform) > self.window_samples:
-            rng = np.random.default_rng([self.seed, int(self._epoch), index])
+        rng = np.random.default_rng([self.seed, int(self._epoch), index])
+        if isinstance(waveform, WindowedWaveform) and waveform.has_layout:  # a long file: only its windows decoded
+            windows = waveform.windows()
+            waveform = np.array(windows[int(rng.integers(len(windows)))])
+        elif len(waveform) > self.window_samples:
             start = int(rng.integers(0, len(waveform) - self.window_samples + 1))
             waveform = waveform[start : start + self.window_samples]
         return {"waveform": waveform, "caption": self.captions[index]}
