@@ -164,7 +164,7 @@ def test_caption_text_batches_cover_every_real_token(tiny_checkpoints):
 
 
 def test_clap_pairs_decode_only_three_windows_of_a_long_file(tiny_checkpoints, write_wav, tmp_path):
-    """A 2-minute file: each epoch's sample is one of the three evenly spaced windows, equal to the full decode there."""
+    """A 2-minute file: each epoch gives one of three evenly spaced windows, equal to the full decode there."""
     import numpy as np
 
     from modeling_paircap.audio_io import load_audio_file, window_starts
