@@ -2,22 +2,18 @@
 
 The folder itself is written by `modeling_paircap.knowledge_base_paircap.write_knowledge_base` (what
 `PairCapKnowledgeBase.save_pretrained` calls too); this module adds what needs the repo's tooling: approximate indexes
-with their recall, and the dataset card from `hub_cards/dataset_card.md`.
+with their recall, and the dataset card (`paircap.cards.render_dataset_card`, from `hub_cards/dataset_card.md`).
 """
 
 import collections
 import os
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
-from huggingface_hub import DatasetCard, DatasetCardData
 
 from datasets_scripts.faiss_index import build_index, recall_at_k
 from modeling_paircap.knowledge_base_paircap import (
-    DATA_DIR,
-    INDEX_FILE,
     KnowledgeBaseMetadata,
     PairVectorView,
     push_folder_to_hub,
@@ -25,6 +21,7 @@ from modeling_paircap.knowledge_base_paircap import (
 )
 from modeling_paircap.retrieval_paircap import build_query
 from modeling_paircap.tokens_paircap import ClipTokenStore
+from paircap.cards import render_dataset_card
 
 
 def build_kb_index(rows: Dataset, factory: str = "Flat", recall_queries: int = 1000, seed: int = 0):
@@ -90,45 +87,6 @@ def write_kb_folder(
     write_knowledge_base(folder, rows, clips, metadata, index=index, tokens=tokens, card="")
     render_dataset_card(metadata, repo_id, model_repo).save(folder / "README.md")
     return folder
-
-
-def render_dataset_card(metadata: KnowledgeBaseMetadata, repo_id: str, model_repo: str) -> DatasetCard:
-    """Fill `hub_cards/dataset_card.md`; its YAML `configs` point at the parquet shards."""
-    card_data = DatasetCardData(
-        language="en",
-        pretty_name=repo_id.split("/")[-1],
-        tags=["audio-captioning", "retrieval-augmented-generation", "faiss", "clap", "paircap"],
-        configs=[
-            {
-                "config_name": "default",
-                "data_files": [{"split": "train", "path": f"{DATA_DIR}/train-{metadata.build_id}-*.parquet"}],
-            }
-        ],
-    )
-    sources = ", ".join(f"{name}: {count}" for name, count in sorted(metadata.sources.items())) or "n/a"
-    return DatasetCard.from_template(
-        card_data,
-        template_path=str(files("hub_cards") / "dataset_card.md"),
-        pretty_name=repo_id.split("/")[-1],
-        repo_id=repo_id,
-        model_repo=model_repo,
-        num_pairs=metadata.num_pairs,
-        num_clips=metadata.num_clips,
-        num_text_only=metadata.num_text_only,
-        has_tokens=metadata.has_tokens,
-        sources=sources,
-        audio_dim=metadata.audio_dim,
-        text_dim=metadata.text_dim,
-        token_dim=metadata.token_dim,
-        audio_tokens_per_window=metadata.audio_tokens_per_window,
-        index_file=INDEX_FILE,
-        index_factory=metadata.index_factory,
-        index_recall=metadata.index_recall_at_10,
-        retrieval_fingerprint=metadata.retrieval_fingerprint,
-        token_fingerprint=metadata.token_fingerprint or "none (index-only)",
-        evaluation_overlap=metadata.evaluation_overlap.get("summary", "not checked"),
-        recipe=metadata.recipe or "custom",
-    )
 
 
 def push_kb_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None) -> str:

@@ -5,10 +5,12 @@ from pathlib import Path
 import torch
 from huggingface_hub import ModelCard
 from transformers import AutoFeatureExtractor, AutoModelForCausalLM, AutoTokenizer, ClapModel
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.tokenization_utils_base import AddedToken
 
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.modeling_paircap import PairCapAudioProjector, PairCapForConditionalGeneration
+from modeling_paircap.pipeline_paircap import TASK, PairCapCaptioningPipeline
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.cards import render_model_card
 
@@ -16,17 +18,29 @@ AUDIO_TOKEN = "<audio>"
 LONG_AUDIO_TOKEN = "<long_audio>"
 
 
+def remote_name(cls: type) -> str:
+    """`module.Class` as remote code names a class of the release folder (its files are copied flat)."""
+    return f"{cls.__module__.split('.')[-1]}.{cls.__name__}"
+
+
 def register_remote_code(config: PairCapConfig) -> None:
     """
     Make `save_pretrained` write `auto_map` and copy the `modeling_paircap/` files into the release folder. A class
     registers under one auto class only, so the model's `AutoModel` entry is written into `config.auto_map` directly.
+    `config.custom_pipelines` is the entry `Pipeline.save_pretrained` writes for a pipeline registered with
+    `PIPELINE_REGISTRY.register_pipeline`: `pipeline(model=release, trust_remote_code=True)` reads it, loads the model
+    with `AutoModel` and the pipeline class from the release's `pipeline_paircap.py` (see `save_release`).
     """
     PairCapConfig.register_for_auto_class()
     PairCapForConditionalGeneration.register_for_auto_class("AutoModelForCausalLM")
     PairCapProcessor.register_for_auto_class("AutoProcessor")
-    model_class = PairCapForConditionalGeneration
-    entry = f"{model_class.__module__.split('.')[-1]}.{model_class.__name__}"
-    config.auto_map = {**(getattr(config, "auto_map", None) or {}), "AutoModel": entry}
+    config.auto_map = {
+        **(getattr(config, "auto_map", None) or {}),
+        "AutoModel": remote_name(PairCapForConditionalGeneration),
+    }
+    config.custom_pipelines = {
+        TASK: {"impl": remote_name(PairCapCaptioningPipeline), "pt": ["AutoModel"], "type": "multimodal"}
+    }
 
 
 def build_processor(clap_path: str, lm_path: str, config: PairCapConfig | None = None, **processor_kwargs):
@@ -94,7 +108,12 @@ def assemble_release(
     model.eval()
     if output_dir is not None:
         status = f"untrained: assembled from `{clap}` and `{language_model}`; the projector is randomly initialised."
-        card = render_model_card(model.config, training_status=status, base_models=hub_ids(clap, language_model))
+        card = render_model_card(
+            model.config,
+            training_status=status,
+            base_models=hub_ids(clap, language_model),
+            language_model=language_model,
+        )
         save_release(model, processor, output_dir, card)
     return model, processor
 
@@ -111,10 +130,14 @@ def save_release(
     output_dir: str | Path,
     card: ModelCard | None = None,
 ) -> Path:
-    """Write weights (safetensors), config with `auto_map`, generation config, processor, remote code and card."""
+    """
+    Write weights (safetensors), config with `auto_map` and `custom_pipelines`, generation config, processor, remote
+    code (the pipeline's file too: no model file imports it) and card.
+    """
     register_remote_code(model.config)
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
+    custom_object_save(PairCapCaptioningPipeline, output_dir)
     (card or render_model_card(model.config)).save(output_dir / "README.md")
     return output_dir

@@ -18,6 +18,7 @@ from paircap.releases import resolve_model
 DEFAULT_MODEL = "org/paircap"
 MODEL_HELP = "hub id, local release folder, or mini (the offline toy release in a checkout)"
 AUDIO_ROOT_HELP = "NAME=DIR where a KB's clips live: tokens of an index-only or stale KB are encoded from the audio"
+DEMO_AUDIO_ROOT_HELP = "NAME=DIR where a KB's clips live: the demo plays them (and encodes missing or stale tokens)"
 CAPTION_MODES = tuple(mode for mode in RETRIEVAL_MODES if mode != "pair2pair")  # pair2pair needs a text per clip
 EVALUATE_MODES = ("audio2audio", "audio2mixture", "generative_pair2pair")
 MIN_CAPTION_TOKENS = 4  # a retrieved pair's turn markers and shortest caption, beyond its audio tokens
@@ -123,6 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output-dir", required=True)
     evaluate.add_argument("--rescore", action="store_true", help="score the saved predictions again, no generation")
     evaluate.add_argument("--no-progress", action="store_true")
+
+    demo = add_command("demo", help="serve the web demo: caption a clip, see and play the pairs it retrieved")
+    demo.add_argument("--model", default="mini", type=local_or_hub, help=MODEL_HELP)
+    demo.add_argument(
+        "--kb", default=None, type=local_or_hub, help="knowledge base hub id or folder (default: the model's own)"
+    )
+    demo.add_argument("--audio-root", action="append", default=[], help=DEMO_AUDIO_ROOT_HELP)
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    demo.add_argument("--port", type=positive_int, default=None, help="default: 7860, or the next free one")
+    demo.add_argument("--share", action="store_true", help="also open a temporary public Gradio link")
+    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    demo.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    demo.add_argument("--max-new-tokens", type=positive_int, default=40)
 
     params = add_command("params", help="full-size parameter counts on the meta device (no weights)")
     params.add_argument("--json", default=None, help="also write the report as JSON")
@@ -315,6 +329,23 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_demo(args: argparse.Namespace) -> int:
+    from datasets_scripts.recipes import parse_roots
+
+    try:
+        from paircap.demo import build_demo, launch_demo
+    except ModuleNotFoundError as error:
+        if error.name != "gradio":
+            raise
+        raise UsageError('the demo needs gradio: pip install "paircap[demo]"') from None
+    model_id = resolve_model(args.model)
+    go_offline_if_unreachable([model_id, args.kb])
+    roots = parse_roots(args.audio_root, "--audio-root") if args.audio_root else None
+    demo = build_demo(model_id, args.kb, roots, args.device, args.dtype, args.max_new_tokens)
+    launch_demo(demo, args.host, args.port, args.share)
+    return 0
+
+
 def run_params(args: argparse.Namespace) -> int:
     from paircap.param_report import main as report
 
@@ -327,6 +358,7 @@ COMMANDS = {
     "evaluate": run_evaluate,
     "assemble": run_assemble,
     "convert-laion-clap": run_convert,
+    "demo": run_demo,
     "params": run_params,
 }
 

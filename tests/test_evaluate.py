@@ -11,7 +11,7 @@ from datasets import load_dataset
 from huggingface_hub import EvalResult
 
 from datasets_scripts.readers import read_corpus
-from paircap.cards import load_eval_results, render_model_card
+from paircap.cards import load_eval_results, load_evaluation, render_model_card
 from paircap.cli import main as paircap_main
 from paircap.evaluation import add_reference_text_scores, mean_pair_field, plan_runs, query_exclusions
 
@@ -163,8 +163,9 @@ def test_report_tables_plots_and_model_index(evaluation):
     assert results and all(isinstance(r, EvalResult) and r.dataset_name == "clotho" for r in results)
     from modeling_paircap.configuration_paircap import PairCapConfig
 
-    card = str(render_model_card(PairCapConfig(), eval_results=results))
-    assert "model-index" in card and "CIDER-D" in card
+    card = str(render_model_card(PairCapConfig(), **load_evaluation(evaluation)))
+    assert "model-index" in card and "CIDER-D" in card and "### cider_d by retrieval method and knowledge base" in card
+    assert "| zero-shot |" in card and "Not computed: spice" in card
 
 
 def test_rescore_reproduces_the_results(evaluation, tmp_path):

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from huggingface_hub import DatasetCard, ModelCard
+from transformers import pipeline
 
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 
@@ -76,3 +78,13 @@ def test_the_packed_release_captions_real_audio_offline(quick_run, shared_data, 
     result = run(["-m", "paircap.cli", "caption", str(clip), "--model", str(release), "--no-progress"], tmp_path)
     record = json.loads(result.stdout.splitlines()[0])
     assert record["caption"] and record["zero_shot_caption"] is not None and record["retrieved"]
+    card = ModelCard.load(release / "README.md").data
+    assert card.license == "cc-by-nc-4.0" and "toy-model" in card.tags  # its LM learned Clotho's captions
+    assert {"audiocaps", "clotho", "esc50"} <= set(card.datasets) and card.eval_results
+    kb_card = DatasetCard.load(release / "knowledge_base" / "README.md").data
+    assert kb_card.license == "cc-by-nc-3.0" and kb_card.size_categories  # esc50_more: the ESC-50 licence
+    captioner = pipeline(model=str(release), trust_remote_code=True, device="cpu")  # retrieves from the bundled KB
+    out = captioner(str(clip), max_new_tokens=8)
+    top_k = json.loads((release / "config.json").read_text())["retrieval_top_k"]
+    assert out["caption"] and out["zero_shot_caption"] is not None and 0 < len(out["neighbours"]) <= top_k
+    assert all(pair["caption"] and pair["audio_id"] for pair in out["neighbours"])

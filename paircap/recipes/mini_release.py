@@ -12,17 +12,26 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from importlib.resources import files
+from collections import Counter
 from pathlib import Path
 
 import torch
+from datasets import load_from_disk
 from huggingface_hub import ModelCard
 
 from datasets_scripts.clip_tokens import refresh_tokens
-from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
+from datasets_scripts.esc50 import Esc50Clip, read_esc50_manifests
+from modeling_paircap.knowledge_base_paircap import KnowledgeBaseMetadata, PairCapKnowledgeBase
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.assembly import save_release
+from paircap.cards import (
+    SourceTerms,
+    clip_licence_terms,
+    load_evaluation,
+    render_dataset_card,
+    render_mini_model_card,
+)
 from paircap.recipes.mini_report import Evaluation, grid_table
 
 KB_FOLDER = "knowledge_base"
@@ -44,11 +53,16 @@ def pack_release(recipe, destination: Path, kb_name: str = "refined") -> Path:
     with tempfile.TemporaryDirectory() as work:
         roots = {"esc50_mini": recipe.path("corpus")}
         refresh_tokens(destination / KB_FOLDER, model, processor, roots, work_dir=work, num_workers=0)
+    clips = recipe_clips(recipe)
+    kb_card = render_dataset_card(
+        KnowledgeBaseMetadata.load(destination / KB_FOLDER), KB_FOLDER, destination.name, clip_terms(clips)
+    )
+    kb_card.save(destination / KB_FOLDER / "README.md")
     model.config.knowledge_base = KB_FOLDER
     model.config.retrieval_top_k = recipe.scale.max_examples
     for module in captioner:  # the CLAP stays float32: the KB's embeddings and fingerprint are of those weights
         module.to(torch.float16)
-    save_release(model, processor, destination, mini_card(recipe, model))
+    save_release(model, processor, destination, mini_card(recipe, model, clips, destination / KB_FOLDER))
     config = json.loads((destination / "config.json").read_text())  # loads as float32 (`dtype="auto"` reads this)
     for key in ("dtype", "torch_dtype"):
         if key in config:
@@ -57,32 +71,49 @@ def pack_release(recipe, destination: Path, kb_name: str = "refined") -> Path:
     return destination
 
 
-def mini_card(recipe, model) -> ModelCard:
-    """The model card: a 50-event toy, what it was trained on (with licences), and its measured results."""
+def mini_card(recipe, model, clips: list[Esc50Clip], kb_folder: Path) -> ModelCard:
+    """The model card: a 50-event toy, what it was trained on (pairs per source, licences), and its measured results."""
     corpus = json.loads(recipe.path("corpus", "summary.json").read_text())
-    evaluation = Evaluation(recipe.path("evaluation", "stage2_phase2"))
-    parameters = sum(p.numel() for p in model.parameters())
-    text = (files("hub_cards") / "mini_model_card.md").read_text()
+    evaluation_dir = recipe.path("evaluation", "stage2_phase2")
+    evaluation = Evaluation(evaluation_dir)
     values = {
         "clips": ", ".join(recipe.clip_folders),
+        "clip_licences": ", ".join(
+            f"{name}: {count}" for name, count in sorted(Counter(c.licence for c in clips).items())
+        ),
         "train_clips": corpus["clips"]["train"],
         "test_clips": corpus["clips"]["test"],
         "train_pairs": corpus["pairs"]["train"],
         "test_mixtures": evaluation.results["runs"][0]["items"] if evaluation.results["runs"] else "n/a",
-        "attribution": attribution_table(recipe),
-        "parameters": f"{parameters / 1e6:.1f} M",
-        "results": grid_table(evaluation, ["refined", "large", "base"], 0.5, recipe.scale.max_examples),
+        "attribution": attribution_table(clips),
+        "parameters": f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M",
+        "results_table": grid_table(evaluation, ["refined", "large", "base"], 0.5, recipe.scale.max_examples),
         "top_k": recipe.scale.max_examples,
     }
-    for key, value in values.items():
-        text = text.replace("{{ " + key + " }}", str(value))
-    return ModelCard(text)
+    text_sources = Counter(load_from_disk(str(recipe.pairs("text")))["source"])  # every caption the release learned
+    return render_mini_model_card(
+        values,
+        training_sources=dict(text_sources),
+        kb_sources=KnowledgeBaseMetadata.load(kb_folder).sources,
+        overrides=clip_terms(clips),
+        **load_evaluation(evaluation_dir),
+    )
 
 
-def attribution_table(recipe) -> str:
+def recipe_clips(recipe) -> list[Esc50Clip]:
+    """Every ESC-50 clip the release learned from or retrieves, with its licence."""
+    return read_esc50_manifests([recipe.data / folder for folder in recipe.clip_folders])
+
+
+def clip_terms(clips: list[Esc50Clip]) -> dict[str, SourceTerms]:
+    """The ESC-50 sources' terms from the licences of the clips actually used (not the dataset-wide CC BY-NC)."""
+    terms = clip_licence_terms(
+        "ESC-50 clips", [c.licence for c in clips], "https://github.com/karolpiczak/ESC-50", "esc50"
+    )
+    return {"esc50": terms}
+
+
+def attribution_table(clips: list[Esc50Clip]) -> str:
     """Every ESC-50 clip the release learned from or retrieves: its Freesound recording and licence."""
-    from datasets_scripts.esc50 import read_esc50_manifests
-
-    clips = read_esc50_manifests([recipe.data / folder for folder in recipe.clip_folders])
     rows = [f"| {c.audio_id} | {c.category} | https://freesound.org/s/{c.src_file}/ | {c.licence} |" for c in clips]
     return "\n".join(["| clip | class | Freesound recording | licence |", "|---|---|---|---|", *rows])

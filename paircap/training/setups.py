@@ -10,6 +10,7 @@ them to a domain at full scale.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from datasets import Dataset
+from huggingface_hub import ModelCard
 from transformers import AutoFeatureExtractor, AutoModelForCausalLM, AutoTokenizer, ClapModel
 
 from datasets_scripts.embed import embed_pairs
@@ -25,7 +27,7 @@ from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.assembly import save_release
 from paircap.caption_data import load_pairs
-from paircap.cards import render_model_card
+from paircap.cards import earlier_provenance, render_model_card
 from paircap.stages import configure_stage1, configure_stage2, merge_ia3, set_training_mode
 from paircap.training.config import TrainConfig
 from paircap.training.data import CaptionTrainingSet, PairCapCollator
@@ -150,7 +152,7 @@ def captioning_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
         merge_ia3(trained)
         trained.eval()
         status = f"trained: stage `{cfg.stage}` for {step} steps from `{cfg.model_name_or_path}`."
-        save_release(trained, processor, cfg.export_dir, render_model_card(trained.config, training_status=status))
+        save_release(trained, processor, cfg.export_dir, export_card(cfg, trained, status, train_set.sources))
         return cfg.export_dir
 
     return StageSetup(
@@ -161,6 +163,27 @@ def captioning_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
         parameter_groups=optimizer_groups(cfg, model),
         export=export,
         training_mode=set_training_mode,
+    )
+
+
+def export_card(
+    cfg: TrainConfig, trained: PairCapForConditionalGeneration, status: str, sources: Sequence[str]
+) -> ModelCard:
+    """
+    The exported release's card: the provenance its source release's card recorded (base models, the LM's licence,
+    training pairs per source) carried over, with this stage's pairs per source (the larger count where both name one).
+    """
+    earlier = earlier_provenance(cfg.model_name_or_path)
+    counts = dict(earlier.get("training_sources") or {})
+    for source, count in Counter(sources).items():
+        counts[source] = max(count, counts.get(source, 0))
+    return render_model_card(
+        trained.config,
+        training_status=status,
+        base_models=earlier.get("base_model"),
+        language_model_license=earlier.get("language_model_license"),
+        training_sources=counts,
+        release_dir=cfg.model_name_or_path,
     )
 
 
