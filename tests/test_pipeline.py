@@ -9,21 +9,12 @@ import textwrap
 
 import pytest
 import torch
+from remote_only import BLOCK_REPO_IMPORTS
 from transformers import AutoConfig
 
-SCRIPT = textwrap.dedent(
+SCRIPT = BLOCK_REPO_IMPORTS + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-
-    BLOCKED = ("modeling_paircap", "paircap", "datasets_scripts", "train_accelerate")
-
-    class BlockRepo(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"the repo package {name} must not be imported by remote code")
-            return None
-
-    sys.meta_path.insert(0, BlockRepo())
+    import json, sys
     import soundfile as sf
     from transformers import pipeline
 

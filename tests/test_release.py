@@ -10,24 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from remote_only import BLOCK_REPO_IMPORTS
 from safetensors.torch import load_file
 
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 
-REMOTE_SCRIPT = textwrap.dedent(
+REMOTE_SCRIPT = BLOCK_REPO_IMPORTS + textwrap.dedent(
     """
-    import importlib.abc, json, sys
+    import json, sys
     import numpy as np, torch
-
-    BLOCKED = ("modeling_paircap", "paircap", "datasets_scripts", "train_accelerate")
-
-    class BlockRepo(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"the repo package {name} must not be imported by remote code")
-            return None
-
-    sys.meta_path.insert(0, BlockRepo())
     from transformers import AutoModel, AutoModelForCausalLM, AutoProcessor
 
     folder, audio_json, out = sys.argv[1], sys.argv[2], sys.argv[3]
