@@ -277,7 +277,8 @@ class MiniRecipe:
             "clap",
             stage="clap_contrastive",
             model_name_or_path=str(self.path("init", "clap")),
-            train_pairs=[str(self.pairs("train_clips"))],  # single clips: learnt 2-3x faster than mixtures here
+            # single clips: a held-out class probe reached 9 % after 300 steps, 5 % on mixtures (chance 2 %)
+            train_pairs=[str(self.pairs("train_clips"))],
             validation_pairs=self.validation_pairs(),
             max_steps=self.scale.clap_steps,
             per_device_batch_size=max(self.scale.batch_size * 2, 4),
