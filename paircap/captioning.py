@@ -20,6 +20,7 @@ from transformers import AutoConfig, AutoModel, AutoProcessor
 from paircap.hub_access import load_failure
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus"})
+MIN_CAPTION_TOKENS = 4  # a retrieved pair's turn markers and shortest caption, beyond its audio tokens
 
 
 @dataclass
@@ -147,6 +148,19 @@ def load_release_config(model_id: str):
         return AutoConfig.from_pretrained(model_id, trust_remote_code=True)
     except OSError as error:
         raise load_failure(error, model_id) from error
+
+
+def min_prompt_tokens(top_k: int, config) -> int:
+    """The fewest prompt tokens `top_k` retrieved pairs and the query take: one window of audio tokens per clip, and
+    the shortest caption with its turn markers per pair."""
+    return (top_k + 1) * config.audio_tokens_per_window + top_k * MIN_CAPTION_TOKENS
+
+
+def max_retrieved_pairs(config) -> int:
+    """The most retrieved pairs whose `min_prompt_tokens` fit the LM's context (`max_position_embeddings`); negative
+    when not even the query's audio fits."""
+    per_clip = config.audio_tokens_per_window
+    return (config.text_config.max_position_embeddings - per_clip) // (per_clip + MIN_CAPTION_TOKENS)
 
 
 def audio_duration(path: str | Path | None) -> float:

@@ -21,7 +21,6 @@ AUDIO_ROOT_HELP = "NAME=DIR where a KB's clips live: tokens of an index-only or 
 DEMO_AUDIO_ROOT_HELP = "NAME=DIR where a KB's clips live: the demo plays them (and encodes missing or stale tokens)"
 CAPTION_MODES = tuple(mode for mode in RETRIEVAL_MODES if mode != "pair2pair")  # pair2pair needs a text per clip
 EVALUATE_MODES = ("audio2audio", "audio2mixture", "generative_pair2pair")
-MIN_CAPTION_TOKENS = 4  # a retrieved pair's turn markers and shortest caption, beyond its audio tokens
 
 
 class UsageError(Exception):
@@ -219,14 +218,14 @@ def check_caption_arguments(args: argparse.Namespace, config) -> bool:
 
 def check_top_k_fits(top_k: int, config) -> None:
     """Refuse `top_k` retrieved pairs whose audio tokens alone (one window each) overflow the LM's context."""
-    per_clip = config.audio_tokens_per_window
-    context = config.text_config.max_position_embeddings
-    needed = (top_k + 1) * per_clip + top_k * MIN_CAPTION_TOKENS
-    if needed > context:
-        most = (context - per_clip) // (per_clip + MIN_CAPTION_TOKENS)
+    from paircap.captioning import max_retrieved_pairs, min_prompt_tokens
+
+    most = max_retrieved_pairs(config)
+    if top_k > most:
         raise UsageError(
-            f"--top-k {top_k}: the prompt would need at least {needed} tokens ({per_clip} audio tokens per clip), more "
-            f"than the LM's context of {context}; at most {most} pairs fit"
+            f"--top-k {top_k}: the prompt would need at least {min_prompt_tokens(top_k, config)} tokens "
+            f"({config.audio_tokens_per_window} audio tokens per clip), more than the LM's context of "
+            f"{config.text_config.max_position_embeddings}; at most {most} pairs fit"
         )
 
 

@@ -26,8 +26,14 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
-from paircap.captioning import AUDIO_EXTENSIONS, caption_waveforms, load_release, resolve_device, resolve_dtype
-from paircap.cli import MIN_CAPTION_TOKENS
+from paircap.captioning import (
+    AUDIO_EXTENSIONS,
+    caption_waveforms,
+    load_release,
+    max_retrieved_pairs,
+    resolve_device,
+    resolve_dtype,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -103,9 +109,7 @@ class DemoEngine:
     @property
     def max_top_k(self) -> int:
         """The most pairs whose audio tokens and shortest captions fit the LM's context with the query (at most 10)."""
-        per_clip = self.model.config.audio_tokens_per_window
-        context = self.model.config.text_config.max_position_embeddings
-        return max(0, min(MAX_TOP_K, (context - per_clip) // (per_clip + MIN_CAPTION_TOKENS)))
+        return max(0, min(MAX_TOP_K, max_retrieved_pairs(self.model.config)))
 
     def describe(self) -> str:
         """One line on the release and its knowledge base."""
