@@ -4,7 +4,7 @@ self-exclusion: the same YouTube clip is `youtube:<11-char id>` whether AudioCap
 Auto-ACD lists it, the same Freesound sound is `freesound:<number>` in WavCaps FreeSound and (through Clotho's
 metadata `sound_id`) in Clotho.
 
-What the readers of `datasets_scripts/readers.py` put into `audio_id`, and what it becomes:
+What the readers of `datasets_scripts/readers/` put into `audio_id`, and what it becomes:
 
 - AudioCaps `youtube_id`, WavCaps AudioSet_SL `Y<id>.wav` (read as `<id>`), Auto-ACD `Y<id>` (read as `<id>`) and
   `<id>_<start>` (VGGSound) -> `youtube:<id>`;

@@ -12,7 +12,7 @@ import torch
 from datasets import Dataset
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, metadata_load
 
-from datasets_scripts.esc50 import read_esc50_manifests
+from datasets_scripts.readers.esc50 import read_esc50_manifests
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.knowledge_base_paircap import KnowledgeBaseMetadata
 from paircap.cards import (

@@ -1,5 +1,5 @@
-"""Tests for datasets_scripts/esc50.py: the ESC-50 vocabulary, manifests, source-level split, single-clip
-pairs and the two-event mixture corpus.
+"""Tests for datasets_scripts/readers/esc50.py and datasets_scripts/mixtures.py: the ESC-50 vocabulary, manifests,
+source-level split, single-clip pairs and the two-event mixture corpus.
 
 The vocabulary tests always run. The others use the real ESC-50 clips in ``../shared/data/esc50_cc`` and
 ``../shared/data/esc50_more`` (read in place; mixtures are written under ``tmp_path``) and skip when those
@@ -17,25 +17,27 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from datasets_scripts.esc50 import (
-    DEFAULT_LICENCE,
+from datasets_scripts.mixtures import (
     EVENT_EXCLUSIONS,
     EVENT_KEYWORDS,
-    EVENT_PHRASES,
     ORDER_GAP_S,
-    Esc50Clip,
-    _allocate,
     event_accuracy,
     mixture_captions,
     mixture_events,
     named_events,
     names_event,
-    read_esc50_manifests,
-    single_clip_pairs,
-    split_by_source,
     write_mixtures,
 )
 from datasets_scripts.readers import FEATURES, ReaderReport
+from datasets_scripts.readers.esc50 import (
+    DEFAULT_LICENCE,
+    EVENT_PHRASES,
+    Esc50Clip,
+    _allocate,
+    read_esc50_manifests,
+    single_clip_pairs,
+    split_by_source,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ESC_CC = SHARED / "esc50_cc"

@@ -1,4 +1,4 @@
-"""Tests for datasets_scripts/readers.py.
+"""Tests for datasets_scripts/readers/.
 
 Most tests build corpus folders in the ORIGINAL distribution layouts (Clotho v2, AudioCaps,
 WavCaps, Auto-ACD) in a temporary folder from the real data in ``../shared/data`` (real caption

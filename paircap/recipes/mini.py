@@ -42,15 +42,9 @@ from datasets import (
 )
 from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel, LlamaForCausalLM
 
-from datasets_scripts.esc50 import (
-    event_accuracy,
-    mixture_events,
-    read_esc50_manifests,
-    single_clip_pairs,
-    split_by_source,
-    write_mixtures,
-)
+from datasets_scripts.mixtures import event_accuracy, mixture_events, write_mixtures
 from datasets_scripts.readers import read_audiocaps, read_clotho, with_path_audio
+from datasets_scripts.readers.esc50 import read_esc50_manifests, single_clip_pairs, split_by_source
 from modeling_paircap.processing_paircap import DEFAULT_PROMPT_TEMPLATE
 from paircap.recipes.mini_models import mini_clap_config, mini_feature_extractor, mini_llama_config
 from paircap.tiny import train_clap_tokenizer, train_lm_tokenizer

@@ -20,7 +20,7 @@ from datasets import load_from_disk
 from huggingface_hub import ModelCard
 
 from datasets_scripts.clip_tokens import refresh_tokens
-from datasets_scripts.esc50 import Esc50Clip, read_esc50_manifests
+from datasets_scripts.readers.esc50 import Esc50Clip, read_esc50_manifests
 from modeling_paircap.knowledge_base_paircap import KnowledgeBaseMetadata, PairCapKnowledgeBase
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor

@@ -156,8 +156,8 @@ Command: `python -m paircap.recipes.mini --output {out.name} --scale {scale.name
 cores, torch {torch.__version__}, CPU only. Total wall time {total / 60:.1f} min.
 
 Cells are **CIDEr-D / share of test mixtures whose caption names both events** (keyword map per class,
-`datasets_scripts.esc50.EVENT_KEYWORDS`; chance of naming both classes of a mixture by guessing two of the 50 classes is
-about 0.08 %). W = {w}, top-k = {k} unless swept. SPICE/SPIDEr need Java and are not computed here.
+`datasets_scripts.mixtures.EVENT_KEYWORDS`; chance of naming both classes of a mixture by guessing two of the 50 classes
+is about 0.08 %). W = {w}, top-k = {k} unless swept. SPICE/SPIDEr need Java and are not computed here.
 
 ## Data
 
