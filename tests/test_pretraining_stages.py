@@ -11,7 +11,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, ClapFeatureExtract
 
 from paircap.training.config import TrainConfig
 from paircap.training.loop import train
-from paircap.training.pretraining_data import CaptionTextCollator, CaptionTextSet, ClapPairCollator, ClapPairSet
+from paircap.training.pretraining_data import (
+    CaptionTextCollator,
+    CaptionTextSet,
+    ClapPairCollator,
+    ClapPairSet,
+    LogMelAugmentation,
+)
 
 CAPTIONS = [
     "A dog barks in the distance while birds chirp.",
@@ -141,7 +147,7 @@ def test_clap_collator_matches_the_captioning_processors_features(tiny_release, 
     pairs = load_from_disk(str(esc_pairs))
     feature_extractor = processor.feature_extractor
     dataset = ClapPairSet(pairs, feature_extractor)
-    batch = ClapPairCollator(feature_extractor, processor.clap_tokenizer)([dataset[0], None, dataset[1]])
+    batch = ClapPairCollator(processor.clap_tokenizer)([dataset[0], None, dataset[1]])
     waveforms = processor.load_audio([pairs[0]["audio"], pairs[1]["audio"]])
     expected = torch.from_numpy(processor.extract_features([w for w in waveforms]))
     torch.testing.assert_close(batch["input_features"], expected, rtol=1e-5, atol=1e-4)
@@ -178,12 +184,43 @@ def test_clap_pairs_decode_only_three_windows_of_a_long_file(tiny_checkpoints, w
     dataset = ClapPairSet(pairs, feature_extractor)
     whole = load_audio_file(path, rate)
     starts, _ = window_starts(len(whole), window, 3)
+    expected = [dataset.log_mel(whole[start : start + window]) for start in starts]
     seen = set()
     for epoch in range(8):
         dataset.set_epoch(epoch)
-        sample = dataset[0]["waveform"]
-        assert len(sample) == window
-        matches = [start for start in starts if np.array_equal(sample, whole[start : start + window])]
+        sample = dataset[0]["input_features"]
+        matches = [i for i, features in enumerate(expected) if torch.equal(sample, features)]
         assert len(matches) == 1
         seen.add(matches[0])
     assert len(seen) > 1  # epochs draw different windows
+
+
+def test_clap_augmentation_shifts_gain_and_time_and_leaves_the_cache_intact(tiny_release, esc_pairs):
+    """Each sample's features are the clip's, rolled in time and shifted by a gain within the bound, drawn from
+    (seed, epoch, index); the cached clean features are never changed by it."""
+    from datasets import load_from_disk
+
+    _, _, processor = tiny_release
+    pairs = load_from_disk(str(esc_pairs)).select([0])
+    clean = ClapPairSet(pairs, processor.feature_extractor)[0]["input_features"]
+    augmented = ClapPairSet(
+        pairs, processor.feature_extractor, seed=3, augmentation=LogMelAugmentation(6.0, True), cache_features=True
+    )
+
+    def gain_and_shift(sample):  # the (shift, gain) that turn the clean features into the sample
+        for shift in range(clean.shape[-2]):
+            difference = sample - torch.roll(clean, shift, dims=-2)
+            if torch.allclose(difference, difference.mean().expand_as(difference), atol=1e-4):
+                return shift, round(float(difference.mean()), 3)
+        return None
+
+    draws = []
+    for epoch in range(4):
+        augmented.set_epoch(epoch)
+        sample = augmented[0]["input_features"]
+        draw = gain_and_shift(sample)
+        assert draw is not None and abs(draw[1]) <= 6.0
+        assert torch.equal(augmented[0]["input_features"], sample)  # same (seed, epoch, index): same draw
+        draws.append(draw)
+    assert len(set(draws)) > 1
+    assert torch.equal(augmented._cache[pairs[0]["audio"]["path"]], clean)

@@ -46,6 +46,15 @@ class TrainConfig:
         default="{caption}", metadata={"help": "lm_text: how each caption is written as training text"}
     )
     max_text_tokens: int = field(default=128, metadata={"help": "lm_text: longest training text, in tokens"})
+    augment_gain_db: float = field(
+        default=0.0, metadata={"help": "clap_contrastive: random gain of up to +- this many dB per training sample"}
+    )
+    augment_time_shift: bool = field(
+        default=False, metadata={"help": "clap_contrastive: circular time shift of each training sample's features"}
+    )
+    cache_features: bool = field(
+        default=False, metadata={"help": "clap_contrastive: keep short clips' log-mels in memory (small corpora)"}
+    )
     learning_rate: float = 1e-4
     encoder_lr_scale: float = field(default=0.1, metadata={"help": "audio encoder and LM head lr = scale * lr"})
     weight_decay: float = 0.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,18 +24,49 @@ from paircap.training.data import _column
 
 CROP_WINDOWS = 3  # windows decoded of a long file, one of which each epoch's crop takes
 
-__all__ = ["CaptionTextCollator", "CaptionTextSet", "ClapPairCollator", "ClapPairSet"]
+__all__ = ["CaptionTextCollator", "CaptionTextSet", "ClapPairCollator", "ClapPairSet", "LogMelAugmentation"]
+
+
+@dataclass(frozen=True)
+class LogMelAugmentation:
+    """
+    Label-preserving changes to a clip's log-mel features, drawn per sample: a gain of up to +-`gain_db` (a shift of
+    the dB features) and, with `time_shift`, a circular shift by a random number of frames (the window's content
+    starts anywhere, as a repeat-padded clip does).
+    """
+
+    gain_db: float = 0.0
+    time_shift: bool = False
+
+    def __call__(self, features: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        if self.gain_db:
+            features = features + float(rng.uniform(-self.gain_db, self.gain_db))
+        if self.time_shift:
+            features = torch.roll(features, int(rng.integers(features.shape[-2])), dims=-2)
+        return features
 
 
 class ClapPairSet(torch.utils.data.Dataset):
     """
-    (audio window, caption) samples for CLAP's contrastive loss. A clip longer than the feature extractor's window
-    (`max_length_s`, 10 s) gives one window at an offset drawn per (seed, epoch, index); shorter clips are repeat-padded
-    by the collator, as `PairCapProcessor` pads them at inference. A file longer than `CROP_WINDOWS` windows is decoded
-    only at that many evenly spaced windows (memory stays three windows, whatever its length), and the draw picks one.
+    (log-mel window, caption) samples for CLAP's contrastive loss, with the features `PairCapProcessor` computes at
+    inference. A clip longer than the feature extractor's window (`max_length_s`, 10 s) gives one window at an
+    offset drawn per (seed, epoch, index); shorter clips are repeat-padded, as at inference. A file longer than
+    `CROP_WINDOWS` windows is decoded only at that many evenly spaced windows (memory stays three windows, whatever
+    its length), and the draw picks one. `augmentation` then changes the features of each sample.
+
+    With `cache_features`, the features of clips that fit one window are kept in memory after their first read
+    (64 mels x 10 s: tens of KB each): for small corpora read in the main process (`num_workers` 0), where decoding
+    and the STFT would otherwise cost more than the training step.
     """
 
-    def __init__(self, pairs: Dataset, feature_extractor, seed: int = 0):
+    def __init__(
+        self,
+        pairs: Dataset,
+        feature_extractor,
+        seed: int = 0,
+        augmentation: LogMelAugmentation | None = None,
+        cache_features: bool = False,
+    ):
         missing = pairs.with_format("arrow")["audio"].is_null().to_numpy(zero_copy_only=False)
         if missing.any():
             raise ValueError(f"{int(missing.sum())} pairs have no audio (contrastive training needs it)")
@@ -46,6 +78,9 @@ class ClapPairSet(torch.utils.data.Dataset):
         self.sources: list[str] = _column(pairs, "source")
         self._paths = [audio["path"] for audio in _column(pairs, "audio")]
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # read by DataLoader workers
+        self.features = TorchClapFeatures(feature_extractor)
+        self.augmentation = augmentation or LogMelAugmentation()
+        self._cache: dict[str, torch.Tensor] | None = {} if cache_features else None
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -55,38 +90,52 @@ class ClapPairSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         index = int(index)
-        try:
-            waveform = load_audio_file(
-                self._paths[index], self.sampling_rate, window_samples=self.window_samples, max_windows=CROP_WINDOWS
-            )
-        except AudioInputError as error:
-            warnings.warn(f"skipping pair {self.pair_ids[index]!r}: {error}", stacklevel=2)
-            return None
         rng = np.random.default_rng([self.seed, int(self._epoch), index])
+        path = self._paths[index]
+        features = self._cache.get(path) if self._cache is not None else None
+        if features is None:
+            try:
+                waveform = load_audio_file(
+                    path, self.sampling_rate, window_samples=self.window_samples, max_windows=CROP_WINDOWS
+                )
+            except AudioInputError as error:
+                warnings.warn(f"skipping pair {self.pair_ids[index]!r}: {error}", stacklevel=2)
+                return None
+            fits_one_window = len(waveform) <= self.window_samples
+            features = self.log_mel(self.crop(waveform, rng))
+            if self._cache is not None and fits_one_window:
+                self._cache[path] = features
+        return {"input_features": self.augmentation(features, rng), "caption": self.captions[index]}
+
+    def crop(self, waveform: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One window of a long file at a drawn offset (a decoded window of a very long one); short clips whole."""
         if isinstance(waveform, WindowedWaveform) and waveform.has_layout:  # a long file: only its windows decoded
             windows = waveform.windows()
-            waveform = np.array(windows[int(rng.integers(len(windows)))])
-        elif len(waveform) > self.window_samples:
+            return np.array(windows[int(rng.integers(len(windows)))])
+        if len(waveform) > self.window_samples:
             start = int(rng.integers(0, len(waveform) - self.window_samples + 1))
-            waveform = waveform[start : start + self.window_samples]
-        return {"waveform": waveform, "caption": self.captions[index]}
+            return waveform[start : start + self.window_samples]
+        return waveform
+
+    def log_mel(self, window: np.ndarray) -> torch.Tensor:
+        """`(1, frames, mels)` log-mel features of one repeat-padded window."""
+        with torch.no_grad():
+            padded, _ = self.features.pad_windows([window])
+            return self.features(padded)[0]
 
 
 class ClapPairCollator:
-    """`ClapModel` inputs: log-mel features as `PairCapProcessor` computes them (torch backend) and the tokenised
-    captions. Failed samples (None) are dropped; a batch where all failed gives None."""
+    """`ClapModel` inputs: the samples' log-mel features stacked and their captions tokenised. Failed samples (None)
+    are dropped; a batch where all failed gives None."""
 
-    def __init__(self, feature_extractor, tokenizer):
-        self.features = TorchClapFeatures(feature_extractor)
+    def __init__(self, tokenizer):
         self.tokenizer = tokenizer
 
     def __call__(self, items: Sequence[dict[str, Any] | None]) -> BatchFeature | None:
         items = [item for item in items if item is not None]
         if not items:
             return None
-        with torch.no_grad():
-            windows, _ = self.features.pad_windows([item["waveform"] for item in items])
-            input_features = self.features(windows)
+        input_features = torch.stack([item["input_features"] for item in items])
         text = self.tokenizer([item["caption"] for item in items], padding=True, truncation=True, return_tensors="pt")
         return BatchFeature({"input_features": input_features, **text})
 

@@ -31,7 +31,13 @@ from paircap.cards import earlier_provenance, render_model_card
 from paircap.stages import configure_stage1, configure_stage2, merge_ia3, set_training_mode
 from paircap.training.config import TrainConfig
 from paircap.training.data import CaptionTrainingSet, PairCapCollator
-from paircap.training.pretraining_data import CaptionTextCollator, CaptionTextSet, ClapPairCollator, ClapPairSet
+from paircap.training.pretraining_data import (
+    CaptionTextCollator,
+    CaptionTextSet,
+    ClapPairCollator,
+    ClapPairSet,
+    LogMelAugmentation,
+)
 
 
 def model_loss(model, batch) -> torch.Tensor:
@@ -212,16 +218,18 @@ def clap_contrastive_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageS
     feature_extractor = AutoFeatureExtractor.from_pretrained(cfg.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
 
-    def split(sources: list[str]) -> DataSplit:
-        dataset = ClapPairSet(load_pairs(sources), feature_extractor, seed=cfg.seed)
+    def split(sources: list[str], augmentation: LogMelAugmentation | None = None) -> DataSplit:
+        dataset = ClapPairSet(
+            load_pairs(sources), feature_extractor, cfg.seed, augmentation, cache_features=cfg.cache_features
+        )
         lengths = [len(ids) for ids in tokenizer(dataset.captions)["input_ids"]]
         return DataSplit(dataset, lengths, dataset.sources)
 
     return StageSetup(
         model=model,
-        train=split(cfg.train_pairs),
+        train=split(cfg.train_pairs, LogMelAugmentation(cfg.augment_gain_db, cfg.augment_time_shift)),
         validation=split(cfg.validation_pairs) if cfg.validation_pairs else None,
-        collator=ClapPairCollator(feature_extractor, tokenizer),
+        collator=ClapPairCollator(tokenizer),
         parameter_groups=all_parameters(cfg, model),
         export=folder_export(cfg, feature_extractor, tokenizer),
         loss=contrastive_loss,
