@@ -48,13 +48,15 @@ def shard(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return full
 
 
-def export_on_two_processes(cfg: TrainConfig, export, model: torch.nn.Module) -> None:
+def export_on_two_processes(cfg: TrainConfig, export, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Export `model`, left with empty shards, as process 1 and then process 0 do; returns its full state dict."""
     full = shard(model)
     for process_index in (1, 0):
         accelerator = ShardedRun(full, process_index)
         assert export_release(cfg, SimpleNamespace(export=export), accelerator, model, step=3) == cfg.export_dir
         assert accelerator.gathered == 1  # every process joins the gathering, not only the one that saves
         assert cfg.export_dir.is_dir() == accelerator.is_main_process
+    return full
 
 
 def test_a_sharded_release_exports_complete_with_ia3_merged(tiny_release, sine_wave, tmp_path):
@@ -85,8 +87,7 @@ def test_a_sharded_folder_exports_complete(tiny_checkpoints, tmp_path):
         for parameter in trained.parameters():
             parameter.add_(0.1)
     cfg = TrainConfig(stage="lm_text", model_name_or_path=str(llama), output_dir=str(tmp_path), train_pairs=["unused"])
-    full = {name: tensor.detach().clone() for name, tensor in trained.state_dict().items()}
-    export_on_two_processes(cfg, folder_export(cfg, tokenizer), trained)
+    full = export_on_two_processes(cfg, folder_export(cfg, tokenizer), trained)
     exported = AutoModelForCausalLM.from_pretrained(cfg.export_dir).state_dict()
     assert exported.keys() == full.keys()
     assert all(torch.equal(exported[name], full[name]) for name in full)
