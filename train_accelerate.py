@@ -6,11 +6,16 @@
     accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml train_accelerate.py --config ...
 
 Any setting of the YAML file can be overridden on the command line (`--learning_rate 5e-5`, `--resume`, ...).
-Expected failures (no intact checkpoint, a non-finite loss, a bad setting) print one line and exit 2; `--debug` shows
-the traceback.
+The progress bar and the log lines (JSON, also appended to `output_dir/log.jsonl`) go to stderr. Expected failures (no
+intact checkpoint, a non-finite loss, a bad setting) print one line and exit 2; `--debug` shows the traceback.
 """
 
+import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from paircap.training.config import parse_config
 from paircap.training.errors import TrainingError
@@ -25,10 +30,24 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # a bad setting
         return report(error, debug)
     try:
-        train(config)
+        with progress_log():
+            train(config)
     except TrainingError as error:
         return report(error, debug)
     return 0
+
+
+@contextmanager
+def progress_log() -> Iterator[None]:
+    """The `paircap` loggers' info lines (log records, resume and export notes) on stderr, above the progress bar."""
+    logger = logging.getLogger("paircap")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        with logging_redirect_tqdm(loggers=[logger]):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def report(error: Exception, debug: bool) -> int:

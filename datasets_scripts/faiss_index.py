@@ -12,8 +12,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import faiss
 import numpy as np
+
+try:
+    import faiss
+except ImportError as error:  # faiss is an extra: one of two wheels
+    raise ImportError(
+        'building and searching FAISS indexes needs FAISS: `pip install "paircap[cpu]"` (faiss-cpu), or '
+        '`pip install "paircap[gpu]"` (faiss-gpu-cu12) on a CUDA 12 machine; install one of the two, not both'
+    ) from error
 
 from modeling_paircap.retrieval_paircap import flat_index
 

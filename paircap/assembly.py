@@ -129,14 +129,16 @@ def save_release(
     processor: PairCapProcessor,
     output_dir: str | Path,
     card: ModelCard | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """
-    Write weights (safetensors), config with `auto_map` and `custom_pipelines`, generation config, processor, remote
-    code (the pipeline's file too: no model file imports it) and card.
+    Write weights (safetensors; `state_dict` instead of the model's own, e.g. a gathered full one), config with
+    `auto_map` and `custom_pipelines`, generation config, processor, remote code (the pipeline's file too: no model file
+    imports it) and card.
     """
     register_remote_code(model.config)
     output_dir = Path(output_dir)
-    model.save_pretrained(output_dir)
+    model.save_pretrained(output_dir, state_dict=state_dict)
     processor.save_pretrained(output_dir)
     custom_object_save(PairCapCaptioningPipeline, output_dir)
     (card or render_model_card(model.config)).save(output_dir / "README.md")

@@ -3,14 +3,20 @@ Caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr) with the CO
 
 The implementation is the `evaluate` metric module `metrics/paircap_caption_metrics/paircap_caption_metrics.py`,
 which must stand alone on the Hub; this module loads that file by path and re-exports it, so the scoring logic exists
-once. Needs the `eval` extra (`pip install -e ".[eval]"`) and a Java runtime.
+once. A checkout has it under `metrics/`, a wheel ships the same folder as `paircap/_metric_module/`. Needs the `eval`
+extra (`pip install "paircap[eval]"`) and a Java runtime.
 """
 
 import importlib.util
 import sys
 from pathlib import Path
 
-MODULE_FILE = Path(__file__).resolve().parents[1] / "metrics" / "paircap_caption_metrics" / "paircap_caption_metrics.py"
+_FILE_NAME = "paircap_caption_metrics.py"
+_LOCATIONS = (
+    Path(__file__).resolve().parent / "_metric_module" / _FILE_NAME,  # installed from a wheel
+    Path(__file__).resolve().parents[1] / "metrics" / "paircap_caption_metrics" / _FILE_NAME,  # a checkout
+)
+MODULE_FILE = next((path for path in _LOCATIONS if path.is_file()), _LOCATIONS[-1])
 _MODULE_NAME = "paircap._caption_metrics_module"
 
 
@@ -18,9 +24,10 @@ def _load_module():
     if _MODULE_NAME in sys.modules:
         return sys.modules[_MODULE_NAME]
     if not MODULE_FILE.is_file():
+        places = " nor ".join(map(str, _LOCATIONS))
         raise ImportError(
-            f"paircap.metrics needs the metric module {MODULE_FILE}, which ships in the PairCap repository (install "
-            'it from a checkout: `pip install -e ".[eval]"`), or use `evaluate.load` on the published metric.'
+            f"paircap.metrics needs the metric module {_FILE_NAME}, found at neither {places}: reinstall paircap "
+            '(`pip install "paircap[eval]"`), or use `evaluate.load` on the published metric.'
         )
     spec = importlib.util.spec_from_file_location(_MODULE_NAME, MODULE_FILE)
     module = importlib.util.module_from_spec(spec)

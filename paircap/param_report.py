@@ -8,7 +8,12 @@ from transformers import LlamaConfig
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from paircap.convert_laion_clap import htsat_unfused_config
-from paircap.stages import component_parameter_counts, configure_stage1, configure_stage2, trainable_parameter_count
+from paircap.training.stages import (
+    component_parameter_counts,
+    configure_stage1,
+    configure_stage2,
+    trainable_parameter_count,
+)
 
 VICUNA_VOCAB = 32000
 ADDED_TOKENS = 2  # <audio> and <long_audio>

@@ -5,8 +5,9 @@ import copy
 import pytest
 import torch
 
+from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from paircap.param_report import parameter_report
-from paircap.stages import configure_stage1, configure_stage2, trainable_parameter_count
+from paircap.training.stages import configure_stage1, configure_stage2, merge_ia3, trainable_parameter_count
 
 
 def trainable_names(model) -> set[str]:
@@ -67,6 +68,25 @@ def test_stage2_ia3_is_identity_at_start(tiny_release, fresh_model, sine_wave):
         torch.testing.assert_close(fresh_model(**inputs).logits, model(**inputs).logits)
 
 
+def test_merged_ia3_gives_the_logits_of_the_peft_wrapped_model(fresh_model, tiny_release, sine_wave):
+    _, _, processor = tiny_release
+    configure_stage2(fresh_model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # trained-looking IA3 vectors, so the merge has something to fold in
+        for name, parameter in fresh_model.named_parameters():
+            if "ia3_l" in name:
+                parameter.copy_(1 + 0.5 * torch.randn(parameter.shape, generator=generator))
+    fresh_model.eval()
+    merged = merge_ia3(fresh_model.config, fresh_model.state_dict())
+    assert not any("ia3_l" in name or "base_layer" in name for name in merged)
+    plain = PairCapForConditionalGeneration(fresh_model.config).eval()
+    plain.load_state_dict(merged, strict=True)
+    inputs = processor(audio=[sine_wave(2)], sampling_rate=48000)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(**inputs).logits, fresh_model(**inputs).logits)
+    assert any("ia3_l" in name for name in fresh_model.state_dict())  # the trained model itself is left as it was
+
+
 def test_full_size_counts_on_the_meta_device():
     report = parameter_report()
     components, trainable = report["components"], report["trainable"]
@@ -88,7 +108,7 @@ def test_full_size_counts_on_the_meta_device():
 
 
 def test_frozen_parts_stay_in_eval_mode(fresh_model):
-    from paircap.stages import set_training_mode
+    from paircap.training.stages import set_training_mode
 
     configure_stage1(fresh_model)
     set_training_mode(fresh_model)

@@ -21,7 +21,12 @@ COMMON = ["--per_device_batch_size", "4", "--num_workers", "1", "--log_every", "
 
 
 def launch(args: list[str], cwd: Path) -> list[dict]:
-    """Run train_accelerate.py under `accelerate launch --multi_gpu --num_processes 2` on CPU; return its log lines."""
+    """
+    Run train_accelerate.py under `accelerate launch --multi_gpu --num_processes 2` on CPU; return the log lines it
+    appended to `<output_dir>/log.jsonl`.
+    """
+    log = Path(args[args.index("--output_dir") + 1]) / "log.jsonl"
+    logged_before = len(log.read_text().splitlines()) if log.is_file() else 0
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -37,7 +42,7 @@ def launch(args: list[str], cwd: Path) -> list[dict]:
     }
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"step"')]
+    return [json.loads(line) for line in log.read_text().splitlines()[logged_before:]]
 
 
 def losses(log: list[dict]) -> list[float]:

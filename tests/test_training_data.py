@@ -1,4 +1,4 @@
-"""paircap.training.data and datasets_scripts.neighbors: retrieved training neighbours, training samples with
+"""paircap.training.data and paircap.training.neighbors: retrieved training neighbours, training samples with
 interleaved examples, the collator in DataLoader workers, and the length-grouped, source-balanced batch sampler."""
 
 import csv
@@ -13,7 +13,6 @@ import torch
 from datasets import Dataset
 
 from datasets_scripts.embed import EmbeddedPairs, embed_pairs
-from datasets_scripts.neighbors import compute_training_neighbors, load_neighbors, save_neighbors
 from datasets_scripts.readers import FEATURES
 from modeling_paircap.knowledge_base_paircap import embedding_matrix
 from modeling_paircap.processing_paircap import clean_caption
@@ -24,6 +23,7 @@ from paircap.training.data import (
     PairCapCollator,
     balanced_source_weights,
 )
+from paircap.training.neighbors import compute_training_neighbors, load_neighbors, save_neighbors
 
 NUM_NEIGHBORS = 6
 MAX_EXAMPLES = 3

@@ -104,7 +104,7 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         examples_source: the embedded training rows (`embed_pairs(...).rows`), row-aligned with `neighbors`; gives
             each neighbour's `caption`, `is_long` and `clip_index` into `example_tokens`.
         neighbors: `(len(examples_source), K)` rows of `examples_source`, nearest first, -1 padded
-            (`datasets_scripts.neighbors`). A pair absent from `examples_source` gets no examples.
+            (`paircap.training.neighbors`). A pair absent from `examples_source` gets no examples.
         max_examples: the most examples a sample gets (5): each gets 0..max_examples, 0 being the zero-shot prompt,
             i.e. 1..max_examples + 1 interleaved samples counting the query (paper eq. 1); 0 gives none to any sample
             (stage 1, curriculum phase 1).

@@ -136,7 +136,8 @@ def train(cfg: TrainConfig) -> Path:
         state = read_trainer_state(checkpoint)
         progress.load_state_dict(state["progress"])
         scheduler.load_state_dict(state["scheduler"])
-        accelerator.print(f"resumed from {checkpoint} at step {progress.global_step}")
+        if accelerator.is_main_process:
+            logger.info(f"resumed from {checkpoint} at step {progress.global_step}")
     if cfg.report_to:
         accelerator.init_trackers("paircap", config={k: str(v) for k, v in asdict(cfg).items()})
 
@@ -185,7 +186,8 @@ def train(cfg: TrainConfig) -> Path:
             progress.batches_done_in_epoch = 0
     bar.close()
     if stopped_early:
-        accelerator.print(f"stopped after {run_steps} steps at step {progress.global_step}; continue with --resume")
+        if accelerator.is_main_process:
+            logger.info(f"stopped after {run_steps} steps at step {progress.global_step}; continue with --resume")
         accelerator.end_training()
         return Path(cfg.output_dir)
     if val_loader is not None:
@@ -205,9 +207,9 @@ def seed_batch(seed: int, process_index: int, progress: TrainingProgress) -> Non
 
 
 def write_log_line(cfg: TrainConfig, record: dict) -> None:
-    """A JSON line to standard output and to `<output_dir>/log.jsonl` (kept across `--resume`)."""
+    """A JSON line to the log (info level) and to `<output_dir>/log.jsonl` (kept across `--resume`)."""
     line = json.dumps(record)
-    print(line, flush=True)
+    logger.info(line)
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(cfg.output_dir) / "log.jsonl", "a", encoding="utf-8") as handle:
         handle.write(line + "\n")
@@ -238,11 +240,16 @@ def log_window(cfg: TrainConfig, accelerator: Accelerator, window: dict, schedul
 
 
 def export_release(cfg: TrainConfig, setup: StageSetup, accelerator: Accelerator, model, step: int) -> Path:
-    """Write the trained model as a release folder (for PairCap: IA3 merged, loadable with trust_remote_code)."""
+    """
+    Write the trained model as a release folder (for PairCap: IA3 merged, loadable with trust_remote_code). Every
+    process takes part in gathering the full state dict (FSDP / DeepSpeed ZeRO-3 shard the weights); the main process
+    saves it.
+    """
     accelerator.wait_for_everyone()
     check_finite_weights(model)
+    state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        folder = setup.export(accelerator.unwrap_model(model), step)
-        print(f"exported the trained model to {folder}", flush=True)
+        folder = setup.export(accelerator.unwrap_model(model), state_dict, step)
+        logger.info(f"exported the trained model to {folder}")
     accelerator.wait_for_everyone()
     return cfg.export_dir

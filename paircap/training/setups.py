@@ -22,15 +22,14 @@ from huggingface_hub import ModelCard
 from transformers import AutoFeatureExtractor, AutoModelForCausalLM, AutoTokenizer, ClapModel
 
 from datasets_scripts.embed import embed_pairs
-from datasets_scripts.neighbors import compute_training_neighbors, load_neighbors, save_neighbors
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.assembly import save_release
 from paircap.caption_data import load_pairs
 from paircap.cards import earlier_provenance, render_model_card
-from paircap.stages import configure_stage1, configure_stage2, merge_ia3, set_training_mode
 from paircap.training.config import TrainConfig
 from paircap.training.data import CaptionTrainingSet, PairCapCollator
+from paircap.training.neighbors import compute_training_neighbors, load_neighbors, save_neighbors
 from paircap.training.pretraining_data import (
     CaptionTextCollator,
     CaptionTextSet,
@@ -38,6 +37,7 @@ from paircap.training.pretraining_data import (
     ClapPairSet,
     LogMelAugmentation,
 )
+from paircap.training.stages import configure_stage1, configure_stage2, merge_ia3, set_training_mode
 
 
 def model_loss(model, batch) -> torch.Tensor:
@@ -75,7 +75,8 @@ class StageSetup:
     validation: DataSplit | None
     collator: Callable
     parameter_groups: list[dict]
-    export: Callable[[torch.nn.Module, int], Path]  # (unwrapped model, final step) -> cfg.export_dir; main process
+    # (unwrapped model, its full state dict, final step) -> cfg.export_dir; main process
+    export: Callable[[torch.nn.Module, dict[str, torch.Tensor], int], Path]
     training_mode: Callable[[torch.nn.Module], None] = torch.nn.Module.train
     loss: Callable = model_loss
     loss_weight: Callable = label_tokens
@@ -154,22 +155,29 @@ def captioning_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
     if cfg.gradient_checkpointing:
         model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
-    def export(trained: PairCapForConditionalGeneration, step: int) -> Path:
-        merge_ia3(trained)
-        trained.eval()
-        status = f"trained: stage `{cfg.stage}` for {step} steps from `{cfg.model_name_or_path}`."
-        save_release(trained, processor, cfg.export_dir, export_card(cfg, trained, status, train_set.sources))
-        return cfg.export_dir
-
     return StageSetup(
         model=model,
         train=DataSplit(train_set, train_set.estimated_lengths, train_set.sources),
         validation=validation,
         collator=PairCapCollator(processor),
         parameter_groups=optimizer_groups(cfg, model),
-        export=export,
+        export=release_export(cfg, processor, train_set.sources),
         training_mode=set_training_mode,
     )
+
+
+def release_export(
+    cfg: TrainConfig, processor: PairCapProcessor, sources: Sequence[str]
+) -> Callable[[PairCapForConditionalGeneration, dict[str, torch.Tensor], int], Path]:
+    """Export the trained weights (IA3 merged) as a release folder with its processor and card."""
+
+    def export(trained: PairCapForConditionalGeneration, state_dict: dict[str, torch.Tensor], step: int) -> Path:
+        status = f"trained: stage `{cfg.stage}` for {step} steps from `{cfg.model_name_or_path}`."
+        card = export_card(cfg, trained, status, sources)
+        save_release(trained, processor, cfg.export_dir, card, state_dict=merge_ia3(trained.config, state_dict))
+        return cfg.export_dir
+
+    return export
 
 
 def export_card(
@@ -196,11 +204,11 @@ def export_card(
 # ---- stand-ins for the pretrained parts ---------------------------------------------------------------------------
 
 
-def folder_export(cfg: TrainConfig, *companions) -> Callable[[torch.nn.Module, int], Path]:
+def folder_export(cfg: TrainConfig, *companions) -> Callable[[torch.nn.Module, dict[str, torch.Tensor], int], Path]:
     """Export the trained model with its companions (tokenizer, feature extractor) as a `from_pretrained` folder."""
 
-    def export(trained: torch.nn.Module, step: int) -> Path:
-        trained.eval().save_pretrained(cfg.export_dir)
+    def export(trained: torch.nn.Module, state_dict: dict[str, torch.Tensor], step: int) -> Path:
+        trained.save_pretrained(cfg.export_dir, state_dict=state_dict)
         for companion in companions:
             companion.save_pretrained(cfg.export_dir)
         return cfg.export_dir

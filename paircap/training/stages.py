@@ -3,8 +3,9 @@
 from collections import OrderedDict
 
 import torch
-from peft import IA3Config, inject_adapter_in_model
+from peft import IA3Config, IA3Model, inject_adapter_in_model
 
+from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 
 # peft's default IA3 targets for Llama: rescale keys, values and the feed-forward input of the down projection
@@ -18,13 +19,16 @@ def configure_stage1(model: PairCapForConditionalGeneration) -> None:
     model.multi_modal_projector.requires_grad_(True)
 
 
+def ia3_config() -> IA3Config:
+    return IA3Config(
+        target_modules=list(IA3_TARGET_MODULES), feedforward_modules=list(IA3_FEEDFORWARD_MODULES), task_type=None
+    )
+
+
 def add_ia3(model: PairCapForConditionalGeneration) -> None:
     """Inject IA3 scaling vectors into the language model (in place; idempotent)."""
     if not any("ia3_l" in name for name, _ in model.language_model.named_parameters()):
-        config = IA3Config(
-            target_modules=list(IA3_TARGET_MODULES), feedforward_modules=list(IA3_FEEDFORWARD_MODULES), task_type=None
-        )
-        inject_adapter_in_model(config, model.language_model)
+        inject_adapter_in_model(ia3_config(), model.language_model)
 
 
 def configure_stage2(
@@ -79,15 +83,21 @@ def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def merge_ia3(model: PairCapForConditionalGeneration) -> None:
-    """Fold the IA3 vectors into the weights they scale and put the plain layers back (for export)."""
-    from peft.tuners.ia3.layer import IA3Layer
-
-    for name, module in list(model.language_model.named_modules()):
-        if isinstance(module, IA3Layer):
-            module.merge()
-            parent_name, _, child = name.rpartition(".")
-            setattr(model.language_model.get_submodule(parent_name), child, module.get_base_layer())
+def merge_ia3(config: PairCapConfig, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """
+    The full `state_dict` of a trained release with its IA3 vectors folded into the weights they scale (peft's
+    `merge_and_unload`): the plain layers' state dict, for export. The model it is merged in is built on the meta
+    device and takes the given tensors, so no second copy of the weights is made; `state_dict` without IA3 comes back
+    as it is.
+    """
+    if not any(".ia3_l." in name for name in state_dict):
+        return state_dict
+    with torch.device("meta"):
+        model = PairCapForConditionalGeneration(config)
+        tuner = IA3Model(model.language_model, ia3_config(), "default")
+    model.load_state_dict(state_dict, assign=True)
+    tuner.merge_and_unload()
+    return model.state_dict()
 
 
 def set_training_mode(model: PairCapForConditionalGeneration) -> None:

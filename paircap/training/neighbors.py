@@ -4,7 +4,7 @@ training pairs by CLAP audio→audio dense retrieval, computed once over the emb
 Usage::
 
     from datasets_scripts.embed import embed_pairs
-    from datasets_scripts.neighbors import compute_training_neighbors, load_neighbors, save_neighbors
+    from paircap.training.neighbors import compute_training_neighbors, load_neighbors, save_neighbors
 
     embedded = embed_pairs(train_pairs, model, processor, "/data/train_embedded")
     save_neighbors("/data/train_neighbors.npz", embedded, compute_training_neighbors(embedded, num_neighbors=10))
