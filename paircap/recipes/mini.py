@@ -51,7 +51,7 @@ from datasets_scripts.esc50 import (
     write_mixtures,
 )
 from datasets_scripts.readers import read_audiocaps, read_clotho, with_path_audio
-from modeling_paircap.processing_paircap import DEFAULT_PROMPT_TEMPLATE
+from modeling_paircap.prompting_paircap import DEFAULT_PROMPT_TEMPLATE
 from paircap.recipes.mini_models import mini_clap_config, mini_feature_extractor, mini_llama_config
 from paircap.tiny import train_clap_tokenizer, train_lm_tokenizer
 from paircap.training.pretraining_data import ClapPairCollator, ClapPairSet
