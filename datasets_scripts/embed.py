@@ -309,13 +309,17 @@ class _ShardEmbedder:
         return self.model.config.audio_config.projection_dim
 
     @property
+    def text_dim(self) -> int:
+        return self.model.config.audio_config.text_config.projection_dim
+
+    @property
     def token_dim(self) -> int:
         return self.model.config.encoder_hidden_size
 
     def features(self) -> Features:
         """The shard rows' features: the KB row columns (clip_index is set when the job is assembled) plus the clip's
         length flag and location."""
-        features = kb_row_features(self.audio_dim, self.audio_dim)
+        features = kb_row_features(self.audio_dim, self.text_dim)
         del features["clip_index"]
         features["is_long"] = Value("bool")
         features["audio_path"] = Value("string")
@@ -353,7 +357,7 @@ class _ShardEmbedder:
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """L2-normalised CLAP text embeddings `(len(texts), d_t)`, in batches of `batch_size`."""
-        chunks = [np.zeros((0, self.audio_dim), dtype=np.float32)]
+        chunks = [np.zeros((0, self.text_dim), dtype=np.float32)]
         for start in range(0, len(texts), self.batch_size):
             inputs = self.processor.clap_text_inputs(texts[start : start + self.batch_size]).to(self.model.device)
             with torch.inference_mode():

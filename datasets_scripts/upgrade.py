@@ -27,9 +27,9 @@ from modeling_paircap.knowledge_base_paircap import (
     KnowledgeBaseMetadata,
     clip_schema,
     read_index,
+    weights_fingerprint,
     write_knowledge_base,
 )
-from modeling_paircap.modeling_paircap import weights_fingerprint
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
 
 

@@ -21,7 +21,7 @@ _EXPORTS = {
     "PairCapForConditionalGeneration": "modeling_paircap",
     "PairCapGenerateOutput": "modeling_paircap",
     "PairCapPreTrainedModel": "modeling_paircap",
-    "DEFAULT_PROMPT_TEMPLATE": "processing_paircap",
+    "DEFAULT_PROMPT_TEMPLATE": "prompting_paircap",
     "PairCapProcessor": "processing_paircap",
     "TorchClapFeatures": "feature_extraction_paircap",
     "extract_clap_features": "feature_extraction_paircap",

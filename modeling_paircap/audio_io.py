@@ -17,6 +17,7 @@ resampler), so memory is that of the windows plus a bounded read buffer whatever
 from __future__ import annotations
 
 import errno
+import importlib
 import io
 import math
 import os
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers.utils import logging
 
 __all__ = [
     "AudioInputError",
@@ -64,7 +66,7 @@ _INT_PCM_SCALE = {
     np.dtype(np.int32): (0.0, 2.0**31),
 }
 
-_warned_missing_sr = False
+logger = logging.get_logger(__name__)
 
 
 class AudioInputError(ValueError):
@@ -103,12 +105,20 @@ def _check_rate(rate: Any, what: str) -> int:
     return as_int
 
 
-def _import_soxr():
+def _import_optional(module: str, purpose: str):
+    """Import a package only some inputs need (soxr, soundfile), or raise an ImportError saying how to install it."""
     try:
-        import soxr
+        return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("Resampling audio requires the `soxr` package: pip install soxr") from exc
-    return soxr
+        raise ImportError(f"{purpose} requires the `{module}` package: pip install {module}") from exc
+
+
+def _import_soxr():
+    return _import_optional("soxr", "Resampling audio")
+
+
+def _import_soundfile():
+    return _import_optional("soundfile", "Decoding audio files")
 
 
 def resampled_length(num_samples: int, orig_sr: int, target_sr: int) -> int:
@@ -332,14 +342,6 @@ def to_mono_float32(array: Any, name: str, *, silence_threshold: float = 1e-6) -
 # --------------------------------------------------------------------------------------------------------------------
 # Opening files
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _import_soundfile():
-    try:
-        import soundfile
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("Decoding audio files requires the `soundfile` package: pip install soundfile") from exc
-    return soundfile
 
 
 _FILE_KINDS = (
@@ -770,7 +772,6 @@ def load_audio_file(
 
 
 def _from_array(array: Any, sr: int | None, target_sr: int, name: str) -> np.ndarray:
-    global _warned_missing_sr
     if isinstance(array, WindowedWaveform) and array.has_layout:  # the windows of a long clip, as decoded
         if sr is not None and sr != array.sampling_rate:
             raise AudioInputError(name, f"windowed waveform is at {array.sampling_rate} Hz, not sampling_rate={sr}")
@@ -780,14 +781,10 @@ def _from_array(array: Any, sr: int | None, target_sr: int, name: str) -> np.nda
             )
         return array.copy_with_layout()
     if sr is None:
-        if not _warned_missing_sr:
-            _warned_missing_sr = True
-            warnings.warn(
-                f"No sampling_rate was given for a raw audio array; assuming it is already at {target_sr} Hz. "
-                "Pass `sampling_rate` to avoid silent errors.",
-                UserWarning,
-                stacklevel=4,
-            )
+        logger.warning_once(
+            f"No sampling_rate was given for a raw audio array; assuming it is already at {target_sr} Hz. "
+            "Pass `sampling_rate` to avoid silent errors."
+        )
         sr = target_sr
     try:
         sr = _check_rate(sr, "sampling_rate")

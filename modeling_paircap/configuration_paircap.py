@@ -5,6 +5,15 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 RETRIEVAL_MODES = ("none", "audio2audio", "audio2text", "audio2mixture", "pair2pair", "generative_pair2pair")
+PAIR_MODES = ("pair2pair", "generative_pair2pair")  # queries with a text half t_q (paper eq. 4)
+CROSS_MODAL_MODES = ("audio2text", "audio2mixture")  # a_q meets the text half t_k: needs CLAP's joint space
+
+
+def check_retrieval_mode(mode: str) -> str:
+    """Return `mode`, or raise a ValueError naming the retrieval modes."""
+    if mode not in RETRIEVAL_MODES:
+        raise ValueError(f"unknown retrieval mode {mode!r}; expected one of {RETRIEVAL_MODES}")
+    return mode
 
 
 @strict
@@ -66,8 +75,7 @@ class PairCapConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.retrieval_mode not in RETRIEVAL_MODES:
-            raise ValueError(f"retrieval_mode must be one of {RETRIEVAL_MODES}, got {self.retrieval_mode!r}")
+        check_retrieval_mode(self.retrieval_mode)
         if not 0.0 <= self.fusion_weight <= 1.0:
             raise ValueError(f"fusion_weight must lie in [0, 1], got {self.fusion_weight}")
         if self.encoder_tokens_per_window % self.audio_pool_stride:
@@ -95,4 +103,4 @@ class PairCapConfig(PreTrainedConfig):
         return self.encoder_tokens_per_window // self.audio_pool_stride
 
 
-__all__ = ["PairCapConfig", "RETRIEVAL_MODES"]
+__all__ = ["CROSS_MODAL_MODES", "PAIR_MODES", "RETRIEVAL_MODES", "PairCapConfig", "check_retrieval_mode"]

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -41,8 +40,11 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+from transformers.utils import logging
 
 from .retrieval_paircap import PairCapRetriever, RetrievedPair, flat_index, require_faiss
 from .tokens_paircap import TOKENS_FILE, ClipTokenStore, DeviceClipTokens
@@ -54,7 +56,11 @@ try:
 except ImportError:  # the knowledge base needs `datasets` (and its pyarrow); plain captioning does not
     datasets = pa = pq = None
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from .modeling_paircap import PairCapForConditionalGeneration
+    from .processing_paircap import PairCapProcessor
+
+logger = logging.get_logger(__name__)
 
 KB_FORMAT_VERSION = 2
 METADATA_FILE = "paircap_kb.json"
@@ -519,6 +525,91 @@ class PairCapKnowledgeBase:
         if self.folder is None:
             raise KnowledgeBaseError("save_pretrained(folder) first: push_to_hub uploads a knowledge base folder")
         return push_folder_to_hub(self.folder, repo_id, private=private, token=token)
+
+
+class PairCapRetrievalContext:
+    """
+    What a model's retrieval-augmented `generate` holds besides its weights (the part transformers' RAG retriever
+    plays for a RAG model): the processor that builds the pass-2 prompts, and the knowledge bases it retrieves from,
+    each loaded once and checked against the model's fingerprints again whenever its encoder weights may have changed.
+    """
+
+    def __init__(self, processor: PairCapProcessor | None = None):
+        self.processor = processor
+        self._knowledge_bases: dict[str, tuple[PairCapKnowledgeBase, tuple]] = {}
+
+    def require_processor(self, processor: PairCapProcessor | None = None) -> PairCapProcessor:
+        """`processor`, else the one set on the model, else an error saying how to set it."""
+        processor = processor or self.processor
+        if processor is None:
+            raise ValueError(
+                "Retrieval builds the pass-2 prompts with the processor: pass processor= to generate, or set "
+                "model.processor = AutoProcessor.from_pretrained(<release>, trust_remote_code=True) once"
+            )
+        return processor
+
+    def knowledge_base(
+        self,
+        model: PairCapForConditionalGeneration,
+        knowledge_base: str | os.PathLike | PairCapKnowledgeBase | None = None,
+        audio_roots: Mapping[str, str | os.PathLike] | None = None,
+    ) -> PairCapKnowledgeBase:
+        """The knowledge base `model` retrieves from; see `PairCapForConditionalGeneration.load_knowledge_base`."""
+        source = knowledge_base if knowledge_base is not None else model.config.knowledge_base
+        source = bundled_source(source, str(model.name_or_path or ""))
+        if source is None:
+            raise ValueError(
+                "No knowledge base to retrieve from: pass knowledge_base= (hub id, folder or PairCapKnowledgeBase) "
+                "or set config.knowledge_base, or use retrieval_mode='none'"
+            )
+        key = f"object:{id(source)}" if isinstance(source, PairCapKnowledgeBase) else str(source)
+        cached = self._knowledge_bases.get(key)
+        state = weights_state(model.audio_encoder, model.get_audio_tower())
+        if cached is not None and cached[1] == state:
+            return cached[0]
+        fingerprint = model.retrieval_fingerprint()
+        if cached is not None or isinstance(source, PairCapKnowledgeBase):
+            kb = cached[0] if cached is not None else source
+            if kb.metadata.retrieval_fingerprint != fingerprint:
+                raise KnowledgeBaseError(
+                    f"{kb.folder or 'the knowledge base'}: embedded in another retrieval space than this model's CLAP; "
+                    "its embeddings do not match. Rebuild it with this model: python -m datasets_scripts build"
+                )
+        else:  # on a GPU the search runs there too (exact torch search); on CPU with the FAISS index
+            device = str(model.device) if model.device.type == "cuda" else None
+            kb = PairCapKnowledgeBase.from_pretrained(source, fingerprint, device=device, audio_roots=audio_roots)
+        kb.check_tokens(model.token_fingerprint())
+        self._knowledge_bases[key] = (kb, state)
+        return kb
+
+
+def bundled_source(source, release_folder: str):
+    """A relative path that does not exist from the working directory but does inside the release folder names a
+    knowledge base shipped with the release (`config.knowledge_base = "knowledge_base"`)."""
+    if isinstance(source, str) and not os.path.isabs(source) and not os.path.exists(source):
+        bundled = os.path.join(release_folder, source)
+        if os.path.isdir(bundled):
+            return bundled
+    return source
+
+
+def weights_state(*modules: torch.nn.Module) -> tuple:
+    """Identity and in-place version of every parameter and buffer of the modules: changes whenever they may have."""
+    tensors = [tensor for module in modules for tensor in (*module.parameters(), *module.buffers())]
+    return tuple((id(tensor), tensor._version) for tensor in tensors)
+
+
+def weights_fingerprint(module: torch.nn.Module, settings: dict) -> str:
+    """SHA-256 of a module's weights, rounded to bfloat16 (so float32 and bfloat16 loads agree), and some settings:
+    what a knowledge base's embeddings or tokens are valid for."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        values = tensor.detach().to("cpu")
+        values = values.to(torch.bfloat16).view(torch.int16) if values.is_floating_point() else values
+        digest.update(values.contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 # ---- reading ----------------------------------------------------------------------------------------------------

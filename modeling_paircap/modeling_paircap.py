@@ -1,8 +1,6 @@
 """PyTorch PairCap model: CLAP audio encoder -> pooled audio tokens -> MLP projector -> causal language model."""
 
 import copy
-import hashlib
-import json
 import os
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
@@ -16,10 +14,15 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
-from .configuration_paircap import PairCapConfig
-from .knowledge_base_paircap import KnowledgeBaseError, PairCapKnowledgeBase
+from .configuration_paircap import PAIR_MODES, PairCapConfig, check_retrieval_mode
+from .knowledge_base_paircap import (
+    KnowledgeBaseError,
+    PairCapKnowledgeBase,
+    PairCapRetrievalContext,
+    weights_fingerprint,
+)
 from .processing_paircap import PairCapProcessor
-from .retrieval_paircap import PAIR_MODES, RETRIEVAL_MODES
+from .retrieval_paircap import RetrievedPair
 
 
 @dataclass
@@ -109,9 +112,17 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
             self.audio_tower = ClapAudioModel(config.audio_config.audio_config)
         self.multi_modal_projector = PairCapAudioProjector(config)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
-        self._knowledge_bases: dict[str, tuple[PairCapKnowledgeBase, tuple]] = {}
-        self.processor: PairCapProcessor | None = None  # used by retrieval when generate gets no processor=
+        self.retrieval = PairCapRetrievalContext()
         self.post_init()
+
+    @property
+    def processor(self) -> PairCapProcessor | None:
+        """The processor retrieval builds pass-2 prompts with when `generate` gets no `processor=`."""
+        return self.retrieval.processor
+
+    @processor.setter
+    def processor(self, processor: PairCapProcessor | None) -> None:
+        self.retrieval.processor = processor
 
     def get_audio_tower(self) -> nn.Module:
         """The captioning audio encoder: the separate `audio_tower` once stage 2 made one, else the CLAP's."""
@@ -138,46 +149,7 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         checked at load and again whenever the CLAP's weights changed since); its tokens are checked against the
         token encoder, and reported stale (`kb.tokens_state`) when another encoder made them.
         """
-        source = self._bundled_knowledge_base(self.config.knowledge_base if knowledge_base is None else knowledge_base)
-        if source is None:
-            raise ValueError(
-                "No knowledge base to retrieve from: pass knowledge_base= (hub id, folder or PairCapKnowledgeBase) "
-                "or set config.knowledge_base, or use retrieval_mode='none'"
-            )
-        key = f"object:{id(source)}" if isinstance(source, PairCapKnowledgeBase) else str(source)
-        cached = self._knowledge_bases.get(key)
-        state = self._encoder_state()
-        if cached is not None and cached[1] == state:
-            return cached[0]
-        fingerprint = self.retrieval_fingerprint()
-        if cached is not None or isinstance(source, PairCapKnowledgeBase):
-            kb = cached[0] if cached is not None else source
-            if kb.metadata.retrieval_fingerprint != fingerprint:
-                raise KnowledgeBaseError(
-                    f"{kb.folder or 'the knowledge base'}: embedded in another retrieval space than this model's CLAP; "
-                    "its embeddings do not match. Rebuild it with this model: python -m datasets_scripts build"
-                )
-        else:  # on a GPU the search runs there too (exact torch search); on CPU with the FAISS index
-            device = str(self.device) if self.device.type == "cuda" else None
-            kb = PairCapKnowledgeBase.from_pretrained(source, fingerprint, device=device, audio_roots=audio_roots)
-        kb.check_tokens(self.token_fingerprint())
-        self._knowledge_bases[key] = (kb, state)
-        return kb
-
-    def _bundled_knowledge_base(self, source):
-        """A relative path that does not exist from the working directory but does inside the release folder names a
-        knowledge base shipped with the release (`config.knowledge_base = "knowledge_base"`)."""
-        if isinstance(source, str) and not os.path.isabs(source) and not os.path.exists(source):
-            bundled = os.path.join(str(self.name_or_path or ""), source)
-            if os.path.isdir(bundled):
-                return bundled
-        return source
-
-    def _encoder_state(self) -> tuple:
-        """Identity and in-place version of every CLAP and audio tower tensor: changes whenever they may have."""
-        modules = (self.audio_encoder, self.get_audio_tower())
-        tensors = [tensor for module in modules for tensor in (*module.parameters(), *module.buffers())]
-        return tuple((id(tensor), tensor._version) for tensor in tensors)
+        return self.retrieval.knowledge_base(self, knowledge_base, audio_roots)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -225,7 +197,7 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
             tokens = F.avg_pool1d(tokens.transpose(1, 2), kernel_size=stride, stride=stride).transpose(1, 2)
         return tokens
 
-    def audio_tokens(self, input_features: torch.Tensor) -> torch.Tensor:
+    def pooled_audio_tokens(self, input_features: torch.Tensor) -> torch.Tensor:
         """Pooled tokens `(num_windows, tokens_per_window, hidden)` of log-mel windows from the captioning audio tower:
         the prompt path, which needs neither the CLAP projection nor the clip embedding."""
         tower = self.get_audio_tower()
@@ -247,7 +219,7 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         """
         outputs = self.audio_encoder.get_audio_features(input_features=input_features.to(self._encoder_dtype))
         if self.config.separate_audio_tower:
-            audio_tokens = self.audio_tokens(input_features)
+            audio_tokens = self.pooled_audio_tokens(input_features)
         else:
             audio_tokens = self.pool_encoder_tokens(outputs.last_hidden_state)
         window_embeds = outputs.pooler_output
@@ -277,7 +249,7 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
                 raise KnowledgeBaseError(f"cannot encode the tokens of a retrieved clip: {waveform}")
             windows, _ = processor.window_audio(waveform)
             features = torch.as_tensor(processor.extract_features(windows)).to(self.device)
-            tokens.append(self.audio_tokens(features).flatten(0, 1))
+            tokens.append(self.pooled_audio_tokens(features).flatten(0, 1))
         return tokens
 
     def embed_texts(
@@ -341,7 +313,7 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
             if (input_ids == self.config.audio_token_id).any():
                 raise ValueError("The prompts hold <audio> placeholders but neither input_features nor audio_tokens")
             return inputs_embeds
-        encoded = self.audio_tokens(input_features) if input_features is not None else None
+        encoded = self.pooled_audio_tokens(input_features) if input_features is not None else None
         return self.merge_audio_tokens(input_ids, inputs_embeds, encoded, audio_tokens, audio_tokens_mask)
 
     def forward(
@@ -428,50 +400,27 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         mode = self._resolve_retrieval_mode(retrieval_mode, knowledge_base)
         top_k = self.config.retrieval_top_k if top_k is None else top_k
         if mode == "none" or top_k == 0:
-            inputs_embeds = self.build_inputs_embeds(input_ids, input_features, audio_tokens, audio_tokens_mask)
-            return super().generate(
-                input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs
+            return self._generate_filled(
+                input_ids, attention_mask, input_features, audio_tokens, audio_tokens_mask, **kwargs
             )
-        if input_features is None or audio_tokens is not None:
-            raise ValueError(
-                "Retrieval-augmented generate takes zero-shot prompts built by PairCapProcessor from audio "
-                "(one clip per prompt); for prompts with your own examples use retrieval_mode='none'"
-            )
-        counts = torch.ones(len(input_ids), dtype=torch.long) if audio_window_counts is None else audio_window_counts
-        if len(counts) != len(input_ids):
-            raise ValueError(f"Retrieval needs one clip per prompt: {len(counts)} clips for {len(input_ids)} prompts")
-        if mode == "pair2pair" and (text_queries is None or len(text_queries) != len(input_ids)):
-            raise ValueError("retrieval_mode='pair2pair' needs text_queries: one text per prompt")
-        processor = processor or self.processor
-        if processor is None:
-            raise ValueError(
-                "Retrieval builds the pass-2 prompts with the processor: pass processor= to generate, or set "
-                "model.processor = AutoProcessor.from_pretrained(<release>, trust_remote_code=True) once"
-            )
+        counts = self._retrieval_window_counts(
+            mode, input_ids, input_features, audio_window_counts, audio_tokens, text_queries
+        )
+        processor = self.retrieval.require_processor(processor)
         kb = self.load_knowledge_base(knowledge_base)
         encoding = self.encode_audio(input_features, counts)
-
         zero_shot_captions = None
         if mode == "generative_pair2pair":
-            inputs_embeds = self.merge_audio_tokens(
-                input_ids, self.get_input_embeddings()(input_ids), encoding.audio_tokens, None, None
+            zero_shot_captions = text_queries = self._zero_shot_captions(
+                processor, input_ids, attention_mask, encoding.audio_tokens, kwargs
             )
-            first_pass = super().generate(
-                input_ids=input_ids,
-                inputs_embeds=inputs_embeds,
-                attention_mask=attention_mask,
-                **first_pass_kwargs(kwargs),
-            )
-            zero_shot_captions = text_queries = processor.decode_captions(first_pass, input_ids.shape[1])
-        text_embeds = None
-        if mode in PAIR_MODES:
-            text_embeds = self.embed_texts(**processor.clap_text_inputs(text_queries).to(self.device))
-        weight = self.config.fusion_weight if fusion_weight is None else fusion_weight
-        hits = kb.search(
+        hits = self._retrieve(
+            kb,
+            processor,
             encoding.audio_embeds,
-            text_embeds,
+            text_queries,
             mode=mode,
-            fusion_weight=weight,
+            fusion_weight=self.config.fusion_weight if fusion_weight is None else fusion_weight,
             top_k=top_k,
             exclude_ids=exclude_ids,
             max_pairs_per_clip=max_pairs_per_clip,
@@ -484,36 +433,63 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
             encoder=lambda audio: self.encode_clip_tokens(processor, audio),
             device=self.device,
         )
-        second_embeds = self.build_inputs_embeds(
-            second["input_ids"], None, second["audio_tokens"], second["audio_tokens_mask"]
-        )
-        output = super().generate(
-            input_ids=second["input_ids"],
-            inputs_embeds=second_embeds,
-            attention_mask=second["attention_mask"],
-            **kwargs,
-        )
+        output = self._generate_filled(**second, **kwargs)
         return package_output(output, input_ids, second["input_ids"].shape[1], zero_shot_captions, hits)
 
     def _resolve_retrieval_mode(self, retrieval_mode: str | None, knowledge_base) -> str:
+        """The mode asked for; by default `config.retrieval_mode` when a knowledge base is set, else `none`."""
         if retrieval_mode is None:
             configured = knowledge_base is not None or self.config.knowledge_base is not None
             return self.config.retrieval_mode if configured else "none"
-        if retrieval_mode not in RETRIEVAL_MODES:
-            raise ValueError(f"retrieval_mode must be one of {RETRIEVAL_MODES}, got {retrieval_mode!r}")
-        return retrieval_mode
+        return check_retrieval_mode(retrieval_mode)
 
+    def _retrieval_window_counts(
+        self, mode: str, input_ids, input_features, audio_window_counts, audio_tokens, text_queries
+    ) -> torch.Tensor:
+        """Windows per query clip, once the inputs are checked to be zero-shot prompts of one clip each (and one text
+        each for `pair2pair`)."""
+        if input_features is None or audio_tokens is not None:
+            raise ValueError(
+                "Retrieval-augmented generate takes zero-shot prompts built by PairCapProcessor from audio "
+                "(one clip per prompt); for prompts with your own examples use retrieval_mode='none'"
+            )
+        counts = torch.ones(len(input_ids), dtype=torch.long) if audio_window_counts is None else audio_window_counts
+        if len(counts) != len(input_ids):
+            raise ValueError(f"Retrieval needs one clip per prompt: {len(counts)} clips for {len(input_ids)} prompts")
+        if mode == "pair2pair" and (text_queries is None or len(text_queries) != len(input_ids)):
+            raise ValueError("retrieval_mode='pair2pair' needs text_queries: one text per prompt")
+        return counts
 
-def weights_fingerprint(module: nn.Module, settings: dict) -> str:
-    """SHA-256 of a module's weights, rounded to bfloat16 (so float32 and bfloat16 loads agree), and some settings."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        values = tensor.detach().to("cpu")
-        values = values.to(torch.bfloat16).view(torch.int16) if values.is_floating_point() else values
-        digest.update(values.contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    def _generate_filled(
+        self, input_ids, attention_mask, input_features=None, audio_tokens=None, audio_tokens_mask=None, **kwargs
+    ):
+        """`GenerationMixin.generate` on prompts whose `<audio>` placeholders are filled (see `build_inputs_embeds`)."""
+        inputs_embeds = self.build_inputs_embeds(input_ids, input_features, audio_tokens, audio_tokens_mask)
+        return super().generate(
+            input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs
+        )
+
+    def _zero_shot_captions(
+        self, processor: PairCapProcessor, input_ids, attention_mask, audio_tokens: torch.Tensor, kwargs: dict
+    ) -> list[str]:
+        """Pass 1: the queries' zero-shot captions, from their already encoded tokens (`first_pass_kwargs`)."""
+        inputs_embeds = self.merge_audio_tokens(
+            input_ids, self.get_input_embeddings()(input_ids), audio_tokens, None, None
+        )
+        first_pass = super().generate(
+            input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **first_pass_kwargs(kwargs)
+        )
+        return processor.decode_captions(first_pass, input_ids.shape[1])
+
+    def _retrieve(
+        self, kb: PairCapKnowledgeBase, processor: PairCapProcessor, audio_embeds, text_queries, **search
+    ) -> list[list[RetrievedPair]]:
+        """The top-k pairs of each query (`PairCapKnowledgeBase.search`); the pair modes embed `text_queries` with the
+        CLAP text tower for t_q."""
+        text_embeds = None
+        if search["mode"] in PAIR_MODES:
+            text_embeds = self.embed_texts(**processor.clap_text_inputs(text_queries).to(self.device))
+        return kb.search(audio_embeds, text_embeds, **search)
 
 
 def first_pass_kwargs(kwargs: dict) -> dict:

@@ -1,6 +1,6 @@
-"""Processor for PairCap: audio loading and windowing, CLAP features, prompt building, tokenization, decoding."""
+"""Processor for PairCap: audio loading and windowing, CLAP features, prompts (`prompting_paircap`), tokenization,
+decoding."""
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,25 +10,7 @@ from transformers import BatchFeature, ProcessorMixin
 
 from .audio_io import AudioInputError, WindowedWaveform, load_audio_batch, window_starts
 from .feature_extraction_paircap import extract_clap_features
-
-DEFAULT_PROMPT_TEMPLATE = {
-    "system": (
-        "A chat between a curious user and an artificial intelligence assistant. "
-        "The assistant gives helpful, detailed, and polite answers to the user's questions."
-    ),
-    "user_role": "USER",
-    "assistant_role": "ASSISTANT",
-    "instruction": "Describe the audio in one sentence.",
-}
-PROMPT_TEMPLATE_KEYS = frozenset(DEFAULT_PROMPT_TEMPLATE)
-MODEL_INPUT_NAMES = (
-    "input_ids",
-    "attention_mask",
-    "input_features",
-    "audio_window_counts",
-    "audio_tokens",
-    "audio_tokens_mask",
-)
+from .prompting_paircap import CaptionSpan, PromptFormat, caption_labels, fill_placeholders
 
 
 def split_into_windows(waveform: np.ndarray, window_samples: int, max_windows: int) -> tuple[list[np.ndarray], bool]:
@@ -83,12 +65,7 @@ class PairCapProcessor(ProcessorMixin):
         feature_backend: str = "numpy",
         **kwargs,
     ):
-        template = dict(DEFAULT_PROMPT_TEMPLATE if prompt_template is None else prompt_template)
-        if set(template) != PROMPT_TEMPLATE_KEYS:
-            raise ValueError(
-                f"prompt_template needs exactly the keys {sorted(PROMPT_TEMPLATE_KEYS)}, got {sorted(template)}"
-            )
-        self.prompt_template = template
+        self.prompt_template = PromptFormat.from_template(prompt_template).as_template()
         self.audio_token = audio_token
         self.long_audio_token = long_audio_token
         self.audio_tokens_per_window = audio_tokens_per_window
@@ -106,9 +83,14 @@ class PairCapProcessor(ProcessorMixin):
 
     # ---- prompts -------------------------------------------------------------------------------------------------
 
+    @property
+    def prompt_format(self) -> PromptFormat:
+        """The prompt format of `prompt_template`."""
+        return PromptFormat.from_template(self.prompt_template)
+
     def build_prompt(
         self, captions: Sequence[str | None], placeholders: Sequence[str] | None = None
-    ) -> tuple[str, list[tuple[int, int]]]:
+    ) -> tuple[str, list[CaptionSpan]]:
         """
         One conversation with a turn per audio segment, `USER: <audio>\n{instruction} ASSISTANT:`, each followed by
         its caption and the end-of-sequence token unless the caption is None (the query to caption). `placeholders`
@@ -116,17 +98,7 @@ class PairCapProcessor(ProcessorMixin):
         character spans of the captions with their end tokens: the positions the loss covers (paper eq. 1).
         """
         placeholders = [self.audio_token] * len(captions) if placeholders is None else placeholders
-        if len(placeholders) != len(captions):
-            raise ValueError(f"build_prompt got {len(captions)} captions for {len(placeholders)} audio segments")
-        t = self.prompt_template
-        text, spans = t["system"] + " ", []
-        for placeholder, caption in zip(placeholders, captions, strict=True):
-            text += f"{t['user_role']}: {placeholder}\n{t['instruction']} {t['assistant_role']}:"
-            if caption is not None:
-                start = len(text)
-                text += " " + clean_caption(caption) + self.tokenizer.eos_token
-                spans.append((start, len(text)))
-        return text, spans
+        return self.prompt_format.build(placeholders, captions, self.tokenizer.eos_token)
 
     # ---- audio ----------------------------------------------------------------------------------------------------
 
@@ -210,20 +182,8 @@ class PairCapProcessor(ProcessorMixin):
         segments = [segment for prompt_segments in segments_per_prompt for segment in prompt_segments]
         audio_inputs, expansions, sizes = self._prepare_segments(segments, self._rates_for(segments, sampling_rate))
 
-        prompts, spans, sizes_per_prompt, cursor = [], [], [], 0
-        for i, prompt_segments in enumerate(segments_per_prompt):
-            placeholders = expansions[cursor : cursor + len(prompt_segments)]
-            sizes_per_prompt.append(sizes[cursor : cursor + len(prompt_segments)])
-            cursor += len(prompt_segments)
-            if texts is None:
-                prompt, prompt_spans = self.build_prompt(turn_captions[i], placeholders)
-            else:
-                pieces = texts[i].split(self.audio_token)
-                prompt = pieces[0] + "".join(p + piece for p, piece in zip(placeholders, pieces[1:], strict=True))
-                prompt_spans = []
-            prompts.append(prompt)
-            spans.append(prompt_spans)
-
+        segment_counts = [len(prompt_segments) for prompt_segments in segments_per_prompt]
+        prompts, spans = self._prompt_texts(texts, turn_captions, split_sizes(expansions, segment_counts))
         side = padding_side or ("right" if captions is not None else "left")
         encoding = self.tokenizer(
             prompts, padding=True, padding_side=side, return_offsets_mapping=captions is not None, return_tensors="np"
@@ -233,6 +193,7 @@ class PairCapProcessor(ProcessorMixin):
             data["labels"] = caption_labels(encoding, spans)
         if "audio_tokens" in audio_inputs:
             flags = [[is_precomputed_segment(segment) for segment in segments] for segments in segments_per_prompt]
+            sizes_per_prompt = split_sizes(sizes, segment_counts)
             data["audio_tokens_mask"] = self._precomputed_mask(data["input_ids"], sizes_per_prompt, flags)
         return BatchFeature(data=data, tensor_type=return_tensors)
 
@@ -249,6 +210,20 @@ class PairCapProcessor(ProcessorMixin):
             turn_captions.append([caption for _, caption in pairs] + [None if captions is None else captions[i]])
         return segments_per_prompt, turn_captions
 
+    def _prompt_texts(
+        self, texts: list[str] | None, turn_captions: list[list[str | None]] | None, expansions: list[list[str]]
+    ) -> tuple[list[str], list[list[CaptionSpan]]]:
+        """Each prompt with its placeholders expanded, and its caption spans: the user's texts (no captions), or the
+        prompt format's turns."""
+        if texts is not None:
+            prompts = [
+                fill_placeholders(text, self.audio_token, text_expansions)
+                for text, text_expansions in zip(texts, expansions, strict=True)
+            ]
+            return prompts, [[] for _ in prompts]
+        built = [self.build_prompt(*turns) for turns in zip(turn_captions, expansions, strict=True)]
+        return [prompt for prompt, _ in built], [prompt_spans for _, prompt_spans in built]
+
     def _assign_segments(self, texts: list[str], audio: list) -> list[list]:
         """Distribute the flat clip list over the prompts' `<audio>` placeholders, checking the counts."""
         counts = [prompt.count(self.audio_token) for prompt in texts]
@@ -257,8 +232,7 @@ class PairCapProcessor(ProcessorMixin):
             raise ValueError(
                 f"The prompts hold {sum(counts)} {self.audio_token} placeholders ({detail}) for {len(audio)} clips"
             )
-        bounds = np.cumsum([0, *counts])
-        return [audio[bounds[i] : bounds[i + 1]] for i in range(len(texts))]
+        return split_sizes(audio, counts)
 
     @staticmethod
     def _rates_for(segments: list, sampling_rate) -> list[int | None]:
@@ -334,7 +308,9 @@ class PairCapProcessor(ProcessorMixin):
     def decode_captions(self, sequences: torch.Tensor | np.ndarray, prompt_length: int = 0) -> list[str]:
         """Decode generated ids (dropping the first `prompt_length` positions, the prompt) into clean captions."""
         sequences = sequences[:, prompt_length:]
-        return [clean_caption(text) for text in self.tokenizer.batch_decode(sequences, skip_special_tokens=True)]
+        prompt_format = self.prompt_format
+        texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
+        return [prompt_format.clean_caption(text) for text in texts]
 
     def batch_decode(self, *args, **kwargs) -> list[str]:
         return self.tokenizer.batch_decode(*args, **kwargs)
@@ -352,6 +328,12 @@ class PairCapProcessor(ProcessorMixin):
             "audio_tokens",
             "audio_tokens_mask",
         ]
+
+
+def split_sizes(values: Sequence, sizes: Sequence[int]) -> list:
+    """Cut a flat sequence into consecutive pieces of the given sizes."""
+    bounds = np.cumsum([0, *sizes])
+    return [values[start:stop] for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def concatenate_tokens(parts: list) -> np.ndarray | torch.Tensor:
@@ -375,23 +357,4 @@ def as_pair(pair: Any, name: str) -> tuple[Any, str]:
     raise ValueError(f"{name}: an example must be (audio, caption) or a dict with caption and audio or audio_tokens")
 
 
-def clean_caption(text: str) -> str:
-    """One clean line: cut at a new turn or line, collapse whitespace, strip."""
-    text = re.split(r"\n|USER:|ASSISTANT:", text, maxsplit=1)[0]
-    return " ".join(text.split())
-
-
-def caption_labels(encoding, spans: list[list[tuple[int, int]]]) -> np.ndarray:
-    """Labels = input ids on tokens inside a caption span (caption plus its end token), -100 elsewhere."""
-    input_ids = encoding["input_ids"]
-    labels = np.full(input_ids.shape, -100, dtype=np.int64)
-    for row, row_spans in enumerate(spans):
-        offsets = encoding["offset_mapping"][row]
-        mask = encoding["attention_mask"][row].astype(bool)
-        for start, end in row_spans:
-            inside = (offsets[:, 1] > start) & (offsets[:, 0] < end) & (offsets[:, 1] > offsets[:, 0]) & mask
-            labels[row, inside] = input_ids[row, inside]
-    return labels
-
-
-__all__ = ["PairCapProcessor", "DEFAULT_PROMPT_TEMPLATE", "split_into_windows"]
+__all__ = ["PairCapProcessor", "split_into_windows"]

@@ -15,7 +15,8 @@ mode                        query                       score S
 ``none``                    no query                    no retrieval
 ==========================  ==========================  ============================================
 
-This file is shipped as Hugging Face remote code: it imports only the standard library, numpy, torch and (lazily) faiss.
+This file is shipped as Hugging Face remote code: it imports only the standard library, numpy, torch, the PairCap
+configuration (for the retrieval modes) and (guarded) faiss.
 """
 
 from __future__ import annotations
@@ -28,15 +29,13 @@ import numpy as np
 import torch
 
 from .clip_ids_paircap import normalise_clip_id
+from .configuration_paircap import CROSS_MODAL_MODES, PAIR_MODES, check_retrieval_mode
 
 try:
     import faiss
 except ImportError:  # the exact torch search path is used instead
     faiss = None
 
-RETRIEVAL_MODES = ("none", "audio2audio", "audio2text", "audio2mixture", "pair2pair", "generative_pair2pair")
-PAIR_MODES = ("pair2pair", "generative_pair2pair")
-CROSS_MODAL_MODES = ("audio2text", "audio2mixture")
 # Within a clip, captions whose scores differ by less than this tie and the lower row is taken first: a clip's
 # captions share one audio embedding (equal S_A in audio2audio), and BLAS and the plain loop, faiss and torch round
 # differently in the last float32 bits, so without it the caption standing for a clip would follow rounding noise.
@@ -51,11 +50,6 @@ def require_faiss():
             "Exact retrieval without FAISS is available with `PairCapRetriever(..., device='cpu')`."
         )
     return faiss
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in RETRIEVAL_MODES:
-        raise ValueError(f"unknown retrieval mode {mode!r}; expected one of {RETRIEVAL_MODES}")
 
 
 def _as_matrix(array, name: str) -> np.ndarray:
@@ -112,7 +106,7 @@ def build_query(
     half of the knowledge base; it defaults to the width of `text_embeds`, else to that of `audio_embeds` (CLAP's joint
     space).
     """
-    _check_mode(mode)
+    check_retrieval_mode(mode)
     if mode == "none":
         raise ValueError("mode 'none' performs no retrieval and has no query")
     if not 0.0 <= fusion_weight <= 1.0:
@@ -502,7 +496,7 @@ class PairCapRetriever:
             Per query, a list of `RetrievedPair` sorted by S descending (ties: row ascending). S_A = <a_q, a_k>;
             S_T = <t_q, t_k> in the pair modes and <a_q, t_k> otherwise (NaN if d_a != d_t).
         """
-        _check_mode(mode)
+        check_retrieval_mode(mode)
         audio = _as_matrix(audio_embeds, "audio_embeds")
         if top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {top_k}")

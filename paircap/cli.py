@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from modeling_paircap.configuration_paircap import RETRIEVAL_MODES
 from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError
-from modeling_paircap.retrieval_paircap import RETRIEVAL_MODES
 from paircap.hub_access import ModelLoadError, go_offline_if_unreachable, load_failure
 from paircap.releases import resolve_model
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from modeling_paircap.audio_io import AudioInputError
-from modeling_paircap.processing_paircap import DEFAULT_PROMPT_TEMPLATE, PairCapProcessor, split_into_windows
+from modeling_paircap.processing_paircap import PairCapProcessor, split_into_windows
+from modeling_paircap.prompting_paircap import DEFAULT_PROMPT_TEMPLATE
 
 SR = 48000
 

@@ -6,9 +6,9 @@ import torch
 
 from datasets_scripts.faiss_index import build_index, describe_index, recall_at_k, save_index
 from modeling_paircap import retrieval_paircap
+from modeling_paircap.configuration_paircap import PAIR_MODES, RETRIEVAL_MODES
 from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError, read_index
 from modeling_paircap.retrieval_paircap import (
-    RETRIEVAL_MODES,
     PairCapRetriever,
     RetrievedPair,
     build_query,
@@ -18,7 +18,6 @@ from modeling_paircap.retrieval_paircap import (
 D_A, D_T = 32, 32
 NUM_CLIPS, CAPTIONS_PER_CLIP, NUM_TEXT_ONLY = 350, 5, 250  # 1750 pairs from clips + 250 text-only = 2000 rows
 SEARCH_MODES = [mode for mode in RETRIEVAL_MODES if mode != "none"]
-PAIR_MODES = ("pair2pair", "generative_pair2pair")
 MODE_WEIGHTS = [(mode, 0.5) for mode in ("audio2audio", "audio2text", "audio2mixture")] + [
     (mode, weight) for mode in PAIR_MODES for weight in (0.0, 0.3, 0.5, 1.0)
 ]

@@ -15,7 +15,6 @@ from datasets import Dataset
 from datasets_scripts.embed import EmbeddedPairs, embed_pairs
 from datasets_scripts.readers import FEATURES
 from modeling_paircap.knowledge_base_paircap import embedding_matrix
-from modeling_paircap.processing_paircap import clean_caption
 from paircap.training.config import TrainConfig
 from paircap.training.data import (
     CaptionTrainingSet,
@@ -325,7 +324,7 @@ def decoded_label_text(processor, labels: torch.Tensor) -> str:
 
 
 def expected_label_text(processor, captions: list[str]) -> str:
-    eos = processor.tokenizer.eos_token
+    eos, clean_caption = processor.tokenizer.eos_token, processor.prompt_format.clean_caption
     return "".join(clean_caption(caption).replace(" ", "") + eos for caption in captions)
 
 

@@ -45,7 +45,7 @@ from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel, LlamaFo
 from datasets_scripts.mixtures import event_accuracy, mixture_events, write_mixtures
 from datasets_scripts.readers import read_audiocaps, read_clotho, with_path_audio
 from datasets_scripts.readers.esc50 import read_esc50_manifests, single_clip_pairs, split_by_source
-from modeling_paircap.processing_paircap import DEFAULT_PROMPT_TEMPLATE
+from modeling_paircap.prompting_paircap import DEFAULT_PROMPT_TEMPLATE, PromptFormat
 from paircap.recipes.mini_models import mini_clap_config, mini_feature_extractor, mini_llama_config
 from paircap.tiny import train_clap_tokenizer, train_lm_tokenizer
 from paircap.training.pretraining_data import ClapPairCollator, ClapPairSet
@@ -129,10 +129,8 @@ SCALES = {"full": FULL, "quick": QUICK, "release": RELEASE}
 def lm_text_template(template: dict = DEFAULT_PROMPT_TEMPLATE) -> str:
     """The caption as the assistant's answer of one prompt turn without audio: the LM learns the chat frame that
     PairCap's prompts use (Vicuna's role), and caption language."""
-    return (
-        f"{template['system']} {template['user_role']}: \n{template['instruction']} {template['assistant_role']}: "
-        + ("{caption}")
-    )
+    prompt = PromptFormat.from_template(template)
+    return prompt.preamble + prompt.turn("") + " {caption}"
 
 
 class MiniRecipe:

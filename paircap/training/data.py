@@ -67,9 +67,8 @@ def _audio_token_counts(processor, durations: Sequence[float | None]) -> np.ndar
 
 def _prompt_overheads(processor) -> tuple[int, int]:
     """(tokens of the system text plus BOS, template tokens of one turn without its audio and caption)."""
-    template = processor.prompt_template
-    turn = f"{template['user_role']}: \n{template['instruction']} {template['assistant_role']}:"
-    system, turn_tokens = _token_counts(processor.tokenizer, [template["system"] + " ", turn])
+    prompt_format = processor.prompt_format
+    system, turn_tokens = _token_counts(processor.tokenizer, [prompt_format.preamble, prompt_format.turn("")])
     return int(system) + 1, int(turn_tokens)
 
 
