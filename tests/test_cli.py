@@ -162,11 +162,10 @@ def test_bad_arguments_fail_before_any_model_loads(arguments, message, capsys):
 
 
 def test_kb_tooling_reports_a_missing_release_in_one_line(tmp_path, capsys):
-    from datasets_scripts.__main__ import main as kb_main
-
-    assert kb_main(["upgrade", "--kb", str(tmp_path), "--model", str(tmp_path / "no-release")]) == 2
+    assert main(["kb", "upgrade", "--kb", str(tmp_path), "--model", str(tmp_path / "no-release")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith(f"error: --model {tmp_path / 'no-release'}: could not load the PairCap release")
+    expected = f"paircap kb upgrade: error: --model {tmp_path / 'no-release'}: could not load the PairCap release"
+    assert err[-1].startswith(expected)
 
 
 def test_assemble_offline_says_how_to_work_offline(tmp_path):

@@ -21,17 +21,17 @@ from huggingface_hub import ModelCard
 
 from datasets_scripts.clip_tokens import refresh_tokens
 from datasets_scripts.esc50 import Esc50Clip, read_esc50_manifests
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseMetadata, PairCapKnowledgeBase
-from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
-from modeling_paircap.processing_paircap import PairCapProcessor
-from paircap.assembly import save_release
-from paircap.cards import (
+from hub_cards import (
     SourceTerms,
     clip_licence_terms,
     load_evaluation,
     render_dataset_card,
     render_mini_model_card,
 )
+from modeling_paircap.knowledge_base_paircap import KnowledgeBaseMetadata, PairCapKnowledgeBase
+from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
+from modeling_paircap.processing_paircap import PairCapProcessor
+from paircap.assembly import save_release
 from paircap.recipes.mini_report import Evaluation, grid_table
 
 KB_FOLDER = "knowledge_base"

@@ -23,11 +23,11 @@ from transformers import AutoFeatureExtractor, AutoModelForCausalLM, AutoTokeniz
 
 from datasets_scripts.embed import embed_pairs
 from datasets_scripts.neighbors import compute_training_neighbors, load_neighbors, save_neighbors
+from hub_cards import earlier_provenance, render_model_card
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.assembly import save_release
 from paircap.caption_data import load_pairs
-from paircap.cards import earlier_provenance, render_model_card
 from paircap.stages import configure_stage1, configure_stage2, merge_ia3, set_training_mode
 from paircap.training.config import TrainConfig
 from paircap.training.data import CaptionTrainingSet, PairCapCollator
