@@ -14,17 +14,23 @@
 """
 
 import argparse
+import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 from datasets_scripts.recipes import RECIPES, CorpusSpec, parse_roots
 from paircap.hub_access import ModelLoadError
 
 
-def add_kb_commands(kb: argparse.ArgumentParser, add_command: Callable[..., argparse.ArgumentParser]) -> None:
-    """The subcommands of `kb`; `add_command(name, help=...)` makes one (with the shared `--debug`)."""
-    kb.description = __doc__.split("\n")[0]
+def add_kb_commands(commands, common: argparse.ArgumentParser) -> None:
+    """Add `kb` and its subcommands to the `paircap` subcommands `commands`; each takes the options of `common`."""
+    kb = commands.add_parser(
+        "kb",
+        help="build, refine, tokenise, upgrade, push and list knowledge bases",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_command = functools.partial(kb.add_subparsers(dest="kb_command", required=True).add_parser, parents=[common])
 
     build = add_command("build", help="read corpora, embed, index and write a knowledge base folder")
     source = build.add_mutually_exclusive_group(required=True)

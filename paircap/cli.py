@@ -160,9 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--json", default=None, help="also write the report as JSON")
     params.set_defaults(run=run_params)
 
-    kb = commands.add_parser("kb", help="build, refine, tokenise, upgrade, push and list knowledge bases")
-    kb_commands = kb.add_subparsers(dest="kb_command", required=True)
-    add_kb_commands(kb, functools.partial(kb_commands.add_parser, parents=[common]))
+    add_kb_commands(commands, common)
 
     # These two pass their arguments on to their own parsers (`--debug` stays here; `-h` goes to them).
     read = add_command("read", add_help=False, help="read a local caption corpus and print its reader report")

@@ -179,3 +179,28 @@ def test_assemble_offline_says_how_to_work_offline(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert "laion/clap-htsat-unfused or lmsys/vicuna-7b-v1.5: not in the local cache" in last
     assert "local folders instead of hub ids" in last
+
+
+@pytest.mark.parametrize("command", [["caption", "clip.wav"], ["evaluate", "--output-dir", "out"]])
+def test_pair2pair_is_refused_by_the_parser(command, capsys):
+    """pair2pair needs a given text per clip, which the command line has not (generative_pair2pair makes it)."""
+    from paircap.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*command, "--mode", "pair2pair"])
+    assert exit_info.value.code == 2 and "invalid choice: 'pair2pair'" in capsys.readouterr().err
+
+
+def test_read_and_mini_pass_their_arguments_on(monkeypatch):
+    import datasets_scripts.readers
+    import paircap.recipes.mini
+
+    passed = {}
+    monkeypatch.setattr(datasets_scripts.readers, "main", lambda argv: passed.setdefault("read", argv) and 0)
+    monkeypatch.setattr(paircap.recipes.mini, "main", lambda argv: passed.setdefault("mini", argv) and 0)
+    assert main(["read", "clotho", "/data/clotho", "evaluation", "--text-only", "--debug", "--save-to", "out"]) == 0
+    assert main(["mini", "--output", "runs/quick", "--quick", "--stages", "kb", "report"]) == 0
+    assert passed == {
+        "read": ["clotho", "/data/clotho", "evaluation", "--text-only", "--save-to", "out"],
+        "mini": ["--output", "runs/quick", "--quick", "--stages", "kb", "report"],
+    }

@@ -1,6 +1,6 @@
 """Pack a mini run's curriculum model with its refined knowledge base into one small, offline release folder.
 
-    python -m paircap.recipes.mini --output runs/mini-cc --scale release --clips esc50_cc --pack-release DIR
+    paircap mini --output runs/mini-cc --scale release --clips esc50_cc --pack-release DIR
 
 The folder holds the model (float16 captioner, float32 CLAP so the KB's retrieval space is exact; remote code,
 processor), `knowledge_base/` (refined KB with clip tokens
