@@ -404,20 +404,25 @@ def is_expected(error: Exception) -> bool:
     return isinstance(error, (UsageError, ModelLoadError)) or type(error).__name__ == KnowledgeBaseError.__name__
 
 
+class ProgressHandler(logging.StreamHandler):
+    """Bare log messages on `sys.stderr` as it is when a record comes (a redirected stderr too, as under pytest)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)  # no fixed stream: `stream` reads sys.stderr each time
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+
 def log_progress_to_stderr() -> None:
     """Show the INFO lines (progress, summaries) of the `paircap` and `datasets_scripts` loggers on stderr."""
-    handler = ProgressHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
     for name in LOGGED_PACKAGES:
         logger = logging.getLogger(name)
-        for earlier in [h for h in logger.handlers if isinstance(h, ProgressHandler)]:  # an earlier `main` call's
-            logger.removeHandler(earlier)
-        logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-
-
-class ProgressHandler(logging.StreamHandler):
-    """The handler `log_progress_to_stderr` installs (one per logger, on the stderr of the latest call)."""
+        if not any(isinstance(handler, ProgressHandler) for handler in logger.handlers):
+            logger.addHandler(ProgressHandler())
 
 
 def main(argv: list[str] | None = None) -> int:
