@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 from datasets import Dataset, concatenate_datasets
+from transformers.utils import logging
 
 from datasets_scripts.embed import embed_pairs
 from datasets_scripts.evaluation_overlap import clotho_sound_ids, drop_evaluation_overlap, evaluation_clip_ids
@@ -17,6 +18,8 @@ from datasets_scripts.recipes import CorpusSpec
 from datasets_scripts.refine import refine_knowledge_base
 from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError, PairCapKnowledgeBase
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
+
+logger = logging.get_logger(__name__)
 
 
 def read_pairs(corpora: Sequence[CorpusSpec], roots: Mapping[str, str | os.PathLike]) -> Dataset:
@@ -65,11 +68,12 @@ def build_knowledge_base(
         return Path(output)
     start = time.perf_counter()
     index, recall = build_kb_index(embedded.rows, index_factory)
-    print(f"built the {index_factory} index over {len(embedded.rows)} pairs in {time.perf_counter() - start:.1f} s")
+    seconds = time.perf_counter() - start
+    logger.info(f"built the {index_factory} index over {len(embedded.rows)} pairs in {seconds:.1f} s")
     if recall is not None:
-        print(f"index recall@10 against exact search: {recall:.4f}", flush=True)
+        logger.info(f"index recall@10 against exact search: {recall:.4f}")
     overlap_record = {**overlap.to_dict(), "summary": overlap_summary(overlap.to_dict())}
-    print(f"evaluation overlap: {overlap_record['summary']}", flush=True)
+    logger.info(f"evaluation overlap: {overlap_record['summary']}")
     clips = relative_clip_locations(embedded.clips, roots)
     metadata = kb_metadata(
         embedded.rows,
@@ -138,7 +142,7 @@ def refine_knowledge_base_folder(
     """
     Refine the KB in `kb_folder` with the training pairs of the KB in `train_folder` (paper §3.5), and write it with
     the kept clips (and their tokens, when the KB has tokens; an index-only candidate KB gives an index-only refined
-    KB, whose tokens `python -m datasets_scripts tokens` adds).
+    KB, whose tokens `paircap kb tokens` adds).
     """
     kb, train = PairCapKnowledgeBase.from_pretrained(kb_folder), PairCapKnowledgeBase.from_pretrained(train_folder)
     if kb.metadata.retrieval_fingerprint != train.metadata.retrieval_fingerprint:

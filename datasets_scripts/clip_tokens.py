@@ -1,12 +1,12 @@
-"""Refresh a knowledge base's clip tokens from the audio with a release's token encoder (`python -m datasets_scripts
-tokens`): after stage 2 trained the audio tower, or to give an index-only KB its tokens.
+"""Refresh a knowledge base's clip tokens from the audio with a release's token encoder (`paircap kb tokens`): after
+stage 2 trained the audio tower, or to give an index-only KB its tokens.
 
 The clips are cut into shards of `shard_size`; each finished shard is written to the work folder (atomically), so an
 interrupted run resumes where it stopped. When every shard is done, the tokens are streamed into the KB's
 `tokens.safetensors` (replaced atomically) and its metadata records the new token fingerprint and the file's size and
 sha256. Clips whose audio cannot be loaded keep no tokens and are listed in `errors.jsonl`.
 
-    python -m datasets_scripts tokens --kb ./kb-refined --model ./outputs/stage2/release --root clotho=/data/clotho
+    paircap kb tokens --kb ./kb-refined --model ./outputs/stage2/release --root clotho=/data/clotho
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def refresh_tokens(
     if metadata.retrieval_fingerprint != model.retrieval_fingerprint():
         raise KnowledgeBaseError(
             f"{folder}: embedded in another retrieval space than this model's CLAP; refreshing its tokens would not "
-            "make it usable with this model. Rebuild it: python -m datasets_scripts build"
+            "make it usable with this model. Rebuild it: paircap kb build"
         )
     clips = read_clips(folder / CLIPS_FILE, metadata.num_clips)
     locations = clip_locations(clips, roots, folder)
@@ -92,7 +92,6 @@ def refresh_tokens(
     if metadata.files:  # the new token file's size and sha256 (a KB written before they were recorded stays so)
         metadata.files[TOKENS_FILE] = file_record(folder / TOKENS_FILE)
     metadata.save(folder)
-    print(f"refreshed the tokens of {len(counts) - len(errors)} clips ({len(errors)} failed: {ERRORS_FILE})")
     return metadata
 
 

@@ -55,10 +55,13 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import gather_object
 from datasets import Dataset, Features, Value
 from tqdm.auto import tqdm
+from transformers.utils import logging
 
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
 from modeling_paircap.knowledge_base_paircap import CLIPS_FILE, clip_schema, kb_row_features
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
+
+logger = logging.get_logger(__name__)
 
 __all__ = ["ERRORS_FILE", "STATE_FILE", "STATS_FILE", "EmbedStats", "EmbeddedPairs", "embed_pairs", "shard_path"]
 
@@ -561,7 +564,7 @@ def embed_pairs(
     if dist.is_main_process:
         stats = _summarise(per_process, len(bounds), seconds, _collect_errors(output_dir, len(bounds)), len(dataset))
         _write_json(output_dir / STATS_FILE, asdict(stats))
-        dist.print(stats.line())
+        logger.info(stats.line())
     dist.wait_for_everyone()
     return EmbeddedPairs(dataset, clips, tokens)
 

@@ -2,7 +2,7 @@
 
 The folder itself is written by `modeling_paircap.knowledge_base_paircap.write_knowledge_base` (what
 `PairCapKnowledgeBase.save_pretrained` calls too); this module adds what needs the repo's tooling: approximate indexes
-with their recall, and the dataset card (`paircap.cards.render_dataset_card`, from `hub_cards/dataset_card.md`).
+with their recall, and the dataset card (`hub_cards.render_dataset_card`).
 """
 
 import collections
@@ -13,6 +13,7 @@ import numpy as np
 from datasets import Dataset
 
 from datasets_scripts.faiss_index import build_index, recall_at_k
+from hub_cards import render_dataset_card
 from modeling_paircap.knowledge_base_paircap import (
     KnowledgeBaseMetadata,
     PairVectorView,
@@ -21,7 +22,6 @@ from modeling_paircap.knowledge_base_paircap import (
 )
 from modeling_paircap.retrieval_paircap import build_query
 from modeling_paircap.tokens_paircap import ClipTokenStore
-from paircap.cards import render_dataset_card
 
 
 def build_kb_index(rows: Dataset, factory: str = "Flat", recall_queries: int = 1000, seed: int = 0):

@@ -11,17 +11,15 @@ Usage::
 
     refined, stats = refine_knowledge_base(kb, train, top_k=5, fusion_weight=0.5)
 
-or from the shell: ``python -m datasets_scripts.refine KB_DIR TRAIN_DIR OUTPUT_DIR --top-k 5 --weight 0.5``.
+or, on knowledge base folders, from the shell: ``paircap kb refine --kb KB --train TRAIN_KB --output OUTPUT --top-k 5
+--weight 0.5``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import logging
 import os
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -31,11 +29,12 @@ from typing import BinaryIO
 import datasets
 import numpy as np
 from tqdm.auto import tqdm
+from transformers.utils import logging
 
 from modeling_paircap.knowledge_base_paircap import embedding_matrix
 from modeling_paircap.retrieval_paircap import PairCapRetriever, RetrievedPair, concat_pair_vectors
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 DEFAULT_EVAL_SPLITS = ("test", "evaluation", "eval", "val", "validation")
 STATE_FILE = "refine_state.json"
@@ -353,31 +352,3 @@ def refine_knowledge_base(
     )
     logger.info(stats.summary())
     return kb.select(kept.tolist()), stats
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Refine a PairCap knowledge base with the training pairs (§3.5).")
-    parser.add_argument("kb_dir", help="knowledge-base rows saved with Dataset.save_to_disk")
-    parser.add_argument("train_dir", help="training pairs in the same schema, saved with Dataset.save_to_disk")
-    parser.add_argument("output_dir", help="where the refined rows are saved (Dataset.save_to_disk)")
-    parser.add_argument("--top-k", type=int, default=5, help="hits kept per training pair")
-    parser.add_argument("--weight", type=float, default=0.5, help="W of eq. 4 (audio weight)")
-    parser.add_argument("--device", help="exact torch search on this device (cpu, cuda); default: flat faiss index")
-    parser.add_argument("--work-dir", help="keep finished chunks here, so an interrupted run resumes")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    refined, stats = refine_knowledge_base(
-        datasets.load_from_disk(args.kb_dir),
-        datasets.load_from_disk(args.train_dir),
-        top_k=args.top_k,
-        fusion_weight=args.weight,
-        work_dir=args.work_dir,
-        device=args.device,
-    )
-    refined.save_to_disk(args.output_dir)
-    print(json.dumps(stats.to_dict(), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

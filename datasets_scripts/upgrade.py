@@ -1,5 +1,5 @@
 """Convert a format-1 knowledge base (tokens stored in every caption row, one encoder fingerprint) to format 2 in place
-(`python -m datasets_scripts upgrade --kb KB --model RELEASE`).
+(`paircap kb upgrade --kb KB --model RELEASE`).
 
 Format 1 recorded one fingerprint of the whole CLAP. The release given must be the one that embedded the KB (checked
 by recomputing that fingerprint); its CLAP becomes the KB's retrieval fingerprint and its CLAP audio tower, which made

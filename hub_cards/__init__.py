@@ -1,1 +1,30 @@
-"""Model and dataset card templates, filled at publish time (see `paircap.cards`)."""
+"""Model and dataset cards: the templates (`*.md`) and the code that fills them, the one place cards are made.
+
+`model_card` renders release cards, `dataset_card` knowledge-base cards; `terms` holds what both say about licences.
+"""
+
+from hub_cards.dataset_card import SIZE_CATEGORIES, render_dataset_card, size_category
+from hub_cards.model_card import (
+    earlier_provenance,
+    load_eval_results,
+    load_evaluation,
+    render_mini_model_card,
+    render_model_card,
+)
+from hub_cards.terms import Licence, SourceTerms, clip_licence_terms, release_licence, source_terms
+
+__all__ = [
+    "SIZE_CATEGORIES",
+    "Licence",
+    "SourceTerms",
+    "clip_licence_terms",
+    "earlier_provenance",
+    "load_eval_results",
+    "load_evaluation",
+    "release_licence",
+    "render_dataset_card",
+    "render_mini_model_card",
+    "render_model_card",
+    "size_category",
+    "source_terms",
+]

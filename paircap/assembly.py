@@ -8,11 +8,11 @@ from transformers import AutoFeatureExtractor, AutoModelForCausalLM, AutoTokeniz
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.tokenization_utils_base import AddedToken
 
+from hub_cards import render_model_card
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.modeling_paircap import PairCapAudioProjector, PairCapForConditionalGeneration
 from modeling_paircap.pipeline_paircap import TASK, PairCapCaptioningPipeline
 from modeling_paircap.processing_paircap import PairCapProcessor
-from paircap.cards import render_model_card
 
 AUDIO_TOKEN = "<audio>"
 LONG_AUDIO_TOKEN = "<long_audio>"

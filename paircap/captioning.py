@@ -107,14 +107,6 @@ def find_audio_files(inputs: Iterable[str | Path]) -> list[Path]:
     return walk_audio_inputs(inputs).files
 
 
-def report_skipped(skipped: Sequence[tuple[Path, str]], verbose: bool, stream=None) -> None:
-    """List the entries folder walks skipped (with `--verbose`), one line each, on `stream` (stderr)."""
-    stream = sys.stderr if stream is None else stream
-    if verbose:
-        for path, reason in skipped:
-            print(f"skipped {path}: {reason}", file=stream)
-
-
 def resolve_device(device: str) -> torch.device:
     """`auto` picks CUDA when available."""
     if device == "auto":

@@ -1,15 +1,20 @@
-"""`paircap` command line: caption audio, assemble a release, convert LAION-CLAP, report parameter counts.
+"""`paircap`, the one command line: caption and evaluate, assemble and convert releases, serve the demo, report
+parameter counts, build and publish knowledge bases (`paircap kb ...`), read corpora (`paircap read ...`) and run the
+mini recipe (`paircap mini ...`).
 
 Arguments are checked before any model loads. Expected failures (a bad argument, a missing or mismatched model or
-knowledge base, no network) print one line and exit with status 2; `--debug` shows the traceback.
+knowledge base, no network) print one line, `paircap COMMAND: error: ...`, and exit with status 2; `--debug` shows the
+traceback. Progress goes to stderr (the loggers of `paircap` and `datasets_scripts`), results to stdout.
 """
 
 import argparse
 import functools
+import logging
 import sys
 import time
 from pathlib import Path
 
+from datasets_scripts.kb_cli import add_kb_commands
 from modeling_paircap.configuration_paircap import RETRIEVAL_MODES
 from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError
 from paircap.hub_access import ModelLoadError, go_offline_if_unreachable, load_failure
@@ -19,8 +24,12 @@ DEFAULT_MODEL = "org/paircap"
 MODEL_HELP = "hub id, local release folder, or mini (the offline toy release in a checkout)"
 AUDIO_ROOT_HELP = "NAME=DIR where a KB's clips live: tokens of an index-only or stale KB are encoded from the audio"
 DEMO_AUDIO_ROOT_HELP = "NAME=DIR where a KB's clips live: the demo plays them (and encodes missing or stale tokens)"
-CAPTION_MODES = tuple(mode for mode in RETRIEVAL_MODES if mode != "pair2pair")  # pair2pair needs a text per clip
-EVALUATE_MODES = ("audio2audio", "audio2mixture", "generative_pair2pair")
+# pair2pair queries with a given text per clip (`generate(text_queries=...)`); the command line has only audio, and
+# generative_pair2pair is that query with the model's own zero-shot caption as the text.
+CAPTION_MODES = tuple(mode for mode in RETRIEVAL_MODES if mode != "pair2pair")
+# The default method grid of `evaluate` (zero-shot always runs first); audio2text only when asked for.
+EVALUATE_MODES = tuple(mode for mode in CAPTION_MODES if mode not in ("none", "audio2text"))
+LOGGED_PACKAGES = ("paircap", "datasets_scripts")
 
 
 class UsageError(Exception):
@@ -56,7 +65,9 @@ def local_or_hub(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paircap", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="paircap", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the traceback of an expected failure")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--output", default=None, help="JSON lines file (default: standard output)")
     caption.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     caption.add_argument("--verbose", action="store_true", help="list the folder entries skipped (not audio) on stderr")
+    caption.set_defaults(run=run_caption)
 
     assemble = add_command("assemble", help="build an untrained release from CLAP and LM checkpoints")
     assemble.add_argument("--clap", default="laion/clap-htsat-unfused", help="ClapModel hub id or folder")
@@ -92,10 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     assemble.add_argument("--audio-pool-stride", type=int, default=2)
     assemble.add_argument("--knowledge-base", default=None, help="knowledge base hub id or path to record")
     assemble.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    assemble.set_defaults(run=run_assemble)
 
     convert = add_command("convert-laion-clap", help="convert an original LAION-CLAP .pt checkpoint")
-    convert.add_argument("checkpoint")
-    convert.add_argument("output")
+    convert.add_argument("checkpoint", help="original LAION-CLAP checkpoint, e.g. 630k-audioset-best.pt")
+    convert.add_argument("output", help="folder to write the ClapModel (safetensors) and feature extractor to")
+    convert.add_argument(
+        "--config", default=None, help="ClapConfig config.json or a folder with one (default: clap-htsat-unfused's)"
+    )
+    convert.set_defaults(run=run_convert)
 
     evaluate = add_command("evaluate", help="score captions of an evaluation split under retrieval settings")
     evaluate.add_argument("--model", default=DEFAULT_MODEL, type=local_or_hub, help=MODEL_HELP)
@@ -106,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--kb", nargs="*", default=[], type=local_or_hub, help="knowledge bases to compare (hub ids or folders)"
     )
     evaluate.add_argument(
-        "--mode", nargs="*", default=None, choices=RETRIEVAL_MODES, help=f"default: {' '.join(EVALUATE_MODES)}"
+        "--mode", nargs="*", default=None, choices=CAPTION_MODES, help=f"default: {' '.join(EVALUATE_MODES)}"
     )
     evaluate.add_argument("--weight", type=unit_interval, default=0.5, help="W of the method x KB grid")
     evaluate.add_argument("--top-k", type=non_negative_int, default=4, help="k of the method x KB grid")
@@ -123,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output-dir", required=True)
     evaluate.add_argument("--rescore", action="store_true", help="score the saved predictions again, no generation")
     evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.set_defaults(run=run_evaluate)
 
     demo = add_command("demo", help="serve the web demo: caption a clip, see and play the pairs it retrieved")
     demo.add_argument("--model", default="mini", type=local_or_hub, help=MODEL_HELP)
@@ -136,9 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     demo.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     demo.add_argument("--max-new-tokens", type=positive_int, default=40)
+    demo.set_defaults(run=run_demo)
 
     params = add_command("params", help="full-size parameter counts on the meta device (no weights)")
     params.add_argument("--json", default=None, help="also write the report as JSON")
+    params.set_defaults(run=run_params)
+
+    add_kb_commands(commands, common)
+
+    # These two pass their arguments on to their own parsers (`--debug` stays here; `-h` goes to them).
+    read = add_command("read", add_help=False, help="read a local caption corpus and print its reader report")
+    read.set_defaults(run=run_read, passes_arguments_on=True)
+    mini = add_command("mini", add_help=False, help="the mini recipe: the whole pipeline trained on ESC-50 (offline)")
+    mini.set_defaults(run=run_mini, passes_arguments_on=True)
     return parser
 
 
@@ -148,7 +176,6 @@ def run_caption(args: argparse.Namespace) -> int:
         caption_files,
         load_release,
         load_release_config,
-        report_skipped,
         resolve_device,
         resolve_dtype,
         walk_audio_inputs,
@@ -156,7 +183,9 @@ def run_caption(args: argparse.Namespace) -> int:
     )
 
     found = walk_audio_inputs(args.inputs)
-    report_skipped(found.skipped, args.verbose)
+    if args.verbose:
+        for path, reason in found.skipped:
+            print(f"skipped {path}: {reason}", file=sys.stderr)
     files = found.files
     if not files:
         raise UsageError(f"no audio files found in {' '.join(args.inputs)}")
@@ -253,8 +282,6 @@ def attach_audio_roots(model, knowledge_bases: list[str], entries: list[str]) ->
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from paircap.evaluation import evaluate, plan_runs, rescore
     from paircap.evaluation_report import save_model_index, write_report
 
@@ -321,10 +348,12 @@ def run_assemble(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from paircap.convert_laion_clap import convert_laion_clap_checkpoint
+    from paircap.convert_laion_clap import convert_laion_clap_checkpoint, load_clap_config
 
-    convert_laion_clap_checkpoint(args.checkpoint, args.output)
-    print(f"wrote a transformers ClapModel to {args.output}", file=sys.stderr)
+    config = load_clap_config(args.config) if args.config else None
+    model = convert_laion_clap_checkpoint(args.checkpoint, args.output, config)
+    millions = sum(parameter.numel() for parameter in model.parameters()) / 1e6
+    print(f"wrote a transformers ClapModel ({millions:.1f}M parameters) to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -346,20 +375,27 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_params(args: argparse.Namespace) -> int:
-    from paircap.param_report import main as report
+    import json
 
-    report(args.json)
+    from paircap.param_report import format_report, parameter_report
+
+    report = parameter_report()
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
 
 
-COMMANDS = {
-    "caption": run_caption,
-    "evaluate": run_evaluate,
-    "assemble": run_assemble,
-    "convert-laion-clap": run_convert,
-    "demo": run_demo,
-    "params": run_params,
-}
+def run_read(args: argparse.Namespace) -> int:
+    from datasets_scripts.readers import main as read_main
+
+    return read_main(args.arguments)
+
+
+def run_mini(args: argparse.Namespace) -> int:
+    from paircap.recipes.mini import main as mini_main
+
+    return mini_main(args.arguments)
 
 
 def is_expected(error: Exception) -> bool:
@@ -368,14 +404,42 @@ def is_expected(error: Exception) -> bool:
     return isinstance(error, (UsageError, ModelLoadError)) or type(error).__name__ == KnowledgeBaseError.__name__
 
 
+class ProgressHandler(logging.StreamHandler):
+    """Bare log messages on `sys.stderr` as it is when a record comes (a redirected stderr too, as under pytest)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)  # no fixed stream: `stream` reads sys.stderr each time
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+
+def log_progress_to_stderr() -> None:
+    """Show the INFO lines (progress, summaries) of the `paircap` and `datasets_scripts` loggers on stderr."""
+    for name in LOGGED_PACKAGES:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        if not any(isinstance(handler, ProgressHandler) for handler in logger.handlers):
+            logger.addHandler(ProgressHandler())
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "passes_arguments_on", False):
+        args.arguments = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    command = " ".join(filter(None, (args.command, getattr(args, "kb_command", None))))
+    log_progress_to_stderr()
     try:
-        return COMMANDS[args.command](args)
+        return args.run(args)
     except Exception as error:
         if args.debug or not is_expected(error):
             raise
-        print(f"paircap {args.command}: error: {error}", file=sys.stderr)
+        print(f"paircap {command}: error: {error}", file=sys.stderr)
         return 2
 
 

@@ -9,15 +9,14 @@ mapping below is written out explicitly against the original module definitions
 
 Usage::
 
-    python -m paircap.convert_laion_clap 630k-audioset-best.pt converted/clap-htsat-unfused
+    paircap convert-laion-clap 630k-audioset-best.pt converted/clap-htsat-unfused
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -30,8 +29,8 @@ __all__ = [
     "convert_laion_clap_state_dict",
     "htsat_unfused_config",
     "laion_clap_feature_extractor",
+    "load_clap_config",
     "load_laion_clap_checkpoint",
-    "main",
 ]
 
 _DDP_PREFIX = "module."
@@ -338,31 +337,6 @@ def convert_laion_clap_checkpoint(
     return model
 
 
-def _load_config(path: str) -> ClapConfig:
+def load_clap_config(path: str) -> ClapConfig:
     """ClapConfig from a ``config.json`` file or a folder holding one."""
     return ClapConfig.from_pretrained(path) if Path(path).is_dir() else ClapConfig.from_json_file(path)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``python -m paircap.convert_laion_clap CHECKPOINT OUTPUT_DIR [--config CONFIG]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m paircap.convert_laion_clap",
-        description="Convert an original LAION-CLAP .pt checkpoint into a transformers ClapModel folder.",
-    )
-    parser.add_argument("checkpoint", help="original LAION-CLAP checkpoint, e.g. 630k-audioset-best.pt")
-    parser.add_argument("output_dir", help="folder to write the ClapModel (safetensors) and feature extractor to")
-    parser.add_argument(
-        "--config",
-        default=None,
-        help="ClapConfig config.json (or a folder with one); defaults to laion/clap-htsat-unfused's architecture",
-    )
-    args = parser.parse_args(argv)
-    config = _load_config(args.config) if args.config else None
-    model = convert_laion_clap_checkpoint(args.checkpoint, args.output_dir, config)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"converted {args.checkpoint} -> {args.output_dir} ({n_params / 1e6:.1f}M parameters)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,5 @@
 """Full-size parameter counts without weights: the release configuration built on the meta device."""
 
-import json
-
 import torch
 from transformers import LlamaConfig
 
@@ -77,12 +75,3 @@ def format_report(report: dict) -> str:
     lines += [f"| {name} | {value:,} |" for name, value in report["trainable"].items()]
     lines.append(f"| paper (Table 1) | ~{report['paper_reported_trainable']:,} |")
     return "\n".join(lines)
-
-
-def main(json_output: str | None = None) -> dict:
-    report = parameter_report()
-    print(format_report(report))
-    if json_output:
-        with open(json_output, "w") as handle:
-            json.dump(report, handle, indent=2)
-    return report

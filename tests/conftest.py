@@ -121,7 +121,7 @@ def real_kb(tiny_release, corpora, tmp_path_factory) -> Path:
     folder, _, _ = tiny_release
     output = tmp_path_factory.mktemp("kb") / "clotho-audiocaps-kb"
     command = [
-        sys.executable, "-m", "datasets_scripts", "build",
+        sys.executable, "-m", "paircap.cli", "kb", "build",
         "--corpus", "clotho:evaluation", "--corpus", "audiocaps:val:text",
         "--root", f"clotho={corpora['clotho']}", "--root", f"audiocaps={corpora['audiocaps']}",
         "--model", str(folder), "--output", str(output), "--num-workers", "0", "--shard-size", "512",

@@ -16,9 +16,11 @@ from datasets import Dataset
 from datasets_scripts.embed import embed_pairs
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
+from paircap.cli import log_progress_to_stderr
 
 
 def main(release: str, pairs_file: str, output_dir: str, results_dir: str, shard_size: str) -> None:
+    log_progress_to_stderr()  # as under `paircap kb build`
     accelerator = Accelerator()
     model = PairCapForConditionalGeneration.from_pretrained(release).to(accelerator.device)
     processor = PairCapProcessor.from_pretrained(release, trust_remote_code=True)

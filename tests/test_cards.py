@@ -13,9 +13,7 @@ from datasets import Dataset
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, metadata_load
 
 from datasets_scripts.readers.esc50 import read_esc50_manifests
-from modeling_paircap.configuration_paircap import PairCapConfig
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseMetadata
-from paircap.cards import (
+from hub_cards import (
     SIZE_CATEGORIES,
     clip_licence_terms,
     load_evaluation,
@@ -25,6 +23,8 @@ from paircap.cards import (
     size_category,
     source_terms,
 )
+from modeling_paircap.configuration_paircap import PairCapConfig
+from modeling_paircap.knowledge_base_paircap import KnowledgeBaseMetadata
 from paircap.evaluation_report import save_model_index
 from paircap.recipes.mini_release import clip_terms, mini_card
 from paircap.training.setups import export_card

@@ -162,11 +162,10 @@ def test_bad_arguments_fail_before_any_model_loads(arguments, message, capsys):
 
 
 def test_kb_tooling_reports_a_missing_release_in_one_line(tmp_path, capsys):
-    from datasets_scripts.__main__ import main as kb_main
-
-    assert kb_main(["upgrade", "--kb", str(tmp_path), "--model", str(tmp_path / "no-release")]) == 2
+    assert main(["kb", "upgrade", "--kb", str(tmp_path), "--model", str(tmp_path / "no-release")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith(f"error: --model {tmp_path / 'no-release'}: could not load the PairCap release")
+    expected = f"paircap kb upgrade: error: --model {tmp_path / 'no-release'}: could not load the PairCap release"
+    assert err[-1].startswith(expected)
 
 
 def test_assemble_offline_says_how_to_work_offline(tmp_path):
@@ -180,3 +179,28 @@ def test_assemble_offline_says_how_to_work_offline(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert "laion/clap-htsat-unfused or lmsys/vicuna-7b-v1.5: not in the local cache" in last
     assert "local folders instead of hub ids" in last
+
+
+@pytest.mark.parametrize("command", [["caption", "clip.wav"], ["evaluate", "--output-dir", "out"]])
+def test_pair2pair_is_refused_by_the_parser(command, capsys):
+    """pair2pair needs a given text per clip, which the command line has not (generative_pair2pair makes it)."""
+    from paircap.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*command, "--mode", "pair2pair"])
+    assert exit_info.value.code == 2 and "invalid choice: 'pair2pair'" in capsys.readouterr().err
+
+
+def test_read_and_mini_pass_their_arguments_on(monkeypatch):
+    import datasets_scripts.readers
+    import paircap.recipes.mini
+
+    passed = {}
+    monkeypatch.setattr(datasets_scripts.readers, "main", lambda argv: passed.setdefault("read", argv) and 0)
+    monkeypatch.setattr(paircap.recipes.mini, "main", lambda argv: passed.setdefault("mini", argv) and 0)
+    assert main(["read", "clotho", "/data/clotho", "evaluation", "--text-only", "--debug", "--save-to", "out"]) == 0
+    assert main(["mini", "--output", "runs/quick", "--quick", "--stages", "kb", "report"]) == 0
+    assert passed == {
+        "read": ["clotho", "/data/clotho", "evaluation", "--text-only", "--save-to", "out"],
+        "mini": ["--output", "runs/quick", "--quick", "--stages", "kb", "report"],
+    }

@@ -14,13 +14,13 @@ import pytest
 import torch
 from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
+from paircap.cli import main
 from paircap.convert_laion_clap import (
     DROPPED_ORIGINAL_KEYS,
     convert_laion_clap_checkpoint,
     convert_laion_clap_state_dict,
     htsat_unfused_config,
     load_laion_clap_checkpoint,
-    main,
 )
 
 N_FFT = 1024  # LAION-CLAP audio_cfg.window_size (torchlibrosa STFT size)
@@ -359,7 +359,7 @@ def test_cli_round_trip(tmp_path, original, config):
     config_dir = tmp_path / "cfg"
     config.save_pretrained(config_dir)
     out = tmp_path / "hf"
-    assert main([str(checkpoint), str(out), "--config", str(config_dir)]) == 0
+    assert main(["convert-laion-clap", str(checkpoint), str(out), "--config", str(config_dir)]) == 0
     assert (out / "model.safetensors").is_file()
 
     in_memory = convert_laion_clap_checkpoint(checkpoint, tmp_path / "hf2", config).eval()

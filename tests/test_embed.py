@@ -396,7 +396,7 @@ def test_two_processes_under_accelerate_launch_match_one_process(pairs, tiny_rel
     }
     run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert run.stdout.count("embedded 16 pairs") == 1  # the throughput line, from the main process only
+    assert run.stderr.count("embedded 16 pairs") == 1  # the throughput line, from the main process only
 
     assert all(a.equals(b) for a, b in zip(read_shards(multi_dir, 4), read_shards(single_dir, 4), strict=True))
     for process in (0, 1):  # every process gets the same rows, clip table and tokens

@@ -11,7 +11,7 @@ from datasets import load_dataset
 from huggingface_hub import EvalResult
 
 from datasets_scripts.readers import read_corpus
-from paircap.cards import load_eval_results, load_evaluation, render_model_card
+from hub_cards import load_eval_results, load_evaluation, render_model_card
 from paircap.cli import main as paircap_main
 from paircap.evaluation import add_reference_text_scores, mean_pair_field, plan_runs, query_exclusions
 

@@ -119,7 +119,7 @@ def test_tokens_refresh_resumes_and_then_pass_2_gets_the_trained_towers_tokens(t
     )
     monkeypatch.setattr(clip_tokens, "_encode_shard", original)
     finished = (work / "shards" / "00000.parquet").stat().st_mtime_ns
-    command = [sys.executable, "-m", "datasets_scripts", "tokens", "--kb", str(kb_folder), "--model", str(release),
+    command = [sys.executable, "-m", "paircap.cli", "kb", "tokens", "--kb", str(kb_folder), "--model", str(release),
                "--work-dir", str(work), "--shard-size", "2", "--num-workers", "0"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)

@@ -1,4 +1,4 @@
-"""`python -m paircap.recipes.mini --quick`: every stage of the mini recipe on real ESC-50 audio, a few steps each; a
+"""`paircap mini --quick`: every stage of the mini recipe on real ESC-50 audio, a few steps each; a
 rerun skips every finished stage; the packed release captions a real clip offline."""
 
 import json
@@ -32,7 +32,7 @@ def quick_run(shared_data, tmp_path_factory) -> Path:
     if not (shared_data / "esc50_more" / "manifest.csv").is_file():
         pytest.skip(f"{shared_data / 'esc50_more'} is absent")
     output = tmp_path_factory.mktemp("mini") / "quick"
-    run(["-m", "paircap.recipes.mini", "--output", str(output), "--quick", "--data", str(shared_data)], REPO)
+    run(["-m", "paircap.cli", "mini", "--output", str(output), "--quick", "--data", str(shared_data)], REPO)
     return output
 
 
@@ -64,14 +64,14 @@ def test_knowledge_bases_are_base_large_and_refined(quick_run):
 
 
 def test_a_rerun_skips_every_finished_stage(quick_run):
-    result = run(["-m", "paircap.recipes.mini", "--output", str(quick_run), "--quick"], REPO)
+    result = run(["-m", "paircap.recipes.mini", "--output", str(quick_run), "--quick"], REPO)  # the alias
     skipped = [line for line in result.stderr.splitlines() if "done earlier, skipped" in line]
     assert len(skipped) == len(STAGES) - 1  # the report is always rewritten
 
 
 def test_the_packed_release_captions_real_audio_offline(quick_run, shared_data, tmp_path):
     release = tmp_path / "release"
-    run(["-m", "paircap.recipes.mini", "--output", str(quick_run), "--quick", "--pack-release", str(release)], REPO)
+    run(["-m", "paircap.cli", "mini", "--output", str(quick_run), "--quick", "--pack-release", str(release)], REPO)
     assert (release / "knowledge_base" / "paircap_kb.json").is_file()
     assert "50-event toy" in (release / "README.md").read_text()
     clip = sorted((shared_data / "esc50_cc").glob("*.flac"))[0]

@@ -2,15 +2,19 @@
 
 import json
 import re
+from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from datasets_scripts import refine
+from datasets_scripts.publish import build_kb_index, kb_metadata, write_kb_folder
 from datasets_scripts.refine import RefinementStats, refine_knowledge_base
-from modeling_paircap.knowledge_base_paircap import ROW_COLUMNS, kb_row_features
+from modeling_paircap.knowledge_base_paircap import ROW_COLUMNS, PairCapKnowledgeBase, clip_schema, kb_row_features
 from modeling_paircap.retrieval_paircap import PairCapRetriever
+from paircap.cli import main
 
 D_A = D_T = 8
 
@@ -322,12 +326,33 @@ def test_resume_after_interruption(random_kb, tmp_path, monkeypatch):
         run(kb_ds, train_ds, work_dir=work_dir, exclude_splits=("test",), **settings)
 
 
+def write_kb(rows: datasets.Dataset, folder: Path) -> Path:
+    """`rows` as an index-only knowledge base folder, one clip per distinct `clip_index`."""
+    audio_ids = {}
+    for clip, audio_id in zip(rows["clip_index"], rows["audio_id"], strict=True):
+        if clip >= 0:
+            audio_ids[clip] = audio_id
+    count = len(audio_ids)
+    clips = pa.table(
+        {
+            "audio_id": [audio_ids[clip] for clip in range(count)],
+            "is_long": [False] * count,
+            "duration": [10.0] * count,
+            "audio_root": ["toy"] * count,
+            "audio_path": [f"{audio_ids[clip]}.wav" for clip in range(count)],
+        },
+        schema=clip_schema(),
+    )
+    index, recall = build_kb_index(rows)
+    metadata = kb_metadata(rows, count, "0" * 64, None, 0, "Flat", recall, {"name": folder.name})
+    return write_kb_folder(rows, clips, metadata, folder, index=index)
+
+
 def test_cli(toy, tmp_path, capsys):
     kb, train = toy
-    kb.save_to_disk(tmp_path / "kb")
-    train.save_to_disk(tmp_path / "train")
-    args = [str(tmp_path / name) for name in ("kb", "train", "out")]
-    assert refine.main([*args, "--top-k", "1", "--weight", "1.0", "--device", "cpu"]) == 0
-    refined = datasets.load_from_disk(tmp_path / "out")
+    args = ["--kb", str(write_kb(kb, tmp_path / "kb")), "--train", str(write_kb(train, tmp_path / "train"))]
+    args += ["--output", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work")]
+    assert main(["kb", "refine", *args, "--top-k", "1", "--weight", "1.0", "--device", "cpu"]) == 0
+    refined = PairCapKnowledgeBase.from_pretrained(tmp_path / "out").rows
     assert refined["pair_id"][:] == ["clotho/development/A1/1", "audiocaps/train/C1/0"]
     assert json.loads(capsys.readouterr().out)["size_after"] == 2

@@ -19,10 +19,11 @@ SCRIPT = textwrap.dedent(
     """
     import json, sys
 
-    import datasets_scripts.build_kb, datasets_scripts.faiss_index, hub_cards, modeling_paircap.modeling_paircap
+    import datasets_scripts.build_kb, datasets_scripts.faiss_index, datasets_scripts.readers.audiocaps, hub_cards
+    import modeling_paircap.modeling_paircap
     import paircap.cli, paircap.evaluation, paircap.training.loop
     from modeling_paircap.configuration_paircap import PairCapConfig
-    from paircap.cards import render_model_card
+    from hub_cards import render_model_card
     from paircap.metrics import MODULE_FILE, compute_caption_metrics, find_java
 
     result = {

@@ -1,7 +1,9 @@
 """The mini recipe: the whole PairCap pipeline, trained and evaluated on real ESC-50 audio in minutes on 2 CPU cores.
 
-    python -m paircap.recipes.mini --output runs/mini            # the full run (RESULTS.md, about 30 minutes)
-    python -m paircap.recipes.mini --output runs/quick --quick   # every stage for a few steps (smoke test)
+    paircap mini --output runs/mini            # the full run (RESULTS.md, about 30 minutes)
+    paircap mini --output runs/quick --quick   # every stage for a few steps (smoke test)
+
+(`python -m paircap.recipes.mini ...` is the same command.)
 
 Stages, each resumable (a finished stage is skipped on a rerun; an interrupted training resumes from its last
 checkpoint, an interrupted embedding from its last shard):
@@ -41,6 +43,7 @@ from datasets import (
     load_from_disk,
 )
 from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel, LlamaForCausalLM
+from transformers.utils import logging
 
 from datasets_scripts.mixtures import event_accuracy, mixture_events, write_mixtures
 from datasets_scripts.readers import read_audiocaps, read_clotho, with_path_audio
@@ -49,6 +52,8 @@ from modeling_paircap.prompting_paircap import DEFAULT_PROMPT_TEMPLATE, PromptFo
 from paircap.recipes.mini_models import mini_clap_config, mini_feature_extractor, mini_llama_config
 from paircap.tiny import train_clap_tokenizer, train_lm_tokenizer
 from paircap.training.pretraining_data import ClapPairCollator, ClapPairSet
+
+logger = logging.get_logger(__name__)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 CLIP_FOLDERS = ("esc50_cc", "esc50_more")
@@ -195,14 +200,14 @@ class MiniRecipe:
             if only and name not in only:
                 continue
             if self.stage_record(name).is_file() and name != "report":
-                print(f"[{index}/{len(self.stages)}] {name}: done earlier, skipped", file=sys.stderr, flush=True)
+                logger.info(f"[{index}/{len(self.stages)}] {name}: done earlier, skipped")
                 continue
-            print(f"[{index}/{len(self.stages)}] {name}", file=sys.stderr, flush=True)
+            logger.info(f"[{index}/{len(self.stages)}] {name}")
             start = time.perf_counter()
             stage()
             seconds = time.perf_counter() - start
             self.stage_record(name).write_text(json.dumps({"stage": name, "seconds": seconds}))
-            print(f"[{index}/{len(self.stages)}] {name}: {seconds:.0f} s", file=sys.stderr, flush=True)
+            logger.info(f"[{index}/{len(self.stages)}] {name}: {seconds:.0f} s")
 
     # ---- 1. data --------------------------------------------------------------------------------------------------
 
@@ -470,7 +475,7 @@ def save(dataset: Dataset, path: Path) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+        prog="paircap mini", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--output", required=True, help="the run's folder (rerun with the same folder to resume)")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (esc50_*, captions)")
@@ -498,5 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the alias the mini recipe was introduced with
+    from paircap.cli import main as paircap_main
+
+    sys.exit(paircap_main(["mini", *sys.argv[1:]]))

@@ -1,6 +1,6 @@
 """Pack a mini run's curriculum model with its refined knowledge base into one small, offline release folder.
 
-    python -m paircap.recipes.mini --output runs/mini-cc --scale release --clips esc50_cc --pack-release DIR
+    paircap mini --output runs/mini-cc --scale release --clips esc50_cc --pack-release DIR
 
 The folder holds the model (float16 captioner, float32 CLAP so the KB's retrieval space is exact; remote code,
 processor), `knowledge_base/` (refined KB with clip tokens
@@ -21,17 +21,17 @@ from huggingface_hub import ModelCard
 
 from datasets_scripts.clip_tokens import refresh_tokens
 from datasets_scripts.readers.esc50 import Esc50Clip, read_esc50_manifests
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseMetadata, PairCapKnowledgeBase
-from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
-from modeling_paircap.processing_paircap import PairCapProcessor
-from paircap.assembly import save_release
-from paircap.cards import (
+from hub_cards import (
     SourceTerms,
     clip_licence_terms,
     load_evaluation,
     render_dataset_card,
     render_mini_model_card,
 )
+from modeling_paircap.knowledge_base_paircap import KnowledgeBaseMetadata, PairCapKnowledgeBase
+from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
+from modeling_paircap.processing_paircap import PairCapProcessor
+from paircap.assembly import save_release
 from paircap.recipes.mini_report import Evaluation, grid_table
 
 KB_FOLDER = "knowledge_base"

@@ -151,7 +151,7 @@ def write_results(recipe) -> Path:
     plots = copy_plots(out / "evaluation" / "stage2_phase2", out)
     text = f"""# Mini recipe: results
 
-Command: `python -m paircap.recipes.mini --output {out.name} --scale {scale.name} --clips {clips}`
+Command: `paircap mini --output {out.name} --scale {scale.name} --clips {clips}`
 (seed {recipe.seed}). Machine: {platform.machine()}, {os.cpu_count()} CPU
 cores, torch {torch.__version__}, CPU only. Total wall time {total / 60:.1f} min.
 

@@ -22,11 +22,11 @@ from huggingface_hub import ModelCard
 from transformers import AutoFeatureExtractor, AutoModelForCausalLM, AutoTokenizer, ClapModel
 
 from datasets_scripts.embed import embed_pairs
+from hub_cards import earlier_provenance, render_model_card
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.assembly import save_release
 from paircap.caption_data import load_pairs
-from paircap.cards import earlier_provenance, render_model_card
 from paircap.training.config import TrainConfig
 from paircap.training.data import CaptionTrainingSet, PairCapCollator
 from paircap.training.neighbors import compute_training_neighbors, load_neighbors, save_neighbors
