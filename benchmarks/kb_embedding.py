@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def encoder_model(size: str, device: str) -> PairCapForConditionalGeneration:
     """A random model with the tiny or the release CLAP (HTSAT unfused); its language model is tiny, being unused."""
     clap = htsat_unfused_config() if size == "full" else tiny_clap_config(vocab_size=300)
-    return random_model(PairCapConfig(audio_config=clap, text_config=tiny_llama_config(vocab_size=402)), device)
+    return random_model(PairCapConfig(clap_config=clap, text_config=tiny_llama_config(vocab_size=402)), device)
 
 
 def numpy_featurizer(extractor: ClapFeatureExtractor, device: str) -> Featurizer:

@@ -107,7 +107,7 @@ def synthetic_knowledge_base(
     Loaded back with `PairCapKnowledgeBase.from_pretrained`.
     """
     config, rng = model.config, np.random.default_rng(seed)
-    dim = model.audio_encoder.config.projection_dim
+    dim = model.clap.config.projection_dim
     windows = min(config.max_audio_windows, max(1, int(np.ceil(seconds / config.audio_window_seconds))))
     tokens_per_clip, token_dim = windows * config.audio_tokens_per_window, config.encoder_hidden_size
     num_clips = -(-num_pairs // captions_per_clip)

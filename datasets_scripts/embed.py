@@ -309,11 +309,11 @@ class _ShardEmbedder:
 
     @property
     def audio_dim(self) -> int:
-        return self.model.config.audio_config.projection_dim
+        return self.model.config.clap_config.projection_dim
 
     @property
     def text_dim(self) -> int:
-        return self.model.config.audio_config.text_config.projection_dim
+        return self.model.config.clap_config.text_config.projection_dim
 
     @property
     def token_dim(self) -> int:

@@ -40,7 +40,7 @@ def legacy_fingerprint(model) -> str:
         "audio_window_seconds": model.config.audio_window_seconds,
         "max_audio_windows": model.config.max_audio_windows,
     }
-    return weights_fingerprint(model.audio_encoder, settings)
+    return weights_fingerprint(model.clap, settings)
 
 
 def upgrade_knowledge_base(folder: str | os.PathLike, model) -> KnowledgeBaseMetadata:
@@ -84,7 +84,7 @@ def upgrade_knowledge_base(folder: str | os.PathLike, model) -> KnowledgeBaseMet
         "audio_window_seconds": model.config.audio_window_seconds,
         "max_audio_windows": model.config.max_audio_windows,
     }
-    token_fingerprint = weights_fingerprint(model.audio_encoder.audio_model, token_settings)
+    token_fingerprint = weights_fingerprint(model.clap.audio_model, token_settings)
     write_clip_tokens(folder / TOKENS_FILE, [len(t) for t in tokens], tokens, token_dim, token_fingerprint)
     rows = rows.remove_columns(["audio_tokens", "is_long"]).add_column("clip_index", clip_index)
     metadata = KnowledgeBaseMetadata(

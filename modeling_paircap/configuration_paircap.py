@@ -24,7 +24,7 @@ class PairCapConfig(PreTrainedConfig):
     (audio, caption) pairs.
 
     Args:
-        audio_config (`dict` or `ClapConfig`):
+        clap_config (`dict` or `ClapConfig`):
             The whole CLAP configuration: the frozen retrieval space (audio and text towers with their projections),
             and the shape of the captioning audio tower.
         text_config (`dict` or `PreTrainedConfig`):
@@ -53,11 +53,11 @@ class PairCapConfig(PreTrainedConfig):
 
     model_type = "paircap"
     sub_configs_defaults = {
-        "audio_config": SubConfigSpec(config_class=AutoConfig, model_type="clap"),
+        "clap_config": SubConfigSpec(config_class=AutoConfig, model_type="clap"),
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
     }
 
-    audio_config: dict | PreTrainedConfig | None = None
+    clap_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
     audio_token_id: int = 32000
     long_audio_token_id: int = 32001
@@ -87,13 +87,13 @@ class PairCapConfig(PreTrainedConfig):
     @property
     def encoder_hidden_size(self) -> int:
         """Width of the CLAP audio encoder's last hidden state (768 for HTSAT-tiny)."""
-        audio = self.audio_config.audio_config
+        audio = self.clap_config.audio_config
         return audio.patch_embeds_hidden_size * 2 ** (len(audio.depths) - 1)
 
     @property
     def encoder_tokens_per_window(self) -> int:
         """Tokens in the encoder's last hidden state per window: (spec_size / (patch * 2^(stages-1)))^2 = 64."""
-        audio = self.audio_config.audio_config
+        audio = self.clap_config.audio_config
         side = audio.spec_size // (audio.patch_stride[0] * 2 ** (len(audio.depths) - 1))
         return side * side
 

@@ -88,8 +88,8 @@ ROW_COLUMNS = (
 CLIP_COLUMNS = ("audio_id", "is_long", "duration", "audio_root", "audio_path")
 SEARCH_COLUMNS = ("pair_id", "audio_id", "caption", "clip_index")
 
-UPGRADE_COMMAND = "python -m datasets_scripts upgrade --kb {folder} --model RELEASE"
-TOKENS_COMMAND = "python -m datasets_scripts tokens --kb {folder} --model RELEASE --root NAME=DIR ..."
+UPGRADE_COMMAND = "paircap kb upgrade --kb {folder} --model RELEASE"
+TOKENS_COMMAND = "paircap kb tokens --kb {folder} --model RELEASE --root NAME=DIR ..."
 RECORD_COMMAND = (
     'python -c "from modeling_paircap.knowledge_base_paircap import record_file_hashes; record_file_hashes({folder!r})"'
 )
@@ -203,7 +203,7 @@ class KnowledgeBaseMetadata:
                 + (
                     f"Convert it in place with: {UPGRADE_COMMAND.format(folder=folder)}"
                     if version == 1
-                    else "Rebuild it with python -m datasets_scripts build"
+                    else "Rebuild it with paircap kb build"
                 )
             )
         try:
@@ -260,7 +260,7 @@ def resolve_folder(id_or_path: str | os.PathLike, revision: str | None = None) -
     except Exception as error:  # offline, missing repo, auth: all end here with the same advice
         raise KnowledgeBaseError(
             f"Could not fetch the knowledge base {id_or_path!r} from the hub ({type(error).__name__}: {error}). "
-            "Pass a local knowledge base folder instead (one built with `python -m datasets_scripts`)."
+            "Pass a local knowledge base folder instead (one built with `paircap kb build`)."
         ) from None
 
 
@@ -339,7 +339,7 @@ class PairCapKnowledgeBase:
                 f"{folder}: this knowledge base was embedded in another retrieval space (CLAP fingerprint "
                 f"{metadata.retrieval_fingerprint[:12]}…, the model's is {retrieval_fingerprint[:12]}…); its "
                 "embeddings do not match this model's CLAP. Rebuild it with this model: "
-                "python -m datasets_scripts build"
+                "paircap kb build"
             )
         shards = check_kb_files(folder, metadata, verify)
         table = read_parquet_columns(shards, SEARCH_COLUMNS)
@@ -564,7 +564,7 @@ class PairCapRetrievalContext:
             )
         key = f"object:{id(source)}" if isinstance(source, PairCapKnowledgeBase) else str(source)
         cached = self._knowledge_bases.get(key)
-        state = weights_state(model.audio_encoder, model.get_audio_tower())
+        state = weights_state(model.clap, model.get_audio_tower())
         if cached is not None and cached[1] == state:
             return cached[0]
         fingerprint = model.retrieval_fingerprint()
@@ -573,7 +573,7 @@ class PairCapRetrievalContext:
             if kb.metadata.retrieval_fingerprint != fingerprint:
                 raise KnowledgeBaseError(
                     f"{kb.folder or 'the knowledge base'}: embedded in another retrieval space than this model's CLAP; "
-                    "its embeddings do not match. Rebuild it with this model: python -m datasets_scripts build"
+                    "its embeddings do not match. Rebuild it with this model: paircap kb build"
                 )
         else:  # on a GPU the search runs there too (exact torch search); on CPU with the FAISS index
             device = str(model.device) if model.device.type == "cuda" else None
@@ -1080,7 +1080,7 @@ def check_index_file(
     """The index file's header and structure against the KB (count, dimension, metric, type), before faiss reads it."""
     path = Path(path)
     if not path.is_file():
-        raise KnowledgeBaseError(f"{path}: the FAISS index file is missing; rebuild it with python -m datasets_scripts")
+        raise KnowledgeBaseError(f"{path}: the FAISS index file is missing; rebuild it with paircap kb build")
     header = _read_index_header(path, num_vectors, dim)
     kind, nlist = _expected_index_kind(factory)
     if kind is not None and (header.kind != kind or (nlist is not None and header.nlist != nlist)):

@@ -107,9 +107,9 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
 
     def __init__(self, config: PairCapConfig):
         super().__init__(config)
-        self.audio_encoder = ClapModel(config.audio_config)
+        self.clap = ClapModel(config.clap_config)
         if config.separate_audio_tower:
-            self.audio_tower = ClapAudioModel(config.audio_config.audio_config)
+            self.audio_tower = ClapAudioModel(config.clap_config.audio_config)
         self.multi_modal_projector = PairCapAudioProjector(config)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.retrieval = PairCapRetrievalContext()
@@ -126,7 +126,7 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
 
     def get_audio_tower(self) -> nn.Module:
         """The captioning audio encoder: the separate `audio_tower` once stage 2 made one, else the CLAP's."""
-        return self.audio_tower if self.config.separate_audio_tower else self.audio_encoder.audio_model
+        return self.audio_tower if self.config.separate_audio_tower else self.clap.audio_model
 
     def separate_audio_tower(self) -> nn.Module:
         """
@@ -134,7 +134,7 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         retrieval space, and every knowledge base embedded in it, untouched. Idempotent; returns the tower.
         """
         if not self.config.separate_audio_tower:
-            self.audio_tower = copy.deepcopy(self.audio_encoder.audio_model)
+            self.audio_tower = copy.deepcopy(self.clap.audio_model)
             self.config.separate_audio_tower = True
         return self.audio_tower
 
@@ -176,7 +176,7 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
             "audio_window_seconds": self.config.audio_window_seconds,
             "max_audio_windows": self.config.max_audio_windows,
         }
-        return weights_fingerprint(self.audio_encoder, windowing)
+        return weights_fingerprint(self.clap, windowing)
 
     def token_fingerprint(self) -> str:
         """SHA-256 of the token encoder (the captioning audio tower) and the token settings: what a KB's clip tokens
@@ -206,7 +206,7 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
 
     @property
     def _encoder_dtype(self) -> torch.dtype:
-        return self.audio_encoder.audio_projection.linear1.weight.dtype
+        return self.clap.audio_projection.linear1.weight.dtype
 
     def encode_audio(
         self, input_features: torch.Tensor, audio_window_counts: torch.Tensor | None = None
@@ -217,7 +217,7 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         while the two towers are one); `audio_window_counts` groups consecutive windows into clips (one window per
         clip when omitted).
         """
-        outputs = self.audio_encoder.get_audio_features(input_features=input_features.to(self._encoder_dtype))
+        outputs = self.clap.get_audio_features(input_features=input_features.to(self._encoder_dtype))
         if self.config.separate_audio_tower:
             audio_tokens = self.pooled_audio_tokens(input_features)
         else:
@@ -256,9 +256,7 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         self, clap_input_ids: torch.Tensor, clap_attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """L2-normalised CLAP text embeddings `(batch, projection_dim)` of captions tokenized by the CLAP tokenizer."""
-        return self.audio_encoder.get_text_features(
-            input_ids=clap_input_ids, attention_mask=clap_attention_mask
-        ).pooler_output
+        return self.clap.get_text_features(input_ids=clap_input_ids, attention_mask=clap_attention_mask).pooler_output
 
     def merge_audio_tokens(
         self,

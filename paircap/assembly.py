@@ -84,10 +84,10 @@ def assemble_release(
     clap_model = ClapModel.from_pretrained(clap, dtype=dtype)
     lm = AutoModelForCausalLM.from_pretrained(language_model, dtype=dtype)
     text_config = lm.config
-    probe = PairCapConfig(audio_config=clap_model.config, text_config=text_config, **config_kwargs)
+    probe = PairCapConfig(clap_config=clap_model.config, text_config=text_config, **config_kwargs)
     processor = build_processor(clap, language_model, probe)
     config = PairCapConfig(
-        audio_config=clap_model.config,
+        clap_config=clap_model.config,
         text_config=text_config,
         audio_token_id=processor.tokenizer.convert_tokens_to_ids(AUDIO_TOKEN),
         long_audio_token_id=processor.tokenizer.convert_tokens_to_ids(LONG_AUDIO_TOKEN),
@@ -95,7 +95,7 @@ def assemble_release(
     )
     with torch.device("meta"):
         model = PairCapForConditionalGeneration(config)
-    model.audio_encoder = clap_model
+    model.clap = clap_model
     model.language_model = lm
     torch.manual_seed(seed)
     model.multi_modal_projector = PairCapAudioProjector(config).to(dtype)

@@ -11,8 +11,8 @@ import datasets
 import huggingface_hub
 
 OFFLINE_HINT = (
-    "to work offline, pass local folders instead of hub ids (a release: --model DIR, and `python -m "
-    "paircap.recipes.mini` trains one here), and set HF_HUB_OFFLINE=1 to skip the network check"
+    "to work offline, pass local folders instead of hub ids (a release: --model DIR, and `paircap mini` "
+    "trains one here), and set HF_HUB_OFFLINE=1 to skip the network check"
 )
 
 

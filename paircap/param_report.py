@@ -38,7 +38,7 @@ def vicuna_7b_v1_5_config() -> LlamaConfig:
 def release_config(**kwargs) -> PairCapConfig:
     """The release configuration: CLAP HTSAT unfused + Vicuna-7B v1.5, audio tokens appended to the vocabulary."""
     return PairCapConfig(
-        audio_config=htsat_unfused_config(),
+        clap_config=htsat_unfused_config(),
         text_config=vicuna_7b_v1_5_config(),
         audio_token_id=VICUNA_VOCAB,
         long_audio_token_id=VICUNA_VOCAB + 1,

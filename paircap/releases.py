@@ -16,7 +16,7 @@ def resolve_model(name: str) -> str:
     if not (folder / "config.json").is_file():
         raise ModelLoadError(
             f"--model {name}: the release folder {folder} is missing (it ships in a git checkout of the repo, not in "
-            "the wheel). Build one with: python -m paircap.recipes.mini --output runs/mini-cc --scale release "
+            "the wheel). Build one with: paircap mini --output runs/mini-cc --scale release "
             f"--clips esc50_cc --pack-release {folder}"
         )
     return str(folder)

@@ -102,7 +102,7 @@ def reference(pairs, tiny_release, tmp_path_factory) -> tuple[EmbeddedPairs, Pat
 
 def row_features(model):
     """What `embed_pairs` rows hold: the KB row columns, plus the clip's length flag and location."""
-    dim = model.config.audio_config.projection_dim
+    dim = model.config.clap_config.projection_dim
     features = kb_row_features(dim, dim)
     features["is_long"] = Value("bool")
     features["audio_path"] = Value("string")
@@ -250,7 +250,7 @@ def test_a_different_job_in_the_same_folder_is_refused_unless_overwrite(referenc
     shutil.copytree(reference[1], output_dir)
     other_clap = copy.deepcopy(model)  # another retrieval space
     with torch.no_grad():
-        weight = other_clap.audio_encoder.audio_projection.linear1.weight
+        weight = other_clap.clap.audio_projection.linear1.weight
         weight.add_(0.1 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
     other_tower = perturbed_tower(model)  # the same retrieval space, another token encoder
 

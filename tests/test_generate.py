@@ -209,12 +209,12 @@ def test_a_knowledge_base_from_another_retrieval_space_is_refused(tiny_release, 
     _, model, processor = tiny_release
     other = copy.deepcopy(model)
     with torch.no_grad():
-        other.audio_encoder.audio_projection.linear1.weight.add_(0.1)
+        other.clap.audio_projection.linear1.weight.add_(0.1)
     inputs = processor(audio=[np.ones(SR, dtype=np.float32) * 0.1], sampling_rate=SR)
     with pytest.raises(KnowledgeBaseError, match="embedded in another retrieval space"):
         other.generate(**inputs, knowledge_base=str(kb_folder), processor=processor, **GEN)
     model.generate(**inputs, knowledge_base=str(kb_folder), **GEN)  # the cached KB still serves its own encoder
-    weight = model.audio_encoder.audio_projection.linear1.weight
+    weight = model.clap.audio_projection.linear1.weight
     original = weight.detach().clone()
     with torch.no_grad():
         weight.add_(0.1)  # weights changed in place after the KB was cached

@@ -205,7 +205,7 @@ def test_stale_tokens_are_refused_with_the_refresh_command_or_computed_from_audi
     assert kb.tokens_state == "current"
     kb.check_tokens("x" * 64)  # another token encoder, e.g. after stage 2
     assert kb.tokens_state == "stale"
-    with pytest.raises(KnowledgeBaseError, match=r"another token encoder.*python -m datasets_scripts tokens --kb"):
+    with pytest.raises(KnowledgeBaseError, match=r"another token encoder.*paircap kb tokens --kb"):
         kb.examples(hits)
     calls = []
 
@@ -267,7 +267,7 @@ def test_a_format_1_kb_names_the_upgrade_command(kb_folder, tmp_path):
     shutil.copytree(folder, old)
     metadata = json.loads((old / "paircap_kb.json").read_text())
     (old / "paircap_kb.json").write_text(json.dumps({**metadata, "format_version": 1}))
-    with pytest.raises(KnowledgeBaseError, match=r"format 1.*python -m datasets_scripts upgrade --kb"):
+    with pytest.raises(KnowledgeBaseError, match=r"format 1.*paircap kb upgrade --kb"):
         PairCapKnowledgeBase.from_pretrained(old)
 
 

@@ -222,14 +222,20 @@ def _fake_java(tmp_path: Path, spice_exit: int = 0) -> Path:
     return script
 
 
-@posix_only
-@needs_java
-def test_spice_runs_where_the_jars_are_and_spider_is_the_mean(tmp_path, monkeypatch):
+@pytest.fixture
+def corenlp_jars(tmp_path, monkeypatch) -> Path:
+    """Empty Stanford CoreNLP jars where SPICE_JARS_ENV points (the fake java never opens them)."""
     jars = tmp_path / "corenlp"
     jars.mkdir()
     for name in ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar"):
         (jars / name).write_bytes(b"")
     monkeypatch.setenv(SPICE_JARS_ENV, str(jars))
+    return jars
+
+
+@posix_only
+@needs_java
+def test_spice_runs_where_the_jars_are_and_spider_is_the_mean(tmp_path, corenlp_jars):
     java = _fake_java(tmp_path)
     scores = compute_caption_metrics(
         README_PREDICTIONS, README_REFERENCES, metrics=["cider_d", "spice", "spider"], java=str(java)
@@ -241,19 +247,14 @@ def test_spice_runs_where_the_jars_are_and_spider_is_the_mean(tmp_path, monkeypa
     assert scores.corpus["spider"] == pytest.approx((0.9613547 + 0.15) / 2, abs=1e-6)
     call = json.loads((tmp_path / "spice_call.json").read_text())
     classpath = call["args"][call["args"].index("-cp") + 1].split(os.pathsep)
-    assert str(jars / "stanford-corenlp-3.6.0.jar") in classpath and classpath[0].endswith("spice-1.0.jar")
+    assert str(corenlp_jars / "stanford-corenlp-3.6.0.jar") in classpath and classpath[0].endswith("spice-1.0.jar")
     assert {"-subset", "-silent", "-cache"} <= set(call["args"])
     assert "--add-opens=java.base/java.lang=ALL-UNNAMED" in call["jdk_options"]
 
 
 @posix_only
 @needs_java
-def test_spice_failure_is_reported_unavailable_not_zero(tmp_path, monkeypatch):
-    jars = tmp_path / "corenlp"
-    jars.mkdir()
-    for name in ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar"):
-        (jars / name).write_bytes(b"")
-    monkeypatch.setenv(SPICE_JARS_ENV, str(jars))
+def test_spice_failure_is_reported_unavailable_not_zero(tmp_path, corenlp_jars):
     with pytest.warns(UserWarning, match="SPICE broke"):
         scores = compute_caption_metrics(["rain"], [["rain falls"]], ["spice", "spider"], java=_fake_java(tmp_path, 1))
     assert scores.corpus == {"spice": None, "spider": None}

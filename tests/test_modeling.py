@@ -52,7 +52,7 @@ def test_embed_texts_is_normalised(tiny_release):
     text = processor.clap_text_inputs(["a dog barks", "rain falls on a metal roof"])
     with torch.no_grad():
         embeds = model.embed_texts(**text)
-    assert embeds.shape == (2, model.config.audio_config.projection_dim)
+    assert embeds.shape == (2, model.config.clap_config.projection_dim)
     torch.testing.assert_close(embeds.norm(dim=-1), torch.ones(2))
 
 

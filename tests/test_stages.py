@@ -28,7 +28,7 @@ def test_stage1_trains_only_the_projector(fresh_model):
 
 
 def test_stage2_trains_ia3_head_projector_and_audio_tower(fresh_model):
-    clap_before = {name: tensor.clone() for name, tensor in fresh_model.audio_encoder.state_dict().items()}
+    clap_before = {name: tensor.clone() for name, tensor in fresh_model.clap.state_dict().items()}
     retrieval_fingerprint = fresh_model.retrieval_fingerprint()
     configure_stage2(fresh_model)
     names = trainable_names(fresh_model)
@@ -39,10 +39,10 @@ def test_stage2_trains_ia3_head_projector_and_audio_tower(fresh_model):
     # the captioning tower trains as a separate copy of the CLAP's audio tower; the whole CLAP (retrieval) is frozen
     expected_prefixes = ("multi_modal_projector.", "language_model.lm_head.", "audio_tower.")
     assert names - ia3 == {n for n, _ in fresh_model.named_parameters() if n.startswith(expected_prefixes)}
-    assert not any(n.startswith("audio_encoder.") for n in names)
+    assert not any(n.startswith("clap.") for n in names)
     frozen_markers = ("embed_tokens", "text_model", "audio_projection", "text_projection", "q_proj.base_layer")
     assert not any(marker in n for marker in frozen_markers for n in names)
-    tower, clap_tower = fresh_model.audio_tower, fresh_model.audio_encoder.audio_model
+    tower, clap_tower = fresh_model.audio_tower, fresh_model.clap.audio_model
     assert fresh_model.config.separate_audio_tower and fresh_model.get_audio_tower() is tower
     clap_tensors = {tensor.data_ptr() for tensor in clap_tower.state_dict().values()}
     for name, tensor in tower.state_dict().items():  # a copy: equal weights, storage of its own
@@ -52,10 +52,10 @@ def test_stage2_trains_ia3_head_projector_and_audio_tower(fresh_model):
         for parameter in tower.parameters():
             parameter.add_(0.01)
     assert fresh_model.retrieval_fingerprint() == retrieval_fingerprint
-    for name, tensor in fresh_model.audio_encoder.state_dict().items():
+    for name, tensor in fresh_model.clap.state_dict().items():
         torch.testing.assert_close(tensor, clap_before[name], rtol=0, atol=0)
     configure_stage2(fresh_model, train_audio_encoder=False)
-    assert not any(n.startswith(("audio_encoder.", "audio_tower.")) for n in trainable_names(fresh_model))
+    assert not any(n.startswith(("clap.", "audio_tower.")) for n in trainable_names(fresh_model))
     # IA3 starts as the identity: outputs are unchanged until it trains
     assert all(torch.all(p == 1) for n, p in fresh_model.named_parameters() if "ia3_l" in n)
 
@@ -113,9 +113,9 @@ def test_frozen_parts_stay_in_eval_mode(fresh_model):
     configure_stage1(fresh_model)
     set_training_mode(fresh_model)
     assert fresh_model.multi_modal_projector.training
-    assert not fresh_model.audio_encoder.audio_model.training and not fresh_model.language_model.training
+    assert not fresh_model.clap.audio_model.training and not fresh_model.language_model.training
     configure_stage2(fresh_model)
     set_training_mode(fresh_model)
     assert fresh_model.audio_tower.training and fresh_model.language_model.training
     # the CLAP is the frozen retrieval space: both of its towers stay in eval mode
-    assert not fresh_model.audio_encoder.audio_model.training and not fresh_model.audio_encoder.text_model.training
+    assert not fresh_model.clap.audio_model.training and not fresh_model.clap.text_model.training

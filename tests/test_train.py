@@ -154,11 +154,11 @@ def test_stage2_phases_train_the_paper_parameter_set(tiny_release, stage1, curri
     tower = {n for n in after if n.startswith("audio_tower.")}
     assert tower and after.keys() - before.keys() == tower
     assert json.loads((phase1 / "release" / "config.json").read_text())["separate_audio_tower"] is True
-    clap_copy = {n: "audio_encoder.audio_model." + n.removeprefix("audio_tower.") for n in tower}
+    clap_copy = {n: "clap.audio_model." + n.removeprefix("audio_tower.") for n in tower}
     assert any(not (after[n] == before[clap_copy[n]]).all() for n in tower)  # trained away from the CLAP's
-    assert not any(n.startswith("audio_encoder.") or "embed_tokens" in n for n in changed)
+    assert not any(n.startswith("clap.") or "embed_tokens" in n for n in changed)
     phase2_weights = weights(phase2 / "release")
-    assert all((phase2_weights[n] == before[n]).all() for n in before if n.startswith("audio_encoder."))
+    assert all((phase2_weights[n] == before[n]).all() for n in before if n.startswith("clap."))
     assert any(not (phase2_weights[n] == after[n]).all() for n in tower)
     assert (phase2 / "retrieval" / "neighbors.npz").is_file()
     assert not any(name.endswith(".ia3_l.default") for name in phase2_weights)

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 def write_format_1(folder: Path, model, fingerprint: str) -> Dataset:
     """A format-1 folder as the first release wrote it: 4 clips x 3 captions with per-row tokens, 2 text-only rows."""
     rng = np.random.default_rng(0)
-    d, token_dim = model.config.audio_config.projection_dim, model.config.encoder_hidden_size
+    d, token_dim = model.config.clap_config.projection_dim, model.config.encoder_hidden_size
     clip_audio = rng.standard_normal((4, d)).astype(np.float32)
     clip_tokens = [rng.standard_normal((3 + c, token_dim)).astype(np.float16) for c in range(4)]
     rows = [
@@ -75,7 +75,7 @@ def test_a_format_1_kb_upgrades_in_place(tiny_release, tmp_path):
     release, model, _ = tiny_release
     folder = tmp_path / "kb"
     old = write_format_1(folder, model, legacy_fingerprint(model))
-    with pytest.raises(KnowledgeBaseError, match="datasets_scripts upgrade"):
+    with pytest.raises(KnowledgeBaseError, match="paircap kb upgrade"):
         PairCapKnowledgeBase.from_pretrained(folder)
     result = upgrade(folder, release)
     assert result.returncode == 0, result.stderr[-3000:]

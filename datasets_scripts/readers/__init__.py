@@ -56,7 +56,7 @@ Usage::
     report = ReaderReport.from_dataset(ds)
     kb = read_corpus("wavcaps", "/data/WavCaps", "train", blacklist="test_ac", text_only=True)
 
-or from the shell: ``python -m datasets_scripts.readers clotho /data/clotho_v2 evaluation``.
+or from the shell: ``paircap read clotho /data/clotho_v2 evaluation``.
 """
 
 from __future__ import annotations

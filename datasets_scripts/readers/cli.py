@@ -1,6 +1,6 @@
 """The readers' command line: read a local corpus, print its reader report, optionally save the pairs.
 
-    python -m datasets_scripts.readers clotho /data/clotho evaluation --save-to data/pairs/clotho_evaluation
+    paircap read clotho /data/clotho evaluation --save-to data/pairs/clotho_evaluation
 
 Another command line mounts it as a subcommand with :func:`add_arguments` and :func:`run`.
 """
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return add_arguments(argparse.ArgumentParser(prog="python -m datasets_scripts.readers", description=DESCRIPTION))
+    return add_arguments(argparse.ArgumentParser(prog="paircap read", description=DESCRIPTION))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

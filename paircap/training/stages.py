@@ -57,7 +57,7 @@ def configure_stage2(
 
 def component_parameter_counts(model: PairCapForConditionalGeneration) -> "OrderedDict[str, int]":
     """Parameters per component (IA3 vectors counted separately when present)."""
-    clap, lm = model.audio_encoder, model.language_model
+    clap, lm = model.clap, model.language_model
     embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
     ia3 = sum(p.numel() for name, p in lm.named_parameters() if "ia3_l" in name)
     counts = OrderedDict(
@@ -107,8 +107,8 @@ def set_training_mode(model: PairCapForConditionalGeneration) -> None:
     """
     model.train()
     parts = (
-        model.audio_encoder.audio_model,
-        model.audio_encoder.text_model,
+        model.clap.audio_model,
+        model.clap.text_model,
         model.get_audio_tower(),
         model.multi_modal_projector,
         model.language_model,

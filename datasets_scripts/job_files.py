@@ -1,0 +1,39 @@
+"""What the resumable jobs (embedding, token refresh, refinement, mixtures, training neighbours) share: files written
+whole or not at all, one digest of an id list, and fast column reads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from datasets import Dataset
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
+    """Call `write(temporary_path)`, then rename the temporary file onto `path`: `path` is either absent, the old
+    file, or complete, whatever happens (crash, kill, a concurrent writer with another process id)."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def ids_sha256(ids: Iterable[str]) -> str:
+    """SHA-256 of a sequence of ids (order matters): what a job's saved state says it was run on."""
+    digest = hashlib.sha256()
+    for value in ids:
+        digest.update(value.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def column(dataset: Dataset, name: str) -> list:
+    """One column as a Python list, read through Arrow (no row decoding, no audio decoded)."""
+    return dataset.with_format("arrow")[name].to_pylist()
+
+
+__all__ = ["column", "ids_sha256", "write_atomic"]
