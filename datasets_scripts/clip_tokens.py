@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from datasets_scripts.embed import ERRORS_FILE, _eval_mode, _ShardEmbedder, _write_atomic, _write_json
+from datasets_scripts.embed import ERRORS_FILE, _eval_mode, _ShardEmbedder, _write_json
+from datasets_scripts.job_files import write_atomic
 from modeling_paircap.knowledge_base_paircap import (
     CLIPS_FILE,
     KnowledgeBaseError,
@@ -85,7 +86,7 @@ def refresh_tokens(
     parts = (_tokens(data, embedder.token_dim) for table in tables for data in table.column("tokens"))
     write_clip_tokens(folder / TOKENS_FILE, counts, parts, embedder.token_dim, fingerprint)
     errors = [json.loads(line) for shard in range(len(bounds)) for line in _errors(shards, shard)]
-    _write_atomic(folder / ERRORS_FILE, lambda temp: temp.write_text("".join(json.dumps(e) + "\n" for e in errors)))
+    write_atomic(folder / ERRORS_FILE, lambda temp: temp.write_text("".join(json.dumps(e) + "\n" for e in errors)))
     metadata.token_fingerprint = fingerprint
     metadata.token_dim = embedder.token_dim
     metadata.audio_tokens_per_window = model.config.audio_tokens_per_window
@@ -110,7 +111,7 @@ def _encode_shard(embedder: _ShardEmbedder, shards: Path, shard: int, locations:
     """Encode one shard's clips and write its tokens (float16 bytes, 0 tokens for a failed clip) and errors."""
     encoded, errors = embedder.encode_clips([{"path": location} for location in locations])
     lines = [json.dumps({"clip": start + i, "file": locations[i], "error": error}) for i, error in errors.items()]
-    _write_atomic(shards / f"{shard:05d}.errors.jsonl", lambda temp: temp.write_text("".join(f"{x}\n" for x in lines)))
+    write_atomic(shards / f"{shard:05d}.errors.jsonl", lambda temp: temp.write_text("".join(f"{x}\n" for x in lines)))
     table = pa.table(
         {
             "num_tokens": pa.array([len(encoded[i].tokens) if i in encoded else 0 for i in range(len(locations))]),
@@ -119,7 +120,7 @@ def _encode_shard(embedder: _ShardEmbedder, shards: Path, shard: int, locations:
             ),
         }
     )
-    _write_atomic(shards / f"{shard:05d}.parquet", lambda temp: pq.write_table(table, temp))
+    write_atomic(shards / f"{shard:05d}.parquet", lambda temp: pq.write_table(table, temp))
 
 
 def _errors(shards: Path, shard: int) -> list[str]:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -57,6 +56,7 @@ from datasets import Dataset, Features, Value
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from datasets_scripts.job_files import ids_sha256, write_atomic
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
 from modeling_paircap.knowledge_base_paircap import CLIPS_FILE, clip_schema, kb_row_features
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
@@ -187,26 +187,11 @@ def _clips_path(output_dir: Path, shard: int) -> Path:
     return Path(output_dir, SHARDS_DIR, f"clips-{shard:05d}.parquet")
 
 
-def _write_atomic(path: Path, write) -> None:
-    """Call `write(temp_path)`, then rename the temp file onto `path`, so `path` is either absent or complete."""
-    temp = path.with_name(f".{path.name}.tmp")
-    write(temp)
-    os.replace(temp, path)
-
-
 def _write_json(path: Path, payload: Any) -> None:
-    _write_atomic(path, lambda temp: temp.write_text(json.dumps(payload, indent=2, sort_keys=True)))
+    write_atomic(path, lambda temp: temp.write_text(json.dumps(payload, indent=2, sort_keys=True)))
 
 
 # ---- job state ------------------------------------------------------------------------------------------------------
-
-
-def _pair_ids_sha256(pairs: Dataset) -> str:
-    digest = hashlib.sha256()
-    for batch in pairs.select_columns(["pair_id"]).iter(batch_size=65536):
-        digest.update("\n".join(batch["pair_id"]).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
 
 
 def _job_state(pairs: Dataset, model, shard_size: int, features: str, with_tokens: bool) -> dict[str, Any]:
@@ -214,7 +199,11 @@ def _job_state(pairs: Dataset, model, shard_size: int, features: str, with_token
     return {
         "shard_size": shard_size,
         "num_rows": len(pairs),
-        "pair_ids_sha256": _pair_ids_sha256(pairs),
+        "pair_ids_sha256": ids_sha256(
+            pair_id
+            for batch in pairs.select_columns(["pair_id"]).iter(batch_size=65536)
+            for pair_id in batch["pair_id"]
+        ),
         "retrieval_fingerprint": model.retrieval_fingerprint(),
         "token_fingerprint": model.token_fingerprint() if with_tokens else None,
         "features": features,
@@ -411,9 +400,9 @@ def _write_shard(
     are complete, so it marks a finished shard."""
     _write_json(_record_path(output_dir, shard), record)
     if clip_tokens is not None:
-        _write_atomic(_clips_path(output_dir, shard), lambda temp: pq.write_table(clip_tokens, temp))
+        write_atomic(_clips_path(output_dir, shard), lambda temp: pq.write_table(clip_tokens, temp))
     table = Dataset.from_dict(columns, features=features).data.table
-    _write_atomic(shard_path(output_dir, shard), lambda temp: pq.write_table(table, temp))
+    write_atomic(shard_path(output_dir, shard), lambda temp: pq.write_table(table, temp))
 
 
 # ---- the job --------------------------------------------------------------------------------------------------------
@@ -474,7 +463,7 @@ def _collect_errors(output_dir: Path, num_shards: int) -> int:
         for shard in range(num_shards)
         for error in json.loads(_record_path(output_dir, shard).read_text())["errors"]
     ]
-    _write_atomic(
+    write_atomic(
         output_dir / ERRORS_FILE, lambda temp: temp.write_text("".join(json.dumps(error) + "\n" for error in errors))
     )
     return len(errors)
@@ -602,7 +591,7 @@ def _assemble_clips(output_dir: Path, num_shards: int, rows: Dataset, token_dim:
     if fingerprint is not None:
         counts, parts = _clip_token_parts(output_dir, num_shards, paths)
         write_clip_tokens(output_dir / TOKENS_FILE, counts, parts, token_dim, fingerprint)
-    _write_atomic(output_dir / CLIPS_FILE, lambda temp: pq.write_table(clips, temp))
+    write_atomic(output_dir / CLIPS_FILE, lambda temp: pq.write_table(clips, temp))
 
 
 def _clip_token_parts(output_dir: Path, num_shards: int, paths: list[str]):

@@ -22,6 +22,7 @@ except ImportError as error:  # faiss is an extra: one of two wheels
         '`pip install "paircap[gpu]"` (faiss-gpu-cu12) on a CUDA 12 machine; install one of the two, not both'
     ) from error
 
+from datasets_scripts.job_files import write_atomic
 from modeling_paircap.retrieval_paircap import flat_index
 
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
@@ -174,7 +175,5 @@ def save_index(index: faiss.Index, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if hasattr(faiss, "index_gpu_to_cpu") and type(index).__name__.startswith("Gpu"):
         index = faiss.index_gpu_to_cpu(index)
-    partial = path.with_name(path.name + ".partial")
-    faiss.write_index(index, str(partial))
-    os.replace(partial, path)
+    write_atomic(path, lambda temporary: faiss.write_index(index, str(temporary)))
     return path

@@ -13,9 +13,10 @@ from datasets import Dataset
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
     """Call `write(temporary_path)`, then rename the temporary file onto `path`: `path` is either absent, the old
-    file, or complete, whatever happens (crash, kill, a concurrent writer with another process id)."""
+    file, or complete, whatever happens. A temporary file left by a killed run is overwritten by the next write of
+    `path`. It keeps `path`'s suffix, for writers that choose the format by it (soundfile, `np.savez`)."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
         write(temporary)
         os.replace(temporary, path)

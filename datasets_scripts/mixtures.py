@@ -43,6 +43,7 @@ import numpy as np
 import soundfile as sf
 from datasets import Dataset
 
+from datasets_scripts.job_files import write_atomic
 from datasets_scripts.readers.core import PairColumns, PathLike, ReaderOptions, pairs_dataset
 from datasets_scripts.readers.esc50 import EVENT_PHRASES, Esc50Clip, seed_sequence
 
@@ -405,11 +406,8 @@ def _read_records(path: Path, repair: bool = False) -> dict[str, dict[str, Any]]
 
 
 def _write_records(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    lines = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)
+    write_atomic(path, lambda temporary: temporary.write_text(lines, encoding="utf-8"))
 
 
 def _complete(path: Path, frames: int, rate: int) -> bool:
@@ -553,9 +551,7 @@ def write_mixtures(
         scale = _PEAK / peak if peak > 0 else 1.0
         mix *= scale
         target = audio_dir / f"{spec['audio_id']}.flac"
-        tmp = audio_dir / f".{spec['audio_id']}.{os.getpid()}.tmp.flac"
-        sf.write(str(tmp), mix, rate, subtype="PCM_16", format="FLAC")
-        os.replace(tmp, target)
+        write_atomic(target, lambda temporary: sf.write(str(temporary), mix, rate, subtype="PCM_16", format="FLAC"))
         record = {k: v for k, v in spec.items() if not k.startswith("_")}
         record["gains_db"] = [g + _db(scale) for g in gains]
         record["peak_scale"] = scale

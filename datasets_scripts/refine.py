@@ -17,20 +17,19 @@ or, on knowledge base folders, from the shell: ``paircap kb refine --kb KB --tra
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import datasets
 import numpy as np
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from datasets_scripts.job_files import column, ids_sha256, write_atomic
 from modeling_paircap.knowledge_base_paircap import embedding_matrix
 from modeling_paircap.retrieval_paircap import PairCapRetriever, RetrievedPair, concat_pair_vectors
 
@@ -98,17 +97,13 @@ class _Pairs:
     text: np.ndarray
 
 
-def _column(ds: datasets.Dataset, name: str) -> list:
-    return ds.with_format("arrow")[name].to_pylist()
-
-
 def _has_audio(ds: datasets.Dataset) -> np.ndarray:
-    return np.array(_column(ds, "has_audio"), dtype=bool)
+    return np.array(column(ds, "has_audio"), dtype=bool)
 
 
 def _select_pairs(ds: datasets.Dataset, mask: np.ndarray) -> _Pairs:
     rows = np.flatnonzero(mask)
-    ids, audio_ids, captions = (_column(ds, name) for name in ("pair_id", "audio_id", "caption"))
+    ids, audio_ids, captions = (column(ds, name) for name in ("pair_id", "audio_id", "caption"))
     return _Pairs(
         rows=rows,
         pair_ids=[ids[row] for row in rows],
@@ -125,7 +120,7 @@ def _normalise_caption(caption: str) -> str:
 
 def _candidate_mask(kb: datasets.Dataset, exclude_splits: frozenset[str], include_text_only: bool) -> np.ndarray:
     """KB rows outside the excluded splits, with audio unless `include_text_only`."""
-    splits = _column(kb, "split")
+    splits = column(kb, "split")
     outside = np.array([(split or "").strip().casefold() not in exclude_splits for split in splits], dtype=bool)
     return outside & (_has_audio(kb) | include_text_only)
 
@@ -175,21 +170,6 @@ def _hit_arrays(hits: list[list[RetrievedPair]], candidate_rows: np.ndarray) -> 
     }
 
 
-def _ids_hash(ids: Iterable[str]) -> str:
-    digest = hashlib.sha256()
-    for value in ids:
-        digest.update(value.encode() + b"\0")
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write a file through a temporary one and a rename, so a crash never leaves a partial file."""
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as file:
-        write(file)
-    os.replace(temporary, path)
-
-
 class _ChunkStore:
     """Finished chunks of one refinement run in `work_dir`, checked against the run's inputs and settings."""
 
@@ -208,7 +188,9 @@ class _ChunkStore:
         elif any(self.folder.glob(CHUNK_GLOB)):
             raise ValueError(f"work_dir {self.folder} holds refinement chunks but no {STATE_FILE}; empty it")
         else:
-            _atomic_write(state_path, lambda file: file.write(json.dumps(state, indent=2, sort_keys=True).encode()))
+            write_atomic(
+                state_path, lambda temporary: temporary.write_text(json.dumps(state, indent=2, sort_keys=True))
+            )
 
     def load(self, index: int) -> dict[str, np.ndarray] | None:
         path = self.folder / CHUNK_FILE.format(index)
@@ -218,7 +200,7 @@ class _ChunkStore:
             return {name: saved[name] for name in HIT_FIELDS}
 
     def save(self, index: int, hits: dict[str, np.ndarray]) -> None:
-        _atomic_write(self.folder / CHUNK_FILE.format(index), lambda file: np.savez(file, **hits))
+        write_atomic(self.folder / CHUNK_FILE.format(index), lambda temporary: np.savez(temporary, **hits))
 
 
 def _check_settings(top_k: int, fusion_weight: float, chunk_size: int) -> None:
@@ -310,8 +292,8 @@ def refine_knowledge_base(
     store = None
     if work_dir is not None:
         state = {
-            "query_pair_ids_sha256": _ids_hash(queries.pair_ids),
-            "candidate_pair_ids_sha256": _ids_hash(candidates.pair_ids),
+            "query_pair_ids_sha256": ids_sha256(queries.pair_ids),
+            "candidate_pair_ids_sha256": ids_sha256(candidates.pair_ids),
             "top_k": top_k,
             "fusion_weight": fusion_weight,
             "chunk_size": chunk_size,
@@ -329,7 +311,7 @@ def refine_knowledge_base(
         progress=progress,
     )
     kept = np.unique(hits["rows"])
-    sources = _column(kb, "source")
+    sources = column(kb, "source")
     sizes_before = Counter(sources)
     sizes_after = Counter(sources[row] for row in kept)
     stats = RefinementStats(

@@ -218,7 +218,7 @@ def test_resume_skips_finished_shards_and_matches_an_uninterrupted_run(
         with pytest.raises(KeyboardInterrupt):
             embed_pairs(pairs, model, processor, output_dir, shard_size=SHARD_SIZE, batch_size=4, num_workers=0)
     assert written == [0, 1] and not shard_path(output_dir, 2).exists()
-    temp = shard_path(output_dir, 2).with_name(".shard-00002.parquet.tmp")
+    temp = shard_path(output_dir, 2).with_name(".shard-00002.tmp.parquet")
     temp.write_bytes(b"half-written")  # as if killed while writing
     mtimes = [shard_path(output_dir, shard).stat().st_mtime_ns for shard in (0, 1)]
 

@@ -417,7 +417,7 @@ def test_save_load_round_trip_keeps_results_and_search_params(tmp_path):
     assert describe_index(loaded) == describe_index(index) and describe_index(loaded)["nprobe"] == 3
     for before, after in zip(index.search(queries, 10), loaded.search(queries, 10), strict=True):
         np.testing.assert_array_equal(before, after)
-    assert not list(tmp_path.glob("sub/*.partial"))
+    assert not list(tmp_path.glob("sub/.*.tmp.*"))
 
 
 def test_load_errors_name_the_file(tmp_path):

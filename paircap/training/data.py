@@ -38,13 +38,11 @@ import torch
 from datasets import Dataset
 from transformers import BatchFeature
 
+from datasets_scripts.job_files import column
+
 __all__ = ["CaptionTrainingSet", "LengthGroupedBatchSampler", "PairCapCollator", "balanced_source_weights"]
 
 EXAMPLE_COLUMNS = ["caption", "is_long", "clip_index"]
-
-
-def _column(dataset: Dataset, name: str) -> list:
-    return dataset.with_format("arrow")[name].to_pylist()
 
 
 def _token_counts(tokenizer, texts: Sequence[str]) -> np.ndarray:
@@ -78,7 +76,7 @@ def _neighbors_per_pair(pair_ids: list[str], source: Dataset, neighbors: np.ndar
         raise ValueError(f"neighbors has shape {neighbors.shape}; expected ({len(source)}, K) for examples_source")
     if width > neighbors.shape[1]:
         raise ValueError(f"max_examples={width} but only {neighbors.shape[1]} neighbours are stored per pair")
-    row_of = {pair_id: row for row, pair_id in enumerate(_column(source, "pair_id"))}
+    row_of = {pair_id: row for row, pair_id in enumerate(column(source, "pair_id"))}
     rows = np.array([row_of.get(pair_id, -1) for pair_id in pair_ids], dtype=np.int64)
     per_pair = np.full((len(pair_ids), width), -1, dtype=np.int64)
     per_pair[rows >= 0] = neighbors[rows[rows >= 0], :width]
@@ -137,10 +135,10 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         self.max_examples = max_examples
         self.seed = seed
         self.zero_shot_fraction = 1 / (max_examples + 1) if zero_shot_fraction is None else zero_shot_fraction
-        self.pair_ids: list[str] = _column(pairs, "pair_id")
-        self.captions: list[str] = _column(pairs, "caption")
-        self.sources: list[str] = _column(pairs, "source")
-        self.durations: list[float | None] = _column(pairs, "duration")
+        self.pair_ids: list[str] = column(pairs, "pair_id")
+        self.captions: list[str] = column(pairs, "caption")
+        self.sources: list[str] = column(pairs, "source")
+        self.durations: list[float | None] = column(pairs, "duration")
         self._audio = pairs.select_columns(["audio"])
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by DataLoader workers, persistent too
         self._counts: tuple[int, np.ndarray] | None = None
@@ -219,9 +217,9 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         """(len, max_examples): estimated tokens added by a sample's first 1, 2, ... examples."""
         source = self._examples_source
         _, turn = _prompt_overheads(self.processor)
-        has_audio = np.asarray(_column(source, "has_audio"), dtype=bool)
-        audio = np.where(has_audio, _audio_token_counts(self.processor, _column(source, "duration")), 0)
-        per_row = turn + audio + _token_counts(self.processor.tokenizer, _column(source, "caption")) + 1
+        has_audio = np.asarray(column(source, "has_audio"), dtype=bool)
+        audio = np.where(has_audio, _audio_token_counts(self.processor, column(source, "duration")), 0)
+        per_row = turn + audio + _token_counts(self.processor.tokenizer, column(source, "caption")) + 1
         costs = np.where(self._neighbors >= 0, per_row[np.maximum(self._neighbors, 0)], 0)
         return np.cumsum(costs, axis=1)
 

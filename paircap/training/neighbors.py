@@ -23,14 +23,11 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset
 
+from datasets_scripts.job_files import column
 from modeling_paircap.knowledge_base_paircap import embedding_matrix
 from modeling_paircap.retrieval_paircap import PairCapRetriever
 
 __all__ = ["compute_training_neighbors", "load_neighbors", "save_neighbors"]
-
-
-def _column(dataset: Dataset, name: str) -> list:
-    return dataset.with_format("arrow")[name].to_pylist()
 
 
 def _exclusions(pair_ids: list[str], audio_ids: list[str]) -> list[set[str]]:
@@ -50,10 +47,10 @@ def compute_training_neighbors(
     if num_neighbors < 0 or batch_size < 1:
         raise ValueError(f"need num_neighbors >= 0 and batch_size >= 1, got {num_neighbors} and {batch_size}")
     neighbors = np.full((len(embedded), num_neighbors), -1, dtype=np.int64)
-    rows = np.flatnonzero(np.asarray(_column(embedded, "has_audio"), dtype=bool))
+    rows = np.flatnonzero(np.asarray(column(embedded, "has_audio"), dtype=bool))
     if num_neighbors == 0 or len(rows) < 2:
         return neighbors
-    all_pair_ids, all_audio_ids = _column(embedded, "pair_id"), _column(embedded, "audio_id")
+    all_pair_ids, all_audio_ids = column(embedded, "pair_id"), column(embedded, "audio_id")
     pair_ids = [all_pair_ids[row] for row in rows]
     audio_ids = [all_audio_ids[row] or "" for row in rows]
     audio = embedding_matrix(embedded, "audio_embedding")[rows]
@@ -77,7 +74,7 @@ def save_neighbors(path: str | os.PathLike, embedded: Dataset, neighbors: np.nda
         raise ValueError(f"neighbors has shape {neighbors.shape}; expected ({len(embedded)}, num_neighbors)")
     temp = path.with_name(f".{path.name}.tmp")
     with open(temp, "wb") as handle:
-        np.savez(handle, neighbors=neighbors.astype(np.int64), pair_ids=np.asarray(_column(embedded, "pair_id")))
+        np.savez(handle, neighbors=neighbors.astype(np.int64), pair_ids=np.asarray(column(embedded, "pair_id")))
     os.replace(temp, path)
     return path
 
@@ -86,7 +83,7 @@ def load_neighbors(path: str | os.PathLike, embedded: Dataset) -> np.ndarray:
     """Load neighbours saved by `save_neighbors`, refusing (ValueError naming the file) ones made for other rows."""
     with np.load(path, allow_pickle=False) as stored:
         neighbors, pair_ids = stored["neighbors"], stored["pair_ids"]
-    expected = _column(embedded, "pair_id")
+    expected = column(embedded, "pair_id")
     if len(pair_ids) != len(expected) or pair_ids.tolist() != expected:
         raise ValueError(
             f"{path}: these neighbours were computed for another training set ({len(pair_ids)} pairs, now "

@@ -18,9 +18,9 @@ import torch
 from datasets import Dataset
 from transformers import BatchFeature
 
+from datasets_scripts.job_files import column
 from modeling_paircap.audio_io import AudioInputError, WindowedWaveform, load_audio_file
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
-from paircap.training.data import _column
 
 CROP_WINDOWS = 3  # windows decoded of a long file, one of which each epoch's crop takes
 
@@ -73,10 +73,10 @@ class ClapPairSet(torch.utils.data.Dataset):
         self.sampling_rate = int(feature_extractor.sampling_rate)
         self.window_samples = int(feature_extractor.nb_max_samples)
         self.seed = seed
-        self.captions: list[str] = _column(pairs, "caption")
-        self.pair_ids: list[str] = _column(pairs, "pair_id")
-        self.sources: list[str] = _column(pairs, "source")
-        self._paths = [audio["path"] for audio in _column(pairs, "audio")]
+        self.captions: list[str] = column(pairs, "caption")
+        self.pair_ids: list[str] = column(pairs, "pair_id")
+        self.sources: list[str] = column(pairs, "source")
+        self._paths = [audio["path"] for audio in column(pairs, "audio")]
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # read by DataLoader workers
         self.features = TorchClapFeatures(feature_extractor)
         self.augmentation = augmentation or LogMelAugmentation()
