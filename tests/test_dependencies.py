@@ -69,3 +69,29 @@ def test_missing_faiss_names_both_extras():
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'pip install "paircap[cpu]"' in result.stdout and 'pip install "paircap[gpu]"' in result.stdout
+
+
+# huggingface_hub and safetensors are transformers' own requirements
+REMOTE_CODE_LIBRARIES = {"torch", "transformers", "numpy", "huggingface_hub", "safetensors"}
+REMOTE_CODE_GUARDED = {"faiss", "datasets", "pyarrow"}  # imported inside a try or a function, with a clear error
+
+
+def unguarded_top_levels(path: Path) -> set[str]:
+    """Libraries a module imports at module level, outside any try block (what importing it needs)."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("module", sorted(p.name for p in (REPO / "modeling_paircap").glob("*.py")))
+def test_remote_code_imports_only_torch_transformers_numpy_and_guarded_faiss_datasets(module):
+    """`modeling_paircap/` is copied into model repos as remote code: nothing from the rest of this repo, and faiss /
+    datasets (with pyarrow) only where guarded."""
+    path = REPO / "modeling_paircap" / module
+    third_party = imported_top_levels(path) - set(sys.stdlib_module_names) - {"modeling_paircap"}
+    assert third_party <= REMOTE_CODE_LIBRARIES | REMOTE_CODE_GUARDED, third_party
+    assert unguarded_top_levels(path) - set(sys.stdlib_module_names) <= REMOTE_CODE_LIBRARIES
