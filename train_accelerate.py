@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from paircap.cli import LOGGED_PACKAGES, log_progress_to_stderr
 from paircap.training.config import parse_config
 from paircap.training.errors import TrainingError
 from paircap.training.loop import train
@@ -39,15 +40,10 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextmanager
 def progress_log() -> Iterator[None]:
-    """The `paircap` loggers' info lines (log records, resume and export notes) on stderr, above the progress bar."""
-    logger = logging.getLogger("paircap")
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
-        with logging_redirect_tqdm(loggers=[logger]):
-            yield
-    finally:
-        logger.setLevel(level)
+    """The toolkit's info lines (log records, resume and export notes) on stderr, above the progress bar."""
+    log_progress_to_stderr()
+    with logging_redirect_tqdm(loggers=[logging.getLogger(name) for name in LOGGED_PACKAGES]):
+        yield
 
 
 def report(error: Exception, debug: bool) -> int:

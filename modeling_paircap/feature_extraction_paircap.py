@@ -1,7 +1,8 @@
 """Batched torch CLAP log-mel features, as `ClapFeatureExtractor(..., truncation="rand_trunc", padding="repeatpad")`.
 
-The numpy extractor runs one Python-level FFT per frame (about 20 ms per 10 s window per core). `TorchClapFeatures`
-computes the same features for a whole batch of windows with one `torch.stft`, on the device of its input:
+The numpy extractor runs one Python-level FFT per frame (`benchmarks/audio_frontend.py` measures both);
+`TorchClapFeatures` computes the same features for a whole batch of windows with one `torch.stft`, on the device of its
+input:
 
 1. repeat-pad each window (tile it `max_samples // length` times, then zero-pad to `max_samples`);
 2. STFT of centred frames (reflect-padded by `n_fft // 2` on both sides), periodic Hann window, one-sided, power 2;

@@ -1,12 +1,10 @@
 """The mini recipe's model sizes: a small HTSAT CLAP and a small Llama, chosen to learn on 2 CPU cores in minutes.
 
-Measured on the 2-core CI machine (forward + backward): at HTSAT's default 256x256 input (1001 frames per 10 s), width
-16..128 takes 0.22 s per batch of 16 windows and the cost barely moves with width (8..64: 0.19 s, 24..192: 0.35 s). The
-input size sets it, so the mini CLAP reads a 128x128 input: a hop of 1920 samples (251 frames, 40 ms) and Swin
-windows of 4. A contrastive step of 32 then takes 0.18 s instead of 0.80 s, and a 10 s window gives 16 encoder
-tokens (8 prompt tokens at stride 2) instead of 64, which makes every captioning prompt short. A 4-layer Llama of width
-192 takes 0.11 s per batch of 60 tokens. The widths leave room for the LM to learn caption language (~2k-token BPE
-vocabulary).
+On a 2-core CPU the HTSAT's input size, not its width, sets the cost of a step, so the mini CLAP reads a 128x128
+input (a hop of 1920 samples: 251 frames per 10 s window, Swin windows of 4) instead of HTSAT's 256x256: a 10 s window
+gives 16 encoder tokens (8 prompt tokens at stride 2), which also keeps every captioning prompt short. The Llama's
+width leaves room to learn caption language (a ~2k-token BPE vocabulary). `recipes/mini/RESULTS.md` has the
+measurements behind these choices.
 """
 
 from transformers import ClapConfig, ClapFeatureExtractor, LlamaConfig
