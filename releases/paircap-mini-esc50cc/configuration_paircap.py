@@ -1,0 +1,106 @@
+"""PairCap model configuration."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+RETRIEVAL_MODES = ("none", "audio2audio", "audio2text", "audio2mixture", "pair2pair", "generative_pair2pair")
+PAIR_MODES = ("pair2pair", "generative_pair2pair")  # queries with a text half t_q (paper eq. 4)
+CROSS_MODAL_MODES = ("audio2text", "audio2mixture")  # a_q meets the text half t_k: needs CLAP's joint space
+
+
+def check_retrieval_mode(mode: str) -> str:
+    """Return `mode`, or raise a ValueError naming the retrieval modes."""
+    if mode not in RETRIEVAL_MODES:
+        raise ValueError(f"unknown retrieval mode {mode!r}; expected one of {RETRIEVAL_MODES}")
+    return mode
+
+
+@strict
+class PairCapConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`PairCapForConditionalGeneration`]: a CLAP (HTSAT) audio encoder whose pooled tokens are projected
+    into a Llama (Vicuna) language model, with generative pair-to-pair retrieval over a knowledge base of
+    (audio, caption) pairs.
+
+    Args:
+        clap_config (`dict` or `ClapConfig`):
+            The whole CLAP configuration: the frozen retrieval space (audio and text towers with their projections),
+            and the shape of the captioning audio tower.
+        text_config (`dict` or `PreTrainedConfig`):
+            The language model configuration (`llama` by default).
+        audio_token_id (`int`):
+            Id of the `<audio>` placeholder token; the processor repeats it once per pooled audio token.
+        long_audio_token_id (`int`):
+            Id of the length token placed before the audio tokens of a clip longer than
+            `max_audio_windows * audio_window_seconds` (paper §3.1).
+        audio_pool_stride (`int`):
+            Average-pooling stride (and kernel) over the 64 encoder tokens of each 10 s window.
+        audio_window_seconds (`float`):
+            Length of one encoder window.
+        max_audio_windows (`int`):
+            Windows encoded per clip at most; longer clips get evenly spaced windows and the length token.
+        separate_audio_tower (`bool`):
+            Whether the captioning audio encoder (the HTSAT that makes prompt tokens, `audio_tower`) has weights of its
+            own. False (untrained releases, stage 1): it is the CLAP's audio tower itself. Stage 2 with the encoder
+            unfrozen separates it, so the CLAP, which makes every retrieval embedding, stays the pretrained one.
+        projector_hidden_act (`str`), projector_bias (`bool`):
+            The two-layer MLP projector's activation and bias.
+        retrieval_mode, fusion_weight, retrieval_top_k, knowledge_base:
+            Retrieval defaults read by `generate` (mode, the weight W of eq. 4, the number of retrieved pairs, and the
+            knowledge base's hub id or local path).
+    """
+
+    model_type = "paircap"
+    sub_configs_defaults = {
+        "clap_config": SubConfigSpec(config_class=AutoConfig, model_type="clap"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    clap_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    audio_token_id: int = 32000
+    long_audio_token_id: int = 32001
+    audio_pool_stride: int = 2
+    audio_window_seconds: float = 10.0
+    max_audio_windows: int = 3
+    separate_audio_tower: bool = False
+    projector_hidden_act: str = "gelu"
+    projector_bias: bool = True
+    retrieval_mode: str = "generative_pair2pair"
+    fusion_weight: float = 0.5
+    retrieval_top_k: int = 5
+    knowledge_base: str | None = None
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        check_retrieval_mode(self.retrieval_mode)
+        if not 0.0 <= self.fusion_weight <= 1.0:
+            raise ValueError(f"fusion_weight must lie in [0, 1], got {self.fusion_weight}")
+        if self.encoder_tokens_per_window % self.audio_pool_stride:
+            raise ValueError(
+                f"audio_pool_stride={self.audio_pool_stride} must divide the {self.encoder_tokens_per_window} "
+                "encoder tokens of a window"
+            )
+
+    @property
+    def encoder_hidden_size(self) -> int:
+        """Width of the CLAP audio encoder's last hidden state (768 for HTSAT-tiny)."""
+        audio = self.clap_config.audio_config
+        return audio.patch_embeds_hidden_size * 2 ** (len(audio.depths) - 1)
+
+    @property
+    def encoder_tokens_per_window(self) -> int:
+        """Tokens in the encoder's last hidden state per window: (spec_size / (patch * 2^(stages-1)))^2 = 64."""
+        audio = self.clap_config.audio_config
+        side = audio.spec_size // (audio.patch_stride[0] * 2 ** (len(audio.depths) - 1))
+        return side * side
+
+    @property
+    def audio_tokens_per_window(self) -> int:
+        """Pooled tokens one window contributes to the language model prompt."""
+        return self.encoder_tokens_per_window // self.audio_pool_stride
+
+
+__all__ = ["CROSS_MODAL_MODES", "PAIR_MODES", "RETRIEVAL_MODES", "PairCapConfig", "check_retrieval_mode"]

@@ -1,0 +1,527 @@
+"""PyTorch PairCap model: CLAP audio encoder -> pooled audio tokens -> MLP projector -> causal language model."""
+
+import copy
+import os
+from collections.abc import Collection
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForCausalLM, ClapAudioModel, ClapModel, GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils import ModelOutput
+
+from .configuration_paircap import PAIR_MODES, PairCapConfig, check_retrieval_mode
+from .knowledge_base_paircap import (
+    KnowledgeBaseError,
+    PairCapKnowledgeBase,
+    PairCapRetrievalContext,
+    weights_fingerprint,
+)
+from .processing_paircap import PairCapProcessor
+from .retrieval_paircap import RetrievedPair
+
+
+@dataclass
+class PairCapAudioEncoding(ModelOutput):
+    r"""
+    audio_tokens (`torch.Tensor` of shape `(num_windows, audio_tokens_per_window, encoder_hidden_size)`):
+        Average-pooled CLAP encoder tokens of every window, before the projector: what a knowledge base stores per pair.
+    audio_embeds (`torch.Tensor` of shape `(num_clips, projection_dim)`):
+        L2-normalised CLAP audio embedding of every clip (the mean of its windows' embeddings, normalised again).
+    """
+
+    audio_tokens: torch.Tensor | None = None
+    audio_embeds: torch.Tensor | None = None
+
+
+@dataclass
+class PairCapGenerateOutput(ModelOutput):
+    r"""
+    sequences (`torch.LongTensor` of shape `(batch * num_return_sequences, prompt_length + new_tokens)`):
+        The prompts given to `generate` followed by the caption tokens of the final pass, so that
+        `processor.decode_captions(sequences, input_ids.shape[1])` works with or without retrieval.
+    zero_shot_captions (`list[str]`): the pass-1 captions used as text queries (generative pair-to-pair).
+    retrieved_pairs (`list[list[dict]]`): per query, the retrieved pairs with `pair_id`, `audio_id`, `caption`, `row`,
+        `score` (S), `audio_score` (S_A) and `text_score` (S_T), best first.
+    scores, logits, sequences_scores: those of the final pass, when requested.
+    """
+
+    sequences: torch.LongTensor | None = None
+    zero_shot_captions: list[str] | None = None
+    retrieved_pairs: list[list[dict]] | None = None
+    scores: tuple[torch.Tensor, ...] | None = None
+    logits: tuple[torch.Tensor, ...] | None = None
+    sequences_scores: torch.Tensor | None = None
+
+
+class PairCapAudioProjector(nn.Module):
+    """Two-layer MLP mapping pooled CLAP encoder tokens into the language model's embedding space."""
+
+    def __init__(self, config: PairCapConfig):
+        super().__init__()
+        text_hidden = config.text_config.hidden_size
+        self.linear_1 = nn.Linear(config.encoder_hidden_size, text_hidden, bias=config.projector_bias)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(text_hidden, text_hidden, bias=config.projector_bias)
+
+    def forward(self, audio_tokens: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(audio_tokens)))
+
+
+class PairCapPreTrainedModel(PreTrainedModel):
+    config: PairCapConfig
+    config_class = PairCapConfig
+    base_model_prefix = "model"
+    input_modalities = ("audio", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LlamaDecoderLayer", "ClapAudioLayer", "ClapTextLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, PairCapAudioProjector):
+            std = getattr(self.config.text_config, "initializer_range", 0.02)
+            for linear in (module.linear_1, module.linear_2):
+                nn.init.normal_(linear.weight, mean=0.0, std=std)
+                if linear.bias is not None:
+                    nn.init.zeros_(linear.bias)
+        else:
+            super()._init_weights(module)
+
+
+class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
+    """
+    PairCap: the CLAP model (the frozen retrieval space: audio and text towers with their projections), the captioning
+    audio tower (HTSAT, whose pooled tokens fill the prompts; the CLAP's own audio tower until stage 2 separates it),
+    the audio projector and a causal language model. A prompt may hold several audio segments (retrieved pairs
+    interleaved before the query); each segment's `<audio>` placeholders are filled, in order, either with projected
+    tokens of the windows in `input_features` or with pre-computed pooled tokens from `audio_tokens` (positions in
+    `audio_tokens_mask`).
+    """
+
+    def __init__(self, config: PairCapConfig):
+        super().__init__(config)
+        self.clap = ClapModel(config.clap_config)
+        if config.separate_audio_tower:
+            self.audio_tower = ClapAudioModel(config.clap_config.audio_config)
+        self.multi_modal_projector = PairCapAudioProjector(config)
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.retrieval = PairCapRetrievalContext()
+        self.post_init()
+
+    @property
+    def processor(self) -> PairCapProcessor | None:
+        """The processor retrieval builds pass-2 prompts with when `generate` gets no `processor=`."""
+        return self.retrieval.processor
+
+    @processor.setter
+    def processor(self, processor: PairCapProcessor | None) -> None:
+        self.retrieval.processor = processor
+
+    def get_audio_tower(self) -> nn.Module:
+        """The captioning audio encoder: the separate `audio_tower` once stage 2 made one, else the CLAP's."""
+        return self.audio_tower if self.config.separate_audio_tower else self.clap.audio_model
+
+    def separate_audio_tower(self) -> nn.Module:
+        """
+        Give the captioning audio tower weights of its own (a copy of the CLAP's), so that training it leaves the
+        retrieval space, and every knowledge base embedded in it, untouched. Idempotent; returns the tower.
+        """
+        if not self.config.separate_audio_tower:
+            self.audio_tower = copy.deepcopy(self.clap.audio_model)
+            self.config.separate_audio_tower = True
+        return self.audio_tower
+
+    def load_knowledge_base(
+        self,
+        knowledge_base: "str | os.PathLike | PairCapKnowledgeBase | None" = None,
+        audio_roots: "dict[str, str] | None" = None,
+    ) -> PairCapKnowledgeBase:
+        """
+        The knowledge base to retrieve from: `knowledge_base` (hub id, folder or loaded KB) or `config.knowledge_base`,
+        loaded once and cached. Its embeddings must live in this model's retrieval space (the CLAP fingerprint is
+        checked at load and again whenever the CLAP's weights changed since); its tokens are checked against the
+        token encoder, and reported stale (`kb.tokens_state`) when another encoder made them.
+        """
+        return self.retrieval.knowledge_base(self, knowledge_base, audio_roots)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
+
+    def get_decoder(self) -> nn.Module:
+        return self.language_model.get_decoder()
+
+    def retrieval_fingerprint(self) -> str:
+        """
+        SHA-256 of the retrieval space: the CLAP weights (rounded to bfloat16, so float32 and bfloat16 loads agree) and
+        the windowing that turns a clip into its embedding. A KB's index and embeddings are valid for every model with
+        this fingerprint, before and after fine-tuning.
+        """
+        windowing = {
+            "audio_window_seconds": self.config.audio_window_seconds,
+            "max_audio_windows": self.config.max_audio_windows,
+        }
+        return weights_fingerprint(self.clap, windowing)
+
+    def token_fingerprint(self) -> str:
+        """SHA-256 of the token encoder (the captioning audio tower) and the token settings: what a KB's clip tokens
+        were made with. Equal for a separate tower and the CLAP's own while their weights are equal."""
+        settings = {
+            "audio_pool_stride": self.config.audio_pool_stride,
+            "audio_window_seconds": self.config.audio_window_seconds,
+            "max_audio_windows": self.config.max_audio_windows,
+        }
+        return weights_fingerprint(self.get_audio_tower(), settings)
+
+    def pool_encoder_tokens(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        """`(W, C, 2, 32)` CLAP last hidden state -> `(W, 64 / stride, C)` tokens in time order, average-pooled."""
+        # dim 2 holds the frequency bins, dim 3 the time steps: order tokens by time, then frequency
+        tokens = last_hidden_state.permute(0, 3, 2, 1).flatten(1, 2)
+        stride = self.config.audio_pool_stride
+        if stride > 1:
+            tokens = F.avg_pool1d(tokens.transpose(1, 2), kernel_size=stride, stride=stride).transpose(1, 2)
+        return tokens
+
+    def pooled_audio_tokens(self, input_features: torch.Tensor) -> torch.Tensor:
+        """Pooled tokens `(num_windows, tokens_per_window, hidden)` of log-mel windows from the captioning audio tower:
+        the prompt path, which needs neither the CLAP projection nor the clip embedding."""
+        tower = self.get_audio_tower()
+        hidden = tower(input_features=input_features.to(self._encoder_dtype)).last_hidden_state
+        return self.pool_encoder_tokens(hidden)
+
+    @property
+    def _encoder_dtype(self) -> torch.dtype:
+        return self.clap.audio_projection.linear1.weight.dtype
+
+    def encode_audio(
+        self, input_features: torch.Tensor, audio_window_counts: torch.Tensor | None = None
+    ) -> PairCapAudioEncoding:
+        """
+        Encode `(num_windows, 1, frames, mels)` log-mel windows into pooled prompt tokens (pre-projector, from the
+        captioning tower) and the L2-normalised CLAP audio embedding of each clip (retrieval space; one encoder pass
+        while the two towers are one); `audio_window_counts` groups consecutive windows into clips (one window per
+        clip when omitted).
+        """
+        outputs = self.clap.get_audio_features(input_features=input_features.to(self._encoder_dtype))
+        if self.config.separate_audio_tower:
+            audio_tokens = self.pooled_audio_tokens(input_features)
+        else:
+            audio_tokens = self.pool_encoder_tokens(outputs.last_hidden_state)
+        window_embeds = outputs.pooler_output
+        if audio_window_counts is None:
+            return PairCapAudioEncoding(audio_tokens=audio_tokens, audio_embeds=window_embeds)
+        counts = audio_window_counts.to(window_embeds.device)
+        if int(counts.sum()) != window_embeds.shape[0]:
+            raise ValueError(
+                f"audio_window_counts adds up to {int(counts.sum())} windows but input_features holds "
+                f"{window_embeds.shape[0]}"
+            )
+        clip_index = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+        clip_sums = torch.zeros(len(counts), window_embeds.shape[1], dtype=window_embeds.dtype, device=counts.device)
+        clip_sums.index_add_(0, clip_index, window_embeds)
+        return PairCapAudioEncoding(audio_tokens=audio_tokens, audio_embeds=F.normalize(clip_sums, dim=-1))
+
+    @torch.no_grad()
+    def encode_clip_tokens(self, processor: PairCapProcessor, audio: list) -> list[torch.Tensor]:
+        """
+        The pooled prompt tokens `(windows * tokens_per_window, hidden)` of each clip (paths, arrays or audio dicts, as
+        the processor takes them) from the captioning audio tower: what a KB stores per clip. A clip that cannot be
+        loaded raises a KnowledgeBaseError naming it.
+        """
+        tokens = []
+        for waveform in processor.load_audio(audio):
+            if not isinstance(waveform, np.ndarray):
+                raise KnowledgeBaseError(f"cannot encode the tokens of a retrieved clip: {waveform}")
+            windows, _ = processor.window_audio(waveform)
+            features = torch.as_tensor(processor.extract_features(windows)).to(self.device)
+            tokens.append(self.pooled_audio_tokens(features).flatten(0, 1))
+        return tokens
+
+    def embed_texts(
+        self, clap_input_ids: torch.Tensor, clap_attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """L2-normalised CLAP text embeddings `(batch, projection_dim)` of captions tokenized by the CLAP tokenizer."""
+        return self.clap.get_text_features(input_ids=clap_input_ids, attention_mask=clap_attention_mask).pooler_output
+
+    def merge_audio_tokens(
+        self,
+        input_ids: torch.LongTensor,
+        inputs_embeds: torch.Tensor,
+        encoded_tokens: torch.Tensor | None,
+        audio_tokens: torch.Tensor | None,
+        audio_tokens_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Project pooled audio tokens and scatter them into `inputs_embeds` at the `<audio>` placeholders."""
+        placeholders = input_ids == self.config.audio_token_id
+        if audio_tokens_mask is not None:
+            precomputed = audio_tokens_mask.bool()
+        elif audio_tokens is not None and encoded_tokens is None:
+            precomputed = placeholders
+        elif audio_tokens is not None:
+            raise ValueError("Pass audio_tokens_mask to say which <audio> positions audio_tokens fill")
+        else:
+            precomputed = torch.zeros_like(placeholders)
+        if (precomputed & ~placeholders).any():
+            raise ValueError("audio_tokens_mask marks positions that are not <audio> placeholders")
+        for mask, tokens, origin in (
+            (placeholders & ~precomputed, encoded_tokens, "input_features"),
+            (precomputed, audio_tokens, "audio_tokens"),
+        ):
+            tokens = None if tokens is None else tokens.reshape(-1, tokens.shape[-1])
+            n_positions, n_tokens = int(mask.sum()), 0 if tokens is None else tokens.shape[0]
+            if n_positions != n_tokens:
+                raise ValueError(
+                    f"The prompts hold {n_positions} <audio> placeholders for {origin} but {origin} gives {n_tokens} "
+                    "audio tokens: build the inputs with PairCapProcessor so placeholders match the audio segments"
+                )
+            if n_tokens:
+                projected = self.multi_modal_projector(tokens.to(self._projector_dtype))
+                inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), projected.to(inputs_embeds.dtype))
+        return inputs_embeds
+
+    @property
+    def _projector_dtype(self) -> torch.dtype:
+        return self.multi_modal_projector.linear_1.weight.dtype
+
+    def build_inputs_embeds(
+        self,
+        input_ids: torch.LongTensor,
+        input_features: torch.Tensor | None = None,
+        audio_tokens: torch.Tensor | None = None,
+        audio_tokens_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Embed `input_ids` and fill the `<audio>` placeholders from encoded windows and/or pre-computed tokens."""
+        inputs_embeds = self.get_input_embeddings()(input_ids)
+        if input_features is None and audio_tokens is None:
+            if (input_ids == self.config.audio_token_id).any():
+                raise ValueError("The prompts hold <audio> placeholders but neither input_features nor audio_tokens")
+            return inputs_embeds
+        encoded = self.pooled_audio_tokens(input_features) if input_features is not None else None
+        return self.merge_audio_tokens(input_ids, inputs_embeds, encoded, audio_tokens, audio_tokens_mask)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        input_features: torch.Tensor | None = None,
+        audio_window_counts: torch.Tensor | None = None,
+        audio_tokens: torch.Tensor | None = None,
+        audio_tokens_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        input_features (`torch.Tensor` of shape `(num_windows, 1, frames, mel_bins)`):
+            Log-mel windows of the audio segments given as waveforms, in prompt order (from `PairCapProcessor`).
+        audio_window_counts (`torch.LongTensor` of shape `(num_clips,)`):
+            Windows per clip; only needed for clip embeddings, accepted here so processor outputs can be passed whole.
+        audio_tokens (`torch.Tensor` of shape `(num_tokens, encoder_hidden_size)`):
+            Pre-computed pooled audio tokens (e.g. retrieved knowledge-base pairs), in prompt order.
+        audio_tokens_mask (`torch.BoolTensor` of shape `(batch, seq_len)`):
+            The `<audio>` positions filled from `audio_tokens`; the others are filled from `input_features`.
+        labels (`torch.LongTensor` of shape `(batch, seq_len)`):
+            Targets for every caption in the sequence (paper eq. 1), -100 elsewhere.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.build_inputs_embeds(input_ids, input_features, audio_tokens, audio_tokens_mask)
+        return self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            labels=labels,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        input_features: torch.Tensor | None = None,
+        audio_window_counts: torch.Tensor | None = None,
+        audio_tokens: torch.Tensor | None = None,
+        audio_tokens_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        retrieval_mode: str | None = None,
+        fusion_weight: float | None = None,
+        top_k: int | None = None,
+        exclude_ids: "list[Collection[str]] | None" = None,
+        knowledge_base: "str | os.PathLike | PairCapKnowledgeBase | None" = None,
+        text_queries: list[str] | None = None,
+        processor: PairCapProcessor | None = None,
+        max_pairs_per_clip: int | None = 1,
+        **kwargs,
+    ):
+        r"""
+        Caption audio, with generative pair-to-pair retrieval when a knowledge base is configured: encode the query
+        audio once; pass 1 captions it zero-shot; the caption's CLAP text embedding t_q and the audio embedding a_q
+        query the knowledge base with `[W·a_q ; (1−W)·t_q]` (paper eq. 4-6); pass 2 captions again with the top-k
+        (audio tokens, caption) pairs interleaved before the query. Both passes run as batches.
+
+        Args:
+            retrieval_mode: `none`, `audio2audio`, `audio2text`, `audio2mixture`, `pair2pair` (needs `text_queries`) or
+                `generative_pair2pair`; default `config.retrieval_mode` when a knowledge base is set, else `none`.
+            fusion_weight: W of eq. 4 (default `config.fusion_weight`). top_k: pairs per query (0 = zero-shot).
+            exclude_ids: per query, pair ids or audio ids never to retrieve (e.g. the query's own clip).
+            knowledge_base: a hub id, folder or loaded `PairCapKnowledgeBase` replacing `config.knowledge_base`.
+            text_queries: the text half of `pair2pair` queries.
+            processor: the processor that built the inputs; retrieval builds pass-2 prompts with it (default:
+                `model.processor`, set it once with `model.processor = AutoProcessor.from_pretrained(...)`).
+            max_pairs_per_clip: retrieved pairs of one clip at most (its best captions); None: no limit.
+            kwargs: generation arguments (beams, `max_new_tokens`, sampling...), applied to both passes; pass 1 keeps
+                one sequence per query. With `return_dict_in_generate=True` and retrieval, a `PairCapGenerateOutput`.
+        """
+        if input_ids is None:
+            raise ValueError("generate needs input_ids: build them with PairCapProcessor")
+        mode = self._resolve_retrieval_mode(retrieval_mode, knowledge_base)
+        top_k = self.config.retrieval_top_k if top_k is None else top_k
+        if mode == "none" or top_k == 0:
+            return self._generate_filled(
+                input_ids, attention_mask, input_features, audio_tokens, audio_tokens_mask, **kwargs
+            )
+        counts = self._retrieval_window_counts(
+            mode, input_ids, input_features, audio_window_counts, audio_tokens, text_queries
+        )
+        processor = self.retrieval.require_processor(processor)
+        kb = self.load_knowledge_base(knowledge_base)
+        encoding = self.encode_audio(input_features, counts)
+        zero_shot_captions = None
+        if mode == "generative_pair2pair":
+            zero_shot_captions = text_queries = self._zero_shot_captions(
+                processor, input_ids, attention_mask, encoding.audio_tokens, kwargs
+            )
+        hits = self._retrieve(
+            kb,
+            processor,
+            encoding.audio_embeds,
+            text_queries,
+            mode=mode,
+            fusion_weight=self.config.fusion_weight if fusion_weight is None else fusion_weight,
+            top_k=top_k,
+            exclude_ids=exclude_ids,
+            max_pairs_per_clip=max_pairs_per_clip,
+        )
+        second = kb.second_pass_inputs(
+            processor,
+            hits,
+            encoding.audio_tokens.split(counts.tolist()),
+            is_long=(input_ids == self.config.long_audio_token_id).any(dim=1).tolist(),
+            encoder=lambda audio: self.encode_clip_tokens(processor, audio),
+            device=self.device,
+        )
+        output = self._generate_filled(**second, **kwargs)
+        return package_output(output, input_ids, second["input_ids"].shape[1], zero_shot_captions, hits)
+
+    def _resolve_retrieval_mode(self, retrieval_mode: str | None, knowledge_base) -> str:
+        """The mode asked for; by default `config.retrieval_mode` when a knowledge base is set, else `none`."""
+        if retrieval_mode is None:
+            configured = knowledge_base is not None or self.config.knowledge_base is not None
+            return self.config.retrieval_mode if configured else "none"
+        return check_retrieval_mode(retrieval_mode)
+
+    def _retrieval_window_counts(
+        self, mode: str, input_ids, input_features, audio_window_counts, audio_tokens, text_queries
+    ) -> torch.Tensor:
+        """Windows per query clip, once the inputs are checked to be zero-shot prompts of one clip each (and one text
+        each for `pair2pair`)."""
+        if input_features is None or audio_tokens is not None:
+            raise ValueError(
+                "Retrieval-augmented generate takes zero-shot prompts built by PairCapProcessor from audio "
+                "(one clip per prompt); for prompts with your own examples use retrieval_mode='none'"
+            )
+        counts = torch.ones(len(input_ids), dtype=torch.long) if audio_window_counts is None else audio_window_counts
+        if len(counts) != len(input_ids):
+            raise ValueError(f"Retrieval needs one clip per prompt: {len(counts)} clips for {len(input_ids)} prompts")
+        if mode == "pair2pair" and (text_queries is None or len(text_queries) != len(input_ids)):
+            raise ValueError("retrieval_mode='pair2pair' needs text_queries: one text per prompt")
+        return counts
+
+    def _generate_filled(
+        self, input_ids, attention_mask, input_features=None, audio_tokens=None, audio_tokens_mask=None, **kwargs
+    ):
+        """`GenerationMixin.generate` on prompts whose `<audio>` placeholders are filled (see `build_inputs_embeds`)."""
+        inputs_embeds = self.build_inputs_embeds(input_ids, input_features, audio_tokens, audio_tokens_mask)
+        return super().generate(
+            input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs
+        )
+
+    def _zero_shot_captions(
+        self, processor: PairCapProcessor, input_ids, attention_mask, audio_tokens: torch.Tensor, kwargs: dict
+    ) -> list[str]:
+        """Pass 1: the queries' zero-shot captions, from their already encoded tokens (`first_pass_kwargs`)."""
+        inputs_embeds = self.merge_audio_tokens(
+            input_ids, self.get_input_embeddings()(input_ids), audio_tokens, None, None
+        )
+        first_pass = super().generate(
+            input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **first_pass_kwargs(kwargs)
+        )
+        return processor.decode_captions(first_pass, input_ids.shape[1])
+
+    def _retrieve(
+        self, kb: PairCapKnowledgeBase, processor: PairCapProcessor, audio_embeds, text_queries, **search
+    ) -> list[list[RetrievedPair]]:
+        """The top-k pairs of each query (`PairCapKnowledgeBase.search`); the pair modes embed `text_queries` with the
+        CLAP text tower for t_q."""
+        text_embeds = None
+        if search["mode"] in PAIR_MODES:
+            text_embeds = self.embed_texts(**processor.clap_text_inputs(text_queries).to(self.device))
+        return kb.search(audio_embeds, text_embeds, **search)
+
+
+def first_pass_kwargs(kwargs: dict) -> dict:
+    """Generation arguments for pass 1: the same decoding, one plain sequence per query."""
+    return {
+        **kwargs,
+        "num_return_sequences": 1,
+        "return_dict_in_generate": False,
+        "output_scores": False,
+        "output_logits": False,
+    }
+
+
+def package_output(output, prompt_ids: torch.LongTensor, second_prompt_length: int, zero_shot_captions, hits):
+    """Pass-2 caption tokens after the caller's own prompts; with `return_dict_in_generate`, the retrieval details."""
+    sequences = output if isinstance(output, torch.Tensor) else output.sequences
+    copies = sequences.shape[0] // prompt_ids.shape[0]
+    sequences = torch.cat([prompt_ids.repeat_interleave(copies, dim=0), sequences[:, second_prompt_length:]], dim=1)
+    if isinstance(output, torch.Tensor):
+        return sequences
+    return PairCapGenerateOutput(
+        sequences=sequences,
+        zero_shot_captions=zero_shot_captions,
+        retrieved_pairs=[[asdict(hit) for hit in query] for query in hits],
+        scores=output.scores,
+        logits=output.logits,
+        sequences_scores=getattr(output, "sequences_scores", None),
+    )
+
+
+__all__ = [
+    "PairCapAudioEncoding",
+    "PairCapAudioProjector",
+    "PairCapForConditionalGeneration",
+    "PairCapGenerateOutput",
+    "PairCapPreTrainedModel",
+]
