@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from huggingface_hub import DatasetCard, ModelCard
 from transformers import pipeline
 
@@ -50,6 +51,9 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
     assert set(events) == names and all(0 <= e["final"]["both"] <= 1 for e in events.values())
     clap = json.loads((quick_run / "clap" / "retrieval.json").read_text())
     assert clap["test_clips"] == 6 and 0 <= clap["audio_to_caption_recall@1"] <= clap["audio_to_caption_recall@10"]
+    assert 0 <= clap["zero_shot_top2_both_events"] <= 1
+    clap_config = yaml.safe_load((quick_run / "clap" / "config.yaml").read_text())
+    assert clap_config["balance_sources"] and clap_config["train_pairs"] == [str(quick_run / "corpus/pairs/train")]
     for stage in ("clap", "lm", "stage1", "stage2_phase2", "raft_only"):
         assert any("loss" in json.loads(line) for line in (quick_run / stage / "log.jsonl").read_text().splitlines())
 

@@ -224,3 +224,23 @@ def test_clap_augmentation_shifts_gain_and_time_and_leaves_the_cache_intact(tiny
         draws.append(draw)
     assert len(set(draws)) > 1
     assert torch.equal(augmented._cache[pairs[0]["audio"]["path"]], clean)
+
+
+def test_clap_batches_are_random_draws_not_caption_length_groups(tiny_checkpoints, esc_pairs, tmp_path):
+    # a class's phrasings have similar lengths: length-grouped batches would make them each other's negatives
+    from accelerate import Accelerator
+
+    from paircap.training.loop import build_dataloader
+    from paircap.training.setups import clap_contrastive_setup
+
+    clip = Dataset.load_from_disk(str(esc_pairs))[0]
+    rows = [{**clip, "pair_id": f"p/{n}", "caption": " ".join(["word"] * n)} for n in range(1, 65)]
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "pairs"))
+    clap, _ = tiny_checkpoints
+    cfg = stage_config(
+        tmp_path, "clap", stage="clap_contrastive", model_name_or_path=str(clap), train_pairs=[str(tmp_path / "pairs")]
+    )
+    setup = clap_contrastive_setup(cfg, Accelerator(cpu=True))
+    _, sampler = build_dataloader(cfg, setup.train, setup.collator, shuffle=True)
+    spreads = [max(batch) - min(batch) for batch in sampler.batches(0)]  # index n holds a caption of n + 1 words
+    assert len(spreads) == 8 and sum(spreads) / len(spreads) > 30, spreads  # grouped: < 8; random draws: ~50

@@ -174,6 +174,9 @@ is about 0.08 %). W = {w}, top-k = {k} unless swept. SPICE/SPIDEr need Java and 
 CLAP (contrastive, {scale.clap_steps} steps) on the {clap.get("test_clips", "n/a")} test mixtures against their
 {clap.get("test_captions", "n/a")} captions: audio-to-caption R@1 {pct(clap.get("audio_to_caption_recall@1"))},
 R@5 {pct(clap.get("audio_to_caption_recall@5"))}, R@10 {pct(clap.get("audio_to_caption_recall@10"))}.
+The two classes whose event phrases are nearest to a mixture's embedding are its two events for
+{pct(clap.get("zero_shot_top2_both_events"))} of the test mixtures (CLAP zero-shot classification: what the
+audio embedding alone can name).
 
 ## Method x knowledge base (curriculum model: stage 1, stage 2 phase 1, phase 2)
 

@@ -230,8 +230,10 @@ def clap_contrastive_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageS
         dataset = ClapPairSet(
             load_pairs(sources), feature_extractor, cfg.seed, augmentation, cache_features=cfg.cache_features
         )
-        lengths = [len(ids) for ids in tokenizer(dataset.captions)["input_ids"]]
-        return DataSplit(dataset, lengths, dataset.sources)
+        # every sample is one 10 s window and captions are short: batches are random draws, not length groups,
+        # because the phrasings of one class have similar lengths and grouping by length would make them each
+        # other's in-batch negatives
+        return DataSplit(dataset, [1] * len(dataset), dataset.sources)
 
     return StageSetup(
         model=model,
