@@ -57,6 +57,7 @@ logger = logging.get_logger(__name__)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 CLIP_FOLDERS = ("esc50_cc", "esc50_more")
+SINGLE_CLIP_REPEATS = 9  # + the copy in the training pairs: 10 x 752 single-clip rows beside 7,500 mixture rows
 AUDIO_ROOT = "esc50_mini"  # the KBs record clip locations under this root name (the corpus folder)
 MODES = ("audio2audio", "audio2mixture", "generative_pair2pair")
 KNOWLEDGE_BASES = ("refined", "large", "base")  # the first is the one the W and top-k sweeps run on
@@ -73,7 +74,7 @@ class MiniScale:
     test_mixtures: int = 200
     noisy_mixtures: int = 1000
     text_captions: int | None = None  # AudioCaps + Clotho captions for the LM (None: all)
-    clap_steps: int = 3000  # half single clips (~65 epochs of their 752 captions at batch 32), half mixtures
+    clap_steps: int = 3000  # ~6 epochs of the single clips (x10) and the mixtures at batch 32
     lm_steps: int = 1000
     stage1_steps: int = 800
     phase1_steps: int = 400
@@ -274,11 +275,10 @@ class MiniRecipe:
             "clap",
             stage="clap_contrastive",
             model_name_or_path=str(self.path("init", "clap")),
-            # single clips and training mixtures, drawn half and half: trained on single clips only, its embedding of
-            # a mixture names at most one event. Regularised and augmented: from scratch on ~200 clips it memorises
-            # them otherwise
-            train_pairs=[str(self.pairs("train"))],
-            balance_sources=True,
+            # single clips and training mixtures about half and half: trained on single clips only, its embedding
+            # of a mixture names at most one event. The single clips are listed again, not drawn by source weights
+            # (`balance_sources`): a row drawn twice in an epoch gets the same augmentation, a repeated row its own
+            train_pairs=[str(self.pairs("train_clips"))] * SINGLE_CLIP_REPEATS + [str(self.pairs("train"))],
             validation_pairs=self.validation_pairs(),
             max_steps=self.scale.clap_steps,
             per_device_batch_size=max(self.scale.batch_size * 2, 4),
