@@ -15,7 +15,7 @@ from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = [
-    "corpus", "init", "clap", "lm", "assemble", "kb", "stage1", "stage2_phase1", "stage2_phase2", "raft_only",
+    "corpus", "init", "clap", "probe", "lm", "assemble", "kb", "stage1", "stage2_phase1", "stage2_phase2", "raft_only",
     "evaluate", "report",
 ]  # fmt: skip
 
@@ -51,6 +51,11 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
     clap = json.loads((quick_run / "clap" / "retrieval.json").read_text())
     assert clap["test_clips"] == 6 and 0 <= clap["audio_to_caption_recall@1"] <= clap["audio_to_caption_recall@10"]
     assert 0 <= clap["zero_shot_top2_both_events"] <= 1
+    probes = json.loads((quick_run / "clap" / "probes.json").read_text())
+    for representation in ("clap_audio_embedding", "log_mel_statistics"):
+        scores = probes[representation]
+        assert 0 <= scores["test_mixtures_both_events"] <= scores["test_mixtures_any_event"] <= 1
+        assert 0 <= scores["held_out_clip_accuracy"] <= 1
     for stage in ("clap", "lm", "stage1", "stage2_phase2", "raft_only"):
         assert any("loss" in json.loads(line) for line in (quick_run / stage / "log.jsonl").read_text().splitlines())
 

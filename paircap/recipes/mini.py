@@ -47,7 +47,13 @@ from transformers.utils import logging
 
 from datasets_scripts.mixtures import event_accuracy, mixture_events, write_mixtures
 from datasets_scripts.readers import read_audiocaps, read_clotho, with_path_audio
-from datasets_scripts.readers.esc50 import EVENT_PHRASES, read_esc50_manifests, single_clip_pairs, split_by_source
+from datasets_scripts.readers.esc50 import (
+    EVENT_PHRASES,
+    Esc50Clip,
+    read_esc50_manifests,
+    single_clip_pairs,
+    split_by_source,
+)
 from modeling_paircap.prompting_paircap import DEFAULT_PROMPT_TEMPLATE, PromptFormat
 from paircap.recipes.mini_models import mini_clap_config, mini_feature_extractor, mini_llama_config
 from paircap.tiny import train_clap_tokenizer, train_lm_tokenizer
@@ -149,6 +155,7 @@ class MiniRecipe:
             ("corpus", self.corpus),
             ("init", self.init_models),
             ("clap", self.train_clap),
+            ("probe", self.probe_audio),
             ("lm", self.train_lm),
             ("assemble", self.assemble),
             ("kb", self.knowledge_bases),
@@ -212,11 +219,16 @@ class MiniRecipe:
 
     # ---- 1. data --------------------------------------------------------------------------------------------------
 
+    def clip_splits(self) -> dict[str, list[Esc50Clip]]:
+        """The ESC-50 clips of each split, by source recording (deterministic by seed)."""
+        clips = read_esc50_manifests([self.data / folder for folder in self.clip_folders])
+        splits = split_by_source(clips, seed=self.seed)
+        return {split: part[: self.scale.clips_per_split] for split, part in splits.items()}
+
     def corpus(self) -> None:
         """ESC-50 singles and mixtures per split, noisy training mixtures, and the LM's caption text."""
         s = self.scale
-        clips = read_esc50_manifests([self.data / folder for folder in self.clip_folders])
-        splits = {split: part[: s.clips_per_split] for split, part in split_by_source(clips, seed=self.seed).items()}
+        splits = self.clip_splits()
         counts = {"train": s.train_mixtures, "validation": s.validation_mixtures, "test": s.test_mixtures}
         mixtures = {  # esc50_cc alone (about 2 recordings per class) leaves no clip for validation
             split: write_mixtures(splits[split], self.mixtures_dir, counts[split], split, seed=self.seed)
@@ -345,6 +357,24 @@ class MiniRecipe:
             **recall,
             "zero_shot_top2_both_events": float(both),
         }
+
+    def probe_audio(self) -> None:
+        """Linear probes of what the trained CLAP's audio embedding (and, as a yardstick, log-mel statistics) can
+        name: held-out single clips, and both events of the test mixtures (`clap/probes.json`)."""
+        from paircap.recipes.mini_probe import probe_representations
+
+        splits = self.clip_splits()
+        train = load_from_disk(str(self.pairs("train")))
+        pairs = {
+            "train_clips": load_from_disk(str(self.pairs("train_clips"))),
+            "test_clips": single_clip_pairs(splits["test"], "test"),
+            "train_mixtures": train.filter(lambda source: source == "esc50_mix", input_columns="source"),
+            "test_mixtures": load_from_disk(str(self.pairs("test"))),
+        }
+        events = {clip.audio_id: (clip.category,) for part in splits.values() for clip in part}
+        events.update(mixture_events(self.mixtures_dir))
+        probes = probe_representations(str(self.release("clap")), pairs, events)
+        self.path("clap", "probes.json").write_text(json.dumps(probes, indent=2))
 
     def train_lm(self) -> None:
         self.train_stage(

@@ -1,0 +1,118 @@
+"""What an audio representation can name: linear probes of the mini recipe's clips, for its RESULTS.md.
+
+Two probes per representation, both linear on standardised features and fitted on training clips only:
+- a softmax classifier on the single training clips, scored on the held-out single clips (class accuracy);
+- a multi-label (sigmoid) classifier on the training mixtures, scored on the test mixtures by its top two classes
+  (both events, at least one).
+
+The representations: the trained CLAP's audio embedding (the retrieval space, and what the captioner's tower starts
+from) and, as a yardstick that learns nothing, per-mel-bin mean, deviation and maximum of the log-mel features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import ClapFeatureExtractor, ClapModel
+
+from datasets_scripts.readers.esc50 import EVENT_PHRASES
+from paircap.training.pretraining_data import ClapPairSet
+
+L2_PENALTY = 1e-3  # on the mean loss; chosen once, not tuned on the test clips
+LBFGS_STEPS = 200
+
+
+def first_row_per_clip(pairs: Dataset) -> Dataset:
+    first: dict[str, int] = {}
+    for index, clip in enumerate(pairs["audio_id"]):
+        first.setdefault(clip, index)
+    return pairs.select(sorted(first.values()))
+
+
+def log_mel_windows(pairs: Dataset, feature_extractor: ClapFeatureExtractor) -> torch.Tensor:
+    """`(N, 1, frames, mels)` log-mel windows of each row, as the CLAP reads them (short clips repeat-padded)."""
+    dataset = ClapPairSet(pairs, feature_extractor)
+    return torch.stack([dataset[index]["input_features"] for index in range(len(dataset))]).float()
+
+
+def log_mel_statistics(windows: torch.Tensor) -> torch.Tensor:
+    frames = windows[:, 0]
+    return torch.cat([frames.mean(dim=1), frames.std(dim=1), frames.amax(dim=1)], dim=1)
+
+
+@torch.no_grad()
+def clap_audio_embeddings(model: ClapModel, windows: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    parts = [model.get_audio_features(input_features=batch).pooler_output for batch in windows.split(batch_size)]
+    return torch.nn.functional.normalize(torch.cat(parts), dim=-1)
+
+
+def fit_linear(features: torch.Tensor, targets: torch.Tensor, multi_label: bool) -> torch.nn.Module:
+    """A linear classifier on z-scored features (L-BFGS, L2 penalty): class indices, or 0/1 rows for multi-label."""
+    torch.manual_seed(0)
+    mean, std = features.mean(dim=0), features.std(dim=0).clamp(min=1e-6)
+    num_classes = targets.shape[1] if multi_label else int(targets.max()) + 1
+    linear = torch.nn.Linear(features.shape[1], num_classes)
+    loss_fn = torch.nn.BCEWithLogitsLoss() if multi_label else torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=LBFGS_STEPS, line_search_fn="strong_wolfe")
+    inputs = (features - mean) / std
+
+    def closure():
+        optimizer.zero_grad()
+        loss = loss_fn(linear(inputs), targets) + L2_PENALTY * linear.weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return torch.nn.Sequential(_Standardise(mean, std), linear).eval()
+
+
+class _Standardise(torch.nn.Module):
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.mean) / self.std
+
+
+@torch.no_grad()
+def probe_scores(features: dict[str, torch.Tensor], labels: dict[str, np.ndarray]) -> dict[str, float]:
+    """Held-out single-clip accuracy and test-mixture top-2 event shares of one representation."""
+    single = fit_linear(features["train_clips"], torch.as_tensor(labels["train_clips"]), multi_label=False)
+    accuracy = (single(features["test_clips"]).argmax(dim=1).numpy() == labels["test_clips"]).mean()
+    mixture = fit_linear(features["train_mixtures"], torch.as_tensor(labels["train_mixtures"]), multi_label=True)
+    top2 = mixture(features["test_mixtures"]).topk(2, dim=1).indices.numpy()
+    truth = labels["test_mixtures"]
+    hits = np.take_along_axis(truth, top2, axis=1)  # 1 where a guessed class is one of the mixture's events
+    return {
+        "held_out_clip_accuracy": float(accuracy),
+        "test_mixtures_both_events": float((hits.sum(axis=1) == 2).mean()),
+        "test_mixtures_any_event": float((hits.sum(axis=1) >= 1).mean()),
+    }
+
+
+def probe_representations(clap_folder: str, pairs: dict[str, Dataset], events: Mapping[str, Sequence[str]]) -> dict:
+    """Both probes on the CLAP's audio embedding and on log-mel statistics. `pairs` holds the "train_clips",
+    "test_clips", "train_mixtures" and "test_mixtures" pairs (one row per caption), `events` each clip's classes."""
+    classes = {name: index for index, name in enumerate(sorted(EVENT_PHRASES))}
+    feature_extractor = ClapFeatureExtractor.from_pretrained(clap_folder)
+    model = ClapModel.from_pretrained(clap_folder).eval()
+    windows, labels = {}, {}
+    for name, rows in pairs.items():
+        rows = first_row_per_clip(rows)
+        windows[name] = log_mel_windows(rows, feature_extractor)
+        if name.endswith("_clips"):
+            labels[name] = np.array([classes[events[clip][0]] for clip in rows["audio_id"]])
+        else:
+            labels[name] = np.zeros((len(rows), len(classes)), dtype=np.float32)
+            for row, clip in enumerate(rows["audio_id"]):
+                labels[name][row, [classes[event] for event in events[clip]]] = 1.0
+    representations = {
+        "clap_audio_embedding": {name: clap_audio_embeddings(model, value) for name, value in windows.items()},
+        "log_mel_statistics": {name: log_mel_statistics(value) for name, value in windows.items()},
+    }
+    scores = {name: probe_scores(features, labels) for name, features in representations.items()}
+    return {"probe": f"linear, z-scored features, L2 penalty {L2_PENALTY:g}", **scores}
