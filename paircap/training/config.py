@@ -29,7 +29,13 @@ class TrainConfig:
         metadata={"help": "caption datasets: save_to_disk folders, parquet folders or hub ids"}
     )
     validation_pairs: list[str] = field(default_factory=list, metadata={"help": "datasets for the validation loss"})
-    balance_sources: bool = field(default=False, metadata={"help": "draw every source equally (AudioCaps/Clotho)"})
+    balance_sources: bool = field(
+        default=False,
+        metadata={
+            "help": "draw every source equally (AudioCaps/Clotho), with replacement: a row drawn twice in one epoch "
+            "gets the same crop and augmentation both times (list a small set several times instead to vary them)"
+        },
+    )
     max_examples: int = field(default=0, metadata={"help": "retrieved pairs per sample, 0..K drawn (0: none)"})
     zero_shot_fraction: float | None = field(
         default=None,
