@@ -56,8 +56,13 @@ from datasets_scripts.readers.esc50 import (
 )
 from modeling_paircap.prompting_paircap import DEFAULT_PROMPT_TEMPLATE, PromptFormat
 from paircap.recipes.mini_models import mini_clap_config, mini_feature_extractor, mini_llama_config
+from paircap.recipes.mini_probe import (
+    clap_audio_embeddings,
+    first_row_per_clip,
+    log_mel_windows,
+    probe_representations,
+)
 from paircap.tiny import train_clap_tokenizer, train_lm_tokenizer
-from paircap.training.pretraining_data import ClapPairCollator, ClapPairSet
 
 logger = logging.get_logger(__name__)
 
@@ -312,23 +317,14 @@ class MiniRecipe:
         tokenizer = AutoTokenizer.from_pretrained(self.release("clap"))
         pairs = load_from_disk(str(self.pairs("test")))
         clip_ids = list(pairs["audio_id"])
-        first = {clip: index for index, clip in reversed(list(enumerate(clip_ids)))}
-        clips = sorted(first, key=first.get)
-        dataset = ClapPairSet(pairs.select([first[clip] for clip in clips]), feature_extractor)
-        collator = ClapPairCollator(tokenizer)
+        clip_rows = first_row_per_clip(pairs)
+        clips = list(clip_rows["audio_id"])
+        audio = clap_audio_embeddings(model, log_mel_windows(clip_rows, feature_extractor), batch_size=16)
         with torch.no_grad():
-            audio = torch.cat(
-                [
-                    model.get_audio_features(
-                        input_features=collator([dataset[i] for i in batch])["input_features"]
-                    ).pooler_output
-                    for batch in np.array_split(np.arange(len(dataset)), max(1, len(dataset) // 16))
-                ]
-            )
             text = model.get_text_features(
                 **tokenizer(list(pairs["caption"]), padding=True, truncation=True, return_tensors="pt")
             ).pooler_output
-        scores = torch.nn.functional.normalize(audio, dim=-1) @ torch.nn.functional.normalize(text, dim=-1).T
+        scores = audio @ torch.nn.functional.normalize(text, dim=-1).T
         position = {clip: index for index, clip in enumerate(clips)}
         owner = torch.tensor([position[clip] for clip in clip_ids])
         ranked = owner[scores.argsort(dim=1, descending=True)]
@@ -347,7 +343,7 @@ class MiniRecipe:
                     for name in classes
                 ]
             )
-        top2 = (torch.nn.functional.normalize(audio, dim=-1) @ class_texts.T).topk(2, dim=1).indices
+        top2 = (audio @ class_texts.T).topk(2, dim=1).indices
         events = mixture_events(self.mixtures_dir)
         named = [{classes[i] for i in row} for row in top2.tolist()]
         both = np.mean([guess == set(events[clip]) for guess, clip in zip(named, clips, strict=True)])
@@ -361,8 +357,6 @@ class MiniRecipe:
     def probe_audio(self) -> None:
         """Linear probes of what the trained CLAP's audio embedding (and, as a yardstick, log-mel statistics) can
         name: held-out single clips, and both events of the test mixtures (`clap/probes.json`)."""
-        from paircap.recipes.mini_probe import probe_representations
-
         splits = self.clip_splits()
         train = load_from_disk(str(self.pairs("train")))
         pairs = {
