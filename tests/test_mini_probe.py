@@ -56,3 +56,13 @@ def test_log_mel_statistics_are_mean_deviation_and_maximum_per_mel_bin():
     assert torch.equal(statistics[:, :4], windows[:, 0].mean(dim=1))
     assert torch.equal(statistics[:, 4:8], windows[:, 0].std(dim=1))
     assert torch.equal(statistics[:, 8:], windows[:, 0, -1])
+
+
+def test_frequency_sorted_statistics_forget_which_bin_holds_a_value():
+    windows = torch.zeros(2, 1, 3, 4)
+    windows[0, 0, :, 0] = 5.0  # energy in the lowest bin
+    windows[1, 0, :, 3] = 5.0  # the same energy in the highest bin
+    assert not torch.equal(log_mel_statistics(windows)[0], log_mel_statistics(windows)[1])
+    sorted_statistics = log_mel_statistics(windows, frequency_order=False)
+    assert torch.equal(sorted_statistics[0], sorted_statistics[1])
+    assert torch.equal(sorted_statistics[0, :4], torch.tensor([0.0, 0.0, 0.0, 5.0]))

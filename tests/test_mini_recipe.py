@@ -52,7 +52,7 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
     assert clap["test_clips"] == 6 and 0 <= clap["audio_to_caption_recall@1"] <= clap["audio_to_caption_recall@10"]
     assert 0 <= clap["zero_shot_top2_both_events"] <= 1
     probes = json.loads((quick_run / "clap" / "probes.json").read_text())
-    for representation in ("clap_audio_embedding", "log_mel_statistics"):
+    for representation in ("clap_audio_embedding", "log_mel_statistics", "log_mel_statistics_frequency_sorted"):
         scores = probes[representation]
         assert 0 <= scores["test_mixtures_both_events"] <= scores["test_mixtures_any_event"] <= 1
         assert 0 <= scores["held_out_clip_accuracy"] <= 1

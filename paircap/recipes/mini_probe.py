@@ -6,7 +6,9 @@ Two probes per representation, both linear on standardised features and fitted o
   (both events, at least one).
 
 The representations: the trained CLAP's audio embedding (the retrieval space, and what the captioner's tower starts
-from) and, as a yardstick that learns nothing, per-mel-bin mean, deviation and maximum of the log-mel features.
+from) and two yardsticks that learn nothing: per-mel-bin mean, deviation and maximum of the log-mel features, and the
+same statistics each sorted over the mel bins, which keeps the spectral shape's values but not which frequency they
+sit at (what a network blind to absolute frequency, as a Swin tower with only relative position bias, can at best read).
 """
 
 from __future__ import annotations
@@ -38,9 +40,13 @@ def log_mel_windows(pairs: Dataset, feature_extractor: ClapFeatureExtractor) -> 
     return torch.stack([dataset[index]["input_features"] for index in range(len(dataset))]).float()
 
 
-def log_mel_statistics(windows: torch.Tensor) -> torch.Tensor:
+def log_mel_statistics(windows: torch.Tensor, frequency_order: bool = True) -> torch.Tensor:
+    """Mean, deviation and maximum over time per mel bin; each sorted over the bins when not `frequency_order`."""
     frames = windows[:, 0]
-    return torch.cat([frames.mean(dim=1), frames.std(dim=1), frames.amax(dim=1)], dim=1)
+    statistics = [frames.mean(dim=1), frames.std(dim=1), frames.amax(dim=1)]
+    if not frequency_order:
+        statistics = [values.sort(dim=1).values for values in statistics]
+    return torch.cat(statistics, dim=1)
 
 
 @torch.no_grad()
@@ -95,7 +101,7 @@ def probe_scores(features: dict[str, torch.Tensor], labels: dict[str, np.ndarray
 
 
 def probe_representations(clap_folder: str, pairs: dict[str, Dataset], events: Mapping[str, Sequence[str]]) -> dict:
-    """Both probes on the CLAP's audio embedding and on log-mel statistics. `pairs` holds the "train_clips",
+    """Both probes on the CLAP's audio embedding and on the two log-mel yardsticks. `pairs` holds the "train_clips",
     "test_clips", "train_mixtures" and "test_mixtures" pairs (one row per caption), `events` each clip's classes."""
     classes = {name: index for index, name in enumerate(sorted(EVENT_PHRASES))}
     feature_extractor = ClapFeatureExtractor.from_pretrained(clap_folder)
@@ -113,6 +119,9 @@ def probe_representations(clap_folder: str, pairs: dict[str, Dataset], events: M
     representations = {
         "clap_audio_embedding": {name: clap_audio_embeddings(model, value) for name, value in windows.items()},
         "log_mel_statistics": {name: log_mel_statistics(value) for name, value in windows.items()},
+        "log_mel_statistics_frequency_sorted": {
+            name: log_mel_statistics(value, frequency_order=False) for name, value in windows.items()
+        },
     }
     scores = {name: probe_scores(features, labels) for name, features in representations.items()}
     return {"probe": f"linear, z-scored features, L2 penalty {L2_PENALTY:g}", **scores}

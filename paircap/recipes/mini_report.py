@@ -85,6 +85,7 @@ def probe_table(probes: dict) -> str:
     for name, label in (
         ("clap_audio_embedding", "trained CLAP audio embedding"),
         ("log_mel_statistics", "log-mel mean, deviation, maximum per mel bin (nothing learnt)"),
+        ("log_mel_statistics_frequency_sorted", "the same, each sorted over the mel bins (frequency position lost)"),
     ):
         scores = probes.get(name, {})
         lines.append(
