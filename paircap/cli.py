@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     assemble.add_argument("--audio-pool-stride", type=int, default=2)
     assemble.add_argument("--knowledge-base", default=None, help="knowledge base hub id or path to record")
     assemble.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    assemble.add_argument(
+        "--features", default="numpy", choices=["numpy", "torch"], help="the processor's log-mel implementation"
+    )
     assemble.set_defaults(run=run_assemble)
 
     convert = add_command("convert-laion-clap", help="convert an original LAION-CLAP .pt checkpoint")
@@ -338,6 +341,7 @@ def run_assemble(args: argparse.Namespace) -> int:
             args.lm,
             args.output,
             dtype=getattr(torch, args.dtype),
+            feature_backend=args.features,
             audio_pool_stride=args.audio_pool_stride,
             knowledge_base=args.knowledge_base,
         )

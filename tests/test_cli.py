@@ -21,6 +21,23 @@ def test_assemble_command_writes_a_loadable_release(tiny_checkpoints, tmp_path):
     config = json.loads((output / "config.json").read_text())
     assert config["audio_pool_stride"] == 2
     assert config["auto_map"]["AutoModel"].endswith("PairCapForConditionalGeneration")
+    assert json.loads((output / "processor_config.json").read_text())["feature_backend"] == "numpy"
+
+
+def test_assemble_records_the_torch_feature_backend_for_every_later_stage(tiny_checkpoints, tmp_path):
+    from transformers import AutoProcessor
+
+    clap, llama = tiny_checkpoints
+    output = tmp_path / "release"
+    assert (
+        main(["assemble", "--clap", str(clap), "--lm", str(llama), "--output", str(output), "--features", "torch"]) == 0
+    )
+    processor = AutoProcessor.from_pretrained(output, trust_remote_code=True)
+    assert processor.feature_backend == "torch"
+    waveform = np.random.default_rng(0).uniform(-0.5, 0.5, 3 * processor.sampling_rate).astype(np.float32)
+    torch_features = processor.extract_features([waveform])
+    processor.feature_backend = "numpy"
+    np.testing.assert_allclose(torch_features, processor.extract_features([waveform]), atol=2e-3)
 
 
 def test_caption_command_on_real_clips_with_broken_files(tiny_release, shared_data, tmp_path):
