@@ -16,7 +16,7 @@ from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 REPO = Path(__file__).resolve().parents[1]
 STAGES = [
     "corpus", "init", "clap", "probe", "lm", "assemble", "kb", "stage1", "stage2_phase1", "stage2_phase2", "raft_only",
-    "evaluate", "report",
+    "evaluate", "fit", "report",
 ]  # fmt: skip
 
 
@@ -40,7 +40,9 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
     for stage in STAGES:
         assert json.loads((quick_run / "stages" / f"{stage}.json").read_text())["seconds"] >= 0
     report = (quick_run / "RESULTS.md").read_text()
-    for heading in ("Method x knowledge base", "W sweep", "Top-k sweep", "Training ablation", "paper's claims"):
+    for heading in (
+        "Method x knowledge base", "W sweep", "Top-k sweep", "Training ablation", "own training data", "paper's claims"
+    ):  # fmt: skip
         assert heading in report
     results = json.loads((quick_run / "evaluation" / "stage2_phase2" / "results.json").read_text())
     names = {run["name"] for run in results["runs"]}
@@ -56,6 +58,12 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
         scores = probes[representation]
         assert 0 <= scores["test_mixtures_both_events"] <= scores["test_mixtures_any_event"] <= 1
         assert 0 <= scores["held_out_clip_accuracy"] <= 1
+    fit = json.loads((quick_run / "evaluation" / "fit.json").read_text())
+    assert set(fit) == {"stage1", "stage2_phase1", "stage2_phase2", "raft_only"}
+    for scores in fit.values():  # the quick run's 30 clips per split: its training clips and 4 training mixtures
+        assert scores["train_clips"]["count"] == 30 and scores["train_mixtures"]["count"] == 4
+        assert 0 <= scores["train_mixtures"]["both"] <= scores["train_mixtures"]["any"] <= 1
+        assert 1 <= scores["distinct_captions"] <= 34
     for stage in ("clap", "lm", "stage1", "stage2_phase2", "raft_only"):
         assert any("loss" in json.loads(line) for line in (quick_run / stage / "log.jsonl").read_text().splitlines())
 

@@ -96,6 +96,7 @@ class MiniScale:
     weight_sweep: tuple[float, ...] = (0.1, 0.3, 0.7, 0.9)
     top_k_sweep: tuple[int, ...] = (1, 2, 6)
     max_new_tokens: int = 24
+    fit_mixtures: int = 200  # training mixtures the `fit` stage captions (with every training single clip)
     ablations: bool = True  # RAFT-only training, the sweeps and the stage-1 evaluation
     # Stage 2's audio tower and LM head lr = scale x lr. The paper's 0.1 fine-tunes a pretrained HTSAT; the mini's
     # CLAP is trained from scratch on ~200 clips and barely generalises, so its captioning copy learns at full lr.
@@ -125,6 +126,7 @@ QUICK = MiniScale(
     weight_sweep=(0.9,),
     top_k_sweep=(1,),
     max_new_tokens=6,
+    fit_mixtures=4,
 )
 # The shipped mini release (`--scale release --clips esc50_cc`): the curriculum model and its grid only.
 RELEASE = MiniScale(
@@ -177,6 +179,7 @@ class MiniRecipe:
                 lambda: self.train_captioner("raft_only", "raft", self.release("stage1"), scale.max_examples),
             ),
             ("evaluate", self.evaluate),
+            ("fit", self.training_fit),
             ("report", self.report),
         ]
         if not scale.ablations:
@@ -462,16 +465,22 @@ class MiniRecipe:
 
     # ---- 7. evaluation ---------------------------------------------------------------------------------------------
 
-    def evaluate(self) -> None:
-        """The curriculum model on the grid and both sweeps; stage 1 and RAFT-only on the grid (the ablations)."""
+    def paircap_evaluate(self, model: str, output: Path, data: Path, data_name: str, *options: str) -> None:
+        """`paircap evaluate` of one stage's release on `data` (CPU, the scale's batch size and caption length)."""
         from paircap.cli import main as paircap
 
-        kbs = [str(self.path("kb", name)) for name in KNOWLEDGE_BASES]
-        common = [
-            "--data", str(self.pairs("test")), "--data-name", "esc50-mixtures", "--split", "test",
-            "--audio-root", f"{AUDIO_ROOT}={self.path('corpus')}", "--batch-size", str(self.scale.batch_size),
-            "--max-new-tokens", str(self.scale.max_new_tokens), "--device", "cpu", "--no-progress",
+        argv = [
+            "evaluate", "--model", str(self.release(model)), "--data", str(data), "--data-name", data_name,
+            "--split", data.name, "--audio-root", f"{AUDIO_ROOT}={self.path('corpus')}",
+            "--batch-size", str(self.scale.batch_size), "--max-new-tokens", str(self.scale.max_new_tokens),
+            "--device", "cpu", "--no-progress", *options, "--output-dir", str(output),
         ]  # fmt: skip
+        if paircap(argv) != 0:
+            raise RuntimeError(f"paircap {' '.join(argv)} failed (its error is above)")
+
+    def evaluate(self) -> None:
+        """The curriculum model on the grid and both sweeps; stage 1 and RAFT-only on the grid (the ablations)."""
+        kbs = [str(self.path("kb", name)) for name in KNOWLEDGE_BASES]
         sweeps = [
             "--weight-sweep",
             *map(str, self.scale.weight_sweep),
@@ -487,9 +496,7 @@ class MiniRecipe:
             output = self.path("evaluation", model)
             if (output / "results.json").is_file():
                 continue
-            argv = ["evaluate", "--model", str(self.release(model)), *common, *extra, "--output-dir", str(output)]
-            if paircap(argv) != 0:
-                raise RuntimeError(f"paircap {' '.join(argv)} failed (its error is above)")
+            self.paircap_evaluate(model, output, self.pairs("test"), "esc50-mixtures", *extra)
             (output / "events.json").write_text(json.dumps(self.event_scores(output), indent=2))
 
     def event_scores(self, evaluation: Path) -> dict:
@@ -497,7 +504,7 @@ class MiniRecipe:
         events = mixture_events(self.mixtures_dir)
         scores = {}
         for path in sorted((evaluation / "predictions").glob("*.jsonl")):
-            records = [json.loads(line) for line in path.read_text().splitlines()[1:]]
+            records = read_predictions(path)
             captions = {r["audio_id"]: r["caption"] for r in records if "caption" in r}
             zero_shot = {r["audio_id"]: r["zero_shot_caption"] for r in records if r.get("zero_shot_caption")}
             scores[path.stem] = {
@@ -508,12 +515,46 @@ class MiniRecipe:
             }
         return scores
 
+    def training_fit(self) -> None:
+        """
+        Every trained captioner, zero-shot, on audio it was trained on: the single training clips and the first
+        `fit_mixtures` training mixtures (`evaluation/fit.json`: the share whose caption names the clip's event, or
+        both and at least one of a mixture's). Beside the test scores, this tells underfitting from not generalising.
+        """
+        train = load_from_disk(str(self.pairs("train")))
+        singles = {clip.audio_id: (clip.category,) for clip in self.clip_splits()["train"]}
+        events = mixture_events(self.mixtures_dir)
+        mixtures = sorted({clip for clip in train["audio_id"] if clip in events and clip.startswith("mix-train")})
+        keep = set(singles) | set(mixtures[: self.scale.fit_mixtures])
+        sample = self.path("evaluation", "fit", "train")
+        if not sample.is_dir():
+            save(train.filter(lambda clip: clip in keep, input_columns="audio_id"), sample)
+        models = ["stage1", "stage2_phase1", "stage2_phase2"] + (["raft_only"] if self.scale.ablations else [])
+        fit = {}
+        for model in models:
+            output = self.path("evaluation", "fit", model)
+            if not (output / "results.json").is_file():
+                self.paircap_evaluate(model, output, sample, "esc50-train", "--mode", "none")
+            (predictions,) = sorted((output / "predictions").glob("*.jsonl"))  # the one zero-shot run
+            captions = {r["audio_id"]: r["caption"] for r in read_predictions(predictions) if "caption" in r}
+            fit[model] = {
+                "train_clips": event_accuracy({c: captions[c] for c in singles if c in captions}, singles),
+                "train_mixtures": event_accuracy({c: captions[c] for c in keep & set(events) if c in captions}, events),
+                "distinct_captions": len(set(captions.values())),
+            }
+        self.path("evaluation", "fit.json").write_text(json.dumps(fit, indent=2))
+
     # ---- 8. report ------------------------------------------------------------------------------------------------
 
     def report(self) -> None:
         from paircap.recipes.mini_report import write_results
 
         write_results(self)
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """The records of a `paircap evaluate` predictions file (its first line is the run's settings)."""
+    return [json.loads(line) for line in path.read_text().splitlines()[1:]]
 
 
 def save(dataset: Dataset, path: Path) -> None:

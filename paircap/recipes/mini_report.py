@@ -95,6 +95,27 @@ def probe_table(probes: dict) -> str:
     return "\n".join(lines)
 
 
+def fit_table(fit: dict) -> str:
+    """The `fit` stage: each captioner, zero-shot, on its own training clips and mixtures."""
+    lines = [
+        "| model | training clips: event named | training mixtures: both events | at least one | distinct captions |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, label in (
+        ("stage1", "stage 1"),
+        ("stage2_phase1", "stage 2 phase 1"),
+        ("stage2_phase2", "curriculum (phase 2)"),
+        ("raft_only", "RAFT only"),
+    ):
+        if name in fit:
+            clips, mixtures = fit[name]["train_clips"], fit[name]["train_mixtures"]
+            lines.append(
+                f"| {label} | {pct(clips['both'])} of {clips['count']} | {pct(mixtures['both'])} of "
+                f"{mixtures['count']} | {pct(mixtures['any'])} | {fit[name]['distinct_captions']} |"
+            )
+    return "\n".join(lines)
+
+
 def claim(name: str, better: float | None, worse: float | None, what: str) -> str:
     if better is None or worse is None:
         return f"- **{name}**: not measured ({what})."
@@ -122,6 +143,7 @@ def write_results(recipe) -> Path:
     corpus = load_json(out / "corpus" / "summary.json") or {}
     clap = load_json(out / "clap" / "retrieval.json") or {}
     probes = load_json(out / "clap" / "probes.json") or {}
+    fit = load_json(out / "evaluation" / "fit.json") or {}
     main = Evaluation(out / "evaluation" / "stage2_phase2")
     raft_only = Evaluation(out / "evaluation" / "raft_only")
     stage1 = Evaluation(out / "evaluation" / "stage1")
@@ -228,6 +250,13 @@ What a linear classifier fitted on the training clips can read from each represe
 | model | zero-shot CIDEr-D | zero-shot both | zero-shot any event | pair2pair CIDEr-D | pair2pair both |
 |---|---:|---:|---:|---:|---:|
 {chr(10).join(ablation_rows)}
+
+## The captioners on their own training data (zero-shot)
+
+Every training single clip and the first {scale.fit_mixtures} training mixtures, captioned zero-shot
+(`evaluation/fit.json`): low shares here mean the captioner underfits, not only that it fails to generalise.
+
+{fit_table(fit) if fit else "n/a"}
 
 ## The paper's claims, as measured
 
