@@ -4,6 +4,7 @@ same loop as stages 1 and 2, resume bit-identically, and export folders that loa
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
@@ -17,6 +18,7 @@ from paircap.training.pretraining_data import (
     ClapPairCollator,
     ClapPairSet,
     LogMelAugmentation,
+    caption_keywords,
 )
 
 CAPTIONS = [
@@ -167,6 +169,23 @@ def test_caption_text_batches_cover_every_real_token(tiny_checkpoints):
         assert (batch["labels"][row, length:] == -100).all()
     with pytest.raises(ValueError, match="caption"):
         CaptionTextSet(CAPTIONS, tokenizer, template="no placeholder")
+
+
+def test_caption_text_keywords_are_the_captions_content_words_shuffled_by_seed(tiny_checkpoints):
+    _, llama = tiny_checkpoints
+    tokenizer = AutoTokenizer.from_pretrained(llama)
+    words = caption_keywords(CAPTIONS[1], np.random.default_rng(0)).split()
+    assert sorted(words) == sorted(["rain", "falls", "metal", "roof", "thunder", "rumbles"])
+    template = "USER: {keywords} Describe it. ASSISTANT: {caption}"
+    texts = {
+        seed: [tokenizer.decode(ids) for ids in CaptionTextSet(CAPTIONS, tokenizer, template, seed=seed)]
+        for seed in (0, 1)
+    }
+    assert texts[0] == [tokenizer.decode(ids) for ids in CaptionTextSet(CAPTIONS, tokenizer, template, seed=0)]
+    assert texts[0] != texts[1]  # another seed, another order
+    prompt, caption = texts[0][1].split("ASSISTANT:")
+    assert sorted(prompt.split("USER:")[1].split("Describe")[0].split()) == sorted(words)
+    assert caption.strip() == CAPTIONS[1]
 
 
 def test_clap_pairs_decode_only_three_windows_of_a_long_file(tiny_checkpoints, write_wav, tmp_path):

@@ -146,10 +146,11 @@ SCALES = {"full": FULL, "quick": QUICK, "release": RELEASE}
 
 
 def lm_text_template(template: dict = DEFAULT_PROMPT_TEMPLATE) -> str:
-    """The caption as the assistant's answer of one prompt turn without audio: the LM learns the chat frame that
-    PairCap's prompts use (Vicuna's role), and caption language."""
+    """The caption as the assistant's answer to one prompt turn whose audio's place holds the caption's keywords,
+    shuffled: the LM learns the chat frame of PairCap's prompts (Vicuna's role), caption language, and to write what
+    the turn holds. Trained on an empty turn, it learnt to ignore the turn, and later its audio tokens (RESULTS.md)."""
     prompt = PromptFormat.from_template(template)
-    return prompt.preamble + prompt.turn("") + " {caption}"
+    return prompt.preamble + prompt.turn("{keywords}") + " {caption}"
 
 
 class MiniRecipe:
@@ -280,7 +281,7 @@ class MiniRecipe:
     def init_models(self) -> None:
         """Tokenizers trained on the caption text; a small random CLAP and Llama in Hugging Face layout."""
         corpus = list(load_from_disk(str(self.pairs("text")))["caption"])
-        lm_corpus = [lm_text_template().format(caption=caption) for caption in corpus[:2000]] + corpus
+        lm_corpus = [lm_text_template().format(caption=caption, keywords="") for caption in corpus[:2000]] + corpus
         lm_tokenizer = train_lm_tokenizer(vocab_size=2000, corpus=lm_corpus)
         clap_tokenizer = train_clap_tokenizer(vocab_size=1000, corpus=corpus)
         torch.manual_seed(self.seed)

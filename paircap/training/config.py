@@ -49,7 +49,11 @@ class TrainConfig:
         metadata={"help": "stage 2: train the whole LM decoder, not only IA3 (for a small LM trained from scratch)"},
     )
     text_template: str = field(
-        default="{caption}", metadata={"help": "lm_text: how each caption is written as training text"}
+        default="{caption}",
+        metadata={
+            "help": "lm_text: how each caption is written as training text ({caption}; {keywords}: its content "
+            "words, shuffled)"
+        },
     )
     max_text_tokens: int = field(default=128, metadata={"help": "lm_text: longest training text, in tokens"})
     augment_gain_db: float = field(

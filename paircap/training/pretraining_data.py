@@ -8,6 +8,7 @@ collator drops it), and every random choice is drawn from (seed, epoch, index) s
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,8 +24,20 @@ from modeling_paircap.audio_io import AudioInputError, WindowedWaveform, load_au
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
 
 CROP_WINDOWS = 3  # windows decoded of a long file, one of which each epoch's crop takes
+KEYWORD_STOPWORDS = frozenset({
+    "a", "an", "the", "is", "are", "was", "were", "be", "being", "been", "and", "or", "but", "of", "in", "on", "at",
+    "to", "by", "for", "from", "with", "while", "as", "it", "its", "into", "onto", "over", "under", "then", "there",
+    "also", "someone", "something", "some",
+})  # fmt: skip
 
-__all__ = ["CaptionTextCollator", "CaptionTextSet", "ClapPairCollator", "ClapPairSet", "LogMelAugmentation"]
+__all__ = [
+    "CaptionTextCollator",
+    "CaptionTextSet",
+    "caption_keywords",
+    "ClapPairCollator",
+    "ClapPairSet",
+    "LogMelAugmentation",
+]
 
 
 @dataclass(frozen=True)
@@ -140,14 +153,32 @@ class ClapPairCollator:
         return BatchFeature({"input_features": input_features, **text})
 
 
-class CaptionTextSet(torch.utils.data.Dataset):
-    """Caption texts, each formatted with `template` (`"{caption}"` by default) and tokenised once, for next-token
-    training of a causal language model; the tokenizer adds BOS, the collator appends EOS."""
+def caption_keywords(caption: str, rng: np.random.Generator) -> str:
+    """The caption's content words (lower case, no punctuation or stop words) in a random order."""
+    words = [word for word in re.findall(r"[a-z']+", caption.lower()) if word not in KEYWORD_STOPWORDS]
+    return " ".join(words[i] for i in rng.permutation(len(words)))
 
-    def __init__(self, captions: Sequence[str], tokenizer, template: str = "{caption}", max_length: int = 128):
+
+class CaptionTextSet(torch.utils.data.Dataset):
+    """
+    Caption texts, each formatted with `template` (`"{caption}"` by default) and tokenised once, for next-token
+    training of a causal language model; the tokenizer adds BOS, the collator appends EOS. A `{keywords}` field in the
+    template gets the caption's content words, shuffled (`caption_keywords`, fixed by `seed` and the index): an LM
+    trained from scratch on a fixed prompt learns to ignore the prompt, one trained to caption its prompt's keywords
+    learns to read it, as an LM that is later given audio tokens in their place has to.
+    """
+
+    def __init__(
+        self, captions: Sequence[str], tokenizer, template: str = "{caption}", max_length: int = 128, seed: int = 0
+    ):
         if "{caption}" not in template:
             raise ValueError(f"text_template must contain '{{caption}}', got {template!r}")
-        texts = [template.format(caption=caption.strip()) for caption in captions]
+        texts = [
+            template.format(
+                caption=caption.strip(), keywords=caption_keywords(caption, np.random.default_rng([seed, index]))
+            )
+            for index, caption in enumerate(captions)
+        ]
         encoded = tokenizer(texts, truncation=True, max_length=max_length - 1)["input_ids"]
         self.input_ids = [np.asarray(ids, dtype=np.int64) for ids in encoded]
         self.lengths = [len(ids) + 1 for ids in self.input_ids]

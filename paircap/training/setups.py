@@ -256,7 +256,7 @@ def lm_text_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
 
     def split(sources: list[str]) -> DataSplit:
         pairs = load_pairs(sources)
-        dataset = CaptionTextSet(pairs["caption"], tokenizer, cfg.text_template, cfg.max_text_tokens)
+        dataset = CaptionTextSet(pairs["caption"], tokenizer, cfg.text_template, cfg.max_text_tokens, cfg.seed)
         return DataSplit(dataset, dataset.lengths, pairs["source"])
 
     return StageSetup(
