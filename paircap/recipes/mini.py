@@ -472,9 +472,9 @@ class MiniRecipe:
 
         argv = [
             "evaluate", "--model", str(self.release(model)), "--data", str(data), "--data-name", data_name,
-            "--split", data.name, "--audio-root", f"{AUDIO_ROOT}={self.path('corpus')}",
-            "--batch-size", str(self.scale.batch_size), "--max-new-tokens", str(self.scale.max_new_tokens),
-            "--device", "cpu", "--no-progress", *options, "--output-dir", str(output),
+            "--split", data.name, "--batch-size", str(self.scale.batch_size),
+            "--max-new-tokens", str(self.scale.max_new_tokens), "--device", "cpu", "--no-progress", *options,
+            "--output-dir", str(output),
         ]  # fmt: skip
         if paircap(argv) != 0:
             raise RuntimeError(f"paircap {' '.join(argv)} failed (its error is above)")
@@ -482,6 +482,7 @@ class MiniRecipe:
     def evaluate(self) -> None:
         """The curriculum model on the grid and both sweeps; stage 1 and RAFT-only on the grid (the ablations)."""
         kbs = [str(self.path("kb", name)) for name in KNOWLEDGE_BASES]
+        audio_root = ["--audio-root", f"{AUDIO_ROOT}={self.path('corpus')}"]  # where the KBs' audio lies
         sweeps = [
             "--weight-sweep",
             *map(str, self.scale.weight_sweep),
@@ -489,10 +490,10 @@ class MiniRecipe:
             *map(str, self.scale.top_k_sweep),
         ]
         top_k = ["--top-k", str(self.scale.max_examples)]
-        runs = {"stage2_phase2": ["--kb", *kbs, *top_k, *(sweeps if self.scale.ablations else [])]}
+        runs = {"stage2_phase2": [*audio_root, "--kb", *kbs, *top_k, *(sweeps if self.scale.ablations else [])]}
         if self.scale.ablations:
-            runs["raft_only"] = ["--kb", *kbs, *top_k]
-            runs["stage1"] = ["--kb", kbs[0], "--mode", "generative_pair2pair", *top_k]
+            runs["raft_only"] = [*audio_root, "--kb", *kbs, *top_k]
+            runs["stage1"] = [*audio_root, "--kb", kbs[0], "--mode", "generative_pair2pair", *top_k]
         for model, extra in runs.items():
             output = self.path("evaluation", model)
             if (output / "results.json").is_file():
@@ -535,7 +536,7 @@ class MiniRecipe:
         for model in models:
             output = self.path("evaluation", "fit", model)
             if not (output / "results.json").is_file():
-                self.paircap_evaluate(model, output, sample, "esc50-train", "--mode", "none")
+                self.paircap_evaluate(model, output, sample, "esc50-train")  # no --kb: zero-shot only
             (predictions,) = sorted((output / "predictions").glob("*.jsonl"))  # the one zero-shot run
             captions = {r["audio_id"]: r["caption"] for r in read_predictions(predictions) if "caption" in r}
             fit[model] = {
