@@ -526,8 +526,8 @@ class MiniRecipe:
         train = load_from_disk(str(self.pairs("train")))
         singles = {clip.audio_id: (clip.category,) for clip in self.clip_splits()["train"]}
         events = mixture_events(self.mixtures_dir)
-        mixtures = sorted({clip for clip in train["audio_id"] if clip in events and clip.startswith("mix-train")})
-        keep = set(singles) | set(mixtures[: self.scale.fit_mixtures])
+        mixtures = sorted({clip for clip in train["audio_id"] if clip in events})[: self.scale.fit_mixtures]
+        keep = set(singles) | set(mixtures)
         sample = self.path("evaluation", "fit", "train")
         if not sample.is_dir():
             save(train.filter(lambda clip: clip in keep, input_columns="audio_id"), sample)
@@ -541,7 +541,7 @@ class MiniRecipe:
             captions = {r["audio_id"]: r["caption"] for r in read_predictions(predictions) if "caption" in r}
             fit[model] = {
                 "train_clips": event_accuracy({c: captions[c] for c in singles if c in captions}, singles),
-                "train_mixtures": event_accuracy({c: captions[c] for c in keep & set(events) if c in captions}, events),
+                "train_mixtures": event_accuracy({c: captions[c] for c in mixtures if c in captions}, events),
                 "distinct_captions": len(set(captions.values())),
             }
         self.path("evaluation", "fit.json").write_text(json.dumps(fit, indent=2))
