@@ -359,8 +359,9 @@ class MiniRecipe:
         }
 
     def probe_audio(self) -> None:
-        """Linear probes of what the trained CLAP's audio embedding (and, as a yardstick, log-mel statistics) can
-        name: held-out single clips, and both events of the test mixtures (`clap/probes.json`)."""
+        """Linear probes of what the trained CLAP's audio embedding (and, as yardsticks, log-mel statistics in and out
+        of frequency order) can name: held-out single clips, and both events of the test mixtures (`clap/probes.json`).
+        """
         splits = self.clip_splits()
         train = load_from_disk(str(self.pairs("train")))
         pairs = {

@@ -173,9 +173,11 @@ class CaptionTextSet(torch.utils.data.Dataset):
     ):
         if "{caption}" not in template:
             raise ValueError(f"text_template must contain '{{caption}}', got {template!r}")
+        with_keywords = "{keywords}" in template  # else no caption is parsed for keywords
         texts = [
             template.format(
-                caption=caption.strip(), keywords=caption_keywords(caption, np.random.default_rng([seed, index]))
+                caption=caption.strip(),
+                keywords=caption_keywords(caption, np.random.default_rng([seed, index])) if with_keywords else "",
             )
             for index, caption in enumerate(captions)
         ]
