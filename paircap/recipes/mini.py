@@ -137,9 +137,9 @@ RELEASE = MiniScale(
     noisy_mixtures=200,
     clap_steps=1500,
     lm_steps=500,
-    stage1_steps=250,
-    phase1_steps=150,
-    phase2_steps=150,
+    stage1_steps=600,
+    phase1_steps=400,
+    phase2_steps=400,
     ablations=False,
 )
 SCALES = {"full": FULL, "quick": QUICK, "release": RELEASE}
