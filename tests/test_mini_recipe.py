@@ -16,7 +16,7 @@ from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 REPO = Path(__file__).resolve().parents[1]
 STAGES = [
     "corpus", "init", "clap", "probe", "lm", "assemble", "kb", "stage1", "stage2_phase1", "stage2_phase2", "raft_only",
-    "evaluate", "fit", "report",
+    "evaluate", "evaluate_raft_only", "evaluate_stage1", "fit", "zero_shot", "report",
 ]  # fmt: skip
 
 
@@ -32,7 +32,10 @@ def quick_run(shared_data, tmp_path_factory) -> Path:
     if not (shared_data / "esc50_more" / "manifest.csv").is_file():
         pytest.skip(f"{shared_data / 'esc50_more'} is absent")
     output = tmp_path_factory.mktemp("mini") / "quick"
-    run(["-m", "paircap.cli", "mini", "--output", str(output), "--quick", "--data", str(shared_data)], REPO)
+    run(
+        ["-m", "paircap.cli", "mini", "--output", str(output), "--quick", "--data", str(shared_data), "--jobs", "1"],
+        REPO,
+    )
     return output
 
 
@@ -64,6 +67,10 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
         assert scores["train_clips"]["count"] == 30 and scores["train_mixtures"]["count"] == 4
         assert 0 <= scores["train_mixtures"]["both"] <= scores["train_mixtures"]["any"] <= 1
         assert 1 <= scores["distinct_captions"] <= 34
+    zero_shot = json.loads((quick_run / "evaluation" / "zero_shot.json").read_text())
+    assert set(zero_shot) == set(fit)  # the grid's 6 test mixtures and 2 more
+    assert all(scores["test_mixtures"]["count"] == 8 and scores["cider_d"] >= 0 for scores in zero_shot.values())
+    assert "Zero-shot event accuracy on 8 test mixtures" in report
     for stage in ("clap", "lm", "stage1", "stage2_phase2", "raft_only"):
         assert any("loss" in json.loads(line) for line in (quick_run / stage / "log.jsonl").read_text().splitlines())
 
@@ -75,6 +82,17 @@ def test_knowledge_bases_are_base_large_and_refined(quick_run):
     sources = set(kbs["large"].rows.unique("source"))
     assert {"esc50", "esc50_mix", "esc50_mix_noisy"} <= sources
     assert "esc50_mix_noisy" not in set(kbs["base"].rows.unique("source"))
+
+
+def test_jobs_2_runs_each_stage_in_its_own_process_after_its_inputs(shared_data, tmp_path):
+    if not (shared_data / "esc50_more" / "manifest.csv").is_file():
+        pytest.skip(f"{shared_data / 'esc50_more'} is absent")
+    args = ["-m", "paircap.cli", "mini", "--output", str(tmp_path), "--quick", "--data", str(shared_data)]
+    run([*args, "--jobs", "2", "--stages", "corpus", "init"], REPO)
+    corpus, init = (json.loads((tmp_path / "stages" / f"{stage}.json").read_text()) for stage in ("corpus", "init"))
+    assert init["started"] >= corpus["finished"]  # init reads the corpus's caption text
+    assert "done earlier" not in (tmp_path / "logs" / "init.log").read_text()
+    assert (tmp_path / "init" / "clap" / "config.json").is_file() and (tmp_path / "corpus" / "summary.json").is_file()
 
 
 def test_a_rerun_skips_every_finished_stage(quick_run):

@@ -17,14 +17,20 @@ checkpoint, an interrupted embedding from its last shard):
 5. `kb`: knowledge bases *base* (training pairs), *large* (base + noisy pairs) and *refined* (large refined with the
    training pairs, paper §3.5), in the frozen CLAP space.
 6. `stage1`, `stage2_phase1`, `stage2_phase2`, `raft_only`: the paper's training recipe (§3.2, §4.1).
-7. `evaluate`: `paircap evaluate` on the test mixtures (method x KB grid, W sweep, top-k sweep), plus event accuracy.
+7. `evaluate`, `evaluate_raft_only`, `evaluate_stage1`: `paircap evaluate` on the test mixtures (method x KB grid,
+   W sweep, top-k sweep), plus event accuracy; `fit` and `zero_shot`: every captioner zero-shot on its own training
+   data, and on a larger sample of test mixtures.
 8. `report`: RESULTS.md.
+
+With `--jobs 2` (the default on 2 or more cores) stages that do not read each other's outputs run side by side, as
+subprocesses with their logs in `<output>/logs/` (`STAGE_INPUTS`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -82,10 +88,14 @@ class MiniScale:
     clips_per_split: int | None = None  # ESC-50 clips kept per split (None: all)
     train_mixtures: int = 1500
     validation_mixtures: int = 100
-    test_mixtures: int = 200
+    test_mixtures: int = 200  # the method x KB grid and the sweeps
+    zero_shot_test_mixtures: int = 1000  # zero-shot event accuracy (these include the grid's 200)
     noisy_mixtures: int = 1000
     text_captions: int | None = None  # AudioCaps + Clotho captions for the LM (None: all)
-    clap_steps: int = 3000  # ~6 epochs of the single clips (x10) and the mixtures at batch 32
+    # ~4 epochs of the single clips (x10) and the mixtures at batch 32. In a 3000-step run, a linear probe on the
+    # embedding read 6-19 % of the validation clips up to step 1750 and 22-28 % from step 2000 on (test clips: 7-15 %,
+    # then 12-18 %); two 3000-step runs of one config read 7 % and 15 % of the test clips (RESULTS.md)
+    clap_steps: int = 2000
     lm_steps: int = 1000
     stage1_steps: int = 800
     phase1_steps: int = 400
@@ -113,6 +123,7 @@ QUICK = MiniScale(
     train_mixtures=24,
     validation_mixtures=4,
     test_mixtures=6,
+    zero_shot_test_mixtures=8,
     noisy_mixtures=12,
     text_captions=400,
     clap_steps=3,
@@ -134,6 +145,7 @@ RELEASE = MiniScale(
     train_mixtures=400,
     validation_mixtures=40,
     test_mixtures=60,
+    zero_shot_test_mixtures=200,
     noisy_mixtures=200,
     clap_steps=1500,
     lm_steps=500,
@@ -143,6 +155,27 @@ RELEASE = MiniScale(
     ablations=False,
 )
 SCALES = {"full": FULL, "quick": QUICK, "release": RELEASE}
+CAPTIONERS = ("stage1", "stage2_phase1", "stage2_phase2", "raft_only")
+# the stages whose outputs each stage reads: with --jobs > 1 a stage starts once these have finished
+STAGE_INPUTS = {
+    "corpus": (),
+    "init": ("corpus",),
+    "clap": ("init",),
+    "probe": ("clap",),
+    "lm": ("init",),
+    "assemble": ("clap", "lm"),
+    "kb": ("assemble",),
+    "stage1": ("assemble",),
+    "stage2_phase1": ("stage1",),
+    "stage2_phase2": ("stage2_phase1",),
+    "raft_only": ("stage1",),
+    "evaluate": ("kb", "stage2_phase2"),
+    "evaluate_raft_only": ("kb", "raft_only"),
+    "evaluate_stage1": ("kb", "stage1"),
+    "fit": CAPTIONERS,
+    "zero_shot": CAPTIONERS,
+}
+STAGE_INPUTS["report"] = tuple(STAGE_INPUTS)
 
 
 def lm_text_template(template: dict = DEFAULT_PROMPT_TEMPLATE) -> str:
@@ -179,12 +212,21 @@ class MiniRecipe:
                 "raft_only",
                 lambda: self.train_captioner("raft_only", "raft", self.release("stage1"), scale.max_examples),
             ),
-            ("evaluate", self.evaluate),
+            ("evaluate", lambda: self.evaluate("stage2_phase2")),
+            ("evaluate_raft_only", lambda: self.evaluate("raft_only")),
+            ("evaluate_stage1", lambda: self.evaluate("stage1")),
             ("fit", self.training_fit),
+            ("zero_shot", self.zero_shot_test),
             ("report", self.report),
         ]
         if not scale.ablations:
-            self.stages = [(name, stage) for name, stage in self.stages if name != "raft_only"]
+            ablations = {"raft_only", "evaluate_raft_only", "evaluate_stage1"}
+            self.stages = [(name, stage) for name, stage in self.stages if name not in ablations]
+
+    @property
+    def captioners(self) -> list[str]:
+        names = {name for name, _ in self.stages}
+        return [name for name in CAPTIONERS if name in names]
 
     # ---- layout -------------------------------------------------------------------------------------------------
 
@@ -209,22 +251,47 @@ class MiniRecipe:
 
     # ---- running --------------------------------------------------------------------------------------------------
 
-    def run(self, only: list[str] | None = None) -> None:
+    def run(self, only: list[str] | None = None, jobs: int = 1) -> None:
+        """Run the stages not finished yet (of `only`, if given): in this process one after another, or with `jobs`
+        > 1 as subprocesses, up to `jobs` at a time, each once its `STAGE_INPUTS` have finished."""
         self.path("stages").mkdir(parents=True, exist_ok=True)
         settings = {"scale": asdict(self.scale), "clip_folders": self.clip_folders, "seed": self.seed}
         self.path("settings.json").write_text(json.dumps(settings, indent=2))
-        for index, (name, stage) in enumerate(self.stages, start=1):
+        todo = []
+        for index, (name, _) in enumerate(self.stages, start=1):
             if only and name not in only:
                 continue
             if self.stage_record(name).is_file() and name != "report":
                 logger.info(f"[{index}/{len(self.stages)}] {name}: done earlier, skipped")
                 continue
+            todo.append(name)
+        if jobs > 1 and len(todo) > 1:
+            if SCALES.get(self.scale.name) != self.scale:
+                raise ValueError(
+                    f"--jobs > 1 runs stages as `paircap mini --scale NAME`: {self.scale} is not in SCALES"
+                )
+            from paircap.recipes.concurrent_stages import run_concurrent_stages
+
+            run_concurrent_stages(todo, STAGE_INPUTS, self.stage_command, self.path("logs"), jobs)
+            return
+        stages = dict(self.stages)
+        for name in todo:
+            index = list(stages).index(name) + 1
             logger.info(f"[{index}/{len(self.stages)}] {name}")
-            start = time.perf_counter()
-            stage()
+            started, start = time.time(), time.perf_counter()
+            stages[name]()
             seconds = time.perf_counter() - start
-            self.stage_record(name).write_text(json.dumps({"stage": name, "seconds": seconds}))
+            record = {"stage": name, "seconds": seconds, "started": started, "finished": time.time()}
+            self.stage_record(name).write_text(json.dumps(record))
             logger.info(f"[{index}/{len(self.stages)}] {name}: {seconds:.0f} s")
+
+    def stage_command(self, name: str) -> list[str]:
+        """The command that runs one stage of this recipe in its own process."""
+        return [
+            sys.executable, "-m", "paircap.cli", "mini", "--output", str(self.output), "--data", str(self.data),
+            "--scale", self.scale.name, "--clips", *self.clip_folders, "--seed", str(self.seed), "--stages", name,
+            "--jobs", "1",
+        ]  # fmt: skip
 
     # ---- 1. data --------------------------------------------------------------------------------------------------
 
@@ -238,7 +305,8 @@ class MiniRecipe:
         """ESC-50 singles and mixtures per split, noisy training mixtures, and the LM's caption text."""
         s = self.scale
         splits = self.clip_splits()
-        counts = {"train": s.train_mixtures, "validation": s.validation_mixtures, "test": s.test_mixtures}
+        test_count = max(s.test_mixtures, s.zero_shot_test_mixtures)
+        counts = {"train": s.train_mixtures, "validation": s.validation_mixtures, "test": test_count}
         mixtures = {  # esc50_cc alone (about 2 recordings per class) leaves no clip for validation
             split: write_mixtures(splits[split], self.mixtures_dir, counts[split], split, seed=self.seed)
             for split in counts
@@ -253,13 +321,15 @@ class MiniRecipe:
         save(train, self.pairs("train"))
         if "validation" in mixtures:
             save(mixtures["validation"], self.pairs("validation"))
-        save(mixtures["test"], self.pairs("test"))
+        grid = set(list(dict.fromkeys(mixtures["test"]["audio_id"]))[: s.test_mixtures])  # the first mixtures
+        save(mixtures["test"].filter(lambda clip: clip in grid, input_columns="audio_id"), self.pairs("test"))
+        save(mixtures["test"], self.pairs("test_all"))
         save(noisy, self.pairs("noisy"))
         save(self.caption_text(train), self.pairs("text"))
         summary = {
             "clips": {split: len(part) for split, part in splits.items()},
             "categories": {split: len({c.category for c in part}) for split, part in splits.items()},
-            "pairs": {name: len(load_from_disk(str(self.pairs(name)))) for name in mixtures | {"train": None}},
+            "pairs": {name: len(load_from_disk(str(self.pairs(name)))) for name in [*mixtures, "test_all"]},
             "noisy_pairs": len(noisy),
             "text_captions": len(load_from_disk(str(self.pairs("text")))),
         }
@@ -480,27 +550,22 @@ class MiniRecipe:
         if paircap(argv) != 0:
             raise RuntimeError(f"paircap {' '.join(argv)} failed (its error is above)")
 
-    def evaluate(self) -> None:
-        """The curriculum model on the grid and both sweeps; stage 1 and RAFT-only on the grid (the ablations)."""
+    def evaluate(self, model: str) -> None:
+        """One captioner on the test mixtures: the curriculum model on the grid and both sweeps; stage 1 and RAFT-only
+        (the training ablation) with generative pair-to-pair on the refined KB."""
         kbs = [str(self.path("kb", name)) for name in KNOWLEDGE_BASES]
-        audio_root = ["--audio-root", f"{AUDIO_ROOT}={self.path('corpus')}"]  # where the KBs' audio lies
-        sweeps = [
-            "--weight-sweep",
-            *map(str, self.scale.weight_sweep),
-            "--top-k-sweep",
-            *map(str, self.scale.top_k_sweep),
-        ]
-        top_k = ["--top-k", str(self.scale.max_examples)]
-        runs = {"stage2_phase2": [*audio_root, "--kb", *kbs, *top_k, *(sweeps if self.scale.ablations else [])]}
-        if self.scale.ablations:
-            runs["raft_only"] = [*audio_root, "--kb", *kbs, *top_k]
-            runs["stage1"] = [*audio_root, "--kb", kbs[0], "--mode", "generative_pair2pair", *top_k]
-        for model, extra in runs.items():
-            output = self.path("evaluation", model)
-            if (output / "results.json").is_file():
-                continue
-            self.paircap_evaluate(model, output, self.pairs("test"), "esc50-mixtures", *extra)
-            (output / "events.json").write_text(json.dumps(self.event_scores(output), indent=2))
+        options = ["--audio-root", f"{AUDIO_ROOT}={self.path('corpus')}", "--top-k", str(self.scale.max_examples)]
+        if model == "stage2_phase2":
+            options += ["--kb", *kbs]
+        else:
+            options += ["--kb", kbs[0], "--mode", "generative_pair2pair"]
+        if model == "stage2_phase2" and self.scale.ablations:
+            options += ["--weight-sweep", *map(str, self.scale.weight_sweep)]
+            options += ["--top-k-sweep", *map(str, self.scale.top_k_sweep)]
+        output = self.path("evaluation", model)
+        if not (output / "results.json").is_file():
+            self.paircap_evaluate(model, output, self.pairs("test"), "esc50-mixtures", *options)
+        (output / "events.json").write_text(json.dumps(self.event_scores(output), indent=2))
 
     def event_scores(self, evaluation: Path) -> dict:
         """Per run: the share of test mixtures whose caption names both of its events (and at least one)."""
@@ -532,20 +597,40 @@ class MiniRecipe:
         sample = self.path("evaluation", "fit", "train")
         if not sample.is_dir():
             save(train.filter(lambda clip: clip in keep, input_columns="audio_id"), sample)
-        models = ["stage1", "stage2_phase1", "stage2_phase2"] + (["raft_only"] if self.scale.ablations else [])
-        fit = {}
-        for model in models:
-            output = self.path("evaluation", "fit", model)
-            if not (output / "results.json").is_file():
-                self.paircap_evaluate(model, output, sample, "esc50-train")  # no --kb: zero-shot only
-            (predictions,) = sorted((output / "predictions").glob("*.jsonl"))  # the one zero-shot run
-            captions = {r["audio_id"]: r["caption"] for r in read_predictions(predictions) if "caption" in r}
-            fit[model] = {
-                "train_clips": event_accuracy({c: captions[c] for c in singles if c in captions}, singles),
-                "train_mixtures": event_accuracy({c: captions[c] for c in mixtures if c in captions}, events),
-                "distinct_captions": len(set(captions.values())),
-            }
+        groups = {"train_clips": singles, "train_mixtures": {clip: events[clip] for clip in mixtures}}
+        fit = self.zero_shot_event_scores(sample, "esc50-train", self.path("evaluation", "fit"), groups)
         self.path("evaluation", "fit.json").write_text(json.dumps(fit, indent=2))
+
+    def zero_shot_test(self) -> None:
+        """Every captioner zero-shot on the `zero_shot_test_mixtures` test mixtures (`evaluation/zero_shot.json`):
+        the share whose caption names both events, counted over five times the grid's mixtures."""
+        events = mixture_events(self.mixtures_dir)
+        sample = load_from_disk(str(self.pairs("test_all")))
+        groups = {"test_mixtures": {clip: events[clip] for clip in dict.fromkeys(sample["audio_id"])}}
+        scores = self.zero_shot_event_scores(
+            self.pairs("test_all"), "esc50-mixtures", self.path("evaluation", "zero_shot"), groups
+        )
+        self.path("evaluation", "zero_shot.json").write_text(json.dumps(scores, indent=2))
+
+    def zero_shot_event_scores(self, data: Path, data_name: str, output: Path, groups: dict[str, dict]) -> dict:
+        """Every captioner zero-shot on `data` (`output/<model>`): per model, the event accuracy of each group of
+        clips (audio_id -> events), the number of distinct captions and the run's CIDEr-D."""
+        scores = {}
+        for model in self.captioners:
+            if not (output / model / "results.json").is_file():
+                self.paircap_evaluate(model, output / model, data, data_name)  # no --kb: zero-shot only
+            (predictions,) = sorted((output / model / "predictions").glob("*.jsonl"))  # the one zero-shot run
+            captions = {r["audio_id"]: r["caption"] for r in read_predictions(predictions) if "caption" in r}
+            (run,) = json.loads((output / model / "results.json").read_text())["runs"]
+            scores[model] = {
+                group: event_accuracy({clip: captions[clip] for clip in clips if clip in captions}, clips)
+                for group, clips in groups.items()
+            }
+            scores[model] |= {
+                "distinct_captions": len(set(captions.values())),
+                "cider_d": run["metrics"].get("cider_d"),
+            }
+        return scores
 
     # ---- 8. report ------------------------------------------------------------------------------------------------
 
@@ -589,6 +674,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--stages", nargs="+", default=None, help="run only these stages (default: all unfinished)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="stages run side by side (subprocesses, logs in <output>/logs); default: 2 on 2 or more cores",
+    )
     return parser.parse_args(argv)
 
 
@@ -596,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     scale = QUICK if args.quick else SCALES[args.scale]
     recipe = MiniRecipe(Path(args.output), Path(args.data), scale, args.clips, args.seed)
-    recipe.run(args.stages)
+    recipe.run(args.stages, jobs=args.jobs)
     if args.pack_release:
         from paircap.recipes.mini_release import pack_release
 

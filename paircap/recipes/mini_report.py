@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -95,18 +96,60 @@ def probe_table(probes: dict) -> str:
     return "\n".join(lines)
 
 
+CAPTIONER_LABELS = {
+    "stage1": "stage 1",
+    "stage2_phase1": "stage 2 phase 1",
+    "stage2_phase2": "curriculum (phase 2)",
+    "raft_only": "RAFT only",
+}
+CHANCE_BOTH_EVENTS = 1 / 1225  # two of the 50 classes guessed: 1 / C(50, 2)
+
+
+def wilson_interval(share: float, count: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a binomial share measured on `count` items."""
+    centre = (share + z * z / (2 * count)) / (1 + z * z / count)
+    half = z / (1 + z * z / count) * math.sqrt(share * (1 - share) / count + z * z / (4 * count * count))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def zero_shot_table(scores: dict) -> str:
+    """The `zero_shot` stage: each captioner on the larger test sample, with the interval of its both-events share."""
+    lines = [
+        "| model | both events | 95 % interval | x chance | at least one | CIDEr-D | distinct captions |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, label in CAPTIONER_LABELS.items():
+        if name in scores:
+            mixtures = scores[name]["test_mixtures"]
+            low, high = wilson_interval(mixtures["both"], mixtures["count"])
+            named = round(mixtures["both"] * mixtures["count"])
+            lines.append(
+                f"| {label} | {pct(mixtures['both'])} ({named} of {mixtures['count']}) | {pct(low)} to {pct(high)} | "
+                f"{mixtures['both'] / CHANCE_BOTH_EVENTS:.0f} | {pct(mixtures['any'])} | "
+                f"{num(scores[name]['cider_d'])} | {scores[name]['distinct_captions']} |"
+            )
+    return "\n".join(lines)
+
+
+def wall_seconds(records: list[dict]) -> float:
+    """The time some stage was running: the union of the stages' (started, finished) spans, so stages run side by
+    side count once and the pauses between resumed runs not at all (records without spans: their sum)."""
+    spans = sorted((r["started"], r["finished"]) for r in records if "started" in r)
+    total = sum(r["seconds"] for r in records if "started" not in r)
+    end = -math.inf
+    for start, finish in spans:
+        total += max(0.0, finish - max(start, end))
+        end = max(end, finish)
+    return total
+
+
 def fit_table(fit: dict) -> str:
     """The `fit` stage: each captioner, zero-shot, on its own training clips and mixtures."""
     lines = [
         "| model | training clips: event named | training mixtures: both events | at least one | distinct captions |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, label in (
-        ("stage1", "stage 1"),
-        ("stage2_phase1", "stage 2 phase 1"),
-        ("stage2_phase2", "curriculum (phase 2)"),
-        ("raft_only", "RAFT only"),
-    ):
+    for name, label in CAPTIONER_LABELS.items():
         if name in fit:
             clips, mixtures = fit[name]["train_clips"], fit[name]["train_mixtures"]
             lines.append(
@@ -139,11 +182,13 @@ def write_results(recipe) -> Path:
     out = recipe.output
     scale = recipe.scale
     kbs = ["refined", "large", "base"]
-    stage_seconds = {name: (load_json(recipe.stage_record(name)) or {}).get("seconds") for name, _ in recipe.stages}
+    records = {name: load_json(recipe.stage_record(name)) for name, _ in recipe.stages}
+    stage_seconds = {name: (record or {}).get("seconds") for name, record in records.items()}
     corpus = load_json(out / "corpus" / "summary.json") or {}
     clap = load_json(out / "clap" / "retrieval.json") or {}
     probes = load_json(out / "clap" / "probes.json") or {}
     fit = load_json(out / "evaluation" / "fit.json") or {}
+    zero_shot = load_json(out / "evaluation" / "zero_shot.json") or {}
     main = Evaluation(out / "evaluation" / "stage2_phase2")
     raft_only = Evaluation(out / "evaluation" / "raft_only")
     stage1 = Evaluation(out / "evaluation" / "stage1")
@@ -156,7 +201,8 @@ def write_results(recipe) -> Path:
     timing = "\n".join(
         f"| {name} | {'n/a' if seconds is None else f'{seconds:.0f}'} |" for name, seconds in stage_seconds.items()
     )
-    total = sum(seconds for seconds in stage_seconds.values() if seconds)
+    total = wall_seconds([record for record in records.values() if record])
+    busy = sum(seconds for seconds in stage_seconds.values() if seconds)
     ablation_rows = []
     for label, evaluation in (("stage 1 only", stage1), ("RAFT only (no curriculum)", raft_only), ("curriculum", main)):
         zero, retrieval = evaluation.find("none"), gen(evaluation)
@@ -197,7 +243,8 @@ def write_results(recipe) -> Path:
 
 Command: `paircap mini --output {out.name} --scale {scale.name} --clips {clips}`
 (seed {recipe.seed}). Machine: {platform.machine()}, {os.cpu_count()} CPU
-cores, torch {torch.__version__}, CPU only. Total wall time {total / 60:.1f} min.
+cores, torch {torch.__version__}, CPU only. Total wall time {total / 60:.1f} min (the stages' own times add up to
+{busy / 60:.1f} min: with `--jobs 2` independent stages run side by side, one thread each).
 
 Cells are **CIDEr-D / share of test mixtures whose caption names both events** (keyword map per class,
 `datasets_scripts.mixtures.EVENT_KEYWORDS`; chance of naming both classes of a mixture by guessing two of the 50 classes
@@ -250,6 +297,13 @@ What a linear classifier fitted on the training clips can read from each represe
 | model | zero-shot CIDEr-D | zero-shot both | zero-shot any event | pair2pair CIDEr-D | pair2pair both |
 |---|---:|---:|---:|---:|---:|
 {chr(10).join(ablation_rows)}
+
+## Zero-shot event accuracy on {scale.zero_shot_test_mixtures} test mixtures
+
+Every captioner zero-shot on the test mixtures, the grid's {scale.test_mixtures} and more
+(`evaluation/zero_shot.json`). Chance of naming both events: {100 * CHANCE_BOTH_EVENTS:.2f} %.
+
+{zero_shot_table(zero_shot) if zero_shot else "n/a"}
 
 ## The captioners on their own training data (zero-shot)
 

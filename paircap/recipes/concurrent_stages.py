@@ -1,0 +1,97 @@
+"""Run a recipe's stages as subprocesses, several at a time, each once the stages whose outputs it reads have finished.
+
+On 2 CPU cores a small model's training step gains little from a second intra-op thread, so two independent stages
+with one thread each (the CLAP and the LM stand-ins; stage 2's curriculum and RAFT-only) finish sooner than one
+after the other with two threads each.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+
+class StageFailed(RuntimeError):
+    """A stage's subprocess exited non-zero; the message names the stage, its exit status and its log."""
+
+
+def threads_per_stage(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def run_concurrent_stages(
+    stages: Sequence[str],
+    inputs: Mapping[str, Sequence[str]],
+    command: Callable[[str], list[str]],
+    log_dir: Path,
+    jobs: int,
+    progress: bool = True,
+) -> None:
+    """Run `command(stage)` for every stage, at most `jobs` at a time, in the order given among the ready ones.
+
+    A stage is ready when none of its `inputs` is still to run (inputs outside `stages` count as finished). Each
+    subprocess gets `cpu_count // jobs` threads (`OMP_NUM_THREADS`) and appends its output to `log_dir/<stage>.log`.
+    When a stage fails, the stages that do not depend on it still run; then `StageFailed` names every failed one.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    threads = str(threads_per_stage(jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
+    waiting = list(stages)
+    running: dict[str, tuple[subprocess.Popen, float]] = {}
+    failed: dict[str, str] = {}
+    blocked: set[str] = set()
+    bar = tqdm(total=len(waiting), desc="stages", unit="stage", disable=not progress, file=sys.stderr)
+
+    def unfinished(stage: str) -> bool:
+        return stage in waiting or stage in running or stage in failed or stage in blocked
+
+    try:
+        while waiting or running:
+            for stage in list(waiting):
+                if any(name in failed or name in blocked for name in inputs.get(stage, ())):
+                    waiting.remove(stage)
+                    blocked.add(stage)
+                    bar.write(f"{stage}: not run, an input stage failed", file=sys.stderr)
+                elif len(running) < jobs and not any(unfinished(name) for name in inputs.get(stage, ())):
+                    waiting.remove(stage)
+                    log = (log_dir / f"{stage}.log").open("a")
+                    process = subprocess.Popen(command(stage), stdout=log, stderr=subprocess.STDOUT, env=env)
+                    log.close()
+                    running[stage] = (process, time.perf_counter())
+                    bar.write(f"{stage}: started (log: {log_dir / f'{stage}.log'})", file=sys.stderr)
+            bar.set_postfix_str(", ".join(running))
+            time.sleep(0.2)
+            for stage, (process, start) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[stage]
+                bar.update()
+                seconds = time.perf_counter() - start
+                if process.returncode:
+                    failed[stage] = f"exit status {process.returncode}"
+                    bar.write(f"{stage}: FAILED after {seconds:.0f} s ({failed[stage]})", file=sys.stderr)
+                else:
+                    bar.write(f"{stage}: {seconds:.0f} s", file=sys.stderr)
+    finally:
+        for process, _ in running.values():  # interrupted: the stages resume from their checkpoints on a rerun
+            process.terminate()
+            process.wait()
+        bar.close()
+    if failed or blocked:
+        logs = {stage: log_dir / f"{stage}.log" for stage in failed}
+        lines = [
+            f"{stage} failed ({why}); the end of {logs[stage]}:\n{log_tail(logs[stage])}"
+            for stage, why in failed.items()
+        ]
+        lines += [f"{stage} did not run: a stage it reads failed" for stage in sorted(blocked)]
+        raise StageFailed("\n".join(lines))
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
