@@ -95,6 +95,19 @@ def test_jobs_2_runs_each_stage_in_its_own_process_after_its_inputs(shared_data,
     assert (tmp_path / "init" / "clap" / "config.json").is_file() and (tmp_path / "corpus" / "summary.json").is_file()
 
 
+def test_a_failed_stage_names_its_log_and_the_stages_left_unrun(tmp_path):
+    args = ["--output", str(tmp_path / "run"), "--quick", "--data", str(tmp_path / "no-data"), "--jobs", "2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "paircap.cli", "mini", *args, "--stages", "corpus", "init"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert (
+        "corpus failed (exit status" in result.stderr and str(tmp_path / "run" / "logs" / "corpus.log") in result.stderr
+    )
+    assert "no-data" in result.stderr  # the end of the corpus stage's log: the missing folder
+    assert "init did not run" in result.stderr and not (tmp_path / "run" / "stages" / "corpus.json").exists()
+
+
 def test_a_rerun_skips_every_finished_stage(quick_run):
     result = run(["-m", "paircap.recipes.mini", "--output", str(quick_run), "--quick"], REPO)  # the alias
     skipped = [line for line in result.stderr.splitlines() if "done earlier, skipped" in line]

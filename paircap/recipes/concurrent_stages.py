@@ -32,8 +32,9 @@ def run_concurrent_stages(
     log_dir: Path,
     jobs: int,
     progress: bool = True,
-) -> None:
-    """Run `command(stage)` for every stage, at most `jobs` at a time, in the order given among the ready ones.
+) -> dict[str, tuple[float, float]]:
+    """Run `command(stage)` for every stage, at most `jobs` at a time, in the order given among the ready ones; returns
+    each finished stage's process span (`time.time()` at its start and its exit).
 
     A stage is ready when none of its `inputs` is still to run (inputs outside `stages` count as finished). Each
     subprocess gets `cpu_count // jobs` threads (`OMP_NUM_THREADS`) and appends its output to `log_dir/<stage>.log`.
@@ -44,9 +45,11 @@ def run_concurrent_stages(
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
     waiting = list(stages)
     running: dict[str, tuple[subprocess.Popen, float]] = {}
+    spans: dict[str, tuple[float, float]] = {}
     failed: dict[str, str] = {}
     blocked: set[str] = set()
     bar = tqdm(total=len(waiting), desc="stages", unit="stage", disable=not progress, file=sys.stderr)
+    shown: list[str] = []  # the running stages the bar names
 
     def unfinished(stage: str) -> bool:
         return stage in waiting or stage in running or stage in failed or stage in blocked
@@ -63,16 +66,19 @@ def run_concurrent_stages(
                     log = (log_dir / f"{stage}.log").open("a")
                     process = subprocess.Popen(command(stage), stdout=log, stderr=subprocess.STDOUT, env=env)
                     log.close()
-                    running[stage] = (process, time.perf_counter())
+                    running[stage] = (process, time.time())
                     bar.write(f"{stage}: started (log: {log_dir / f'{stage}.log'})", file=sys.stderr)
-            bar.set_postfix_str(", ".join(running))
+            if shown != list(running):  # redrawn only on a change: a log file gets one line each
+                shown = list(running)
+                bar.set_postfix_str(", ".join(shown))
             time.sleep(0.2)
             for stage, (process, start) in list(running.items()):
                 if process.poll() is None:
                     continue
                 del running[stage]
                 bar.update()
-                seconds = time.perf_counter() - start
+                spans[stage] = (start, time.time())
+                seconds = spans[stage][1] - start
                 if process.returncode:
                     failed[stage] = f"exit status {process.returncode}"
                     bar.write(f"{stage}: FAILED after {seconds:.0f} s ({failed[stage]})", file=sys.stderr)
@@ -91,6 +97,7 @@ def run_concurrent_stages(
         ]
         lines += [f"{stage} did not run: a stage it reads failed" for stage in sorted(blocked)]
         raise StageFailed("\n".join(lines))
+    return spans
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

@@ -61,6 +61,7 @@ from datasets_scripts.readers.esc50 import (
     split_by_source,
 )
 from modeling_paircap.prompting_paircap import DEFAULT_PROMPT_TEMPLATE, PromptFormat
+from paircap.recipes.concurrent_stages import StageFailed, run_concurrent_stages
 from paircap.recipes.mini_models import mini_clap_config, mini_feature_extractor, mini_llama_config
 from paircap.recipes.mini_probe import (
     clap_audio_embeddings,
@@ -92,10 +93,10 @@ class MiniScale:
     zero_shot_test_mixtures: int = 1000  # zero-shot event accuracy (these include the grid's 200)
     noisy_mixtures: int = 1000
     text_captions: int | None = None  # AudioCaps + Clotho captions for the LM (None: all)
-    # ~4 epochs of the single clips (x10) and the mixtures at batch 32. In a 3000-step run, a linear probe on the
-    # embedding read 6-19 % of the validation clips up to step 1750 and 22-28 % from step 2000 on (test clips: 7-15 %,
-    # then 12-18 %); two 3000-step runs of one config read 7 % and 15 % of the test clips (RESULTS.md)
-    clap_steps: int = 2000
+    # ~6 epochs of the single clips (x10) and the mixtures at batch 32. With 2000 steps (run 6) the captioners fitted
+    # half as much of their training data and named a third as many test events; with --jobs 2 the CLAP stage runs
+    # beside the longer LM stage, so its last 1000 steps cost no wall time (RESULTS.md)
+    clap_steps: int = 3000
     lm_steps: int = 1000
     stage1_steps: int = 800
     phase1_steps: int = 400
@@ -270,9 +271,10 @@ class MiniRecipe:
                 raise ValueError(
                     f"--jobs > 1 runs stages as `paircap mini --scale NAME`: {self.scale} is not in SCALES"
                 )
-            from paircap.recipes.concurrent_stages import run_concurrent_stages
-
-            run_concurrent_stages(todo, STAGE_INPUTS, self.stage_command, self.path("logs"), jobs)
+            spans = run_concurrent_stages(todo, STAGE_INPUTS, self.stage_command, self.path("logs"), jobs)
+            for name, (started, finished) in spans.items():  # the process's span: its imports and start-up too
+                record = json.loads(self.stage_record(name).read_text())
+                self.stage_record(name).write_text(json.dumps(record | {"started": started, "finished": finished}))
             return
         stages = dict(self.stages)
         for name in todo:
@@ -687,7 +689,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     scale = QUICK if args.quick else SCALES[args.scale]
     recipe = MiniRecipe(Path(args.output), Path(args.data), scale, args.clips, args.seed)
-    recipe.run(args.stages, jobs=args.jobs)
+    try:
+        recipe.run(args.stages, jobs=args.jobs)
+    except StageFailed as error:
+        print(f"paircap mini: {error}", file=sys.stderr)
+        return 1
     if args.pack_release:
         from paircap.recipes.mini_release import pack_release
 
