@@ -36,11 +36,23 @@ def stamp(folder: Path, stage: str, which: str) -> float:
 
 
 def test_every_stage_starts_after_the_stages_it_reads_and_logs_its_output(tmp_path):
-    run_concurrent_stages(list(INPUTS), INPUTS, stamping_command(tmp_path), tmp_path / "logs", jobs=2, progress=False)
+    spans = {}
+    command, logs = stamping_command(tmp_path), tmp_path / "logs"
+    run_concurrent_stages(
+        list(INPUTS),
+        INPUTS,
+        command,
+        logs,
+        jobs=2,
+        on_success=lambda stage, *span: spans.update({stage: span}),
+        progress=False,
+    )
     for stage, inputs in INPUTS.items():
         assert (tmp_path / f"{stage}.end").is_file()
         assert all(stamp(tmp_path, stage, "start") >= stamp(tmp_path, name, "end") for name in inputs)
         assert f"stage {stage} says hello" in (tmp_path / "logs" / f"{stage}.log").read_text()
+        started, exited = spans[stage]  # the process's span holds the stage's own
+        assert started <= stamp(tmp_path, stage, "start") <= stamp(tmp_path, stage, "end") <= exited
 
 
 def test_a_failed_stage_stops_its_dependants_only_and_its_error_quotes_its_log(tmp_path):

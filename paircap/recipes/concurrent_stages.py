@@ -31,10 +31,12 @@ def run_concurrent_stages(
     command: Callable[[str], list[str]],
     log_dir: Path,
     jobs: int,
+    on_success: Callable[[str, float, float], None] | None = None,
     progress: bool = True,
-) -> dict[str, tuple[float, float]]:
-    """Run `command(stage)` for every stage, at most `jobs` at a time, in the order given among the ready ones; returns
-    each finished stage's process span (`time.time()` at its start and its exit).
+) -> None:
+    """Run `command(stage)` for every stage, at most `jobs` at a time, in the order given among the ready ones; as each
+    stage exits with status 0, before any stage that reads it starts, `on_success(stage, started, exited)` gets its
+    process's span (`time.time()`).
 
     A stage is ready when none of its `inputs` is still to run (inputs outside `stages` count as finished). Each
     subprocess gets `cpu_count // jobs` threads (`OMP_NUM_THREADS`) and appends its output to `log_dir/<stage>.log`.
@@ -45,7 +47,6 @@ def run_concurrent_stages(
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
     waiting = list(stages)
     running: dict[str, tuple[subprocess.Popen, float]] = {}
-    spans: dict[str, tuple[float, float]] = {}
     failed: dict[str, str] = {}
     blocked: set[str] = set()
     bar = tqdm(total=len(waiting), desc="stages", unit="stage", disable=not progress, file=sys.stderr)
@@ -77,13 +78,15 @@ def run_concurrent_stages(
                     continue
                 del running[stage]
                 bar.update()
-                spans[stage] = (start, time.time())
-                seconds = spans[stage][1] - start
+                exited = time.time()
+                seconds = exited - start
                 if process.returncode:
                     failed[stage] = f"exit status {process.returncode}"
                     bar.write(f"{stage}: FAILED after {seconds:.0f} s ({failed[stage]})", file=sys.stderr)
                 else:
                     bar.write(f"{stage}: {seconds:.0f} s", file=sys.stderr)
+                    if on_success is not None:
+                        on_success(stage, start, exited)
     finally:
         for process, _ in running.values():  # interrupted: the stages resume from their checkpoints on a rerun
             process.terminate()
@@ -97,7 +100,6 @@ def run_concurrent_stages(
         ]
         lines += [f"{stage} did not run: a stage it reads failed" for stage in sorted(blocked)]
         raise StageFailed("\n".join(lines))
-    return spans
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

@@ -271,10 +271,9 @@ class MiniRecipe:
                 raise ValueError(
                     f"--jobs > 1 runs stages as `paircap mini --scale NAME`: {self.scale} is not in SCALES"
                 )
-            spans = run_concurrent_stages(todo, STAGE_INPUTS, self.stage_command, self.path("logs"), jobs)
-            for name, (started, finished) in spans.items():  # the process's span: its imports and start-up too
-                record = json.loads(self.stage_record(name).read_text())
-                self.stage_record(name).write_text(json.dumps(record | {"started": started, "finished": finished}))
+            run_concurrent_stages(
+                todo, STAGE_INPUTS, self.stage_command, self.path("logs"), jobs, on_success=self.record_process_span
+            )
             return
         stages = dict(self.stages)
         for name in todo:
@@ -286,6 +285,12 @@ class MiniRecipe:
             record = {"stage": name, "seconds": seconds, "started": started, "finished": time.time()}
             self.stage_record(name).write_text(json.dumps(record))
             logger.info(f"[{index}/{len(self.stages)}] {name}: {seconds:.0f} s")
+
+    def record_process_span(self, name: str, started: float, finished: float) -> None:
+        """A stage's record gets the span of the process that ran it, imports and start-up included (the report's wall
+        time is the union of these spans)."""
+        record = json.loads(self.stage_record(name).read_text())
+        self.stage_record(name).write_text(json.dumps(record | {"started": started, "finished": finished}))
 
     def stage_command(self, name: str) -> list[str]:
         """The command that runs one stage of this recipe in its own process."""
@@ -557,13 +562,13 @@ class MiniRecipe:
         (the training ablation) with generative pair-to-pair on the refined KB."""
         kbs = [str(self.path("kb", name)) for name in KNOWLEDGE_BASES]
         options = ["--audio-root", f"{AUDIO_ROOT}={self.path('corpus')}", "--top-k", str(self.scale.max_examples)]
-        if model == "stage2_phase2":
-            options += ["--kb", *kbs]
-        else:
+        if model != "stage2_phase2":
             options += ["--kb", kbs[0], "--mode", "generative_pair2pair"]
-        if model == "stage2_phase2" and self.scale.ablations:
-            options += ["--weight-sweep", *map(str, self.scale.weight_sweep)]
+        elif self.scale.ablations:
+            options += ["--kb", *kbs, "--weight-sweep", *map(str, self.scale.weight_sweep)]
             options += ["--top-k-sweep", *map(str, self.scale.top_k_sweep)]
+        else:
+            options += ["--kb", *kbs]
         output = self.path("evaluation", model)
         if not (output / "results.json").is_file():
             self.paircap_evaluate(model, output, self.pairs("test"), "esc50-mixtures", *options)
@@ -662,6 +667,12 @@ def save(dataset: Dataset, path: Path) -> None:
     temporary.rename(path)
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return int(text)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="paircap mini", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
@@ -678,7 +689,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--jobs",
-        type=int,
+        type=positive_int,
         default=min(2, os.cpu_count() or 1),
         help="stages run side by side (subprocesses, logs in <output>/logs); default: 2 on 2 or more cores",
     )
