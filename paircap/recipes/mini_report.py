@@ -244,7 +244,7 @@ def write_results(recipe) -> Path:
 Command: `paircap mini --output {out.name} --scale {scale.name} --clips {clips}`
 (seed {recipe.seed}). Machine: {platform.machine()}, {os.cpu_count()} CPU
 cores, torch {torch.__version__}, CPU only. Total wall time {total / 60:.1f} min (the stages' own times add up to
-{busy / 60:.1f} min: with `--jobs 2` independent stages run side by side, one thread each).
+{busy / 60:.1f} min: `--jobs` runs independent stages side by side).
 
 Cells are **CIDEr-D / share of test mixtures whose caption names both events** (keyword map per class,
 `datasets_scripts.mixtures.EVENT_KEYWORDS`; chance of naming both classes of a mixture by guessing two of the 50 classes
