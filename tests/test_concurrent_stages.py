@@ -69,3 +69,9 @@ def test_a_failed_stage_stops_its_dependants_only_and_its_error_quotes_its_log(t
 def test_stages_outside_the_list_count_as_finished(tmp_path):
     run_concurrent_stages(["assemble"], INPUTS, stamping_command(tmp_path), tmp_path / "logs", jobs=2, progress=False)
     assert (tmp_path / "assemble.end").is_file() and not (tmp_path / "clap.start").exists()
+
+
+def test_a_stage_without_listed_inputs_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError, match="no inputs listed for the stages"):
+        run_concurrent_stages(["corpus", "kb"], INPUTS, stamping_command(tmp_path), tmp_path / "logs", jobs=2)
+    assert not (tmp_path / "corpus.start").exists()

@@ -12,6 +12,7 @@ from huggingface_hub import DatasetCard, ModelCard
 from transformers import pipeline
 
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
+from paircap.recipes.mini import SCALES, STAGE_INPUTS, MiniRecipe
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = [
@@ -82,6 +83,13 @@ def test_knowledge_bases_are_base_large_and_refined(quick_run):
     sources = set(kbs["large"].rows.unique("source"))
     assert {"esc50", "esc50_mix", "esc50_mix_noisy"} <= sources
     assert "esc50_mix_noisy" not in set(kbs["base"].rows.unique("source"))
+
+
+@pytest.mark.parametrize("scale", sorted(SCALES))
+def test_every_stage_lists_its_inputs_and_they_come_before_it(scale, tmp_path):
+    names = [name for name, _ in MiniRecipe(tmp_path, tmp_path, SCALES[scale]).stages]
+    for index, name in enumerate(names):
+        assert all(names.index(stage) < index for stage in STAGE_INPUTS[name] if stage in names)
 
 
 def test_jobs_2_runs_each_stage_in_its_own_process_after_its_inputs(shared_data, tmp_path):

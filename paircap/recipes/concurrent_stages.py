@@ -34,10 +34,14 @@ def run_concurrent_stages(
     stage exits with status 0, before any stage that reads it starts, `on_success(stage, started, exited)` gets its
     process's span (`time.time()`).
 
-    A stage is ready when none of its `inputs` is still to run (inputs outside `stages` count as finished). Each
+    A stage is ready when none of its `inputs` is still to run (inputs outside `stages` count as finished); every stage
+    needs an entry in `inputs`, so a stage left out cannot start before what it reads. Each
     subprocess gets `cpu_count // jobs` threads (`OMP_NUM_THREADS`) and appends its output to `log_dir/<stage>.log`.
     When a stage fails, the stages that do not depend on it still run; then `StageFailed` names every failed one.
     """
+    missing = [stage for stage in stages if stage not in inputs]
+    if missing:
+        raise ValueError(f"no inputs listed for the stages {missing}")
     log_dir.mkdir(parents=True, exist_ok=True)
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
@@ -54,11 +58,11 @@ def run_concurrent_stages(
     try:
         while waiting or running:
             for stage in list(waiting):
-                if any(name in failed or name in blocked for name in inputs.get(stage, ())):
+                if any(name in failed or name in blocked for name in inputs[stage]):
                     waiting.remove(stage)
                     blocked.add(stage)
                     bar.write(f"{stage}: not run, an input stage failed", file=sys.stderr)
-                elif len(running) < jobs and not any(unfinished(name) for name in inputs.get(stage, ())):
+                elif len(running) < jobs and not any(unfinished(name) for name in inputs[stage]):
                     waiting.remove(stage)
                     log = (log_dir / f"{stage}.log").open("a")
                     process = subprocess.Popen(command(stage), stdout=log, stderr=subprocess.STDOUT, env=env)
