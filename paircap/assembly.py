@@ -73,7 +73,6 @@ def assemble_release(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
     feature_backend: str = "numpy",
-    prompt_template: dict[str, str] | None = None,
     **config_kwargs,
 ) -> tuple[PairCapForConditionalGeneration, PairCapProcessor]:
     """
@@ -83,17 +82,14 @@ def assemble_release(
     projector, and writes the release folder (weights, config with `auto_map`, processor, remote code) when
     `output_dir` is given. `feature_backend` is the processor's log-mel implementation (`numpy`: transformers'
     `ClapFeatureExtractor`; `torch`: the same features, batched, several times faster on CPU), which every stage and
-    release made from this one inherits, and so is `prompt_template` (the processor's; None: Vicuna's,
-    `DEFAULT_PROMPT_TEMPLATE`). `config_kwargs` set PairCapConfig fields such as `audio_pool_stride` or
+    release made from this one inherits. `config_kwargs` set PairCapConfig fields such as `audio_pool_stride` or
     `knowledge_base`.
     """
     clap_model = ClapModel.from_pretrained(clap, dtype=dtype)
     lm = AutoModelForCausalLM.from_pretrained(language_model, dtype=dtype)
     text_config = lm.config
     probe = PairCapConfig(clap_config=clap_model.config, text_config=text_config, **config_kwargs)
-    processor = build_processor(
-        clap, language_model, probe, feature_backend=feature_backend, prompt_template=prompt_template
-    )
+    processor = build_processor(clap, language_model, probe, feature_backend=feature_backend)
     config = PairCapConfig(
         clap_config=clap_model.config,
         text_config=text_config,

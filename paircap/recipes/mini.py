@@ -79,10 +79,6 @@ SINGLE_CLIP_REPEATS = 9  # + the copy in the training pairs: 10 x 752 single-cli
 AUDIO_ROOT = "esc50_mini"  # the KBs record clip locations under this root name (the corpus folder)
 MODES = ("audio2audio", "audio2mixture", "generative_pair2pair")
 KNOWLEDGE_BASES = ("refined", "large", "base")  # the first is the one the W and top-k sweeps run on
-# Vicuna's prompt with a short system text: for an LM trained from scratch the system text is a constant prefix that
-# tells it nothing, and Vicuna's (25 tokens) was over half of every caption-text sequence and a seventh of every
-# stage-2 prompt with four examples. The turns, roles and instruction are Vicuna's (RESULTS.md has the time it saved)
-MINI_PROMPT_TEMPLATE = {**DEFAULT_PROMPT_TEMPLATE, "system": "A chat about sounds."}
 
 
 @dataclass(frozen=True)
@@ -183,7 +179,7 @@ STAGE_INPUTS = {
 STAGE_INPUTS["report"] = tuple(STAGE_INPUTS)
 
 
-def lm_text_template(template: dict = MINI_PROMPT_TEMPLATE) -> str:
+def lm_text_template(template: dict = DEFAULT_PROMPT_TEMPLATE) -> str:
     """The caption as the assistant's answer to one prompt turn whose audio's place holds the caption's keywords,
     shuffled: the LM learns the chat frame of PairCap's prompts (Vicuna's role), caption language, and to write what
     the turn holds. Trained on an empty turn, it learnt to ignore the turn, and later its audio tokens (RESULTS.md)."""
@@ -479,7 +475,6 @@ class MiniRecipe:
             self.path("assembled"),
             seed=self.seed,
             feature_backend="torch",
-            prompt_template=MINI_PROMPT_TEMPLATE,
         )
 
     # ---- 5. knowledge bases ---------------------------------------------------------------------------------------
