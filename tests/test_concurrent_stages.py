@@ -75,3 +75,8 @@ def test_a_stage_without_listed_inputs_is_refused_before_anything_runs(tmp_path)
     with pytest.raises(ValueError, match="no inputs listed for the stages"):
         run_concurrent_stages(["corpus", "kb"], INPUTS, stamping_command(tmp_path), tmp_path / "logs", jobs=2)
     assert not (tmp_path / "corpus.start").exists()
+
+
+def test_stages_ready_together_start_in_the_order_given(tmp_path):
+    run_concurrent_stages(["corpus", "lm", "clap"], INPUTS, stamping_command(tmp_path), tmp_path / "logs", jobs=1)
+    assert stamp(tmp_path, "lm", "end") <= stamp(tmp_path, "clap", "start")  # both ready once the corpus is done

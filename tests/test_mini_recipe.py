@@ -16,7 +16,7 @@ from paircap.recipes.mini import SCALES, STAGE_INPUTS, MiniRecipe
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = [
-    "corpus", "init", "clap", "probe", "lm", "assemble", "kb", "stage1", "stage2_phase1", "stage2_phase2", "raft_only",
+    "corpus", "init", "clap", "lm", "assemble", "stage1", "probe", "kb", "stage2_phase1", "stage2_phase2", "raft_only",
     "evaluate", "evaluate_raft_only", "evaluate_stage1", "fit", "zero_shot", "report",
 ]  # fmt: skip
 

@@ -193,15 +193,17 @@ class MiniRecipe:
     def __init__(self, output: Path, data: Path, scale: MiniScale, clip_folders=CLIP_FOLDERS, seed: int = 0):
         self.output, self.data, self.scale, self.seed = Path(output), Path(data), scale, seed
         self.clip_folders = tuple(clip_folders)
+        # with --jobs > 1, stages that are ready together start in this order: those on the longest chain first (the
+        # CLAP and LM, then stage 1 and stage 2), the probe and the KBs, which only the evaluations read, after them
         self.stages: list[tuple[str, Callable[[], None]]] = [
             ("corpus", self.corpus),
             ("init", self.init_models),
             ("clap", self.train_clap),
-            ("probe", self.probe_audio),
             ("lm", self.train_lm),
             ("assemble", self.assemble),
-            ("kb", self.knowledge_bases),
             ("stage1", lambda: self.train_captioner("stage1", "alignment", self.path("assembled"), 0)),
+            ("probe", self.probe_audio),
+            ("kb", self.knowledge_bases),
             ("stage2_phase1", lambda: self.train_captioner("stage2_phase1", "raft", self.release("stage1"), 0)),
             (
                 "stage2_phase2",
