@@ -1,6 +1,6 @@
 """The mini recipe: the whole PairCap pipeline, trained and evaluated on real ESC-50 audio in minutes on 2 CPU cores.
 
-    paircap mini --output runs/mini            # the full run (RESULTS.md, about 35 minutes on 2 cores)
+    paircap mini --output runs/mini            # the full run (RESULTS.md, 27-35 minutes on 2 cores)
     paircap mini --output runs/quick --quick   # every stage for a few steps (smoke test)
 
 (`python -m paircap.recipes.mini ...` is the same command.)
