@@ -19,29 +19,34 @@ against mode none at one batch size (`--files-batch`: tiny 4, full 32), for each
 10,000 and 127,000), interleaved, and the same for `generate` alone on prepared inputs. The issue's target: pair-to-pair
 at >= 0.75x the files/s of mode none at 127 k pairs.
 
-    python benchmarks/captioning.py [--size tiny|full] [--device cpu|cuda] [--output-dir benchmarks/results]
+    python -m benchmarks.captioning [--size tiny|full] [--device cpu|cuda] [--output-dir benchmarks/results]
         [--batch-sizes 1 2 4] [--new-tokens 4] [--kb-sizes 10000 127000] [--files-batch 32] [--sweep-repeats 3]
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python benchmarks/<name>.py`
-
 import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from benchmarks.common import environment, markdown_table, measure, parse_args, synchronize, write_results
+from benchmarks.common import (
+    ListOrNone,
+    environment,
+    markdown_table,
+    measure,
+    parse_args,
+    synchronize,
+    target_check,
+    write_results,
+)
 from benchmarks.workloads import SAMPLING_RATE, model_dtype, release, synthetic_knowledge_base, waveform
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
@@ -64,7 +69,9 @@ FILES_TARGET = (127_000, 0.75)  # pair-to-pair files/s >= 0.75 x mode none's at 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", help="tiny 1 2 4, full 1 16 64")
     parser.add_argument("--new-tokens", type=int, help="tokens generated per pass (tiny 4, full 24)")
-    parser.add_argument("--kb-sizes", type=int, nargs="*", help="KB sizes of the files/s sweep (none: skip it)")
+    parser.add_argument(
+        "--kb-sizes", action=ListOrNone, item_type=int, help="KB sizes of the files/s sweep (none: skip it)"
+    )
     parser.add_argument("--files-batch", type=int, help="files per generate call in the sweep (tiny 4, full 32)")
     parser.add_argument("--sweep-repeats", type=int, help="interleaved calls per mode and KB size (tiny 1, full 3)")
 
@@ -245,13 +252,14 @@ def files_sweep(model, processor, folder: Path, args: argparse.Namespace, kb_siz
 def check_files_target(rows: list[dict]) -> list[dict]:
     size, limit = FILES_TARGET
     return [
-        {
-            "kb_size": row["kb_size"],
-            "path": row["path"],
-            "target": f"pair2pair files/s / none >= {limit:g}",
-            "measured": row["files_per_s_vs_none"],
-            "met": row["files_per_s_vs_none"] >= limit,
-        }
+        target_check(
+            f"pair2pair files/s / none >= {limit:g}",
+            row["files_per_s_vs_none"],
+            limit,
+            at_least=True,
+            kb_size=row["kb_size"],
+            path=row["path"],
+        )
         for row in rows
         if row["kb_size"] == size and row["mode"] != "none" and row["path"] == "files"
     ]

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import transformers
 
+from benchmarks.processes import proc_status, reset_peak_rss
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SIZES = ("tiny", "full")
 DEVICES = ("cpu", "cuda")
@@ -41,6 +43,26 @@ def parse_args(
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA GPU, and torch sees none")
     return args
+
+
+class ListOrNone(argparse.Action):
+    """
+    A list option (`nargs="*"`) whose values convert with `item_type`; no values or the single word `none` give an
+    empty list (that part of the benchmark is skipped). Declare it with `action=ListOrNone, item_type=int`.
+    """
+
+    def __init__(self, option_strings, dest, item_type: Callable[[str], object] = str, **kwargs):
+        super().__init__(option_strings, dest, nargs="*", **kwargs)
+        self.item_type = item_type
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if [value.lower() for value in values] == ["none"]:
+            values = []
+        try:
+            setattr(namespace, self.dest, [self.item_type(value) for value in values])
+        except ValueError:
+            kind = getattr(self.item_type, "__name__", "valid")
+            parser.error(f"{option_string}: expected {kind} values or none, got {' '.join(values)}")
 
 
 def synchronize(device: str) -> None:
@@ -82,18 +104,15 @@ def reset_peak_memory(device: str) -> None:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     else:
-        with contextlib.suppress(OSError):
-            Path("/proc/self/clear_refs").write_text("5")
+        reset_peak_rss()
 
 
 def peak_memory_bytes(device: str) -> int:
     """Peak since `reset_peak_memory`: `torch.cuda.max_memory_allocated`, or the peak resident set size (VmHWM)."""
     if device == "cuda":
         return torch.cuda.max_memory_allocated()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
+    if peak := proc_status().get("VmHWM"):
+        return peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # never reset: the whole process's peak
 
 
@@ -123,6 +142,13 @@ def environment(device: str) -> dict:
     if device == "cuda":
         info["cuda"] = torch.version.cuda
     return info
+
+
+def target_check(target: str, measured: float, limit: float, at_least: bool = False, **context) -> dict:
+    """A row of a targets table: what the target applies to (`context`), the target, the measured value against the
+    limit, and whether it is met (`measured <= limit`, or `>=` with `at_least`)."""
+    met = measured >= limit if at_least else measured <= limit
+    return {**context, "target": target, "measured": measured, "limit": limit, "met": bool(met)}
 
 
 def format_value(value: object) -> str:

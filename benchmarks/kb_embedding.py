@@ -6,18 +6,13 @@ pooled tokens (float16) and clip embeddings (float32) to the CPU, as a knowledge
 features only: transformers' numpy `ClapFeatureExtractor` called as the processor calls it (the baseline) against the
 batched torch extractor `extract_clap_features` on the model's device (ours).
 
-    python benchmarks/kb_embedding.py [--size tiny|full] [--device cpu|cuda] [--output-dir benchmarks/results]
+    python -m benchmarks.kb_embedding [--size tiny|full] [--device cpu|cuda] [--output-dir benchmarks/results]
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python benchmarks/<name>.py`
-
 import argparse
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

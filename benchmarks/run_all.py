@@ -2,7 +2,7 @@
 Run the four benchmarks (KB embedding, retrieval, captioning, training) with the same size, device and output folder.
 A failing benchmark is reported and the others still run; the exit status is 1 if any failed.
 
-    python benchmarks/run_all.py [--size tiny|full] [--device cpu|cuda] [--output-dir benchmarks/results]
+    python -m benchmarks.run_all [--size tiny|full] [--device cpu|cuda] [--output-dir benchmarks/results]
 """
 
 from __future__ import annotations
@@ -10,9 +10,6 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python benchmarks/<name>.py`
 
 from benchmarks import captioning, kb_embedding, retrieval, training
 from benchmarks.common import parse_args

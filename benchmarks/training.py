@@ -10,20 +10,16 @@ the CLAP audio encoder) is ours; stage 1 (`configure_stage1`: the projector alon
 Full size: the Vicuna-7B-shaped release with random bf16 weights (pure bf16 AdamW), batch 8 (GPU). Tiny: the tiny
 release in float32, batch 4 (CPU smoke test).
 
-    python benchmarks/training.py [--size tiny|full] [--device cpu|cuda] [--output-dir benchmarks/results]
+    python -m benchmarks.training [--size tiny|full] [--device cpu|cuda] [--output-dir benchmarks/results]
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python benchmarks/<name>.py`
-
 import argparse
 import gc
 import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch

@@ -7,21 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
-from datasets import Dataset
 from transformers import GenerationConfig
 
+from benchmarks.synthetic_kb import SyntheticKB, write_synthetic_kb
 from modeling_paircap.configuration_paircap import PairCapConfig
-from modeling_paircap.knowledge_base_paircap import (
-    KnowledgeBaseMetadata,
-    PairCapKnowledgeBase,
-    kb_row_features,
-    write_knowledge_base,
-)
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
-from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
 from paircap.assembly import AUDIO_TOKEN, LONG_AUDIO_TOKEN, assemble_release, build_processor
 from paircap.param_report import release_config
 from paircap.tiny import CORPUS, save_tiny_clap, save_tiny_llama
@@ -100,74 +93,27 @@ def synthetic_knowledge_base(
     seed: int = 0,
 ) -> PairCapKnowledgeBase:
     """
-    A format-2 knowledge base of `num_pairs` synthetic pairs in `model`'s retrieval space, written directly with
-    `write_knowledge_base` and `write_clip_tokens` (no audio is decoded or encoded, so 127 k pairs take seconds):
-    random unit audio and text embeddings (the `captions_per_clip` captions of a clip share its audio embedding),
+    A format-2 knowledge base of `num_pairs` synthetic pairs in `model`'s retrieval space (`synthetic_kb`: no audio
+    is decoded or encoded, so 127 k pairs take seconds): random unit embeddings of its CLAP's width, `CAPTIONS`,
     random float16 pooled tokens of the shape `model`'s token encoder gives a `seconds` clip, `model`'s fingerprints.
     Loaded back with `PairCapKnowledgeBase.from_pretrained`.
     """
-    config, rng = model.config, np.random.default_rng(seed)
-    dim = model.clap.config.projection_dim
+    config, dim = model.config, model.clap.config.projection_dim
     windows = min(config.max_audio_windows, max(1, int(np.ceil(seconds / config.audio_window_seconds))))
-    tokens_per_clip, token_dim = windows * config.audio_tokens_per_window, config.encoder_hidden_size
-    num_clips = -(-num_pairs // captions_per_clip)
-    clip_of = np.arange(num_pairs) // captions_per_clip
-
-    def unit(rows: int) -> np.ndarray:
-        vectors = rng.standard_normal((rows, dim), dtype=np.float32)
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-    audio_ids = [f"synthetic_{clip:07d}.wav" for clip in range(num_clips)]
-    rows = {
-        "pair_id": [f"synthetic/train/{audio_ids[clip]}/{row % captions_per_clip}" for row, clip in enumerate(clip_of)],
-        "audio_id": [audio_ids[clip] for clip in clip_of],
-        "caption": [CAPTIONS[row % len(CAPTIONS)] for row in range(num_pairs)],
-        "source": ["synthetic"] * num_pairs,
-        "split": ["train"] * num_pairs,
-        "duration": np.full(num_pairs, seconds, dtype=np.float32),
-        "has_audio": np.ones(num_pairs, dtype=bool),
-        "clip_index": clip_of.astype(np.int32),
-        "audio_embedding": unit(num_clips)[clip_of],
-        "text_embedding": unit(num_pairs),
-    }
-    schema = kb_row_features(dim, dim).arrow_schema
-    table = pa.table(
-        {
-            name: pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), dim)
-            if np.ndim(values) == 2
-            else pa.array(values, schema.field(name).type)
-            for name, values in rows.items()
-        },
-        schema=schema,
-    )
-    is_long = seconds > config.audio_window_seconds
-    clips = pa.table(
-        {
-            "audio_id": audio_ids,
-            "is_long": [is_long] * num_clips,
-            "duration": np.full(num_clips, seconds, dtype=np.float32),
-            "audio_root": ["synthetic"] * num_clips,
-            "audio_path": audio_ids,
-        }
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    token_blocks = (
-        rng.standard_normal((tokens_per_clip, token_dim), dtype=np.float32).astype(np.float16) for _ in range(num_clips)
-    )
-    fingerprint = model.token_fingerprint()
-    write_clip_tokens(folder / TOKENS_FILE, [tokens_per_clip] * num_clips, token_blocks, token_dim, fingerprint)
-    metadata = KnowledgeBaseMetadata(
-        retrieval_fingerprint=model.retrieval_fingerprint(),
+    spec = SyntheticKB(
+        num_pairs=num_pairs,
         audio_dim=dim,
         text_dim=dim,
-        num_pairs=num_pairs,
-        num_clips=num_clips,
-        token_fingerprint=fingerprint,
-        token_dim=token_dim,
-        audio_tokens_per_window=config.audio_tokens_per_window,
-        sources={"synthetic": num_pairs},
-        recipe={"name": "benchmark", "synthetic_pairs": num_pairs, "clip_seconds": seconds},
+        captions_per_clip=captions_per_clip,
+        tokens_per_clip=windows * config.audio_tokens_per_window,
+        tokens_per_window=config.audio_tokens_per_window,
+        token_dim=config.encoder_hidden_size,
+        clip_seconds=seconds,
+        window_seconds=config.audio_window_seconds,
+        captions=CAPTIONS,
+        retrieval_fingerprint=model.retrieval_fingerprint(),
+        token_fingerprint=model.token_fingerprint(),
+        seed=seed,
     )
-    tokens = ClipTokenStore(folder / TOKENS_FILE, num_clips=num_clips)
-    write_knowledge_base(folder, Dataset(table), clips, metadata, tokens=tokens)
+    write_synthetic_kb(folder, spec, staging=folder.with_name(f"{folder.name}.staging.arrow"))
     return PairCapKnowledgeBase.from_pretrained(folder, retrieval_fingerprint=model.retrieval_fingerprint())

@@ -1,4 +1,4 @@
-"""Smoke tests of `benchmarks/`: each script runs at tiny size on the CPU and writes its results (no timing asserts)."""
+"""Smoke tests of `benchmarks/`: each one runs at tiny size on the CPU and writes its results (no timing asserts)."""
 
 import json
 import math
@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import retrieval
+from benchmarks.audio_frontend import frontend_timings
+
 REPO = Path(__file__).resolve().parents[1]
 # keys every project and baseline row of a benchmark must carry; the first names the row in the markdown table
 ROW_KEYS = {
@@ -20,8 +23,9 @@ ROW_KEYS = {
 }
 
 
-def run_script(script: str, output: Path, *options: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(REPO / "benchmarks" / script), "--size", "tiny", "--device", "cpu"]
+def run_module(name: str, output: Path, *options: str) -> subprocess.CompletedProcess:
+    """`python -m benchmarks.<name> --size tiny --device cpu --output-dir output ...` from the repo root."""
+    command = [sys.executable, "-m", f"benchmarks.{name}", "--size", "tiny", "--device", "cpu"]
     command += ["--output-dir", str(output), *options]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
@@ -31,9 +35,9 @@ def run_script(script: str, output: Path, *options: str) -> subprocess.Completed
 
 @pytest.fixture(scope="module")
 def results_dir(tmp_path_factory) -> Path:
-    """The output folder of one `run_all.py --size tiny --device cpu` run."""
+    """The output folder of one `python -m benchmarks.run_all --size tiny --device cpu` run."""
     output = tmp_path_factory.mktemp("benchmark-results")
-    run_script("run_all.py", output)
+    run_module("run_all", output)
     return output
 
 
@@ -74,14 +78,19 @@ def test_writes_results_with_a_measured_baseline(results_dir, name):
     assert all(row[ROW_KEYS[name][0]] in markdown for row in rows)
 
 
-def test_retrieval_sweeps_batch_sizes_against_format_1_and_raw_faiss(results_dir):
+def test_retrieval_sweeps_batch_sizes_against_raw_faiss_and_numpy(results_dir):
     results = load(results_dir, "retrieval")["results"]
     sweep = results["batch_sweep"]
     assert sorted({row["batch"] for row in sweep}) == [1, 8, 32, 64, 256]
-    methods = {row["method"] for row in sweep}
-    assert {"PairCapKnowledgeBase.search", "PairCapKnowledgeBase.search, single_query_threads=1"} <= methods
-    assert any(method.startswith("format 1") for method in methods) and any("faiss defaults" in m for m in methods)
+    assert {row["method"] for row in sweep} == {
+        "PairCapKnowledgeBase.search",
+        "PairCapKnowledgeBase.search, single_query_threads=1",
+        "faiss index.search, faiss defaults",
+        "faiss index.search, the retriever's settings",
+        "numpy matmul + argpartition (float32)",
+    }
     assert all(row["same_results_as_faiss"] and row["max_score_diff"] < 1e-5 for row in sweep)
+    assert all(row["speedup_vs_numpy"] > 0 and row["over_faiss_same_settings"] > 0 for row in sweep)
     assert results["batch_sweep_targets"] == []  # the targets are for 127 k pairs
 
 
@@ -113,31 +122,64 @@ def test_training_compares_stage_2_with_stage_1(results_dir):
     assert project["trainable_parameters"] > baseline["trainable_parameters"]
 
 
-def test_a_script_runs_on_its_own_with_its_options(tmp_path):
-    run_script("retrieval.py", tmp_path, "--kb-sizes", "3000", "--indexes", "IVF16,Flat")
+def test_a_benchmark_runs_on_its_own_with_its_options(tmp_path):
+    run_module("retrieval", tmp_path, "--kb-sizes", "3000", "--indexes", "IVF16,Flat")
     rows = json.loads((tmp_path / "retrieval-cpu-tiny.json").read_text())["results"]["project"]
     assert {row["kb_size"] for row in rows} == {3000}
     assert [row["method"] for row in rows if not row["exact"]] == ["PairCapRetriever, IVF16,Flat, nprobe=16"]
 
 
+@pytest.mark.parametrize("word", ["none", "NONE"])
+def test_retrieval_skips_the_approximate_indexes_and_the_sweep_given_none(tmp_path, word):
+    """`--indexes none` (as its help says) measures the exact methods alone; `--batch-sizes none` skips the sweep."""
+    options = ["--size", "tiny", "--kb-sizes", "2000", "--indexes", word, "--batch-sizes", word]
+    data = retrieval.main([*options, "--output-dir", str(tmp_path)])
+    assert data["settings"]["indexes"] == [] and data["settings"]["batch_sizes"] == []
+    assert [row["method"] for row in data["results"]["project"]] == [
+        "PairCapRetriever, faiss Flat (default)",
+        "PairCapRetriever, torch exact (cpu)",
+    ]
+    assert "batch_sweep" not in data["results"]
+    assert (tmp_path / "retrieval-cpu-tiny.json").is_file()
+
+
+def test_a_list_option_rejects_other_words(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        retrieval.main(["--batch-sizes", "8", "nine"])
+    assert exit_info.value.code == 2
+    assert "--batch-sizes: expected int values or none, got 8 nine" in capsys.readouterr().err
+
+
+def test_audio_frontend_times_ours_against_the_libraries_alone(tiny_release, tmp_path):
+    folder, _, _ = tiny_release
+    rows, agreement = frontend_timings(str(folder), tmp_path, repeats=1)
+    assert [(row["case"], row["library"]) for row in rows] == [
+        ("resample only", "soxr.resample (HQ)"),
+        ("front end (file -> log-mels)", "soundfile + soxr + numpy ClapFeatureExtractor"),
+    ]
+    assert all(row["ours_ms"] > 0 and row["library_ms"] > 0 and row["speedup_vs_baseline"] > 0 for row in rows)
+    # the processor's torch log-mels of its three 10 s windows match transformers' numpy extractor on the same windows
+    assert agreement["ours_shape"] == agreement["library_shape"] == [3, 1, 1001, 64]
+    assert agreement["max_abs_diff_db"] < 0.05
+    assert not list(tmp_path.iterdir())  # the clip is deleted
+
+
 def test_kb_scale_builds_loads_and_searches_a_tiny_kb(tmp_path):
     output = tmp_path / "kb_scale.json"
-    options = ["--sizes", "--token-sizes", "1000", "--old-sizes", "--old-token-sizes", "1000", "--repeats", "1"]
-    run_script(
-        "kb_scale.py", tmp_path, *options, "--single-queries", "2", "--output", str(output), "--work-dir", str(tmp_path)
-    )
+    options = ["--sizes", "--token-sizes", "1000", "--repeats", "1", "--single-queries", "2"]
+    run_module("kb_scale", tmp_path, *options, "--output", str(output), "--work-dir", str(tmp_path))
     data = json.loads(output.read_text())
     assert data["benchmark"] == "kb_scale" and data["environment"]["faiss"]
     results = data["results"]
-    assert [(row["kb"], row["format"]) for row in results["builds"]] == [
-        ("1k + tokens", 2),
-        ("1k + tokens (format 1)", 1),
-    ]
+    assert [(row["kb"], row["format"]) for row in results["builds"]] == [("1k + tokens", 2)]
     assert results["builds"][0]["tokens_bytes"] < results["builds"][0]["per_row_layout_token_bytes"]
-    loads = {(row["loader"].split()[1], row["cache"]): row for row in results["loads"]}
-    assert set(loads) == {("2", "cold"), ("2", "warm"), ("1", "cold")}
-    assert loads["2", "cold"]["datasets_cache_bytes"] == 0 < loads["1", "cold"]["datasets_cache_bytes"]
-    assert all(row["kb_folder_unchanged"] and row["load_s"] > 0 and row["peak_rss_bytes"] > 0 for row in loads.values())
+    loads = {(row["loader"].split()[0], row["cache"]): row for row in results["loads"]}
+    loaders = ("PairCapKnowledgeBase.from_pretrained", "libraries:")
+    assert set(loads) == {(loader, cache) for loader in loaders for cache in ("cold", "warm")}
+    assert all(row["datasets_cache_bytes"] == 0 and row["kb_folder_unchanged"] for row in loads.values())
+    assert all(row["load_s"] > 0 and row["peak_rss_bytes"] > 0 for row in loads.values())
+    ours = [row for (loader, _), row in loads.items() if loader.startswith("PairCap")]
+    assert all(row["over_libraries"] > 0 and row["paired_over_libraries"] > 0 for row in ours)
     searches = results["searches"]
     assert {(row["batch"], row["method"]) for row in searches} >= {(1, "kb.search"), (64, "kb.search")}
     assert all(
