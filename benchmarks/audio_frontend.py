@@ -10,7 +10,7 @@ high-water RSS into the child's.) The files are synthetic: a 2-hour 8 kHz mono W
 any file. For reference, the same files decoded whole (`load_audio_file` without a window layout, then
 `split_into_windows`: the previous data flow, with today's soxr resampler) in the same kind of subprocess.
 
-Front-end time: a 30 s 44.1 kHz clip resampled to 48 kHz, by soxr ("HQ", `audio_io`) and by the hand-written
+Front-end time: a 30 s 44.1 kHz clip resampled to 48 kHz, by soxr ("HQ", `audio_arrays_paircap`) and by the hand-written
 Kaiser-windowed sinc polyphase resampler it replaced (kept below as the baseline, verbatim: float64 torch, the path
 `audio_io` used), alone and as part of the processor's whole front end from a WAV file (decode, resample, features,
 prompt; the baseline is patched in as the resampler). Interleaved repeats after warm-up, medians; the ratio is
@@ -153,7 +153,7 @@ def _vm_rss() -> int:
 
 def rss_worker(job: dict) -> dict:
     """In a fresh process: one file through the processor (or decoded whole), with its peak RSS."""
-    from modeling_paircap.audio_io import load_audio_file
+    from modeling_paircap.audio_loading_paircap import load_audio_file
     from modeling_paircap.processing_paircap import split_into_windows
 
     processor = load_processor(job["release"])
@@ -198,32 +198,32 @@ def frontend_timings(release: str, work_dir: Path, repeats: int) -> tuple[list[d
     """soxr vs the old resampler on a 30 s 44.1 kHz clip: alone, and in the processor's whole front end."""
     import soundfile as sf
 
-    from modeling_paircap import audio_io
+    from modeling_paircap import audio_arrays_paircap
 
     processor = load_processor(release)
     path = write_wav(work_dir / "clip_30s_44k.wav", CLIP_SECONDS, CLIP_RATE, 1)
     mono, _ = sf.read(path, dtype="float32")
-    ours_np = audio_io._resample_np(mono, CLIP_RATE, TARGET_RATE, "clip")
+    ours_np = audio_arrays_paircap.resample_mono(mono, CLIP_RATE, TARGET_RATE, "clip")
     theirs_np = old_resample_np(mono, CLIP_RATE, TARGET_RATE)
     n = min(len(ours_np), len(theirs_np))
     edge = TARGET_RATE // 10
     agreement = float(np.abs(ours_np[:n] - theirs_np[:n])[edge:-edge].max())
 
-    soxr_resampler = audio_io._soxr_resample
+    soxr_resampler = audio_arrays_paircap._soxr_resample
 
     def old_as_soxr(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
         return old_resample_np(x, orig_sr, target_sr)
 
     def frontend(resampler) -> None:
-        audio_io._soxr_resample = resampler
+        audio_arrays_paircap._soxr_resample = resampler
         try:
             processor(audio=[str(path)])
         finally:
-            audio_io._soxr_resample = soxr_resampler
+            audio_arrays_paircap._soxr_resample = soxr_resampler
 
     cases = {
         "resample only": (
-            lambda: audio_io._resample_np(mono, CLIP_RATE, TARGET_RATE, "clip"),
+            lambda: audio_arrays_paircap.resample_mono(mono, CLIP_RATE, TARGET_RATE, "clip"),
             lambda: old_resample_np(mono, CLIP_RATE, TARGET_RATE),
         ),
         "processor front end (file -> features)": (lambda: frontend(soxr_resampler), lambda: frontend(old_as_soxr)),
