@@ -12,7 +12,8 @@ any file. For reference, the same files decoded whole (`load_audio_file` without
 
 Front-end time, on a 30 s 44.1 kHz clip, against the libraries measured in the same run (interleaved repeats after
 warm-up, medians; the ratio is library time / ours):
-- resampling to 48 kHz: `audio_io`'s resampler against `soxr.resample` ("HQ") called directly, the library it wraps;
+- resampling to 48 kHz: `audio_arrays_paircap.resample_mono` against `soxr.resample` ("HQ") called directly,
+  the library it wraps;
 - the whole front end from the WAV file (`processor(audio=[path])`: decode, resample, 3 windows, torch log-mels,
   prompt) against the libraries alone computing the same log-mels: `soundfile.read`, `soxr.resample`, the windows cut
   with numpy, transformers' numpy `ClapFeatureExtractor` as the processor configures it. The two sets of log-mels
@@ -77,7 +78,7 @@ def load_processor(release: str):
 
 def rss_worker(job: dict) -> dict:
     """In a fresh process: one file through the processor (or decoded whole), with its peak RSS."""
-    from modeling_paircap.audio_io import load_audio_file
+    from modeling_paircap.audio_loading_paircap import load_audio_file
     from modeling_paircap.processing_paircap import split_into_windows
 
     processor = load_processor(job["release"])
@@ -154,7 +155,7 @@ def frontend_timings(release: str, work_dir: Path, repeats: int) -> tuple[list[d
     import soundfile as sf
     import soxr
 
-    from modeling_paircap import audio_io
+    from modeling_paircap import audio_arrays_paircap
 
     processor = load_processor(release)
     path = write_wav(work_dir / "clip_30s_44k.wav", CLIP_SECONDS, CLIP_RATE, 1)
@@ -166,8 +167,8 @@ def frontend_timings(release: str, work_dir: Path, repeats: int) -> tuple[list[d
 
     cases = {
         "resample only": (
-            "audio_io resampler",
-            lambda: audio_io._resample_np(mono, CLIP_RATE, TARGET_RATE, "clip"),
+            "paircap resampler",
+            lambda: audio_arrays_paircap.resample_mono(mono, CLIP_RATE, TARGET_RATE, "clip"),
             f"soxr.resample ({SOXR_QUALITY})",
             lambda: soxr.resample(mono, CLIP_RATE, TARGET_RATE, quality=SOXR_QUALITY),
         ),

@@ -32,9 +32,9 @@ _EXPORTS = {
     "RetrievedPair": "retrieval_paircap",
     "build_query": "retrieval_paircap",
     "ClipTokenStore": "tokens_paircap",
-    "AudioInputError": "audio_io",
-    "load_audio": "audio_io",
-    "load_audio_batch": "audio_io",
+    "AudioInputError": "audio_arrays_paircap",
+    "load_audio": "audio_loading_paircap",
+    "load_audio_batch": "audio_loading_paircap",
     "PairCapCaptioningPipeline": "pipeline_paircap",
 }
 

@@ -19,7 +19,12 @@ from transformers import AutoConfig, AutoModel, AutoProcessor
 
 from paircap.hub_access import load_failure
 
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus"})
+# Files a folder walk takes: what soundfile reads, and the audio containers PyAV (ffmpeg) reads for it. A file among
+# them that does not decode gets an error line, never a silent skip.
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc", ".opus"}
+    | {".m4a", ".m4b", ".mp4", ".aac", ".webm", ".mka", ".wma", ".amr", ".ac3", ".caf", ".wv", ".au", ".w64"}
+)
 MIN_CAPTION_TOKENS = 4  # a retrieved pair's turn markers and shortest caption, beyond its audio tokens
 
 

@@ -1,4 +1,5 @@
-"""Tests for modeling_paircap.audio_io: validation, soxr resampling, windowed decoding, bad paths and lying headers.
+"""Tests for the audio modules of modeling_paircap (`audio_*_paircap.py`): validation, soxr resampling, windowed
+decoding, bad paths and lying headers.
 
 Resampling is soxr "HQ" (`resample` is a thin torch wrapper around it): pure tones come out within 2e-6 of the analytic
 sine (measured 6e-9 to 9e-7; 9e-6 for a 15 kHz tone at 44.1 kHz, in soxr's passband ripple), for any pair of rates.
@@ -30,18 +31,16 @@ import soxr
 import torch
 from conftest import CHMOD_BLOCKS
 
-from modeling_paircap import audio_io
-from modeling_paircap.audio_io import (
-    AudioInputError,
-    WindowedWaveform,
-    load_audio,
-    load_audio_batch,
-    load_audio_file,
-    resample,
-    resampled_length,
-    to_mono_float32,
-    window_starts,
+from modeling_paircap import (
+    audio_arrays_paircap,
+    audio_decoding_paircap,
+    audio_loading_paircap,
+    audio_reader_paircap,
+    audio_windows_paircap,
 )
+from modeling_paircap.audio_arrays_paircap import AudioInputError, resample, resampled_length, to_mono_float32
+from modeling_paircap.audio_loading_paircap import load_audio, load_audio_batch, load_audio_file
+from modeling_paircap.audio_windows_paircap import WindowedWaveform, window_starts
 from modeling_paircap.processing_paircap import split_into_windows
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -80,7 +79,7 @@ def _assert_names(exc: AudioInputError, name: str) -> None:
 
 @pytest.fixture(autouse=True)
 def _reset_missing_sr_warning():
-    audio_io.logger.warning_once.cache_clear()
+    audio_loading_paircap.logger.warning_once.cache_clear()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -198,7 +197,8 @@ def test_resample_rejects_bad_arguments():
 
 def test_no_hand_written_resampler_left():
     for name in ("_sinc_kernel", "_sinc_kernel_f64", "_LOWPASS_FILTER_WIDTH", "_ROLLOFF", "_KAISER_BETA"):
-        assert not hasattr(audio_io, name)
+        for module in (audio_arrays_paircap, audio_decoding_paircap, audio_reader_paircap, audio_windows_paircap):
+            assert not hasattr(module, name)
 
 
 def test_missing_soxr_gives_install_hint(monkeypatch):
@@ -518,11 +518,15 @@ def test_windowed_decode_memory_is_bounded(tmp_path):
     assert peak < 24 * 2**20, f"peak {peak / 2**20:.1f} MiB"  # 3 windows (5.8 MB) + spans + a 1 MiB read buffer
 
 
-def test_files_and_path_dicts_are_windowed_bytes_and_arrays_are_not(tmp_path):
+def test_files_bytes_and_path_dicts_are_windowed_arrays_are_not(tmp_path):
     path = _write_blocks(tmp_path / "long.flac", _signal(22050, 40.0), 22050)
     windowed = load_audio({"path": str(path)}, 48000, window_samples=W, max_windows=K)
     assert isinstance(windowed, WindowedWaveform)
-    whole = load_audio(path.read_bytes(), 48000, window_samples=W, max_windows=K)
+    for encoded in (path.read_bytes(), {"bytes": path.read_bytes(), "path": "long.flac"}):
+        from_bytes = load_audio(encoded, 48000, window_samples=W, max_windows=K)
+        assert isinstance(from_bytes, WindowedWaveform) and from_bytes.window_starts == windowed.window_starts
+        np.testing.assert_array_equal(from_bytes, windowed)
+    whole = load_audio(path.read_bytes(), 48000)
     assert type(whole) is np.ndarray and len(whole) == windowed.num_samples
     np.testing.assert_array_equal(whole, load_audio_file(path, 48000))
     array = load_audio(_signal(22050, 40.0), 48000, sampling_rate=22050, window_samples=W, max_windows=K)
@@ -754,7 +758,7 @@ def test_resampler_failure_becomes_the_items_error(tmp_path, monkeypatch, except
     def failing(*args, **kwargs):
         raise exception
 
-    monkeypatch.setattr(audio_io, "_soxr_resample", failing)
+    monkeypatch.setattr(audio_arrays_paircap, "_soxr_resample", failing)
     for layout in ({}, {"window_samples": W, "max_windows": K}):
         with pytest.raises(AudioInputError, match=r"could not resample 44100 Hz -> 48000 Hz") as info:
             load_audio_file(path, 48000, **layout)
@@ -772,6 +776,7 @@ def test_decoder_failure_becomes_the_items_error(tmp_path, monkeypatch, where):
 
     target = {"open": "__init__", "read": "read", "seek": "seek"}[where]
     monkeypatch.setattr(sf.SoundFile, target, failing)
+    monkeypatch.setattr(audio_decoding_paircap, "PyAVSound", failing)  # else PyAV opens what soundfile does not
     out = load_audio_batch([path], 48000, window_samples=W, max_windows=K)[0]
     assert isinstance(out, AudioInputError) and out.item == str(path)
     assert "decoder exploded" in str(out)
@@ -789,10 +794,10 @@ def test_load_audio_arrays_and_missing_rate_warning(caplog):
     np.testing.assert_allclose(out, resample(torch.from_numpy(x), 48000, 16000).numpy(), atol=1e-7)
     np.testing.assert_allclose(load_audio(torch.from_numpy(x).float(), 16000, sampling_rate=48000), out, atol=1e-6)
 
-    with caplog.at_level(logging.WARNING, logger=audio_io.__name__):
+    with caplog.at_level(logging.WARNING, logger=audio_loading_paircap.__name__):
         same = load_audio(x, 16000)
         load_audio(x, 16000)
-    warned = [r.getMessage() for r in caplog.records if r.name == audio_io.__name__]
+    warned = [r.getMessage() for r in caplog.records if r.name == audio_loading_paircap.__name__]
     assert len(warned) == 1 and "assuming it is already at 16000 Hz" in warned[0]  # warned only once
     assert same.shape == (4800,)
 

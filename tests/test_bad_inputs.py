@@ -28,8 +28,9 @@ from datasets import Dataset
 
 from datasets_scripts.embed import embed_pairs
 from datasets_scripts.readers import FEATURES
-from modeling_paircap import audio_io
-from modeling_paircap.audio_io import AudioInputError, WindowedWaveform
+from modeling_paircap import audio_arrays_paircap
+from modeling_paircap.audio_arrays_paircap import AudioInputError
+from modeling_paircap.audio_windows_paircap import WindowedWaveform
 from paircap.captioning import load_batch, walk_audio_inputs
 from paircap.training.data import CaptionTrainingSet, PairCapCollator
 
@@ -112,7 +113,7 @@ def _bad_inputs(root: Path) -> tuple[dict[str, str], list[str], list[Path]]:
     (corpus / "empty.wav").write_bytes(b"")
     expect(corpus / "empty.wav", "could not decode audio: the file is empty (0 bytes)")
     (corpus / "notes.wav").write_text("this is a caption, not a RIFF header\n" * 20)
-    expect(corpus / "notes.wav", "could not decode audio (soundfile: Format not recognised.)")
+    expect(corpus / "notes.wav", "could not decode audio (soundfile: Format not recognised.; PyAV: Invalid data found")
     (corpus / "null.wav").symlink_to("/dev/null")
     expect(corpus / "null.wav", "is a character device, not a regular file")
     (corpus / "folder.wav").mkdir()  # a folder with an audio name is walked like any folder
@@ -286,14 +287,14 @@ def _failing_rows(tmp_path: Path, monkeypatch) -> tuple[list[dict], dict[str, st
     os.mkfifo(tmp_path / "pipe.wav")
     (tmp_path / "dangling.wav").symlink_to(tmp_path / "gone.wav")
     (tmp_path / "notes.wav").write_text("not audio\n" * 20)
-    real = audio_io._soxr_resample
+    real = audio_arrays_paircap._soxr_resample
 
     def flaky(x, orig_sr, target_sr):
         if orig_sr == 22050:
             raise RuntimeError("soxr: out of coefficients")
         return real(x, orig_sr, target_sr)
 
-    monkeypatch.setattr(audio_io, "_soxr_resample", flaky)
+    monkeypatch.setattr(audio_arrays_paircap, "_soxr_resample", flaky)
     bad = {
         str(tmp_path / "resample_fails.wav"): "could not resample 22050 Hz -> 48000 Hz (RuntimeError",
         str(tmp_path / "pipe.wav"): "FIFO",

@@ -73,7 +73,7 @@ def test_missing_faiss_names_both_extras():
 
 # huggingface_hub and safetensors are transformers' own requirements
 REMOTE_CODE_LIBRARIES = {"torch", "transformers", "numpy", "huggingface_hub", "safetensors"}
-REMOTE_CODE_GUARDED = {"faiss", "datasets", "pyarrow"}  # imported inside a try or a function, with a clear error
+REMOTE_CODE_GUARDED = {"faiss", "datasets", "pyarrow", "av"}  # imported inside a try or a function, with a clear error
 
 
 def unguarded_top_levels(path: Path) -> set[str]:

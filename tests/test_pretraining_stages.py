@@ -192,7 +192,8 @@ def test_clap_pairs_decode_only_three_windows_of_a_long_file(tiny_checkpoints, w
     """A 2-minute file: each epoch gives one of three evenly spaced windows, equal to the full decode there."""
     import numpy as np
 
-    from modeling_paircap.audio_io import load_audio_file, window_starts
+    from modeling_paircap.audio_loading_paircap import load_audio_file
+    from modeling_paircap.audio_windows_paircap import window_starts
 
     clap, _ = tiny_checkpoints
     feature_extractor = ClapFeatureExtractor.from_pretrained(clap)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_paircap.audio_io import AudioInputError
+from modeling_paircap.audio_arrays_paircap import AudioInputError
 from modeling_paircap.processing_paircap import PairCapProcessor, split_into_windows
 from modeling_paircap.prompting_paircap import DEFAULT_PROMPT_TEMPLATE
 

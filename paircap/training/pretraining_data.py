@@ -20,7 +20,9 @@ from datasets import Dataset
 from transformers import BatchFeature
 
 from datasets_scripts.job_files import column
-from modeling_paircap.audio_io import AudioInputError, WindowedWaveform, load_audio_file
+from modeling_paircap.audio_arrays_paircap import AudioInputError
+from modeling_paircap.audio_loading_paircap import load_audio_file
+from modeling_paircap.audio_windows_paircap import WindowedWaveform
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
 
 CROP_WINDOWS = 3  # windows decoded of a long file, one of which each epoch's crop takes

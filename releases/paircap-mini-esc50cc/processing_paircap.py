@@ -8,7 +8,9 @@ import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
-from .audio_io import AudioInputError, WindowedWaveform, load_audio_batch, window_starts
+from .audio_arrays_paircap import AudioInputError
+from .audio_loading_paircap import load_audio_batch
+from .audio_windows_paircap import WindowedWaveform, window_starts
 from .feature_extraction_paircap import extract_clap_features
 from .prompting_paircap import CaptionSpan, PromptFormat, caption_labels, fill_placeholders
 
@@ -108,9 +110,9 @@ class PairCapProcessor(ProcessorMixin):
 
     def load_audio(self, audio: Sequence[Any], sampling_rate: int | Sequence[int | None] | None = None) -> list:
         """
-        Load every item to mono float32 at 48 kHz; a bad item gives its `AudioInputError` in its slot. A file longer
-        than `max_audio_windows` windows is decoded only where its windows lie (an `audio_io.WindowedWaveform`, which
-        `window_audio` and this processor take as they are).
+        Load every item to mono float32 at 48 kHz; a bad item gives its `AudioInputError` in its slot. A file (or
+        encoded bytes) longer than `max_audio_windows` windows is decoded only where its windows lie (a
+        `WindowedWaveform`, which `window_audio` and this processor take as they are).
         """
         return load_audio_batch(
             list(audio),
