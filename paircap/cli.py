@@ -391,9 +391,13 @@ def run_params(args: argparse.Namespace) -> int:
 
 
 def run_read(args: argparse.Namespace) -> int:
+    from datasets_scripts.readers import ReaderError
     from datasets_scripts.readers import main as read_main
 
-    return read_main(args.arguments)
+    try:
+        return read_main(args.arguments)
+    except ReaderError as error:  # an unknown layout or a malformed caption file: one line naming file and line
+        raise UsageError(str(error)) from error
 
 
 def run_mini(args: argparse.Namespace) -> int:
