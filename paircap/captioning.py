@@ -1,11 +1,8 @@
-"""Caption audio files in batches: folder walking, per-file errors, progress, JSON lines."""
+"""Caption audio files in batches: folder walking, per-file errors, progress (`caption_output` writes the lines)."""
 
-import contextlib
 import errno
-import json
 import os
 import stat
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -186,13 +183,15 @@ def caption_files(
     files: list[Path],
     batch_size: int = 8,
     progress: bool = True,
+    in_order: bool = True,
     **generation_kwargs,
 ) -> Iterator[dict]:
     """
     Yield one record per file, in input order: `{"file", "caption"}` (plus `zero_shot_caption` and `retrieved` pairs
     when retrieval runs), or `{"file", "error"}` for a file that could not be read (corrupt, empty, silent, not
     audio); the other files of its batch are captioned as usual. Batches group files of similar length; audio of the
-    next batch is decoded in background threads while the model generates.
+    next batch is decoded in background threads while the model generates. `in_order=False` yields each batch's
+    records as soon as it is done (files of similar length together), so none waits on a longer file's batch.
     """
     batches = length_grouped_batches([audio_duration(path) for path in files], batch_size)
     done: dict[int, dict] = {}
@@ -219,6 +218,8 @@ def caption_files(
                     else {"file": str(files[i]), "error": str(wave)}
                 )
             bar.update(len(batch))
+            if not in_order:
+                yield from (done.pop(i) for i in batch)
             while next_to_yield in done:
                 yield done.pop(next_to_yield)
                 next_to_yield += 1
@@ -259,14 +260,3 @@ def caption_waveforms(model, processor, waveforms: list, **generation_kwargs) ->
             record["zero_shot_caption"] = first_pass
             record["retrieved"] = pairs
     return records
-
-
-def write_jsonl(records: Iterable[dict], path: str | Path | None) -> tuple[int, int]:
-    """Write records as JSON lines to `path` (stdout when None); returns (captioned, failed) counts."""
-    counts = [0, 0]
-    with open(path, "w", encoding="utf-8") if path else contextlib.nullcontext(sys.stdout) as handle:
-        for record in records:
-            counts["error" in record] += 1
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-    return counts[0], counts[1]

@@ -8,6 +8,7 @@ traceback. Progress goes to stderr (the loggers of `paircap` and `datasets_scrip
 """
 
 import argparse
+import contextlib
 import functools
 import logging
 import sys
@@ -92,7 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--features", default="torch", choices=["torch", "numpy"], help="log-mel implementation")
     caption.add_argument("--max-new-tokens", type=positive_int, default=40)
     caption.add_argument("--num-beams", type=positive_int, default=1)
-    caption.add_argument("--output", default=None, help="JSON lines file (default: standard output)")
+    caption.add_argument(
+        "--output", default=None, help="JSON lines file, replaced once every file has its line (default: stdout)"
+    )
+    caption.add_argument(
+        "--resume", action="store_true", help="keep the files already captioned in --output (or its .partial file)"
+    )
     caption.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     caption.add_argument("--verbose", action="store_true", help="list the folder entries skipped (not audio) on stderr")
     caption.set_defaults(run=run_caption)
@@ -175,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_caption(args: argparse.Namespace) -> int:
     from datasets_scripts.recipes import parse_roots
+    from paircap.caption_output import write_records
     from paircap.captioning import (
         caption_files,
         load_release,
@@ -182,7 +189,6 @@ def run_caption(args: argparse.Namespace) -> int:
         resolve_device,
         resolve_dtype,
         walk_audio_inputs,
-        write_jsonl,
     )
 
     found = walk_audio_inputs(args.inputs)
@@ -192,34 +198,60 @@ def run_caption(args: argparse.Namespace) -> int:
     files = found.files
     if not files:
         raise UsageError(f"no audio files found in {' '.join(args.inputs)}")
+    if args.resume and not args.output:
+        raise UsageError("--resume continues an --output file: pass --output FILE")
     model_id = resolve_model(args.model)
     go_offline_if_unreachable([model_id, args.kb])
     retrieves = check_caption_arguments(args, load_release_config(model_id))
     roots = parse_roots(args.audio_root, "--audio-root") if args.audio_root else None
-    device = resolve_device(args.device)
-    model, processor = load_release(model_id, device, resolve_dtype(args.dtype, device), args.features)
-    if retrieves:  # a missing or mismatched KB fails here, before any audio is decoded
-        model.load_knowledge_base(args.kb, audio_roots=roots)
-    start = time.perf_counter()
-    records = caption_files(
-        model,
-        processor,
-        files,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-        max_new_tokens=args.max_new_tokens,
-        num_beams=args.num_beams,
-        do_sample=False,
-        **retrieval_options(args),
-    )
-    captioned, failed = write_jsonl(records, args.output)
+    with open_caption_output(args.output, files, args.resume) as output:  # before the model: an unwritable F fails now
+        todo = output.todo if output else files
+        captioned = failed = 0
+        start = time.perf_counter()
+        if todo:
+            device = resolve_device(args.device)
+            model, processor = load_release(model_id, device, resolve_dtype(args.dtype, device), args.features)
+            if retrieves:  # a missing or mismatched KB fails here, before any audio is decoded
+                model.load_knowledge_base(args.kb, audio_roots=roots)
+            start = time.perf_counter()
+            records = caption_files(
+                model,
+                processor,
+                todo,
+                batch_size=args.batch_size,
+                progress=not args.no_progress,
+                in_order=output is None,  # a file gets each batch's lines at once, and sorts them at the end
+                max_new_tokens=args.max_new_tokens,
+                num_beams=args.num_beams,
+                do_sample=False,
+                **retrieval_options(args),
+            )
+            captioned, failed = output.write(records) if output else write_records(records, sys.stdout)
+        if output:
+            output.finish()
     elapsed = time.perf_counter() - start
+    kept = f", {output.kept} kept from {args.output} or its partial file" if output else ""
     print(
-        f"captioned {captioned} files, {failed} failed, {len(found.skipped)} skipped, in {elapsed:.1f} s "
-        f"({captioned / elapsed:.2f} files/s)",
+        f"captioned {captioned} files, {failed} failed, {len(found.skipped)} skipped{kept}, in {elapsed:.1f} s "
+        f"({captioned / max(elapsed, 1e-9):.2f} files/s)",
         file=sys.stderr,
     )
     return 0 if captioned or not failed else 1
+
+
+def open_caption_output(path: str | None, files: list[Path], resume: bool):
+    """The `--output` file's writer (a context manager), or a null context for standard output; an output that cannot
+    be written, or an earlier one that cannot be resumed from, is a UsageError."""
+    from paircap.caption_output import CaptionOutput, CaptionOutputError
+
+    if not path:
+        return contextlib.nullcontext()
+    try:
+        return CaptionOutput(path, files, resume)
+    except CaptionOutputError as error:
+        raise UsageError(str(error)) from error
+    except OSError as error:
+        raise UsageError(f"--output {path}: cannot write there ({error.strerror or error})") from error
 
 
 def check_caption_arguments(args: argparse.Namespace, config) -> bool:
@@ -391,9 +423,13 @@ def run_params(args: argparse.Namespace) -> int:
 
 
 def run_read(args: argparse.Namespace) -> int:
+    from datasets_scripts.readers import ReaderError
     from datasets_scripts.readers import main as read_main
 
-    return read_main(args.arguments)
+    try:
+        return read_main(args.arguments)
+    except ReaderError as error:  # an unknown layout or a malformed caption file: one line naming file and line
+        raise UsageError(str(error)) from error
 
 
 def run_mini(args: argparse.Namespace) -> int:

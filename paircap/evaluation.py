@@ -1,6 +1,7 @@
 """`paircap evaluate`: caption an evaluation split under every retrieval setting, save predictions, score them."""
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -13,6 +14,8 @@ from modeling_paircap.clip_ids_paircap import normalise_clip_id
 from paircap.caption_data import EvaluationItem
 from paircap.captioning import audio_duration, caption_waveforms, length_grouped_batches
 from paircap.metrics import compute_caption_metrics
+
+logger = logging.getLogger(__name__)
 
 PREDICTIONS_DIR = "predictions"
 RESULTS_FILE = "results.json"
@@ -182,7 +185,8 @@ def evaluate(
 ) -> dict:
     """
     Run, save (`predictions/<run>.jsonl`, one line per item, each retrieved pair with its `reference_text_score`) and
-    score every run; writes `results.json`.
+    score every run; writes `results.json` with these runs alone (predictions of earlier runs in the folder are left
+    out, and logged).
     """
     output_dir = Path(output_dir)
     (output_dir / PREDICTIONS_DIR).mkdir(parents=True, exist_ok=True)
@@ -193,7 +197,8 @@ def evaluate(
         if run.mode != "none":
             add_reference_text_scores(records, model.load_knowledge_base(run.knowledge_base), references)
         write_predictions(output_dir, run, records)
-    return rescore(output_dir, settings={**(settings or {}), "generation": generation, "batch_size": batch_size})
+    settings = {**(settings or {}), "generation": generation, "batch_size": batch_size}
+    return rescore(output_dir, settings=settings, names=[run.name for run in runs])
 
 
 def write_predictions(output_dir: Path, run: EvaluationRun, records: list[dict]) -> None:
@@ -204,19 +209,41 @@ def write_predictions(output_dir: Path, run: EvaluationRun, records: list[dict])
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def rescore(output_dir: str | Path, settings: dict | None = None) -> dict:
-    """Score the saved predictions again (e.g. once SPICE's jars are installed) without regenerating."""
+def rescore(output_dir: str | Path, settings: dict | None = None, names: Sequence[str] | None = None) -> dict:
+    """
+    Score saved predictions again (e.g. once SPICE's jars are installed) without regenerating, and write
+    `results.json`. `names` are the runs to score: by default those of the folder's `results.json` (every predictions
+    file when there is none). Predictions files of other runs (an earlier invocation's) are left out, and logged.
+
+    Raises:
+        FileNotFoundError: a run to score has no predictions file.
+    """
     output_dir = Path(output_dir)
-    results = {"settings": settings or previous_settings(output_dir), "runs": []}
-    for path in sorted((output_dir / PREDICTIONS_DIR).glob("*.jsonl")):
-        lines = path.read_text(encoding="utf-8").splitlines()
+    predictions = output_dir / PREDICTIONS_DIR
+    previous = previous_results(output_dir)
+    saved = sorted(path.stem for path in predictions.glob("*.jsonl"))
+    if names is None:
+        names = [run["name"] for run in previous["runs"]] if previous else saved
+    missing = [name for name in names if name not in saved]
+    if missing:
+        raise FileNotFoundError(f"{predictions}: no predictions for run(s) {', '.join(missing)}")
+    left_out = [name for name in saved if name not in names]
+    if left_out:
+        logger.info(
+            "left out %d predictions file(s) in %s of runs not in this evaluation: %s",
+            len(left_out), predictions, ", ".join(left_out),
+        )  # fmt: skip
+    results = {"settings": settings or previous.get("settings", {}), "runs": []}
+    for name in sorted(names):
+        lines = (predictions / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
         run = json.loads(lines[0])["run"]
         records = [json.loads(line) for line in lines[1:]]
-        results["runs"].append({"name": path.stem, **run, **score_records(records)})
+        results["runs"].append({"name": name, **run, **score_records(records)})
     (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
     return results
 
 
-def previous_settings(output_dir: Path) -> dict:
+def previous_results(output_dir: Path) -> dict:
+    """The folder's `results.json` (`settings` and `runs`), or an empty dict."""
     path = output_dir / RESULTS_FILE
-    return json.loads(path.read_text()).get("settings", {}) if path.is_file() else {}
+    return json.loads(path.read_text()) if path.is_file() else {}

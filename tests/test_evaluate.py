@@ -173,3 +173,36 @@ def test_rescore_reproduces_the_results(evaluation, tmp_path):
     assert paircap_main(["evaluate", "--rescore", "--output-dir", str(evaluation)]) == 0
     after = json.loads((evaluation / "results.json").read_text())
     assert after["runs"] == before["runs"] and after["settings"] == before["settings"]
+
+
+def test_a_rerun_with_fewer_modes_reports_only_its_own_runs(
+    evaluation, tiny_release, clotho_eval, real_kb, tmp_path, capsys
+):
+    """The earlier run's predictions stay in the folder, but results.json, results.md and --rescore leave them out
+    (before: every predictions file in the folder was reported, so the dropped modes reappeared)."""
+    import shutil
+
+    folder = tmp_path / "rerun"
+    shutil.copytree(evaluation, folder)
+    earlier = sorted(path.stem for path in (folder / "predictions").glob("*.jsonl"))
+    argv = [
+        "evaluate", "--model", str(tiny_release[0]), "--data", str(clotho_eval), "--kb", str(real_kb),
+        "--mode", "audio2audio", "--limit", "3", "--batch-size", "3", "--max-new-tokens", "6",
+        "--output-dir", str(folder), "--no-progress",
+    ]  # fmt: skip
+    capsys.readouterr()
+    assert paircap_main(argv) == 0
+    ours = ["audio2audio__clotho-audiocaps-kb__w0.5__k4", "zero-shot"]
+    left_out = [name for name in earlier if name not in ours]
+    assert len(left_out) == 7 and "generative_pair2pair__clotho-audiocaps-kb__w0.5__k4" in left_out
+    assert f"left out 7 predictions file(s) in {folder / 'predictions'} of runs not in this evaluation: " in (
+        capsys.readouterr().err
+    )
+    results = json.loads((folder / "results.json").read_text())
+    assert [run["name"] for run in results["runs"]] == ours
+    report = (folder / "results.md").read_text()
+    assert "| audio2audio |" in report and "generative_pair2pair" not in report and "audiocaps-text" not in report
+    assert sorted(path.stem for path in (folder / "predictions").glob("*.jsonl")) == earlier  # nothing deleted
+
+    assert paircap_main(["evaluate", "--rescore", "--output-dir", str(folder)]) == 0
+    assert [run["name"] for run in json.loads((folder / "results.json").read_text())["runs"]] == ours

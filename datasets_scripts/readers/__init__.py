@@ -1,11 +1,12 @@
 """Readers for local copies of the public audio-caption corpora used by PairCap.
 
-Each reader turns a corpus folder, laid out exactly as the corpus is distributed, into a
-:class:`datasets.Dataset` with one row per (audio, caption) pair. Nothing is downloaded: getting the
-corpora is the user's job, and every reader's docstring says where the corpus comes from and which
-layout it expects. One module per corpus (:mod:`.audiocaps`, :mod:`.clotho`, :mod:`.wavcaps`,
-:mod:`.autoacd`; :mod:`.esc50` for the ESC-50 clips), :func:`read_corpus` by name in :mod:`.corpora`, the
-shared record, options, audio checks and output format in :mod:`.core`, the command line in :mod:`.cli`.
+Each reader turns a corpus folder, laid out as the corpus is distributed (or, for AudioCaps and Clotho, as
+aac-datasets writes it), into a :class:`datasets.Dataset` with one row per (audio, caption) pair. Nothing is
+downloaded: getting the corpora is the user's job, and every reader's docstring says where the corpus comes from and
+which layouts it finds (``captions_csv`` and ``audio_dir`` name the files of another). One module per corpus
+(:mod:`.audiocaps`, :mod:`.clotho`, :mod:`.wavcaps`, :mod:`.autoacd`; :mod:`.esc50` for the ESC-50 clips),
+:func:`read_corpus` by name in :mod:`.corpora`, the shared record, options, audio checks and output format in
+:mod:`.core`, strict caption CSVs in :mod:`.caption_csv`, layouts in :mod:`.layouts`, the command line in :mod:`.cli`.
 
 Output columns (the same for every reader, see :data:`FEATURES`):
 
@@ -40,9 +41,12 @@ Options shared by every reader (keywords, the fields of :class:`ReaderOptions`):
 (clip ids to drop as evaluation overlap), ``verify_decode=False`` (decode every file, not only its header) and
 ``num_workers`` (threads probing audio files).
 
-Audio problems never stop a read: a row whose audio file is missing is counted and dropped (one
-summary :class:`ReaderWarning` per read); a corrupt or unreadable file drops its rows with a
-:class:`ReaderWarning` naming the file.
+Metadata problems always stop a read, with a :class:`ReaderError` naming the file (and line): an unknown
+corpus, split or subset, a caption file found in none of the known layouts (:class:`LayoutError`, which says what was
+looked for), or a malformed row (an unterminated quote, a field over several lines, a wrong number of fields) is an
+error, never a merge of rows; so is a read with audio where no audio folder exists. Audio problems never stop a
+read: a row whose audio file is missing is counted and dropped (one summary :class:`ReaderWarning` per read); a
+corrupt or unreadable file drops its rows with a :class:`ReaderWarning` naming the file.
 
 The counts of a read are a :class:`ReaderReport`, stored as JSON in ``dataset.info.description``
 (it survives ``select``/``filter``/``save_to_disk``); get it back with
@@ -65,7 +69,15 @@ from datasets_scripts.readers.audiocaps import AUDIOCAPS_FILENAME_PATTERNS, read
 from datasets_scripts.readers.autoacd import AUTOACD_FILENAME_PATTERNS, read_autoacd
 from datasets_scripts.readers.cli import main
 from datasets_scripts.readers.clotho import read_clotho
-from datasets_scripts.readers.core import FEATURES, ReaderOptions, ReaderReport, ReaderWarning, with_path_audio
+from datasets_scripts.readers.core import (
+    FEATURES,
+    LayoutError,
+    ReaderError,
+    ReaderOptions,
+    ReaderReport,
+    ReaderWarning,
+    with_path_audio,
+)
 from datasets_scripts.readers.corpora import read_corpus
 from datasets_scripts.readers.wavcaps import WAVCAPS_SUBSETS, read_wavcaps
 
@@ -74,6 +86,8 @@ __all__ = [
     "AUTOACD_FILENAME_PATTERNS",
     "FEATURES",
     "WAVCAPS_SUBSETS",
+    "LayoutError",
+    "ReaderError",
     "ReaderOptions",
     "ReaderReport",
     "ReaderWarning",

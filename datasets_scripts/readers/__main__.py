@@ -1,7 +1,7 @@
-"""`python -m datasets_scripts.readers NAME ROOT SPLIT [--text-only] [--max-duration S] [--save-to DIR]`."""
+"""`python -m datasets_scripts.readers NAME ROOT SPLIT [options]`: `paircap read` (see :mod:`.cli`)."""
 
 import sys
 
-from datasets_scripts.readers.cli import main
+from datasets_scripts.readers.cli import command_line
 
-sys.exit(main())
+sys.exit(command_line())

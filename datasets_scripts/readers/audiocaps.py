@@ -8,19 +8,17 @@ from typing import Any
 
 from datasets import Dataset
 
+from datasets_scripts.readers.caption_csv import CaptionCsv
 from datasets_scripts.readers.core import (
     AudioLocator,
     Candidate,
     PathLike,
     PathOrPaths,
     ReaderOptions,
-    as_paths,
     canonical_split,
-    first_existing,
-    open_csv,
     read_pairs,
-    require_columns,
 )
+from datasets_scripts.readers.layouts import Layout, locate_split, versioned
 
 #: Default file names tried for an AudioCaps clip, in order (``str.format`` fields: ``youtube_id``,
 #: ``start_time`` as written in the CSV, ``audiocap_id``, ``split``).
@@ -33,6 +31,23 @@ AUDIOCAPS_FILENAME_PATTERNS: tuple[str, ...] = (
     "{youtube_id}_{start_time}.flac",
 )
 _SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+def _layouts(root: Path, split: str) -> list[Layout]:
+    """As distributed (root itself, or aac-datasets' ``AUDIOCAPS`` folder given as root), then aac-datasets'
+    ``AUDIOCAPS`` folder and the older ``AUDIOCAPS_<rate>Hz`` ones."""
+    name = f"{split}.csv"
+
+    def audio(base: Path) -> tuple[Path, ...]:
+        rates = (folder / split for folder in versioned(base, "audio_*Hz", "audio_32000Hz"))
+        return (base / split, base / "audio" / split, *rates, base / "audio", base)
+
+    aac = root / "AUDIOCAPS"
+    return [
+        Layout((root / name, root / "dataset" / name, root / "csv_files_v1" / name), audio(root)),
+        Layout((aac / "csv_files_v1" / name, aac / name), audio(aac)),
+        *(Layout((old / name,), audio(old)) for old in versioned(root, "AUDIOCAPS_*Hz", "AUDIOCAPS_32000Hz")),
+    ]
 
 
 def read_audiocaps(
@@ -51,10 +66,19 @@ def read_audiocaps(
     (4,875 = 975 clips x 5), columns ``audiocap_id,youtube_id,start_time,caption``. The audio is
     not distributed: users fetch the 10 s YouTube segments themselves.
 
-    Expected layout (``root`` is the repository's ``dataset/`` folder or its parent)::
+    Layouts found (``root`` is the repository's ``dataset/`` folder or its parent, or an aac-datasets root or its
+    ``AUDIOCAPS`` folder)::
 
-        root/{train,val,test}.csv          (or root/dataset/{split}.csv)
-        root/{split}/<clip file>           (or root/audio/{split}/, root/audio/, root/)
+        as distributed:   root/{train,val,test}.csv (or root/dataset/{split}.csv),
+                          audio in root/{split}/, root/audio/{split}/, root/audio/ or root/
+        aac-datasets:     root/AUDIOCAPS/csv_files_v1/{split}.csv (older versions: root/AUDIOCAPS/{split}.csv,
+                          root/AUDIOCAPS_32000Hz/{split}.csv), audio in root/AUDIOCAPS/audio_32000Hz/{split}/ (older:
+                          root/AUDIOCAPS_32000Hz/audio/{split}/), files ``{youtube_id}_{start_time}.flac``
+
+    The first layout whose caption CSV exists gives the audio folders. AudioCaps 2.0 (aac-datasets'
+    ``csv_files_v2``) or the corrected ``train_fixed.csv`` are read by naming the file with ``captions_csv``.
+    The CSV is read strictly (:class:`~datasets_scripts.readers.caption_csv.CaptionCsv`): a broken row is a
+    :class:`ReaderError` naming its line.
 
     A clip's file is found by trying ``filename_patterns`` in each audio folder; the defaults cover
     the usual downloaders: ``{youtube_id}.wav``, ``Y{youtube_id}.wav`` (PANNs/AudioSet style),
@@ -63,8 +87,8 @@ def read_audiocaps(
     Args:
         root: the AudioCaps folder.
         split: ``train``, ``val`` (alias ``validation``) or ``test``.
-        captions_csv: explicit caption CSV instead of ``root/{split}.csv``.
-        audio_dir: explicit audio folder(s) (relative to ``root`` unless absolute).
+        captions_csv: the split's caption CSV, instead of the layouts' (relative to ``root`` unless absolute).
+        audio_dir: audio folder(s), instead of the layout's (each must exist; relative to ``root`` unless absolute).
         filename_patterns: ``str.format`` patterns with ``youtube_id``, ``start_time``,
             ``audiocap_id``, ``split``.
         shared: the :class:`ReaderOptions` (``text_only``, ``max_duration``, ``exclude_ids`` (YouTube ids),
@@ -76,19 +100,9 @@ def read_audiocaps(
     options = ReaderOptions(**shared)
     root = Path(root).expanduser()
     split = canonical_split(split, _SPLITS, "AudioCaps")
-    csv_path = (
-        as_paths(captions_csv, root)[0]
-        if captions_csv is not None
-        else first_existing([root / f"{split}.csv", root / "dataset" / f"{split}.csv"])
-    )
-    if csv_path is None or not csv_path.is_file():
-        raise FileNotFoundError(f"AudioCaps caption file for split {split!r} not found under {root}")
-    require_columns(csv_path, ("audiocap_id", "youtube_id", "start_time", "caption"))
-
-    rows = [
-        (r["audiocap_id"].strip(), r["youtube_id"].strip(), r["start_time"].strip(), r["caption"])
-        for r in open_csv(csv_path)
-    ]
+    csv_path, folders = locate_split("AudioCaps", split, root, _layouts(root, split), captions_csv, audio_dir)
+    table = CaptionCsv(csv_path, ("audiocap_id", "youtube_id", "start_time", "caption"))
+    rows = [(r["audiocap_id"].strip(), r["youtube_id"].strip(), r["start_time"].strip(), r["caption"]) for r in table]
 
     def _order(i: int) -> tuple[int, float | str, int]:
         cap_id = rows[i][0]
@@ -107,7 +121,6 @@ def read_audiocaps(
             caption_index[i] = rank
     del per_clip
 
-    folders = as_paths(audio_dir, root) or [root / split, root / "audio" / split, root / "audio", root]
     locator = AudioLocator(folders, filename_patterns)
 
     def locate(cand: Candidate) -> str | None:

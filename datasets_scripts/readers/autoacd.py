@@ -9,18 +9,17 @@ from typing import Any
 
 from datasets import Dataset
 
+from datasets_scripts.readers.caption_csv import CaptionCsv
 from datasets_scripts.readers.core import (
     AudioLocator,
     Candidate,
     PathLike,
     PathOrPaths,
     ReaderOptions,
-    as_paths,
     canonical_split,
-    open_csv,
     read_pairs,
-    require_columns,
 )
+from datasets_scripts.readers.layouts import Layout, locate_split
 
 #: ``video_id`` = the bare 11-character id, ``start_time`` = the suffix of ``<id>_<start>`` ids).
 AUTOACD_FILENAME_PATTERNS: tuple[str, ...] = (
@@ -65,7 +64,7 @@ def read_autoacd(
     VGGSound clip (the suffix is the start time in the video). The audio is not distributed; users
     take it from their AudioSet / VGGSound copies.
 
-    Expected layout::
+    Expected layout (the CSV is read strictly, :class:`~datasets_scripts.readers.caption_csv.CaptionCsv`)::
 
         root/{train,test}.csv
         root/{split}/<clip file>     (or root/audio/{split}/, root/audio/, root/)
@@ -78,20 +77,17 @@ def read_autoacd(
     Args:
         root: the Auto-ACD folder.
         split: ``train`` or ``test``.
-        captions_csv: explicit caption CSV.
-        audio_dir: explicit audio folder(s).
+        captions_csv: the split's caption CSV, instead of ``root/{split}.csv``.
+        audio_dir: audio folder(s), instead of the layout's (each must exist).
         filename_patterns: patterns with ``youtube_id``, ``video_id``, ``start_time``, ``split``.
         shared: the :class:`ReaderOptions`.
     """
     options = ReaderOptions(**shared)
     root = Path(root).expanduser()
     split = canonical_split(split, _SPLITS, "Auto-ACD")
-    csv_path = as_paths(captions_csv, root)[0] if captions_csv is not None else root / f"{split}.csv"
-    if not csv_path.is_file():
-        raise FileNotFoundError(f"Auto-ACD caption file {csv_path.name} not found under {root}")
-    require_columns(csv_path, ("youtube_id", "caption"))
-
-    folders = as_paths(audio_dir, root) or [root / split, root / "audio" / split, root / "audio", root]
+    layout = Layout((root / f"{split}.csv",), (root / split, root / "audio" / split, root / "audio", root))
+    csv_path, folders = locate_split("Auto-ACD", split, root, [layout], captions_csv, audio_dir)
+    table = CaptionCsv(csv_path, ("youtube_id", "caption"))
     locator = AudioLocator(folders, filename_patterns)
 
     def locate(cand: Candidate) -> str | None:
@@ -100,7 +96,7 @@ def read_autoacd(
 
     def candidates() -> Iterator[Candidate]:
         counts: dict[str, int] = {}
-        for row in open_csv(csv_path):
+        for row in table:
             raw = (row.get("youtube_id") or "").strip()
             if not raw:
                 continue

@@ -10,19 +10,18 @@ from typing import Any
 
 from datasets import Dataset
 
+from datasets_scripts.readers.caption_csv import CaptionCsv
 from datasets_scripts.readers.core import (
     AudioLocator,
     Candidate,
     PathLike,
     PathOrPaths,
+    ReaderError,
     ReaderOptions,
-    as_paths,
     canonical_split,
-    first_existing,
-    open_csv,
     read_pairs,
-    require_columns,
 )
+from datasets_scripts.readers.layouts import Layout, locate_split, versioned
 
 _SPLITS = {
     "development": "development",
@@ -34,6 +33,18 @@ _SPLITS = {
     "eval": "evaluation",
     "test": "evaluation",
 }
+
+
+def _layouts(root: Path, split: str) -> list[Layout]:
+    """As distributed (root itself), then aac-datasets' ``CLOTHO_v2.1`` (or ``_v2``, ``_v1``) folder."""
+    name = f"clotho_captions_{split}.csv"
+    return [
+        Layout(
+            (base / name, base / "clotho_csv_files" / name),
+            (base / split, base / "clotho_audio_files" / split, base / f"clotho_audio_{split}"),
+        )
+        for base in (root, *versioned(root, "CLOTHO_v*", "CLOTHO_v2.1"))
+    ]
 
 
 def read_clotho(
@@ -52,10 +63,15 @@ def read_clotho(
     ``file_name,caption_1,...,caption_5`` (3,839 / 1,045 / 1,045 clips) and
     ``clotho_audio_{split}.7z`` archives that extract to a ``{split}/`` folder of 15-30 s WAV files.
 
-    Expected layout::
+    Layouts found (``root`` is the Clotho folder, or an aac-datasets root)::
 
-        root/clotho_captions_{split}.csv   (or root/clotho_csv_files/clotho_captions_{split}.csv)
-        root/{split}/<file_name>           (or root/clotho_audio_files/{split}/, root/clotho_audio_{split}/)
+        as distributed:   root/clotho_captions_{split}.csv (or root/clotho_csv_files/clotho_captions_{split}.csv),
+                          audio in root/{split}/, root/clotho_audio_files/{split}/ or root/clotho_audio_{split}/
+        aac-datasets:     root/CLOTHO_v2.1/clotho_csv_files/clotho_captions_{split}.csv (or CLOTHO_v2, CLOTHO_v1),
+                          audio in root/CLOTHO_v2.1/clotho_audio_files/{split}/
+
+    The first layout whose caption CSV exists gives the audio folders; the CSV is read strictly
+    (:class:`~datasets_scripts.readers.caption_csv.CaptionCsv`).
 
     A clip stored with another extension (e.g. converted to flac) is found through
     ``audio_extensions``; ``audio_id`` stays the CSV ``file_name``. ``caption_index`` is
@@ -65,32 +81,21 @@ def read_clotho(
         root: the Clotho folder.
         split: ``development`` (aliases ``dev``, ``train``), ``validation`` (``val``) or
             ``evaluation`` (``eval``, ``test``).
-        captions_csv: explicit caption CSV.
-        audio_dir: explicit audio folder(s) (relative to ``root`` unless absolute).
+        captions_csv: the split's caption CSV, instead of the layouts' (relative to ``root`` unless absolute).
+        audio_dir: audio folder(s), instead of the layout's (each must exist; relative to ``root`` unless absolute).
         audio_extensions: extensions tried, after the exact ``file_name``, for the same stem.
         shared: the :class:`ReaderOptions`.
     """
     options = ReaderOptions(**shared)
     root = Path(root).expanduser()
     split = canonical_split(split, _SPLITS, "Clotho")
-    name = f"clotho_captions_{split}.csv"
-    csv_path = (
-        as_paths(captions_csv, root)[0]
-        if captions_csv is not None
-        else first_existing([root / name, root / "clotho_csv_files" / name])
-    )
-    if csv_path is None or not csv_path.is_file():
-        raise FileNotFoundError(f"Clotho caption file {name} not found under {root}")
-    columns = require_columns(csv_path, ("file_name",))
+    csv_path, folders = locate_split("Clotho", split, root, _layouts(root, split), captions_csv, audio_dir)
+    table = CaptionCsv(csv_path, ("file_name",))
+    columns = table.columns
     caption_cols = sorted((c for c in columns if re.fullmatch(r"caption_\d+", c)), key=lambda c: int(c.split("_")[1]))
     if not caption_cols:
-        raise ValueError(f"{csv_path}: no caption_N columns; found {columns}")
+        raise ReaderError(f"{csv_path}:1: no caption_N columns; found {columns}")
 
-    folders = as_paths(audio_dir, root) or [
-        root / split,
-        root / "clotho_audio_files" / split,
-        root / f"clotho_audio_{split}",
-    ]
     patterns = ["{file_name}"] + [f"{{stem}}{ext}" for ext in audio_extensions]
     locator = AudioLocator(folders, patterns)
 
@@ -98,7 +103,7 @@ def read_clotho(
         return locator.find({"file_name": cand.audio_id, "stem": os.path.splitext(cand.audio_id)[0]})
 
     def candidates() -> Iterator[Candidate]:
-        for row in open_csv(csv_path):
+        for row in table:
             file_name = (row.get("file_name") or "").strip()
             if not file_name:
                 continue

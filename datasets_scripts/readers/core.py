@@ -8,13 +8,12 @@ filters, probes the audio and returns the :class:`datasets.Dataset` every reader
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -54,6 +53,16 @@ _MISSING_EXAMPLES = 3
 
 class ReaderWarning(UserWarning):
     """Emitted when rows are dropped because of missing or unreadable audio, or a filter is absent."""
+
+
+class ReaderError(ValueError):
+    """A corpus that cannot be read as asked: an unknown corpus, split or subset, or a malformed caption file (the
+    message names the file, and the line where there is one: ``<file>:<line>: ...``)."""
+
+
+class LayoutError(ReaderError, FileNotFoundError):
+    """A file or folder the read needs is not where the corpus's known layouts (or the caller) put it; the message
+    says what was looked for."""
 
 
 @dataclass
@@ -205,7 +214,7 @@ def canonical_split(split: str, table: Mapping[str, str], corpus: str) -> str:
     """The canonical name of ``split`` by ``table`` (alias -> name)."""
     key = str(split).strip().lower()
     if key not in table:
-        raise ValueError(f"unknown {corpus} split {split!r}; expected one of {sorted(set(table.values()))}")
+        raise ReaderError(f"unknown {corpus} split {split!r}; expected one of {sorted(set(table.values()))}")
     return table[key]
 
 
@@ -251,25 +260,6 @@ def id_set(values: Iterable[Any] | None) -> set[str]:
             out.add(s)
             out.add(norm_id(s))
     return out
-
-
-def open_csv(path: Path) -> Iterator[dict[str, str]]:
-    """The rows of a CSV file with a header, column names stripped."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames:
-            reader.fieldnames = [name.strip() for name in reader.fieldnames]
-        yield from reader
-
-
-def require_columns(path: Path, required: Sequence[str]) -> list[str]:
-    """The columns of a CSV file; ValueError naming the missing ones."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        columns = [h.strip() for h in next(csv.reader(handle), [])]
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {columns}")
-    return columns
 
 
 class AudioLocator:
@@ -536,14 +526,15 @@ def read_pairs(
     searched: Sequence[str],
 ) -> Dataset:
     """The common tail of every reader: filter ``candidates`` by ``options``, find (``locate``, in the folders
-    ``searched``) and probe their audio, count everything in ``report`` and return the dataset."""
+    ``searched``) and probe their audio, count everything in ``report`` and return the dataset. A read with audio where
+    none of the ``searched`` folders exists is a :class:`LayoutError`."""
     exclude = id_set(options.exclude_ids)
     if exclude:
         report.overlap_filters.append(f"exclude_ids ({len(exclude)} ids)")
     if not options.text_only and not any(Path(s).is_dir() for s in searched):
-        warn(
-            f"{report.corpus} {report.split}: no audio folder found (looked for {', '.join(searched)}); every row will "
-            "be dropped as missing audio. Pass text_only=True for captions only, or audio_dir=..."
+        raise LayoutError(
+            f"{report.corpus} {report.split}: no audio folder (looked for {', '.join(searched)}); name one with "
+            "audio_dir=... (--audio-dir), or read the captions alone with text_only=True (--text-only)"
         )
     locator = None if options.text_only else locate
     return _Assembler(report, options, locator, exclude, searched).run(candidates)

@@ -10,7 +10,7 @@ from datasets import Dataset
 from datasets_scripts.readers.audiocaps import read_audiocaps
 from datasets_scripts.readers.autoacd import read_autoacd
 from datasets_scripts.readers.clotho import read_clotho
-from datasets_scripts.readers.core import PathLike
+from datasets_scripts.readers.core import PathLike, ReaderError
 from datasets_scripts.readers.wavcaps import read_wavcaps
 
 _READERS: dict[str, Callable[..., Dataset]] = {
@@ -31,7 +31,8 @@ _NAME_ALIASES = {
 
 def read_corpus(name: str, root: PathLike, split: str, **options: Any) -> Dataset:
     """Read corpus ``name`` (``audiocaps``, ``clotho``, ``wavcaps``, ``wavcaps/<subset>`` or
-    ``autoacd``) from ``root``; ``options`` go to the matching ``read_*`` function."""
+    ``autoacd``) from ``root``; ``options`` go to the matching ``read_*`` function. WavCaps takes ``audio_dir`` as its
+    ``audio_dirs`` (folders searched for every subset), and no ``captions_csv`` (its captions are JSON files)."""
     key = str(name).strip().lower()
     if key.startswith("wavcaps/"):
         if "subsets" in options:
@@ -40,5 +41,11 @@ def read_corpus(name: str, root: PathLike, split: str, **options: Any) -> Datase
         key = "wavcaps"
     key = _NAME_ALIASES.get(key, key)
     if key not in _READERS:
-        raise ValueError(f"unknown corpus {name!r}; expected one of {sorted(_READERS)} or wavcaps/<subset>")
+        raise ReaderError(f"unknown corpus {name!r}; expected one of {sorted(_READERS)} or wavcaps/<subset>")
+    if key == "wavcaps":
+        if options.get("captions_csv") is not None:
+            raise ReaderError("WavCaps captions are JSON files: captions_csv (--captions-csv) does not apply")
+        options.pop("captions_csv", None)
+        if "audio_dir" in options:
+            options["audio_dirs"] = options.pop("audio_dir")
     return _READERS[key](root, split, **options)

@@ -14,8 +14,10 @@ from datasets import Dataset
 from datasets_scripts.readers.core import (
     AudioLocator,
     Candidate,
+    LayoutError,
     PathLike,
     PathOrPaths,
+    ReaderError,
     ReaderOptions,
     as_paths,
     first_existing,
@@ -67,11 +69,26 @@ def _wavcaps_subset(name: str) -> str:
             return subset
     if key in _ALIASES:
         return _ALIASES[key]
-    raise ValueError(f"unknown WavCaps subset {name!r}; expected one of {list(WAVCAPS_SUBSETS)}")
+    raise ReaderError(f"unknown WavCaps subset {name!r}; expected one of {list(WAVCAPS_SUBSETS)}")
 
 
 def _wavcaps_json_dir(root: Path) -> Path:
     return root / "json_files" if (root / "json_files").is_dir() else root
+
+
+def _load_json(path: Path) -> Any:
+    """The JSON value of a file; :class:`ReaderError` ``<file>:<line>:<column>: ...`` when it is not JSON."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError as error:
+        raise LayoutError(f"{path}: no such file") from error
+    except json.JSONDecodeError as error:
+        raise ReaderError(f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})") from None
+    except UnicodeDecodeError as error:
+        raise ReaderError(f"{path}: not UTF-8 text ({error.reason})") from None
+    except OSError as error:
+        raise ReaderError(f"{path}: cannot be read ({error.strerror or error})") from error
 
 
 def _resolve_blacklists(
@@ -93,14 +110,14 @@ def _resolve_blacklists(
                         "exclude_ids=..., or blacklist=None to silence this)"
                     )
                     return []
-                raise FileNotFoundError(f"WavCaps blacklist {item!r} not found under {json_dir / 'blacklist'}")
+                raise LayoutError(f"WavCaps blacklist {item!r} not found under {json_dir / 'blacklist'}")
             paths.append(found)
         else:
             p = Path(item).expanduser()
             if not p.is_absolute() and not p.exists():
                 p = root / p
             if not p.is_file():
-                raise FileNotFoundError(f"WavCaps blacklist file not found: {item}")
+                raise LayoutError(f"WavCaps blacklist file not found: {item}")
             paths.append(p)
     return paths
 
@@ -109,12 +126,11 @@ def _load_blacklists(paths: Sequence[Path]) -> dict[str | None, set[str]]:
     """``{subset: ids}``; ids under an unknown key apply to every subset (key ``None``)."""
     out: dict[str | None, set[str]] = {}
     for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            payload = json.load(handle)
+        payload = _load_json(path)
         if isinstance(payload, list):
             payload = {None: payload}
         if not isinstance(payload, dict):
-            raise ValueError(f"{path}: a WavCaps blacklist is a JSON object of id lists")
+            raise ReaderError(f"{path}: a WavCaps blacklist is a JSON object of id lists")
         for key, ids in payload.items():
             subset = None
             if key is not None:
@@ -180,6 +196,8 @@ def read_wavcaps(
     """
     options = ReaderOptions(**shared)
     root = Path(root).expanduser()
+    if not root.is_dir():
+        raise LayoutError(f"{root}: no such folder")
     split = str(split).strip() or "train"
     if subsets is None:
         chosen = list(WAVCAPS_SUBSETS)
@@ -187,6 +205,37 @@ def read_wavcaps(
         chosen = [_wavcaps_subset(s) for s in ([subsets] if isinstance(subsets, str) else subsets)]
         chosen = list(dict.fromkeys(chosen))
     json_dir = _wavcaps_json_dir(root)
+
+    sources: list[tuple[str, list[Path], AudioLocator]] = []
+    searched: list[str] = []
+    for subset in chosen:
+        if json_files and subset in json_files:
+            files = as_paths(json_files[subset], root) or []
+        else:
+            canonical = json_dir / subset / WAVCAPS_SUBSETS[subset]
+            files = [canonical] if canonical.is_file() else sorted((json_dir / subset).glob("*.json"))
+        if not files:
+            raise LayoutError(f"no WavCaps caption JSON for subset {subset} under {json_dir / subset}")
+        if isinstance(audio_dirs, Mapping):
+            folders = as_paths(audio_dirs.get(subset), root) or []
+        elif audio_dirs is not None:
+            folders = as_paths(audio_dirs, root) or []
+        else:
+            folders = [
+                root / "Audio" / subset,
+                root / subset,
+                root / "waveforms" / f"{subset}_flac",
+                root / f"{subset}_flac",
+                root / "Zip_files" / subset / _ZIP_INNER / f"{subset}_flac",
+            ]
+        missing = [str(folder) for folder in folders if audio_dirs is not None and not folder.is_dir()]
+        if missing:
+            raise LayoutError(f"no such audio folder: {', '.join(missing)} (audio_dirs, --audio-dir)")
+        locator = AudioLocator(folders, ["{stem}.flac", "{stem}.wav", "{audio_id}.flac", "{audio_id}.wav"])
+        searched.extend(locator.searched)
+        sources.append((subset, files, locator))
+
+    locators = {subset: loc for subset, _, loc in sources}
 
     exclude_ids = options.exclude_ids
     report = options.new_report("wavcaps", split, root)
@@ -204,34 +253,6 @@ def read_wavcaps(
         if extra:
             report.overlap_filters.append(f"exclude_ids ({len(extra)} ids)")
 
-    sources: list[tuple[str, list[Path], AudioLocator]] = []
-    searched: list[str] = []
-    for subset in chosen:
-        if json_files and subset in json_files:
-            files = as_paths(json_files[subset], root) or []
-        else:
-            canonical = json_dir / subset / WAVCAPS_SUBSETS[subset]
-            files = [canonical] if canonical.is_file() else sorted((json_dir / subset).glob("*.json"))
-        if not files:
-            raise FileNotFoundError(f"no WavCaps caption JSON for subset {subset} under {json_dir / subset}")
-        if isinstance(audio_dirs, Mapping):
-            folders = as_paths(audio_dirs.get(subset), root) or []
-        elif audio_dirs is not None:
-            folders = as_paths(audio_dirs, root) or []
-        else:
-            folders = [
-                root / "Audio" / subset,
-                root / subset,
-                root / "waveforms" / f"{subset}_flac",
-                root / f"{subset}_flac",
-                root / "Zip_files" / subset / _ZIP_INNER / f"{subset}_flac",
-            ]
-        locator = AudioLocator(folders, ["{stem}.flac", "{stem}.wav", "{audio_id}.flac", "{audio_id}.wav"])
-        searched.extend(locator.searched)
-        sources.append((subset, files, locator))
-
-    locators = {subset: loc for subset, _, loc in sources}
-
     def locate(cand: Candidate) -> str | None:
         subset, stem = cand.audio_key
         return locators[subset].find({"stem": stem, "audio_id": cand.audio_id})
@@ -242,9 +263,10 @@ def read_wavcaps(
             bad = banned.get(subset, set()) | banned.get(None, set())
             counts: dict[str, int] = {}
             for path in files:
-                with open(path, encoding="utf-8") as handle:
-                    payload = json.load(handle)
+                payload = _load_json(path)
                 entries = payload.get("data", []) if isinstance(payload, dict) else payload
+                if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+                    raise ReaderError(f"{path}: WavCaps captions are a list of objects (or {{'data': [...]}})")
                 for entry in entries:
                     raw_id = str(entry.get("id", "")).strip()
                     if not raw_id:
