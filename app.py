@@ -3,14 +3,18 @@
 Settings come from the environment:
     PAIRCAP_MODEL        release: hub id, folder, or `mini` (the default: the offline toy release in a git checkout)
     PAIRCAP_KB           knowledge base: hub id or folder (default: the release's own)
-    PAIRCAP_AUDIO_ROOTS  where the KB's clips live, `NAME=DIR` entries joined by `os.pathsep`, so that neighbours play
-Gradio's own variables choose the address (`GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT`; a Space sets them).
+    PAIRCAP_AUDIO_ROOTS  where the KB's clips live, `NAME=DIR` entries joined by `os.pathsep`, so that neighbours play;
+                         a clip plays only from inside its root's DIR (`absolute=DIR` allows the KB's absolute paths
+                         under DIR)
+    PAIRCAP_HOST         the address to listen on off a Space (default 127.0.0.1: this machine only)
+On a Space (`SYSTEM=spaces`), the Space's own `GRADIO_SERVER_NAME` (0.0.0.0) is the address; elsewhere it is ignored,
+so that a variable meant for another app never opens this one to the network. `GRADIO_SERVER_PORT` sets the port.
 """
 
 import os
 
 from datasets_scripts.recipes import parse_roots
-from paircap.demo import build_demo, launch_demo
+from paircap.demo import build_demo, launch_demo, space_host
 from paircap.hub_access import go_offline_if_unreachable
 from paircap.releases import resolve_model
 
@@ -24,4 +28,4 @@ go_offline_if_unreachable([MODEL, KNOWLEDGE_BASE])
 demo = build_demo(MODEL, KNOWLEDGE_BASE, AUDIO_ROOTS)
 
 if __name__ == "__main__":
-    launch_demo(demo)
+    launch_demo(demo, space_host(os.environ))

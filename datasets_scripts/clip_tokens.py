@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +24,12 @@ from tqdm.auto import tqdm
 
 from datasets_scripts.embed import ERRORS_FILE, _eval_mode, _ShardEmbedder, _write_json
 from datasets_scripts.job_files import write_atomic
+from modeling_paircap.audio_locations_paircap import (
+    ABSOLUTE_ROOT,
+    URL_SCHEMES,
+    AudioLocationError,
+    clip_audio_location,
+)
 from modeling_paircap.knowledge_base_paircap import (
     CLIPS_FILE,
     KnowledgeBaseError,
@@ -36,17 +43,35 @@ STATE_FILE = "tokens_state.json"
 
 
 def clip_locations(clips: pa.Table, roots: Mapping[str, str | os.PathLike], folder: Path) -> list[str]:
-    """Each clip's local audio path, its `audio_root` resolved through `roots`; a missing root is an error naming it."""
-    locations, missing = [], set()
-    for root, path in zip(clips.column("audio_root").to_pylist(), clips.column("audio_path").to_pylist(), strict=True):
+    """
+    Each clip's audio file, checked by `clip_audio_location` (inside the folder given for its `audio_root`; absolute
+    paths only under `roots["absolute"]`): a clip without a location, under a root not given, or whose location is
+    refused (an escape from its root, a missing or non-audio file, a URL) is an error naming them, before any work.
+    """
+    locations, missing, refused = [], set(), []
+    rows = zip(clips.column("audio_root").to_pylist(), clips.column("audio_path").to_pylist(), strict=True)
+    for clip, (root, path) in enumerate(rows):
         if not path:
             raise KnowledgeBaseError(f"{folder / CLIPS_FILE}: a clip has no audio location; its tokens cannot be made")
-        if root and root not in roots:
-            missing.add(root)
-        locations.append(str(Path(roots[root]) / path) if root in roots else path)
+        try:
+            location = clip_audio_location(root, path, roots)
+        except AudioLocationError as error:
+            refused.append(f"clip {clip}: {error}")
+            continue
+        if location is None:
+            missing.add(root or ABSOLUTE_ROOT)
+        elif urlparse(location).scheme in URL_SCHEMES:
+            refused.append(f"clip {clip}: {path!r} is a URL (its audio is not downloaded here)")
+        locations.append(location)
     if missing:
         flags = " ".join(f"--root {name}=DIR" for name in sorted(missing))
-        raise KnowledgeBaseError(f"{folder}: its clips live under the corpus folders {sorted(missing)}: pass {flags}")
+        absolute = " (absolute paths: DIR is the folder they must lie in)" if ABSOLUTE_ROOT in missing else ""
+        raise KnowledgeBaseError(
+            f"{folder}: its clips live under the corpus folders {sorted(missing)}: pass {flags}{absolute}"
+        )
+    if refused:
+        shown = "; ".join(refused[:3]) + (f"; and {len(refused) - 3} more" if len(refused) > 3 else "")
+        raise KnowledgeBaseError(f"{folder / CLIPS_FILE}: the audio of {len(refused)} clips is refused: {shown}")
     return locations
 
 

@@ -62,7 +62,13 @@ def add_kb_commands(commands, common: argparse.ArgumentParser) -> None:
     tokens = add_command("tokens", help="(re)compute a KB's clip tokens with a release's token encoder")
     tokens.add_argument("--kb", required=True, help="knowledge base folder (its tokens.safetensors is replaced)")
     tokens.add_argument("--model", required=True, help="PairCap release whose audio tower makes the tokens")
-    tokens.add_argument("--root", action="append", default=[], help="CORPUS=PATH where the KB's clips live, repeatable")
+    tokens.add_argument(
+        "--root",
+        action="append",
+        default=[],
+        help="CORPUS=PATH where the KB's clips live (read only inside PATH; absolute=PATH allows absolute locations "
+        "under PATH), repeatable",
+    )
     tokens.add_argument("--work-dir", default=None, help="resumable shards (default: beside --kb)")
     tokens.add_argument("--batch-size", type=int, default=32)
     tokens.add_argument("--shard-size", type=int, default=1024)

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
+from .audio_locations_paircap import AudioLocationError, clip_audio_location
 from .retrieval_paircap import PairCapRetriever, RetrievedPair, flat_index, require_faiss
 from .tokens_paircap import TOKENS_FILE, ClipTokenStore, DeviceClipTokens
 
@@ -418,13 +419,19 @@ class PairCapKnowledgeBase:
         return "stale" if expected is not None and expected != self.metadata.token_fingerprint else "current"
 
     def audio_location(self, clip: int) -> str | None:
-        """Where clip `clip`'s audio is: a local path (under its root, when that root is known), a URL, or None."""
+        """
+        Where clip `clip`'s audio is, checked by `clip_audio_location`: an audio file resolved inside the folder given
+        for its root (`audio_roots`; absolute paths only under `audio_roots["absolute"]`), a URL, or None (no location,
+        or no folder given for its root). A location that escapes its root or is not audio is a `KnowledgeBaseError`.
+        """
         root, path = self.clips.column("audio_root")[clip].as_py(), self.clips.column("audio_path")[clip].as_py()
-        if not path:
-            return None
-        if not root:
-            return path
-        return str(self.audio_roots[root] / path) if root in self.audio_roots else None
+        try:
+            return clip_audio_location(root, path, self.audio_roots)
+        except AudioLocationError as error:
+            audio_id = self.clips.column("audio_id")[clip].as_py()
+            raise KnowledgeBaseError(
+                f"{self.folder or 'the knowledge base'}: clip {clip} ({audio_id}): {error}"
+            ) from None
 
     def clip_tokens(self, clips: Sequence[int], encoder: ClipEncoder | None = None) -> list:
         """

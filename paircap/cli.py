@@ -23,8 +23,14 @@ from paircap.releases import resolve_model
 
 DEFAULT_MODEL = "org/paircap"
 MODEL_HELP = "hub id, local release folder, or mini (the offline toy release in a checkout)"
-AUDIO_ROOT_HELP = "NAME=DIR where a KB's clips live: tokens of an index-only or stale KB are encoded from the audio"
-DEMO_AUDIO_ROOT_HELP = "NAME=DIR where a KB's clips live: the demo plays them (and encodes missing or stale tokens)"
+AUDIO_ROOT_HELP = (
+    "NAME=DIR where a KB's clips live: tokens of an index-only or stale KB are encoded from the audio; a clip is read "
+    "only inside DIR (absolute=DIR allows the KB's absolute paths that lie under DIR)"
+)
+DEMO_AUDIO_ROOT_HELP = (
+    "NAME=DIR where a KB's clips live: the demo plays them (and encodes missing or stale tokens); a clip is played "
+    "only inside DIR (absolute=DIR allows the KB's absolute paths that lie under DIR)"
+)
 # pair2pair queries with a given text per clip (`generate(text_queries=...)`); the command line has only audio, and
 # generative_pair2pair is that query with the model's own zero-shot caption as the text.
 CAPTION_MODES = tuple(mode for mode in RETRIEVAL_MODES if mode != "pair2pair")

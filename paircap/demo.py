@@ -6,8 +6,12 @@ Caption runs pass 1 (the zero-shot caption), keeps its outputs (the caption, the
 the caption's text embedding t_q) in the page's session state, searches the knowledge base and runs pass 2 with the
 retrieved pairs. Moving W, top-k or the mode re-ranks from the kept embeddings (one index search, no new pass 1);
 Re-caption runs pass 2 alone with the neighbours shown. Each neighbour's audio plays in the page where the demo can
-reach it: a local file (under a root given with `audio_roots`, or an absolute path) through Gradio's file route, which
-serves that file alone once it is shown, or an audio URL, which the browser fetches; a page URL becomes a link.
+reach it: a local file inside the folder given for its root (`audio_roots`; the KB's absolute paths only under
+`audio_roots["absolute"]`), through a per-session token (`paircap/demo_audio.py`), or an audio URL, which the browser
+fetches; a page URL becomes a link.
+
+The server guards itself: uploads over `MAX_UPLOAD` are refused, uploads are deleted after `CACHE_CLEANUP`, each
+request stops at `time_limit` seconds, and an error names the uploaded file, never the server's folders.
 """
 
 from __future__ import annotations
@@ -15,17 +19,23 @@ from __future__ import annotations
 import html
 import math
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 import gradio as gr
 import numpy as np
 import torch
 from transformers.utils import logging
 
+from modeling_paircap.audio_locations_paircap import (
+    ABSOLUTE_ROOT,
+    AudioLocationError,
+    clip_audio_location,
+    is_absolute,
+)
 from paircap.captioning import (
     AUDIO_EXTENSIONS,
     caption_waveforms,
@@ -34,6 +44,7 @@ from paircap.captioning import (
     resolve_device,
     resolve_dtype,
 )
+from paircap.demo_audio import NEIGHBOUR_ROUTE, NeighbourAudio
 
 logger = logging.get_logger(__name__)
 
@@ -47,8 +58,10 @@ TABLE_LABEL = (
 )
 NOT_AVAILABLE = "audio not available here"
 TEXT_ONLY = "text only (no audio)"
-# Gradio's file route, relative to the page so that a root path (a Space, a reverse proxy) is kept
-FILE_ROUTE = "gradio_api/file="
+MAX_UPLOAD = "50mb"  # 4.5 min of 48 kHz stereo 16-bit WAV; far longer compressed
+REQUEST_SECONDS = 300.0  # each caption or re-caption stops here (decoding, pass 1, pass 2)
+LOCAL_HOST = "127.0.0.1"
+CACHE_CLEANUP = (600, 3600)  # every 10 min, delete uploads older than an hour (and all of them at shutdown)
 
 
 @dataclass
@@ -64,14 +77,17 @@ class FirstPass:
 class DemoEngine:
     """The model, processor and knowledge base behind the demo, with the steps of a caption and a count of each pass."""
 
-    def __init__(self, model, processor, knowledge_base=None, max_new_tokens: int = 40):
+    def __init__(
+        self, model, processor, knowledge_base=None, max_new_tokens: int = 40, time_limit: float = REQUEST_SECONDS
+    ):
         self.model = model
         self.processor = processor
         self.kb = knowledge_base
         self.generation = {"max_new_tokens": max_new_tokens, "num_beams": 1, "do_sample": False}
+        self.time_limit = time_limit
+        self.audio = NeighbourAudio(knowledge_base)
         self.pass_one_runs = 0
         self.pass_two_runs = 0
-        self._served: set[Path] = set()
 
     @classmethod
     def from_release(
@@ -82,15 +98,19 @@ class DemoEngine:
         device: str = "auto",
         dtype: str = "auto",
         max_new_tokens: int = 40,
+        time_limit: float = REQUEST_SECONDS,
     ) -> DemoEngine:
-        """Load a release (hub id or folder) and its knowledge base (`knowledge_base`, else the release's own)."""
+        """
+        Load a release (hub id or folder) and its knowledge base (`knowledge_base`, else the release's own); its clips
+        play from the folders `audio_roots` gives (`{"absolute": DIR}` allows its absolute paths under DIR).
+        """
         torch_device = resolve_device(device)
         model, processor = load_release(model_id, torch_device, resolve_dtype(dtype, torch_device))
         kb = None
         if knowledge_base is not None or model.config.knowledge_base is not None:
             kb = model.load_knowledge_base(knowledge_base, audio_roots=dict(audio_roots or {}))
             warn_unmapped_roots(kb)
-        return cls(model, processor, kb, max_new_tokens)
+        return cls(model, processor, kb, max_new_tokens, time_limit)
 
     # ---- settings -----------------------------------------------------------------------------------------------
     @property
@@ -125,18 +145,35 @@ class DemoEngine:
 
     # ---- the steps of a caption ---------------------------------------------------------------------------------
     def load(self, audio: str | None) -> np.ndarray:
-        """The clip as 48 kHz mono, with the loader's reason when it cannot be read."""
+        """The clip as 48 kHz mono; when it cannot be read, the loader's reason naming the file, not its folder."""
         if not audio:
             raise gr.Error("Upload or record a clip first.")
         waveform = self.processor.load_audio([audio])[0]
         if not isinstance(waveform, np.ndarray):
-            raise gr.Error(str(waveform))
+            raise gr.Error(str(waveform).replace(str(Path(audio).parent) + os.sep, ""))
         return waveform
 
+    def deadline(self) -> float:
+        """When a request that starts now must stop (`time_limit` seconds on the monotonic clock)."""
+        return time.monotonic() + self.time_limit
+
+    def time_left(self, deadline: float | None) -> dict:
+        """Generation's `max_time` for what is left before `deadline` (none without one); past it, the request ends."""
+        if deadline is None:
+            return {}
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise gr.Error(f"The request ran past its time limit of {self.time_limit:g} s; try a shorter clip.")
+        return {"max_time": left}
+
     @torch.no_grad()
-    def first_pass(self, waveform: np.ndarray) -> FirstPass:
+    def first_pass(self, waveform: np.ndarray, deadline: float | None = None) -> FirstPass:
         """Pass 1 (the zero-shot caption), then a_q of the clip and t_q of the caption: everything re-ranking needs."""
-        zero_shot = caption_waveforms(self.model, self.processor, [waveform], retrieval_mode="none", **self.generation)
+        zero_shot = caption_waveforms(
+            self.model, self.processor, [waveform], retrieval_mode="none", **self.time_left(deadline),
+            **self.generation,
+        )  # fmt: skip
+        self.time_left(deadline)  # generation cut short by max_time is not a caption
         self.pass_one_runs += 1
         caption = zero_shot[0]["caption"]
         device = self.model.device
@@ -154,7 +191,9 @@ class DemoEngine:
         )
         return [asdict(hit) for hit in hits[0]]
 
-    def second_pass(self, first: FirstPass, mode: str, weight: float, top_k: int) -> tuple[str, list[dict]]:
+    def second_pass(
+        self, first: FirstPass, mode: str, weight: float, top_k: int, deadline: float | None = None
+    ) -> tuple[str, list[dict]]:
         """
         Pass 2 alone: the caption with the retrieved pairs, and those pairs. Generative pair-to-pair is pair-to-pair
         with the kept zero-shot caption as the text query, so pass 1 does not run again.
@@ -173,52 +212,59 @@ class DemoEngine:
             top_k=top_k,
             max_pairs_per_clip=1,
             **retrieval,
+            **self.time_left(deadline),
             **self.generation,
         )[0]
+        self.time_left(deadline)
         self.pass_two_runs += 1
         return record["caption"], record["retrieved"]
 
     # ---- the neighbour table ------------------------------------------------------------------------------------
-    def table(self, pairs: list[dict]) -> list[list]:
-        """Rows of the neighbour table: rank, S, S_A, S_T, caption, a player (or why there is none) and the clip id."""
+    def table(self, pairs: list[dict], session: str) -> list[list]:
+        """
+        Rows of the neighbour table: rank, S, S_A, S_T, caption, a player (or why there is none) and the clip id. The
+        local clips get fresh tokens of `session` (its earlier tokens end: the page shows one table).
+        """
+        cells = [self.audio_cell(pair["row"]) for pair in pairs]
+        tokens = iter(self.audio.issue(session, [cell for cell in cells if isinstance(cell, int)]))
+        cells = [player(NEIGHBOUR_ROUTE + next(tokens)) if isinstance(cell, int) else cell for cell in cells]
         return [
-            [rank, score(pair["score"]), score(pair["audio_score"]), score(pair["text_score"]), pair["caption"],
-             self.audio_cell(pair["row"]), pair["audio_id"] or "-"]
-            for rank, pair in enumerate(pairs, start=1)
+            [rank, score(pair["score"]), score(pair["audio_score"]), score(pair["text_score"]), pair["caption"], cell,
+             pair["audio_id"] or "-"]
+            for rank, (pair, cell) in enumerate(zip(pairs, cells, strict=True), start=1)
         ]  # fmt: skip
 
-    def audio_cell(self, row: int) -> str:
-        """An `<audio>` player for the row's clip where it can be reached, else a short reason."""
+    def audio_cell(self, row: int) -> str | int:
+        """
+        The row's audio: its clip index where a local file passed the containment rule (the table serves it through a
+        token), an `<audio>` player of an audio URL, a link to a page, or a short reason why it cannot play here.
+        """
         clip = int(self.kb.clip_index[row])
         if clip < 0:
             return TEXT_ONLY
-        location = self.kb.audio_location(clip)
+        root = self.kb.clips.column("audio_root")[clip].as_py()
+        path = self.kb.clips.column("audio_path")[clip].as_py()
+        try:
+            location = clip_audio_location(root, path, self.kb.audio_roots)
+        except AudioLocationError as error:
+            return unavailable(str(error))
         if location is None:
-            root = self.kb.clips.column("audio_root")[clip].as_py()
-            if root and root not in self.kb.audio_roots:
-                return unavailable(f"no folder given for its root {root!r}: pass --audio-root {root}=DIR")
-            return unavailable("the knowledge base records no audio location for this clip")
+            if not path:
+                return unavailable("the knowledge base records no audio location for this clip")
+            name = root or ABSOLUTE_ROOT
+            return unavailable(f"no folder given for its root {name!r}: pass --audio-root {name}=DIR")
         if urlparse(location).scheme in ("http", "https"):
             if Path(urlparse(location).path).suffix.lower() in AUDIO_EXTENSIONS:
                 return player(location)
             return f'<a href="{html.escape(location)}" target="_blank" rel="noopener noreferrer">source ↗</a>'
-        path = Path(location)
-        if not path.is_file():
-            return unavailable(f"no file at {location}")
-        return player(FILE_ROUTE + quote(str(self.serve(path)), safe="/"))
-
-    def serve(self, path: Path) -> Path:
-        """Let Gradio's file route serve this one file (the resolved path: Gradio resolves links before checking)."""
-        resolved = path.resolve()
-        if resolved not in self._served:
-            gr.set_static_paths([resolved])
-            self._served.add(resolved)
-        return resolved
+        return clip
 
 
 def warn_unmapped_roots(kb) -> None:
     """Say which of the KB's audio roots no folder was given for: their neighbours cannot play."""
-    roots = set(kb.clips.column("audio_root").unique().to_pylist()) - {"", None} - set(kb.audio_roots)
+    rows = zip(kb.clips.column("audio_root").to_pylist(), kb.clips.column("audio_path").to_pylist(), strict=True)
+    recorded = {root or ABSOLUTE_ROOT for root, path in rows if path and (root or is_absolute(path))}
+    roots = recorded - set(kb.audio_roots)
     if roots:
         flags = " ".join(f"--audio-root {root}=DIR" for root in sorted(roots))
         logger.warning(
@@ -258,30 +304,31 @@ def status_line(mode: str, weight: float, top_k: int, pairs: int, reranked: bool
     return f"Pass 2 captioned with these {pairs} pairs, retrieved with {setting}."
 
 
-def caption_clip(engine: DemoEngine, clip: str | None, mode: str, weight: float, top_k: int):
+def caption_clip(engine: DemoEngine, clip: str | None, mode: str, weight: float, top_k: int, session: str = ""):
     """Caption: pass 1, then pass 2 with the retrieved pairs. Returns the state, both captions, the table, a status."""
-    top_k = int(top_k)
-    state = engine.first_pass(engine.load(clip))
-    text, pairs = engine.second_pass(state, mode, weight, top_k)
-    return state, state.zero_shot, text, engine.table(pairs), status_line(mode, weight, top_k, len(pairs), False)
+    top_k, deadline = int(top_k), engine.deadline()
+    state = engine.first_pass(engine.load(clip), deadline)
+    text, pairs = engine.second_pass(state, mode, weight, top_k, deadline)
+    table = engine.table(pairs, session)
+    return state, state.zero_shot, text, table, status_line(mode, weight, top_k, len(pairs), False)
 
 
-def rerank(engine: DemoEngine, state: FirstPass | None, mode: str, weight: float, top_k: int):
+def rerank(engine: DemoEngine, state: FirstPass | None, mode: str, weight: float, top_k: int, session: str = ""):
     """A changed setting: the table re-ranked from the kept pass-1 embeddings and a status (none before a caption)."""
     if state is None:
         return gr.skip(), gr.skip()
     top_k = int(top_k)
     pairs = engine.neighbours(state, mode, weight, top_k)
-    return engine.table(pairs), status_line(mode, weight, top_k, len(pairs), True)
+    return engine.table(pairs, session), status_line(mode, weight, top_k, len(pairs), True)
 
 
-def recaption(engine: DemoEngine, state: FirstPass | None, mode: str, weight: float, top_k: int):
+def recaption(engine: DemoEngine, state: FirstPass | None, mode: str, weight: float, top_k: int, session: str = ""):
     """Re-caption: pass 2 alone with the current settings' pairs. Returns the caption, the table, a status."""
     if state is None:
         raise gr.Error("Caption a clip first.")
     top_k = int(top_k)
-    text, pairs = engine.second_pass(state, mode, weight, top_k)
-    return text, engine.table(pairs), status_line(mode, weight, top_k, len(pairs), False)
+    text, pairs = engine.second_pass(state, mode, weight, top_k, engine.deadline())
+    return text, engine.table(pairs, session), status_line(mode, weight, top_k, len(pairs), False)
 
 
 def settings_controls(engine: DemoEngine) -> list:
@@ -302,10 +349,39 @@ def settings_controls(engine: DemoEngine) -> list:
     ]  # fmt: skip
 
 
-def build_blocks(engine: DemoEngine) -> gr.Blocks:
+class DemoBlocks(gr.Blocks):
+    """
+    The demo page. Its `launch` (by `launch_demo`, a Space or a caller) serves the neighbours' audio through the
+    engine's token route and refuses uploads over `MAX_UPLOAD`; its uploads are deleted after `CACHE_CLEANUP`.
+    """
+
+    def __init__(self, audio: NeighbourAudio, **kwargs):
+        super().__init__(delete_cache=CACHE_CLEANUP, **kwargs)
+        self.neighbour_audio = audio
+
+    def launch(self, *args, app_kwargs: dict | None = None, max_file_size: str | int | None = MAX_UPLOAD, **kwargs):
+        app_kwargs = dict(app_kwargs or {})
+        app_kwargs["routes"] = [self.neighbour_audio.route(), *app_kwargs.get("routes", [])]
+        return super().launch(*args, app_kwargs=app_kwargs, max_file_size=max_file_size, **kwargs)
+
+
+def build_blocks(engine: DemoEngine) -> DemoBlocks:
     """The demo page over a loaded engine."""
     retrieves = engine.kb is not None
-    with gr.Blocks(title="PairCap demo", analytics_enabled=False) as demo:
+
+    def caption(clip: str | None, mode: str, weight: float, top_k: int, request: gr.Request):
+        return caption_clip(engine, clip, mode, weight, top_k, request.session_hash)
+
+    def change(state: FirstPass | None, mode: str, weight: float, top_k: int, request: gr.Request):
+        return rerank(engine, state, mode, weight, top_k, request.session_hash)
+
+    def again(state: FirstPass | None, mode: str, weight: float, top_k: int, request: gr.Request):
+        return recaption(engine, state, mode, weight, top_k, request.session_hash)
+
+    def closed(request: gr.Request) -> None:
+        engine.audio.forget(request.session_hash)
+
+    with DemoBlocks(engine.audio, title="PairCap demo", analytics_enabled=False) as demo:
         gr.Markdown(
             "# PairCap: retrieval-augmented audio captioning\n"
             "Pass 1 captions the clip zero-shot; its caption and audio retrieve (audio, caption) pairs with "
@@ -330,16 +406,14 @@ def build_blocks(engine: DemoEngine) -> gr.Blocks:
         )  # fmt: skip
         model_runs = {"concurrency_limit": 1, "concurrency_id": "paircap-model"}  # one model pass at a time
         caption_button.click(
-            partial(caption_clip, engine), [audio, *settings], [first, zero_shot, final, table, status],
-            api_name="caption", **model_runs,
-        )  # fmt: skip
-        gr.on(
-            [control.change for control in settings], partial(rerank, engine), [first, *settings], [table, status],
-            api_name="rerank", show_progress="hidden",
-        )  # fmt: skip
-        recaption_button.click(
-            partial(recaption, engine), [first, *settings], [final, table, status], api_name="recaption", **model_runs
+            caption, [audio, *settings], [first, zero_shot, final, table, status], api_name="caption", **model_runs
         )
+        gr.on(
+            [control.change for control in settings], change, [first, *settings], [table, status], api_name="rerank",
+            show_progress="hidden",
+        )  # fmt: skip
+        recaption_button.click(again, [first, *settings], [final, table, status], api_name="recaption", **model_runs)
+        demo.unload(closed)
     return demo
 
 
@@ -350,15 +424,30 @@ def build_demo(
     device: str = "auto",
     dtype: str = "auto",
     max_new_tokens: int = 40,
-) -> gr.Blocks:
+    time_limit: float = REQUEST_SECONDS,
+) -> DemoBlocks:
     """The demo for a release (hub id or folder) and a knowledge base (default: the release's own)."""
-    engine = DemoEngine.from_release(model_id, knowledge_base, audio_roots, device, dtype, max_new_tokens)
+    engine = DemoEngine.from_release(model_id, knowledge_base, audio_roots, device, dtype, max_new_tokens, time_limit)
     return build_blocks(engine)
+
+
+def space_host(environ: Mapping[str, str]) -> str:
+    """
+    Where `app.py` listens: on a Hugging Face Space (`SYSTEM=spaces`) the Space's `GRADIO_SERVER_NAME` (0.0.0.0);
+    elsewhere `PAIRCAP_HOST`, by default 127.0.0.1 (a `GRADIO_SERVER_NAME` meant for another app is ignored, with a
+    warning, so that it never opens this one to the network).
+    """
+    if environ.get("SYSTEM") == "spaces":
+        return environ.get("GRADIO_SERVER_NAME") or "0.0.0.0"
+    host = environ.get("PAIRCAP_HOST") or LOCAL_HOST
+    if environ.get("GRADIO_SERVER_NAME", host) != host:
+        logger.warning("GRADIO_SERVER_NAME=%s is ignored off a Space: set PAIRCAP_HOST", environ["GRADIO_SERVER_NAME"])
+    return host
 
 
 def launch_demo(
     demo: gr.Blocks, host: str | None = None, port: int | None = None, share: bool = False, block: bool = True
 ) -> str:
-    """Serve the demo (host and port default to Gradio's, e.g. `GRADIO_SERVER_NAME` on a Space); returns its URL."""
+    """Serve the demo (host and port default to Gradio's: 127.0.0.1, or `GRADIO_SERVER_NAME`); returns its URL."""
     _, url, _ = demo.queue().launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block)
     return url

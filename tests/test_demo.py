@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import unquote, urljoin
+from urllib.parse import urljoin
 
 import httpx
 import pyarrow as pa
@@ -27,7 +27,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from paircap.captioning import caption_waveforms
 from paircap.cli import main
-from paircap.demo import FILE_ROUTE, HEADERS, NOT_AVAILABLE, TEXT_ONLY, DemoEngine, build_blocks, launch_demo
+from paircap.demo import HEADERS, NOT_AVAILABLE, TEXT_ONLY, DemoEngine, build_blocks, launch_demo
+from paircap.demo_audio import NEIGHBOUR_ROUTE
 
 INSTALL = "install it with: apt-get install -y chromium chromium-driver && pip install selenium"
 MODE = "generative_pair2pair"
@@ -52,10 +53,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def demo_app(tiny_release, real_kb):
-    """(engine, url): the demo served on 127.0.0.1 in this process (the KB records its clips' absolute paths)."""
+def demo_app(tiny_release, real_kb, shared_data):
+    """(engine, url): the demo served on 127.0.0.1 in this process. The KB records its clips' absolute paths (links
+    into the real Clotho clips): they play only with the opt-in `absolute` root, inside the folder it names."""
     folder, _, _ = tiny_release
-    engine = DemoEngine.from_release(str(folder), str(real_kb), device="cpu", max_new_tokens=8)
+    roots = {"absolute": shared_data / "clotho_eval7"}
+    engine = DemoEngine.from_release(str(folder), str(real_kb), roots, device="cpu", max_new_tokens=8)
     demo = build_blocks(engine)
     url = launch_demo(demo, "127.0.0.1", free_port(), block=False)
     yield engine, url
@@ -76,12 +79,13 @@ def check_ranking(rows: list, weight: float, top_k: int) -> None:
         assert s == pytest.approx(weight * s_a + (1 - weight) * s_t, abs=2e-4)
 
 
-def audio_bytes(url: str, source: str) -> bytes:
-    """GET a player's source from the app: it must be the KB clip's own file."""
+def audio_bytes(engine: DemoEngine, url: str, source: str) -> bytes:
+    """GET a player's source from the app: a token of the neighbour route that serves the KB clip's own file."""
     response = httpx.get(urljoin(url, source), timeout=30)
     assert response.status_code == 200, response.text[:300]
-    assert source.startswith(FILE_ROUTE)
-    assert response.content == Path(unquote(source.removeprefix(FILE_ROUTE))).read_bytes()
+    assert source.startswith(NEIGHBOUR_ROUTE)
+    path, media_type = engine.audio.file(source.removeprefix(NEIGHBOUR_ROUTE))
+    assert response.content == path.read_bytes() and response.headers["content-type"] == media_type
     return response.content
 
 
@@ -100,8 +104,10 @@ def test_the_http_api_captions_reranks_and_recaptions_without_a_new_pass_1(demo_
     players = [row[5] for row in table["data"] if row[5].startswith("<audio")]
     assert players, table["data"]
     source = players[0].split('src="')[1].split('"')[0]
-    assert audio_bytes(url, source)[:4] == b"fLaC"
-    assert httpx.get(urljoin(url, FILE_ROUTE + str(real_kb / "paircap_kb.json"))).status_code == 403  # only clips
+    assert audio_bytes(engine, url, source)[:4] == b"fLaC"
+    clip = engine.audio.file(source.removeprefix(NEIGHBOUR_ROUTE))[0]
+    for path in (clip, real_kb / "paircap_kb.json"):  # Gradio's own file route serves no KB file, not even the clip
+        assert httpx.get(urljoin(url, "gradio_api/file=" + str(path))).status_code == 403
 
     table, status = client.predict(MODE, 0.0, TOP_K, api_name="/rerank")
     check_ranking(table["data"], 0.0, TOP_K)
@@ -138,34 +144,45 @@ def test_an_unreadable_upload_gets_the_loaders_reason(demo_app, tmp_path):
     assert engine.pass_one_runs == runs
 
 
-def test_each_neighbour_plays_where_its_audio_is_reachable_and_says_so_where_not(demo_app, corpora, monkeypatch):
+def test_each_neighbour_plays_where_its_audio_is_reachable_and_says_so_where_not(demo_app, corpora, shared_data,
+                                                                                monkeypatch):  # fmt: skip
     engine, _ = demo_app
     kb = engine.kb
     text_only, with_audio = int((kb.clip_index < 0).nonzero()[0][0]), int((kb.clip_index >= 0).nonzero()[0][0])
+    clip = int(kb.clip_index[with_audio])
     assert engine.audio_cell(text_only) == TEXT_ONLY
-    assert engine.audio_cell(with_audio).startswith('<audio controls preload="metadata" src="gradio_api/file=')
+    assert engine.audio_cell(with_audio) == clip  # served through a token of the table's session
+    assert engine.table([{"row": with_audio, "score": 1.0, "audio_score": 1.0, "text_score": 1.0, "caption": "c",
+                          "audio_id": "a"}], "session")[0][5].startswith(
+        f'<audio controls preload="metadata" src="{NEIGHBOUR_ROUTE}'
+    )  # fmt: skip
+    monkeypatch.setattr(kb, "audio_roots", {})
+    assert "--audio-root absolute=DIR" in engine.audio_cell(with_audio)  # absolute paths: only when opted in
     # the clips recorded under a root name, as a KB built with `--root clotho=DIR` records them
     clips = kb.clips.set_column(
         kb.clips.schema.get_field_index("audio_root"), "audio_root", pa.array(["clotho"] * kb.clips.num_rows)
     )
-    names = [Path(path).name for path in clips.column("audio_path").to_pylist()]
+    names = [Path(path).resolve().name for path in clips.column("audio_path").to_pylist()]
     monkeypatch.setattr(
         kb, "clips", clips.set_column(clips.schema.get_field_index("audio_path"), "audio_path", [names])
     )
-    monkeypatch.setattr(kb, "audio_roots", {})
     unmapped = engine.audio_cell(with_audio)
     assert NOT_AVAILABLE in unmapped and "--audio-root clotho=DIR" in unmapped
-    monkeypatch.setattr(kb, "audio_roots", {"clotho": corpora["clotho"] / "evaluation"})
-    assert engine.audio_cell(with_audio).startswith("<audio")
+    monkeypatch.setattr(kb, "audio_roots", {"clotho": shared_data / "clotho_eval7"})
+    assert engine.audio_cell(with_audio) == clip
     monkeypatch.setattr(kb, "audio_roots", {"clotho": corpora["clotho"]})  # the wrong folder: no such file
-    assert NOT_AVAILABLE in engine.audio_cell(with_audio)
-    monkeypatch.setattr(kb, "audio_location", lambda clip: "https://freesound.org/s/17/")
-    assert engine.audio_cell(with_audio).startswith('<a href="https://freesound.org/s/17/"')
-    monkeypatch.setattr(kb, "audio_location", lambda clip: "https://example.org/clip.flac")
-    assert (
-        engine.audio_cell(with_audio)
-        == '<audio controls preload="metadata" src="https://example.org/clip.flac"></audio>'
-    )
+    assert NOT_AVAILABLE in engine.audio_cell(with_audio) and "no such file" in engine.audio_cell(with_audio)
+    monkeypatch.setattr(kb, "audio_roots", {"clotho": shared_data})  # a parent folder: still inside, no such file
+    assert "no such file" in engine.audio_cell(with_audio)
+    for url, cell in [
+        ("https://freesound.org/s/17/", '<a href="https://freesound.org/s/17/"'),
+        ("https://example.org/clip.flac", '<audio controls preload="metadata" src="https://example.org/clip.flac">'),
+    ]:
+        urls = kb.clips.set_column(kb.clips.schema.get_field_index("audio_path"), "audio_path", [[url] * len(names)])
+        monkeypatch.setattr(
+            kb, "clips", urls.set_column(urls.schema.get_field_index("audio_root"), "audio_root", [[""] * len(names)])
+        )
+        assert engine.audio_cell(with_audio).startswith(cell)
 
 
 def test_the_demo_command_serves_the_page(tiny_release, real_kb, monkeypatch):
@@ -276,7 +293,7 @@ def test_the_page_in_a_real_browser(demo_app, esc50_clip, tmp_path):
         players = wait_for(
             driver, lambda: [p for p in driver.execute_script(PLAYERS) if p[1] >= 1 and p[2] > 0], "a loaded player"
         )
-        audio_bytes(url, players[0][0])
+        audio_bytes(engine, url, players[0][0])
         assert driver.save_screenshot(str(tmp_path / "demo.png")) and (tmp_path / "demo.png").stat().st_size > 10_000
 
         weight = driver.find_element(By.CSS_SELECTOR, "#weight input[type=number]")

@@ -324,6 +324,8 @@ def test_a_trained_audio_tower_keeps_the_retrieval_space_and_encodes_stale_token
     inputs = processor(audio=kb_clips[1][:2])
     common = {"knowledge_base": str(kb_folder), "top_k": 3, "retrieval_mode": "audio2audio", **GEN}
     before = model.generate(**inputs, **common, return_dict_in_generate=True)
+    # the KB records absolute paths: read only with the opt-in root naming the folder they must lie in
+    trained.load_knowledge_base(str(kb_folder), audio_roots={"absolute": os.path.dirname(kb_clips[0][0])})
     after = trained.generate(**inputs, **common, processor=processor, return_dict_in_generate=True)
     assert after.retrieved_pairs == before.retrieved_pairs
     kb = trained.load_knowledge_base(str(kb_folder))

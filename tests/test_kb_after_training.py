@@ -112,15 +112,21 @@ def test_tokens_refresh_resumes_and_then_pass_2_gets_the_trained_towers_tokens(t
 
     monkeypatch.setattr(clip_tokens, "_encode_shard", interrupted)
     work = tmp_path / "work"
+    with pytest.raises(KnowledgeBaseError, match=r"\['absolute'\]: pass --root absolute=DIR"):  # absolute paths
+        clip_tokens.refresh_tokens(kb_folder, after, processor, {}, work, num_workers=0, progress=False)
+    roots = {"absolute": str(Path(clips[0]).parent)}  # the opt-in: the folder the KB's absolute paths must lie in
     with pytest.raises(KeyboardInterrupt):
-        clip_tokens.refresh_tokens(kb_folder, after, processor, {}, work, shard_size=2, num_workers=0, progress=False)
+        clip_tokens.refresh_tokens(
+            kb_folder, after, processor, roots, work, shard_size=2, num_workers=0, progress=False
+        )
     assert encoded == [0] and PairCapKnowledgeBase.from_pretrained(kb_folder).metadata.token_fingerprint != (
         after.token_fingerprint()
     )
     monkeypatch.setattr(clip_tokens, "_encode_shard", original)
     finished = (work / "shards" / "00000.parquet").stat().st_mtime_ns
     command = [sys.executable, "-m", "paircap.cli", "kb", "tokens", "--kb", str(kb_folder), "--model", str(release),
-               "--work-dir", str(work), "--shard-size", "2", "--num-workers", "0"]  # fmt: skip
+               "--work-dir", str(work), "--shard-size", "2", "--num-workers", "0",
+               "--root", f"absolute={roots['absolute']}"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pyarrow as pa
 import pytest
+import soundfile as sf
 import torch
 from datasets import Dataset, load_dataset
 
@@ -217,12 +218,38 @@ def test_stale_tokens_are_refused_with_the_refresh_command_or_computed_from_audi
         kb.examples(hits, encoder)
     with_audio = PairCapKnowledgeBase.from_pretrained(folder, audio_roots={"corpus": tmp_path})
     with_audio.check_tokens("x" * 64)
-    examples = with_audio.examples(hits, encoder)
     clips = sorted({rows[hit.row]["clip_index"] for hit in hits[0]})
-    assert calls == [[str(tmp_path / "audio" / f"clip{clip}.wav") for clip in clips]]
+    with pytest.raises(
+        KnowledgeBaseError, match=rf"clip {clips[0]} \(clip{clips[0]}\): 'audio/clip{clips[0]}.wav': no"
+    ):
+        with_audio.examples(hits, encoder)  # the root is given, but the clip's file is not there
+    (tmp_path / "audio").mkdir()
+    for clip in clips:
+        sf.write(tmp_path / "audio" / f"clip{clip}.wav", np.zeros(480, np.float32), 48000)
+    examples = with_audio.examples(hits, encoder)
+    assert calls == [[str((tmp_path / "audio" / f"clip{clip}.wav").resolve()) for clip in clips]]
     assert all(np.all(np.asarray(example["audio_tokens"]) == 1) for example in examples[0])
     with_audio.examples(hits, encoder)
     assert len(calls) == 1  # cached
+
+
+def test_pass_2_never_reads_a_clip_location_that_escapes_its_root(tmp_path):
+    """A stale KB's clip recorded as `../outside/clip.wav` under root `corpus`: refused before any audio is read."""
+    rows, clips, tokens = synthetic_kb(seed=3)
+    escaping = pa.array(["../outside/clip.wav"] * clips.num_rows, pa.string())
+    folder = write_synthetic(tmp_path / "kb", rows, clips.set_column(4, "audio_path", escaping), tokens)
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "outside").mkdir()
+    sf.write(tmp_path / "outside" / "clip.wav", np.zeros(480, np.float32), 48000)  # audio, but outside the root
+    kb = PairCapKnowledgeBase.from_pretrained(folder, audio_roots={"corpus": tmp_path / "corpus"})
+    kb.check_tokens("x" * 64)
+    hits = kb.search(np.asarray(rows["audio_embedding"][:1], dtype=np.float32), mode="audio2audio", top_k=2)
+
+    def encoder(audio):
+        pytest.fail(f"the escaping files were read: {audio}")
+
+    with pytest.raises(KnowledgeBaseError, match=r"clip \d+ \(clip\d+\): '../outside/clip.wav': outside root 'corpus'"):
+        kb.examples(hits, encoder)
 
 
 def test_an_index_only_kb_searches_and_has_no_tokens(tmp_path):

@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from huggingface_hub import DatasetCard, ModelCard
 
+from modeling_paircap.audio_locations_paircap import is_absolute
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from paircap.releases import LOCAL_RELEASES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,3 +55,16 @@ def test_model_mini_captions_real_audio_offline(shared_data, tmp_path):
     for record in records:
         assert record["caption"] and record["zero_shot_caption"] and record["retrieved"]
         assert all(pair["caption"] and pair["audio_id"] for pair in record["retrieved"])
+
+
+def test_the_shipped_kb_records_clips_under_named_roots_and_they_play_from_the_shared_data(shared_data):
+    """No build-machine path: each clip lives under a root name (`esc50_cc` for the real clips, `esc50_mini` for the
+    mini run's mixtures), so `--audio-root esc50_cc=../shared/data/esc50_cc` finds the real ones anywhere."""
+    folder = RELEASE / "knowledge_base"
+    clips = pq.read_table(folder / "clips.parquet")
+    roots, paths = clips.column("audio_root").to_pylist(), clips.column("audio_path").to_pylist()
+    assert set(roots) == {"esc50_cc", "esc50_mini"} and not any(is_absolute(path) for path in paths)
+    kb = PairCapKnowledgeBase.from_pretrained(folder, audio_roots={"esc50_cc": shared_data / "esc50_cc"})
+    real = [clip for clip, root in enumerate(roots) if root == "esc50_cc"]
+    assert len(real) == 64
+    assert all(Path(kb.audio_location(clip)).parent == (shared_data / "esc50_cc").resolve() for clip in real)

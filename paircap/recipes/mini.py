@@ -481,6 +481,10 @@ class MiniRecipe:
 
     # ---- 5. knowledge bases ---------------------------------------------------------------------------------------
 
+    def audio_roots(self) -> dict[str, Path]:
+        """The KBs' clip roots: the corpus (mixtures) and each ESC-50 folder, so no KB records a machine's paths."""
+        return {AUDIO_ROOT: self.path("corpus"), **{name: self.data / name for name in self.clip_folders}}
+
     def knowledge_bases(self) -> None:
         """base, large and refined, embedded by the assembled release's CLAP (the frozen retrieval space)."""
         from transformers import AutoModel, AutoProcessor
@@ -489,7 +493,7 @@ class MiniRecipe:
 
         model = AutoModel.from_pretrained(self.path("assembled"), trust_remote_code=True).eval()
         processor = AutoProcessor.from_pretrained(self.path("assembled"), trust_remote_code=True)
-        roots = {AUDIO_ROOT: self.path("corpus")}
+        roots = self.audio_roots()
         train = load_from_disk(str(self.pairs("train")))
         noisy = load_from_disk(str(self.pairs("noisy")))
         options = {"batch_size": 32, "num_workers": self.scale.num_workers, "roots": roots}
@@ -563,7 +567,10 @@ class MiniRecipe:
         """One captioner on the test mixtures: the curriculum model on the grid and both sweeps; stage 1 and RAFT-only
         (the training ablation) with generative pair-to-pair on the refined KB."""
         kbs = [str(self.path("kb", name)) for name in KNOWLEDGE_BASES]
-        options = ["--audio-root", f"{AUDIO_ROOT}={self.path('corpus')}", "--top-k", str(self.scale.max_examples)]
+        roots = [
+            option for name, folder in self.audio_roots().items() for option in ("--audio-root", f"{name}={folder}")
+        ]
+        options = [*roots, "--top-k", str(self.scale.max_examples)]
         if model != "stage2_phase2":
             options += ["--kb", kbs[0], "--mode", "generative_pair2pair"]
         elif self.scale.ablations:

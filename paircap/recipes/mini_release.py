@@ -51,8 +51,7 @@ def pack_release(recipe, destination: Path, kb_name: str = "refined") -> Path:
     kb = PairCapKnowledgeBase.from_pretrained(recipe.path("kb", kb_name), model.retrieval_fingerprint())
     kb.save_pretrained(destination / KB_FOLDER)
     with tempfile.TemporaryDirectory() as work:
-        roots = {"esc50_mini": recipe.path("corpus")}
-        refresh_tokens(destination / KB_FOLDER, model, processor, roots, work_dir=work, num_workers=0)
+        refresh_tokens(destination / KB_FOLDER, model, processor, recipe.audio_roots(), work_dir=work, num_workers=0)
     clips = recipe_clips(recipe)
     kb_card = render_dataset_card(
         KnowledgeBaseMetadata.load(destination / KB_FOLDER), KB_FOLDER, destination.name, clip_terms(clips)
