@@ -26,14 +26,8 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
-from paircap.captioning import (
-    AUDIO_EXTENSIONS,
-    caption_waveforms,
-    load_release,
-    max_retrieved_pairs,
-    resolve_device,
-    resolve_dtype,
-)
+from paircap.captioning import AUDIO_EXTENSIONS, caption_waveforms, max_retrieved_pairs, resolve_device, resolve_dtype
+from paircap.releases import load_release
 
 logger = logging.get_logger(__name__)
 
@@ -82,10 +76,13 @@ class DemoEngine:
         device: str = "auto",
         dtype: str = "auto",
         max_new_tokens: int = 40,
+        trust_remote_code: bool = False,
     ) -> DemoEngine:
-        """Load a release (hub id or folder) and its knowledge base (`knowledge_base`, else the release's own)."""
+        """Load a release (hub id or folder) and its knowledge base (`knowledge_base`, else the release's own), with
+        the installed PairCap classes, or with `trust_remote_code` the release's own code."""
         torch_device = resolve_device(device)
-        model, processor = load_release(model_id, torch_device, resolve_dtype(dtype, torch_device))
+        dtype = resolve_dtype(dtype, torch_device)
+        model, processor = load_release(model_id, torch_device, dtype, "torch", trust_remote_code)
         kb = None
         if knowledge_base is not None or model.config.knowledge_base is not None:
             kb = model.load_knowledge_base(knowledge_base, audio_roots=dict(audio_roots or {}))
@@ -350,9 +347,12 @@ def build_demo(
     device: str = "auto",
     dtype: str = "auto",
     max_new_tokens: int = 40,
+    trust_remote_code: bool = False,
 ) -> gr.Blocks:
     """The demo for a release (hub id or folder) and a knowledge base (default: the release's own)."""
-    engine = DemoEngine.from_release(model_id, knowledge_base, audio_roots, device, dtype, max_new_tokens)
+    engine = DemoEngine.from_release(
+        model_id, knowledge_base, audio_roots, device, dtype, max_new_tokens, trust_remote_code
+    )
     return build_blocks(engine)
 
 
