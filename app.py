@@ -13,16 +13,14 @@ so that a variable meant for another app never opens this one to the network. `G
 
 import os
 
-from datasets_scripts.recipes import parse_roots
+from datasets_scripts.recipes import root_entry
 from paircap.demo import build_demo, launch_demo, space_host
 from paircap.hub_access import go_offline_if_unreachable
 from paircap.releases import resolve_model
 
 MODEL = resolve_model(os.environ.get("PAIRCAP_MODEL", "mini"))
 KNOWLEDGE_BASE = os.environ.get("PAIRCAP_KB") or None
-AUDIO_ROOTS = parse_roots(
-    [entry for entry in os.environ.get("PAIRCAP_AUDIO_ROOTS", "").split(os.pathsep) if entry], "PAIRCAP_AUDIO_ROOTS"
-)
+AUDIO_ROOTS = dict(root_entry(entry) for entry in os.environ.get("PAIRCAP_AUDIO_ROOTS", "").split(os.pathsep) if entry)
 
 go_offline_if_unreachable([MODEL, KNOWLEDGE_BASE])
 demo = build_demo(MODEL, KNOWLEDGE_BASE, AUDIO_ROOTS)

@@ -18,8 +18,8 @@ import functools
 import json
 from pathlib import Path
 
-from datasets_scripts.recipes import RECIPES, CorpusSpec, parse_roots
-from paircap.hub_access import ModelLoadError
+from datasets_scripts.recipes import RECIPES, CorpusSpec, root_entry
+from paircap.releases import TRUST_REMOTE_CODE_HELP
 
 
 def add_kb_commands(commands, common: argparse.ArgumentParser) -> None:
@@ -36,8 +36,11 @@ def add_kb_commands(commands, common: argparse.ArgumentParser) -> None:
     source = build.add_mutually_exclusive_group(required=True)
     source.add_argument("--recipe", choices=[n for n, r in RECIPES.items() if r.corpora], help="a named KB")
     source.add_argument("--corpus", action="append", type=CorpusSpec.parse, help="NAME:SPLIT[:text], repeatable")
-    build.add_argument("--root", action="append", default=[], help="CORPUS=PATH of a local corpus copy, repeatable")
+    build.add_argument(
+        "--root", action="append", default=[], type=root_entry, help="CORPUS=PATH of a local corpus copy, repeatable"
+    )
     build.add_argument("--model", required=True, help="PairCap release (hub id or folder) whose encoder embeds")
+    build.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     build.add_argument("--output", required=True)
     build.add_argument("--index-factory", default="Flat", help="Flat (exact) or a faiss factory, e.g. IVF4096,Flat")
     build.add_argument("--work-dir", default=None, help="resumable intermediate files (default: beside --output)")
@@ -62,10 +65,12 @@ def add_kb_commands(commands, common: argparse.ArgumentParser) -> None:
     tokens = add_command("tokens", help="(re)compute a KB's clip tokens with a release's token encoder")
     tokens.add_argument("--kb", required=True, help="knowledge base folder (its tokens.safetensors is replaced)")
     tokens.add_argument("--model", required=True, help="PairCap release whose audio tower makes the tokens")
+    tokens.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     tokens.add_argument(
         "--root",
         action="append",
         default=[],
+        type=root_entry,
         help="CORPUS=PATH where the KB's clips live (read only inside PATH; absolute=PATH allows absolute locations "
         "under PATH), repeatable",
     )
@@ -78,6 +83,7 @@ def add_kb_commands(commands, common: argparse.ArgumentParser) -> None:
     upgrade = add_command("upgrade", help="convert a format-1 KB to format 2 in place")
     upgrade.add_argument("--kb", required=True)
     upgrade.add_argument("--model", required=True, help="the PairCap release that embedded the KB")
+    upgrade.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     upgrade.set_defaults(run=run_upgrade)
 
     push = add_command("push", help="upload a knowledge base folder as a hub dataset repo")
@@ -93,14 +99,14 @@ def run_build(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
 
     from datasets_scripts.build_kb import build_knowledge_base, read_pairs
+    from paircap.releases import load_release
 
     corpora = RECIPES[args.recipe].corpora if args.recipe else tuple(args.corpus)
     recipe = {"name": args.recipe or "custom", "corpora": [f"{c.name}:{c.split}" for c in corpora]}
     accelerator = Accelerator()
-    roots = parse_roots(args.root)
+    roots = dict(args.root)
     pairs = read_pairs(corpora, roots)
-    model, processor = load_release(args.model)
-    model = model.to(accelerator.device)
+    model, processor = load_release(args.model, accelerator.device, trust_remote_code=args.trust_remote_code)
     build_knowledge_base(
         pairs,
         model,
@@ -132,28 +138,17 @@ def run_refine(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_release(model_id: str):
-    """The PairCap release `--model` names, and its processor; a failure is a `ModelLoadError` that names it."""
-    from transformers import AutoModel, AutoProcessor
-
-    try:
-        model = AutoModel.from_pretrained(model_id, trust_remote_code=True).eval()
-        return model, AutoProcessor.from_pretrained(model_id, trust_remote_code=True)
-    except OSError as error:
-        hint = " (offline: pass a local release folder)" if "offline" in str(error).lower() else ""
-        raise ModelLoadError(f"--model {model_id}: could not load the PairCap release{hint}: {error}") from error
-
-
 def run_tokens(args: argparse.Namespace) -> int:
     from datasets_scripts.clip_tokens import refresh_tokens
     from datasets_scripts.embed import ERRORS_FILE
+    from paircap.releases import load_release
 
-    model, processor = load_release(args.model)
+    model, processor = load_release(args.model, trust_remote_code=args.trust_remote_code)
     metadata = refresh_tokens(
         args.kb,
         model,
         processor,
-        parse_roots(args.root),
+        dict(args.root),
         work_dir=args.work_dir,
         shard_size=args.shard_size,
         batch_size=args.batch_size,
@@ -166,8 +161,9 @@ def run_tokens(args: argparse.Namespace) -> int:
 
 def run_upgrade(args: argparse.Namespace) -> int:
     from datasets_scripts.upgrade import upgrade_knowledge_base
+    from paircap.releases import load_release
 
-    model, _ = load_release(args.model)
+    model, _ = load_release(args.model, trust_remote_code=args.trust_remote_code)
     metadata = upgrade_knowledge_base(args.kb, model)
     print(f"upgraded {args.kb}: {metadata.num_pairs} pairs over {metadata.num_clips} clips, format 2")
     return 0

@@ -1,6 +1,8 @@
 """The paper's knowledge bases (§4.1 "Knowledge Base", Table 5) as named recipes."""
 
+import argparse
 from dataclasses import dataclass, field
+from pathlib import Path
 
 WAVCAPS_SUBSETS = ("AudioSet_SL", "BBC_Sound_Effects", "FreeSound", "SoundBible")
 
@@ -58,12 +60,12 @@ RECIPES = {
 }
 
 
-def parse_roots(entries: list[str], flag: str = "--root") -> dict[str, str]:
-    """`NAME=DIR` command-line entries as {name: folder}: where a corpus (or a KB's clips) lives locally."""
-    roots = {}
-    for entry in entries:
-        name, sep, path = entry.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"{flag} {entry!r}: expected NAME=DIR, e.g. {flag} clotho=/data/clotho")
-        roots[name] = path
-    return roots
+def root_entry(text: str) -> tuple[str, str]:
+    """A `NAME=DIR` command-line entry (an argparse type; `dict()` of the entries maps names to folders): where a
+    corpus, or a knowledge base's clips, lives locally. The folder must exist."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=DIR, e.g. clotho=/data/clotho")
+    if not Path(path).expanduser().is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: no such folder {path}")
+    return name, path

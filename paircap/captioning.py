@@ -12,9 +12,6 @@ import numpy as np
 import soundfile as sf
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, AutoProcessor
-
-from paircap.hub_access import load_failure
 
 # Files a folder walk takes: what soundfile reads, and the audio containers PyAV (ffmpeg) reads for it. A file among
 # them that does not decode gets an error line, never a silent skip.
@@ -123,27 +120,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
-def load_release(model_id: str, device: torch.device, dtype: torch.dtype, features: str = "torch"):
-    """
-    Load model and processor from a hub id or folder, with an actionable error when neither can be reached. `features`
-    picks the log-mel implementation (`torch`: 2-2.7x less CPU than transformers' numpy extractor, same features).
-    """
-    try:
-        processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=True, feature_backend=features)
-        model = AutoModel.from_pretrained(model_id, trust_remote_code=True, dtype=dtype)
-    except OSError as error:
-        raise load_failure(error, model_id) from error
-    return model.to(device).eval(), processor
-
-
-def load_release_config(model_id: str):
-    """The release's `PairCapConfig` alone (no weights), to check arguments against before the model loads."""
-    try:
-        return AutoConfig.from_pretrained(model_id, trust_remote_code=True)
-    except OSError as error:
-        raise load_failure(error, model_id) from error
-
-
 def min_prompt_tokens(top_k: int, config) -> int:
     """The fewest prompt tokens `top_k` retrieved pairs and the query take: one window of audio tokens per clip, and
     the shortest caption with its turn markers per pair."""
@@ -211,7 +187,7 @@ def caption_files(
             results = caption_waveforms(model, processor, [wave for _, wave in good], **generation_kwargs)
             by_index = dict(zip((i for i, _ in good), results, strict=True))
             for i, wave in zip(batch, loaded, strict=True):
-                # a failed item holds the loader's error (its class may come from the release's remote code)
+                # a failed item holds the loader's error
                 done[i] = (
                     {"file": str(files[i]), **by_index[i]}
                     if i in by_index

@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 from datasets_scripts.kb_cli import add_kb_commands
+from datasets_scripts.recipes import root_entry
 from modeling_paircap.configuration_paircap import RETRIEVAL_MODES
 from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError
 from paircap.hub_access import ModelLoadError, go_offline_if_unreachable, load_failure
-from paircap.releases import resolve_model
+from paircap.releases import PATH_PREFIXES, TRUST_REMOTE_CODE_HELP, resolve_model
 
 DEFAULT_MODEL = "org/paircap"
 MODEL_HELP = "hub id, local release folder, or mini (the offline toy release in a checkout)"
@@ -66,8 +67,30 @@ def unit_interval(text: str) -> float:
 
 def local_or_hub(text: str) -> str:
     """A folder or a hub id; a name written as a path (`./x`, `../x`, `/x`, `~/x`) must exist, it is no hub id."""
-    if text.startswith(("./", "../", "/", "~")) and not Path(text).expanduser().exists():
+    if text.startswith(PATH_PREFIXES) and not Path(text).expanduser().exists():
         raise argparse.ArgumentTypeError(f"no such folder: {text}")
+    return text
+
+
+def torch_device(text: str) -> str:
+    """`auto`, or a torch device this machine has (`cpu`, `cuda`, `cuda:1`, `mps`, ...)."""
+    if text == "auto":
+        return text
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "" if torch.version.cuda else f", and this torch {torch.__version__} is built without CUDA"
+            raise argparse.ArgumentTypeError(f"{text}: no CUDA device on this machine{build}; use --device cpu")
+        if (device.index or 0) >= count:
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {count} CUDA device(s), up to cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: MPS is not available on this machine; use --device cpu")
     return text
 
 
@@ -84,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("inputs", nargs="+", help="audio files and/or folders (searched recursively)")
     caption.add_argument("--model", default=DEFAULT_MODEL, type=local_or_hub, help=MODEL_HELP)
     caption.add_argument("--batch-size", type=positive_int, default=8)
-    caption.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    caption.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
+    caption.add_argument("--device", default="auto", type=torch_device, help="auto, cpu, cuda, cuda:1, ...")
     caption.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     caption.add_argument(
         "--kb", default=None, type=local_or_hub, help="knowledge base hub id or folder (default: the model's own)"
@@ -95,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument(
         "--max-pairs-per-clip", type=non_negative_int, default=1, help="retrieved captions of one clip (0: any)"
     )
-    caption.add_argument("--audio-root", action="append", default=[], help=AUDIO_ROOT_HELP)
+    caption.add_argument("--audio-root", action="append", default=[], type=root_entry, help=AUDIO_ROOT_HELP)
     caption.add_argument("--features", default="torch", choices=["torch", "numpy"], help="log-mel implementation")
     caption.add_argument("--max-new-tokens", type=positive_int, default=40)
     caption.add_argument("--num-beams", type=positive_int, default=1)
@@ -148,9 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=positive_int, default=8)
     evaluate.add_argument("--max-new-tokens", type=positive_int, default=40)
     evaluate.add_argument("--num-beams", type=positive_int, default=1)
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
+    evaluate.add_argument("--device", default="auto", type=torch_device, help="auto, cpu, cuda, cuda:1, ...")
     evaluate.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    evaluate.add_argument("--audio-root", action="append", default=[], help=AUDIO_ROOT_HELP)
+    evaluate.add_argument("--audio-root", action="append", default=[], type=root_entry, help=AUDIO_ROOT_HELP)
     evaluate.add_argument("--features", default="torch", choices=["torch", "numpy"], help="log-mel implementation")
     evaluate.add_argument("--output-dir", required=True)
     evaluate.add_argument("--rescore", action="store_true", help="score the saved predictions again, no generation")
@@ -162,11 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--kb", default=None, type=local_or_hub, help="knowledge base hub id or folder (default: the model's own)"
     )
-    demo.add_argument("--audio-root", action="append", default=[], help=DEMO_AUDIO_ROOT_HELP)
+    demo.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
+    demo.add_argument("--audio-root", action="append", default=[], type=root_entry, help=DEMO_AUDIO_ROOT_HELP)
     demo.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     demo.add_argument("--port", type=positive_int, default=None, help="default: 7860, or the next free one")
     demo.add_argument("--share", action="store_true", help="also open a temporary public Gradio link")
-    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    demo.add_argument("--device", default="auto", type=torch_device, help="auto, cpu, cuda, cuda:1, ...")
     demo.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     demo.add_argument("--max-new-tokens", type=positive_int, default=40)
     demo.set_defaults(run=run_demo)
@@ -186,18 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_caption(args: argparse.Namespace) -> int:
-    from datasets_scripts.recipes import parse_roots
     from paircap.caption_output import write_records
-    from paircap.captioning import (
-        caption_files,
-        load_release,
-        load_release_config,
-        resolve_device,
-        resolve_dtype,
-        walk_audio_inputs,
-    )
+    from paircap.captioning import caption_files, resolve_device, resolve_dtype, walk_audio_inputs
+    from paircap.releases import load_release, load_release_config
 
-    found = walk_audio_inputs(args.inputs)
+    try:
+        found = walk_audio_inputs(args.inputs)
+    except FileNotFoundError as error:  # a typo'd input: nothing to caption
+        raise UsageError(str(error)) from None
     if args.verbose:
         for path, reason in found.skipped:
             print(f"skipped {path}: {reason}", file=sys.stderr)
@@ -208,17 +230,17 @@ def run_caption(args: argparse.Namespace) -> int:
         raise UsageError("--resume continues an --output file: pass --output FILE")
     model_id = resolve_model(args.model)
     go_offline_if_unreachable([model_id, args.kb])
-    retrieves = check_caption_arguments(args, load_release_config(model_id))
-    roots = parse_roots(args.audio_root, "--audio-root") if args.audio_root else None
+    retrieves = check_caption_arguments(args, load_release_config(model_id, args.trust_remote_code))
     with open_caption_output(args.output, files, args.resume) as output:  # before the model: an unwritable F fails now
         todo = output.todo if output else files
         captioned = failed = 0
         start = time.perf_counter()
         if todo:
             device = resolve_device(args.device)
-            model, processor = load_release(model_id, device, resolve_dtype(args.dtype, device), args.features)
+            dtype = resolve_dtype(args.dtype, device)
+            model, processor = load_release(model_id, device, dtype, args.features, args.trust_remote_code)
             if retrieves:  # a missing or mismatched KB fails here, before any audio is decoded
-                model.load_knowledge_base(args.kb, audio_roots=roots)
+                model.load_knowledge_base(args.kb, audio_roots=dict(args.audio_root) or None)
             start = time.perf_counter()
             records = caption_files(
                 model,
@@ -311,13 +333,10 @@ def retrieval_options(args: argparse.Namespace) -> dict:
     return {**chosen, "max_pairs_per_clip": args.max_pairs_per_clip or None}  # 0: no limit
 
 
-def attach_audio_roots(model, knowledge_bases: list[str], entries: list[str]) -> None:
+def attach_audio_roots(model, knowledge_bases: list[str], roots: dict[str, str]) -> None:
     """Load the knowledge bases now with `--audio-root NAME=DIR` folders, so generate finds their clips' audio."""
-    from datasets_scripts.recipes import parse_roots
-
-    if not entries:
+    if not roots:
         return
-    roots = parse_roots(entries, "--audio-root")
     for knowledge_base in knowledge_bases or [None]:  # None: the model's configured KB
         model.load_knowledge_base(knowledge_base, audio_roots=roots)
 
@@ -330,17 +349,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
         results = rescore(args.output_dir)
     else:
         from paircap.caption_data import group_references, load_pairs
-        from paircap.captioning import load_release, load_release_config, resolve_device, resolve_dtype
+        from paircap.captioning import resolve_device, resolve_dtype
+        from paircap.releases import load_release, load_release_config
 
         if not args.data:
             raise UsageError("paircap evaluate needs --data (or --rescore of an earlier --output-dir)")
         model_id = resolve_model(args.model)
         go_offline_if_unreachable([model_id, *args.kb, *args.data])
-        check_evaluate_arguments(args, load_release_config(model_id))
+        check_evaluate_arguments(args, load_release_config(model_id, args.trust_remote_code))
         items = group_references(load_pairs(args.data))[: args.limit]
         device = resolve_device(args.device)
-        model, processor = load_release(model_id, device, resolve_dtype(args.dtype, device), args.features)
-        attach_audio_roots(model, args.kb, args.audio_root)
+        dtype = resolve_dtype(args.dtype, device)
+        model, processor = load_release(model_id, device, dtype, args.features, args.trust_remote_code)
+        attach_audio_roots(model, args.kb, dict(args.audio_root))
         modes = args.mode or EVALUATE_MODES
         runs = plan_runs(args.kb, modes, args.weight, args.top_k, args.weight_sweep, args.top_k_sweep)
         settings = {"model": args.model, "data": args.data, "clips": len(items), "runs": len(runs)}
@@ -400,8 +421,6 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from datasets_scripts.recipes import parse_roots
-
     try:
         from paircap.demo import build_demo, launch_demo
     except ModuleNotFoundError as error:
@@ -410,8 +429,15 @@ def run_demo(args: argparse.Namespace) -> int:
         raise UsageError('the demo needs gradio: pip install "paircap[demo]"') from None
     model_id = resolve_model(args.model)
     go_offline_if_unreachable([model_id, args.kb])
-    roots = parse_roots(args.audio_root, "--audio-root") if args.audio_root else None
-    demo = build_demo(model_id, args.kb, roots, args.device, args.dtype, args.max_new_tokens)
+    demo = build_demo(
+        model_id,
+        args.kb,
+        dict(args.audio_root),
+        args.device,
+        args.dtype,
+        args.max_new_tokens,
+        trust_remote_code=args.trust_remote_code,
+    )
     launch_demo(demo, args.host, args.port, args.share)
     return 0
 
@@ -445,9 +471,8 @@ def run_mini(args: argparse.Namespace) -> int:
 
 
 def is_expected(error: Exception) -> bool:
-    """A failure the user can act on: checked by class name too, since a release's remote code brings its own copy of
-    `KnowledgeBaseError`."""
-    return isinstance(error, (UsageError, ModelLoadError)) or type(error).__name__ == KnowledgeBaseError.__name__
+    """A failure the user can act on (a bad argument, a release or knowledge base that cannot load)."""
+    return isinstance(error, (UsageError, ModelLoadError, KnowledgeBaseError))
 
 
 class ProgressHandler(logging.StreamHandler):

@@ -36,15 +36,9 @@ from modeling_paircap.audio_locations_paircap import (
     clip_audio_location,
     is_absolute,
 )
-from paircap.captioning import (
-    AUDIO_EXTENSIONS,
-    caption_waveforms,
-    load_release,
-    max_retrieved_pairs,
-    resolve_device,
-    resolve_dtype,
-)
+from paircap.captioning import AUDIO_EXTENSIONS, caption_waveforms, max_retrieved_pairs, resolve_device, resolve_dtype
 from paircap.demo_audio import NEIGHBOUR_ROUTE, NeighbourAudio
+from paircap.releases import load_release
 
 logger = logging.get_logger(__name__)
 
@@ -99,13 +93,16 @@ class DemoEngine:
         dtype: str = "auto",
         max_new_tokens: int = 40,
         time_limit: float = REQUEST_SECONDS,
+        trust_remote_code: bool = False,
     ) -> DemoEngine:
         """
-        Load a release (hub id or folder) and its knowledge base (`knowledge_base`, else the release's own); its clips
-        play from the folders `audio_roots` gives (`{"absolute": DIR}` allows its absolute paths under DIR).
+        Load a release (hub id or folder) and its knowledge base (`knowledge_base`, else the release's own), with the
+        installed PairCap classes, or with `trust_remote_code` the release's own code; its clips play from the folders
+        `audio_roots` gives (`{"absolute": DIR}` allows its absolute paths under DIR).
         """
         torch_device = resolve_device(device)
-        model, processor = load_release(model_id, torch_device, resolve_dtype(dtype, torch_device))
+        dtype = resolve_dtype(dtype, torch_device)
+        model, processor = load_release(model_id, torch_device, dtype, "torch", trust_remote_code)
         kb = None
         if knowledge_base is not None or model.config.knowledge_base is not None:
             kb = model.load_knowledge_base(knowledge_base, audio_roots=dict(audio_roots or {}))
@@ -425,9 +422,12 @@ def build_demo(
     dtype: str = "auto",
     max_new_tokens: int = 40,
     time_limit: float = REQUEST_SECONDS,
+    trust_remote_code: bool = False,
 ) -> DemoBlocks:
     """The demo for a release (hub id or folder) and a knowledge base (default: the release's own)."""
-    engine = DemoEngine.from_release(model_id, knowledge_base, audio_roots, device, dtype, max_new_tokens, time_limit)
+    engine = DemoEngine.from_release(
+        model_id, knowledge_base, audio_roots, device, dtype, max_new_tokens, time_limit, trust_remote_code
+    )
     return build_blocks(engine)
 
 

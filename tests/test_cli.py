@@ -5,13 +5,17 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
+from safetensors.torch import load_file
 
 from paircap.captioning import find_audio_files
 from paircap.cli import main
+from paircap.releases import LOCAL_RELEASES
 
 
 def test_assemble_command_writes_a_loadable_release(tiny_checkpoints, tmp_path):
@@ -118,12 +122,12 @@ def test_hub_reachability_check_is_quick_on_a_closed_port():
 def test_retrieval_arguments_are_checked_against_the_release_before_it_loads(
     arguments, message, tiny_release, tmp_path, capsys, monkeypatch
 ):
-    import paircap.captioning
+    import paircap.releases
 
     def no_model_load(*args, **kwargs):
         raise AssertionError("the model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(paircap.captioning, "load_release", no_model_load)
+    monkeypatch.setattr(paircap.releases, "load_release", no_model_load)
     clip = tmp_path / "tone.wav"
     sf.write(clip, (0.1 * np.sin(np.arange(48000) / 10)).astype(np.float32), 48000)
     arguments = [str(tmp_path) if value == "KB" else value for value in arguments]
@@ -181,8 +185,105 @@ def test_bad_arguments_fail_before_any_model_loads(arguments, message, capsys):
 def test_kb_tooling_reports_a_missing_release_in_one_line(tmp_path, capsys):
     assert main(["kb", "upgrade", "--kb", str(tmp_path), "--model", str(tmp_path / "no-release")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    expected = f"paircap kb upgrade: error: --model {tmp_path / 'no-release'}: could not load the PairCap release"
-    assert err[-1].startswith(expected)
+    assert err == [f"paircap kb upgrade: error: {tmp_path / 'no-release'}: no such release folder"]
+
+
+def broken_copy(release: Path, tmp_path: Path, damage: str) -> Path:
+    """A copy of `release` with one file damaged as a user could find it."""
+    folder = tmp_path / damage
+    shutil.copytree(release, folder)
+    if damage == "truncated-tokenizer":
+        (folder / "tokenizer.json").write_text((folder / "tokenizer.json").read_text()[:200])
+    elif damage == "empty-tokenizer":
+        (folder / "tokenizer.json").write_text("{}")
+    elif damage == "truncated-clap-tokenizer":  # was silently replaced by the LM's tokenizer
+        (folder / "clap_tokenizer" / "tokenizer.json").write_text('{"version": "1.0", "model": ')
+    elif damage == "pickle-weights":
+        torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+        (folder / "model.safetensors").unlink()
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("damage", "file", "message"),
+    [
+        ("truncated-tokenizer", "tokenizer.json", "not valid JSON (Expecting value: line"),
+        ("empty-tokenizer", "tokenizer.json", "not a valid tokenizer"),
+        ("truncated-clap-tokenizer", "clap_tokenizer/tokenizer.json", "not valid JSON"),
+        ("pickle-weights", "pytorch_model.bin", "pickle weights are refused"),
+    ],
+)
+@pytest.mark.parametrize("command", ["caption", "kb tokens"])
+def test_a_damaged_release_is_one_line_naming_the_file(tiny_release, tmp_path, capsys, damage, file, message, command):
+    folder = broken_copy(tiny_release[0], tmp_path, damage)
+    clip = tmp_path / "tone.wav"
+    sf.write(clip, (0.1 * np.sin(np.arange(48000) / 10)).astype(np.float32), 48000)
+    argv = ["caption", str(clip), "--no-progress"] if command == "caption" else ["kb", "tokens", "--kb", str(tmp_path)]
+    assert main([*argv, "--model", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"paircap {command}: error: {folder / file}: {message}"), err
+
+
+def test_a_typo_in_an_input_path_is_one_line(tiny_release, tmp_path, capsys):
+    assert main(["caption", str(tmp_path / "clpi.wav"), "--model", str(tiny_release[0])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"paircap caption: error: {tmp_path / 'clpi.wav'}: no such file or folder"]
+
+
+@pytest.mark.parametrize("command", ["caption", "kb upgrade"])
+def test_a_knowledge_base_passed_as_the_model_is_one_line(tmp_path, capsys, command):
+    kb = LOCAL_RELEASES["mini"] / "knowledge_base"
+    clip = tmp_path / "tone.wav"
+    sf.write(clip, (0.1 * np.sin(np.arange(48000) / 10)).astype(np.float32), 48000)
+    argv = ["caption", str(clip)] if command == "caption" else ["kb", "upgrade", "--kb", str(kb)]
+    assert main([*argv, "--model", str(kb)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"paircap {command}: error: {kb} is a knowledge base, not a release: pass it as --kb, a release as --model"
+    ]
+
+
+def absent_cuda_device() -> str:
+    """A CUDA device this machine does not have: any, without CUDA; one past the last, with it."""
+    return f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--device", absent_cuda_device()], "argument --device: cuda"),
+        (["--device", "gpu"], "argument --device: 'gpu' is not a torch device"),
+        (["--audio-root", "esc50"], "argument --audio-root: 'esc50': expected NAME=DIR"),
+        (["--audio-root", "esc50=/no/such/folder"], "argument --audio-root: 'esc50=/no/such/folder': no such folder"),
+    ],
+)
+@pytest.mark.parametrize("command", ["caption", "demo"])
+def test_a_device_or_audio_root_this_machine_lacks_is_refused_by_the_parser(command, arguments, message, capsys):
+    """The last line of the parser's error is `paircap COMMAND: error: argument FLAG: ...`, exit code 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, *(["clip.wav"] if command == "caption" else []), *arguments])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"paircap {command}: error: {message}")
+
+
+def test_trust_remote_code_runs_the_releases_own_code_only_when_asked(tiny_release, tmp_path):
+    """Without the flag the installed classes caption (no remote code is written or imported); with it, the release's
+    own files run, and caption the same."""
+    clip = tmp_path / "tone.wav"
+    sf.write(clip, (0.1 * np.sin(np.arange(48000) / 10)).astype(np.float32), 48000)
+    outputs = {}
+    for flags in ([], ["--trust-remote-code"]):
+        modules = tmp_path / f"modules{len(flags)}"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(modules)}
+        result = subprocess.run(
+            [sys.executable, "-m", "paircap.cli", "caption", str(clip), "--model", str(tiny_release[0]),
+             "--max-new-tokens", "6", "--no-progress", *flags],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[bool(flags)] = (result.stdout, sorted(path.name for path in modules.rglob("modeling_paircap.py")))
+    assert outputs[False][1] == [] and outputs[True][1] == ["modeling_paircap.py"]
+    assert outputs[False][0] == outputs[True][0] and json.loads(outputs[False][0])["caption"]
 
 
 def test_assemble_offline_says_how_to_work_offline(tmp_path):

@@ -185,8 +185,10 @@ def test_each_neighbour_plays_where_its_audio_is_reachable_and_says_so_where_not
         assert engine.audio_cell(with_audio).startswith(cell)
 
 
-def test_the_demo_command_serves_the_page(tiny_release, real_kb, monkeypatch):
-    """`paircap demo --model --kb --port`, in this process: the launch is made non-blocking to read the page."""
+@pytest.mark.parametrize("trust", [False, True])
+def test_the_demo_command_serves_the_page(tiny_release, real_kb, monkeypatch, trust):
+    """`paircap demo --model --kb --port`, in this process: the launch is made non-blocking to read the page. The
+    installed classes run the release, its own code only with `--trust-remote-code`."""
     import paircap.demo
 
     folder, _, _ = tiny_release
@@ -198,11 +200,14 @@ def test_the_demo_command_serves_the_page(tiny_release, real_kb, monkeypatch):
     monkeypatch.setattr(paircap.demo, "launch_demo", launch)
     port = free_port()
     argv = ["demo", "--model", str(folder), "--kb", str(real_kb), "--port", str(port), "--max-new-tokens", "4"]
-    assert main(argv) == 0
+    assert main(argv + ["--trust-remote-code"] * trust) == 0
     demo, host, _, share, url = launched[0]
     try:
         assert (host, share, url) == ("127.0.0.1", False, f"http://127.0.0.1:{port}/")
         assert "PairCap" in httpx.get(url, timeout=30).text
+        engine = next(iter(demo.fns.values())).fn.args[0]  # the caption handler: partial(caption_clip, engine)
+        module = type(engine.model).__module__
+        assert module.startswith("transformers_modules.") if trust else module == "modeling_paircap.modeling_paircap"
     finally:
         demo.close()
 

@@ -84,7 +84,7 @@ def test_results_json_has_every_run_with_metrics_and_similarities(evaluation):
 
 def test_text_similarity_is_the_mean_over_references_of_t_ref_dot_t_k(evaluation, tiny_release, real_kb):
     """S_T of paper Fig. 1, by hand: each reference caption embedded alone, t_k read from the KB's parquet rows."""
-    from paircap.captioning import load_release
+    from paircap.releases import load_release
 
     model, processor = load_release(str(tiny_release[0]), torch.device("cpu"), torch.float32)
     files = sorted(str(path) for path in (real_kb / "data").glob("*.parquet"))

@@ -100,3 +100,22 @@ def test_pipeline_runs_as_remote_code(tiny_release, real_kb, esc50_clip, tmp_pat
     assert remote["audio2audio"]["zero_shot_caption"] is None  # audio-to-audio retrieval makes no zero-shot pass
     for neighbour in remote["audio2audio"]["neighbours"]:
         assert neighbour["score"] == pytest.approx(neighbour["audio_score"], abs=1e-5)  # S = S_A in audio2audio
+
+
+def test_the_pipeline_runs_with_the_installed_classes(tiny_release, esc50_clip):
+    """With the classes registered, `pipeline(model=release, pipeline_class=...)` needs no remote code."""
+    from transformers import pipeline
+
+    from modeling_paircap import register_auto_classes
+    from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
+    from modeling_paircap.pipeline_paircap import PairCapCaptioningPipeline
+
+    folder, model, processor = tiny_release
+    register_auto_classes()
+    captioner = pipeline(model=str(folder), pipeline_class=PairCapCaptioningPipeline, device="cpu")
+    assert type(captioner) is PairCapCaptioningPipeline and type(captioner.model) is PairCapForConditionalGeneration
+    inputs = processor(audio=[str(esc50_clip)])
+    with torch.no_grad():
+        plain = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    expected = processor.decode_captions(plain, inputs["input_ids"].shape[1])[0]
+    assert captioner(str(esc50_clip), max_new_tokens=6, do_sample=False)["caption"] == expected

@@ -128,3 +128,49 @@ def test_reload_in_process_keeps_weights(tiny_release):
     reloaded = PairCapForConditionalGeneration.from_pretrained(folder).eval()
     for (name, original), (_, loaded) in zip(model.state_dict().items(), reloaded.state_dict().items(), strict=True):
         torch.testing.assert_close(loaded, original, msg=name)
+
+
+def test_registered_classes_load_a_release_without_its_remote_code(tiny_release, sine_wave):
+    """After `register_auto_classes()` the Auto API gives the installed classes, with or without
+    `trust_remote_code=True` (transformers prefers registered local classes), and the pipeline task is known."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProcessor
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    from modeling_paircap import register_auto_classes
+    from modeling_paircap.configuration_paircap import PairCapConfig
+    from modeling_paircap.pipeline_paircap import PairCapCaptioningPipeline
+    from modeling_paircap.processing_paircap import PairCapProcessor
+
+    folder, model, processor = tiny_release
+    register_auto_classes()
+    assert type(AutoConfig.from_pretrained(folder)) is PairCapConfig
+    assert type(AutoProcessor.from_pretrained(folder)) is PairCapProcessor
+    inputs = processor(audio=[sine_wave(2)], sampling_rate=48000)
+    for auto_class, trust in ((AutoModel, False), (AutoModelForCausalLM, False), (AutoModel, True)):
+        loaded = auto_class.from_pretrained(folder, trust_remote_code=trust).eval()
+        assert type(loaded) is PairCapForConditionalGeneration
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits)
+    assert PIPELINE_REGISTRY.check_task("audio-captioning")[1]["impl"] is PairCapCaptioningPipeline
+
+
+def test_the_command_line_runs_a_releases_own_code_only_when_trusted(tiny_release, sine_wave):
+    """`load_release`: the installed classes by default; the release's own files with `trust_remote_code`, even in
+    a process where the installed classes are registered. Both give the same logits."""
+    from modeling_paircap import register_auto_classes
+    from modeling_paircap.processing_paircap import PairCapProcessor
+    from paircap.releases import load_release
+
+    folder, model, processor = tiny_release
+    register_auto_classes()
+    installed, installed_processor = load_release(str(folder))
+    remote, remote_processor = load_release(str(folder), trust_remote_code=True)
+    assert type(installed) is PairCapForConditionalGeneration and type(installed_processor) is PairCapProcessor
+    for loaded in (remote, remote_processor):
+        assert type(loaded).__module__.startswith("transformers_modules.")
+    wave = sine_wave(2)
+    with torch.no_grad():
+        expected = model(**processor(audio=[wave], sampling_rate=48000)).logits
+        for loaded, loaded_processor in ((installed, installed_processor), (remote, remote_processor)):
+            inputs = loaded_processor(audio=[wave], sampling_rate=48000)
+            torch.testing.assert_close(loaded(**inputs).logits, expected)

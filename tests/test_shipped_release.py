@@ -1,22 +1,53 @@
-"""The mini release committed in `releases/` (what `--model mini` names): small, honest about what it is, carrying
-this repo's remote code, and captioning real audio offline from a fresh checkout."""
+"""The mini release committed in `releases/` (what `--model mini` names): small, honest about what it is, without a
+copy of the model code (the installed classes run it; an exported copy carries the code), and captioning real audio
+offline from a fresh checkout."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import torch
 from huggingface_hub import DatasetCard, ModelCard
+from remote_only import BLOCK_REPO_IMPORTS
 
 from modeling_paircap.audio_locations_paircap import is_absolute
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
-from paircap.releases import LOCAL_RELEASES
+from paircap.assembly import save_release
+from paircap.releases import LOCAL_RELEASES, load_release
 
 REPO = Path(__file__).resolve().parents[1]
 RELEASE = LOCAL_RELEASES["mini"]
 MAX_BYTES = 20 * 2**20  # issue 12: at most 20 MB with its knowledge base
+GENERATION = {"max_new_tokens": 12, "do_sample": False}
+REMOTE_CAPTION = BLOCK_REPO_IMPORTS + textwrap.dedent(
+    f"""
+    import json, sys
+    import torch
+    from transformers import AutoModel, AutoProcessor
+
+    folder, clip, out = sys.argv[1:4]
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    inputs = processor(audio=[clip])
+    with torch.no_grad():
+        output = model.generate(**inputs, processor=processor, return_dict_in_generate=True, **{GENERATION!r})
+    json.dump(
+        {{
+            "captions": processor.decode_captions(output.sequences, inputs["input_ids"].shape[1]),
+            "zero_shot": output.zero_shot_captions,
+            "pairs": [[pair["pair_id"] for pair in pairs] for pairs in output.retrieved_pairs],
+            "model_class": type(model).__module__,
+            "repo_modules": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED),
+        }},
+        open(out, "w"),
+    )
+    """
+)
 
 
 def test_the_shipped_release_is_small_and_says_what_it_is():
@@ -31,16 +62,52 @@ def test_the_shipped_release_is_small_and_says_what_it_is():
     assert kb_card.license and clips["num_pairs"] > 0
 
 
-def test_the_shipped_release_carries_this_repos_remote_code():
-    """Its remote code is `modeling_paircap/` as it is now (re-copy it, or re-pack, after changing the model code)."""
-    for source in sorted((REPO / "modeling_paircap").glob("*_paircap.py")):
-        shipped = RELEASE / source.name
-        assert shipped.is_file() and shipped.read_bytes() == source.read_bytes(), f"{shipped} differs from {source}"
+def test_the_shipped_release_carries_no_copy_of_the_model_code():
+    """The repo keeps the toy's data; `modeling_paircap/` is its one copy of the code (`--model mini` runs that)."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "releases"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert any(name.endswith("model.safetensors") for name in tracked)
+    assert [name for name in tracked if name.endswith(".py")] == []
+
+
+def test_an_exported_copy_loads_as_remote_code_in_a_clean_process(shared_data, tmp_path):
+    """Exporting writes the remote code into the copy, and a process that cannot import the repo captions with it,
+    retrieving from the bundled KB, exactly as the installed classes caption the shipped folder."""
+    clip = str(sorted((shared_data / "esc50_cc").glob("*.flac"))[0])
+    model, processor = load_release(str(RELEASE))
+    export = save_release(model, processor, tmp_path / "export", ModelCard.load(RELEASE / "README.md"))
+    shutil.copytree(RELEASE / "knowledge_base", export / "knowledge_base")
+    code = sorted(path.name for path in export.glob("*.py"))
+    assert "modeling_paircap.py" in code and "pipeline_paircap.py" in code
+    for name in code:  # the code as it is now, not an older copy
+        assert (export / name).read_bytes() == (REPO / "modeling_paircap" / name).read_bytes(), name
+
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error")
+    out = tmp_path / "remote.json"
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_CAPTION, str(export), clip, str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = json.loads(out.read_text())
+    assert remote["repo_modules"] == [] and remote["model_class"].startswith("transformers_modules.")
+
+    inputs = processor(audio=[clip])
+    with torch.no_grad():
+        local = model.generate(**inputs, processor=processor, return_dict_in_generate=True, **GENERATION)
+    assert type(model).__module__ == "modeling_paircap.modeling_paircap"
+    assert remote["captions"] == processor.decode_captions(local.sequences, inputs["input_ids"].shape[1])
+    assert remote["zero_shot"] == local.zero_shot_captions
+    assert remote["pairs"] == [[pair["pair_id"] for pair in pairs] for pairs in local.retrieved_pairs]
+    assert remote["pairs"][0]  # it retrieved from the bundled knowledge base
 
 
 def test_model_mini_captions_real_audio_offline(shared_data, tmp_path):
     clips = sorted((shared_data / "esc50_cc").glob("*.flac"))[:2]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    modules = tmp_path / "modules"  # where transformers would put a release's remote code
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "HF_MODULES_CACHE": str(modules)}
     result = subprocess.run(
         [sys.executable, "-m", "paircap.cli", "caption", *map(str, clips), "--model", "mini", "--no-progress"],
         cwd=tmp_path,
@@ -50,6 +117,7 @@ def test_model_mini_captions_real_audio_offline(shared_data, tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(modules.rglob("*.py"))  # the installed classes ran, no remote code
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [record["file"] for record in records] == [str(clip) for clip in clips]
     for record in records:
