@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 import paircap.captioning
+import paircap.releases
 from paircap.caption_output import CaptionOutput, CaptionOutputError, partial_path
 from paircap.cli import main
 
@@ -136,7 +137,7 @@ def test_resume_of_a_complete_file_loads_no_model(tiny_release, clips, tmp_path,
     output = tmp_path / "captions.jsonl"
     assert main(caption_argv(release, clips, output)) == 0
     complete = output.read_bytes()
-    monkeypatch.setattr(paircap.captioning, "load_release", lambda *args: pytest.fail("loaded the model"))
+    monkeypatch.setattr(paircap.releases, "load_release", lambda *args: pytest.fail("loaded the model"))
     assert main(caption_argv(release, clips, output, "--resume")) == 0
     assert output.read_bytes() == complete
     assert "captioned 0 files, 0 failed, 0 skipped, 6 kept from" in capsys.readouterr().err
@@ -144,7 +145,7 @@ def test_resume_of_a_complete_file_loads_no_model(tiny_release, clips, tmp_path,
 
 def test_output_problems_are_one_line_before_the_model_loads(tiny_release, clips, tmp_path, monkeypatch, capsys):
     release = tiny_release[0]
-    monkeypatch.setattr(paircap.captioning, "load_release", lambda *args: pytest.fail("loaded the model"))
+    monkeypatch.setattr(paircap.releases, "load_release", lambda *args: pytest.fail("loaded the model"))
     capsys.readouterr()
     assert main(["caption", str(clips[0]), "--model", str(release), "--resume"]) == 2
     assert (
