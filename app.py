@@ -9,7 +9,7 @@ Gradio's own variables choose the address (`GRADIO_SERVER_NAME`, `GRADIO_SERVER_
 
 import os
 
-from datasets_scripts.recipes import parse_roots
+from datasets_scripts.kb_recipes import parse_roots
 from paircap.demo import build_demo, launch_demo
 from paircap.hub_access import go_offline_if_unreachable
 from paircap.releases import resolve_model

@@ -4,8 +4,8 @@ Each reader turns a corpus folder, laid out exactly as the corpus is distributed
 :class:`datasets.Dataset` with one row per (audio, caption) pair. Nothing is downloaded: getting the
 corpora is the user's job, and every reader's docstring says where the corpus comes from and which
 layout it expects. One module per corpus (:mod:`.audiocaps`, :mod:`.clotho`, :mod:`.wavcaps`,
-:mod:`.autoacd`; :mod:`.esc50` for the ESC-50 clips), :func:`read_corpus` by name in :mod:`.corpora`, the
-shared record, options, audio checks and output format in :mod:`.core`, the command line in :mod:`.cli`.
+:mod:`.autoacd`), :func:`read_corpus` by name in :mod:`.corpora`, the shared record, options, audio checks and
+output format in :mod:`.core`, the command line in :mod:`.cli`.
 
 Output columns (the same for every reader, see :data:`FEATURES`):
 

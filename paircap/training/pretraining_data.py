@@ -19,7 +19,7 @@ import torch
 from datasets import Dataset
 from transformers import BatchFeature
 
-from datasets_scripts.job_files import column
+from datasets_scripts.columns import column
 from modeling_paircap.audio_io import AudioInputError, WindowedWaveform, load_audio_file
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
 
