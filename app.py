@@ -13,7 +13,7 @@ so that a variable meant for another app never opens this one to the network. `G
 
 import os
 
-from datasets_scripts.recipes import root_entry
+from datasets_scripts.kb_recipes import root_entry
 from paircap.demo import build_demo, launch_demo, space_host
 from paircap.hub_access import go_offline_if_unreachable
 from paircap.releases import resolve_model

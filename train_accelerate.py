@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from paircap.cli import LOGGED_PACKAGES, log_progress_to_stderr
+from paircap.logs import LOGGED_PACKAGES, log_progress_to_stderr
 from paircap.training.config import parse_config
 from paircap.training.errors import TrainingError
 from paircap.training.loop import train

@@ -36,7 +36,12 @@ from benchmarks.common import (
 from benchmarks.workloads import CAPTIONS, SAMPLING_RATE, model_dtype, release, waveform
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
-from paircap.training.stages import configure_stage1, configure_stage2, set_training_mode, trainable_parameter_count
+from paircap.training.trainable_parameters import (
+    configure_stage1,
+    configure_stage2,
+    set_training_mode,
+    trainable_parameter_count,
+)
 
 QUERY_SECONDS = 10.0
 EXAMPLE_WINDOWS = 2  # each retrieved pair: the pooled tokens of a 20 s clip

@@ -12,9 +12,9 @@ from transformers.utils import logging
 
 from datasets_scripts.embed import embed_pairs
 from datasets_scripts.evaluation_overlap import clotho_sound_ids, drop_evaluation_overlap, evaluation_clip_ids
+from datasets_scripts.kb_recipes import CorpusSpec
 from datasets_scripts.publish import build_kb_index, kb_metadata, write_kb_folder
 from datasets_scripts.readers import read_corpus
-from datasets_scripts.recipes import CorpusSpec
 from datasets_scripts.refine import refine_knowledge_base
 from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError, PairCapKnowledgeBase
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens

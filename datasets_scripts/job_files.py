@@ -1,5 +1,5 @@
 """What the resumable jobs (embedding, token refresh, refinement, mixtures, training neighbours) share: files written
-whole or not at all, one digest of an id list, and fast column reads."""
+whole or not at all, and one digest of an id list."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-
-from datasets import Dataset
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
@@ -32,9 +30,4 @@ def ids_sha256(ids: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
-def column(dataset: Dataset, name: str) -> list:
-    """One column as a Python list, read through Arrow (no row decoding, no audio decoded)."""
-    return dataset.with_format("arrow")[name].to_pylist()
-
-
-__all__ = ["column", "ids_sha256", "write_atomic"]
+__all__ = ["ids_sha256", "write_atomic"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from hub_cards.evaluation_tables import headline_metric, method_by_kb_table, metrics_table
 from hub_cards.terms import (
     Licence,
     SourceTerms,
@@ -23,7 +24,6 @@ from hub_cards.terms import (
 )
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.knowledge_base_paircap import METADATA_FILE, KnowledgeBaseError, KnowledgeBaseMetadata
-from paircap.evaluation_report import headline_metric, method_by_kb_table, metrics_table
 
 MODEL_TAGS = ["audio-captioning", "retrieval-augmented-generation", "clap", "custom_code"]
 PIPELINE_TAG = "audio-text-to-text"

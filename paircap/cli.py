@@ -1,6 +1,6 @@
 """`paircap`, the one command line: caption and evaluate, assemble and convert releases, serve the demo, report
-parameter counts, build and publish knowledge bases (`paircap kb ...`), read corpora (`paircap read ...`) and run the
-mini recipe (`paircap mini ...`).
+parameter counts, build and publish knowledge bases (`paircap kb ...`), read corpora (`paircap read ...`), and the
+commands installed packages register under the `paircap.commands` entry points (the mini recipe's `paircap mini ...`).
 
 Arguments are checked before any model loads. Expected failures (a bad argument, a missing or mismatched model or
 knowledge base, no network) print one line, `paircap COMMAND: error: ...`, and exit with status 2; `--debug` shows the
@@ -10,16 +10,17 @@ traceback. Progress goes to stderr (the loggers of `paircap` and `datasets_scrip
 import argparse
 import contextlib
 import functools
-import logging
 import sys
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 
-from datasets_scripts.kb_cli import add_kb_commands
-from datasets_scripts.recipes import root_entry
+from datasets_scripts.kb_recipes import root_entry
 from modeling_paircap.configuration_paircap import RETRIEVAL_MODES
 from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError
 from paircap.hub_access import ModelLoadError, go_offline_if_unreachable, load_failure
+from paircap.kb_cli import add_kb_commands
+from paircap.logs import log_progress_to_stderr
 from paircap.releases import PATH_PREFIXES, TRUST_REMOTE_CODE_HELP, resolve_model
 
 DEFAULT_MODEL = "org/paircap"
@@ -37,7 +38,7 @@ DEMO_AUDIO_ROOT_HELP = (
 CAPTION_MODES = tuple(mode for mode in RETRIEVAL_MODES if mode != "pair2pair")
 # The default method grid of `evaluate` (zero-shot always runs first); audio2text only when asked for.
 EVALUATE_MODES = tuple(mode for mode in CAPTION_MODES if mode not in ("none", "audio2text"))
-LOGGED_PACKAGES = ("paircap", "datasets_scripts")
+COMMAND_ENTRY_POINTS = "paircap.commands"
 
 
 class UsageError(Exception):
@@ -203,12 +204,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_kb_commands(commands, common)
 
-    # These two pass their arguments on to their own parsers (`--debug` stays here; `-h` goes to them).
+    # `read` passes its arguments on to its own parser (`--debug` stays here; `-h` goes to it), as `mini` does.
     read = add_command("read", add_help=False, help="read a local caption corpus and print its reader report")
     read.set_defaults(run=run_read, passes_arguments_on=True)
-    mini = add_command("mini", add_help=False, help="the mini recipe: the whole pipeline trained on ESC-50 (offline)")
-    mini.set_defaults(run=run_mini, passes_arguments_on=True)
+    add_installed_commands(commands, common)
     return parser
+
+
+def add_installed_commands(commands, common: argparse.ArgumentParser) -> None:
+    """
+    The commands of installed packages above the toolkit (the mini recipe's `mini`): each entry point of the group
+    `COMMAND_ENTRY_POINTS` is a function `(commands, common)` that adds its subparsers, as `add_kb_commands` does. A
+    subparser sets `run` (a function of the parsed arguments returning the exit status) and may set
+    `passes_arguments_on`, which hands it the arguments after its name unparsed (`args.arguments`).
+    """
+    for entry_point in entry_points(group=COMMAND_ENTRY_POINTS):
+        entry_point.load()(commands, common)
 
 
 def run_caption(args: argparse.Namespace) -> int:
@@ -464,36 +475,9 @@ def run_read(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from error
 
 
-def run_mini(args: argparse.Namespace) -> int:
-    from paircap.recipes.mini import main as mini_main
-
-    return mini_main(args.arguments)
-
-
 def is_expected(error: Exception) -> bool:
     """A failure the user can act on (a bad argument, a release or knowledge base that cannot load)."""
     return isinstance(error, (UsageError, ModelLoadError, KnowledgeBaseError))
-
-
-class ProgressHandler(logging.StreamHandler):
-    """Bare log messages on `sys.stderr` as it is when a record comes (a redirected stderr too, as under pytest)."""
-
-    def __init__(self) -> None:
-        logging.Handler.__init__(self)  # no fixed stream: `stream` reads sys.stderr each time
-        self.setFormatter(logging.Formatter("%(message)s"))
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-
-def log_progress_to_stderr() -> None:
-    """Show the INFO lines (progress, summaries) of the `paircap` and `datasets_scripts` loggers on stderr."""
-    for name in LOGGED_PACKAGES:
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO)
-        if not any(isinstance(handler, ProgressHandler) for handler in logger.handlers):
-            logger.addHandler(ProgressHandler())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Tables and plots of `paircap evaluate` results, shaped like the paper's (Tables 4, 5, 7; Figs. 1-3)."""
+"""`paircap evaluate`'s report: `results.md` (the tables of `hub_cards.evaluation_tables`), the sweep plots (paper
+Figs. 2, 3) and the model card's `model-index` entries."""
 
 import json
 from dataclasses import asdict
@@ -6,57 +7,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult
 
-METRIC_ORDER = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider")
-
-
-def headline_metric(results: dict) -> str:
-    """SPIDEr, the paper's headline, where it could be computed; CIDEr-D otherwise (said in every table title)."""
-    runs = results["runs"]
-    return "spider" if runs and all(run["metrics"].get("spider") is not None for run in runs) else "cider_d"
-
-
-def kb_label(run: dict) -> str:
-    return Path(run["knowledge_base"]).name if run["knowledge_base"] else "none"
-
-
-def fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
-
-def method_by_kb_table(results: dict, metric: str) -> str:
-    """Rows: retrieval methods; columns: knowledge bases; cells: `metric` (paper Tables 4, 5, 7)."""
-    grid = [run for run in results["runs"] if "grid" in run["sweeps"] and run["mode"] != "none"]
-    kbs = list(dict.fromkeys(kb_label(run) for run in grid))
-    modes = list(dict.fromkeys(run["mode"] for run in grid))
-    cells = {(run["mode"], kb_label(run)): run["metrics"].get(metric) for run in grid}
-    lines = [f"| method | {' | '.join(kbs)} |", "|---|" + "---:|" * len(kbs)]
-    zero_shot = [run for run in results["runs"] if run["mode"] == "none"]
-    if zero_shot:
-        lines.append(f"| zero-shot | {' | '.join([fmt(zero_shot[0]['metrics'].get(metric))] * len(kbs))} |")
-    lines += [f"| {mode} | {' | '.join(fmt(cells.get((mode, kb))) for kb in kbs)} |" for mode in modes]
-    return "\n".join(lines)
-
-
-def similarity_table(results: dict) -> str:
-    """
-    Per method and KB, the mean similarity of the retrieved pairs k to the query (paper Fig. 1), in the frozen CLAP
-    space: S_A = <a_q, a_k> to its audio, S_T = mean over its reference captions of <t_ref, t_k>.
-    """
-    lines = ["| method | knowledge base | mean S_A | mean S_T |", "|---|---|---:|---:|"]
-    for run in results["runs"]:
-        if "grid" in run["sweeps"] and run["mode"] != "none":
-            sims = (run["mean_audio_similarity"], run["mean_text_similarity"])
-            lines.append(f"| {run['mode']} | {kb_label(run)} | {fmt(sims[0])} | {fmt(sims[1])} |")
-    return "\n".join(lines)
-
-
-def metrics_table(results: dict) -> str:
-    """Every metric of every run; unavailable metrics are `n/a`, never 0."""
-    lines = ["| run | items | " + " | ".join(METRIC_ORDER) + " |", "|---|---:|" + "---:|" * len(METRIC_ORDER)]
-    for run in results["runs"]:
-        values = " | ".join(fmt(run["metrics"].get(name)) for name in METRIC_ORDER)
-        lines.append(f"| {run['name']} | {run['items']} | {values} |")
-    return "\n".join(lines)
+from hub_cards.evaluation_tables import headline_metric, method_by_kb_table, metrics_table, similarity_table
 
 
 def sweep_points(results: dict, sweep: str, metric: str) -> list[tuple[float, float]]:

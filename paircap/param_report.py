@@ -6,7 +6,7 @@ from transformers import LlamaConfig
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from paircap.convert_laion_clap import htsat_unfused_config
-from paircap.training.stages import (
+from paircap.training.trainable_parameters import (
     component_parameter_counts,
     configure_stage1,
     configure_stage2,

@@ -131,3 +131,22 @@ def real_kb(tiny_release, corpora, tmp_path_factory) -> Path:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "pairs/s" in result.stdout + result.stderr
     return output
+
+
+@pytest.fixture(scope="session")
+def command_entry_points(tmp_path_factory) -> Path:
+    """A folder with this checkout's package metadata (`paircap-*.dist-info`, entry points from pyproject.toml). On
+    `sys.path` or `PYTHONPATH` before the installed `paircap` metadata, it gives `paircap` the commands this checkout
+    registers (`[project.entry-points."paircap.commands"]`: the mini recipe's `mini`), as installing it would, whatever
+    checkout the environment's editable install points at."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    info = tmp_path_factory.mktemp("metadata") / f"paircap-{project['version']}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: paircap\nVersion: {project['version']}\n")
+    groups = [
+        f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in entries.items())
+        for group, entries in project["entry-points"].items()
+    ]
+    (info / "entry_points.txt").write_text("\n".join(groups))
+    return info.parent

@@ -16,7 +16,7 @@ from datasets import Dataset
 from datasets_scripts.embed import embed_pairs
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
-from paircap.cli import log_progress_to_stderr
+from paircap.logs import log_progress_to_stderr
 
 
 def main(release: str, pairs_file: str, output_dir: str, results_dir: str, shard_size: str) -> None:

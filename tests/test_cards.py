@@ -12,7 +12,6 @@ import torch
 from datasets import Dataset
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, metadata_load
 
-from datasets_scripts.readers.esc50 import read_esc50_manifests
 from hub_cards import (
     SIZE_CATEGORIES,
     clip_licence_terms,
@@ -26,8 +25,9 @@ from hub_cards import (
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.knowledge_base_paircap import KnowledgeBaseMetadata
 from paircap.evaluation_report import save_model_index
-from paircap.recipes.mini_release import clip_terms, mini_card
-from paircap.training.setups import export_card
+from paircap.training.stage_setups import export_card
+from recipes.mini.local.esc50 import read_esc50_manifests
+from recipes.mini.local.release import clip_terms, mini_card
 
 # Licence ids of https://huggingface.co/docs/hub/repositories-licenses that a PairCap card may carry.
 HUB_LICENSES = {

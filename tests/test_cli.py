@@ -309,13 +309,15 @@ def test_pair2pair_is_refused_by_the_parser(command, capsys):
     assert exit_info.value.code == 2 and "invalid choice: 'pair2pair'" in capsys.readouterr().err
 
 
-def test_read_and_mini_pass_their_arguments_on(monkeypatch):
+def test_read_and_mini_pass_their_arguments_on(command_entry_points, monkeypatch):
+    """`mini` comes from the mini recipe's `paircap.commands` entry point: the CLI never imports the recipe by name."""
     import datasets_scripts.readers
-    import paircap.recipes.mini
+    import recipes.mini.run
 
+    monkeypatch.syspath_prepend(str(command_entry_points))
     passed = {}
     monkeypatch.setattr(datasets_scripts.readers, "main", lambda argv: passed.setdefault("read", argv) and 0)
-    monkeypatch.setattr(paircap.recipes.mini, "main", lambda argv: passed.setdefault("mini", argv) and 0)
+    monkeypatch.setattr(recipes.mini.run, "main", lambda argv: passed.setdefault("mini", argv) and 0)
     assert main(["read", "clotho", "/data/clotho", "evaluation", "--text-only", "--debug", "--save-to", "out"]) == 0
     assert main(["mini", "--output", "runs/quick", "--quick", "--stages", "kb", "report"]) == 0
     assert passed == {

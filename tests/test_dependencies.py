@@ -14,7 +14,7 @@ import pytest
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = ("modeling_paircap", "paircap", "datasets_scripts", "hub_cards", "metrics", "train_accelerate.py")
+SHIPPED = ("modeling_paircap", "paircap", "datasets_scripts", "hub_cards", "recipes", "metrics", "train_accelerate.py")
 
 
 def canonical(name: str) -> str:

@@ -14,8 +14,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from paircap.training.config import TrainConfig
 from paircap.training.loop import export_release
-from paircap.training.setups import folder_export, release_export
-from paircap.training.stages import configure_stage2
+from paircap.training.stage_setups import folder_export, release_export
+from paircap.training.trainable_parameters import configure_stage2
 
 
 class ShardedRun:

@@ -251,7 +251,7 @@ def test_clap_batches_are_random_draws_not_caption_length_groups(tiny_checkpoint
     from accelerate import Accelerator
 
     from paircap.training.loop import build_dataloader
-    from paircap.training.setups import clap_contrastive_setup
+    from paircap.training.stage_setups import clap_contrastive_setup
 
     clip = Dataset.load_from_disk(str(esc_pairs))[0]
     rows = [{**clip, "pair_id": f"p/{n}", "caption": " ".join(["word"] * n)} for n in range(1, 65)]

@@ -7,7 +7,12 @@ import torch
 
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from paircap.param_report import parameter_report
-from paircap.training.stages import configure_stage1, configure_stage2, merge_ia3, trainable_parameter_count
+from paircap.training.trainable_parameters import (
+    configure_stage1,
+    configure_stage2,
+    merge_ia3,
+    trainable_parameter_count,
+)
 
 
 def trainable_names(model) -> set[str]:
@@ -108,7 +113,7 @@ def test_full_size_counts_on_the_meta_device():
 
 
 def test_frozen_parts_stay_in_eval_mode(fresh_model):
-    from paircap.training.stages import set_training_mode
+    from paircap.training.trainable_parameters import set_training_mode
 
     configure_stage1(fresh_model)
     set_training_mode(fresh_model)

@@ -1,4 +1,4 @@
-"""`python -m datasets_scripts upgrade`: a format-1 KB (tokens in every caption row, one encoder fingerprint) becomes
+"""`paircap kb upgrade`: a format-1 KB (tokens in every caption row, one encoder fingerprint) becomes
 format 2 in place, checked against the release that embedded it."""
 
 import json
@@ -66,7 +66,7 @@ def write_format_1(folder: Path, model, fingerprint: str) -> Dataset:
 
 
 def upgrade(folder: Path, release: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "datasets_scripts", "upgrade", "--kb", str(folder), "--model", str(release)]
+    command = [sys.executable, "-m", "paircap.cli", "kb", "upgrade", "--kb", str(folder), "--model", str(release)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
 

@@ -1,6 +1,7 @@
 """The wheel works away from the checkout: built from the sources, installed (without dependencies, offline) into a
 fresh virtual environment over this one's packages, and imported from another folder, it scores captions with
-`paircap.metrics`, renders a model card from its templates and runs its command."""
+`paircap.metrics`, renders a model card from its templates and runs its command, `mini` included (the recipe's entry
+point, with its conf/ files)."""
 
 import json
 import os
@@ -21,13 +22,15 @@ SCRIPT = textwrap.dedent(
 
     import datasets_scripts.build_kb, datasets_scripts.faiss_index, datasets_scripts.readers.audiocaps, hub_cards
     import modeling_paircap.modeling_paircap
-    import paircap.cli, paircap.evaluation, paircap.training.loop
+    import paircap.cli, paircap.evaluation, paircap.training.loop, recipes.mini
     from modeling_paircap.configuration_paircap import PairCapConfig
     from hub_cards import render_model_card
     from paircap.metrics import MODULE_FILE, compute_caption_metrics, find_java
 
     result = {
-        "files": {name: sys.modules[name].__file__ for name in ("paircap", "modeling_paircap", "datasets_scripts")},
+        "files": {
+            name: sys.modules[name].__file__ for name in ("paircap", "modeling_paircap", "datasets_scripts", "recipes")
+        },
         "metric_module": str(MODULE_FILE),
         "card": "PairCap" in str(render_model_card(PairCapConfig())),
     }
@@ -90,4 +93,6 @@ def test_the_wheel_imports_and_scores_away_from_the_checkout(installed, tmp_path
     if java:
         assert 0 < out["scores"]["bleu_1"] <= 1 and out["scores"]["cider_d"] > 0
     command = run([str(installed.parent / "paircap"), "--help"], cwd=tmp_path, env=env)
-    assert "caption" in command.stdout
+    assert "caption" in command.stdout and "mini" in command.stdout
+    mini = run([str(installed.parent / "paircap"), "mini", "--help"], cwd=tmp_path, env=env)
+    assert "--scale {full,quick,release}" in mini.stdout  # conf/scales/*.yaml, read from the installed package

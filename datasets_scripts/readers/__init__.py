@@ -4,7 +4,7 @@ Each reader turns a corpus folder, laid out as the corpus is distributed (or, fo
 aac-datasets writes it), into a :class:`datasets.Dataset` with one row per (audio, caption) pair. Nothing is
 downloaded: getting the corpora is the user's job, and every reader's docstring says where the corpus comes from and
 which layouts it finds (``captions_csv`` and ``audio_dir`` name the files of another). One module per corpus
-(:mod:`.audiocaps`, :mod:`.clotho`, :mod:`.wavcaps`, :mod:`.autoacd`; :mod:`.esc50` for the ESC-50 clips),
+(:mod:`.audiocaps`, :mod:`.clotho`, :mod:`.wavcaps`, :mod:`.autoacd`),
 :func:`read_corpus` by name in :mod:`.corpora`, the shared record, options, audio checks and output format in
 :mod:`.core`, strict caption CSVs in :mod:`.caption_csv`, layouts in :mod:`.layouts`, the command line in :mod:`.cli`.
 

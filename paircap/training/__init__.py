@@ -1,1 +1,1 @@
-"""PairCap training recipe: the data pipeline (`data`) and the training loop (`loop`)."""
+"""PairCap training: the stages (`stage_setups`, `trainable_parameters`), their data (`data`) and the loop (`loop`)."""

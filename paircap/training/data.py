@@ -38,7 +38,7 @@ import torch
 from datasets import Dataset
 from transformers import BatchFeature
 
-from datasets_scripts.job_files import column
+from datasets_scripts.columns import column
 
 __all__ = ["CaptionTrainingSet", "LengthGroupedBatchSampler", "PairCapCollator", "balanced_source_weights"]
 

@@ -1,4 +1,4 @@
-"""The training loop behind `accelerate launch train_accelerate.py`, the same for every stage (`setups`): stage 1
+"""The training loop behind `accelerate launch train_accelerate.py`, the same for every stage (`stage_setups`): stage 1
 alignment, stage 2 RAFT, and the CLAP / caption-LM stand-ins for the pretrained parts."""
 
 import json
@@ -20,7 +20,7 @@ from paircap.training.checkpoints import read_trainer_state, resumable_checkpoin
 from paircap.training.config import TrainConfig
 from paircap.training.data import LengthGroupedBatchSampler, balanced_source_weights
 from paircap.training.errors import NonFiniteLossError, NonFiniteWeightsError
-from paircap.training.setups import DataSplit, StageSetup, build_setup
+from paircap.training.stage_setups import DataSplit, StageSetup, build_setup
 
 logger = logging.get_logger(__name__)
 

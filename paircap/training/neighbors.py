@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset
 
-from datasets_scripts.job_files import column
+from datasets_scripts.columns import column
 from modeling_paircap.knowledge_base_paircap import embedding_matrix
 from modeling_paircap.retrieval_paircap import PairCapRetriever
 

@@ -19,7 +19,7 @@ import torch
 from datasets import Dataset
 from transformers import BatchFeature
 
-from datasets_scripts.job_files import column
+from datasets_scripts.columns import column
 from modeling_paircap.audio_arrays_paircap import AudioInputError
 from modeling_paircap.audio_loading_paircap import load_audio_file
 from modeling_paircap.audio_windows_paircap import WindowedWaveform

@@ -37,7 +37,7 @@ from paircap.training.pretraining_data import (
     ClapPairSet,
     LogMelAugmentation,
 )
-from paircap.training.stages import configure_stage1, configure_stage2, merge_ia3, set_training_mode
+from paircap.training.trainable_parameters import configure_stage1, configure_stage2, merge_ia3, set_training_mode
 
 
 def model_loss(model, batch) -> torch.Tensor:

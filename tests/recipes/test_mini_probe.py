@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from paircap.recipes.mini_probe import log_mel_statistics, probe_scores
+from recipes.mini.local.probe import log_mel_statistics, probe_scores
 
 NUM_CLASSES, WIDTH = 6, 16
 

@@ -8,9 +8,9 @@
     paircap kb tokens --kb ./kb-refined-huge --model ./trained-release --root clotho=/data/clotho ...
     paircap kb upgrade --kb ./old-kb --model ./paircap-release     # format 1 -> 2, in place
     paircap kb push ./kb-refined-huge org/refined-audio-kb
-    accelerate launch -m datasets_scripts build ...     # embedding split over processes / GPUs
+    accelerate launch -m paircap.cli kb build ...       # embedding split over processes / GPUs
 
-`python -m datasets_scripts ...` is the same command as `paircap kb ...`.
+The work is done by the knowledge base library, `datasets_scripts`; this module only parses the commands.
 """
 
 import argparse
@@ -18,7 +18,7 @@ import functools
 import json
 from pathlib import Path
 
-from datasets_scripts.recipes import RECIPES, CorpusSpec, root_entry
+from datasets_scripts.kb_recipes import RECIPES, CorpusSpec, root_entry
 from paircap.releases import TRUST_REMOTE_CODE_HELP
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from paircap.recipes.mini_report import wall_seconds, wilson_interval, zero_shot_table
+from recipes.mini.local.report import wall_seconds, wilson_interval, zero_shot_table
 
 
 def test_wall_time_counts_side_by_side_stages_once_and_skips_the_pause_between_runs():

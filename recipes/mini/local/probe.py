@@ -1,4 +1,6 @@
-"""What an audio representation can name: linear probes of the mini recipe's clips, for its RESULTS.md.
+"""What the trained CLAP's audio embedding can name, for RESULTS.md: how well it retrieves the test captions and names
+a mixture's two events zero-shot (stage `clap`, `clap/retrieval.json`), and linear probes of it (stage `probe`,
+`clap/probes.json`).
 
 Two probes per representation, both linear on standardised features and fitted on training clips only:
 - a softmax classifier on the single training clips, scored on the held-out single clips (class accuracy);
@@ -13,15 +15,18 @@ sit at (what a network blind to absolute frequency, as a Swin tower with only re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from datasets import Dataset
-from transformers import ClapFeatureExtractor, ClapModel
+from datasets import Dataset, load_from_disk
+from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
-from datasets_scripts.readers.esc50 import EVENT_PHRASES
 from paircap.training.pretraining_data import ClapPairSet
+from recipes.mini.local.esc50 import EVENT_PHRASES, single_clip_pairs
+from recipes.mini.local.layout import MiniRun
+from recipes.mini.local.mixtures import mixture_events
 
 L2_PENALTY = 1e-3  # on the mean loss; chosen once, not tuned on the test clips
 LBFGS_STEPS = 200
@@ -125,3 +130,67 @@ def probe_representations(clap_folder: str, pairs: dict[str, Dataset], events: M
     }
     scores = {name: probe_scores(features, labels) for name, features in representations.items()}
     return {"probe": f"linear, z-scored features, L2 penalty {L2_PENALTY:g}", **scores}
+
+
+def clap_retrieval(run: MiniRun) -> dict:
+    """The trained CLAP on the test mixtures: audio-to-caption recall (is one of a clip's own captions the nearest
+    of all test captions, R@1, or among the nearest 5 / 10), and how often the two classes whose event phrases
+    (averaged) are nearest to a mixture are its two events: what the audio embedding alone can name."""
+    model = ClapModel.from_pretrained(run.release("clap")).eval()
+    feature_extractor = ClapFeatureExtractor.from_pretrained(run.release("clap"))
+    tokenizer = AutoTokenizer.from_pretrained(run.release("clap"))
+    pairs = load_from_disk(str(run.pairs("test")))
+    clip_ids = list(pairs["audio_id"])
+    clip_rows = first_row_per_clip(pairs)
+    clips = list(clip_rows["audio_id"])
+    audio = clap_audio_embeddings(model, log_mel_windows(clip_rows, feature_extractor), batch_size=16)
+    with torch.no_grad():
+        text = model.get_text_features(
+            **tokenizer(list(pairs["caption"]), padding=True, truncation=True, return_tensors="pt")
+        ).pooler_output
+    scores = audio @ torch.nn.functional.normalize(text, dim=-1).T
+    position = {clip: index for index, clip in enumerate(clips)}
+    owner = torch.tensor([position[clip] for clip in clip_ids])
+    ranked = owner[scores.argsort(dim=1, descending=True)]
+    hit_rank = (ranked == torch.arange(len(clips))[:, None]).float().argmax(dim=1)
+    recall = {f"audio_to_caption_recall@{k}": float((hit_rank < k).float().mean()) for k in (1, 5, 10)}
+    classes = sorted(EVENT_PHRASES)
+    with torch.no_grad():
+        class_texts = torch.stack(
+            [
+                torch.nn.functional.normalize(
+                    model.get_text_features(
+                        **tokenizer(list(EVENT_PHRASES[name]), padding=True, return_tensors="pt")
+                    ).pooler_output,
+                    dim=-1,
+                ).mean(dim=0)
+                for name in classes
+            ]
+        )
+    top2 = (audio @ class_texts.T).topk(2, dim=1).indices
+    events = mixture_events(run.mixtures_dir)
+    named = [{classes[i] for i in row} for row in top2.tolist()]
+    both = np.mean([guess == set(events[clip]) for guess, clip in zip(named, clips, strict=True)])
+    return {
+        "test_clips": len(clips),
+        "test_captions": len(clip_ids),
+        **recall,
+        "zero_shot_top2_both_events": float(both),
+    }
+
+
+def probe_audio(run: MiniRun) -> None:
+    """Linear probes of what the trained CLAP's audio embedding (and, as yardsticks, log-mel statistics in and out of
+    frequency order) can name: held-out single clips, and both events of the test mixtures (`clap/probes.json`)."""
+    splits = run.clip_splits()
+    train = load_from_disk(str(run.pairs("train")))
+    pairs = {
+        "train_clips": load_from_disk(str(run.pairs("train_clips"))),
+        "test_clips": single_clip_pairs(splits["test"], "test"),
+        "train_mixtures": train.filter(lambda source: source == "esc50_mix", input_columns="source"),
+        "test_mixtures": load_from_disk(str(run.pairs("test"))),
+    }
+    events = {clip.audio_id: (clip.category,) for part in splits.values() for clip in part}
+    events.update(mixture_events(run.mixtures_dir))
+    probes = probe_representations(str(run.release("clap")), pairs, events)
+    run.path("clap", "probes.json").write_text(json.dumps(probes, indent=2))

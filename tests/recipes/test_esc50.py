@@ -1,5 +1,6 @@
-"""Tests for datasets_scripts/readers/esc50.py and datasets_scripts/mixtures.py: the ESC-50 vocabulary, manifests,
-source-level split, single-clip pairs and the two-event mixture corpus.
+"""Tests for the mini recipe's ESC-50 reader, event captions and mixtures (recipes/mini/local/esc50.py,
+event_captions.py, mixtures.py): the ESC-50 vocabulary, manifests, source-level split, single-clip pairs and the
+two-event mixture corpus.
 
 The vocabulary tests always run. The others use the real ESC-50 clips in ``../shared/data/esc50_cc`` and
 ``../shared/data/esc50_more`` (read in place; mixtures are written under ``tmp_path``) and skip when those
@@ -17,19 +18,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from datasets_scripts.mixtures import (
-    EVENT_EXCLUSIONS,
-    EVENT_KEYWORDS,
-    ORDER_GAP_S,
-    event_accuracy,
-    mixture_captions,
-    mixture_events,
-    named_events,
-    names_event,
-    write_mixtures,
-)
 from datasets_scripts.readers import FEATURES, ReaderReport
-from datasets_scripts.readers.esc50 import (
+from recipes.mini.local.esc50 import (
     DEFAULT_LICENCE,
     EVENT_PHRASES,
     Esc50Clip,
@@ -38,8 +28,18 @@ from datasets_scripts.readers.esc50 import (
     single_clip_pairs,
     split_by_source,
 )
+from recipes.mini.local.event_captions import (
+    EVENT_EXCLUSIONS,
+    EVENT_KEYWORDS,
+    ORDER_GAP_S,
+    event_accuracy,
+    mixture_captions,
+    named_events,
+    names_event,
+)
+from recipes.mini.local.mixtures import mixture_events, write_mixtures
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ESC_CC = SHARED / "esc50_cc"
 ESC_MORE = SHARED / "esc50_more"
 ROOTS = [ESC_CC, ESC_MORE]

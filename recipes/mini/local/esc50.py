@@ -1,4 +1,4 @@
-"""ESC-50 clips as caption pairs.
+"""ESC-50 clips as caption pairs: the mini recipe's corpus.
 
 ESC-50 (K. J. Piczak, "ESC: Dataset for Environmental Sound Classification", ACM MM 2015) has 2,000
 five-second clips in 50 classes. Each clip file is ``{fold}-{src_file}-{take}-{target}.wav``; takes
@@ -15,14 +15,14 @@ This module turns folders of ESC-50 clips (each with a ``manifest.csv`` of colum
 * :func:`single_clip_pairs` -- one pair per human-style phrasing of the clip's class
   (:data:`EVENT_PHRASES`), e.g. ``"a dog barks"``.
 
-Mixtures of two clips and the scoring of captions by the events they name are in
-:mod:`datasets_scripts.mixtures`. Every dataset has the columns of the corpus readers
+Mixtures of two clips are in :mod:`.mixtures`, the scoring of captions by the events they name in
+:mod:`.event_captions`. Every dataset has the columns of the corpus readers
 (:data:`datasets_scripts.readers.FEATURES`) and a :class:`~datasets_scripts.readers.ReaderReport` in
 ``info.description``.
 
 Usage::
 
-    from datasets_scripts.readers.esc50 import read_esc50_manifests, single_clip_pairs, split_by_source
+    from recipes.mini.local.esc50 import read_esc50_manifests, single_clip_pairs, split_by_source
 
     clips = read_esc50_manifests(["../shared/data/esc50_cc", "../shared/data/esc50_more"])
     splits = split_by_source(clips, seed=0)

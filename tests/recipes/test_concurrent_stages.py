@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from paircap.recipes.concurrent_stages import StageFailed, run_concurrent_stages
+from recipes.mini.local.concurrent_stages import StageFailed, run_concurrent_stages
 
 INPUTS = {"corpus": (), "clap": ("corpus",), "lm": ("corpus",), "assemble": ("clap", "lm"), "probe": ("clap",)}
 

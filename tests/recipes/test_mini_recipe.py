@@ -1,5 +1,6 @@
 """`paircap mini --quick`: every stage of the mini recipe on real ESC-50 audio, a few steps each; a
-rerun skips every finished stage; the packed release captions a real clip offline."""
+rerun (`python -m recipes.mini.run`, the same command) skips every finished stage; the packed release captions a real
+clip offline. `paircap` finds `mini` through the `paircap.commands` entry point that pyproject.toml declares."""
 
 import json
 import os
@@ -12,36 +13,41 @@ from huggingface_hub import DatasetCard, ModelCard
 from transformers import pipeline
 
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
-from paircap.recipes.mini import SCALES, STAGE_INPUTS, MiniRecipe
+from recipes.mini.local.scales import load_scale, scale_names
+from recipes.mini.run import STAGES, stage_names
 
-REPO = Path(__file__).resolve().parents[1]
-STAGES = [
+REPO = Path(__file__).resolve().parents[2]
+QUICK_STAGES = [  # every stage, in the order it runs
     "corpus", "init", "clap", "lm", "assemble", "stage1", "probe", "kb", "stage2_phase1", "stage2_phase2", "raft_only",
     "evaluate", "evaluate_raft_only", "evaluate_stage1", "fit", "zero_shot", "report",
 ]  # fmt: skip
 
 
-def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
+@pytest.fixture(scope="module")
+def environment(command_entry_points) -> dict[str, str]:
+    """The subprocesses' environment: offline, this checkout and its entry points (`paircap mini`) first."""
+    path = os.pathsep.join([str(command_entry_points), str(REPO)])
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": path}
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 
 
 @pytest.fixture(scope="module")
-def quick_run(shared_data, tmp_path_factory) -> Path:
+def quick_run(shared_data, environment, tmp_path_factory) -> Path:
     if not (shared_data / "esc50_more" / "manifest.csv").is_file():
         pytest.skip(f"{shared_data / 'esc50_more'} is absent")
     output = tmp_path_factory.mktemp("mini") / "quick"
-    run(
-        ["-m", "paircap.cli", "mini", "--output", str(output), "--quick", "--data", str(shared_data), "--jobs", "1"],
-        REPO,
-    )
+    args = ["-m", "paircap.cli", "mini", "--output", str(output), "--quick", "--data", str(shared_data), "--jobs", "1"]
+    run(args, REPO, environment)
     return output
 
 
 def test_every_stage_runs_and_the_report_has_every_table(quick_run):
-    for stage in STAGES:
+    for stage in QUICK_STAGES:
         assert json.loads((quick_run / "stages" / f"{stage}.json").read_text())["seconds"] >= 0
     report = (quick_run / "RESULTS.md").read_text()
     for heading in (
@@ -85,29 +91,33 @@ def test_knowledge_bases_are_base_large_and_refined(quick_run):
     assert "esc50_mix_noisy" not in set(kbs["base"].rows.unique("source"))
 
 
-@pytest.mark.parametrize("scale", sorted(SCALES))
-def test_every_stage_lists_its_inputs_and_they_come_before_it(scale, tmp_path):
-    names = [name for name, _ in MiniRecipe(tmp_path, tmp_path, SCALES[scale]).stages]
+@pytest.mark.parametrize("scale", scale_names())
+def test_every_stage_lists_its_inputs_and_they_come_before_it(scale):
+    settings = load_scale(scale)
+    names = stage_names(settings)
+    ablations = {"raft_only", "evaluate_raft_only", "evaluate_stage1"}  # the release scale trains no ablation
+    assert names == tuple(name for name in QUICK_STAGES if settings.ablations or name not in ablations)
+    assert set(STAGES["report"].inputs) == set(STAGES) - {"report"}
     for index, name in enumerate(names):
-        assert all(names.index(stage) < index for stage in STAGE_INPUTS[name] if stage in names)
+        assert all(stage in STAGES for stage in STAGES[name].inputs)
+        assert all(names.index(stage) < index for stage in STAGES[name].inputs if stage in names)
 
 
-def test_jobs_2_runs_each_stage_in_its_own_process_after_its_inputs(shared_data, tmp_path):
+def test_jobs_2_runs_each_stage_in_its_own_process_after_its_inputs(shared_data, environment, tmp_path):
     if not (shared_data / "esc50_more" / "manifest.csv").is_file():
         pytest.skip(f"{shared_data / 'esc50_more'} is absent")
     args = ["-m", "paircap.cli", "mini", "--output", str(tmp_path), "--quick", "--data", str(shared_data)]
-    run([*args, "--jobs", "2", "--stages", "corpus", "init"], REPO)
+    run([*args, "--jobs", "2", "--stages", "corpus", "init"], REPO, environment)
     corpus, init = (json.loads((tmp_path / "stages" / f"{stage}.json").read_text()) for stage in ("corpus", "init"))
     assert init["started"] >= corpus["finished"]  # init reads the corpus's caption text
     assert "done earlier" not in (tmp_path / "logs" / "init.log").read_text()
     assert (tmp_path / "init" / "clap" / "config.json").is_file() and (tmp_path / "corpus" / "summary.json").is_file()
 
 
-def test_a_failed_stage_names_its_log_and_the_stages_left_unrun(tmp_path):
+def test_a_failed_stage_names_its_log_and_the_stages_left_unrun(environment, tmp_path):
     args = ["--output", str(tmp_path / "run"), "--quick", "--data", str(tmp_path / "no-data"), "--jobs", "2"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "paircap.cli", "mini", *args, "--stages", "corpus", "init"]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert (
         "corpus failed (exit status" in result.stderr and str(tmp_path / "run" / "logs" / "corpus.log") in result.stderr
@@ -116,19 +126,22 @@ def test_a_failed_stage_names_its_log_and_the_stages_left_unrun(tmp_path):
     assert "init did not run" in result.stderr and not (tmp_path / "run" / "stages" / "corpus.json").exists()
 
 
-def test_a_rerun_skips_every_finished_stage(quick_run):
-    result = run(["-m", "paircap.recipes.mini", "--output", str(quick_run), "--quick"], REPO)  # the alias
+def test_a_rerun_skips_every_finished_stage(quick_run, environment):
+    result = run(["-m", "recipes.mini.run", "--output", str(quick_run), "--quick"], REPO, environment)
     skipped = [line for line in result.stderr.splitlines() if "done earlier, skipped" in line]
-    assert len(skipped) == len(STAGES) - 1  # the report is always rewritten
+    assert len(skipped) == len(QUICK_STAGES) - 1  # the report is always rewritten
 
 
-def test_the_packed_release_captions_real_audio_offline(quick_run, shared_data, tmp_path):
+def test_the_packed_release_captions_real_audio_offline(quick_run, shared_data, environment, tmp_path):
     release = tmp_path / "release"
-    run(["-m", "paircap.cli", "mini", "--output", str(quick_run), "--quick", "--pack-release", str(release)], REPO)
+    args = ["-m", "paircap.cli", "mini", "--output", str(quick_run), "--quick", "--pack-release", str(release)]
+    run(args, REPO, environment)
     assert (release / "knowledge_base" / "paircap_kb.json").is_file()
     assert "50-event toy" in (release / "README.md").read_text()
     clip = sorted((shared_data / "esc50_cc").glob("*.flac"))[0]
-    result = run(["-m", "paircap.cli", "caption", str(clip), "--model", str(release), "--no-progress"], tmp_path)
+    result = run(
+        ["-m", "paircap.cli", "caption", str(clip), "--model", str(release), "--no-progress"], tmp_path, environment
+    )
     record = json.loads(result.stdout.splitlines()[0])
     # a quick-run model may stop at once: the caption is a string, possibly empty
     assert isinstance(record["caption"], str) and record["zero_shot_caption"] is not None and record["retrieved"]

@@ -1,4 +1,5 @@
-"""RESULTS.md of a mini run: data, wall time per stage, the stand-ins' quality, the paper's tables and its claims."""
+"""Stage `report`: RESULTS.md of a mini run: data, wall time per stage, the stand-ins' quality, the paper's tables
+and its claims."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from paircap.evaluation_report import similarity_table
+from hub_cards.evaluation_tables import similarity_table
+from recipes.mini.local.layout import MiniRun
 
 METRIC = "cider_d"  # SPICE (and so SPIDEr) needs Java; CIDEr-D is meaningful with 5 references per mixture
 
@@ -177,12 +179,12 @@ def copy_plots(evaluation: Path, destination: Path) -> dict[str, str]:
     return links
 
 
-def write_results(recipe) -> Path:
+def write_results(run: MiniRun) -> Path:
     """Write `<output>/RESULTS.md` from the stage records and evaluation folders of a run; returns its path."""
-    out = recipe.output
-    scale = recipe.scale
+    out = run.output
+    scale = run.scale
     kbs = ["refined", "large", "base"]
-    records = {name: load_json(recipe.stage_record(name)) for name, _ in recipe.stages}
+    records = {name: load_json(run.stage_record(name)) for name in run.stages}
     stage_seconds = {name: (record or {}).get("seconds") for name, record in records.items()}
     corpus = load_json(out / "corpus" / "summary.json") or {}
     clap = load_json(out / "clap" / "retrieval.json") or {}
@@ -237,18 +239,18 @@ def write_results(recipe) -> Path:
             "The curriculum helps", main.cider(gen(main)), raft_only.cider(gen(raft_only)), "curriculum vs RAFT only"
         ),
     ]
-    clips = " ".join(recipe.clip_folders)
+    clips = " ".join(run.clip_folders)
     plots = copy_plots(out / "evaluation" / "stage2_phase2", out)
     text = f"""# Mini recipe: results
 
 Command: `paircap mini --output {out.name} --scale {scale.name} --clips {clips}`
-(seed {recipe.seed}). Machine: {platform.machine()}, {os.cpu_count()} CPU
+(seed {run.seed}). Machine: {platform.machine()}, {os.cpu_count()} CPU
 cores, torch {torch.__version__}, CPU only. Total wall time {total / 60:.1f} min (the stages' own times add up to
 {busy / 60:.1f} min: `--jobs` runs independent stages side by side).
 
 Cells are **CIDEr-D / share of test mixtures whose caption names both events** (keyword map per class,
-`datasets_scripts.mixtures.EVENT_KEYWORDS`; chance of naming both classes of a mixture by guessing two of the 50 classes
-is about 0.08 %). W = {w}, top-k = {k} unless swept. SPICE/SPIDEr need Java and are not computed here.
+`EVENT_KEYWORDS` in recipes/mini/local/event_captions.py; chance of naming both classes of a mixture by guessing two of
+the 50 classes is about 0.08 %). W = {w}, top-k = {k} unless swept. SPICE/SPIDEr need Java and are not computed here.
 
 ## Data
 

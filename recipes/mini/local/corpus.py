@@ -1,0 +1,77 @@
+"""Stage `corpus`: ESC-50 singles and two-event mixtures per split, noisy training mixtures, and the caption text of
+AudioCaps and Clotho (no audio) for the language model; every set saved under `corpus/pairs/`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from datasets import Dataset, concatenate_datasets, disable_progress_bars, enable_progress_bars, load_from_disk
+
+from datasets_scripts.readers import read_audiocaps, read_clotho, with_path_audio
+from recipes.mini.local.esc50 import single_clip_pairs
+from recipes.mini.local.layout import MiniRun
+from recipes.mini.local.mixtures import write_mixtures
+
+
+def write_corpus(run: MiniRun) -> None:
+    """ESC-50 singles and mixtures per split, noisy training mixtures, and the LM's caption text."""
+    s = run.scale
+    splits = run.clip_splits()
+    test_count = max(s.test_mixtures, s.zero_shot_test_mixtures)
+    counts = {"train": s.train_mixtures, "validation": s.validation_mixtures, "test": test_count}
+    mixtures = {  # esc50_cc alone (about 2 recordings per class) leaves no clip for validation
+        split: write_mixtures(splits[split], run.mixtures_dir, counts[split], split, seed=run.seed)
+        for split in counts
+        if len({clip.category for clip in splits[split]}) >= 2
+    }
+    noisy = write_mixtures(
+        splits["train"], run.mixtures_dir, s.noisy_mixtures, "train", seed=run.seed + 1, wrong_events=1
+    )
+    clip_pairs = single_clip_pairs(splits["train"], "train")
+    save(clip_pairs, run.pairs("train_clips"))
+    train = concatenate_datasets([clip_pairs, mixtures["train"]])
+    save(train, run.pairs("train"))
+    if "validation" in mixtures:
+        save(mixtures["validation"], run.pairs("validation"))
+    grid = set(list(dict.fromkeys(mixtures["test"]["audio_id"]))[: s.test_mixtures])  # the first mixtures
+    save(mixtures["test"].filter(lambda clip: clip in grid, input_columns="audio_id"), run.pairs("test"))
+    save(mixtures["test"], run.pairs("test_all"))
+    save(noisy, run.pairs("noisy"))
+    save(caption_text(run, train), run.pairs("text"))
+    summary = {
+        "clips": {split: len(part) for split, part in splits.items()},
+        "categories": {split: len({c.category for c in part}) for split, part in splits.items()},
+        "pairs": {name: len(load_from_disk(str(run.pairs(name)))) for name in [*mixtures, "test_all"]},
+        "noisy_pairs": len(noisy),
+        "text_captions": len(load_from_disk(str(run.pairs("text")))),
+    }
+    run.path("corpus", "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def caption_text(run: MiniRun, train: Dataset) -> Dataset:
+    """AudioCaps train and Clotho development captions (text only) with the ESC-50 training captions."""
+    captions = run.data / "captions"
+    audiocaps = read_audiocaps(captions, "train", text_only=True, captions_csv=captions / "audiocaps_train.csv")
+    clotho = read_clotho(captions, "development", text_only=True, captions_csv=captions / "clotho_development.csv")
+    text = concatenate_datasets([audiocaps, clotho]).shuffle(seed=run.seed)
+    if run.scale.text_captions is not None:
+        text = text.select(range(min(run.scale.text_captions, len(text))))
+    own = train.select_columns(["pair_id", "caption", "source"])
+    return concatenate_datasets([text.select_columns(["pair_id", "caption", "source"]), own])
+
+
+def save(dataset: Dataset, path: Path) -> None:
+    """
+    `save_to_disk` through a temporary folder, so a stage interrupted mid-write never leaves a half dataset; the audio
+    column keeps its paths (`with_path_audio`).
+    """
+    dataset = with_path_audio(dataset)
+    temporary = path.with_name(path.name + ".tmp")
+    disable_progress_bars()
+    dataset.save_to_disk(str(temporary))
+    enable_progress_bars()
+    if path.exists():
+        shutil.rmtree(path)
+    temporary.rename(path)

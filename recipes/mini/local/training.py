@@ -1,0 +1,94 @@
+"""How the mini recipe trains: each training stage's settings come from `conf/train/<stage>.yaml` and the run (its
+folders, seed and scale); and the paper's captioner stages (§3.2, §4.1): stage 1, stage 2's two phases, RAFT-only."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import yaml
+
+from paircap.training.config import TrainConfig
+from paircap.training.loop import train
+from recipes.mini.local.layout import MiniRun
+from recipes.mini.local.scales import CONF
+
+
+def stage_settings(name: str) -> dict:
+    """The settings of `conf/train/<name>.yaml` (TrainConfig fields).
+
+    Raises:
+        ValueError: the file is no mapping, or sets something TrainConfig has not (naming the file).
+    """
+    path = CONF / "train" / f"{name}.yaml"
+    settings = yaml.safe_load(path.read_text())
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path}: expected one setting per line (NAME: VALUE), got {type(settings).__name__}")
+    unknown = sorted(set(settings) - {field.name for field in fields(TrainConfig)})
+    if unknown:
+        raise ValueError(f"{path}: not settings of a training run (paircap/training/config.py): {unknown}")
+    return settings
+
+
+def train_stage(run: MiniRun, name: str, **values) -> None:
+    """
+    Train stage `name` with the settings of `conf/train/<name>.yaml`, `values` (its starting point, data, steps and
+    batch size) and the run's folder, seed and workers, writing the whole config to `<name>/config.yaml` first
+    (`train_accelerate.py --config` runs it again). It resumes: an interrupted stage continues from its last checkpoint.
+
+    Raises:
+        ValueError: the stage's file sets what the run fills in (naming the file).
+    """
+    steps = values["max_steps"]
+    filled = {
+        "output_dir": str(run.path(name)),
+        "seed": run.seed,
+        "log_every": max(1, steps // 10),
+        "eval_every": max(1, steps // 2),
+        "save_every": max(1, steps // 4),
+        **values,
+    }
+    settings = stage_settings(name)
+    clash = sorted(set(settings) & set(filled))
+    if clash:
+        raise ValueError(f"{CONF / 'train' / name}.yaml: {clash} come from the run and its scale, not from this file")
+    config = {"num_workers": run.scale.num_workers, **settings, **filled}  # a stage's file may set its own workers
+    path = run.path(name, "config.yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    train(TrainConfig(**config, resume=True))
+
+
+def train_captioner(run: MiniRun, name: str, start: Path, steps: int, max_examples: int) -> None:
+    """A captioner stage on the training pairs (validated on the validation pairs, when the run has them)."""
+    train_stage(
+        run,
+        name,
+        model_name_or_path=str(start),
+        train_pairs=[str(run.pairs("train"))],
+        validation_pairs=run.validation_pairs(),
+        max_examples=max_examples,
+        max_steps=steps,
+        per_device_batch_size=run.scale.batch_size,
+    )
+
+
+def stage1(run: MiniRun) -> None:
+    """Alignment, from the assembled release, without retrieved pairs."""
+    train_captioner(run, "stage1", run.path("assembled"), run.scale.stage1_steps, 0)
+
+
+def stage2_phase1(run: MiniRun) -> None:
+    """RAFT from stage 1, without retrieved pairs (the curriculum's first half)."""
+    train_captioner(run, "stage2_phase1", run.release("stage1"), run.scale.phase1_steps, 0)
+
+
+def stage2_phase2(run: MiniRun) -> None:
+    """RAFT from phase 1, with 0..max_examples retrieved pairs (the curriculum's second half)."""
+    train_captioner(run, "stage2_phase2", run.release("stage2_phase1"), run.scale.phase2_steps, run.scale.max_examples)
+
+
+def raft_only(run: MiniRun) -> None:
+    """The training ablation: RAFT from stage 1 with retrieved pairs at once, for as many steps as both phases."""
+    steps = run.scale.phase1_steps + run.scale.phase2_steps
+    train_captioner(run, "raft_only", run.release("stage1"), steps, run.scale.max_examples)
