@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 
 from modeling_paircap.configuration_paircap import PAIR_MODES
-from modeling_paircap.retrieval_paircap import RetrievedPair, _as_matrix, build_query
+from modeling_paircap.index_paircap import RetrievedPair, _as_matrix, build_query
 
 FORMAT1_COMMIT = "2933174"
 

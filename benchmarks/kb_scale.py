@@ -13,7 +13,7 @@ child's VmHWM, and RssAnon / RssFile sampled from outside by the parent), cold (
 cache with `posix_fadvise(DONTNEED)`) and warm, and whether anything was written to the datasets cache or the KB
 folder. The last warm load goes on (its load figures taken first) to single-query and batch-64 search latency
 (`kb.search`, mode pair2pair, W 0.5, top 5) against raw faiss `index.search` (top 5) on the same index, interleaved,
-with the same faiss settings as the retriever and with faiss's defaults, and the hits compared with faiss's (its top
+with the same faiss settings as the index and with faiss's defaults, and the hits compared with faiss's (its top
 hits cut to one per clip, as `max_pairs_per_clip=1` does). The baseline is today's format-1 loader
 (`benchmarks/baseline_format1.py`: `load_dataset` into a fresh cache, `pair_vectors` copy, lists of ids) on the same
 rows, and on a format-1 folder whose rows carry their clip's tokens (the old per-row layout).
@@ -69,7 +69,7 @@ TARGETS = {
     "peak_rss_over_vectors_2.2M": 1.25,  # ... with peak RSS <= 1.25 x the raw vector bytes
     "cold_load_s_tokens_127k": 15.0,  # 127 k pairs with tokens load cold in <= 15 s
     "rss_growth_over_token_bytes": 0.05,  # ... and their RSS does not grow with the token bytes (<= 5 % of them)
-    "search_over_faiss": 1.10,  # retriever per-query time <= 1.10 x raw faiss
+    "search_over_faiss": 1.10,  # PairCapIndex per-query time <= 1.10 x raw faiss
 }
 SUBJECTS = [
     "A dog",
@@ -275,7 +275,7 @@ def row_batches(num_pairs: int, seed: int, format1: bool, clips: dict) -> Iterat
     import pyarrow as pa
 
     from benchmarks.baseline_format1 import format1_features
-    from modeling_paircap.knowledge_base_paircap import kb_row_features
+    from modeling_paircap.kb_format_paircap import kb_row_features
 
     num_clips = num_pairs // CAPTIONS_PER_CLIP
     features = format1_features(AUDIO_DIM, TEXT_DIM, TOKEN_DIM) if format1 else kb_row_features(AUDIO_DIM, TEXT_DIM)
@@ -337,7 +337,7 @@ def format1_tokens(pa, tokens: Iterator[np.ndarray], num_clips: int):
 def clip_table(clips: dict):
     import pyarrow as pa
 
-    from modeling_paircap.knowledge_base_paircap import clip_schema
+    from modeling_paircap.kb_format_paircap import clip_schema
 
     durations = clips["duration"]
     return pa.table(
@@ -355,7 +355,7 @@ def clip_table(clips: dict):
 # -------------------------------------------------------------------------------------------------------- workers
 def build_task(task: dict) -> dict:
     """Synthesise rows (and tokens) and write a format-2 KB with `write_knowledge_base` (format 1: its shards)."""
-    from modeling_paircap.knowledge_base_paircap import KnowledgeBaseMetadata, write_knowledge_base
+    from modeling_paircap.kb_format_paircap import KnowledgeBaseMetadata, write_knowledge_base
     from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
 
     folder, staging, num_pairs, seed = Path(task["folder"]), Path(task["staging"]), task["num_pairs"], task["seed"]
@@ -448,9 +448,9 @@ def search_task(kb, task: dict) -> dict:
     """Interleaved latency of `kb.search` and raw faiss on its index, single queries and batches of 64."""
     import faiss
 
-    from modeling_paircap.retrieval_paircap import build_query, faiss_search_settings
+    from modeling_paircap.index_paircap import build_query, faiss_search_settings
 
-    retriever, index = kb.retriever, kb.retriever.index
+    pair_index, index = kb.index, kb.index.faiss_index
     rng = np.random.default_rng(12345)
     num_batches = task["repeats"] + 1
     audio = unit_rows(rng, BATCH * num_batches + task["single_queries"] + 1, AUDIO_DIM)
@@ -461,7 +461,7 @@ def search_task(kb, task: dict) -> dict:
         return kb.search(audio[rows], text[rows], mode="pair2pair", fusion_weight=FUSION_WEIGHT, top_k=TOP_K)
 
     def faiss_same_settings(rows: slice):
-        with faiss_search_settings(len(queries[rows]), retriever.blas_threshold, retriever.single_query_threads):
+        with faiss_search_settings(len(queries[rows]), pair_index.blas_threshold, pair_index.single_query_threads):
             return index.search(queries[rows], TOP_K)
 
     def faiss_defaults(rows: slice):
@@ -469,13 +469,13 @@ def search_task(kb, task: dict) -> dict:
 
     methods = {
         "kb.search": ours,
-        "faiss, the retriever's settings": faiss_same_settings,
+        "faiss, the index's settings": faiss_same_settings,
         "faiss defaults": faiss_defaults,
     }
     timings: dict[str, dict[str, list[float]]] = {"single": {m: [] for m in methods}, "batch": {m: [] for m in methods}}
     agree = {"same_rows": True, "max_score_diff": 0.0}
 
-    fetch = min(len(retriever), TOP_K * min(retriever.max_rows_per_clip, 8) + 1)
+    fetch = min(len(pair_index), TOP_K * min(pair_index.max_rows_per_clip, 8) + 1)
 
     def compare(hits, rows: slice) -> None:
         """The hits against faiss's own top `fetch`, ordered (S desc, row asc) and cut to one row per clip."""
@@ -660,13 +660,13 @@ class Bench:
             if row["kb"] != name:
                 continue
             kind = "single" if row["batch"] == 1 else "batch"
-            reference = 1000 * statistics.median(result["timings"][kind]["faiss, the retriever's settings"])
+            reference = 1000 * statistics.median(result["timings"][kind]["faiss, the index's settings"])
             # per-query ratio of the same calls, so the noise of the machine hits both alike
             paired = [
                 ours / raw
                 for ours, raw in zip(
                     result["timings"][kind][row["method"]],
-                    result["timings"][kind]["faiss, the retriever's settings"],
+                    result["timings"][kind]["faiss, the index's settings"],
                     strict=True,
                 )
             ]

@@ -13,12 +13,8 @@ from datasets import Dataset
 from transformers import GenerationConfig
 
 from modeling_paircap.configuration_paircap import PairCapConfig
-from modeling_paircap.knowledge_base_paircap import (
-    KnowledgeBaseMetadata,
-    PairCapKnowledgeBase,
-    kb_row_features,
-    write_knowledge_base,
-)
+from modeling_paircap.kb_format_paircap import KnowledgeBaseMetadata, kb_row_features, write_knowledge_base
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
@@ -82,7 +78,6 @@ def full_release(folder: Path, device: str) -> tuple[PairCapForConditionalGenera
     model.config.audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
     model.config.long_audio_token_id = tokenizer.convert_tokens_to_ids(LONG_AUDIO_TOKEN)
     model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=tokenizer.pad_token_id)
-    model.processor = processor
     return model, processor
 
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from datasets_scripts.embed import ERRORS_FILE, _eval_mode, _ShardEmbedder, _write_json
 from datasets_scripts.job_files import write_atomic
-from modeling_paircap.knowledge_base_paircap import (
+from modeling_paircap.kb_format_paircap import (
     CLIPS_FILE,
     KnowledgeBaseError,
     KnowledgeBaseMetadata,

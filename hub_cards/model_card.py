@@ -22,7 +22,7 @@ from hub_cards.terms import (
     source_terms,
 )
 from modeling_paircap.configuration_paircap import PairCapConfig
-from modeling_paircap.knowledge_base_paircap import METADATA_FILE, KnowledgeBaseError, KnowledgeBaseMetadata
+from modeling_paircap.kb_format_paircap import METADATA_FILE, KnowledgeBaseError, KnowledgeBaseMetadata
 from paircap.evaluation_report import headline_metric, method_by_kb_table, metrics_table
 
 MODEL_TAGS = ["audio-captioning", "retrieval-augmented-generation", "clap", "custom_code"]

@@ -14,7 +14,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_paircap import PairCapConfig, check_retrieval_mode
 from .fingerprints_paircap import weights_fingerprint
-from .retrieval_paircap import PairCapRetriever
+from .retrieval_paircap import PairCapRetriever, search_device
 
 
 @dataclass
@@ -148,8 +148,9 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
                     f"config.knowledge_base is {source!r} but the model has no release to load its processor from "
                     "(name_or_path): give it a retriever with model.set_retriever(...)"
                 )
-            device = str(self.device) if self.device.type == "cuda" else None  # exact torch search on the GPU
-            retriever = PairCapRetriever.from_pretrained(self.name_or_path, knowledge_base=source, device=device)
+            retriever = PairCapRetriever.from_pretrained(
+                self.name_or_path, knowledge_base=source, device=search_device(self)
+            )
             self._configured_retriever = (key, retriever)
         return self._configured_retriever[1]
 

@@ -206,6 +206,11 @@ class PairCapRetriever:
         return tokens
 
 
+def search_device(model: PairCapForConditionalGeneration) -> str | None:
+    """Where a model's retriever searches by default: exact torch search on its GPU, else faiss (None)."""
+    return str(model.device) if model.device.type == "cuda" else None
+
+
 def is_release_folder(path: str | os.PathLike) -> bool:
     """A local folder holding a model config and no knowledge-base metadata."""
     return os.path.isfile(os.path.join(path, "config.json")) and not os.path.isfile(os.path.join(path, METADATA_FILE))
@@ -221,4 +226,4 @@ def bundled_source(source: str | os.PathLike, release_folder: str) -> str | os.P
     return source
 
 
-__all__ = ["PairCapRetriever", "PairCapRetrieverOutput"]
+__all__ = ["PairCapRetriever", "PairCapRetrieverOutput", "search_device"]

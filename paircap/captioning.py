@@ -6,7 +6,7 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
+from modeling_paircap.retrieval_paircap import PairCapRetriever, search_device
 from paircap.hub_access import load_failure
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus"})
@@ -134,6 +135,28 @@ def load_release(model_id: str, device: torch.device, dtype: torch.dtype, featur
     return model.to(device).eval(), processor
 
 
+def load_retriever(
+    model, processor, knowledge_base: str | None = None, audio_roots: Mapping[str, str | os.PathLike] | None = None
+) -> PairCapRetriever:
+    """
+    A retriever over `knowledge_base` (default: the release's `config.knowledge_base`; a relative name is found inside
+    the release folder too) with `processor`, searching on the model's GPU when it has one, and checked against the
+    model's fingerprints: a missing or mismatched knowledge base fails here, before any audio is decoded.
+    """
+    knowledge_base = knowledge_base or model.config.knowledge_base
+    if knowledge_base is None:
+        raise ValueError(f"{model.name_or_path}: no knowledge base given and the release names none")
+    retriever = PairCapRetriever.from_pretrained(
+        model.name_or_path,
+        processor,
+        knowledge_base=knowledge_base,
+        audio_roots=audio_roots,
+        device=search_device(model),
+    )
+    retriever.check_model(model)
+    return retriever
+
+
 def load_release_config(model_id: str):
     """The release's `PairCapConfig` alone (no weights), to check arguments against before the model loads."""
     try:
@@ -244,7 +267,7 @@ def caption_waveforms(model, processor, waveforms: list, **generation_kwargs) ->
         return []
     inputs = processor(audio=waveforms, sampling_rate=processor.sampling_rate).to(model.device)
     with torch.no_grad():
-        output = model.generate(**inputs, processor=processor, return_dict_in_generate=True, **generation_kwargs)
+        output = model.generate(**inputs, return_dict_in_generate=True, **generation_kwargs)
     captions = processor.decode_captions(output.sequences, inputs["input_ids"].shape[1])
     records = [{"caption": caption} for caption in captions]
     retrieved = getattr(output, "retrieved_pairs", None)

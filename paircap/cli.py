@@ -16,7 +16,7 @@ from pathlib import Path
 
 from datasets_scripts.kb_cli import add_kb_commands
 from modeling_paircap.configuration_paircap import RETRIEVAL_MODES
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError
+from modeling_paircap.kb_format_paircap import KnowledgeBaseError
 from paircap.hub_access import ModelLoadError, go_offline_if_unreachable, load_failure
 from paircap.releases import resolve_model
 
@@ -179,6 +179,7 @@ def run_caption(args: argparse.Namespace) -> int:
         caption_files,
         load_release,
         load_release_config,
+        load_retriever,
         resolve_device,
         resolve_dtype,
         walk_audio_inputs,
@@ -199,7 +200,7 @@ def run_caption(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, processor = load_release(model_id, device, resolve_dtype(args.dtype, device), args.features)
     if retrieves:  # a missing or mismatched KB fails here, before any audio is decoded
-        model.load_knowledge_base(args.kb, audio_roots=roots)
+        model.set_retriever(load_retriever(model, processor, args.kb, audio_roots=roots))
     start = time.perf_counter()
     records = caption_files(
         model,
@@ -262,26 +263,15 @@ def check_top_k_fits(top_k: int, config) -> None:
 
 
 def retrieval_options(args: argparse.Namespace) -> dict:
-    """The retrieval arguments given on the command line (the model's config supplies the rest)."""
+    """The retrieval arguments given on the command line (the model's config supplies the rest; the knowledge base
+    is the model's retriever)."""
     options = {
-        "knowledge_base": args.kb,
         "retrieval_mode": args.mode,
         "top_k": args.top_k,
         "fusion_weight": args.weight,
     }
     chosen = {name: value for name, value in options.items() if value is not None}
     return {**chosen, "max_pairs_per_clip": args.max_pairs_per_clip or None}  # 0: no limit
-
-
-def attach_audio_roots(model, knowledge_bases: list[str], entries: list[str]) -> None:
-    """Load the knowledge bases now with `--audio-root NAME=DIR` folders, so generate finds their clips' audio."""
-    from datasets_scripts.recipes import parse_roots
-
-    if not entries:
-        return
-    roots = parse_roots(entries, "--audio-root")
-    for knowledge_base in knowledge_bases or [None]:  # None: the model's configured KB
-        model.load_knowledge_base(knowledge_base, audio_roots=roots)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -291,8 +281,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.rescore:
         results = rescore(args.output_dir)
     else:
+        from datasets_scripts.recipes import parse_roots
         from paircap.caption_data import group_references, load_pairs
-        from paircap.captioning import load_release, load_release_config, resolve_device, resolve_dtype
+        from paircap.captioning import load_release, load_release_config, load_retriever, resolve_device, resolve_dtype
 
         if not args.data:
             raise UsageError("paircap evaluate needs --data (or --rescore of an earlier --output-dir)")
@@ -302,12 +293,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         items = group_references(load_pairs(args.data))[: args.limit]
         device = resolve_device(args.device)
         model, processor = load_release(model_id, device, resolve_dtype(args.dtype, device), args.features)
-        attach_audio_roots(model, args.kb, args.audio_root)
+        roots = parse_roots(args.audio_root, "--audio-root") if args.audio_root else None
+        retrievers = {kb: load_retriever(model, processor, kb, audio_roots=roots) for kb in args.kb}
         modes = args.mode or EVALUATE_MODES
         runs = plan_runs(args.kb, modes, args.weight, args.top_k, args.weight_sweep, args.top_k_sweep)
         settings = {"model": args.model, "data": args.data, "clips": len(items), "runs": len(runs)}
         results = evaluate(
-            model, processor, items, runs, args.output_dir, batch_size=args.batch_size,
+            model, processor, items, runs, args.output_dir, retrievers, batch_size=args.batch_size,
             progress=not args.no_progress, settings=settings, max_new_tokens=args.max_new_tokens,
             num_beams=args.num_beams, do_sample=False,
         )  # fmt: skip

@@ -1,7 +1,7 @@
 """`paircap evaluate`: caption an evaluation split under every retrieval setting, save predictions, score them."""
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from modeling_paircap.clip_ids_paircap import normalise_clip_id
+from modeling_paircap.retrieval_paircap import PairCapRetriever
 from paircap.caption_data import EvaluationItem
 from paircap.captioning import audio_duration, caption_waveforms, length_grouped_batches
 from paircap.metrics import compute_caption_metrics
@@ -71,15 +72,22 @@ def sweep_run(knowledge_base: str, fusion_weight: float, top_k: int, sweep: str)
 
 
 def caption_items(
-    model, processor, items: list[EvaluationItem], run: EvaluationRun, batch_size: int, progress: bool, **generation
+    model,
+    processor,
+    items: list[EvaluationItem],
+    run: EvaluationRun,
+    retriever: PairCapRetriever | None,
+    batch_size: int,
+    progress: bool,
+    **generation,
 ) -> list[dict]:
     """
-    Caption every item under one run, in batches of similar length; a query never retrieves its own clip
-    (`query_exclusions`). Returns one record per item, in order: its caption, zero-shot caption and retrieved pairs
-    (`caption_waveforms`' fields), or the load error.
+    Caption every item under one run (retrieving with `retriever`, the one over the run's knowledge base), in batches
+    of similar length; a query never retrieves its own clip (`query_exclusions`). Returns one record per item, in
+    order: its caption, zero-shot caption and retrieved pairs (`caption_waveforms`' fields), or the load error.
     """
     retrieval = {} if run.mode == "none" else {
-        "knowledge_base": run.knowledge_base, "retrieval_mode": run.mode,
+        "retriever": retriever, "retrieval_mode": run.mode,
         "fusion_weight": run.fusion_weight, "top_k": run.top_k,
     }  # fmt: skip
     records: list[dict | None] = [None] * len(items)
@@ -175,6 +183,7 @@ def evaluate(
     items: list[EvaluationItem],
     runs: list[EvaluationRun],
     output_dir: str | Path,
+    retrievers: Mapping[str, PairCapRetriever],
     batch_size: int = 8,
     progress: bool = True,
     settings: dict | None = None,
@@ -182,16 +191,18 @@ def evaluate(
 ) -> dict:
     """
     Run, save (`predictions/<run>.jsonl`, one line per item, each retrieved pair with its `reference_text_score`) and
-    score every run; writes `results.json`.
+    score every run; writes `results.json`. `retrievers` maps each run's knowledge base to its retriever
+    (`paircap.captioning.load_retriever`).
     """
     output_dir = Path(output_dir)
     (output_dir / PREDICTIONS_DIR).mkdir(parents=True, exist_ok=True)
     retrieves = bool(items) and any(run.mode != "none" for run in runs)
     references = reference_embeddings(model, processor, items) if retrieves else None
     for run in runs:
-        records = caption_items(model, processor, items, run, batch_size, progress, **generation)
-        if run.mode != "none":
-            add_reference_text_scores(records, model.load_knowledge_base(run.knowledge_base), references)
+        retriever = None if run.mode == "none" else retrievers[run.knowledge_base]
+        records = caption_items(model, processor, items, run, retriever, batch_size, progress, **generation)
+        if retriever is not None:
+            add_reference_text_scores(records, retriever.knowledge_base, references)
         write_predictions(output_dir, run, records)
     return rescore(output_dir, settings={**(settings or {}), "generation": generation, "batch_size": batch_size})
 

@@ -117,7 +117,7 @@ def test_a_script_runs_on_its_own_with_its_options(tmp_path):
     run_script("retrieval.py", tmp_path, "--kb-sizes", "3000", "--indexes", "IVF16,Flat")
     rows = json.loads((tmp_path / "retrieval-cpu-tiny.json").read_text())["results"]["project"]
     assert {row["kb_size"] for row in rows} == {3000}
-    assert [row["method"] for row in rows if not row["exact"]] == ["PairCapRetriever, IVF16,Flat, nprobe=16"]
+    assert [row["method"] for row in rows if not row["exact"]] == ["PairCapIndex, IVF16,Flat, nprobe=16"]
 
 
 def test_kb_scale_builds_loads_and_searches_a_tiny_kb(tmp_path):

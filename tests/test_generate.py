@@ -13,7 +13,8 @@ import torch
 from datasets import Dataset
 
 from datasets_scripts.build_kb import build_knowledge_base
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError, PairCapKnowledgeBase
+from modeling_paircap.kb_format_paircap import KnowledgeBaseError
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 
 SR = 48000
 CAPTIONS = [

@@ -15,7 +15,8 @@ from datasets import Dataset
 
 from datasets_scripts import clip_tokens
 from datasets_scripts.build_kb import build_knowledge_base
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError, PairCapKnowledgeBase
+from modeling_paircap.kb_format_paircap import KnowledgeBaseError
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.training.config import TrainConfig
