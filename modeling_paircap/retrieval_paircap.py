@@ -88,6 +88,8 @@ class PairCapRetriever:
             source = release_or_kb
         else:
             release = str(release_or_kb)
+            if os.path.isfile(os.path.join(release, METADATA_FILE)):
+                raise ValueError(f"{release}: a knowledge base folder, not a release: pass the processor with it")
             if knowledge_base is None:
                 knowledge_base = PairCapConfig.from_pretrained(release, revision=revision).knowledge_base
                 if knowledge_base is None:
