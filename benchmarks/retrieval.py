@@ -238,9 +238,7 @@ def approximate_methods(vectors: np.ndarray, factory: str, exact_index, queries:
         set_search_params(index, params)
         name = f"PairCapIndex, {factory}, " + ", ".join(f"{key}={value}" for key, value in params.items())
         info = {"build_s": build_s, "recall_at_10": recall_at_k(index, exact_index, queries, TOP_K)}
-        yield Method(
-            name, method.search, exact=False, info={**method.info, **info, "index": describe_index(index)}
-        )
+        yield Method(name, method.search, exact=False, info={**method.info, **info, "index": describe_index(index)})
 
 
 # ---------------------------------------------------------------------------------------------------------- measuring
