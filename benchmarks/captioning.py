@@ -51,6 +51,7 @@ from benchmarks.workloads import SAMPLING_RATE, model_dtype, release, synthetic_
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
+from modeling_paircap.retrieval_paircap import PairCapRetriever
 
 TOP_K = 5
 FUSION_WEIGHT = 0.5
@@ -177,8 +178,8 @@ class CaptioningBench:
         """Project, baseline and decode rows of one batch size."""
         inputs = query_inputs(self.processor, batch_size, self.device)
         zero_shot_tokens = inputs["input_ids"].shape[1]
-        retrieval = {"knowledge_base": self.kb, "retrieval_mode": "generative_pair2pair", "top_k": TOP_K}
-        retrieval["processor"] = self.processor
+        retriever = PairCapRetriever(self.kb, self.processor)
+        retrieval = {"retriever": retriever, "retrieval_mode": "generative_pair2pair", "top_k": TOP_K}
         zero_shot = self.median_s(lambda: self.model.generate(**inputs, retrieval_mode="none", **self.generate_kwargs))
         pair2pair = self.median_s(
             lambda: self.model.generate(**inputs, **retrieval, fusion_weight=FUSION_WEIGHT, **self.generate_kwargs)
@@ -216,8 +217,8 @@ def files_sweep(model, processor, folder: Path, args: argparse.Namespace, kb_siz
         start = time.perf_counter()
         kb = synthetic_knowledge_base(model, folder / f"kb-{kb_size}", kb_size, KB_CLIP_SECONDS)
         build_s = time.perf_counter() - start
-        retrieval = {"knowledge_base": kb, "retrieval_mode": "generative_pair2pair", "top_k": TOP_K}
-        retrieval.update(fusion_weight=FUSION_WEIGHT, processor=processor)
+        retrieval = {"retriever": PairCapRetriever(kb, processor), "retrieval_mode": "generative_pair2pair"}
+        retrieval.update(top_k=TOP_K, fusion_weight=FUSION_WEIGHT)
         modes = {"none": {"retrieval_mode": "none"}, "generative pair2pair": retrieval}
 
         def call(mode: str, end_to_end: bool, modes: dict = modes) -> None:
@@ -245,7 +246,7 @@ def files_sweep(model, processor, folder: Path, args: argparse.Namespace, kb_siz
             rows.append(row)
         ratio = [row["files_per_s_vs_none"] for row in rows[-4:] if row["mode"] != "none"]
         print(f"KB {kb_size:,} pairs: pair2pair / none files/s = {ratio[0]:.2f} (files), {ratio[1]:.2f} (generate)")
-        del kb
+        del kb, retrieval, modes
     return rows
 
 

@@ -2,7 +2,7 @@
 Retrieval: queries/s and latency of pair-to-pair search over synthetic knowledge bases.
 
 The KB holds L2-normalised `[audio ; text]` pair vectors (512 + 512 dims at full size). Ours is
-`PairCapRetriever.search` (mode `pair2pair`, W = 0.5, top 10), the call `generate` makes: exact with faiss
+`PairCapIndex.search` (mode `pair2pair`, W = 0.5, top 10), the call `generate` makes: exact with faiss
 `IndexFlatIP` (the default) or the chunked torch matmul (`device=`), approximate with an index from `build_index`
 (HNSW / IVF factory strings), whose recall@10 against exact search comes from `recall_at_k`. The baseline is a
 hand-written brute force: numpy matmul + argpartition on the CPU, torch matmul + topk on the GPU (float32, and float16
@@ -13,7 +13,7 @@ on the sphere: no structure at all, approximate search's worst case).
 
 Batch sweep (CPU, exact, the first distribution): at batches of 1, 8, 32, 64 and 256 queries, `PairCapKnowledgeBase
 .search` (over the Arrow search columns, as `from_pretrained` holds them) against the libraries on the same vectors:
-raw faiss `index.search` on the same index, with faiss's defaults and with the retriever's settings, and the numpy
+raw faiss `index.search` on the same index, with faiss's defaults and with the index's settings, and the numpy
 brute force, interleaved; every method's ids and scores are checked against faiss's. At batch 1 also with
 `single_query_threads=1`.
 
@@ -46,8 +46,9 @@ from datasets_scripts.faiss_index import (
     recall_at_k,
     set_search_params,
 )
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseMetadata, PairCapKnowledgeBase
-from modeling_paircap.retrieval_paircap import PairCapRetriever, build_query
+from modeling_paircap.index_paircap import PairCapIndex, build_query
+from modeling_paircap.kb_format_paircap import KnowledgeBaseMetadata
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 
 TOP_K = 10
 FUSION_WEIGHT = 0.5
@@ -90,7 +91,7 @@ TARGETS = (
 SWEEP_OVERHEAD_TARGET = (127_000, 1.10)
 KB_METHOD = "PairCapKnowledgeBase.search"
 NUMPY_METHOD = "numpy matmul + argpartition (float32)"
-FAISS_SAME = "faiss index.search, the retriever's settings"
+FAISS_SAME = "faiss index.search, the index's settings"
 FAISS_DEFAULT = "faiss index.search, faiss defaults"
 
 
@@ -178,15 +179,15 @@ def torch_baseline(vectors: np.ndarray, device: str, dtype: torch.dtype, chunk: 
     return Method(f"torch matmul + topk ({str(dtype).removeprefix('torch.')})", search)
 
 
-def project_method(name: str, vectors: np.ndarray, exact: bool = True, **retriever_kwargs) -> Method:
-    """`PairCapRetriever.search` as `generate` calls it; records how long the retriever took to set up."""
+def project_method(name: str, vectors: np.ndarray, exact: bool = True, **index_kwargs) -> Method:
+    """`PairCapIndex.search` as `generate` calls it; records how long the index took to set up."""
     ids = [str(row) for row in range(len(vectors))]
     start = time.perf_counter()
-    retriever = PairCapRetriever(vectors, ids, ids, ids, **retriever_kwargs)
+    pair_index = PairCapIndex(vectors, ids, ids, ids, **index_kwargs)
     info = {"setup_s": time.perf_counter() - start}
 
     def search(audio: np.ndarray, text: np.ndarray) -> list:
-        return retriever.search(audio, text, mode="pair2pair", fusion_weight=FUSION_WEIGHT, top_k=TOP_K)
+        return pair_index.search(audio, text, mode="pair2pair", fusion_weight=FUSION_WEIGHT, top_k=TOP_K)
 
     return Method(name, search, exact, info)
 
@@ -206,21 +207,21 @@ def sweep_settings(index) -> list[dict[str, int]]:
 
 def approximate_methods(vectors: np.ndarray, factory: str, exact_index, queries: np.ndarray) -> Iterator[Method]:
     """
-    `PairCapRetriever` over one `build_index(factory)` index, once per search setting of `sweep_settings`, each with
+    `PairCapIndex` over one `build_index(factory)` index, once per search setting of `sweep_settings`, each with
     the build time and its recall@10 against exact search (`recall_at_k`).
     """
     start = time.perf_counter()
     index = build_index(vectors, factory)
     build_s = time.perf_counter() - start
-    if "IVF" in factory:  # the retriever reconstructs its hits' vectors; `read_index` does this for a loaded KB
+    if "IVF" in factory:  # the index reconstructs its hits' vectors; `read_index` does this for a loaded KB
         faiss.extract_index_ivf(index).make_direct_map()
-    retriever = project_method(factory, vectors, exact=False, index=index)
+    pair_index = project_method(factory, vectors, exact=False, faiss_index=index)
     for params in sweep_settings(index):
         set_search_params(index, params)
-        name = f"PairCapRetriever, {factory}, " + ", ".join(f"{key}={value}" for key, value in params.items())
+        name = f"PairCapIndex, {factory}, " + ", ".join(f"{key}={value}" for key, value in params.items())
         info = {"build_s": build_s, "recall_at_10": recall_at_k(index, exact_index, queries, TOP_K)}
         yield Method(
-            name, retriever.search, exact=False, info={**retriever.info, **info, "index": describe_index(index)}
+            name, pair_index.search, exact=False, info={**pair_index.info, **info, "index": describe_index(index)}
         )
 
 
@@ -254,11 +255,11 @@ def methods_for(device: str, vectors: np.ndarray, queries: np.ndarray, factories
     if device == "cuda":
         yield True, torch_baseline(vectors, device, torch.float32)
         yield True, torch_baseline(vectors, device, torch.float16)
-        yield False, project_method("PairCapRetriever, torch exact (cuda)", vectors, device="cuda")
+        yield False, project_method("PairCapIndex, torch exact (cuda)", vectors, device="cuda")
         return
     yield True, numpy_baseline(vectors)
-    yield False, project_method("PairCapRetriever, faiss Flat (default)", vectors)
-    yield False, project_method("PairCapRetriever, torch exact (cpu)", vectors, device="cpu")
+    yield False, project_method("PairCapIndex, faiss Flat (default)", vectors)
+    yield False, project_method("PairCapIndex, torch exact (cpu)", vectors, device="cpu")
     exact_index = build_index(vectors)
     for factory in factories:
         for method in approximate_methods(vectors, factory, exact_index, queries):
@@ -290,7 +291,7 @@ def run_case(args: argparse.Namespace, num: int, distribution: str) -> tuple[lis
 def sweep_methods(vectors: np.ndarray, index) -> dict[str, Callable]:
     """
     The searches of the batch sweep, each `(audio, text) -> (per-query rows, per-query scores)`, over one flat index:
-    raw faiss (its defaults; the retriever's settings), the numpy brute force, and the format-2
+    raw faiss (its defaults; the index's settings), the numpy brute force, and the format-2
     `PairCapKnowledgeBase` (Arrow columns, as `from_pretrained` builds it).
     """
     num, dim = vectors.shape
@@ -307,14 +308,14 @@ def sweep_methods(vectors: np.ndarray, index) -> dict[str, Callable]:
     clips = pa.table({"audio_id": audio_ids, "is_long": pa.array(np.zeros(num, dtype=bool))})
     metadata = KnowledgeBaseMetadata("synthetic", dim // 2, dim // 2, num, num)
     kb = PairCapKnowledgeBase(table, clips, metadata, index)  # what `from_pretrained` builds from the files
-    retriever = kb.retriever
+    pair_index = kb.index
 
     def ours(audio, text, threads=None):
-        retriever.single_query_threads = threads
+        pair_index.single_query_threads = threads
         try:
             pairs = kb.search(audio, text, mode="pair2pair", fusion_weight=FUSION_WEIGHT, top_k=TOP_K)
         finally:
-            retriever.single_query_threads = None
+            pair_index.single_query_threads = None
         return [[hit.row for hit in query] for query in pairs], [[hit.score for hit in query] for query in pairs]
 
     def library(search: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> Callable:
@@ -326,7 +327,7 @@ def sweep_methods(vectors: np.ndarray, index) -> dict[str, Callable]:
 
     return {
         FAISS_DEFAULT: library(lambda queries: faiss_search(index, queries, TOP_K)),
-        FAISS_SAME: library(lambda queries: faiss_search(index, queries, TOP_K, retriever)),
+        FAISS_SAME: library(lambda queries: faiss_search(index, queries, TOP_K, pair_index)),
         NUMPY_METHOD: library(lambda queries: numpy_search(vectors, queries, TOP_K)),
         KB_METHOD: ours,
         f"{KB_METHOD}, single_query_threads=1": lambda audio, text: ours(audio, text, threads=1),
@@ -493,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     columns = ["kb_size", "distribution", "method", "single_query_ms", "batch_ms", "queries_per_s", "recall_at_10"]
     tables = [
         markdown_table("Baseline (brute force)", baseline, columns[:-1]),
-        markdown_table("PairCapRetriever", project, [*columns, "build_s", "single_speedup_vs_baseline"]),
+        markdown_table("PairCapIndex", project, [*columns, "build_s", "single_speedup_vs_baseline"]),
     ]
     if targets:
         target_columns = ["kb_size", "distribution", "method", "target", "measured", "recall_at_10", "met"]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from modeling_paircap.retrieval_paircap import faiss_search_settings
+from modeling_paircap.index_paircap import faiss_search_settings
 
 
-def faiss_search(index, queries: np.ndarray, k: int, retriever=None) -> tuple[np.ndarray, np.ndarray]:
-    """Raw faiss `index.search` (scores, rows): with faiss's defaults, or with the settings `retriever` searches with
-    (its BLAS threshold and single-query threads, set for the call and restored)."""
-    if retriever is None:
+def faiss_search(index, queries: np.ndarray, k: int, pair_index=None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw faiss `index.search` (scores, rows): with faiss's defaults, or with the settings `pair_index` (a
+    `PairCapIndex`) searches with (its BLAS threshold and single-query threads, set for the call and restored)."""
+    if pair_index is None:
         return index.search(queries, k)
-    with faiss_search_settings(len(queries), retriever.blas_threshold, retriever.single_query_threads):
+    with faiss_search_settings(len(queries), pair_index.blas_threshold, pair_index.single_query_threads):
         return index.search(queries, k)
 
 

@@ -18,7 +18,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from modeling_paircap.knowledge_base_paircap import (
+from modeling_paircap.kb_format_paircap import (
     KnowledgeBaseMetadata,
     clip_schema,
     kb_row_features,

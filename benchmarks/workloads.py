@@ -75,7 +75,6 @@ def full_release(folder: Path, device: str) -> tuple[PairCapForConditionalGenera
     model.config.audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
     model.config.long_audio_token_id = tokenizer.convert_tokens_to_ids(LONG_AUDIO_TOKEN)
     model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=tokenizer.pad_token_id)
-    model.processor = processor
     return model, processor
 
 

@@ -16,7 +16,8 @@ from datasets_scripts.kb_recipes import CorpusSpec
 from datasets_scripts.publish import build_kb_index, kb_metadata, write_kb_folder
 from datasets_scripts.readers import read_corpus
 from datasets_scripts.refine import refine_knowledge_base
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError, PairCapKnowledgeBase
+from modeling_paircap.kb_format_paircap import KnowledgeBaseError
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
 
 logger = logging.get_logger(__name__)

@@ -30,7 +30,7 @@ from modeling_paircap.audio_locations_paircap import (
     AudioLocationError,
     clip_audio_location,
 )
-from modeling_paircap.knowledge_base_paircap import (
+from modeling_paircap.kb_format_paircap import (
     CLIPS_FILE,
     KnowledgeBaseError,
     KnowledgeBaseMetadata,

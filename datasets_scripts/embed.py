@@ -2,7 +2,7 @@
 once per clip, the pooled prompt tokens of the captioning audio tower.
 
 `embed_pairs` takes a Dataset with the readers' columns (`datasets_scripts.readers`) and returns `EmbeddedPairs`: the
-rows with `kb_row_features(...)` (`modeling_paircap/knowledge_base_paircap.py`) plus `is_long` and `audio_path`, in
+rows with `kb_row_features(...)` (`modeling_paircap/kb_format_paircap.py`) plus `is_long` and `audio_path`, in
 input order, minus the rows whose audio could not be loaded; the clip table (one row per distinct clip, in order of
 first appearance); and the clips' tokens (`tokens.safetensors`), unless `with_tokens=False` (an index-only KB). The job
 is cut into shards of `shard_size` rows written to `output_dir`::
@@ -58,7 +58,7 @@ from transformers.utils import logging
 
 from datasets_scripts.job_files import ids_sha256, write_atomic
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
-from modeling_paircap.knowledge_base_paircap import CLIPS_FILE, clip_schema, kb_row_features
+from modeling_paircap.kb_format_paircap import CLIPS_FILE, clip_schema, kb_row_features
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
 
 logger = logging.get_logger(__name__)

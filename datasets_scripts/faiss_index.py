@@ -1,10 +1,10 @@
-"""FAISS indexes over PairCap knowledge-base vectors ``[a_k ; t_k]`` (see `modeling_paircap/retrieval_paircap.py`).
+"""FAISS indexes over PairCap knowledge-base vectors ``[a_k ; t_k]`` (see `modeling_paircap/index_paircap.py`).
 
 `build_index` turns the vectors into an inner-product index: exact ("Flat", the default) or any faiss factory string
 ("IVF4096,Flat", "HNSW32", "IVF1024,PQ64", ...), trained on a seeded sample. The search parameters (nprobe, efSearch)
 are set on the index, so `save_index` writes them into the file; `describe_index` reports them for the dataset card.
 `recall_at_k` measures an approximate index against exact search before it is published. Index files are read (and
-checked) by `modeling_paircap.knowledge_base_paircap.read_index`.
+checked) by `modeling_paircap.faiss_file_paircap.read_index`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ except ImportError as error:  # faiss is an extra: one of two wheels
     ) from error
 
 from datasets_scripts.job_files import write_atomic
-from modeling_paircap.retrieval_paircap import flat_index
+from modeling_paircap.index_paircap import flat_index
 
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 ADD_CHUNK_ROWS = 65536

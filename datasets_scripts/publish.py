@@ -1,6 +1,6 @@
 """Publishing glue: the index and metadata of a finished knowledge base, its dataset card, and the hub upload.
 
-The folder itself is written by `modeling_paircap.knowledge_base_paircap.write_knowledge_base` (what
+The folder itself is written by `modeling_paircap.kb_format_paircap.write_knowledge_base` (what
 `PairCapKnowledgeBase.save_pretrained` calls too); this module adds what needs the repo's tooling: approximate indexes
 with their recall, and the dataset card (`hub_cards.render_dataset_card`).
 """
@@ -14,13 +14,13 @@ from datasets import Dataset
 
 from datasets_scripts.faiss_index import build_index, recall_at_k
 from hub_cards import render_dataset_card
-from modeling_paircap.knowledge_base_paircap import (
+from modeling_paircap.index_paircap import build_query
+from modeling_paircap.kb_format_paircap import (
     KnowledgeBaseMetadata,
     PairVectorView,
     push_folder_to_hub,
     write_knowledge_base,
 )
-from modeling_paircap.retrieval_paircap import build_query
 from modeling_paircap.tokens_paircap import ClipTokenStore
 
 

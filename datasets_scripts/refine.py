@@ -5,7 +5,7 @@ eq. 4 and 9), and keeps its top-k hits; the union of all hits, in the KB's row o
 refined KB. Rows of evaluation splits never enter it, text-only rows only on request, and a training pair never
 retrieves itself: the same ``pair_id``, or the same ``audio_id`` with the same caption up to case and white space.
 
-Queries go to the retriever in chunks; with ``work_dir`` every finished chunk is saved, so an interrupted run resumes.
+Queries go to the index in chunks; with ``work_dir`` every finished chunk is saved, so an interrupted run resumes.
 
 Usage::
 
@@ -31,8 +31,8 @@ from transformers.utils import logging
 
 from datasets_scripts.columns import column
 from datasets_scripts.job_files import ids_sha256, write_atomic
-from modeling_paircap.knowledge_base_paircap import embedding_matrix
-from modeling_paircap.retrieval_paircap import PairCapRetriever, RetrievedPair, concat_pair_vectors
+from modeling_paircap.index_paircap import PairCapIndex, RetrievedPair, concat_pair_vectors
+from modeling_paircap.kb_format_paircap import embedding_matrix
 
 logger = logging.get_logger(__name__)
 
@@ -144,13 +144,13 @@ def _duplicate_positions(queries: _Pairs, candidates: _Pairs) -> list[set[int]]:
     return duplicates
 
 
-def _retriever(candidates: _Pairs, device: str | None) -> PairCapRetriever:
+def _candidate_index(candidates: _Pairs, device: str | None) -> PairCapIndex:
     """
-    A retriever whose ids are the candidates' positions (and no audio ids), so that `exclude_ids` removes exactly the
+    An index whose ids are the candidates' positions (and no audio ids), so that `exclude_ids` removes exactly the
     duplicate rows, not every caption of the query's audio.
     """
     positions = [str(position) for position in range(len(candidates.rows))]
-    return PairCapRetriever(
+    return PairCapIndex(
         concat_pair_vectors(candidates.audio, candidates.text),
         positions,
         [""] * len(positions),
@@ -225,8 +225,8 @@ def _search_all(
     device: str | None,
     progress: bool,
 ) -> dict[str, np.ndarray]:
-    """The hits of all queries, one retriever search per chunk; chunks finished in `store` are loaded instead."""
-    retriever = None
+    """The hits of all queries, one index search per chunk; chunks finished in `store` are loaded instead."""
+    search_index = None
     parts = [{name: np.empty(0, dtype=np.int64 if name == "rows" else np.float64) for name in HIT_FIELDS}]
     num_queries = len(queries.rows)
     with tqdm(total=num_queries, unit="query", desc="refining KB", disable=not progress) as bar:
@@ -234,9 +234,9 @@ def _search_all(
             stop = min(start + chunk_size, num_queries)
             hits = store.load(index) if store is not None else None
             if hits is None:
-                if retriever is None:
-                    retriever = _retriever(candidates, device)
-                found = retriever.search(
+                if search_index is None:
+                    search_index = _candidate_index(candidates, device)
+                found = search_index.search(
                     queries.audio[start:stop],
                     queries.text[start:stop],
                     mode="pair2pair",
@@ -278,7 +278,7 @@ def refine_knowledge_base(
         exclude_splits: KB splits that can never enter the refined KB (compared case-insensitively).
         include_text_only: also let text-only KB rows (has_audio False) be retrieved.
         work_dir: folder keeping finished chunks, so a rerun with the same inputs and settings resumes.
-        chunk_size: training pairs per retriever search.
+        chunk_size: training pairs per index search.
         device: None searches a flat faiss index; "cpu", "cuda", ... search exactly with torch on that device.
         progress: show a progress bar over the queries.
 

@@ -18,7 +18,9 @@ import numpy as np
 import pyarrow as pa
 from datasets import load_dataset
 
-from modeling_paircap.knowledge_base_paircap import (
+from modeling_paircap.faiss_file_paircap import read_index
+from modeling_paircap.fingerprints_paircap import weights_fingerprint
+from modeling_paircap.kb_format_paircap import (
     DATA_DIR,
     INDEX_FILE,
     KB_FORMAT_VERSION,
@@ -26,8 +28,6 @@ from modeling_paircap.knowledge_base_paircap import (
     KnowledgeBaseError,
     KnowledgeBaseMetadata,
     clip_schema,
-    read_index,
-    weights_fingerprint,
     write_knowledge_base,
 )
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens

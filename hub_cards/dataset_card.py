@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from hub_cards.terms import SourceTerms, fill_template, restriction_note, source_terms
-from modeling_paircap.knowledge_base_paircap import DATA_DIR, INDEX_FILE, KnowledgeBaseMetadata
+from modeling_paircap.kb_format_paircap import DATA_DIR, INDEX_FILE, KnowledgeBaseMetadata
 
 DATASET_TAGS = ["audio-captioning", "retrieval-augmented-generation", "faiss", "clap", "paircap"]
 DATASET_TASKS = ["audio-text-to-text", "feature-extraction"]

@@ -23,7 +23,7 @@ from hub_cards.terms import (
     source_terms,
 )
 from modeling_paircap.configuration_paircap import PairCapConfig
-from modeling_paircap.knowledge_base_paircap import METADATA_FILE, KnowledgeBaseError, KnowledgeBaseMetadata
+from modeling_paircap.kb_format_paircap import METADATA_FILE, KnowledgeBaseError, KnowledgeBaseMetadata
 
 MODEL_TAGS = ["audio-captioning", "retrieval-augmented-generation", "clap", "custom_code"]
 PIPELINE_TAG = "audio-text-to-text"

@@ -1,11 +1,9 @@
 """PyTorch PairCap model: CLAP audio encoder -> pooled audio tokens -> MLP projector -> causal language model."""
 
 import copy
-import os
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,15 +12,9 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
-from .configuration_paircap import PAIR_MODES, PairCapConfig, check_retrieval_mode
-from .knowledge_base_paircap import (
-    KnowledgeBaseError,
-    PairCapKnowledgeBase,
-    PairCapRetrievalContext,
-    weights_fingerprint,
-)
-from .processing_paircap import PairCapProcessor
-from .retrieval_paircap import RetrievedPair
+from .configuration_paircap import PairCapConfig, check_retrieval_mode
+from .fingerprints_paircap import weights_fingerprint
+from .retrieval_paircap import PairCapRetriever, search_device
 
 
 @dataclass
@@ -102,7 +94,8 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
     the audio projector and a causal language model. A prompt may hold several audio segments (retrieved pairs
     interleaved before the query); each segment's `<audio>` placeholders are filled, in order, either with projected
     tokens of the windows in `input_features` or with pre-computed pooled tokens from `audio_tokens` (positions in
-    `audio_tokens_mask`).
+    `audio_tokens_mask`). Retrieval in `generate` goes through a `PairCapRetriever` (`set_retriever`, or
+    `from_pretrained(..., retriever=...)`); without one, `config.knowledge_base` is loaded on first use.
     """
 
     def __init__(self, config: PairCapConfig):
@@ -112,17 +105,54 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
             self.audio_tower = ClapAudioModel(config.clap_config.audio_config)
         self.multi_modal_projector = PairCapAudioProjector(config)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
-        self.retrieval = PairCapRetrievalContext()
+        self.retriever: PairCapRetriever | None = None
+        self._configured_retriever: tuple[tuple, PairCapRetriever] | None = None  # built from config.knowledge_base
         self.post_init()
 
-    @property
-    def processor(self) -> PairCapProcessor | None:
-        """The processor retrieval builds pass-2 prompts with when `generate` gets no `processor=`."""
-        return self.retrieval.processor
+    @classmethod
+    def from_pretrained(cls, *args, retriever: PairCapRetriever | None = None, **kwargs):
+        """`PreTrainedModel.from_pretrained`, then `set_retriever(retriever)` when one is given."""
+        model = super().from_pretrained(*args, **kwargs)
+        if retriever is not None:
+            model.set_retriever(retriever)
+        return model
 
-    @processor.setter
-    def processor(self, processor: PairCapProcessor | None) -> None:
-        self.retrieval.processor = processor
+    def set_retriever(self, retriever: PairCapRetriever | None) -> None:
+        """
+        Retrieve with `retriever` in `generate` (None: with `config.knowledge_base` again). Its knowledge base is
+        checked against this model's fingerprints now (`PairCapRetriever.check_model`), and again whenever the
+        encoder weights changed.
+        """
+        if retriever is not None:
+            retriever.check_model(self)
+        self.retriever = retriever
+
+    def get_retriever(self) -> PairCapRetriever:
+        """
+        The retriever `generate` uses: the one set, else one built once from `config.knowledge_base` with the processor
+        of this model's release (`name_or_path`); searched on the model's GPU when it has one.
+        """
+        if self.retriever is not None:
+            return self.retriever
+        source = self.config.knowledge_base
+        if source is None:
+            raise ValueError(
+                "No knowledge base to retrieve from: give the model a retriever (model.set_retriever("
+                "PairCapRetriever.from_pretrained(...)) or from_pretrained(..., retriever=...)), or set "
+                "config.knowledge_base, or use retrieval_mode='none'"
+            )
+        key = (str(self.name_or_path), source)
+        if self._configured_retriever is None or self._configured_retriever[0] != key:
+            if not self.name_or_path:
+                raise ValueError(
+                    f"config.knowledge_base is {source!r} but the model has no release to load its processor from "
+                    "(name_or_path): give it a retriever with model.set_retriever(...)"
+                )
+            retriever = PairCapRetriever.from_pretrained(
+                self.name_or_path, knowledge_base=source, device=search_device(self)
+            )
+            self._configured_retriever = (key, retriever)
+        return self._configured_retriever[1]
 
     def get_audio_tower(self) -> nn.Module:
         """The captioning audio encoder: the separate `audio_tower` once stage 2 made one, else the CLAP's."""
@@ -137,19 +167,6 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
             self.audio_tower = copy.deepcopy(self.clap.audio_model)
             self.config.separate_audio_tower = True
         return self.audio_tower
-
-    def load_knowledge_base(
-        self,
-        knowledge_base: "str | os.PathLike | PairCapKnowledgeBase | None" = None,
-        audio_roots: "dict[str, str] | None" = None,
-    ) -> PairCapKnowledgeBase:
-        """
-        The knowledge base to retrieve from: `knowledge_base` (hub id, folder or loaded KB) or `config.knowledge_base`,
-        loaded once and cached. Its embeddings must live in this model's retrieval space (the CLAP fingerprint is
-        checked at load and again whenever the CLAP's weights changed since); its tokens are checked against the
-        token encoder, and reported stale (`kb.tokens_state`) when another encoder made them.
-        """
-        return self.retrieval.knowledge_base(self, knowledge_base, audio_roots)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -235,22 +252,6 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         clip_sums = torch.zeros(len(counts), window_embeds.shape[1], dtype=window_embeds.dtype, device=counts.device)
         clip_sums.index_add_(0, clip_index, window_embeds)
         return PairCapAudioEncoding(audio_tokens=audio_tokens, audio_embeds=F.normalize(clip_sums, dim=-1))
-
-    @torch.no_grad()
-    def encode_clip_tokens(self, processor: PairCapProcessor, audio: list) -> list[torch.Tensor]:
-        """
-        The pooled prompt tokens `(windows * tokens_per_window, hidden)` of each clip (paths, arrays or audio dicts, as
-        the processor takes them) from the captioning audio tower: what a KB stores per clip. A clip that cannot be
-        loaded raises a KnowledgeBaseError naming it.
-        """
-        tokens = []
-        for waveform in processor.load_audio(audio):
-            if not isinstance(waveform, np.ndarray):
-                raise KnowledgeBaseError(f"cannot encode the tokens of a retrieved clip: {waveform}")
-            windows, _ = processor.window_audio(waveform)
-            features = torch.as_tensor(processor.extract_features(windows)).to(self.device)
-            tokens.append(self.pooled_audio_tokens(features).flatten(0, 1))
-        return tokens
 
     def embed_texts(
         self, clap_input_ids: torch.Tensor, clap_attention_mask: torch.Tensor | None = None
@@ -368,34 +369,33 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         fusion_weight: float | None = None,
         top_k: int | None = None,
         exclude_ids: "list[Collection[str]] | None" = None,
-        knowledge_base: "str | os.PathLike | PairCapKnowledgeBase | None" = None,
         text_queries: list[str] | None = None,
-        processor: PairCapProcessor | None = None,
+        retriever: PairCapRetriever | None = None,
         max_pairs_per_clip: int | None = 1,
         **kwargs,
     ):
         r"""
-        Caption audio, with generative pair-to-pair retrieval when a knowledge base is configured: encode the query
-        audio once; pass 1 captions it zero-shot; the caption's CLAP text embedding t_q and the audio embedding a_q
-        query the knowledge base with `[W·a_q ; (1−W)·t_q]` (paper eq. 4-6); pass 2 captions again with the top-k
-        (audio tokens, caption) pairs interleaved before the query. Both passes run as batches.
+        Caption audio, with generative pair-to-pair retrieval when the model has a retriever or a configured knowledge
+        base: encode the query audio once; pass 1 captions it zero-shot; the retriever searches the knowledge base
+        with the caption's CLAP text embedding t_q and the audio embedding a_q, `[W·a_q ; (1−W)·t_q]` (paper eq. 4-6),
+        and builds the pass-2 prompts; pass 2 captions again with the top-k (audio tokens, caption) pairs interleaved
+        before the query. Both passes run as batches.
 
         Args:
             retrieval_mode: `none`, `audio2audio`, `audio2text`, `audio2mixture`, `pair2pair` (needs `text_queries`) or
-                `generative_pair2pair`; default `config.retrieval_mode` when a knowledge base is set, else `none`.
+                `generative_pair2pair`; default `config.retrieval_mode` when a retriever or knowledge base is set, else
+                `none`.
             fusion_weight: W of eq. 4 (default `config.fusion_weight`). top_k: pairs per query (0 = zero-shot).
             exclude_ids: per query, pair ids or audio ids never to retrieve (e.g. the query's own clip).
-            knowledge_base: a hub id, folder or loaded `PairCapKnowledgeBase` replacing `config.knowledge_base`.
             text_queries: the text half of `pair2pair` queries.
-            processor: the processor that built the inputs; retrieval builds pass-2 prompts with it (default:
-                `model.processor`, set it once with `model.processor = AutoProcessor.from_pretrained(...)`).
+            retriever: this call's `PairCapRetriever` instead of the model's (`get_retriever`), e.g. another KB.
             max_pairs_per_clip: retrieved pairs of one clip at most (its best captions); None: no limit.
             kwargs: generation arguments (beams, `max_new_tokens`, sampling...), applied to both passes; pass 1 keeps
                 one sequence per query. With `return_dict_in_generate=True` and retrieval, a `PairCapGenerateOutput`.
         """
         if input_ids is None:
             raise ValueError("generate needs input_ids: build them with PairCapProcessor")
-        mode = self._resolve_retrieval_mode(retrieval_mode, knowledge_base)
+        mode = self._resolve_retrieval_mode(retrieval_mode, retriever)
         top_k = self.config.retrieval_top_k if top_k is None else top_k
         if mode == "none" or top_k == 0:
             return self._generate_filled(
@@ -404,40 +404,35 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         counts = self._retrieval_window_counts(
             mode, input_ids, input_features, audio_window_counts, audio_tokens, text_queries
         )
-        processor = self.retrieval.require_processor(processor)
-        kb = self.load_knowledge_base(knowledge_base)
+        retriever = retriever if retriever is not None else self.get_retriever()
         encoding = self.encode_audio(input_features, counts)
-        zero_shot_captions = None
+        zero_shot_ids = None
         if mode == "generative_pair2pair":
-            zero_shot_captions = text_queries = self._zero_shot_captions(
-                processor, input_ids, attention_mask, encoding.audio_tokens, kwargs
-            )
-        hits = self._retrieve(
-            kb,
-            processor,
+            zero_shot_ids = self._zero_shot_ids(input_ids, attention_mask, encoding.audio_tokens, kwargs)
+        retrieved = retriever(
+            self,
             encoding.audio_embeds,
-            text_queries,
+            encoding.audio_tokens.split(counts.tolist()),
+            (input_ids == self.config.long_audio_token_id).any(dim=1).tolist(),
+            zero_shot_ids=zero_shot_ids,
+            text_queries=text_queries,
             mode=mode,
             fusion_weight=self.config.fusion_weight if fusion_weight is None else fusion_weight,
             top_k=top_k,
             exclude_ids=exclude_ids,
             max_pairs_per_clip=max_pairs_per_clip,
         )
-        second = kb.second_pass_inputs(
-            processor,
-            hits,
-            encoding.audio_tokens.split(counts.tolist()),
-            is_long=(input_ids == self.config.long_audio_token_id).any(dim=1).tolist(),
-            encoder=lambda audio: self.encode_clip_tokens(processor, audio),
-            device=self.device,
-        )
+        second = retrieved.inputs
         output = self._generate_filled(**second, **kwargs)
-        return package_output(output, input_ids, second["input_ids"].shape[1], zero_shot_captions, hits)
+        return package_output(
+            output, input_ids, second["input_ids"].shape[1], retrieved.zero_shot_captions, retrieved.hits
+        )
 
-    def _resolve_retrieval_mode(self, retrieval_mode: str | None, knowledge_base) -> str:
-        """The mode asked for; by default `config.retrieval_mode` when a knowledge base is set, else `none`."""
+    def _resolve_retrieval_mode(self, retrieval_mode: str | None, retriever: PairCapRetriever | None) -> str:
+        """The mode asked for; by default `config.retrieval_mode` when a retriever or knowledge base is set, else
+        `none`."""
         if retrieval_mode is None:
-            configured = knowledge_base is not None or self.config.knowledge_base is not None
+            configured = retriever is not None or self.retriever is not None or self.config.knowledge_base is not None
             return self.config.retrieval_mode if configured else "none"
         return check_retrieval_mode(retrieval_mode)
 
@@ -467,27 +462,16 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
             input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs
         )
 
-    def _zero_shot_captions(
-        self, processor: PairCapProcessor, input_ids, attention_mask, audio_tokens: torch.Tensor, kwargs: dict
-    ) -> list[str]:
-        """Pass 1: the queries' zero-shot captions, from their already encoded tokens (`first_pass_kwargs`)."""
+    def _zero_shot_ids(self, input_ids, attention_mask, audio_tokens: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        """Pass 1: the ids of the queries' zero-shot captions (after the prompts), from their already encoded tokens
+        (`first_pass_kwargs`)."""
         inputs_embeds = self.merge_audio_tokens(
             input_ids, self.get_input_embeddings()(input_ids), audio_tokens, None, None
         )
         first_pass = super().generate(
             input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **first_pass_kwargs(kwargs)
         )
-        return processor.decode_captions(first_pass, input_ids.shape[1])
-
-    def _retrieve(
-        self, kb: PairCapKnowledgeBase, processor: PairCapProcessor, audio_embeds, text_queries, **search
-    ) -> list[list[RetrievedPair]]:
-        """The top-k pairs of each query (`PairCapKnowledgeBase.search`); the pair modes embed `text_queries` with the
-        CLAP text tower for t_q."""
-        text_embeds = None
-        if search["mode"] in PAIR_MODES:
-            text_embeds = self.embed_texts(**processor.clap_text_inputs(text_queries).to(self.device))
-        return kb.search(audio_embeds, text_embeds, **search)
+        return first_pass[:, input_ids.shape[1] :]
 
 
 def first_pass_kwargs(kwargs: dict) -> dict:

@@ -6,7 +6,8 @@
     captioner("clip.wav")  # {"caption": ..., "zero_shot_caption": ..., "neighbours": [{"caption", "score", ...}]}
 
 A release records this class in `config.custom_pipelines` and ships this file beside the model code. It is Hugging
-Face remote code: it imports only torch, numpy and transformers, and drives the model and processor it is given.
+Face remote code: it imports only torch, numpy and transformers (and, for a `knowledge_base=` argument, the retriever
+shipped beside it), and drives the model and processor it is given.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from transformers import Pipeline
 TASK = "audio-captioning"
 DEFAULT_MAX_NEW_TOKENS = 40  # as `paircap caption`
 # the retrieval arguments of `PairCapForConditionalGeneration.generate` (top_k: retrieved pairs, not sampling)
-RETRIEVAL_ARGUMENTS = ("retrieval_mode", "fusion_weight", "top_k", "knowledge_base", "max_pairs_per_clip")
+RETRIEVAL_ARGUMENTS = ("retrieval_mode", "fusion_weight", "top_k", "max_pairs_per_clip")
 
 
 class PairCapCaptioningPipeline(Pipeline):
@@ -36,14 +37,19 @@ class PairCapCaptioningPipeline(Pipeline):
       `audio_score` (S_A) and `text_score` (S_T); empty without retrieval.
 
     Retrieval arguments as in `model.generate`: `retrieval_mode`, `fusion_weight` (W), `top_k` (pairs retrieved),
-    `knowledge_base`, `max_pairs_per_clip`, and `text_query` for `pair2pair`. Other keyword arguments (or
-    `generate_kwargs`) go to `generate`; `max_new_tokens` defaults to 40.
+    `max_pairs_per_clip`, and `text_query` for `pair2pair`; `knowledge_base` (a folder or hub dataset id) retrieves
+    from that KB instead of the model's, through a retriever with this pipeline's processor (loaded once per KB).
+    Other keyword arguments (or `generate_kwargs`) go to `generate`; `max_new_tokens` defaults to 40.
     """
 
     _load_processor = True
     _load_tokenizer = False
     _load_feature_extractor = False
     _load_image_processor = False
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._retrievers: dict[str, Any] = {}  # knowledge base -> its retriever (`retriever_for`)
+        super().__init__(*args, **kwargs)
 
     def __call__(self, inputs: Any, **kwargs: Any) -> dict | list[dict]:
         """Caption one clip (a dict) or a list of clips (a list of dicts, one clip per forward pass)."""
@@ -55,6 +61,7 @@ class PairCapCaptioningPipeline(Pipeline):
         self,
         sampling_rate: int | None = None,
         text_query: str | None = None,
+        knowledge_base: str | None = None,
         generate_kwargs: dict | None = None,
         **kwargs: Any,
     ) -> tuple[dict, dict, dict]:
@@ -65,6 +72,8 @@ class PairCapCaptioningPipeline(Pipeline):
         forward: dict[str, Any] = {name: kwargs.pop(name) for name in RETRIEVAL_ARGUMENTS if name in kwargs}
         if text_query is not None:
             forward["text_queries"] = [text_query]
+        if knowledge_base is not None:
+            forward["retriever"] = self.retriever_for(knowledge_base)
         generation = {**(generate_kwargs or {}), **kwargs}
         if generation:
             forward["generate_kwargs"] = generation
@@ -81,9 +90,7 @@ class PairCapCaptioningPipeline(Pipeline):
         generation = dict(generate_kwargs or {})
         if "max_new_tokens" not in generation and "max_length" not in generation:
             generation["max_new_tokens"] = self.model.generation_config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
-        output = self.model.generate(
-            **model_inputs, processor=self.processor, return_dict_in_generate=True, **retrieval, **generation
-        )
+        output = self.model.generate(**model_inputs, return_dict_in_generate=True, **retrieval, **generation)
         retrieved = getattr(output, "retrieved_pairs", None)
         return {
             "sequences": output.sequences,
@@ -91,6 +98,16 @@ class PairCapCaptioningPipeline(Pipeline):
             "zero_shot_captions": getattr(output, "zero_shot_captions", None),
             "retrieved": retrieved,
         }
+
+    def retriever_for(self, knowledge_base: str):
+        """A retriever over `knowledge_base` with this pipeline's processor, loaded on first use and kept."""
+        from .retrieval_paircap import PairCapRetriever
+
+        if str(knowledge_base) not in self._retrievers:
+            retriever = PairCapRetriever.from_pretrained(knowledge_base, self.processor)
+            retriever.check_model(self.model)
+            self._retrievers[str(knowledge_base)] = retriever
+        return self._retrievers[str(knowledge_base)]
 
     def postprocess(self, model_outputs: dict) -> dict:
         captions = self.processor.decode_captions(model_outputs["sequences"], model_outputs["prompt_length"])

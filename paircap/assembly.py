@@ -108,7 +108,6 @@ def assemble_release(
     model.config.text_config.vocab_size = len(processor.tokenizer)
     model.generation_config = lm.generation_config
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    model.processor = processor
     model.eval()
     if output_dir is not None:
         status = f"untrained: assembled from `{clap}` and `{language_model}`; the projector is randomly initialised."

@@ -3,7 +3,7 @@
 import errno
 import os
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +12,8 @@ import numpy as np
 import soundfile as sf
 import torch
 from tqdm.auto import tqdm
+
+from modeling_paircap.retrieval_paircap import PairCapRetriever, search_device
 
 # Files a folder walk takes: what soundfile reads, and the audio containers PyAV (ffmpeg) reads for it. A file among
 # them that does not decode gets an error line, never a silent skip.
@@ -120,6 +122,28 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
+def load_retriever(
+    model, processor, knowledge_base: str | None = None, audio_roots: Mapping[str, str | os.PathLike] | None = None
+) -> PairCapRetriever:
+    """
+    A retriever over `knowledge_base` (default: the release's `config.knowledge_base`; a relative name is found inside
+    the release folder too) with `processor`, searching on the model's GPU when it has one, and checked against the
+    model's fingerprints: a missing or mismatched knowledge base fails here, before any audio is decoded.
+    """
+    knowledge_base = knowledge_base or model.config.knowledge_base
+    if knowledge_base is None:
+        raise ValueError(f"{model.name_or_path}: no knowledge base given and the release names none")
+    retriever = PairCapRetriever.from_pretrained(
+        model.name_or_path,
+        processor,
+        knowledge_base=knowledge_base,
+        audio_roots=audio_roots,
+        device=search_device(model),
+    )
+    retriever.check_model(model)
+    return retriever
+
+
 def min_prompt_tokens(top_k: int, config) -> int:
     """The fewest prompt tokens `top_k` retrieved pairs and the query take: one window of audio tokens per clip, and
     the shortest caption with its turn markers per pair."""
@@ -226,7 +250,7 @@ def caption_waveforms(model, processor, waveforms: list, **generation_kwargs) ->
         return []
     inputs = processor(audio=waveforms, sampling_rate=processor.sampling_rate).to(model.device)
     with torch.no_grad():
-        output = model.generate(**inputs, processor=processor, return_dict_in_generate=True, **generation_kwargs)
+        output = model.generate(**inputs, return_dict_in_generate=True, **generation_kwargs)
     captions = processor.decode_captions(output.sequences, inputs["input_ids"].shape[1])
     records = [{"caption": caption} for caption in captions]
     retrieved = getattr(output, "retrieved_pairs", None)

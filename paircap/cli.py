@@ -17,7 +17,7 @@ from pathlib import Path
 
 from datasets_scripts.kb_recipes import root_entry
 from modeling_paircap.configuration_paircap import RETRIEVAL_MODES
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError
+from modeling_paircap.kb_format_paircap import KnowledgeBaseError
 from paircap.hub_access import ModelLoadError, go_offline_if_unreachable, load_failure
 from paircap.kb_cli import add_kb_commands
 from paircap.logs import log_progress_to_stderr
@@ -224,7 +224,7 @@ def add_installed_commands(commands, common: argparse.ArgumentParser) -> None:
 
 def run_caption(args: argparse.Namespace) -> int:
     from paircap.caption_output import write_records
-    from paircap.captioning import caption_files, resolve_device, resolve_dtype, walk_audio_inputs
+    from paircap.captioning import caption_files, load_retriever, resolve_device, resolve_dtype, walk_audio_inputs
     from paircap.releases import load_release, load_release_config
 
     try:
@@ -251,7 +251,7 @@ def run_caption(args: argparse.Namespace) -> int:
             dtype = resolve_dtype(args.dtype, device)
             model, processor = load_release(model_id, device, dtype, args.features, args.trust_remote_code)
             if retrieves:  # a missing or mismatched KB fails here, before any audio is decoded
-                model.load_knowledge_base(args.kb, audio_roots=dict(args.audio_root) or None)
+                model.set_retriever(load_retriever(model, processor, args.kb, dict(args.audio_root) or None))
             start = time.perf_counter()
             records = caption_files(
                 model,
@@ -333,23 +333,15 @@ def check_top_k_fits(top_k: int, config) -> None:
 
 
 def retrieval_options(args: argparse.Namespace) -> dict:
-    """The retrieval arguments given on the command line (the model's config supplies the rest)."""
+    """The retrieval arguments given on the command line (the model's config supplies the rest; the knowledge base
+    is the model's retriever)."""
     options = {
-        "knowledge_base": args.kb,
         "retrieval_mode": args.mode,
         "top_k": args.top_k,
         "fusion_weight": args.weight,
     }
     chosen = {name: value for name, value in options.items() if value is not None}
     return {**chosen, "max_pairs_per_clip": args.max_pairs_per_clip or None}  # 0: no limit
-
-
-def attach_audio_roots(model, knowledge_bases: list[str], roots: dict[str, str]) -> None:
-    """Load the knowledge bases now with `--audio-root NAME=DIR` folders, so generate finds their clips' audio."""
-    if not roots:
-        return
-    for knowledge_base in knowledge_bases or [None]:  # None: the model's configured KB
-        model.load_knowledge_base(knowledge_base, audio_roots=roots)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -360,7 +352,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         results = rescore(args.output_dir)
     else:
         from paircap.caption_data import group_references, load_pairs
-        from paircap.captioning import resolve_device, resolve_dtype
+        from paircap.captioning import load_retriever, resolve_device, resolve_dtype
         from paircap.releases import load_release, load_release_config
 
         if not args.data:
@@ -372,12 +364,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
         dtype = resolve_dtype(args.dtype, device)
         model, processor = load_release(model_id, device, dtype, args.features, args.trust_remote_code)
-        attach_audio_roots(model, args.kb, dict(args.audio_root))
+        roots = dict(args.audio_root) or None
+        retrievers = {kb: load_retriever(model, processor, kb, audio_roots=roots) for kb in args.kb}
         modes = args.mode or EVALUATE_MODES
         runs = plan_runs(args.kb, modes, args.weight, args.top_k, args.weight_sweep, args.top_k_sweep)
         settings = {"model": args.model, "data": args.data, "clips": len(items), "runs": len(runs)}
         results = evaluate(
-            model, processor, items, runs, args.output_dir, batch_size=args.batch_size,
+            model, processor, items, runs, args.output_dir, retrievers, batch_size=args.batch_size,
             progress=not args.no_progress, settings=settings, max_new_tokens=args.max_new_tokens,
             num_beams=args.num_beams, do_sample=False,
         )  # fmt: skip

@@ -36,7 +36,15 @@ from modeling_paircap.audio_locations_paircap import (
     clip_audio_location,
     is_absolute,
 )
-from paircap.captioning import AUDIO_EXTENSIONS, caption_waveforms, max_retrieved_pairs, resolve_device, resolve_dtype
+from modeling_paircap.retrieval_paircap import PairCapRetriever
+from paircap.captioning import (
+    AUDIO_EXTENSIONS,
+    caption_waveforms,
+    load_retriever,
+    max_retrieved_pairs,
+    resolve_device,
+    resolve_dtype,
+)
 from paircap.demo_audio import NEIGHBOUR_ROUTE, NeighbourAudio
 from paircap.releases import load_release
 
@@ -69,17 +77,24 @@ class FirstPass:
 
 
 class DemoEngine:
-    """The model, processor and knowledge base behind the demo, with the steps of a caption and a count of each pass."""
+    """The model, processor and retriever (with its knowledge base) behind the demo, with the steps of a caption and a
+    count of each pass."""
 
     def __init__(
-        self, model, processor, knowledge_base=None, max_new_tokens: int = 40, time_limit: float = REQUEST_SECONDS
+        self,
+        model,
+        processor,
+        retriever: PairCapRetriever | None = None,
+        max_new_tokens: int = 40,
+        time_limit: float = REQUEST_SECONDS,
     ):
         self.model = model
         self.processor = processor
-        self.kb = knowledge_base
+        self.retriever = retriever
+        self.kb = retriever.knowledge_base if retriever is not None else None
         self.generation = {"max_new_tokens": max_new_tokens, "num_beams": 1, "do_sample": False}
         self.time_limit = time_limit
-        self.audio = NeighbourAudio(knowledge_base)
+        self.audio = NeighbourAudio(self.kb)
         self.pass_one_runs = 0
         self.pass_two_runs = 0
 
@@ -103,11 +118,11 @@ class DemoEngine:
         torch_device = resolve_device(device)
         dtype = resolve_dtype(dtype, torch_device)
         model, processor = load_release(model_id, torch_device, dtype, "torch", trust_remote_code)
-        kb = None
+        retriever = None
         if knowledge_base is not None or model.config.knowledge_base is not None:
-            kb = model.load_knowledge_base(knowledge_base, audio_roots=dict(audio_roots or {}))
-            warn_unmapped_roots(kb)
-        return cls(model, processor, kb, max_new_tokens, time_limit)
+            retriever = load_retriever(model, processor, knowledge_base, audio_roots=dict(audio_roots or {}))
+            warn_unmapped_roots(retriever.knowledge_base)
+        return cls(model, processor, retriever, max_new_tokens, time_limit)
 
     # ---- settings -----------------------------------------------------------------------------------------------
     @property
@@ -205,7 +220,7 @@ class DemoEngine:
             self.model,
             self.processor,
             [first.waveform],
-            knowledge_base=self.kb,
+            retriever=self.retriever,
             top_k=top_k,
             max_pairs_per_clip=1,
             **retrieval,

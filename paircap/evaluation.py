@@ -2,7 +2,7 @@
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from modeling_paircap.clip_ids_paircap import normalise_clip_id
+from modeling_paircap.retrieval_paircap import PairCapRetriever
 from paircap.caption_data import EvaluationItem
 from paircap.captioning import audio_duration, caption_waveforms, length_grouped_batches
 from paircap.metrics import compute_caption_metrics
@@ -74,15 +75,22 @@ def sweep_run(knowledge_base: str, fusion_weight: float, top_k: int, sweep: str)
 
 
 def caption_items(
-    model, processor, items: list[EvaluationItem], run: EvaluationRun, batch_size: int, progress: bool, **generation
+    model,
+    processor,
+    items: list[EvaluationItem],
+    run: EvaluationRun,
+    retriever: PairCapRetriever | None,
+    batch_size: int,
+    progress: bool,
+    **generation,
 ) -> list[dict]:
     """
-    Caption every item under one run, in batches of similar length; a query never retrieves its own clip
-    (`query_exclusions`). Returns one record per item, in order: its caption, zero-shot caption and retrieved pairs
-    (`caption_waveforms`' fields), or the load error.
+    Caption every item under one run (retrieving with `retriever`, the one over the run's knowledge base), in batches
+    of similar length; a query never retrieves its own clip (`query_exclusions`). Returns one record per item, in
+    order: its caption, zero-shot caption and retrieved pairs (`caption_waveforms`' fields), or the load error.
     """
     retrieval = {} if run.mode == "none" else {
-        "knowledge_base": run.knowledge_base, "retrieval_mode": run.mode,
+        "retriever": retriever, "retrieval_mode": run.mode,
         "fusion_weight": run.fusion_weight, "top_k": run.top_k,
     }  # fmt: skip
     records: list[dict | None] = [None] * len(items)
@@ -178,6 +186,7 @@ def evaluate(
     items: list[EvaluationItem],
     runs: list[EvaluationRun],
     output_dir: str | Path,
+    retrievers: Mapping[str, PairCapRetriever],
     batch_size: int = 8,
     progress: bool = True,
     settings: dict | None = None,
@@ -186,16 +195,18 @@ def evaluate(
     """
     Run, save (`predictions/<run>.jsonl`, one line per item, each retrieved pair with its `reference_text_score`) and
     score every run; writes `results.json` with these runs alone (predictions of earlier runs in the folder are left
-    out, and logged).
+    out, and logged). `retrievers` maps each run's knowledge base to its retriever
+    (`paircap.captioning.load_retriever`).
     """
     output_dir = Path(output_dir)
     (output_dir / PREDICTIONS_DIR).mkdir(parents=True, exist_ok=True)
     retrieves = bool(items) and any(run.mode != "none" for run in runs)
     references = reference_embeddings(model, processor, items) if retrieves else None
     for run in runs:
-        records = caption_items(model, processor, items, run, batch_size, progress, **generation)
-        if run.mode != "none":
-            add_reference_text_scores(records, model.load_knowledge_base(run.knowledge_base), references)
+        retriever = None if run.mode == "none" else retrievers[run.knowledge_base]
+        records = caption_items(model, processor, items, run, retriever, batch_size, progress, **generation)
+        if retriever is not None:
+            add_reference_text_scores(records, retriever.knowledge_base, references)
         write_predictions(output_dir, run, records)
     settings = {**(settings or {}), "generation": generation, "batch_size": batch_size}
     return rescore(output_dir, settings=settings, names=[run.name for run in runs])

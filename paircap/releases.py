@@ -14,7 +14,7 @@ from transformers.utils import cached_file
 
 from modeling_paircap import register_auto_classes
 from modeling_paircap.configuration_paircap import PairCapConfig
-from modeling_paircap.knowledge_base_paircap import METADATA_FILE as KB_METADATA_FILE
+from modeling_paircap.kb_format_paircap import METADATA_FILE as KB_METADATA_FILE
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.hub_access import ModelLoadError, is_hub_id, load_failure

@@ -18,7 +18,7 @@ from modeling_paircap.audio_locations_paircap import (
     clip_audio_location,
     sniff_audio,
 )
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError, clip_schema
+from modeling_paircap.kb_format_paircap import KnowledgeBaseError, clip_schema
 
 SECRET = "HF_TOKEN=hf_not_a_real_token\n"
 

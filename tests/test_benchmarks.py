@@ -86,7 +86,7 @@ def test_retrieval_sweeps_batch_sizes_against_raw_faiss_and_numpy(results_dir):
         "PairCapKnowledgeBase.search",
         "PairCapKnowledgeBase.search, single_query_threads=1",
         "faiss index.search, faiss defaults",
-        "faiss index.search, the retriever's settings",
+        "faiss index.search, the index's settings",
         "numpy matmul + argpartition (float32)",
     }
     assert all(row["same_results_as_faiss"] and row["max_score_diff"] < 1e-5 for row in sweep)
@@ -126,7 +126,7 @@ def test_a_benchmark_runs_on_its_own_with_its_options(tmp_path):
     run_module("retrieval", tmp_path, "--kb-sizes", "3000", "--indexes", "IVF16,Flat")
     rows = json.loads((tmp_path / "retrieval-cpu-tiny.json").read_text())["results"]["project"]
     assert {row["kb_size"] for row in rows} == {3000}
-    assert [row["method"] for row in rows if not row["exact"]] == ["PairCapRetriever, IVF16,Flat, nprobe=16"]
+    assert [row["method"] for row in rows if not row["exact"]] == ["PairCapIndex, IVF16,Flat, nprobe=16"]
 
 
 @pytest.mark.parametrize("word", ["none", "NONE"])
@@ -136,8 +136,8 @@ def test_retrieval_skips_the_approximate_indexes_and_the_sweep_given_none(tmp_pa
     data = retrieval.main([*options, "--output-dir", str(tmp_path)])
     assert data["settings"]["indexes"] == [] and data["settings"]["batch_sizes"] == []
     assert [row["method"] for row in data["results"]["project"]] == [
-        "PairCapRetriever, faiss Flat (default)",
-        "PairCapRetriever, torch exact (cpu)",
+        "PairCapIndex, faiss Flat (default)",
+        "PairCapIndex, torch exact (cpu)",
     ]
     assert "batch_sweep" not in data["results"]
     assert (tmp_path / "retrieval-cpu-tiny.json").is_file()

@@ -23,7 +23,7 @@ from hub_cards import (
     source_terms,
 )
 from modeling_paircap.configuration_paircap import PairCapConfig
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseMetadata
+from modeling_paircap.kb_format_paircap import KnowledgeBaseMetadata
 from paircap.evaluation_report import save_model_index
 from paircap.training.stage_setups import export_card
 from recipes.mini.local.esc50 import read_esc50_manifests

@@ -126,7 +126,7 @@ def test_the_demo_splits_generative_pair2pair_into_its_two_passes_exactly(demo_a
     engine, _ = demo_app
     waveform = engine.load(str(esc50_clip))
     whole = caption_waveforms(
-        engine.model, engine.processor, [waveform], knowledge_base=engine.kb, retrieval_mode=MODE, fusion_weight=0.3,
+        engine.model, engine.processor, [waveform], retriever=engine.retriever, retrieval_mode=MODE, fusion_weight=0.3,
         top_k=3, max_pairs_per_clip=1, **engine.generation,
     )[0]  # fmt: skip
     state = engine.first_pass(waveform)

@@ -22,7 +22,7 @@ from datasets import Dataset, Value
 from datasets_scripts import embed
 from datasets_scripts.embed import EmbeddedPairs, embed_pairs, shard_path
 from datasets_scripts.readers import FEATURES
-from modeling_paircap.knowledge_base_paircap import clip_schema, kb_row_features
+from modeling_paircap.kb_format_paircap import clip_schema, kb_row_features
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore
 
 REPO = Path(__file__).resolve().parents[1]

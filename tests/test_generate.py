@@ -13,7 +13,9 @@ import torch
 from datasets import Dataset
 
 from datasets_scripts.build_kb import build_knowledge_base
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError, PairCapKnowledgeBase
+from modeling_paircap.kb_format_paircap import KnowledgeBaseError
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
+from modeling_paircap.retrieval_paircap import PairCapRetriever
 
 SR = 48000
 CAPTIONS = [
@@ -79,26 +81,22 @@ def text_kb_folder(tiny_release, tmp_path_factory):
     return output
 
 
-@pytest.fixture(autouse=True)
-def processor_on_the_model(tiny_release):
-    """Retrieval builds pass-2 prompts with the processor: set once on the model, as the README shows."""
-    _, model, processor = tiny_release
-    model.processor = processor
-    yield
-    model.processor = None
+@pytest.fixture(scope="module")
+def retriever(tiny_release, kb_folder):
+    """The KB with the processor that builds pass-2 prompts; given to `generate` per call (`retriever=`), so the
+    session's model keeps no retriever."""
+    return PairCapRetriever.from_pretrained(kb_folder, tiny_release[2])
 
 
 def captions_of(processor, sequences, inputs):
     return processor.decode_captions(sequences, inputs["input_ids"].shape[1])
 
 
-def test_generative_pair2pair_equals_the_steps_done_by_hand(tiny_release, kb_clips, kb_folder):
+def test_generative_pair2pair_equals_the_steps_done_by_hand(tiny_release, kb_clips, kb_folder, retriever):
     _, model, processor = tiny_release
     queries = kb_clips[1]
     inputs = processor(audio=queries)
-    out = model.generate(
-        **inputs, knowledge_base=str(kb_folder), top_k=3, fusion_weight=0.5, return_dict_in_generate=True, **GEN
-    )
+    out = model.generate(**inputs, retriever=retriever, top_k=3, fusion_weight=0.5, return_dict_in_generate=True, **GEN)
     assert out.sequences.shape[0] == 3 and len(out.retrieved_pairs) == 3
     kb = PairCapKnowledgeBase.from_pretrained(kb_folder, retrieval_fingerprint=model.retrieval_fingerprint())
     for i, query in enumerate(queries):
@@ -121,10 +119,10 @@ def test_generative_pair2pair_equals_the_steps_done_by_hand(tiny_release, kb_cli
         assert final == captions_of(processor, out.sequences[i : i + 1], inputs)
 
 
-def test_weight_one_equals_audio_to_audio(tiny_release, kb_clips, kb_folder):
+def test_weight_one_equals_audio_to_audio(tiny_release, kb_clips, retriever):
     _, model, processor = tiny_release
     inputs = processor(audio=kb_clips[1])
-    common = {"knowledge_base": str(kb_folder), "top_k": 2, "return_dict_in_generate": True, **GEN}
+    common = {"retriever": retriever, "top_k": 2, "return_dict_in_generate": True, **GEN}
     pair = model.generate(**inputs, retrieval_mode="generative_pair2pair", fusion_weight=1.0, **common)
     audio = model.generate(**inputs, retrieval_mode="audio2audio", **common)
     assert [[p["pair_id"] for p in q] for q in pair.retrieved_pairs] == [
@@ -133,41 +131,38 @@ def test_weight_one_equals_audio_to_audio(tiny_release, kb_clips, kb_folder):
     torch.testing.assert_close(pair.sequences, audio.sequences)
 
 
-def test_top_k_zero_and_mode_none_equal_zero_shot(tiny_release, kb_clips, kb_folder):
+def test_top_k_zero_and_mode_none_equal_zero_shot(tiny_release, kb_clips, retriever):
     _, model, processor = tiny_release
     inputs = processor(audio=kb_clips[1])
-    plain = model.generate(**inputs, **GEN)  # no knowledge base configured: zero-shot
-    no_pairs = model.generate(**inputs, knowledge_base=str(kb_folder), top_k=0, **GEN)
-    none = model.generate(**inputs, knowledge_base=str(kb_folder), retrieval_mode="none", **GEN)
+    plain = model.generate(**inputs, **GEN)  # no retriever and no knowledge base configured: zero-shot
+    no_pairs = model.generate(**inputs, retriever=retriever, top_k=0, **GEN)
+    none = model.generate(**inputs, retriever=retriever, retrieval_mode="none", **GEN)
     torch.testing.assert_close(no_pairs, plain)
     torch.testing.assert_close(none, plain)
 
 
-def test_every_mode_runs_and_reports_scores(tiny_release, kb_clips, kb_folder):
+def test_every_mode_runs_and_reports_scores(tiny_release, kb_clips, retriever):
     _, model, processor = tiny_release
     inputs = processor(audio=kb_clips[1][:2])
     for mode in ("audio2text", "audio2mixture", "pair2pair"):
         texts = ["A dog barks.", "Rain on a roof."] if mode == "pair2pair" else None
         out = model.generate(
-            **inputs, knowledge_base=str(kb_folder), retrieval_mode=mode, text_queries=texts, top_k=2,
+            **inputs, retriever=retriever, retrieval_mode=mode, text_queries=texts, top_k=2,
             return_dict_in_generate=True, **GEN,
         )  # fmt: skip
         assert [len(q) for q in out.retrieved_pairs] == [2, 2] and out.zero_shot_captions is None
     with pytest.raises(ValueError, match="needs text_queries"):
-        model.generate(**inputs, knowledge_base=str(kb_folder), retrieval_mode="pair2pair", **GEN)
+        model.generate(**inputs, retriever=retriever, retrieval_mode="pair2pair", **GEN)
     with pytest.raises(ValueError, match="No knowledge base to retrieve from"):
         model.generate(**inputs, retrieval_mode="audio2audio", **GEN)
-    model.processor = None
-    with pytest.raises(ValueError, match="pass processor= to generate"):
-        model.generate(**inputs, knowledge_base=str(kb_folder), **GEN)
-    out = model.generate(**inputs, knowledge_base=str(kb_folder), processor=processor, top_k=1, **GEN)
+    out = model.generate(**inputs, retriever=retriever, top_k=1, **GEN)
     assert out.shape[0] == 2
 
 
-def test_exclude_ids_keep_a_query_from_retrieving_itself(tiny_release, kb_clips, kb_folder):
+def test_exclude_ids_keep_a_query_from_retrieving_itself(tiny_release, kb_clips, retriever):
     _, model, processor = tiny_release
     inputs = processor(audio=kb_clips[0][:2])
-    common = {"knowledge_base": str(kb_folder), "retrieval_mode": "audio2audio", "top_k": 3}
+    common = {"retriever": retriever, "retrieval_mode": "audio2audio", "top_k": 3}
     own = model.generate(**inputs, **common, return_dict_in_generate=True, **GEN)
     assert [q[0]["audio_id"] for q in own.retrieved_pairs] == ["clip0", "clip1"]
     assert own.retrieved_pairs[0][0]["audio_score"] == pytest.approx(1.0, abs=1e-4)
@@ -189,21 +184,21 @@ def test_long_kb_clip_brings_its_length_token(tiny_release, kb_clips, kb_folder)
     assert (second["input_ids"] == model.config.long_audio_token_id).sum() == 1
 
 
-def test_swapping_in_a_text_only_knowledge_base(tiny_release, kb_clips, kb_folder, text_kb_folder):
+def test_swapping_in_a_text_only_knowledge_base(tiny_release, kb_clips, retriever, text_kb_folder):
     """RECAP's replaceable caption datastore: audio-to-text retrieval, examples enter as captions only."""
     _, model, processor = tiny_release
     inputs = processor(audio=kb_clips[1][:2])
+    text_only = PairCapRetriever.from_pretrained(text_kb_folder, processor)
     out = model.generate(
-        **inputs, knowledge_base=str(text_kb_folder), retrieval_mode="audio2text", top_k=3,
-        return_dict_in_generate=True, **GEN,
-    )  # fmt: skip
+        **inputs, retriever=text_only, retrieval_mode="audio2text", top_k=3, return_dict_in_generate=True, **GEN
+    )
     assert all(p["pair_id"].startswith("txt/") for q in out.retrieved_pairs for p in q)
     assert all(p["audio_score"] == 0.0 for q in out.retrieved_pairs for p in q)
-    other = model.generate(**inputs, knowledge_base=str(kb_folder), top_k=3, return_dict_in_generate=True, **GEN)
+    other = model.generate(**inputs, retriever=retriever, top_k=3, return_dict_in_generate=True, **GEN)
     assert any(p["pair_id"].startswith("syn/") for q in other.retrieved_pairs for p in q)
 
 
-def test_a_knowledge_base_from_another_retrieval_space_is_refused(tiny_release, kb_folder, tmp_path):
+def test_a_knowledge_base_from_another_retrieval_space_is_refused(tiny_release, retriever):
     import copy
 
     _, model, processor = tiny_release
@@ -212,25 +207,28 @@ def test_a_knowledge_base_from_another_retrieval_space_is_refused(tiny_release, 
         other.clap.audio_projection.linear1.weight.add_(0.1)
     inputs = processor(audio=[np.ones(SR, dtype=np.float32) * 0.1], sampling_rate=SR)
     with pytest.raises(KnowledgeBaseError, match="embedded in another retrieval space"):
-        other.generate(**inputs, knowledge_base=str(kb_folder), processor=processor, **GEN)
-    model.generate(**inputs, knowledge_base=str(kb_folder), **GEN)  # the cached KB still serves its own encoder
+        other.generate(**inputs, retriever=retriever, **GEN)
+    with pytest.raises(KnowledgeBaseError, match="embedded in another retrieval space"):
+        other.set_retriever(retriever)
+    assert other.retriever is None
+    model.generate(**inputs, retriever=retriever, **GEN)  # the same retriever still serves its own encoder
     weight = model.clap.audio_projection.linear1.weight
     original = weight.detach().clone()
     with torch.no_grad():
-        weight.add_(0.1)  # weights changed in place after the KB was cached
+        weight.add_(0.1)  # weights changed in place after the retriever was checked
     try:
         with pytest.raises(KnowledgeBaseError, match="embedded in another retrieval space"):
-            model.generate(**inputs, knowledge_base=str(kb_folder), **GEN)
+            model.generate(**inputs, retriever=retriever, **GEN)
     finally:
         with torch.no_grad():
             weight.copy_(original)
 
 
-def test_beams_and_several_sequences_per_query(tiny_release, kb_clips, kb_folder):
+def test_beams_and_several_sequences_per_query(tiny_release, kb_clips, retriever):
     _, model, processor = tiny_release
     inputs = processor(audio=kb_clips[1][:2])
     out = model.generate(
-        **inputs, knowledge_base=str(kb_folder), top_k=2, num_beams=3, num_return_sequences=2, max_new_tokens=4,
+        **inputs, retriever=retriever, top_k=2, num_beams=3, num_return_sequences=2, max_new_tokens=4,
         return_dict_in_generate=True, output_scores=True,
     )  # fmt: skip
     assert out.sequences.shape[0] == 4 and len(out.zero_shot_captions) == 2 and out.sequences_scores.shape == (4,)
@@ -251,8 +249,7 @@ REMOTE = textwrap.dedent(
     folder, audio = sys.argv[1], json.loads(sys.argv[2])
     model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-    model.processor = processor
-    inputs = processor(audio=audio)
+    inputs = processor(audio=audio)  # the model loads config.knowledge_base with its release's processor
     out = model.generate(**inputs, top_k=2, max_new_tokens=5, do_sample=False, return_dict_in_generate=True)
     print(json.dumps({
         "captions": processor.decode_captions(out.sequences, inputs["input_ids"].shape[1]),
@@ -271,10 +268,11 @@ def test_knowledge_base_in_config_after_remote_code_load(tiny_release, kb_clips,
     model.config.knowledge_base = str(kb_folder)
     try:
         folder = save_release(model, processor, tmp_path / "release")
-        inputs = processor(audio=kb_clips[1])
-        local = model.generate(**inputs, top_k=2, return_dict_in_generate=True, **GEN)
     finally:
         model.config.knowledge_base = None
+    inputs = processor(audio=kb_clips[1])
+    from_release = PairCapRetriever.from_pretrained(folder)  # the release's processor and configured KB
+    local = model.generate(**inputs, retriever=from_release, top_k=2, return_dict_in_generate=True, **GEN)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error")
     result = subprocess.run(
@@ -302,8 +300,8 @@ def test_tokens_kept_on_a_device_give_the_same_captions(tiny_release, kb_clips, 
         assert isinstance(cached["audio_tokens"], torch.Tensor) and cached["is_long"] == read["is_long"]
         np.testing.assert_array_equal(cached["audio_tokens"].numpy(), np.asarray(read["audio_tokens"]))
     common = {"top_k": 3, "return_dict_in_generate": True, **GEN}
-    expected = model.generate(**inputs, knowledge_base=from_rows, **common)
-    got = model.generate(**inputs, knowledge_base=on_device, **common)
+    expected = model.generate(**inputs, retriever=PairCapRetriever(from_rows, processor), **common)
+    got = model.generate(**inputs, retriever=PairCapRetriever(on_device, processor), **common)
     torch.testing.assert_close(got.sequences, expected.sequences)
     assert got.retrieved_pairs == expected.retrieved_pairs
 
@@ -322,17 +320,19 @@ def test_a_trained_audio_tower_keeps_the_retrieval_space_and_encodes_stale_token
     assert trained.retrieval_fingerprint() == model.retrieval_fingerprint()
     assert trained.token_fingerprint() != model.token_fingerprint()
     inputs = processor(audio=kb_clips[1][:2])
-    common = {"knowledge_base": str(kb_folder), "top_k": 3, "retrieval_mode": "audio2audio", **GEN}
-    before = model.generate(**inputs, **common, return_dict_in_generate=True)
     # the KB records absolute paths: read only with the opt-in root naming the folder they must lie in
-    trained.load_knowledge_base(str(kb_folder), audio_roots={"absolute": os.path.dirname(kb_clips[0][0])})
-    after = trained.generate(**inputs, **common, processor=processor, return_dict_in_generate=True)
+    roots = {"absolute": os.path.dirname(kb_clips[0][0])}
+    retriever = PairCapRetriever.from_pretrained(kb_folder, processor, audio_roots=roots)
+    common = {"retriever": retriever, "top_k": 3, "retrieval_mode": "audio2audio", **GEN}
+    before = model.generate(**inputs, **common, return_dict_in_generate=True)
+    assert retriever.knowledge_base.tokens_state == "current"
+    after = trained.generate(**inputs, **common, return_dict_in_generate=True)
     assert after.retrieved_pairs == before.retrieved_pairs
-    kb = trained.load_knowledge_base(str(kb_folder))
+    kb = retriever.knowledge_base
     assert kb.tokens_state == "stale"
     clips = sorted({kb.clip_index[pair["row"]] for query in after.retrieved_pairs for pair in query})
     locations = [kb.audio_location(clip) for clip in clips]
-    expected = trained.encode_clip_tokens(processor, locations)
+    expected = retriever.encode_clip_tokens(trained, locations)
     for clip, tokens in zip(clips, expected, strict=True):
         torch.testing.assert_close(kb.clip_tokens([clip])[0], tokens)
         assert not torch.equal(tokens, kb.tokens.get([clip])[0].float())  # the stale file's tokens differ

@@ -15,9 +15,11 @@ from datasets import Dataset
 
 from datasets_scripts import clip_tokens
 from datasets_scripts.build_kb import build_knowledge_base
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError, PairCapKnowledgeBase
+from modeling_paircap.kb_format_paircap import KnowledgeBaseError
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
+from modeling_paircap.retrieval_paircap import PairCapRetriever
 from paircap.training.config import TrainConfig
 from paircap.training.loop import train
 
@@ -81,14 +83,17 @@ def test_the_kb_built_before_training_searches_identically_after_it(tiny_release
     assert after.token_fingerprint() != model.token_fingerprint()  # the audio tower trained
     np.testing.assert_array_equal(queries(after, processor, clips), queries(model, processor, clips))
     text = np.asarray(PairCapKnowledgeBase.from_pretrained(kb_folder).rows["text_embedding"][:6], dtype=np.float32)
-    results = []
+    results, states = [], []
     for encoder in (model, after):
-        kb = encoder.load_knowledge_base(str(kb_folder))
+        retriever = PairCapRetriever.from_pretrained(kb_folder, processor)
+        encoder.set_retriever(retriever)  # the retrieval fingerprint matches: accepted
+        kb = retriever.knowledge_base
         hits = kb.search(queries(encoder, processor, clips), text, mode="pair2pair", top_k=4)
         results.append([[(h.pair_id, h.score, h.audio_score, h.text_score) for h in q] for q in hits])
+        states.append(kb.tokens_state)
+    model.set_retriever(None)
     assert results[0] == results[1]
-    assert model.load_knowledge_base(str(kb_folder)).tokens_state == "current"
-    assert after.load_knowledge_base(str(kb_folder)).tokens_state == "stale"
+    assert states == ["current", "stale"]
 
 
 def test_tokens_refresh_resumes_and_then_pass_2_gets_the_trained_towers_tokens(tiny_release, clips, trained, tmp_path,
@@ -132,12 +137,15 @@ def test_tokens_refresh_resumes_and_then_pass_2_gets_the_trained_towers_tokens(t
     assert result.returncode == 0, result.stderr[-3000:]
     assert "refreshed the tokens of 6 clips (0 failed" in result.stdout
     assert (work / "shards" / "00000.parquet").stat().st_mtime_ns == finished  # the finished shard was kept
-    after_processor = PairCapProcessor.from_pretrained(release)
-    kb = after.load_knowledge_base(str(kb_folder))
+    retriever = PairCapRetriever.from_pretrained(release, knowledge_base=str(kb_folder))
+    after_processor = retriever.processor
+    assert isinstance(after_processor, PairCapProcessor)
+    after.set_retriever(retriever)
+    kb = retriever.knowledge_base
     assert kb.tokens_state == "current" and len(kb.tokens) == 6
     hits = kb.search(queries(after, after_processor, clips[:2]), mode="audio2audio", top_k=3)
     examples = kb.examples(hits)
     for query_hits, query_examples in zip(hits, examples, strict=True):
         for hit, example in zip(query_hits, query_examples, strict=True):
-            expected = after.encode_clip_tokens(after_processor, [clips[int(hit.audio_id[4:])]])[0]
+            expected = retriever.encode_clip_tokens(after, [clips[int(hit.audio_id[4:])]])[0]
             torch.testing.assert_close(example["audio_tokens"].float(), expected.half().float(), rtol=0, atol=0)

@@ -17,17 +17,21 @@ import pyarrow.parquet as pq
 import pytest
 from test_knowledge_base import RETRIEVAL, TOKEN_DIM, TOKENS, synthetic_kb
 
+import modeling_paircap.kb_integrity_paircap as integrity
 import modeling_paircap.knowledge_base_paircap as kb_module
 from datasets_scripts.publish import build_kb_index, kb_metadata
-from modeling_paircap.knowledge_base_paircap import (
+from modeling_paircap.faiss_file_paircap import check_index_file
+from modeling_paircap.index_paircap import PairCapIndex
+from modeling_paircap.kb_format_paircap import (
     CLIPS_FILE,
     INDEX_FILE,
     METADATA_FILE,
     KnowledgeBaseError,
-    PairCapKnowledgeBase,
-    record_file_hashes,
+    KnowledgeBaseMetadata,
+    file_record,
     write_knowledge_base,
 )
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase, record_file_hashes
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,7 +232,7 @@ def rewrite_index(folder: Path, vectors: np.ndarray) -> None:
     index.add(vectors)
     faiss.write_index(index, str(folder / INDEX_FILE))
     files = metadata_of(folder)["files"]
-    edit_metadata(folder, files={**files, INDEX_FILE: kb_module.file_record(folder / INDEX_FILE)})
+    edit_metadata(folder, files={**files, INDEX_FILE: file_record(folder / INDEX_FILE)})
 
 
 @pytest.mark.parametrize("damage", ["perturbed", "nan", "scaled"])
@@ -250,16 +254,14 @@ def test_the_spot_check_compares_index_vectors_with_the_rows(kb, damage):
 
 def test_the_spot_check_covers_every_shard_and_the_device_path(kb, monkeypatch):
     compared = []
-    real = PairCapKnowledgeBase.pair_vectors
-    monkeypatch.setattr(
-        PairCapKnowledgeBase, "pair_vectors", lambda self, rows: compared.append(rows) or real(self, rows)
-    )
+    real = PairCapIndex.vectors_of
+    monkeypatch.setattr(PairCapIndex, "vectors_of", lambda self, rows: compared.append(rows) or real(self, rows))
     starts = np.cumsum([0] + [pq.read_metadata(shard).num_rows for shard in shards_of(kb)])[:-1]
     for device in (None, "cpu"):  # faiss, then the vectors in a torch tensor
         compared.clear()
         PairCapKnowledgeBase.from_pretrained(kb, device=device)
         rows = np.concatenate(compared)
-        assert set(starts) <= set(rows.tolist()) and len(set(rows.tolist())) >= kb_module.SPOT_CHECK_ROWS
+        assert set(starts) <= set(rows.tolist()) and len(set(rows.tolist())) >= integrity.SPOT_CHECK_ROWS
 
 
 def test_writers_record_every_file(kb):
@@ -267,19 +269,19 @@ def test_writers_record_every_file(kb):
     names = {INDEX_FILE, CLIPS_FILE, TOKENS_FILE} | {f"data/{shard.name}" for shard in shards_of(kb)}
     assert set(files) == names and len(shards_of(kb)) == 3
     for name, record in files.items():
-        assert record == kb_module.file_record(kb / name)
+        assert record == file_record(kb / name)
     copy = PairCapKnowledgeBase.from_pretrained(kb).save_pretrained(kb.parent / "copy")  # save_pretrained records
     assert set(metadata_of(copy)["files"]) >= {INDEX_FILE, CLIPS_FILE, TOKENS_FILE}
     for name, record in metadata_of(copy)["files"].items():
-        assert record == kb_module.file_record(copy / name)
+        assert record == file_record(copy / name)
     PairCapKnowledgeBase.from_pretrained(copy, verify="always")
 
 
 def test_hashes_are_verified_once_per_file_state(kb, monkeypatch, verified_cache):
-    monkeypatch.setattr(kb_module, "RACY_NS", 0)  # the files were just written: remember them all the same
+    monkeypatch.setattr(integrity, "RACY_NS", 0)  # the files were just written: remember them all the same
     hashed = []
-    real = kb_module.file_sha256
-    monkeypatch.setattr(kb_module, "file_sha256", lambda path: hashed.append(Path(path).name) or real(path))
+    real = integrity.file_sha256
+    monkeypatch.setattr(integrity, "file_sha256", lambda path: hashed.append(Path(path).name) or real(path))
     PairCapKnowledgeBase.from_pretrained(kb)
     assert len(hashed) == 6  # 3 shards, clips, index, tokens
     PairCapKnowledgeBase.from_pretrained(kb)
@@ -296,8 +298,8 @@ def test_hashes_are_verified_once_per_file_state(kb, monkeypatch, verified_cache
 
 def test_files_changed_just_before_they_were_hashed_are_hashed_again(kb, monkeypatch):
     hashed = []
-    real = kb_module.file_sha256
-    monkeypatch.setattr(kb_module, "file_sha256", lambda path: hashed.append(Path(path).name) or real(path))
+    real = integrity.file_sha256
+    monkeypatch.setattr(integrity, "file_sha256", lambda path: hashed.append(Path(path).name) or real(path))
     PairCapKnowledgeBase.from_pretrained(kb)
     PairCapKnowledgeBase.from_pretrained(kb)  # written (copied) less than RACY_NS ago: not remembered
     assert len(hashed) == 12
@@ -312,19 +314,19 @@ def test_a_read_only_cache_means_hashing_every_load(kb, monkeypatch, tmp_path):
 
 def test_a_kb_without_a_file_record_loads_with_one_warning_until_recorded(kb, caplog):
     unrecord(kb)
-    with caplog.at_level(logging.WARNING, logger=kb_module.__name__):
+    with caplog.at_level(logging.WARNING, logger=integrity.__name__):
         PairCapKnowledgeBase.from_pretrained(kb)
         PairCapKnowledgeBase.from_pretrained(kb)
-    warnings = [r.getMessage() for r in caplog.records if r.name == kb_module.__name__]
+    warnings = [r.getMessage() for r in caplog.records if r.name == integrity.__name__]
     assert len(warnings) == 1 and "not verified" in warnings[0] and "record_file_hashes" in warnings[0]
     assert str(kb) in warnings[0]
     record_file_hashes(kb)
     names = {INDEX_FILE, CLIPS_FILE, TOKENS_FILE} | {f"data/{shard.name}" for shard in shards_of(kb)}
     assert set(metadata_of(kb)["files"]) == names
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger=kb_module.__name__):
+    with caplog.at_level(logging.WARNING, logger=integrity.__name__):
         PairCapKnowledgeBase.from_pretrained(kb)
-    assert not [r for r in caplog.records if r.name == kb_module.__name__]
+    assert not [r for r in caplog.records if r.name == integrity.__name__]
     flip(kb / INDEX_FILE, 5000)
     with pytest.raises(KnowledgeBaseError, match=r"\(check: sha256\)"):
         PairCapKnowledgeBase.from_pretrained(kb, verify="always")
@@ -374,17 +376,17 @@ def test_real_faiss_files_pass_the_structure_check(tmp_path):
             faiss.extract_index_ivf(index).make_direct_map()  # lists partly empty ("sprs" or "full"), a direct map
         path = tmp_path / f"{factory.replace(',', '_')}.faiss"
         faiss.write_index(index, str(path))
-        header = kb_module.check_index_file(path, 600, 24, factory)
+        header = check_index_file(path, 600, 24, factory)
         assert (header.dim, header.ntotal) == (24, 600)
     sparse = faiss.index_factory(24, "IVF64,Flat", faiss.METRIC_INNER_PRODUCT)
     sparse.train(vectors)
     sparse.add(vectors[:5])  # at most 5 of 64 lists used: written as "sprs"
     faiss.write_index(sparse, str(tmp_path / "sparse.faiss"))
     assert b"sprs" in (tmp_path / "sparse.faiss").read_bytes()
-    kb_module.check_index_file(tmp_path / "sparse.faiss", 5, 24, "IVF64,Flat")
+    check_index_file(tmp_path / "sparse.faiss", 5, 24, "IVF64,Flat")
     empty = faiss.IndexFlatIP(24)
     faiss.write_index(empty, str(tmp_path / "empty.faiss"))
-    kb_module.check_index_file(tmp_path / "empty.faiss", 0, 24, "Flat")
+    check_index_file(tmp_path / "empty.faiss", 0, 24, "Flat")
 
 
 def test_a_patched_vector_count_costs_no_memory(tmp_path):
@@ -395,7 +397,8 @@ def test_a_patched_vector_count_costs_no_memory(tmp_path):
     patch(folder / INDEX_FILE, HEADER_BYTES, struct.pack("<Q", 3_225_000_000))
     script = """
 import sys
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError, PairCapKnowledgeBase
+from modeling_paircap.kb_format_paircap import KnowledgeBaseError
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 def hwm():
     return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
 before = hwm()
@@ -413,3 +416,36 @@ print("GROWTH", hwm() - before)
     assert "REFUSED" in result.stdout and "(check: index structure)" in result.stdout
     growth = int(result.stdout.split("GROWTH")[1])
     assert growth < 64 * 2**20, growth  # against 12.9 GB before
+
+
+FAISS_UNDER_A_MEMORY_LIMIT = """
+import resource, sys
+import faiss
+limit = 2 * 2**30
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    faiss.read_index(sys.argv[1])
+except MemoryError:
+    print("MEMORY ERROR")
+"""
+
+
+def test_a_rewritten_file_record_passes_the_hashes_but_not_the_index_header_check(kb, no_big_reads):
+    """Why the FAISS header parser stays next to the recorded sizes and sha256: they prove the files are the ones the
+    record names, not that the record is honest. A crafted KB (here: 12.9 GB announced by its 51 KB index, the record
+    rewritten to match its bytes) passes every size and hash check, and faiss's own reader asks for the 12.9 GB (under
+    a 2 GB address-space limit: MemoryError); the header check refuses it before faiss runs."""
+    patch(kb / INDEX_FILE, HEADER_BYTES, struct.pack("<Q", 3_225_000_000))
+    edit_metadata(kb, files={**metadata_of(kb)["files"], INDEX_FILE: file_record(kb / INDEX_FILE)})
+    metadata = KnowledgeBaseMetadata.load(kb)
+    integrity.check_recorded_files(kb, metadata, [str(shard) for shard in shards_of(kb)])  # sizes: as recorded
+    integrity.verify_hashes(kb, metadata.files, always=True)  # sha256: as recorded
+    faiss_alone = subprocess.run(
+        [sys.executable, "-c", FAISS_UNDER_A_MEMORY_LIMIT, str(kb / INDEX_FILE)],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+    )  # fmt: skip
+    assert "MEMORY ERROR" in faiss_alone.stdout, faiss_alone.stderr[-2000:]
+    no_big_reads()
+    refused = r"index.faiss: not a readable FAISS index .*\(check: index structure\)"
+    with pytest.raises(KnowledgeBaseError, match=refused):
+        PairCapKnowledgeBase.from_pretrained(kb)

@@ -12,15 +12,15 @@ import torch
 from datasets import Dataset, load_dataset
 
 from datasets_scripts.publish import build_kb_index, kb_metadata, write_kb_folder
-from modeling_paircap.knowledge_base_paircap import (
+from modeling_paircap.kb_format_paircap import (
     CLIPS_FILE,
     INDEX_FILE,
     KnowledgeBaseError,
     KnowledgeBaseMetadata,
-    PairCapKnowledgeBase,
     clip_schema,
     kb_row_features,
 )
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
 
 D_A = D_T = 16
@@ -180,7 +180,7 @@ def test_the_index_is_the_one_copy_of_the_vectors(kb_folder, tmp_path, monkeypat
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     kb = PairCapKnowledgeBase.from_pretrained(folder)
     kb.search(np.asarray(rows["audio_embedding"][:2], dtype=np.float32), mode="audio2audio", top_k=3)
-    assert kb.retriever._kb_tensor is None and kb.retriever.index.ntotal == len(rows)
+    assert kb.index._kb_tensor is None and kb.index.faiss_index.ntotal == len(rows)
     assert "audio_embedding" not in kb.table.column_names  # only the search columns are read
     assert not (tmp_path / "cache").exists()  # nothing copied into the datasets cache
     vectors = np.concatenate([np.asarray(rows["audio_embedding"]), np.asarray(rows["text_embedding"])], 1)
@@ -349,7 +349,7 @@ def test_torch_search_path_equals_faiss(kb_folder):
     audio_q, text_q = unit_rows(rng, 4, D_A), unit_rows(rng, 4, D_T)
     with_faiss = PairCapKnowledgeBase.from_pretrained(folder).search(audio_q, text_q, top_k=5)
     on_torch = PairCapKnowledgeBase.from_pretrained(folder, device="cpu")
-    assert on_torch.retriever.index is None  # the device tensor is the one copy
+    assert on_torch.index.faiss_index is None  # the device tensor is the one copy
     with_torch = on_torch.search(audio_q, text_q, top_k=5)
     assert [[h.pair_id for h in q] for q in with_faiss] == [[h.pair_id for h in q] for q in with_torch]
     for fast, exact in zip(with_faiss, with_torch, strict=True):
@@ -395,4 +395,4 @@ def test_a_hub_id_resolves_through_snapshot_download(kb_folder, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     kb = PairCapKnowledgeBase.from_pretrained("org/refined-audio-kb", revision="v1")
     assert requested == {"repo_id": "org/refined-audio-kb", "repo_type": "dataset", "revision": "v1"}
-    assert len(kb) == len(rows) and kb.retriever.index.ntotal == len(rows)
+    assert len(kb) == len(rows) and kb.index.faiss_index.ntotal == len(rows)

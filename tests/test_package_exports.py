@@ -50,8 +50,8 @@ def test_public_names_resolve_lazily():
     assert out["resolved"] and all(out["resolved"].values())  # each name is the object its module defines
     expected = {
         "PairCapConfig", "PairCapForConditionalGeneration", "PairCapProcessor", "TorchClapFeatures",
-        "PairCapKnowledgeBase", "KnowledgeBaseError", "PairCapRetriever", "RetrievedPair", "AudioInputError",
-        "PairCapCaptioningPipeline",
+        "PairCapKnowledgeBase", "KnowledgeBaseError", "PairCapIndex", "PairCapRetriever", "PairCapRetrieverOutput",
+        "RetrievedPair", "AudioInputError", "PairCapCaptioningPipeline",
     }  # fmt: skip
     assert expected <= set(out["resolved"])
     assert "NoSuchName" in out["missing"] and out["in_dir"] == []

@@ -12,6 +12,8 @@ import torch
 from remote_only import BLOCK_REPO_IMPORTS
 from transformers import AutoConfig
 
+from modeling_paircap.retrieval_paircap import PairCapRetriever
+
 SCRIPT = BLOCK_REPO_IMPORTS + textwrap.dedent(
     """
     import json, sys
@@ -80,10 +82,11 @@ def test_pipeline_runs_as_remote_code(tiny_release, real_kb, esc50_clip, tmp_pat
     assert remote["list"] == [off, off]
 
     # with the knowledge base: what `generate` returns, with the retrieved pairs and their scores as neighbours
+    retriever = PairCapRetriever.from_pretrained(real_kb, processor)
     for name, mode, top_k in (("generative", "generative_pair2pair", 2), ("audio2audio", "audio2audio", 3)):
         with torch.no_grad():
             output = model.generate(
-                **inputs, processor=processor, knowledge_base=str(real_kb), retrieval_mode=mode, top_k=top_k,
+                **inputs, retriever=retriever, retrieval_mode=mode, top_k=top_k,
                 return_dict_in_generate=True, max_new_tokens=6, do_sample=False,
             )  # fmt: skip
         got = remote[name]

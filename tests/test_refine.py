@@ -12,8 +12,9 @@ import pytest
 from datasets_scripts import refine
 from datasets_scripts.publish import build_kb_index, kb_metadata, write_kb_folder
 from datasets_scripts.refine import RefinementStats, refine_knowledge_base
-from modeling_paircap.knowledge_base_paircap import ROW_COLUMNS, PairCapKnowledgeBase, clip_schema, kb_row_features
-from modeling_paircap.retrieval_paircap import PairCapRetriever
+from modeling_paircap.index_paircap import PairCapIndex
+from modeling_paircap.kb_format_paircap import ROW_COLUMNS, clip_schema, kb_row_features
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from paircap.cli import main
 
 D_A = D_T = 8
@@ -282,7 +283,7 @@ def test_resume_after_interruption(random_kb, tmp_path, monkeypatch):
     settings = dict(top_k=4, fusion_weight=0.5, chunk_size=10)  # 72 queries: 8 chunks
     expected, expected_stats = run(kb_ds, train_ds, **settings)
 
-    original_search = PairCapRetriever.search
+    original_search = PairCapIndex.search
     batches = []
 
     def interrupt_on_third(self, audio_embeds, *args, **kwargs):
@@ -291,7 +292,7 @@ def test_resume_after_interruption(random_kb, tmp_path, monkeypatch):
         batches.append(len(audio_embeds))
         return original_search(self, audio_embeds, *args, **kwargs)
 
-    monkeypatch.setattr(PairCapRetriever, "search", interrupt_on_third)
+    monkeypatch.setattr(PairCapIndex, "search", interrupt_on_third)
     work_dir = tmp_path / "work"
     with pytest.raises(RuntimeError, match="interrupted"):
         run(kb_ds, train_ds, work_dir=work_dir, **settings)
@@ -306,7 +307,7 @@ def test_resume_after_interruption(random_kb, tmp_path, monkeypatch):
         return original_search(self, audio_embeds, *args, **kwargs)
 
     batches.clear()
-    monkeypatch.setattr(PairCapRetriever, "search", count)
+    monkeypatch.setattr(PairCapIndex, "search", count)
     resumed, resumed_stats = run(kb_ds, train_ds, work_dir=work_dir, **settings)
     assert batches == [10, 10, 10, 10, 10, 2]  # chunks 2..7 only
     assert resumed["pair_id"][:] == expected["pair_id"][:]

@@ -1,19 +1,16 @@
-"""Retrieval core: every mode against an independent brute-force top-k, exclusions, paths, and FAISS index files."""
+"""The vector index (`PairCapIndex`): every mode against an independent brute-force top-k, exclusions, paths, and
+FAISS index files."""
 
 import numpy as np
 import pytest
 import torch
 
 from datasets_scripts.faiss_index import build_index, describe_index, recall_at_k, save_index
-from modeling_paircap import retrieval_paircap
+from modeling_paircap import index_paircap
 from modeling_paircap.configuration_paircap import PAIR_MODES, RETRIEVAL_MODES
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError, read_index
-from modeling_paircap.retrieval_paircap import (
-    PairCapRetriever,
-    RetrievedPair,
-    build_query,
-    concat_pair_vectors,
-)
+from modeling_paircap.faiss_file_paircap import read_index
+from modeling_paircap.index_paircap import PairCapIndex, RetrievedPair, build_query, concat_pair_vectors
+from modeling_paircap.kb_format_paircap import KnowledgeBaseError
 
 D_A, D_T = 32, 32
 NUM_CLIPS, CAPTIONS_PER_CLIP, NUM_TEXT_ONLY = 350, 5, 250  # 1750 pairs from clips + 250 text-only = 2000 rows
@@ -47,8 +44,8 @@ class KB:
                                                 rng.standard_normal((8, D_A))]))  # fmt: skip
         self.query_text = unit(self.text[rng.choice(self.n, 16)] + 0.5 * rng.standard_normal((16, D_T)))
 
-    def retriever(self, **kwargs) -> PairCapRetriever:
-        return PairCapRetriever.from_embeddings(
+    def pair_index(self, **kwargs) -> PairCapIndex:
+        return PairCapIndex.from_embeddings(
             self.audio, self.text, self.pair_ids, self.audio_ids, self.captions, **kwargs
         )
 
@@ -95,8 +92,8 @@ def kb() -> KB:
 
 
 @pytest.fixture(scope="module")
-def retriever(kb) -> PairCapRetriever:
-    return kb.retriever()
+def pair_index(kb) -> PairCapIndex:
+    return kb.pair_index()
 
 
 def assert_matches(kb: KB, got: list[RetrievedPair], mode, weight, i, k, exclude=frozenset(), per_clip=1):
@@ -123,8 +120,8 @@ def assert_matches(kb: KB, got: list[RetrievedPair], mode, weight, i, k, exclude
     return got_rows
 
 
-def search(retriever, kb, mode, weight, k, **kwargs):
-    return retriever.search(kb.query_audio, kb.query_text, mode=mode, fusion_weight=weight, top_k=k, **kwargs)
+def search(pair_index, kb, mode, weight, k, **kwargs):
+    return pair_index.search(kb.query_audio, kb.query_text, mode=mode, fusion_weight=weight, top_k=k, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------------ build_query
@@ -162,37 +159,37 @@ def test_build_query_errors(args, kwargs, message):
 # ------------------------------------------------------------------------------------------------ search: exactness
 @pytest.mark.parametrize(("mode", "weight"), MODE_WEIGHTS)
 @pytest.mark.parametrize("per_clip", [1, 2, None])
-def test_every_mode_matches_brute_force(kb, retriever, mode, weight, per_clip):
-    results = search(retriever, kb, mode, weight, k=10, max_pairs_per_clip=per_clip)
+def test_every_mode_matches_brute_force(kb, pair_index, mode, weight, per_clip):
+    results = search(pair_index, kb, mode, weight, k=10, max_pairs_per_clip=per_clip)
     assert len(results) == len(kb.query_audio)
     for i, got in enumerate(results):
         assert_matches(kb, got, mode, weight, i, 10, per_clip=per_clip)
 
 
-def test_top_k_holds_distinct_clips_unless_asked_otherwise(kb, retriever):
+def test_top_k_holds_distinct_clips_unless_asked_otherwise(kb, pair_index):
     """Queries near a clip: by default one caption of that clip (its best), then other clips; without the limit, the
     clip's five captions come first, as they share its audio embedding."""
-    distinct = search(retriever, kb, "audio2audio", 0.5, k=5)
-    every = search(retriever, kb, "audio2audio", 0.5, k=5, max_pairs_per_clip=None)
+    distinct = search(pair_index, kb, "audio2audio", 0.5, k=5)
+    every = search(pair_index, kb, "audio2audio", 0.5, k=5, max_pairs_per_clip=None)
     for i in range(8):  # the queries made near clips 0..7
         assert len({pair.audio_id for pair in distinct[i]}) == 5
         assert len({pair.audio_id for pair in every[i]}) == 1  # the five captions of the nearest clip
         assert distinct[i][0].row == every[i][0].row  # the clip's best caption is the one kept
     with pytest.raises(ValueError, match="max_pairs_per_clip must be >= 1"):
-        search(retriever, kb, "audio2audio", 0.5, k=5, max_pairs_per_clip=0)
+        search(pair_index, kb, "audio2audio", 0.5, k=5, max_pairs_per_clip=0)
 
 
-def test_text_only_rows_are_found_by_text_and_never_score_on_audio(kb, retriever):
+def test_text_only_rows_are_found_by_text_and_never_score_on_audio(kb, pair_index):
     text_only = np.arange(NUM_CLIPS * CAPTIONS_PER_CLIP, kb.n)
-    found = [pair for got in search(retriever, kb, "pair2pair", 0.0, k=20) for pair in got if pair.row in text_only]
+    found = [pair for got in search(pair_index, kb, "pair2pair", 0.0, k=20) for pair in got if pair.row in text_only]
     assert found and all(pair.audio_score == 0.0 and pair.audio_id == "" for pair in found)
 
 
-def test_pair2pair_with_w1_is_audio2audio(kb, retriever):
+def test_pair2pair_with_w1_is_audio2audio(kb, pair_index):
     """Same query [a_q ; 0], so the same rows with bit-identical S and S_A (S_T differs: it is <t_q, t_k> here)."""
-    audio_only = search(retriever, kb, "audio2audio", 0.5, k=10)
+    audio_only = search(pair_index, kb, "audio2audio", 0.5, k=10)
     for mode in PAIR_MODES:
-        pairs = search(retriever, kb, mode, 1.0, k=10)
+        pairs = search(pair_index, kb, mode, 1.0, k=10)
         assert [[(p.row, p.score, p.audio_score) for p in got] for got in pairs] == [
             [(p.row, p.score, p.audio_score) for p in got] for got in audio_only
         ]
@@ -205,20 +202,20 @@ def test_ties_are_broken_by_row_even_across_the_fetch_boundary():
     ids = [str(row) for row in range(len(vectors))]
     query = distinct[2:3, :4]
     for device in (None, "cpu"):
-        retriever = PairCapRetriever(vectors, ids, ids, ids, device=device, chunk_size=7)
-        got = retriever.search(query, mode="audio2audio", top_k=7)[0]
+        pair_index = PairCapIndex(vectors, ids, ids, ids, device=device, chunk_size=7)
+        got = pair_index.search(query, mode="audio2audio", top_k=7)[0]
         assert [pair.row for pair in got] == [2, 7, 12, 17, 22, 27, 32]
         assert len({pair.score for pair in got}) == 1
 
 
-def test_none_mode_and_zero_k_return_empty_lists(kb, retriever):
-    assert search(retriever, kb, "none", 0.5, k=5) == [[] for _ in kb.query_audio]
-    assert search(retriever, kb, "pair2pair", 0.5, k=0) == [[] for _ in kb.query_audio]
-    assert retriever.search(kb.query_audio[:2], mode="none") == [[], []]  # no text needed when nothing is retrieved
+def test_none_mode_and_zero_k_return_empty_lists(kb, pair_index):
+    assert search(pair_index, kb, "none", 0.5, k=5) == [[] for _ in kb.query_audio]
+    assert search(pair_index, kb, "pair2pair", 0.5, k=0) == [[] for _ in kb.query_audio]
+    assert pair_index.search(kb.query_audio[:2], mode="none") == [[], []]  # no text needed when nothing is retrieved
 
 
 def test_top_k_beyond_the_kb_returns_every_row(kb):
-    small = PairCapRetriever.from_embeddings(kb.audio[:30], kb.text[:30], kb.pair_ids[:30], kb.audio_ids[:30],
+    small = PairCapIndex.from_embeddings(kb.audio[:30], kb.text[:30], kb.pair_ids[:30], kb.audio_ids[:30],
                                              kb.captions[:30])  # fmt: skip
     got = small.search(kb.query_audio[:2], kb.query_text[:2], mode="pair2pair", top_k=100, max_pairs_per_clip=None)
     assert [sorted(pair.row for pair in row) for row in got] == [list(range(30))] * 2
@@ -227,70 +224,70 @@ def test_top_k_beyond_the_kb_returns_every_row(kb):
 
 
 # --------------------------------------------------------------------------------------------- search: exclusions
-def test_exclusion_by_pair_id_and_by_audio_id(kb, retriever):
-    plain = search(retriever, kb, "generative_pair2pair", 0.5, k=10)
+def test_exclusion_by_pair_id_and_by_audio_id(kb, pair_index):
+    plain = search(pair_index, kb, "generative_pair2pair", 0.5, k=10)
     excludes = []
     for i, got in enumerate(plain):  # drop the best pair by its pair id and the clip of the second best by audio id
         exclude = {got[0].pair_id}
         if got[1].audio_id:
             exclude.add(got[1].audio_id)
         excludes.append(exclude if i % 3 else set())  # some queries exclude nothing
-    results = search(retriever, kb, "generative_pair2pair", 0.5, k=10, exclude_ids=excludes)
+    results = search(pair_index, kb, "generative_pair2pair", 0.5, k=10, exclude_ids=excludes)
     for i, got in enumerate(results):
         rows = assert_matches(kb, got, "generative_pair2pair", 0.5, i, 10, excludes[i])
         if excludes[i]:
             assert plain[i][0].row not in rows
 
 
-def test_exclusions_that_empty_the_first_fetch_trigger_a_refetch_for_that_query_only(kb, retriever, monkeypatch):
+def test_exclusions_that_empty_the_first_fetch_trigger_a_refetch_for_that_query_only(kb, pair_index, monkeypatch):
     """Query 0 excludes the clips of its top-50 audio2audio hits: 250 rows, far more than the first fetch holds."""
-    top50 = search(retriever, kb, "audio2audio", 0.5, k=50, max_pairs_per_clip=None)[0]
+    top50 = search(pair_index, kb, "audio2audio", 0.5, k=50, max_pairs_per_clip=None)[0]
     exclude = [{pair.audio_id for pair in top50}, set(), {"clip0"}]
     assert len(exclude[0]) == 10  # 10 clips x 5 captions = the top-50 rows
     calls = []
-    original = retriever._search_index
+    original = pair_index._search_index
 
     def recording(queries, k):
         calls.append((len(queries), k))
         return original(queries, k)
 
-    monkeypatch.setattr(retriever, "_search_index", recording)
-    got = retriever.search(kb.query_audio[:3], mode="audio2audio", top_k=5, exclude_ids=exclude)
+    monkeypatch.setattr(pair_index, "_search_index", recording)
+    got = pair_index.search(kb.query_audio[:3], mode="audio2audio", top_k=5, exclude_ids=exclude)
     assert calls[0][0] == 3 and all(batch == 1 for batch, _ in calls[1:]) and len(calls) >= 2
     for i in range(3):
         assert_matches(kb, got[i], "audio2audio", 0.5, i, 5, exclude[i])
     assert not {pair.row for pair in got[0]} & {pair.row for pair in top50}
 
 
-def test_exclusion_of_everything_leaves_no_result(kb, retriever):
-    got = retriever.search(kb.query_audio[:1], kb.query_text[:1], top_k=5, exclude_ids=[set(kb.pair_ids)])
+def test_exclusion_of_everything_leaves_no_result(kb, pair_index):
+    got = pair_index.search(kb.query_audio[:1], kb.query_text[:1], top_k=5, exclude_ids=[set(kb.pair_ids)])
     assert got == [[]]
 
 
-def test_exclusion_of_a_bare_string_is_one_id(kb, retriever):
-    best = search(retriever, kb, "audio2audio", 0.5, k=1)[0][0]
-    got = retriever.search(kb.query_audio[:1], mode="audio2audio", top_k=3, exclude_ids=[best.pair_id])[0]
+def test_exclusion_of_a_bare_string_is_one_id(kb, pair_index):
+    best = search(pair_index, kb, "audio2audio", 0.5, k=1)[0][0]
+    got = pair_index.search(kb.query_audio[:1], mode="audio2audio", top_k=3, exclude_ids=[best.pair_id])[0]
     assert best.row not in [pair.row for pair in got]
 
 
 # ------------------------------------------------------------------------------------- search: batching and paths
 @pytest.mark.parametrize(("mode", "weight"), [("generative_pair2pair", 0.5), ("audio2mixture", 0.5)])
-def test_batch_equals_one_by_one(kb, retriever, mode, weight):
+def test_batch_equals_one_by_one(kb, pair_index, mode, weight):
     excludes = [{f"clip{i}", f"p{1800 + i}"} for i in range(len(kb.query_audio))]
-    batch = search(retriever, kb, mode, weight, k=8, exclude_ids=excludes)
+    batch = search(pair_index, kb, mode, weight, k=8, exclude_ids=excludes)
     for i, got in enumerate(batch):
-        alone = retriever.search(kb.query_audio[i : i + 1], kb.query_text[i : i + 1], mode=mode,
+        alone = pair_index.search(kb.query_audio[i : i + 1], kb.query_text[i : i + 1], mode=mode,
                                  fusion_weight=weight, top_k=8, exclude_ids=[excludes[i]])[0]  # fmt: skip
         assert [pair.row for pair in alone] == [pair.row for pair in got]
         np.testing.assert_allclose([pair.score for pair in alone], [pair.score for pair in got], atol=NEAR_TIE)
 
 
 @pytest.mark.parametrize(("mode", "weight"), MODE_WEIGHTS[:4] + [("generative_pair2pair", 0.3)])
-def test_torch_path_equals_faiss_path(kb, retriever, mode, weight):
-    on_torch = kb.retriever(device="cpu", chunk_size=300)  # 7 chunks, the last one partial
-    assert on_torch.index is None
+def test_torch_path_equals_faiss_path(kb, pair_index, mode, weight):
+    on_torch = kb.pair_index(device="cpu", chunk_size=300)  # 7 chunks, the last one partial
+    assert on_torch.faiss_index is None
     excludes = [{f"clip{i}"} for i in range(len(kb.query_audio))]
-    faiss_results = search(retriever, kb, mode, weight, k=10, exclude_ids=excludes)
+    faiss_results = search(pair_index, kb, mode, weight, k=10, exclude_ids=excludes)
     torch_results = search(on_torch, kb, mode, weight, k=10, exclude_ids=excludes)
     for i, (a, b) in enumerate(zip(faiss_results, torch_results, strict=True)):
         assert [pair.row for pair in a] == [pair.row for pair in b]
@@ -299,12 +296,12 @@ def test_torch_path_equals_faiss_path(kb, retriever, mode, weight):
 
 
 def test_without_faiss_the_torch_path_is_used(kb, monkeypatch):
-    monkeypatch.setattr(retrieval_paircap, "faiss", None)
+    monkeypatch.setattr(index_paircap, "faiss", None)
     with pytest.raises(ImportError, match="pip install faiss-cpu"):
-        retrieval_paircap.require_faiss()
-    retriever = kb.retriever()
-    assert retriever.device == "cpu" and retriever.index is None
-    for i, got in enumerate(search(retriever, kb, "pair2pair", 0.3, k=5)):
+        index_paircap.require_faiss()
+    pair_index = kb.pair_index()
+    assert pair_index.device == "cpu" and pair_index.faiss_index is None
+    for i, got in enumerate(search(pair_index, kb, "pair2pair", 0.3, k=5)):
         assert_matches(kb, got, "pair2pair", 0.3, i, 5)
 
 
@@ -312,60 +309,60 @@ def test_without_faiss_the_torch_path_is_used(kb, monkeypatch):
 def test_approximate_index_plugs_in(kb, factory):
     vectors = concat_pair_vectors(kb.audio, kb.text)
     index = build_index(vectors, factory)
-    retriever = kb.retriever(index=index)
-    assert retriever.index is index
-    got = search(retriever, kb, "audio2audio", 0.5, k=5)
+    pair_index = kb.pair_index(faiss_index=index)
+    assert pair_index.faiss_index is index
+    got = search(pair_index, kb, "audio2audio", 0.5, k=5)
     assert all(len(row) == 5 for row in got)
     assert all(abs(pair.score - pair.audio_score) < NEAR_TIE for row in got for pair in row)
 
 
 def test_the_blas_threshold_is_set_in_the_installed_faiss_unit():
     """faiss before 1.15 counts queries (default 20); 1.15 compares queries x dimension (default 128000)."""
-    per_query = retrieval_paircap.FAISS_BLAS_THRESHOLD == 20
-    assert retrieval_paircap.faiss_blas_threshold(16, 1024, 127_000) == (16 if per_query else 16 * 1024)
-    assert retrieval_paircap.faiss_blas_threshold(16, 1024, retrieval_paircap.BLAS_MIN_ROWS - 1) is None
-    assert retrieval_paircap.faiss_blas_threshold(None, 1024, 127_000) is None
+    per_query = index_paircap.FAISS_BLAS_THRESHOLD == 20
+    assert index_paircap.faiss_blas_threshold(16, 1024, 127_000) == (16 if per_query else 16 * 1024)
+    assert index_paircap.faiss_blas_threshold(16, 1024, index_paircap.BLAS_MIN_ROWS - 1) is None
+    assert index_paircap.faiss_blas_threshold(None, 1024, 127_000) is None
 
 
 # ------------------------------------------------------------------------------------------- search: validation
 def test_constructor_validation(kb):
     vectors = concat_pair_vectors(kb.audio, kb.text)
     with pytest.raises(ValueError, match="pair_ids has 1999 entries"):
-        PairCapRetriever(vectors, kb.pair_ids[:-1], kb.audio_ids, kb.captions)
+        PairCapIndex(vectors, kb.pair_ids[:-1], kb.audio_ids, kb.captions)
     with pytest.raises(ValueError, match="the index has 1000 vectors but the KB has 2000 rows: rebuild the index"):
-        PairCapRetriever(vectors, kb.pair_ids, kb.audio_ids, kb.captions, index=build_index(vectors[:1000]))
+        PairCapIndex(vectors, kb.pair_ids, kb.audio_ids, kb.captions, faiss_index=build_index(vectors[:1000]))
     with pytest.raises(ValueError, match="dim 48"):
-        PairCapRetriever(vectors, kb.pair_ids, kb.audio_ids, kb.captions, index=build_index(vectors[:, :48]))
+        PairCapIndex(vectors, kb.pair_ids, kb.audio_ids, kb.captions, faiss_index=build_index(vectors[:, :48]))
     with pytest.raises(ValueError, match="inner-product"):
-        PairCapRetriever(vectors, kb.pair_ids, kb.audio_ids, kb.captions, index=build_index(vectors, metric="l2"))
+        PairCapIndex(vectors, kb.pair_ids, kb.audio_ids, kb.captions, faiss_index=build_index(vectors, metric="l2"))
     with pytest.raises(ValueError, match="pass d_audio"):
-        PairCapRetriever(vectors[:, :63], kb.pair_ids, kb.audio_ids, kb.captions)
+        PairCapIndex(vectors[:, :63], kb.pair_ids, kb.audio_ids, kb.captions)
 
 
-def test_search_validation(kb, retriever):
+def test_search_validation(kb, pair_index):
     with pytest.raises(ValueError, match="exclude_ids has 1 entries for a batch of 16"):
-        search(retriever, kb, "pair2pair", 0.5, k=5, exclude_ids=[{"p0"}])
+        search(pair_index, kb, "pair2pair", 0.5, k=5, exclude_ids=[{"p0"}])
     with pytest.raises(ValueError, match="audio half has dim 32"):
-        retriever.search(np.ones((1, 16)), mode="audio2audio")
+        pair_index.search(np.ones((1, 16)), mode="audio2audio")
     with pytest.raises(ValueError, match="needs text_embeds"):
-        retriever.search(kb.query_audio, mode="generative_pair2pair")
+        pair_index.search(kb.query_audio, mode="generative_pair2pair")
     with pytest.raises(ValueError, match="unknown retrieval mode"):
-        retriever.search(kb.query_audio, mode="text2text")
+        pair_index.search(kb.query_audio, mode="text2text")
 
 
 def test_unequal_halves_use_the_kb_split(kb):
     """d_a != d_t: dims come from the KB; cross-modal modes refuse, S_T of audio2audio is NaN."""
     audio = unit(np.random.default_rng(2).standard_normal((kb.n, 16)))
-    retriever = PairCapRetriever.from_embeddings(audio, kb.text, kb.pair_ids, kb.audio_ids, kb.captions)
-    assert (retriever.d_audio, retriever.d_text) == (16, 32)
-    got = retriever.search(
+    pair_index = PairCapIndex.from_embeddings(audio, kb.text, kb.pair_ids, kb.audio_ids, kb.captions)
+    assert (pair_index.d_audio, pair_index.d_text) == (16, 32)
+    got = pair_index.search(
         audio[:2], kb.query_text[:2], mode="pair2pair", fusion_weight=0.3, top_k=3, max_pairs_per_clip=None
     )
     expected = 0.3 * audio @ audio[0] + 0.7 * kb.text @ kb.query_text[0]
     assert [pair.row for pair in got[0]] == list(np.argsort(-expected)[:3])
-    assert np.isnan(retriever.search(audio[:1], mode="audio2audio", top_k=1)[0][0].text_score)
+    assert np.isnan(pair_index.search(audio[:1], mode="audio2audio", top_k=1)[0][0].text_score)
     with pytest.raises(ValueError, match="one joint space"):
-        retriever.search(audio[:1], mode="audio2text")
+        pair_index.search(audio[:1], mode="audio2text")
 
 
 # ------------------------------------------------------------------------------------------------ FAISS index files
@@ -452,10 +449,10 @@ def test_a_clips_captions_within_rounding_noise_tie_and_the_lower_row_stands_for
     ids = [f"p{row}" for row in range(20)]
     clips = [f"clip{row // 5}" for row in range(20)]
     for device in (None, "cpu"):
-        retriever = PairCapRetriever(vectors, ids, clips, ids, device=device)
-        hits = retriever.search(audio[2:3], mode="audio2audio", top_k=2)[0]
+        pair_index = PairCapIndex(vectors, ids, clips, ids, device=device)
+        hits = pair_index.search(audio[2:3], mode="audio2audio", top_k=2)[0]
         assert [hit.row for hit in hits][0] == 10 and hits[1].audio_id != "clip2"
-        every = retriever.search(audio[2:3], mode="audio2audio", top_k=2, max_pairs_per_clip=None)[0]
+        every = pair_index.search(audio[2:3], mode="audio2audio", top_k=2, max_pairs_per_clip=None)[0]
         assert every[0].row == 13  # without the per-clip limit the raw order stands
 
 
@@ -467,8 +464,8 @@ def test_a_flat_index_filled_in_place_equals_one_built_by_add():
     added = faiss.IndexFlatIP(16)
     added.add(vectors)
     chunks = (vectors[start : start + 700] for start in range(0, 5000, 700))
-    filled = retrieval_paircap.flat_index(5000, 16, chunks)
+    filled = index_paircap.flat_index(5000, 16, chunks)
     np.testing.assert_array_equal(faiss.serialize_index(filled), faiss.serialize_index(added))
     with pytest.raises(ValueError, match="got 700 vectors for a flat index of 5000"):
-        retrieval_paircap.flat_index(5000, 16, iter([vectors[:700]]))
-    assert retrieval_paircap.flat_index(0, 16, iter([])).ntotal == 0
+        index_paircap.flat_index(5000, 16, iter([vectors[:700]]))
+    assert index_paircap.flat_index(0, 16, iter([])).ntotal == 0

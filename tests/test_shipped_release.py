@@ -35,7 +35,7 @@ REMOTE_CAPTION = BLOCK_REPO_IMPORTS + textwrap.dedent(
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     inputs = processor(audio=[clip])
     with torch.no_grad():
-        output = model.generate(**inputs, processor=processor, return_dict_in_generate=True, **{GENERATION!r})
+        output = model.generate(**inputs, return_dict_in_generate=True, **{GENERATION!r})
     json.dump(
         {{
             "captions": processor.decode_captions(output.sequences, inputs["input_ids"].shape[1]),
@@ -96,7 +96,7 @@ def test_an_exported_copy_loads_as_remote_code_in_a_clean_process(shared_data, t
 
     inputs = processor(audio=[clip])
     with torch.no_grad():
-        local = model.generate(**inputs, processor=processor, return_dict_in_generate=True, **GENERATION)
+        local = model.generate(**inputs, return_dict_in_generate=True, **GENERATION)
     assert type(model).__module__ == "modeling_paircap.modeling_paircap"
     assert remote["captions"] == processor.decode_captions(local.sequences, inputs["input_ids"].shape[1])
     assert remote["zero_shot"] == local.zero_shot_captions

@@ -14,7 +14,7 @@ from datasets import Dataset
 
 from datasets_scripts.embed import EmbeddedPairs, embed_pairs
 from datasets_scripts.readers import FEATURES
-from modeling_paircap.knowledge_base_paircap import embedding_matrix
+from modeling_paircap.kb_format_paircap import embedding_matrix
 from paircap.training.config import TrainConfig
 from paircap.training.data import (
     CaptionTrainingSet,

@@ -13,7 +13,8 @@ import pytest
 from datasets import Array2D, Dataset, Features, List, Value
 
 from datasets_scripts.upgrade import legacy_fingerprint
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError, PairCapKnowledgeBase
+from modeling_paircap.kb_format_paircap import KnowledgeBaseError
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 
 REPO = Path(__file__).resolve().parents[1]
 

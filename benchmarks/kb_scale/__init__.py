@@ -8,7 +8,7 @@ TOP_K = 5
 FUSION_WEIGHT = 0.5
 BATCH = 64
 WORKER = "benchmarks.kb_scale.worker"
-SAME_SETTINGS = "faiss, the retriever's settings"  # the search timings' reference
+SAME_SETTINGS = "faiss, the index's settings"  # the search timings' reference
 # how each loader is named in the results
 LOADERS = {
     "paircap": "PairCapKnowledgeBase.from_pretrained",

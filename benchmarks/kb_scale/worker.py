@@ -29,8 +29,9 @@ from benchmarks.kb_scale import (
 from benchmarks.processes import proc_status, serve, worker_task
 from benchmarks.search_baselines import faiss_search
 from benchmarks.synthetic_kb import SyntheticKB, unit_rows, write_synthetic_kb
-from modeling_paircap.knowledge_base_paircap import SEARCH_COLUMNS, PairCapKnowledgeBase
-from modeling_paircap.retrieval_paircap import build_query
+from modeling_paircap.index_paircap import build_query
+from modeling_paircap.kb_format_paircap import SEARCH_COLUMNS
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 
 
 def kb_spec(num_pairs: int, tokens: bool, seed: int) -> SyntheticKB:
@@ -78,7 +79,7 @@ def load_task(task: dict) -> dict:
 
 def search_task(kb: PairCapKnowledgeBase, task: dict) -> dict:
     """Interleaved latency of `kb.search` and raw faiss on its index, single queries and batches of 64."""
-    retriever, index = kb.retriever, kb.retriever.index
+    pair_index, index = kb.index, kb.index.faiss_index
     rng = np.random.default_rng(12345)
     num_batches = task["repeats"] + 1
     audio = unit_rows(rng, BATCH * num_batches + task["single_queries"] + 1, AUDIO_DIM)
@@ -90,12 +91,12 @@ def search_task(kb: PairCapKnowledgeBase, task: dict) -> dict:
 
     methods = {
         "kb.search": ours,
-        SAME_SETTINGS: lambda rows: faiss_search(index, queries[rows], TOP_K, retriever),
+        SAME_SETTINGS: lambda rows: faiss_search(index, queries[rows], TOP_K, pair_index),
         "faiss defaults": lambda rows: faiss_search(index, queries[rows], TOP_K),
     }
     timings: dict[str, dict[str, list[float]]] = {"single": {m: [] for m in methods}, "batch": {m: [] for m in methods}}
     agree = {"same_rows": True, "max_score_diff": 0.0}
-    fetch = min(len(retriever), TOP_K * min(retriever.max_rows_per_clip, 8) + 1)
+    fetch = min(len(pair_index), TOP_K * min(pair_index.max_rows_per_clip, 8) + 1)
 
     def compare(hits, rows: slice) -> None:
         """The hits against faiss's own top `fetch`, ordered (S desc, row asc) and cut to one row per clip."""

@@ -24,8 +24,8 @@ import numpy as np
 from datasets import Dataset
 
 from datasets_scripts.columns import column
-from modeling_paircap.knowledge_base_paircap import embedding_matrix
-from modeling_paircap.retrieval_paircap import PairCapRetriever
+from modeling_paircap.index_paircap import PairCapIndex
+from modeling_paircap.kb_format_paircap import embedding_matrix
 
 __all__ = ["compute_training_neighbors", "load_neighbors", "save_neighbors"]
 
@@ -41,7 +41,7 @@ def compute_training_neighbors(
     """
     The `num_neighbors` nearest training pairs of every row of `embedded` (knowledge-base schema, from `embed_pairs`)
     by audio→audio retrieval with the stored CLAP audio embeddings: an `(N, num_neighbors)` int64 array of row indices
-    into `embedded`, -1 where fewer exist. `device` picks the retriever's search (None: faiss; "cuda": exact matmul on
+    into `embedded`, -1 where fewer exist. `device` picks the index's search (None: faiss; "cuda": exact matmul on
     the GPU); queries are searched `batch_size` at a time.
     """
     if num_neighbors < 0 or batch_size < 1:
@@ -55,11 +55,11 @@ def compute_training_neighbors(
     audio_ids = [all_audio_ids[row] or "" for row in rows]
     audio = embedding_matrix(embedded, "audio_embedding")[rows]
     text = embedding_matrix(embedded, "text_embedding")[rows]
-    retriever = PairCapRetriever.from_embeddings(audio, text, pair_ids, audio_ids, [""] * len(rows), device=device)
+    index = PairCapIndex.from_embeddings(audio, text, pair_ids, audio_ids, [""] * len(rows), device=device)
     exclusions = _exclusions(pair_ids, audio_ids)
     for start in range(0, len(rows), batch_size):
         end = min(start + batch_size, len(rows))
-        hits = retriever.search(
+        hits = index.search(
             audio[start:end], mode="audio2audio", top_k=num_neighbors, exclude_ids=exclusions[start:end]
         )
         for position, query_hits in zip(range(start, end), hits, strict=True):

@@ -12,9 +12,10 @@ import torch
 from datasets import load_from_disk
 
 from paircap.caption_data import group_references, load_pairs
-from paircap.captioning import load_release, resolve_dtype
+from paircap.captioning import load_retriever, resolve_dtype
 from paircap.evaluation import evaluate, plan_runs
 from paircap.evaluation_report import save_model_index, write_report
+from paircap.releases import load_release
 from recipes.mini.local.corpus import save
 from recipes.mini.local.event_captions import event_accuracy
 from recipes.mini.local.knowledge_bases import KNOWLEDGE_BASES
@@ -44,8 +45,8 @@ def evaluate_release(
     items = group_references(load_pairs([str(data)]))
     device = torch.device("cpu")
     captioner, processor = load_release(release, device, resolve_dtype("auto", device))
-    for knowledge_base in knowledge_bases:  # their clips' audio: for tokens the KB lacks
-        captioner.load_knowledge_base(knowledge_base, audio_roots=run.audio_roots())
+    roots = run.audio_roots()  # their clips' audio: for tokens a KB lacks
+    retrievers = {kb: load_retriever(captioner, processor, kb, audio_roots=roots) for kb in knowledge_bases}
     runs = plan_runs(
         knowledge_bases,
         modes,
@@ -55,7 +56,8 @@ def evaluate_release(
     )
     settings = {"model": release, "data": [str(data)], "clips": len(items), "runs": len(runs)}
     results = evaluate(
-        captioner, processor, items, runs, output, batch_size=s.batch_size, progress=False, settings=settings,
+        captioner, processor, items, runs, output, retrievers, batch_size=s.batch_size, progress=False,
+        settings=settings,
         max_new_tokens=s.max_new_tokens, num_beams=1, do_sample=False,
     )  # fmt: skip
     write_report(results, output)

@@ -27,7 +27,8 @@ from hub_cards import (
     render_dataset_card,
     render_mini_model_card,
 )
-from modeling_paircap.knowledge_base_paircap import KnowledgeBaseMetadata, PairCapKnowledgeBase
+from modeling_paircap.kb_format_paircap import KnowledgeBaseMetadata
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.assembly import save_release
