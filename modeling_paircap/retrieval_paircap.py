@@ -15,11 +15,10 @@ import weakref
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from transformers import BatchFeature
+from transformers import BatchFeature, PreTrainedModel
 
 from .configuration_paircap import PAIR_MODES, PairCapConfig
 from .fingerprints_paircap import weights_state
@@ -27,9 +26,6 @@ from .index_paircap import RetrievedPair
 from .kb_format_paircap import METADATA_FILE, KnowledgeBaseError
 from .knowledge_base_paircap import PairCapKnowledgeBase
 from .processing_paircap import PairCapProcessor
-
-if TYPE_CHECKING:
-    from .modeling_paircap import PairCapForConditionalGeneration
 
 
 @dataclass
@@ -104,7 +100,7 @@ class PairCapRetriever:
         )
         return cls(kb, processor)
 
-    def check_model(self, model: PairCapForConditionalGeneration) -> None:
+    def check_model(self, model: PreTrainedModel) -> None:
         """
         Refuse a knowledge base embedded in another retrieval space than `model`'s CLAP, and mark its clip tokens stale
         when another token encoder made them (`knowledge_base.tokens_state`). Checked again only for another model, or
@@ -127,7 +123,7 @@ class PairCapRetriever:
     @torch.no_grad()
     def __call__(
         self,
-        model: PairCapForConditionalGeneration,
+        model: PreTrainedModel,
         audio_embeds: torch.Tensor,
         query_tokens: Sequence[torch.Tensor],
         is_long: Sequence[bool],
@@ -173,7 +169,7 @@ class PairCapRetriever:
 
     def second_pass_inputs(
         self,
-        model: PairCapForConditionalGeneration,
+        model: PreTrainedModel,
         hits: Sequence[Sequence[RetrievedPair]],
         query_tokens: Sequence[torch.Tensor],
         is_long: Sequence[bool],
@@ -192,7 +188,7 @@ class PairCapRetriever:
         return self.processor(audio=queries, examples=examples, return_tensors="pt").to(model.device)
 
     @torch.no_grad()
-    def encode_clip_tokens(self, model: PairCapForConditionalGeneration, audio: list) -> list[torch.Tensor]:
+    def encode_clip_tokens(self, model: PreTrainedModel, audio: list) -> list[torch.Tensor]:
         """
         The pooled prompt tokens `(windows * tokens_per_window, hidden)` of each clip (paths, arrays or audio dicts, as
         the processor takes them) from the model's captioning audio tower: what a KB stores per clip. A clip that
@@ -208,7 +204,7 @@ class PairCapRetriever:
         return tokens
 
 
-def search_device(model: PairCapForConditionalGeneration) -> str | None:
+def search_device(model: PreTrainedModel) -> str | None:
     """Where a model's retriever searches by default: exact torch search on its GPU, else faiss (None)."""
     return str(model.device) if model.device.type == "cuda" else None
 
