@@ -2,6 +2,7 @@
 and captions, its checkpoints hold only the trainable state (with the byte ratio against a whole-model save), and a
 resume from them ends bit-identical."""
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -15,7 +16,13 @@ from safetensors.torch import load_file, save_model
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.param_report import checkpoint_bytes, parameter_report
-from paircap.training.adapters import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, load_adapter
+from paircap.training.adapters import (
+    ADAPTER_CONFIG_NAME,
+    ADAPTER_WEIGHTS_NAME,
+    adapter_state_dict,
+    load_adapter,
+    trained_modules,
+)
 from paircap.training.checkpoints import checkpoint_problem
 from paircap.training.config import TrainConfig
 from paircap.training.errors import CheckpointError
@@ -148,3 +155,11 @@ def test_resume_refuses_another_release_or_other_trained_parts(tiny_release, run
         train(make(folder, resume=True, model_name_or_path=str(other)))
     with pytest.raises(CheckpointError, match=r"model.safetensors: holds \d+ tensors this run does not train"):
         train(make(folder, resume=True, train_audio_encoder=False))
+
+
+def test_an_adapter_refuses_trained_weights_it_cannot_hold(tiny_release):
+    _, untrained, _ = tiny_release
+    model = copy.deepcopy(untrained)
+    configure_stage2(model, train_language_model=True)  # the whole decoder trains: only the merged export holds it
+    with pytest.raises(ValueError, match="outside IA3"):
+        adapter_state_dict(model, model.state_dict(), trained_modules(model))
