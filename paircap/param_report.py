@@ -15,6 +15,8 @@ from paircap.training.trainable_parameters import (
 
 VICUNA_VOCAB = 32000
 ADDED_TOKENS = 2  # <audio> and <long_audio>
+FP32_BYTES = 4  # training keeps fp32 weights (mixed precision computes in bf16)
+ADAM_STATES = 2  # AdamW's exp_avg and exp_avg_sq per trained parameter, fp32
 
 
 def vicuna_7b_v1_5_config() -> LlamaConfig:
@@ -56,15 +58,26 @@ def parameter_report(config: PairCapConfig | None = None) -> dict:
         stage2_frozen_encoder = trainable_parameter_count(model)
         configure_stage2(model, train_audio_encoder=True)
         stage2 = trainable_parameter_count(model)
+    components = dict(component_parameter_counts(model))
     return {
-        "components": dict(component_parameter_counts(model)),
+        "components": components,
         "trainable": {
             "stage1_projector": stage1,
             "stage2_projector_ia3_lm_head": stage2_frozen_encoder,
             "stage2_with_audio_encoder": stage2,
         },
         "paper_reported_trainable": 145_000_000,
+        "stage2_checkpoint_bytes": checkpoint_bytes(components["total"], stage2),
     }
+
+
+def checkpoint_bytes(parameters: int, trainable: int) -> dict[str, int]:
+    """
+    Bytes of one training checkpoint (fp32 weights, AdamW state): `trainable_state` as PairCap saves it (trained
+    weights and optimizer) and `whole_model` as a plain `accelerator.save_state` would (every weight and optimizer).
+    """
+    optimizer = trainable * FP32_BYTES * ADAM_STATES
+    return {"trainable_state": trainable * FP32_BYTES + optimizer, "whole_model": parameters * FP32_BYTES + optimizer}
 
 
 def format_report(report: dict) -> str:
@@ -74,4 +87,6 @@ def format_report(report: dict) -> str:
     lines += ["", "| trainable set | parameters |", "|---|---:|"]
     lines += [f"| {name} | {value:,} |" for name, value in report["trainable"].items()]
     lines.append(f"| paper (Table 1) | ~{report['paper_reported_trainable']:,} |")
+    lines += ["", "| stage-2 checkpoint (fp32, AdamW) | GB |", "|---|---:|"]
+    lines += [f"| {name} | {value / 1e9:.2f} |" for name, value in report["stage2_checkpoint_bytes"].items()]
     return "\n".join(lines)

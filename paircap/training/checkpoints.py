@@ -1,9 +1,13 @@
 """Training checkpoints that are checked before they are trusted.
 
-A checkpoint is `accelerator.save_state` (model and optimizer) plus `trainer_state.json` (where the run stands and the
-lr schedule, as JSON: nothing of ours is pickled), written into a temporary folder, closed by `manifest.json` (every
-file's size and sha256) and only then renamed to `step-XXXXXXXX`. `--resume` takes the newest checkpoint whose manifest
-verifies and says which ones it skipped and why.
+A checkpoint is `accelerator.save_state` (the model's trainable state and the optimizer) plus `trainer_state.json`
+(where the run stands, the lr schedule and the release it started from, as JSON: nothing of ours is pickled), written
+into a temporary folder, closed by `manifest.json` (every file's size and sha256) and only then renamed to
+`step-XXXXXXXX`. `--resume` takes the newest checkpoint whose manifest verifies and says which ones it skipped and why.
+
+The model file holds only what training changes: the trainable parameters and the buffers (batch-norm statistics of a
+trained tower; a few kB), never the frozen weights, which a resumed run reads again from the release it starts from
+(`register_trainable_state` filters the save and loads it back, key for key).
 """
 
 import json
@@ -11,7 +15,10 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
+from accelerate.utils import SAFE_MODEL_NAME
+from safetensors.torch import load_file
 from transformers.utils import logging
 
 from modeling_paircap.kb_format_paircap import file_record
@@ -31,6 +38,46 @@ def checkpoint_name(step: int) -> str:
 
 def _files(folder: Path) -> list[str]:
     return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+
+
+def frozen_parameter_names(model: torch.nn.Module) -> set[str]:
+    """State-dict names of the frozen parameters (tied names included)."""
+    return {name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+
+def trainable_state_names(model: torch.nn.Module) -> set[str]:
+    """What a checkpoint holds of `model`: its state dict without the frozen parameters."""
+    return set(model.state_dict()) - frozen_parameter_names(model)
+
+
+def register_trainable_state(accelerator: Accelerator) -> None:
+    """
+    Make `accelerator.save_state` write only the trainable state of each prepared model, and `load_state` read it
+    back, refusing a model file whose names are not exactly the ones this run trains. Applies where accelerate hands
+    the state dict to hooks (one process, DDP); FSDP and DeepSpeed save through their own engines, in full.
+    """
+
+    def keep_trainable(models: list[torch.nn.Module], weights: list[dict], output_dir: str) -> None:
+        for model, state in zip(models, weights, strict=False):  # FSDP, DeepSpeed: no state dicts are handed over
+            for name in frozen_parameter_names(model) & set(state):
+                del state[name]
+
+    def load_trainable(models: list[torch.nn.Module], input_dir: str) -> None:
+        for index, model in enumerate(models):
+            path = Path(input_dir) / f"{SAFE_MODEL_NAME}{f'_{index}' if index else ''}.safetensors"
+            state = load_file(str(path))
+            expected = trainable_state_names(model)
+            if set(state) != expected:
+                extra, missing = sorted(set(state) - expected), sorted(expected - set(state))
+                raise CheckpointError(
+                    f"{path}: holds {len(extra)} tensors this run does not train ({', '.join(extra[:3])}) and lacks "
+                    f"{len(missing)} it does ({', '.join(missing[:3])}); resume with the settings it was saved with"
+                )
+            model.load_state_dict(state, strict=False)
+        models.clear()  # loaded here: accelerate loads no model file itself
+
+    accelerator.register_save_state_pre_hook(keep_trainable)
+    accelerator.register_load_state_pre_hook(load_trainable)
 
 
 def save_checkpoint(accelerator: Accelerator, checkpoint_dir: Path, step: int, trainer_state: dict, keep: int) -> Path:
@@ -114,3 +161,23 @@ def resumable_checkpoint(checkpoint_dir: Path) -> Path | None:
 
 def read_trainer_state(folder: Path) -> dict:
     return json.loads((folder / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
+
+
+def starting_point(model_name_or_path: str) -> str:
+    """The release a run starts from, as a checkpoint records it: a folder's absolute path, or the hub id."""
+    path = Path(model_name_or_path)
+    return str(path.resolve()) if path.exists() else model_name_or_path
+
+
+def check_starting_point(folder: Path, state: dict, model_name_or_path: str) -> None:
+    """
+    Raises:
+        CheckpointError: the checkpoint was trained from another release than `model_name_or_path` (it holds only the
+            trained weights: the frozen ones come from the release the run starts from).
+    """
+    recorded, current = state.get("model_name_or_path"), starting_point(model_name_or_path)
+    if recorded != current:
+        raise CheckpointError(
+            f"{folder} was trained from {recorded}, not {current}; it holds only the trained weights, so resume from "
+            "the release it started from"
+        )

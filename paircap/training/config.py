@@ -91,7 +91,10 @@ class TrainConfig:
         default="stop", metadata={"help": "on a NaN/inf loss: stop (error naming the step) or skip the batch"}
     )
     max_skipped_batches: int = field(default=10, metadata={"help": "nonfinite_loss: skip stops after this many"})
-    export: bool = field(default=True, metadata={"help": "write a release folder (IA3 merged) at the end"})
+    export: bool = field(
+        default=True,
+        metadata={"help": "write a release folder (IA3 merged) at the end, and for stage 2 its peft adapter"},
+    )
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -116,6 +119,10 @@ class TrainConfig:
     @property
     def export_dir(self) -> Path:
         return Path(self.output_dir) / "release"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return Path(self.output_dir) / "adapter"
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:

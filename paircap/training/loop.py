@@ -16,7 +16,14 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 from transformers.utils import logging
 
-from paircap.training.checkpoints import read_trainer_state, resumable_checkpoint, save_checkpoint
+from paircap.training.checkpoints import (
+    check_starting_point,
+    read_trainer_state,
+    register_trainable_state,
+    resumable_checkpoint,
+    save_checkpoint,
+    starting_point,
+)
 from paircap.training.config import TrainConfig
 from paircap.training.data import LengthGroupedBatchSampler, balanced_source_weights
 from paircap.training.errors import NonFiniteLossError, NonFiniteWeightsError
@@ -127,13 +134,15 @@ def train(cfg: TrainConfig) -> Path:
     total_steps = cfg.max_steps or steps_per_epoch * cfg.num_epochs
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    register_trainable_state(accelerator)
     if val_loader is not None:
         val_loader = accelerator.prepare(val_loader)
     progress = TrainingProgress()
     checkpoint = resumable_checkpoint(cfg.checkpoint_dir) if cfg.resume else None
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
         state = read_trainer_state(checkpoint)
+        check_starting_point(checkpoint, state, cfg.model_name_or_path)
+        accelerator.load_state(str(checkpoint))
         progress.load_state_dict(state["progress"])
         scheduler.load_state_dict(state["scheduler"])
         if accelerator.is_main_process:
@@ -177,7 +186,11 @@ def train(cfg: TrainConfig) -> Path:
                 log_validation(cfg, setup, model, val_loader, accelerator, progress.global_step)
             stopped_early = run_steps == cfg.stop_after_steps and progress.global_step < total_steps
             if progress.global_step % cfg.save_every == 0 or progress.global_step == total_steps or stopped_early:
-                state = {"progress": progress.state_dict(), "scheduler": scheduler.state_dict()}
+                state = {
+                    "progress": progress.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "model_name_or_path": starting_point(cfg.model_name_or_path),
+                }
                 save_checkpoint(accelerator, cfg.checkpoint_dir, progress.global_step, state, cfg.save_total_limit)
             if progress.global_step >= total_steps or stopped_early:
                 break

@@ -27,6 +27,7 @@ from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.assembly import save_release
 from paircap.caption_data import load_pairs
+from paircap.training.adapters import save_adapter
 from paircap.training.config import TrainConfig
 from paircap.training.data import CaptionTrainingSet, PairCapCollator
 from paircap.training.neighbors import compute_training_neighbors, load_neighbors, save_neighbors
@@ -169,12 +170,17 @@ def captioning_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
 def release_export(
     cfg: TrainConfig, processor: PairCapProcessor, sources: Sequence[str]
 ) -> Callable[[PairCapForConditionalGeneration, dict[str, torch.Tensor], int], Path]:
-    """Export the trained weights (IA3 merged) as a release folder with its processor and card."""
+    """
+    Export the trained weights (IA3 merged) as a release folder with its processor and card; stage 2 also writes them
+    as a peft adapter for its input release into `cfg.adapter_dir` (not when it trained the whole LM decoder).
+    """
 
     def export(trained: PairCapForConditionalGeneration, state_dict: dict[str, torch.Tensor], step: int) -> Path:
         status = f"trained: stage `{cfg.stage}` for {step} steps from `{cfg.model_name_or_path}`."
         card = export_card(cfg, trained, status, sources)
         save_release(trained, processor, cfg.export_dir, card, state_dict=merge_ia3(trained.config, state_dict))
+        if cfg.stage == "raft" and not cfg.train_language_model:
+            save_adapter(trained, state_dict, cfg.adapter_dir, cfg.model_name_or_path)
         return cfg.export_dir
 
     return export
