@@ -367,9 +367,10 @@ class DemoBlocks(gr.Blocks):
     engine's token route and refuses uploads over `MAX_UPLOAD`; its uploads are deleted after `CACHE_CLEANUP`.
     """
 
-    def __init__(self, audio: NeighbourAudio, **kwargs):
+    def __init__(self, engine: DemoEngine, **kwargs):
         super().__init__(delete_cache=CACHE_CLEANUP, **kwargs)
-        self.neighbour_audio = audio
+        self.engine = engine
+        self.neighbour_audio = engine.audio
 
     def launch(self, *args, app_kwargs: dict | None = None, max_file_size: str | int | None = MAX_UPLOAD, **kwargs):
         app_kwargs = dict(app_kwargs or {})
@@ -393,7 +394,7 @@ def build_blocks(engine: DemoEngine) -> DemoBlocks:
     def closed(request: gr.Request) -> None:
         engine.audio.forget(request.session_hash)
 
-    with DemoBlocks(engine.audio, title="PairCap demo", analytics_enabled=False) as demo:
+    with DemoBlocks(engine, title="PairCap demo", analytics_enabled=False) as demo:
         gr.Markdown(
             "# PairCap: retrieval-augmented audio captioning\n"
             "Pass 1 captions the clip zero-shot; its caption and audio retrieve (audio, caption) pairs with "

@@ -205,7 +205,7 @@ def test_the_demo_command_serves_the_page(tiny_release, real_kb, monkeypatch, tr
     try:
         assert (host, share, url) == ("127.0.0.1", False, f"http://127.0.0.1:{port}/")
         assert "PairCap" in httpx.get(url, timeout=30).text
-        engine = next(iter(demo.fns.values())).fn.args[0]  # the caption handler: partial(caption_clip, engine)
+        engine = demo.engine
         module = type(engine.model).__module__
         assert module.startswith("transformers_modules.") if trust else module == "modeling_paircap.modeling_paircap"
     finally:
