@@ -43,9 +43,9 @@ import numpy as np
 import soundfile as sf
 from datasets import Dataset
 
-from datasets_scripts.job_files import write_atomic
 from datasets_scripts.readers.core import PairColumns, PathLike, ReaderOptions, pairs_dataset
 from datasets_scripts.readers.esc50 import EVENT_PHRASES, Esc50Clip, seed_sequence
+from modeling_paircap.file_io_paircap import write_atomic
 
 __all__ = [
     "EVENT_EXCLUSIONS",

@@ -29,7 +29,8 @@ import numpy as np
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
-from datasets_scripts.job_files import column, ids_sha256, write_atomic
+from datasets_scripts.job_files import column, ids_sha256
+from modeling_paircap.file_io_paircap import write_atomic
 from modeling_paircap.knowledge_base_paircap import embedding_matrix
 from modeling_paircap.retrieval_paircap import PairCapRetriever, RetrievedPair, concat_pair_vectors
 

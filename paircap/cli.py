@@ -8,6 +8,7 @@ traceback. Progress goes to stderr (the loggers of `paircap` and `datasets_scrip
 """
 
 import argparse
+import errno
 import functools
 import logging
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from datasets_scripts.kb_cli import add_kb_commands
 from modeling_paircap.configuration_paircap import RETRIEVAL_MODES
+from modeling_paircap.file_io_paircap import FolderWriteError
 from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError
 from paircap.hub_access import ModelLoadError, go_offline_if_unreachable, load_failure
 from paircap.releases import resolve_model
@@ -30,6 +32,7 @@ CAPTION_MODES = tuple(mode for mode in RETRIEVAL_MODES if mode != "pair2pair")
 # The default method grid of `evaluate` (zero-shot always runs first); audio2text only when asked for.
 EVALUATE_MODES = tuple(mode for mode in CAPTION_MODES if mode not in ("none", "audio2text"))
 LOGGED_PACKAGES = ("paircap", "datasets_scripts")
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # a full disk or a read-only file system: one line, exit 2
 
 
 class UsageError(Exception):
@@ -404,8 +407,13 @@ def run_mini(args: argparse.Namespace) -> int:
 
 def is_expected(error: Exception) -> bool:
     """A failure the user can act on: checked by class name too, since a release's remote code brings its own copy of
-    `KnowledgeBaseError`."""
-    return isinstance(error, (UsageError, ModelLoadError)) or type(error).__name__ == KnowledgeBaseError.__name__
+    `KnowledgeBaseError`; a folder that cannot be written, a full disk or a read-only file system."""
+    return (
+        isinstance(error, (UsageError, ModelLoadError, FolderWriteError))
+        or type(error).__name__ == KnowledgeBaseError.__name__
+        or isinstance(error, OSError)
+        and error.errno in DISK_ERRNOS
+    )
 
 
 class ProgressHandler(logging.StreamHandler):

@@ -19,6 +19,7 @@ from test_knowledge_base import RETRIEVAL, TOKEN_DIM, TOKENS, synthetic_kb
 
 import modeling_paircap.knowledge_base_paircap as kb_module
 from datasets_scripts.publish import build_kb_index, kb_metadata
+from modeling_paircap.file_io_paircap import file_record
 from modeling_paircap.knowledge_base_paircap import (
     CLIPS_FILE,
     INDEX_FILE,
@@ -228,7 +229,7 @@ def rewrite_index(folder: Path, vectors: np.ndarray) -> None:
     index.add(vectors)
     faiss.write_index(index, str(folder / INDEX_FILE))
     files = metadata_of(folder)["files"]
-    edit_metadata(folder, files={**files, INDEX_FILE: kb_module.file_record(folder / INDEX_FILE)})
+    edit_metadata(folder, files={**files, INDEX_FILE: file_record(folder / INDEX_FILE)})
 
 
 @pytest.mark.parametrize("damage", ["perturbed", "nan", "scaled"])
@@ -267,11 +268,11 @@ def test_writers_record_every_file(kb):
     names = {INDEX_FILE, CLIPS_FILE, TOKENS_FILE} | {f"data/{shard.name}" for shard in shards_of(kb)}
     assert set(files) == names and len(shards_of(kb)) == 3
     for name, record in files.items():
-        assert record == kb_module.file_record(kb / name)
+        assert record == file_record(kb / name)
     copy = PairCapKnowledgeBase.from_pretrained(kb).save_pretrained(kb.parent / "copy")  # save_pretrained records
     assert set(metadata_of(copy)["files"]) >= {INDEX_FILE, CLIPS_FILE, TOKENS_FILE}
     for name, record in metadata_of(copy)["files"].items():
-        assert record == kb_module.file_record(copy / name)
+        assert record == file_record(copy / name)
     PairCapKnowledgeBase.from_pretrained(copy, verify="always")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from transformers.utils import logging
 
-from modeling_paircap.knowledge_base_paircap import file_record
+from modeling_paircap.file_io_paircap import file_record
 from paircap.training.errors import CheckpointError
 
 logger = logging.get_logger(__name__)
