@@ -14,11 +14,14 @@
 """
 
 import argparse
+import contextlib
 import functools
 import json
 from pathlib import Path
 
 from datasets_scripts.recipes import RECIPES, CorpusSpec, parse_roots
+from modeling_paircap.file_io_paircap import folder_lock
+from modeling_paircap.knowledge_base_paircap import METADATA_FILE
 from paircap.hub_access import ModelLoadError
 
 
@@ -91,26 +94,28 @@ def run_build(args: argparse.Namespace) -> int:
     corpora = RECIPES[args.recipe].corpora if args.recipe else tuple(args.corpus)
     recipe = {"name": args.recipe or "custom", "corpora": [f"{c.name}:{c.split}" for c in corpora]}
     accelerator = Accelerator()
-    roots = parse_roots(args.root)
-    pairs = read_pairs(corpora, roots)
-    model, processor = load_release(args.model)
-    model = model.to(accelerator.device)
-    build_knowledge_base(
-        pairs,
-        model,
-        processor,
-        args.output,
-        recipe,
-        index_factory=args.index_factory,
-        work_dir=args.work_dir,
-        accelerator=accelerator,
-        roots=roots,
-        with_tokens=not args.index_only,
-        batch_size=args.batch_size,
-        shard_size=args.shard_size,
-        num_workers=args.num_workers,
-        overwrite=args.overwrite,
-    )
+    # the output's write lock first: an unwritable output or a second writer fails before anything is read or loaded
+    with folder_lock(args.output, METADATA_FILE) if accelerator.is_main_process else contextlib.nullcontext():
+        roots = parse_roots(args.root)
+        pairs = read_pairs(corpora, roots)
+        model, processor = load_release(args.model)
+        model = model.to(accelerator.device)
+        build_knowledge_base(
+            pairs,
+            model,
+            processor,
+            args.output,
+            recipe,
+            index_factory=args.index_factory,
+            work_dir=args.work_dir,
+            accelerator=accelerator,
+            roots=roots,
+            with_tokens=not args.index_only,
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            num_workers=args.num_workers,
+            overwrite=args.overwrite,
+        )
     if accelerator.is_main_process:
         print(f"wrote the knowledge base to {args.output}", flush=True)
     return 0

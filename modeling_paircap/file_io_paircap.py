@@ -75,6 +75,7 @@ def write_stream(path: str | os.PathLike, produce: Callable[[Callable[[bytes], i
             produce(write)
         except Exception:
             if failures:
+                failures[0].filename = failures[0].filename or os.fspath(path)
                 raise failures[0] from None
             raise
 
@@ -178,39 +179,52 @@ def folder_lock(target: str | os.PathLike, marker: str | None = None) -> Iterato
 
 
 def _acquire(shown: Path, target: Path) -> int:
-    """Open and lock `.NAME.lock` beside `target` (its pid written in it); the descriptor holds the lock."""
+    """Create the folder beside `target` and take its lock file `.NAME.lock`; the descriptor holds the lock."""
     lock = _sibling(target, "lock")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            if fcntl is None:
-                descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-            else:
-                descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-                try:
-                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    same = os.fstat(descriptor).st_ino == os.stat(lock).st_ino  # not removed by its last holder
-                except (BlockingIOError, FileNotFoundError) as error:
-                    os.close(descriptor)
-                    if isinstance(error, BlockingIOError):
-                        raise
-                    continue
-                if not same:
-                    os.close(descriptor)
-                    continue
-            os.ftruncate(descriptor, 0)
-            os.write(descriptor, f"{os.getpid()}\n".encode())
-            return descriptor
-    except (BlockingIOError, FileExistsError):
+        descriptor = _lock(lock)
+    except FileExistsError as error:  # from mkdir: a file where a folder should be
+        raise FolderWriteError(error.errno, f"{shown}: cannot be written ({error.filename} is not a folder)") from None
+    except OSError as error:
+        raise FolderWriteError(error.errno, f"{shown}: cannot be written ({_reason(error)})") from None
+    if descriptor is None:
         holder = ""
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, IndexError):
             holder = f" (pid {int(lock.read_text().split()[0])})"
         stale = f", or remove {lock} if no writer runs" if fcntl is None else ""
         raise FolderWriteError(
             errno.EBUSY, f"{shown}: another process{holder} is writing it; wait until it is done{stale}"
-        ) from None
-    except OSError as error:
-        raise FolderWriteError(error.errno, f"{shown}: cannot be written ({_reason(error)})") from None
+        )
+    return descriptor
+
+
+def _lock(lock: Path) -> int | None:
+    """Lock the file `lock` (created if need be; this pid written in it) and return its descriptor, or None when
+    another process holds it."""
+    while True:
+        if fcntl is None:
+            try:
+                descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return None
+        else:
+            descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(descriptor)
+                return None
+            try:
+                current = os.stat(lock).st_ino
+            except FileNotFoundError:
+                current = None
+            if current != os.fstat(descriptor).st_ino:  # removed by the writer that held it: lock the new one
+                os.close(descriptor)
+                continue
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        return descriptor
 
 
 def _release(target: Path, descriptor: int) -> None:

@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import struct
 import time
 import uuid
@@ -46,6 +45,7 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
+from .file_io_paircap import file_sha256, link_or_copy, record_files, replacing_folder, write_atomic, write_stream
 from .retrieval_paircap import PairCapRetriever, RetrievedPair, flat_index, require_faiss
 from .tokens_paircap import TOKENS_FILE, ClipTokenStore, DeviceClipTokens
 
@@ -97,7 +97,6 @@ RECORD_COMMAND = (
 VERIFY_MODES = ("once", "always")  # `from_pretrained(verify=...)`: hash each file state once, or on every load
 VERIFIED_CACHE_ENV = "PAIRCAP_VERIFIED_CACHE"  # where the verified file states are remembered (default: HF_HOME)
 RACY_NS = 2 * 10**9  # a file changed this close to its hashing may change again unseen (coarse mtimes): not remembered
-HASH_BLOCK = 4 * 2**20
 MAX_METADATA_BYTES = 16 * 2**20
 SPOT_CHECK_ROWS = 256  # index vectors compared with the rows' embeddings on every load
 SPOT_CHECK_GROUPS = 8  # ... taken from the start of this many parquet row groups, spread over the KB
@@ -178,10 +177,8 @@ class KnowledgeBaseMetadata:
         return self.token_fingerprint is not None
 
     def save(self, folder: str | os.PathLike) -> None:
-        path = Path(folder, METADATA_FILE)
-        partial = path.with_name(f".{METADATA_FILE}.tmp")
-        partial.write_text(json.dumps(self.__dict__, indent=2, sort_keys=True))
-        os.replace(partial, path)
+        text = json.dumps(self.__dict__, indent=2, sort_keys=True)
+        write_atomic(Path(folder, METADATA_FILE), lambda temporary: temporary.write_text(text))
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> KnowledgeBaseMetadata:
@@ -686,30 +683,6 @@ def kb_file_names(folder: Path, metadata: KnowledgeBaseMetadata) -> list[str]:
     return [*shards, CLIPS_FILE, INDEX_FILE] + ([TOKENS_FILE] if metadata.has_tokens else [])
 
 
-def file_record(path: str | os.PathLike) -> dict:
-    """The `{size, sha256}` record of a file."""
-    return {"size": os.stat(path).st_size, "sha256": file_sha256(path)}
-
-
-def record_files(folder: str | os.PathLike, names: Sequence[str]) -> dict[str, dict]:
-    """The records of the named files of `folder` (hashed in parallel: hashlib releases the GIL)."""
-    folder = Path(folder)
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1, len(names)))) as pool:
-        records = list(pool.map(lambda name: file_record(folder / name), names))
-    return dict(zip(names, records, strict=True))
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 of a file, read in blocks (memory stays one block)."""
-    digest = hashlib.sha256()
-    block = bytearray(HASH_BLOCK)
-    view = memoryview(block)
-    with open(path, "rb", buffering=0) as handle:
-        while count := handle.readinto(block):
-            digest.update(view[:count])
-    return digest.hexdigest()
-
-
 def check_kb_files(folder: Path, metadata: KnowledgeBaseMetadata, verify: str = "once") -> list[str]:
     """
     Check a knowledge base folder's files against its metadata before any of them is read, cheapest check first, and
@@ -1140,6 +1113,13 @@ def read_index(path: str | os.PathLike, num_vectors: int, dim: int, factory: str
     return index
 
 
+def write_index(index, path: str | os.PathLike) -> None:
+    """Write a FAISS index file through Python's checked writes (`write_stream`): faiss's own file writer reports a
+    failed final flush only on stderr, so a full disk would leave a short index behind a successful call."""
+    faiss = require_faiss()
+    write_stream(path, lambda write: faiss.write_index(index, faiss.PyCallbackIOWriter(write)))
+
+
 def stores_float32_vectors(index) -> bool:
     """Whether the index reconstructs its vectors exactly (flat storage), as flat, IVF-flat and HNSW-flat do."""
     if index is None:
@@ -1238,52 +1218,55 @@ def write_knowledge_base(
     metadata: KnowledgeBaseMetadata,
     index=None,
     tokens: ClipTokenStore | None = None,
-    card: str | None = None,
+    card: str | Callable[[KnowledgeBaseMetadata], str] | None = None,
     max_shard_bytes: int = MAX_SHARD_BYTES,
 ) -> Path:
     """
     Write `folder` in datasets-repo layout: `data/train-<build>-*.parquet` (ROW_COLUMNS, shards of about
     `max_shard_bytes`), `clips.parquet`, the FAISS index (flat from the rows when not given), `paircap_kb.json`, and
-    `card` (or a minimal card) as README.md. `tokens` is a token file to copy in (an index-only KB has none; a token
-    file already at `folder/tokens.safetensors` is kept). Each write gets a new build id in its shard names and card:
-    datasets 5 caches a local folder by its `configs` patterns alone, so without it a KB rebuilt in place would load
-    its previous rows.
+    README.md: `card`, the card made from the final metadata when `card` is a function, or a minimal card. `tokens` is
+    a token file to link or copy in (an index-only KB has none; without it, the token file of the KB in `folder` is
+    kept). Each write gets a new build id in its shard names and card: datasets 5 caches a local folder by its
+    `configs` patterns alone, so without it a KB rebuilt in place would load its previous rows.
+
+    Whole or not at all: the folder is staged beside `folder`, every write checked (the index too, see
+    `write_index`), loaded back with `PairCapKnowledgeBase.from_pretrained`, then swapped in (`replacing_folder`). A
+    full disk or any other failure leaves the KB in `folder` as it was (a `FolderWriteError` for an OSError); a second
+    writer of `folder` is refused, and so is a non-empty `folder` that is not a knowledge base.
     """
     require_datasets()
     missing = [column for column in ROW_COLUMNS if column not in rows.column_names]
     if missing:
         raise ValueError(f"the rows lack the knowledge base columns {missing}")
     folder = Path(folder)
-    data_dir = folder / DATA_DIR
-    data_dir.mkdir(parents=True, exist_ok=True)
-    old_shards = list(data_dir.glob("*.parquet"))
     rows = rows.select_columns(list(ROW_COLUMNS))
-    metadata.build_id = uuid.uuid4().hex[:12]
-    num_shards = max(1, -(-rows.data.nbytes // max_shard_bytes))
-    for shard in range(num_shards):
-        part = rows.shard(num_shards, shard, contiguous=True)
-        part.to_parquet(str(data_dir / f"train-{metadata.build_id}-{shard:05d}-of-{num_shards:05d}.parquet"))
-    for old in old_shards:
-        old.unlink()
-    pq.write_table(clips.select(list(CLIP_COLUMNS)).cast(clip_schema()), folder / CLIPS_FILE)
-    if index is None:
-        vectors = PairVectorView(rows)
-        chunks = (vectors[start : start + 65536] for start in range(0, len(vectors), 65536))
-        index = flat_index(*vectors.shape, chunks)
-    partial = folder / f".{INDEX_FILE}.tmp"
-    require_faiss().write_index(index, str(partial))
-    os.replace(partial, folder / INDEX_FILE)
-    token_path = folder / TOKENS_FILE
-    if tokens is not None and tokens.path.resolve() != token_path.resolve():
-        shutil.copyfile(tokens.path, token_path)
-    elif tokens is None and metadata.has_tokens and not token_path.is_file():
-        raise ValueError(f"metadata records clip tokens but {token_path} is missing and no token file was given")
-    elif not metadata.has_tokens:
-        token_path.unlink(missing_ok=True)
-    metadata.num_pairs, metadata.num_clips = len(rows), clips.num_rows
-    metadata.files = record_files(folder, kb_file_names(folder, metadata))
-    metadata.save(folder)
-    (folder / "README.md").write_text(card if card is not None else minimal_card(metadata))
+    with replacing_folder(folder, marker=METADATA_FILE) as staging:
+        (staging / DATA_DIR).mkdir()
+        metadata.build_id = uuid.uuid4().hex[:12]
+        num_shards = max(1, -(-rows.data.nbytes // max_shard_bytes))
+        for shard in range(num_shards):
+            name = f"train-{metadata.build_id}-{shard:05d}-of-{num_shards:05d}.parquet"
+            rows.shard(num_shards, shard, contiguous=True).to_parquet(str(staging / DATA_DIR / name))
+        pq.write_table(clips.select(list(CLIP_COLUMNS)).cast(clip_schema()), staging / CLIPS_FILE)
+        if index is None:
+            vectors = PairVectorView(rows)
+            chunks = (vectors[start : start + 65536] for start in range(0, len(vectors), 65536))
+            index = flat_index(*vectors.shape, chunks)
+        write_index(index, staging / INDEX_FILE)
+        if tokens is not None:
+            link_or_copy(tokens.path, staging / TOKENS_FILE)
+        elif metadata.has_tokens:
+            if not (folder / TOKENS_FILE).is_file():
+                raise ValueError(
+                    f"metadata records clip tokens but {folder / TOKENS_FILE} is missing, and none was given"
+                )
+            link_or_copy(folder / TOKENS_FILE, staging / TOKENS_FILE)
+        metadata.num_pairs, metadata.num_clips = len(rows), clips.num_rows
+        metadata.files = record_files(staging, kb_file_names(staging, metadata))
+        metadata.save(staging)
+        text = card(metadata) if callable(card) else minimal_card(metadata) if card is None else card
+        (staging / "README.md").write_text(text, encoding="utf-8", newline="")
+        PairCapKnowledgeBase.from_pretrained(staging, verify="always")
     return folder
 
 
