@@ -48,7 +48,10 @@ def plan_clips(pairs: Dataset) -> ClipPlan:
     paths, first_rows, row_clip, row = [], [], np.full(len(pairs), -1, dtype=np.int64), 0
     for batch in pairs.select_columns(["audio", "pair_id"]).with_format("arrow").iter(batch_size=65536):
         audio = batch.column("audio")
-        present, locations = pc.is_valid(audio).to_pylist(), pc.struct_field(audio, "path").to_pylist()
+        if pa.types.is_struct(audio.type):
+            present, locations = pc.is_valid(audio).to_pylist(), pc.struct_field(audio, "path").to_pylist()
+        else:  # a column of nulls alone: text-only rows
+            present, locations = [False] * len(batch), [None] * len(batch)
         for loaded, path, pair_id in zip(present, locations, batch.column("pair_id").to_pylist(), strict=True):
             if loaded:
                 clip = index_of.setdefault(path or f"<audio bytes of pair {pair_id}>", len(index_of))

@@ -279,7 +279,8 @@ def replacing_folder(target: str | os.PathLike, marker: str | None = None) -> It
 
 
 def _swap(staging: Path, target: Path) -> None:
-    """Rename `target` aside, `staging` in, then remove the old version (a failure there only warns)."""
+    """Rename `target` aside and `staging` in (the old version back if that fails); then, past the point of no return,
+    fsync the folder holding them and remove the old version, where a failure only warns."""
     old = _sibling(target, "old")
     if target.is_dir():
         shutil.copymode(target, staging)
@@ -290,14 +291,14 @@ def _swap(staging: Path, target: Path) -> None:
         if old.is_dir():
             os.rename(old, target)
         raise
-    if os.name == "posix":
-        descriptor = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
     try:
+        if os.name == "posix":  # the renames themselves on disk
+            descriptor = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
         if old.is_dir():
             shutil.rmtree(old)
     except OSError as error:
-        logger.warning(f"{target}: written; its old version {old} could not be removed ({_reason(error)})")
+        logger.warning(f"{target}: written, but its old version {old} may remain ({_reason(error)})")
