@@ -18,12 +18,8 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from modeling_paircap.kb_format_paircap import (
-    KnowledgeBaseMetadata,
-    clip_schema,
-    kb_row_features,
-    write_knowledge_base,
-)
+from modeling_paircap.kb_format_paircap import KnowledgeBaseMetadata, clip_schema, kb_row_features
+from modeling_paircap.knowledge_base_paircap import write_knowledge_base
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
 
 CHUNK_CLIPS = 13_000  # clips generated per chunk (65,000 rows at 5 captions per clip)

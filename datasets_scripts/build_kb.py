@@ -1,5 +1,6 @@
 """Build, refine and publish knowledge bases: the stages (read → embed → index → write) strung together."""
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,8 @@ from datasets_scripts.kb_recipes import CorpusSpec
 from datasets_scripts.publish import build_kb_index, kb_metadata, write_kb_folder
 from datasets_scripts.readers import read_corpus
 from datasets_scripts.refine import refine_knowledge_base
-from modeling_paircap.kb_format_paircap import KnowledgeBaseError
+from modeling_paircap.file_io_paircap import folder_lock
+from modeling_paircap.kb_format_paircap import METADATA_FILE, KnowledgeBaseError
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
 
@@ -58,36 +60,46 @@ def build_knowledge_base(
     Drop the rows overlapping evaluation clips (`roots` name the corpus folders whose evaluation lists are read),
     embed the rest (resumable), build the index, and write the knowledge base folder (main process only). Clip
     locations are recorded relative to the root they lie under, so `tokens --root NAME=DIR` finds them elsewhere.
+    The main process holds `output`'s write lock throughout, taken before any work: a second writer, or an output
+    that cannot be written, is a `FolderWriteError` at once; the KB already in `output` survives any failure.
     """
-    roots = dict(roots or {})
-    pairs, overlap = drop_evaluation_overlap(pairs, evaluation_clip_ids(roots), clotho_sound_ids_of(roots))
-    work_dir = Path(work_dir) if work_dir else default_work_dir(output)
-    embedded = embed_pairs(
-        pairs, model, processor, work_dir / "embed", accelerator=accelerator, with_tokens=with_tokens, **embed_options
-    )
-    if accelerator is not None and not accelerator.is_main_process:
-        return Path(output)
-    start = time.perf_counter()
-    index, recall = build_kb_index(embedded.rows, index_factory)
-    seconds = time.perf_counter() - start
-    logger.info(f"built the {index_factory} index over {len(embedded.rows)} pairs in {seconds:.1f} s")
-    if recall is not None:
-        logger.info(f"index recall@10 against exact search: {recall:.4f}")
-    overlap_record = {**overlap.to_dict(), "summary": overlap_summary(overlap.to_dict())}
-    logger.info(f"evaluation overlap: {overlap_record['summary']}")
-    clips = relative_clip_locations(embedded.clips, roots)
-    metadata = kb_metadata(
-        embedded.rows,
-        clips.num_rows,
-        model.retrieval_fingerprint(),
-        embedded.tokens,
-        model.config.audio_tokens_per_window,
-        index_factory,
-        recall,
-        recipe,
-        overlap_record,
-    )
-    return write_kb_folder(embedded.rows, clips, metadata, output, index=index, tokens=embedded.tokens)
+    main = accelerator is None or accelerator.is_main_process
+    with folder_lock(output, METADATA_FILE) if main else contextlib.nullcontext():  # an unwritable output fails here
+        roots = dict(roots or {})
+        pairs, overlap = drop_evaluation_overlap(pairs, evaluation_clip_ids(roots), clotho_sound_ids_of(roots))
+        work_dir = Path(work_dir) if work_dir else default_work_dir(output)
+        embedded = embed_pairs(
+            pairs,
+            model,
+            processor,
+            work_dir / "embed",
+            accelerator=accelerator,
+            with_tokens=with_tokens,
+            **embed_options,
+        )
+        if not main:
+            return Path(output)
+        start = time.perf_counter()
+        index, recall = build_kb_index(embedded.rows, index_factory)
+        seconds = time.perf_counter() - start
+        logger.info(f"built the {index_factory} index over {len(embedded.rows)} pairs in {seconds:.1f} s")
+        if recall is not None:
+            logger.info(f"index recall@10 against exact search: {recall:.4f}")
+        overlap_record = {**overlap.to_dict(), "summary": overlap_summary(overlap.to_dict())}
+        logger.info(f"evaluation overlap: {overlap_record['summary']}")
+        clips = relative_clip_locations(embedded.clips, roots)
+        metadata = kb_metadata(
+            embedded.rows,
+            clips.num_rows,
+            model.retrieval_fingerprint(),
+            embedded.tokens,
+            model.config.audio_tokens_per_window,
+            index_factory,
+            recall,
+            recipe,
+            overlap_record,
+        )
+        return write_kb_folder(embedded.rows, clips, metadata, output, index=index, tokens=embedded.tokens)
 
 
 def clotho_sound_ids_of(roots: Mapping[str, str | os.PathLike]) -> dict:
@@ -143,42 +155,45 @@ def refine_knowledge_base_folder(
     """
     Refine the KB in `kb_folder` with the training pairs of the KB in `train_folder` (paper §3.5), and write it with
     the kept clips (and their tokens, when the KB has tokens; an index-only candidate KB gives an index-only refined
-    KB, whose tokens `paircap kb tokens` adds).
+    KB, whose tokens `paircap kb tokens` adds). `output`'s write lock is held throughout, as in `build_knowledge_base`.
     """
-    kb, train = PairCapKnowledgeBase.from_pretrained(kb_folder), PairCapKnowledgeBase.from_pretrained(train_folder)
-    if kb.metadata.retrieval_fingerprint != train.metadata.retrieval_fingerprint:
-        raise KnowledgeBaseError(f"{kb_folder} and {train_folder} were embedded in different retrieval spaces")
-    work_dir = Path(work_dir) if work_dir else default_work_dir(output)
-    refined, stats = refine_knowledge_base(
-        kb.rows,
-        train.rows,
-        top_k=top_k,
-        fusion_weight=fusion_weight,
-        device=device,
-        work_dir=work_dir / "refine",
-    )
-    refined, clips, kept_clips = subset_clips(refined.flatten_indices(), kb.clips)
-    tokens = None
-    if isinstance(kb.tokens, ClipTokenStore):
-        counts = [kb.tokens.num_tokens(int(clip)) for clip in kept_clips]
-        path = work_dir / TOKENS_FILE
-        write_clip_tokens(path, counts, kb.tokens.get(kept_clips.tolist()), kb.tokens.token_dim, kb.tokens.fingerprint)
-        tokens = ClipTokenStore(path, len(clips))
-    index, recall = build_kb_index(refined, index_factory)
-    recipe = {
-        "refined_from": kb.metadata.recipe,
-        "refined_against": train.metadata.recipe,
-        "refinement": stats.to_dict(),
-    }
-    metadata = kb_metadata(
-        refined,
-        clips.num_rows,
-        kb.metadata.retrieval_fingerprint,
-        tokens,
-        kb.metadata.audio_tokens_per_window,
-        index_factory,
-        recall,
-        recipe,
-        kb.metadata.evaluation_overlap,
-    )
-    return write_kb_folder(refined, clips, metadata, output, index=index, tokens=tokens)
+    with folder_lock(output, METADATA_FILE):  # an unwritable output or a second writer fails here
+        kb, train = PairCapKnowledgeBase.from_pretrained(kb_folder), PairCapKnowledgeBase.from_pretrained(train_folder)
+        if kb.metadata.retrieval_fingerprint != train.metadata.retrieval_fingerprint:
+            raise KnowledgeBaseError(f"{kb_folder} and {train_folder} were embedded in different retrieval spaces")
+        work_dir = Path(work_dir) if work_dir else default_work_dir(output)
+        refined, stats = refine_knowledge_base(
+            kb.rows,
+            train.rows,
+            top_k=top_k,
+            fusion_weight=fusion_weight,
+            device=device,
+            work_dir=work_dir / "refine",
+        )
+        refined, clips, kept_clips = subset_clips(refined.flatten_indices(), kb.clips)
+        tokens = None
+        if isinstance(kb.tokens, ClipTokenStore):
+            counts = [kb.tokens.num_tokens(int(clip)) for clip in kept_clips]
+            path = work_dir / TOKENS_FILE
+            write_clip_tokens(
+                path, counts, kb.tokens.get(kept_clips.tolist()), kb.tokens.token_dim, kb.tokens.fingerprint
+            )
+            tokens = ClipTokenStore(path, len(clips))
+        index, recall = build_kb_index(refined, index_factory)
+        recipe = {
+            "refined_from": kb.metadata.recipe,
+            "refined_against": train.metadata.recipe,
+            "refinement": stats.to_dict(),
+        }
+        metadata = kb_metadata(
+            refined,
+            clips.num_rows,
+            kb.metadata.retrieval_fingerprint,
+            tokens,
+            kb.metadata.audio_tokens_per_window,
+            index_factory,
+            recall,
+            recipe,
+            kb.metadata.evaluation_overlap,
+        )
+        return write_kb_folder(refined, clips, metadata, output, index=index, tokens=tokens)

@@ -2,9 +2,11 @@
 stage 2 trained the audio tower, or to give an index-only KB its tokens.
 
 The clips are cut into shards of `shard_size`; each finished shard is written to the work folder (atomically), so an
-interrupted run resumes where it stopped. When every shard is done, the tokens are streamed into the KB's
-`tokens.safetensors` (replaced atomically) and its metadata records the new token fingerprint and the file's size and
-sha256. Clips whose audio cannot be loaded keep no tokens and are listed in `errors.jsonl`.
+interrupted run resumes where it stopped. When every shard is done, a new version of the KB is staged beside it (its
+other files linked in): the tokens streamed into `tokens.safetensors`, the metadata recording the new token
+fingerprint and the file's size and sha256. It is loaded back, then swapped in; any failure (a full disk) leaves the
+KB as it was. The KB's write lock is held from the start. Clips whose audio cannot be loaded keep no tokens and are
+listed in `errors.jsonl`.
 
     paircap kb tokens --kb ./kb-refined --model ./outputs/stage2/release --root clotho=/data/clotho
 """
@@ -23,20 +25,21 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from datasets_scripts.embed import ERRORS_FILE, _eval_mode, _ShardEmbedder, _write_json
-from datasets_scripts.job_files import write_atomic
 from modeling_paircap.audio_locations_paircap import (
     ABSOLUTE_ROOT,
     URL_SCHEMES,
     AudioLocationError,
     clip_audio_location,
 )
+from modeling_paircap.file_io_paircap import file_record, folder_lock, link_folder, replacing_folder, write_atomic
 from modeling_paircap.kb_format_paircap import (
     CLIPS_FILE,
+    METADATA_FILE,
     KnowledgeBaseError,
     KnowledgeBaseMetadata,
-    file_record,
     read_clips,
 )
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.tokens_paircap import TOKENS_FILE, write_clip_tokens
 
 STATE_FILE = "tokens_state.json"
@@ -88,37 +91,48 @@ def refresh_tokens(
 ) -> KnowledgeBaseMetadata:
     """(Re)compute the clip tokens of the KB in `kb_folder` with `model`'s token encoder; returns the new metadata."""
     folder = Path(kb_folder)
-    metadata = KnowledgeBaseMetadata.load(folder)
-    if metadata.retrieval_fingerprint != model.retrieval_fingerprint():
-        raise KnowledgeBaseError(
-            f"{folder}: embedded in another retrieval space than this model's CLAP; refreshing its tokens would not "
-            "make it usable with this model. Rebuild it: paircap kb build"
-        )
-    clips = read_clips(folder / CLIPS_FILE, metadata.num_clips)
-    locations = clip_locations(clips, roots, folder)
-    fingerprint = model.token_fingerprint()
-    work = Path(work_dir) if work_dir else folder.parent / f".{folder.name}.tokens-work"
-    shards = _prepare_work(work, {"token_fingerprint": fingerprint, "clips": locations, "shard_size": shard_size})
-    embedder = _ShardEmbedder(model, processor, batch_size, num_workers)
-    bounds = [(start, min(start + shard_size, len(locations))) for start in range(0, len(locations), shard_size)]
-    with tqdm(total=len(locations), unit="clip", desc="clip tokens", disable=not progress) as bar, _eval_mode(model):
-        for shard, (start, stop) in enumerate(bounds):
-            if not (shards / f"{shard:05d}.parquet").is_file():
-                _encode_shard(embedder, shards, shard, locations[start:stop], start)
-            bar.update(stop - start)
-    tables = [pq.read_table(shards / f"{shard:05d}.parquet") for shard in range(len(bounds))]
+    KnowledgeBaseMetadata.load(folder)  # a missing or foreign folder is refused before a lock file is made beside it
+    with folder_lock(folder, METADATA_FILE):
+        metadata = KnowledgeBaseMetadata.load(folder)
+        if metadata.retrieval_fingerprint != model.retrieval_fingerprint():
+            raise KnowledgeBaseError(
+                f"{folder}: embedded in another retrieval space than this model's CLAP; refreshing its tokens would "
+                "not make it usable with this model. Rebuild it: paircap kb build"
+            )
+        locations = clip_locations(read_clips(folder / CLIPS_FILE, metadata.num_clips), roots, folder)
+        fingerprint = model.token_fingerprint()
+        work = Path(work_dir) if work_dir else folder.parent / f".{folder.name}.tokens-work"
+        shards = _prepare_work(work, {"token_fingerprint": fingerprint, "clips": locations, "shard_size": shard_size})
+        embedder = _ShardEmbedder(model, processor, batch_size, num_workers)
+        bounds = [(start, min(start + shard_size, len(locations))) for start in range(0, len(locations), shard_size)]
+        bar = tqdm(total=len(locations), unit="clip", desc="clip tokens", disable=not progress)
+        with bar, _eval_mode(model):
+            for shard, (start, stop) in enumerate(bounds):
+                if not (shards / f"{shard:05d}.parquet").is_file():
+                    _encode_shard(embedder, shards, shard, locations[start:stop], start)
+                bar.update(stop - start)
+        metadata.token_fingerprint = fingerprint
+        metadata.token_dim = embedder.token_dim
+        metadata.audio_tokens_per_window = model.config.audio_tokens_per_window
+        _write_new_version(folder, metadata, shards, len(bounds))
+        return metadata
+
+
+def _write_new_version(folder: Path, metadata: KnowledgeBaseMetadata, shards: Path, num_shards: int) -> None:
+    """Stage the KB with the shards' tokens and errors and `metadata` (its other files linked in), load it back, swap
+    it in."""
+    tables = [pq.read_table(shards / f"{shard:05d}.parquet") for shard in range(num_shards)]
     counts = [count for table in tables for count in table.column("num_tokens").to_pylist()]
-    parts = (_tokens(data, embedder.token_dim) for table in tables for data in table.column("tokens"))
-    write_clip_tokens(folder / TOKENS_FILE, counts, parts, embedder.token_dim, fingerprint)
-    errors = [json.loads(line) for shard in range(len(bounds)) for line in _errors(shards, shard)]
-    write_atomic(folder / ERRORS_FILE, lambda temp: temp.write_text("".join(json.dumps(e) + "\n" for e in errors)))
-    metadata.token_fingerprint = fingerprint
-    metadata.token_dim = embedder.token_dim
-    metadata.audio_tokens_per_window = model.config.audio_tokens_per_window
-    if metadata.files:  # the new token file's size and sha256 (a KB written before they were recorded stays so)
-        metadata.files[TOKENS_FILE] = file_record(folder / TOKENS_FILE)
-    metadata.save(folder)
-    return metadata
+    parts = (_tokens(data, metadata.token_dim) for table in tables for data in table.column("tokens"))
+    errors = "".join(f"{line}\n" for shard in range(num_shards) for line in _errors(shards, shard))
+    with replacing_folder(folder, METADATA_FILE) as staging:
+        link_folder(folder, staging, skip={TOKENS_FILE, ERRORS_FILE, METADATA_FILE})
+        write_clip_tokens(staging / TOKENS_FILE, counts, parts, metadata.token_dim, metadata.token_fingerprint)
+        (staging / ERRORS_FILE).write_text(errors)
+        if metadata.files:  # the new token file's size and sha256 (a KB written before they were recorded stays so)
+            metadata.files[TOKENS_FILE] = file_record(staging / TOKENS_FILE)
+        metadata.save(staging)
+        PairCapKnowledgeBase.from_pretrained(staging, verify="always")
 
 
 def _prepare_work(work: Path, state: dict) -> Path:

@@ -4,20 +4,26 @@ once per clip, the pooled prompt tokens of the captioning audio tower.
 `embed_pairs` takes a Dataset with the readers' columns (`datasets_scripts.readers`) and returns `EmbeddedPairs`: the
 rows with `kb_row_features(...)` (`modeling_paircap/kb_format_paircap.py`) plus `is_long` and `audio_path`, in
 input order, minus the rows whose audio could not be loaded; the clip table (one row per distinct clip, in order of
-first appearance); and the clips' tokens (`tokens.safetensors`), unless `with_tokens=False` (an index-only KB). The job
-is cut into shards of `shard_size` rows written to `output_dir`::
+first appearance); and the clips' tokens (`tokens.safetensors`), unless `with_tokens=False` (an index-only KB).
+
+The job runs in two passes, each cut into shards written to `output_dir`. First the distinct clips, `shard_size` per
+clip shard in order of first appearance: each is decoded and encoded once, however many captions it has and wherever
+they lie. Then the rows, `shard_size` per row shard: their captions are embedded, and each row takes its clip's audio
+embedding from the clip shards::
 
     embed_state.json            what the job embeds: shard size, row count, hash of the pair ids, both fingerprints
-    shards/shard-00000.parquet  finished shards (written atomically: temp file, then rename)
-    shards/shard-00000.json     the shard's bad-audio rows and counts (written before its parquet)
-    shards/clips-00000.parquet  the shard's clip tokens (with_tokens), written before its rows
+    shards/clips-00000.parquet  finished clip shards (`datasets_scripts.clip_shards`): CLAP audio embedding, length
+                                flag, windows and (with_tokens) pooled tokens of each clip that loaded
+    shards/clips-00000.json     the clip shard's clips that could not be loaded, and its counts (written before it)
+    shards/shard-00000.parquet  finished row shards (written atomically: temp file, then rename)
+    shards/shard-00000.json     the row shard's rows dropped for bad audio (written before its parquet)
     errors.jsonl                every dropped row: {"pair_id", "audio_id", "file", "error"}
     embed_stats.json            pairs, unique clips, windows, seconds, clips/s, pairs/s of the last call
     clips.parquet, tokens.safetensors   the clip table and the clip tokens of the finished job
     cache/                      the `datasets` arrow cache of the returned Dataset
 
 A rerun skips finished shards, so killing the job loses at most the shards in progress. Under `accelerate launch`
-process p computes shards p, p + P, ... and every process returns the same Dataset.
+process p computes the shards p, p + P, ... of each pass, and every process returns the same Dataset.
 
 Throughput: CLAP feature extraction (numpy) in the DataLoader workers dominates on CPU. Start the job with
 `OPENBLAS_NUM_THREADS=1` so the workers' numpy does not oversubscribe the cores (on 2 cores with the tiny test model:
@@ -37,11 +43,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,10 +64,20 @@ from datasets import Dataset, Features, Value
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
-from datasets_scripts.job_files import ids_sha256, write_atomic
+from datasets_scripts.clip_shards import (
+    ClipPlan,
+    ClipShards,
+    assemble_clips,
+    clip_indices,
+    clips_path,
+    encode_clip_shard,
+    plan_clips,
+)
+from datasets_scripts.job_files import ids_sha256
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
-from modeling_paircap.kb_format_paircap import CLIPS_FILE, clip_schema, kb_row_features
-from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
+from modeling_paircap.file_io_paircap import write_atomic
+from modeling_paircap.kb_format_paircap import CLIPS_FILE, kb_row_features
+from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore
 
 logger = logging.get_logger(__name__)
 
@@ -72,6 +90,7 @@ SHARDS_DIR = "shards"
 CACHE_DIR = "cache"
 INPUT_COLUMNS = ("pair_id", "audio_id", "audio", "caption", "source", "split", "duration")
 PASSED_COLUMNS = ("pair_id", "audio_id", "caption", "source", "split", "duration")
+STATE_VERSION = 2  # clips encoded once, in clip shards (version 1 encoded the clips of each row shard)
 
 
 @dataclass
@@ -183,10 +202,6 @@ def _record_path(output_dir: Path, shard: int) -> Path:
     return shard_path(output_dir, shard).with_suffix(".json")
 
 
-def _clips_path(output_dir: Path, shard: int) -> Path:
-    return Path(output_dir, SHARDS_DIR, f"clips-{shard:05d}.parquet")
-
-
 def _write_json(path: Path, payload: Any) -> None:
     write_atomic(path, lambda temp: temp.write_text(json.dumps(payload, indent=2, sort_keys=True)))
 
@@ -207,11 +222,14 @@ def _job_state(pairs: Dataset, model, shard_size: int, features: str, with_token
         "retrieval_fingerprint": model.retrieval_fingerprint(),
         "token_fingerprint": model.token_fingerprint() if with_tokens else None,
         "features": features,
+        "version": STATE_VERSION,
     }
 
 
 def _state_mismatch(previous: dict, state: dict) -> str:
     reasons = []
+    if previous.get("version") != state["version"]:
+        reasons.append(f"an older shard layout (version {previous.get('version', 1)}, now {state['version']})")
     if previous.get("retrieval_fingerprint") != state["retrieval_fingerprint"]:
         reasons.append("another retrieval CLAP (different retrieval fingerprint)")
     if previous.get("token_fingerprint") != state["token_fingerprint"]:
@@ -248,36 +266,6 @@ def _prepare_output(output_dir: Path, state: dict, overwrite: bool, dist: Accele
         (output_dir / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
         _write_json(state_file, state)
     dist.wait_for_everyone()
-
-
-# ---- one shard ------------------------------------------------------------------------------------------------------
-
-
-def _unique_clips(rows: dict[str, list]) -> tuple[list[dict], list[str], list[int | None]]:
-    """The distinct clips of a shard, their keys (the path, or the first pair id for in-memory audio) and, per row,
-    the index of its clip (None for text-only rows)."""
-    index_of: dict[str, int] = {}
-    clips, keys, row_clip = [], [], []
-    for item, pair_id in zip(rows["audio"], rows["pair_id"], strict=True):
-        if item is None:
-            row_clip.append(None)
-            continue
-        key = item.get("path") or f"<audio bytes of pair {pair_id}>"
-        if key not in index_of:
-            index_of[key] = len(clips)
-            clips.append(item)
-            keys.append(key)
-        row_clip.append(index_of[key])
-    return clips, keys, row_clip
-
-
-def _error_record(rows: dict[str, list], row: int, error: str) -> dict[str, str | None]:
-    return {
-        "pair_id": rows["pair_id"][row],
-        "audio_id": rows["audio_id"][row],
-        "file": rows["audio"][row].get("path"),
-        "error": error,
-    }
 
 
 @dataclass
@@ -356,51 +344,40 @@ class _ShardEmbedder:
                 chunks.append(self.model.embed_texts(**inputs).float().cpu().numpy())
         return np.concatenate(chunks)
 
-    def __call__(self, rows: dict[str, list]) -> tuple[dict[str, list], pa.Table, dict[str, Any]]:
-        """The KB columns of a shard's rows (bad-audio rows dropped), its clips' tokens (`audio_path`, `num_tokens`,
-        `tokens` as float16 bytes) and its record: errors, clip and window counts."""
-        clips, keys, row_clip = _unique_clips(rows)
-        encoded, clip_errors = self.encode_clips(clips)
-        kept = [row for row, clip in enumerate(row_clip) if clip is None or clip in encoded]
-        text_only = _EncodedClip(
-            np.zeros((0, self.token_dim), np.float16), np.zeros(self.audio_dim, np.float32), False, 0
-        )
-        kept_clips = [text_only if row_clip[row] is None else encoded[row_clip[row]] for row in kept]
+    def embed_rows(
+        self, rows: dict[str, list], row_clip: np.ndarray, clips: ClipShards, plan: ClipPlan
+    ) -> tuple[dict[str, list], dict[str, Any]]:
+        """The KB columns of a row shard, each row's audio embedding and length flag its clip's (rows whose clip could
+        not be loaded dropped), and its record: the dropped rows."""
+        found = {clip: clips.get(clip) for clip in set(row_clip.tolist()) if clip >= 0}
+        failed = {clip for clip, value in found.items() if isinstance(value, str)}
+        kept = [row for row, clip in enumerate(row_clip.tolist()) if clip not in failed]
+        no_audio = (np.zeros(self.audio_dim, np.float32), False)
+        audio = [no_audio if row_clip[row] < 0 else found[row_clip[row]] for row in kept]
         columns = {name: [rows[name][row] for row in kept] for name in PASSED_COLUMNS}
         columns.update(
-            has_audio=[row_clip[row] is not None for row in kept],
-            is_long=[clip.is_long for clip in kept_clips],
-            audio_embedding=[clip.embedding for clip in kept_clips],
+            has_audio=[bool(row_clip[row] >= 0) for row in kept],
+            is_long=[is_long for _, is_long in audio],
+            audio_embedding=[embedding for embedding, _ in audio],
             text_embedding=list(self.embed_texts([rows["caption"][row] for row in kept])),
-            audio_path=[None if row_clip[row] is None else keys[row_clip[row]] for row in kept],
+            audio_path=[plan.keys[row_clip[row]] if row_clip[row] >= 0 else None for row in kept],
         )
-        order = sorted(encoded)
-        clip_tokens = pa.table(
+        errors = [
             {
-                "audio_path": [keys[clip] for clip in order],
-                "num_tokens": pa.array([len(encoded[clip].tokens) for clip in order], pa.int64()),
-                "tokens": pa.array([encoded[clip].tokens.tobytes() for clip in order], pa.large_binary()),
+                "pair_id": rows["pair_id"][row],
+                "audio_id": rows["audio_id"][row],
+                "file": plan.paths[clip],
+                "error": found[clip],
             }
-        )
-        record = {
-            "pairs": len(row_clip),
-            "clips": len(clips),
-            "windows": sum(clip.windows for clip in encoded.values()),
-            "errors": [
-                _error_record(rows, row, clip_errors[clip]) for row, clip in enumerate(row_clip) if clip in clip_errors
-            ],
-        }
-        return columns, clip_tokens, record
+            for row, clip in enumerate(row_clip.tolist())
+            if clip in failed
+        ]
+        return columns, {"pairs": len(row_clip), "errors": errors}
 
 
-def _write_shard(
-    output_dir: Path, shard: int, columns: dict[str, list], clip_tokens: pa.Table | None, record: dict, features
-) -> None:
-    """Write a shard's record and clip tokens, then its rows; the rows file appears (atomically) only once the others
-    are complete, so it marks a finished shard."""
+def _write_shard(output_dir: Path, shard: int, columns: dict[str, list], record: dict, features) -> None:
+    """Write a row shard's record, then its rows (atomically): the rows file marks a finished shard."""
     _write_json(_record_path(output_dir, shard), record)
-    if clip_tokens is not None:
-        write_atomic(_clips_path(output_dir, shard), lambda temp: pq.write_table(clip_tokens, temp))
     table = Dataset.from_dict(columns, features=features).data.table
     write_atomic(shard_path(output_dir, shard), lambda temp: pq.write_table(table, temp))
 
@@ -424,36 +401,31 @@ def _eval_mode(model) -> Iterator[None]:
 
 
 def _run_shards(
-    embedder: _ShardEmbedder,
-    pairs: Dataset,
-    output_dir: Path,
-    bounds: list[tuple[int, int]],
+    work: Callable[[int], dict[str, int]],
+    done: Callable[[int], Path],
+    sizes: list[int],
     dist: Accelerator | PartialState,
-    progress: bool,
+    progress: tuple[bool, str, str],
 ) -> dict[str, int]:
-    """Compute and write this process's unfinished shards (p, p + P, ...); returns its counts."""
-    mine = range(dist.process_index, len(bounds), dist.num_processes)
-    todo = [shard for shard in mine if not shard_path(output_dir, shard).is_file()]
+    """Compute this process's unfinished shards (p, p + P, ...; shard s is finished once `done(s)` exists) with
+    `work(shard)`, which writes it and returns its counts; returns their sums. `progress`: whether to show a bar, its
+    description and unit."""
+    mine = range(dist.process_index, len(sizes), dist.num_processes)
+    todo = [shard for shard in mine if not done(shard).is_file()]
+    show, desc, unit = progress
     bar = tqdm(
-        total=sum(bounds[shard][1] - bounds[shard][0] for shard in mine),
-        initial=sum(bounds[shard][1] - bounds[shard][0] for shard in mine if shard not in todo),
-        unit="pair",
-        desc="embedding",
-        disable=not (progress and dist.is_main_process),
+        total=sum(sizes[shard] for shard in mine),
+        initial=sum(sizes[shard] for shard in mine if shard not in todo),
+        unit=unit,
+        desc=desc,
+        disable=not (show and dist.is_main_process),
     )
-    features = embedder.features()
-    counts = {"pairs": 0, "clips": 0, "windows": 0, "shards": 0}
-    with bar, _eval_mode(embedder.model):
+    counts = Counter()
+    with bar:
         for shard in todo:
-            start, end = bounds[shard]
-            columns, clip_tokens, record = embedder(pairs[start:end])
-            record |= {"process_index": dist.process_index}
-            _write_shard(output_dir, shard, columns, clip_tokens if embedder.with_tokens else None, record, features)
-            for key in ("pairs", "clips", "windows"):
-                counts[key] += record[key]
-            counts["shards"] += 1
-            bar.update(end - start)
-    return counts
+            counts.update(work(shard))
+            bar.update(sizes[shard])
+    return dict(counts)
 
 
 def _collect_errors(output_dir: Path, num_shards: int) -> int:
@@ -472,7 +444,7 @@ def _collect_errors(output_dir: Path, num_shards: int) -> int:
 def _summarise(
     per_process: list[dict[str, int]], num_shards: int, seconds: float, errors: int, rows_out: int
 ) -> EmbedStats:
-    totals = {key: sum(counts[key] for counts in per_process) for key in ("pairs", "clips", "windows", "shards")}
+    totals = {key: sum(counts.get(key, 0) for counts in per_process) for key in ("pairs", "clips", "windows", "shards")}
     return EmbedStats(
         pairs=totals["pairs"],
         unique_clips=totals["clips"],
@@ -517,14 +489,15 @@ def embed_pairs(
     prompt tokens, stored once per clip; rows whose audio cannot be loaded are dropped and listed in
     `output_dir/errors.jsonl`.
 
-    Each shard of `shard_size` rows decodes and encodes each of its distinct clips once (`batch_size` clips per encoder
-    call, decoding in `num_workers` DataLoader workers) and embeds its captions in batches of `batch_size`. Finished
-    shards in `output_dir` are reused; an `output_dir` made from other pairs, another encoder or another shard size is
-    refused with a ValueError unless `overwrite=True`, which clears it. With `accelerator` (an `Accelerator` or
-    `PartialState`; by default the current `PartialState`) process p computes shards p, p + P, ... on the model's
-    device (move the model to `accelerator.device` first), and every process returns the same Dataset. With
-    `features_on_device` (the default when the model is on a GPU) workers only decode, window and repeat-pad, and the
-    log-mel features are computed batched on the model's device (`TorchClapFeatures`), not by the numpy extractor.
+    Each distinct clip is decoded and encoded once, in shards of `shard_size` clips (`batch_size` clips per encoder
+    call, decoding in `num_workers` DataLoader workers); then the captions are embedded, in shards of `shard_size`
+    rows and batches of `batch_size`. Finished shards in `output_dir` are reused; an `output_dir` made from other
+    pairs, another encoder or another shard size is refused with a ValueError unless `overwrite=True`, which clears
+    it. With `accelerator` (an `Accelerator` or `PartialState`; by default the current `PartialState`) process p
+    computes shards p, p + P, ... of each pass on the model's device (move the model to `accelerator.device` first),
+    and every process returns the same Dataset. With `features_on_device` (the default when the model is on a GPU)
+    workers only decode, window and repeat-pad, and the log-mel features are computed batched on the model's device
+    (`TorchClapFeatures`), not by the numpy extractor.
     """
     _check_input(pairs, shard_size, batch_size)
     dist = accelerator if accelerator is not None else PartialState()
@@ -535,20 +508,43 @@ def embed_pairs(
     state = _job_state(pairs, model, shard_size, features, with_tokens)
     _prepare_output(output_dir, state, overwrite, dist)
     embedder = _ShardEmbedder(model, processor, batch_size, num_workers, features_on_device, with_tokens)
-    bounds = _shard_bounds(len(pairs), shard_size)
+    plan = plan_clips(pairs)
+    clip_bounds, bounds = _shard_bounds(len(plan.keys), shard_size), _shard_bounds(len(pairs), shard_size)
+    rows, clip_shards, row_features = (
+        pairs.select_columns(list(PASSED_COLUMNS)),
+        ClipShards(output_dir, shard_size),
+        embedder.features(),
+    )
+
+    def encode_clips(shard: int) -> dict[str, int]:
+        return encode_clip_shard(embedder, pairs, plan, output_dir, shard, *clip_bounds[shard])
+
+    def embed_rows(shard: int) -> dict[str, int]:
+        start, end = bounds[shard]
+        columns, record = embedder.embed_rows(rows[start:end], plan.row_clip[start:end], clip_shards, plan)
+        _write_shard(output_dir, shard, columns, record | {"process_index": dist.process_index}, row_features)
+        return {"pairs": record["pairs"], "shards": 1}
+
     started = time.perf_counter()
-    counts = _run_shards(embedder, pairs.select_columns(list(INPUT_COLUMNS)), output_dir, bounds, dist, progress)
+    with _eval_mode(model):
+        clip_sizes, row_sizes = [end - start for start, end in clip_bounds], [end - start for start, end in bounds]
+        counts = _run_shards(
+            encode_clips, functools.partial(clips_path, output_dir), clip_sizes, dist, (progress, "clips", "clip")
+        )
+        dist.wait_for_everyone()
+        done = functools.partial(shard_path, output_dir)
+        counts.update(_run_shards(embed_rows, done, row_sizes, dist, (progress, "embedding", "pair")))
     per_process = gather_object([counts])
     dist.wait_for_everyone()
     seconds = time.perf_counter() - started
 
     files = [str(shard_path(output_dir, shard)) for shard in range(len(bounds))]
     with dist.main_process_first():
-        dataset = Dataset.from_parquet(files, features=embedder.features(), cache_dir=str(output_dir / CACHE_DIR))
+        dataset = Dataset.from_parquet(files, features=row_features, cache_dir=str(output_dir / CACHE_DIR))
         if dist.is_main_process and not (output_dir / CLIPS_FILE).is_file():
-            _assemble_clips(output_dir, len(bounds), dataset, embedder.token_dim, state["token_fingerprint"])
+            assemble_clips(output_dir, len(clip_bounds), dataset, embedder.token_dim, state["token_fingerprint"])
     clips = pq.read_table(output_dir / CLIPS_FILE)
-    dataset = dataset.add_column("clip_index", _clip_indices(dataset, clips), feature=Value("int32"))
+    dataset = dataset.add_column("clip_index", clip_indices(dataset, clips), feature=Value("int32"))
     tokens = ClipTokenStore(output_dir / TOKENS_FILE, len(clips)) if with_tokens else None
     if dist.is_main_process:
         stats = _summarise(per_process, len(bounds), seconds, _collect_errors(output_dir, len(bounds)), len(dataset))
@@ -556,62 +552,3 @@ def embed_pairs(
         logger.info(stats.line())
     dist.wait_for_everyone()
     return EmbeddedPairs(dataset, clips, tokens)
-
-
-def _first_rows_of_clips(rows: Dataset) -> tuple[list[str], list[int]]:
-    """The distinct clip locations of the rows in order of first appearance, and the row where each first appears."""
-    paths = rows.with_format("arrow")["audio_path"].to_pylist()
-    first: dict[str, int] = {}
-    for row, path in enumerate(paths):
-        if path is not None and path not in first:
-            first[path] = row
-    return list(first), list(first.values())
-
-
-def _clip_indices(rows: Dataset, clips: pa.Table) -> list[int]:
-    """Each row's index into the clip table (-1 for text-only rows)."""
-    index_of = {path: clip for clip, path in enumerate(clips.column("audio_path").to_pylist())}
-    return [-1 if path is None else index_of[path] for path in rows.with_format("arrow")["audio_path"].to_pylist()]
-
-
-def _assemble_clips(output_dir: Path, num_shards: int, rows: Dataset, token_dim: int, fingerprint: str | None) -> None:
-    """Write the clip table and (with a token fingerprint) the token file, streaming each shard's clip tokens once."""
-    paths, first_rows = _first_rows_of_clips(rows)
-    first = rows.select(first_rows).with_format("arrow")[:]
-    clips = pa.table(
-        {
-            "audio_id": first.column("audio_id"),
-            "is_long": first.column("is_long"),
-            "duration": first.column("duration").cast(pa.float32()),
-            "audio_root": pa.array([""] * len(paths), pa.string()),
-            "audio_path": pa.array(paths, pa.string()),
-        },
-        schema=clip_schema(),
-    )
-    if fingerprint is not None:
-        counts, parts = _clip_token_parts(output_dir, num_shards, paths)
-        write_clip_tokens(output_dir / TOKENS_FILE, counts, parts, token_dim, fingerprint)
-    write_atomic(output_dir / CLIPS_FILE, lambda temp: pq.write_table(clips, temp))
-
-
-def _clip_token_parts(output_dir: Path, num_shards: int, paths: list[str]):
-    """Token counts of the clips (in `paths` order) and a generator of their tokens, read shard by shard: a clip's
-    first shard encoded it, and clips first appear in shard order."""
-    counts: dict[str, int] = {}
-    for shard in range(num_shards):
-        table = pq.read_table(_clips_path(output_dir, shard), columns=["audio_path", "num_tokens"])
-        shard_paths, numbers = table.column("audio_path").to_pylist(), table.column("num_tokens").to_pylist()
-        for path, count in zip(shard_paths, numbers, strict=True):
-            counts.setdefault(path, count)
-
-    def tokens():
-        wanted = iter(paths)
-        pending = next(wanted, None)
-        for shard in range(num_shards):
-            table = pq.read_table(_clips_path(output_dir, shard))
-            for path, data in zip(table.column("audio_path").to_pylist(), table.column("tokens"), strict=True):
-                if path == pending:
-                    yield np.frombuffer(data.as_py(), dtype=np.float16)
-                    pending = next(wanted, None)
-
-    return [counts[path] for path in paths], tokens()

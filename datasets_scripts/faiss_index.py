@@ -22,7 +22,8 @@ except ImportError as error:  # faiss is an extra: one of two wheels
         '`pip install "paircap[gpu]"` (faiss-gpu-cu12) on a CUDA 12 machine; install one of the two, not both'
     ) from error
 
-from datasets_scripts.job_files import write_atomic
+from modeling_paircap.faiss_file_paircap import write_index
+from modeling_paircap.file_io_paircap import write_atomic
 from modeling_paircap.index_paircap import flat_index
 
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
@@ -170,10 +171,10 @@ def recall_at_k(index: faiss.Index, exact_index_or_vectors, queries: np.ndarray,
 
 
 def save_index(index: faiss.Index, path: str | os.PathLike) -> Path:
-    """Write an index (a GPU index is copied to the CPU first) atomically; returns the path."""
+    """Write an index (a GPU index is copied to the CPU first) atomically, every write checked; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if hasattr(faiss, "index_gpu_to_cpu") and type(index).__name__.startswith("Gpu"):
         index = faiss.index_gpu_to_cpu(index)
-    write_atomic(path, lambda temporary: faiss.write_index(index, str(temporary)))
+    write_atomic(path, lambda temporary: write_index(index, temporary))
     return path

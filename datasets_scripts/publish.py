@@ -1,8 +1,8 @@
 """Publishing glue: the index and metadata of a finished knowledge base, its dataset card, and the hub upload.
 
-The folder itself is written by `modeling_paircap.kb_format_paircap.write_knowledge_base` (what
-`PairCapKnowledgeBase.save_pretrained` calls too); this module adds what needs the repo's tooling: approximate indexes
-with their recall, and the dataset card (`hub_cards.render_dataset_card`).
+The folder itself is written, whole or not at all, by `modeling_paircap.knowledge_base_paircap.write_knowledge_base`
+(what `PairCapKnowledgeBase.save_pretrained` calls too); this module adds what needs the repo's tooling: approximate
+indexes with their recall, and the dataset card (`hub_cards.render_dataset_card`).
 """
 
 import collections
@@ -15,12 +15,8 @@ from datasets import Dataset
 from datasets_scripts.faiss_index import build_index, recall_at_k
 from hub_cards import render_dataset_card
 from modeling_paircap.index_paircap import build_query
-from modeling_paircap.kb_format_paircap import (
-    KnowledgeBaseMetadata,
-    PairVectorView,
-    push_folder_to_hub,
-    write_knowledge_base,
-)
+from modeling_paircap.kb_format_paircap import KnowledgeBaseMetadata, PairVectorView, push_folder_to_hub
+from modeling_paircap.knowledge_base_paircap import write_knowledge_base
 from modeling_paircap.tokens_paircap import ClipTokenStore
 
 
@@ -83,10 +79,11 @@ def write_kb_folder(
     model_repo: str = "org/paircap",
 ) -> Path:
     """Write the knowledge base folder with the full dataset card (see `write_knowledge_base` for the layout)."""
-    folder = Path(folder)
-    write_knowledge_base(folder, rows, clips, metadata, index=index, tokens=tokens, card="")
-    render_dataset_card(metadata, repo_id, model_repo).save(folder / "README.md")
-    return folder
+
+    def card(final: KnowledgeBaseMetadata) -> str:  # made from the final metadata: it names the build's shards
+        return str(render_dataset_card(final, repo_id, model_repo))
+
+    return write_knowledge_base(folder, rows, clips, metadata, index=index, tokens=tokens, card=card)
 
 
 def push_kb_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None) -> str:

@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from datasets_scripts.columns import column
-from datasets_scripts.job_files import ids_sha256, write_atomic
+from datasets_scripts.job_files import ids_sha256
+from modeling_paircap.file_io_paircap import write_atomic
 from modeling_paircap.index_paircap import PairCapIndex, RetrievedPair, concat_pair_vectors
 from modeling_paircap.kb_format_paircap import embedding_matrix
 

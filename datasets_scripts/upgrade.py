@@ -5,13 +5,14 @@ Format 1 recorded one fingerprint of the whole CLAP. The release given must be t
 by recomputing that fingerprint); its CLAP becomes the KB's retrieval fingerprint and its CLAP audio tower, which made
 the format-1 tokens, the token fingerprint. Each clip's tokens are kept once (from its first row). Format 1 did not
 record where the audio lives: the clip table's locations stay empty, so `tokens` cannot refresh an upgraded KB (rebuild
-it for that).
+it for that). The format-2 KB is written whole or not at all (`write_knowledge_base`), under the folder's write lock.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import pyarrow as pa
 from datasets import load_dataset
 
 from modeling_paircap.faiss_file_paircap import read_index
+from modeling_paircap.file_io_paircap import folder_lock
 from modeling_paircap.fingerprints_paircap import weights_fingerprint
 from modeling_paircap.kb_format_paircap import (
     DATA_DIR,
@@ -28,8 +30,8 @@ from modeling_paircap.kb_format_paircap import (
     KnowledgeBaseError,
     KnowledgeBaseMetadata,
     clip_schema,
-    write_knowledge_base,
 )
+from modeling_paircap.knowledge_base_paircap import write_knowledge_base
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
 
 
@@ -46,6 +48,14 @@ def legacy_fingerprint(model) -> str:
 def upgrade_knowledge_base(folder: str | os.PathLike, model) -> KnowledgeBaseMetadata:
     """Rewrite the format-1 KB in `folder` as format 2, checked against the `model` that embedded it."""
     folder = Path(folder)
+    if not (folder / METADATA_FILE).is_file():  # refused before a lock file is made beside it
+        raise KnowledgeBaseError(f"{folder}: no {METADATA_FILE}; not a knowledge base folder")
+    with folder_lock(folder, METADATA_FILE), tempfile.TemporaryDirectory(dir=folder.parent, prefix=".upgrade-") as work:
+        return _upgrade(folder, model, Path(work))
+
+
+def _upgrade(folder: Path, model, work: Path) -> KnowledgeBaseMetadata:
+    """The upgrade under the lock; the new token file is made in `work`, then linked into the new KB folder."""
     old = json.loads((folder / METADATA_FILE).read_text())
     if old.get("format_version") == KB_FORMAT_VERSION:
         raise KnowledgeBaseError(f"{folder}: already format {KB_FORMAT_VERSION}")
@@ -85,7 +95,7 @@ def upgrade_knowledge_base(folder: str | os.PathLike, model) -> KnowledgeBaseMet
         "max_audio_windows": model.config.max_audio_windows,
     }
     token_fingerprint = weights_fingerprint(model.clap.audio_model, token_settings)
-    write_clip_tokens(folder / TOKENS_FILE, [len(t) for t in tokens], tokens, token_dim, token_fingerprint)
+    write_clip_tokens(work / TOKENS_FILE, [len(t) for t in tokens], tokens, token_dim, token_fingerprint)
     rows = rows.remove_columns(["audio_tokens", "is_long"]).add_column("clip_index", clip_index)
     metadata = KnowledgeBaseMetadata(
         retrieval_fingerprint=model.retrieval_fingerprint(),
@@ -103,6 +113,6 @@ def upgrade_knowledge_base(folder: str | os.PathLike, model) -> KnowledgeBaseMet
         recipe=old.get("recipe", {}),
     )
     index = read_index(folder / INDEX_FILE, metadata.num_pairs, metadata.audio_dim + metadata.text_dim)
-    tokens_store = ClipTokenStore(folder / TOKENS_FILE, len(first_row))
+    tokens_store = ClipTokenStore(work / TOKENS_FILE, len(first_row))
     write_knowledge_base(folder, rows, clips, metadata, index=index, tokens=tokens_store)
     return metadata

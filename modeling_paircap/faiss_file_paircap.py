@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .file_io_paircap import write_stream
 from .index_paircap import require_faiss
 from .kb_format_paircap import METADATA_FILE, KnowledgeBaseError
 
@@ -292,6 +293,13 @@ def read_index(path: str | os.PathLike, num_vectors: int, dim: int, factory: str
     if index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise KnowledgeBaseError(f"{path}: the index must use the inner-product metric")
     return index
+
+
+def write_index(index, path: str | os.PathLike) -> None:
+    """Write a FAISS index file through Python's checked writes (`write_stream`): faiss's own file writer reports a
+    failed final flush only on stderr, so a full disk would leave a short index behind a successful call."""
+    faiss = require_faiss()
+    write_stream(path, lambda write: faiss.write_index(index, faiss.PyCallbackIOWriter(write)))
 
 
 def stores_float32_vectors(index) -> bool:

@@ -19,21 +19,17 @@ that made them (`token_fingerprint`). `paircap_kb.json` records the size and sha
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .index_paircap import flat_index, require_faiss
-from .tokens_paircap import TOKENS_FILE, ClipTokenStore
+from .file_io_paircap import write_atomic
+from .tokens_paircap import TOKENS_FILE
 
 try:
     import datasets
@@ -70,7 +66,6 @@ SEARCH_COLUMNS = ("pair_id", "audio_id", "caption", "clip_index")
 
 UPGRADE_COMMAND = "paircap kb upgrade --kb {folder} --model RELEASE"
 TOKENS_COMMAND = "paircap kb tokens --kb {folder} --model RELEASE --root NAME=DIR ..."
-HASH_BLOCK = 4 * 2**20
 MAX_METADATA_BYTES = 16 * 2**20
 
 
@@ -147,10 +142,8 @@ class KnowledgeBaseMetadata:
         return self.token_fingerprint is not None
 
     def save(self, folder: str | os.PathLike) -> None:
-        path = Path(folder, METADATA_FILE)
-        partial = path.with_name(f".{METADATA_FILE}.tmp")
-        partial.write_text(json.dumps(self.__dict__, indent=2, sort_keys=True))
-        os.replace(partial, path)
+        text = json.dumps(self.__dict__, indent=2, sort_keys=True)
+        write_atomic(Path(folder, METADATA_FILE), lambda temporary: temporary.write_text(text))
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> KnowledgeBaseMetadata:
@@ -307,30 +300,6 @@ def kb_file_names(folder: Path, metadata: KnowledgeBaseMetadata) -> list[str]:
     return [*shards, CLIPS_FILE, INDEX_FILE] + ([TOKENS_FILE] if metadata.has_tokens else [])
 
 
-def file_record(path: str | os.PathLike) -> dict:
-    """The `{size, sha256}` record of a file."""
-    return {"size": os.stat(path).st_size, "sha256": file_sha256(path)}
-
-
-def record_files(folder: str | os.PathLike, names: Sequence[str]) -> dict[str, dict]:
-    """The records of the named files of `folder` (hashed in parallel: hashlib releases the GIL)."""
-    folder = Path(folder)
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1, len(names)))) as pool:
-        records = list(pool.map(lambda name: file_record(folder / name), names))
-    return dict(zip(names, records, strict=True))
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 of a file, read in blocks (memory stays one block)."""
-    digest = hashlib.sha256()
-    block = bytearray(HASH_BLOCK)
-    view = memoryview(block)
-    with open(path, "rb", buffering=0) as handle:
-        while count := handle.readinto(block):
-            digest.update(view[:count])
-    return digest.hexdigest()
-
-
 class PairVectorView:
     """
     The rows' `[audio_embedding ; text_embedding]` vectors, read from Arrow a slice (or a set of rows) at a time: what
@@ -364,60 +333,9 @@ def embedding_matrix(rows, column: str) -> np.ndarray:
 
 
 # ---- writing ----------------------------------------------------------------------------------------------------
-def write_knowledge_base(
-    folder: str | os.PathLike,
-    rows,
-    clips,
-    metadata: KnowledgeBaseMetadata,
-    index=None,
-    tokens: ClipTokenStore | None = None,
-    card: str | None = None,
-    max_shard_bytes: int = MAX_SHARD_BYTES,
-) -> Path:
-    """
-    Write `folder` in datasets-repo layout: `data/train-<build>-*.parquet` (ROW_COLUMNS, shards of about
-    `max_shard_bytes`), `clips.parquet`, the FAISS index (flat from the rows when not given), `paircap_kb.json`, and
-    `card` (or a minimal card) as README.md. `tokens` is a token file to copy in (an index-only KB has none; a token
-    file already at `folder/tokens.safetensors` is kept). Each write gets a new build id in its shard names and card:
-    datasets 5 caches a local folder by its `configs` patterns alone, so without it a KB rebuilt in place would load
-    its previous rows.
-    """
-    require_datasets()
-    missing = [column for column in ROW_COLUMNS if column not in rows.column_names]
-    if missing:
-        raise ValueError(f"the rows lack the knowledge base columns {missing}")
-    folder = Path(folder)
-    data_dir = folder / DATA_DIR
-    data_dir.mkdir(parents=True, exist_ok=True)
-    old_shards = list(data_dir.glob("*.parquet"))
-    rows = rows.select_columns(list(ROW_COLUMNS))
-    metadata.build_id = uuid.uuid4().hex[:12]
-    num_shards = max(1, -(-rows.data.nbytes // max_shard_bytes))
-    for shard in range(num_shards):
-        part = rows.shard(num_shards, shard, contiguous=True)
-        part.to_parquet(str(data_dir / f"train-{metadata.build_id}-{shard:05d}-of-{num_shards:05d}.parquet"))
-    for old in old_shards:
-        old.unlink()
-    pq.write_table(clips.select(list(CLIP_COLUMNS)).cast(clip_schema()), folder / CLIPS_FILE)
-    if index is None:
-        vectors = PairVectorView(rows)
-        chunks = (vectors[start : start + 65536] for start in range(0, len(vectors), 65536))
-        index = flat_index(*vectors.shape, chunks)
-    partial = folder / f".{INDEX_FILE}.tmp"
-    require_faiss().write_index(index, str(partial))
-    os.replace(partial, folder / INDEX_FILE)
-    token_path = folder / TOKENS_FILE
-    if tokens is not None and tokens.path.resolve() != token_path.resolve():
-        shutil.copyfile(tokens.path, token_path)
-    elif tokens is None and metadata.has_tokens and not token_path.is_file():
-        raise ValueError(f"metadata records clip tokens but {token_path} is missing and no token file was given")
-    elif not metadata.has_tokens:
-        token_path.unlink(missing_ok=True)
-    metadata.num_pairs, metadata.num_clips = len(rows), clips.num_rows
-    metadata.files = record_files(folder, kb_file_names(folder, metadata))
-    metadata.save(folder)
-    (folder / "README.md").write_text(card if card is not None else minimal_card(metadata))
-    return folder
+def write_clips(clips, path: str | os.PathLike) -> None:
+    """The clip table as `clips.parquet` (CLIP_COLUMNS, in the clip schema)."""
+    pq.write_table(clips.select(list(CLIP_COLUMNS)).cast(clip_schema()), path)
 
 
 def minimal_card(metadata: KnowledgeBaseMetadata) -> str:

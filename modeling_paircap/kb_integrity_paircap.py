@@ -23,6 +23,7 @@ import numpy as np
 from transformers.utils import logging
 
 from .faiss_file_paircap import check_index_file
+from .file_io_paircap import file_sha256
 from .index_paircap import PairCapIndex
 from .kb_format_paircap import (
     CLIPS_FILE,
@@ -35,7 +36,6 @@ from .kb_format_paircap import (
     KnowledgeBaseMetadata,
     PairVectorView,
     check_parquet_columns,
-    file_sha256,
     parquet_footer,
     row_files,
 )

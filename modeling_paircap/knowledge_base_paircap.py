@@ -12,33 +12,37 @@ caller gives, when `audio_roots` locate the clips.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .audio_locations_paircap import AudioLocationError, clip_audio_location
-from .faiss_file_paircap import read_index, stores_float32_vectors
-from .index_paircap import PairCapIndex, RetrievedPair
+from .faiss_file_paircap import read_index, stores_float32_vectors, write_index
+from .file_io_paircap import link_or_copy, record_files, replacing_folder
+from .index_paircap import PairCapIndex, RetrievedPair, flat_index
 from .kb_format_paircap import (
     CLIPS_FILE,
     DATA_DIR,
     INDEX_FILE,
+    MAX_SHARD_BYTES,
     METADATA_FILE,
     ROW_COLUMNS,
     SEARCH_COLUMNS,
     TOKENS_COMMAND,
     KnowledgeBaseError,
     KnowledgeBaseMetadata,
+    PairVectorView,
     kb_file_names,
+    minimal_card,
     push_folder_to_hub,
     read_clips,
     read_parquet_columns,
-    record_files,
     require_datasets,
     resolve_folder,
     row_files,
-    write_knowledge_base,
+    write_clips,
 )
 from .kb_integrity_paircap import _warned_unverified, check_kb_files, spot_check_vectors
 from .tokens_paircap import TOKENS_FILE, ClipTokenStore, DeviceClipTokens
@@ -288,6 +292,65 @@ class PairCapKnowledgeBase:
         if self.folder is None:
             raise KnowledgeBaseError("save_pretrained(folder) first: push_to_hub uploads a knowledge base folder")
         return push_folder_to_hub(self.folder, repo_id, private=private, token=token)
+
+
+def write_knowledge_base(
+    folder: str | os.PathLike,
+    rows,
+    clips,
+    metadata: KnowledgeBaseMetadata,
+    index=None,
+    tokens: ClipTokenStore | None = None,
+    card: str | Callable[[KnowledgeBaseMetadata], str] | None = None,
+    max_shard_bytes: int = MAX_SHARD_BYTES,
+) -> Path:
+    """
+    Write `folder` in datasets-repo layout: `data/train-<build>-*.parquet` (ROW_COLUMNS, shards of about
+    `max_shard_bytes`), `clips.parquet`, the FAISS index (flat from the rows when not given), `paircap_kb.json`, and
+    README.md: `card`, the card made from the final metadata when `card` is a function, or a minimal card. `tokens` is
+    a token file to link or copy in (an index-only KB has none; without it, the token file of the KB in `folder` is
+    kept). Each write gets a new build id in its shard names and card: datasets 5 caches a local folder by its
+    `configs` patterns alone, so without it a KB rebuilt in place would load its previous rows.
+
+    Whole or not at all: the folder is staged beside `folder`, every write checked (the index too, see
+    `write_index`), loaded back with `PairCapKnowledgeBase.from_pretrained`, then swapped in (`replacing_folder`). A
+    full disk or any other failure leaves the KB in `folder` as it was (a `FolderWriteError` for an OSError); a second
+    writer of `folder` is refused, and so is a non-empty `folder` that is not a knowledge base.
+    """
+    require_datasets()
+    missing = [column for column in ROW_COLUMNS if column not in rows.column_names]
+    if missing:
+        raise ValueError(f"the rows lack the knowledge base columns {missing}")
+    folder = Path(folder)
+    rows = rows.select_columns(list(ROW_COLUMNS))
+    with replacing_folder(folder, marker=METADATA_FILE) as staging:
+        (staging / DATA_DIR).mkdir()
+        metadata.build_id = uuid.uuid4().hex[:12]
+        num_shards = max(1, -(-rows.data.nbytes // max_shard_bytes))
+        for shard in range(num_shards):
+            name = f"train-{metadata.build_id}-{shard:05d}-of-{num_shards:05d}.parquet"
+            rows.shard(num_shards, shard, contiguous=True).to_parquet(str(staging / DATA_DIR / name))
+        write_clips(clips, staging / CLIPS_FILE)
+        if index is None:
+            vectors = PairVectorView(rows)
+            chunks = (vectors[start : start + 65536] for start in range(0, len(vectors), 65536))
+            index = flat_index(*vectors.shape, chunks)
+        write_index(index, staging / INDEX_FILE)
+        if tokens is not None:
+            link_or_copy(tokens.path, staging / TOKENS_FILE)
+        elif metadata.has_tokens:
+            if not (folder / TOKENS_FILE).is_file():
+                raise ValueError(
+                    f"metadata records clip tokens but {folder / TOKENS_FILE} is missing, and none was given"
+                )
+            link_or_copy(folder / TOKENS_FILE, staging / TOKENS_FILE)
+        metadata.num_pairs, metadata.num_clips = len(rows), clips.num_rows
+        metadata.files = record_files(staging, kb_file_names(staging, metadata))
+        metadata.save(staging)
+        text = card(metadata) if callable(card) else minimal_card(metadata) if card is None else card
+        (staging / "README.md").write_text(text, encoding="utf-8", newline="")
+        PairCapKnowledgeBase.from_pretrained(staging, verify="always")
+    return folder
 
 
 def record_file_hashes(folder: str | os.PathLike) -> KnowledgeBaseMetadata:

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .file_io_paircap import write_atomic
+
 TOKENS_FILE = "tokens.safetensors"
 FINGERPRINT_KEY = "token_fingerprint"
 
@@ -117,19 +119,23 @@ def write_clip_tokens(
     }
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)
-    temporary = path.with_name(f".{path.name}.tmp")
-    written = 0
-    with open(temporary, "wb") as handle:
-        handle.write(struct.pack("<Q", len(encoded)) + encoded)
-        for clip, tokens in enumerate(clip_tokens):
-            array = tokens.detach().cpu().numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)
-            array = np.ascontiguousarray(array, dtype=np.float16).reshape(-1, token_dim)
-            if len(array) != offsets[clip + 1] - offsets[clip]:
-                raise ValueError(f"clip {clip}: {len(array)} token rows, {offsets[clip + 1] - offsets[clip]} announced")
-            handle.write(array.tobytes())
-            written = clip + 1
-        if written != len(offsets) - 1:
-            raise ValueError(f"got the tokens of {written} clips, {len(offsets) - 1} announced")
-        handle.write(offsets.astype("<i8").tobytes())
-    os.replace(temporary, path)
+
+    def write(temporary: Path) -> None:
+        written = 0
+        with open(temporary, "wb") as handle:
+            handle.write(struct.pack("<Q", len(encoded)) + encoded)
+            for clip, tokens in enumerate(clip_tokens):
+                array = tokens.detach().cpu().numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)
+                array = np.ascontiguousarray(array, dtype=np.float16).reshape(-1, token_dim)
+                if len(array) != offsets[clip + 1] - offsets[clip]:
+                    raise ValueError(
+                        f"clip {clip}: {len(array)} token rows, {offsets[clip + 1] - offsets[clip]} announced"
+                    )
+                handle.write(array.tobytes())
+                written = clip + 1
+            if written != len(offsets) - 1:
+                raise ValueError(f"got the tokens of {written} clips, {len(offsets) - 1} announced")
+            handle.write(offsets.astype("<i8").tobytes())
+
+    write_atomic(path, write)
     return path

@@ -9,6 +9,7 @@ traceback. Progress goes to stderr (the loggers of `paircap` and `datasets_scrip
 
 import argparse
 import contextlib
+import errno
 import functools
 import sys
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from datasets_scripts.kb_recipes import root_entry
 from modeling_paircap.configuration_paircap import RETRIEVAL_MODES
+from modeling_paircap.file_io_paircap import FolderWriteError
 from modeling_paircap.kb_format_paircap import KnowledgeBaseError
 from paircap.hub_access import ModelLoadError, go_offline_if_unreachable, load_failure
 from paircap.kb_cli import add_kb_commands
@@ -39,6 +41,7 @@ CAPTION_MODES = tuple(mode for mode in RETRIEVAL_MODES if mode != "pair2pair")
 # The default method grid of `evaluate` (zero-shot always runs first); audio2text only when asked for.
 EVALUATE_MODES = tuple(mode for mode in CAPTION_MODES if mode not in ("none", "audio2text"))
 COMMAND_ENTRY_POINTS = "paircap.commands"
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # a full disk or a read-only file system: one line, exit 2
 
 
 class UsageError(Exception):
@@ -469,8 +472,11 @@ def run_read(args: argparse.Namespace) -> int:
 
 
 def is_expected(error: Exception) -> bool:
-    """A failure the user can act on (a bad argument, a release or knowledge base that cannot load)."""
-    return isinstance(error, (UsageError, ModelLoadError, KnowledgeBaseError))
+    """A failure the user can act on: a bad argument, a release or knowledge base that cannot load, a folder that
+    cannot be written, a full disk or a read-only file system."""
+    return isinstance(error, (UsageError, ModelLoadError, KnowledgeBaseError, FolderWriteError)) or (
+        isinstance(error, OSError) and error.errno in DISK_ERRNOS
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

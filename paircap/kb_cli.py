@@ -14,11 +14,14 @@ The work is done by the knowledge base library, `datasets_scripts`; this module 
 """
 
 import argparse
+import contextlib
 import functools
 import json
 from pathlib import Path
 
 from datasets_scripts.kb_recipes import RECIPES, CorpusSpec, root_entry
+from modeling_paircap.file_io_paircap import folder_lock
+from modeling_paircap.kb_format_paircap import METADATA_FILE
 from paircap.releases import TRUST_REMOTE_CODE_HELP
 
 
@@ -105,24 +108,26 @@ def run_build(args: argparse.Namespace) -> int:
     recipe = {"name": args.recipe or "custom", "corpora": [f"{c.name}:{c.split}" for c in corpora]}
     accelerator = Accelerator()
     roots = dict(args.root)
-    pairs = read_pairs(corpora, roots)
-    model, processor = load_release(args.model, accelerator.device, trust_remote_code=args.trust_remote_code)
-    build_knowledge_base(
-        pairs,
-        model,
-        processor,
-        args.output,
-        recipe,
-        index_factory=args.index_factory,
-        work_dir=args.work_dir,
-        accelerator=accelerator,
-        roots=roots,
-        with_tokens=not args.index_only,
-        batch_size=args.batch_size,
-        shard_size=args.shard_size,
-        num_workers=args.num_workers,
-        overwrite=args.overwrite,
-    )
+    # the output's write lock first: an unwritable output or a second writer fails before anything is read or loaded
+    with folder_lock(args.output, METADATA_FILE) if accelerator.is_main_process else contextlib.nullcontext():
+        pairs = read_pairs(corpora, roots)
+        model, processor = load_release(args.model, accelerator.device, trust_remote_code=args.trust_remote_code)
+        build_knowledge_base(
+            pairs,
+            model,
+            processor,
+            args.output,
+            recipe,
+            index_factory=args.index_factory,
+            work_dir=args.work_dir,
+            accelerator=accelerator,
+            roots=roots,
+            with_tokens=not args.index_only,
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            num_workers=args.num_workers,
+            overwrite=args.overwrite,
+        )
     if accelerator.is_main_process:
         print(f"wrote the knowledge base to {args.output}", flush=True)
     return 0

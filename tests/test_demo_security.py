@@ -24,7 +24,8 @@ from gradio_client.exceptions import AppError
 from test_demo import free_port, wait_for_server
 
 from datasets_scripts.build_kb import build_knowledge_base
-from modeling_paircap.kb_format_paircap import CLIPS_FILE, KnowledgeBaseMetadata, file_record
+from modeling_paircap.file_io_paircap import file_record
+from modeling_paircap.kb_format_paircap import CLIPS_FILE, KnowledgeBaseMetadata
 from paircap.demo import MAX_UPLOAD, NOT_AVAILABLE, DemoEngine, build_blocks, launch_demo, space_host
 from paircap.demo_audio import NEIGHBOUR_ROUTE
 

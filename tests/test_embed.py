@@ -3,6 +3,7 @@ job checks, index-only jobs, multi-process."""
 
 import copy
 import csv
+import functools
 import json
 import os
 import shutil
@@ -129,14 +130,15 @@ def direct_encoding(model, processor, path: str) -> tuple[np.ndarray, np.ndarray
     return encoding.audio_tokens.flatten(0, 1).numpy(), encoding.audio_embeds[0].numpy(), is_long, len(windows)
 
 
-def windows_per_shard(pairs: Dataset, processor, shards) -> int:
-    """Windows the encoder must see for `shards` when each shard encodes each of its clips once."""
-    total = 0
-    for shard in shards:
-        rows = pairs[shard * SHARD_SIZE : (shard + 1) * SHARD_SIZE]
-        paths = {audio["path"] for audio in rows["audio"] if audio and Path(audio["path"]).name not in BAD_FILES}
-        total += sum(len(processor.window_audio(processor.load_audio([p])[0])[0]) for p in paths)
-    return total
+def distinct_clips(pairs: Dataset) -> list[str]:
+    """The audio paths of `pairs` in order of first appearance (bad files included): the job's clips."""
+    return list(dict.fromkeys(audio["path"] for audio in pairs["audio"] if audio))
+
+
+def windows_of(processor, paths: list[str]) -> int:
+    """Windows the encoder must see to encode each of `paths` once (bad files have none)."""
+    good = [path for path in paths if Path(path).name not in BAD_FILES]
+    return sum(len(processor.window_audio(processor.load_audio([path])[0])[0]) for path in good)
 
 
 def read_shards(output_dir: Path, count: int) -> list[pa.Table]:
@@ -181,7 +183,7 @@ def test_rows_match_the_model_called_directly(reference, pairs, tiny_release):
         assert (windows == 1) == (row["source"] == "esc50")  # 5 s ESC-50 clips: one window; Clotho (15-30 s): more
 
 
-def test_bad_audio_is_logged_and_every_other_row_kept_in_order(reference, pairs):
+def test_bad_audio_is_logged_and_every_other_row_kept_in_order(reference, pairs, tiny_release):
     embedded, output_dir = reference
     dataset = embedded.rows
     errors = [json.loads(line) for line in (output_dir / "errors.jsonl").read_text().splitlines()]
@@ -192,7 +194,9 @@ def test_bad_audio_is_logged_and_every_other_row_kept_in_order(reference, pairs)
     assert dataset["pair_id"] == [p for p in pairs["pair_id"] if not p.startswith("bad/")]
     stats = json.loads((output_dir / "embed_stats.json").read_text())
     assert stats["pairs"] == len(pairs) == 28 and stats["rows_out"] == 24 and stats["errors"] == 4
-    assert stats["unique_clips"] == 3 + 4 + 4 + 3  # each shard loads each of its clips once, bad files included
+    # each distinct clip loaded once (bad files included), the Clotho clip straddling row shards 2 and 3 too
+    assert stats["unique_clips"] == len(distinct_clips(pairs)) == 13
+    assert stats["windows"] == windows_of(tiny_release[2], distinct_clips(pairs))
     assert stats["clips_per_s"] > 0 and stats["pairs_per_s"] > stats["clips_per_s"]
     # the clip table: the 9 loaded clips (3 Clotho, 6 ESC-50) in order of first appearance; bad files have none
     first_seen = list(dict.fromkeys(row["audio_id"] for row in pairs if row["audio"] and row["source"] != "bad"))
@@ -202,26 +206,9 @@ def test_bad_audio_is_logged_and_every_other_row_kept_in_order(reference, pairs)
 def test_resume_skips_finished_shards_and_matches_an_uninterrupted_run(
     reference, pairs, tiny_release, tmp_path, monkeypatch
 ):
+    """Killed in the clip pass, then in the row pass, then resumed: each clip is encoded once over the three runs."""
     _, model, processor = tiny_release
     output_dir = tmp_path / "resumed"
-    write_shard = embed._write_shard
-    written = []
-
-    def killed_after_two(output_dir, shard, *args):
-        if len(written) == 2:
-            raise KeyboardInterrupt("killed")
-        write_shard(output_dir, shard, *args)
-        written.append(shard)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(embed, "_write_shard", killed_after_two)
-        with pytest.raises(KeyboardInterrupt):
-            embed_pairs(pairs, model, processor, output_dir, shard_size=SHARD_SIZE, batch_size=4, num_workers=0)
-    assert written == [0, 1] and not shard_path(output_dir, 2).exists()
-    temp = shard_path(output_dir, 2).with_name(".shard-00002.tmp.parquet")
-    temp.write_bytes(b"half-written")  # as if killed while writing
-    mtimes = [shard_path(output_dir, shard).stat().st_mtime_ns for shard in (0, 1)]
-
     encode_audio, windows_seen = model.encode_audio, []
 
     def counting(input_features, audio_window_counts=None):
@@ -229,12 +216,41 @@ def test_resume_skips_finished_shards_and_matches_an_uninterrupted_run(
         return encode_audio(input_features, audio_window_counts)
 
     monkeypatch.setattr(model, "encode_audio", counting)
-    resumed = embed_pairs(pairs, model, processor, output_dir, shard_size=SHARD_SIZE, batch_size=4, num_workers=0)
+    encode_clip_shard, write_shard, written = embed.encode_clip_shard, embed._write_shard, []
+
+    def killed_at_clip_shard_1(embedder, pairs, plan, output_dir, shard, *bounds):
+        if shard == 1:
+            raise KeyboardInterrupt("killed")
+        return encode_clip_shard(embedder, pairs, plan, output_dir, shard, *bounds)
+
+    def killed_after_two(output_dir, shard, *args):
+        if len(written) == 2:
+            raise KeyboardInterrupt("killed")
+        write_shard(output_dir, shard, *args)
+        written.append(shard)
+
+    run = functools.partial(embed_pairs, pairs, model, processor, output_dir, shard_size=SHARD_SIZE, batch_size=4)
+    clips = distinct_clips(pairs)  # 13: clip shard 0 holds the first 8, clip shard 1 the other 5
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(embed, "encode_clip_shard", killed_at_clip_shard_1)
+        run(num_workers=0)
+    assert sum(windows_seen) == windows_of(processor, clips[:SHARD_SIZE]) and not shard_path(output_dir, 0).exists()
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(embed, "_write_shard", killed_after_two)
+        run(num_workers=0)
+    assert sum(windows_seen) == windows_of(processor, clips)  # only clip shard 1 was encoded
+    assert written == [0, 1] and not shard_path(output_dir, 2).exists()
+    temp = shard_path(output_dir, 2).with_name(".shard-00002.tmp.parquet")
+    temp.write_bytes(b"half-written")  # as if killed while writing
+    mtimes = [shard_path(output_dir, shard).stat().st_mtime_ns for shard in (0, 1)]
+
+    windows_seen.clear()
+    resumed = run(num_workers=0)
     assert [shard_path(output_dir, shard).stat().st_mtime_ns for shard in (0, 1)] == mtimes
-    assert sum(windows_seen) == windows_per_shard(pairs, processor, [2, 3])
+    assert windows_seen == []  # every clip was encoded before the row pass
     assert not temp.exists()
     stats = json.loads((output_dir / "embed_stats.json").read_text())
-    assert (stats["shards_computed"], stats["shards_reused"]) == (2, 2)
+    assert (stats["shards_computed"], stats["shards_reused"]) == (2, 2) and stats["unique_clips"] == 0
 
     expected, reference_dir = reference
     assert resumed.rows.data.table.equals(expected.rows.data.table)
@@ -356,7 +372,8 @@ def test_index_only_job_writes_no_token_file(reference, pairs, tiny_release, tmp
     )  # fmt: skip
     assert embedded.tokens is None
     assert not (output_dir / TOKENS_FILE).exists() and not list(output_dir.rglob("*.safetensors"))
-    assert not list((output_dir / "shards").glob("clips-*.parquet"))
+    clip_shards = list((output_dir / "shards").glob("clips-*.parquet"))
+    assert clip_shards and all("tokens" not in pq.read_schema(path).names for path in clip_shards)
     assert json.loads((output_dir / "embed_state.json").read_text())["token_fingerprint"] is None
     # the same rows and clip table as a job with tokens
     assert embedded.rows.data.table.equals(expected.rows.data.table)

@@ -21,6 +21,7 @@ import modeling_paircap.kb_integrity_paircap as integrity
 import modeling_paircap.knowledge_base_paircap as kb_module
 from datasets_scripts.publish import build_kb_index, kb_metadata
 from modeling_paircap.faiss_file_paircap import check_index_file
+from modeling_paircap.file_io_paircap import file_record
 from modeling_paircap.index_paircap import PairCapIndex
 from modeling_paircap.kb_format_paircap import (
     CLIPS_FILE,
@@ -28,10 +29,8 @@ from modeling_paircap.kb_format_paircap import (
     METADATA_FILE,
     KnowledgeBaseError,
     KnowledgeBaseMetadata,
-    file_record,
-    write_knowledge_base,
 )
-from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase, record_file_hashes
+from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase, record_file_hashes, write_knowledge_base
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from accelerate.utils import SAFE_MODEL_NAME
 from safetensors.torch import load_file
 from transformers.utils import logging
 
-from modeling_paircap.kb_format_paircap import file_record
+from modeling_paircap.file_io_paircap import file_record
 from paircap.training.errors import CheckpointError
 
 logger = logging.get_logger(__name__)

@@ -24,6 +24,7 @@ import numpy as np
 from datasets import Dataset
 
 from datasets_scripts.columns import column
+from modeling_paircap.file_io_paircap import write_atomic
 from modeling_paircap.index_paircap import PairCapIndex
 from modeling_paircap.kb_format_paircap import embedding_matrix
 
@@ -72,10 +73,13 @@ def save_neighbors(path: str | os.PathLike, embedded: Dataset, neighbors: np.nda
     path = Path(path)
     if neighbors.ndim != 2 or len(neighbors) != len(embedded):
         raise ValueError(f"neighbors has shape {neighbors.shape}; expected ({len(embedded)}, num_neighbors)")
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as handle:
-        np.savez(handle, neighbors=neighbors.astype(np.int64), pair_ids=np.asarray(column(embedded, "pair_id")))
-    os.replace(temp, path)
+    arrays = {"neighbors": neighbors.astype(np.int64), "pair_ids": np.asarray(column(embedded, "pair_id"))}
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:  # a handle: np.savez adds ".npz" to a name without it
+            np.savez(handle, **arrays)
+
+    write_atomic(path, write)
     return path
 
 

@@ -38,8 +38,8 @@ import numpy as np
 import soundfile as sf
 from datasets import Dataset
 
-from datasets_scripts.job_files import write_atomic
 from datasets_scripts.readers.core import PairColumns, PathLike, ReaderOptions, pairs_dataset
+from modeling_paircap.file_io_paircap import write_atomic
 from recipes.mini.local.esc50 import EVENT_PHRASES, Esc50Clip, seed_sequence
 from recipes.mini.local.event_captions import ORDER_GAP_S, OVERLAP_S, mixture_captions
 
