@@ -23,7 +23,7 @@ KNOWLEDGE_BASE = os.environ.get("PAIRCAP_KB") or None
 AUDIO_ROOTS = dict(root_entry(entry) for entry in os.environ.get("PAIRCAP_AUDIO_ROOTS", "").split(os.pathsep) if entry)
 
 go_offline_if_unreachable([MODEL, KNOWLEDGE_BASE])
-demo = build_demo(MODEL, KNOWLEDGE_BASE, AUDIO_ROOTS)
+demo = build_demo(MODEL, knowledge_base=KNOWLEDGE_BASE, audio_roots=AUDIO_ROOTS)
 
 if __name__ == "__main__":
     launch_demo(demo, space_host(os.environ))

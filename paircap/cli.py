@@ -438,11 +438,11 @@ def run_demo(args: argparse.Namespace) -> int:
     go_offline_if_unreachable([model_id, args.kb])
     demo = build_demo(
         model_id,
-        args.kb,
-        dict(args.audio_root),
-        args.device,
-        args.dtype,
-        args.max_new_tokens,
+        knowledge_base=args.kb,
+        audio_roots=dict(args.audio_root),
+        device=args.device,
+        dtype=args.dtype,
+        max_new_tokens=args.max_new_tokens,
         trust_remote_code=args.trust_remote_code,
     )
     launch_demo(demo, args.host, args.port, args.share)

@@ -430,21 +430,10 @@ def build_blocks(engine: DemoEngine) -> DemoBlocks:
     return demo
 
 
-def build_demo(
-    model_id: str,
-    knowledge_base: str | None = None,
-    audio_roots: Mapping[str, str | os.PathLike] | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    max_new_tokens: int = 40,
-    time_limit: float = REQUEST_SECONDS,
-    trust_remote_code: bool = False,
-) -> DemoBlocks:
-    """The demo for a release (hub id or folder) and a knowledge base (default: the release's own)."""
-    engine = DemoEngine.from_release(
-        model_id, knowledge_base, audio_roots, device, dtype, max_new_tokens, time_limit, trust_remote_code
-    )
-    return build_blocks(engine)
+def build_demo(model_id: str, **options) -> DemoBlocks:
+    """The demo for a release (hub id or folder); `options` as `DemoEngine.from_release` (the knowledge base, default:
+    the release's own; audio roots, device, dtype, caption length, time limit, remote code)."""
+    return build_blocks(DemoEngine.from_release(model_id, **options))
 
 
 def space_host(environ: Mapping[str, str]) -> str:

@@ -265,7 +265,8 @@ def test_save_pretrained_into_its_own_folder_and_a_failed_token_refresh(old_kb, 
     _, model, processor = tiny_release
     fill_disk_at_fsync(monkeypatch)
     with pytest.raises(FolderWriteError, match="No space left on device.*it is unchanged"):
-        refresh_tokens(old_kb, model, processor, {"clotho": corpora["clotho"]}, num_workers=0, progress=False)
+        roots = {"absolute": "/"}  # the KB records absolute paths (of links into ../shared/data)
+        refresh_tokens(old_kb, model, processor, roots, num_workers=0, progress=False)
     monkeypatch.undo()
     work = old_kb.parent / ".kb.tokens-work"  # the encoded shards stay, so a rerun resumes
     assert {name: data for name, data in snapshot(old_kb).items() if not name.startswith(work.name)} == files
