@@ -1,4 +1,4 @@
-"""Run `embed_pairs` under `accelerate launch` (used by tests/test_embed.py).
+"""Run `embed_pairs` under `accelerate launch` (used by tests/kb/test_embed.py).
 
 Usage: embed_launch_script.py RELEASE_DIR PAIRS_PARQUET OUTPUT_DIR RESULTS_DIR SHARD_SIZE; each process saves what
 it got back: the rows as RESULTS_DIR/rows-{process_index}.parquet, the clip table as clips-{process_index}.parquet and

@@ -17,7 +17,7 @@ from datasets_scripts.evaluation_overlap import (
 from datasets_scripts.readers import read_corpus
 from modeling_paircap.clip_ids_paircap import normalise_clip_id
 
-CAPTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "captions"
+CAPTIONS = Path(__file__).resolve().parents[3] / "shared" / "data" / "captions"
 # One row of Clotho v2.1's clotho_metadata_evaluation.csv (the Freesound sound of "Radio Garble.wav" is 80399)
 RADIO_GARBLE = (
     "Radio Garble.wav",

@@ -20,7 +20,7 @@ from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from paircap.assembly import save_release
 from paircap.releases import LOCAL_RELEASES, load_release
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RELEASE = LOCAL_RELEASES["mini"]
 MAX_BYTES = 20 * 2**20  # issue 12: at most 20 MB with its knowledge base
 GENERATION = {"max_new_tokens": 12, "do_sample": False}

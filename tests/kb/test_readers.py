@@ -34,7 +34,7 @@ from datasets_scripts.readers import (
     read_wavcaps,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 CAPTIONS = SHARED / "captions"
 CLOTHO7 = SHARED / "clotho_eval7"
 ESC50 = SHARED / "esc50_cc"

@@ -34,7 +34,7 @@ from modeling_paircap.audio_windows_paircap import WindowedWaveform
 from paircap.captioning import load_batch, walk_audio_inputs
 from paircap.training.data import CaptionTrainingSet, PairCapCollator
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ESC50 = REPO.parent / "shared" / "data" / "esc50_cc"
 GIB = 2**30
 

@@ -26,7 +26,7 @@ from datasets_scripts.readers import FEATURES
 from modeling_paircap.kb_format_paircap import clip_schema, kb_row_features
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARD_SIZE = 8
 # bad audio and the problem each must be reported with
 BAD_FILES = {

@@ -23,7 +23,7 @@ from modeling_paircap.retrieval_paircap import PairCapRetriever
 from paircap.training.config import TrainConfig
 from paircap.training.loop import train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SR = 48000
 CAPTIONS = ["A low hum drones.", "A whistle rises.", "Rain falls.", "A dog barks.", "Birds chirp.", "A bell rings."]
 

@@ -56,7 +56,7 @@ def roundtrip_audio(tmp_path_factory) -> list[str]:
     t = np.arange(48000 * 4) / 48000
     sf.write(folder / "chirp.wav", (0.2 * np.sin(2 * np.pi * (200 + 300 * t) * t)).astype(np.float32), 48000)
     audio = [str(folder / "chirp.wav")]
-    clotho = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clotho_eval7"
+    clotho = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "clotho_eval7"
     audio += [str(path) for path in sorted(clotho.glob("*.flac"))[:2]]
     return audio
 

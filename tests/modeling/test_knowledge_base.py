@@ -306,7 +306,7 @@ def test_missing_corrupt_and_mismatched_files(kb_folder, tmp_path):
     shutil.copytree(folder, broken)
     unrecorded = json.loads((broken / "paircap_kb.json").read_text())
     del unrecorded["files"]  # as a KB written before sizes and hashes were recorded: the structural checks only
-    (broken / "paircap_kb.json").write_text(json.dumps(unrecorded))  # (tests/test_kb_integrity.py: with the record)
+    (broken / "paircap_kb.json").write_text(json.dumps(unrecorded))  # test_kb_integrity.py: with the record
     tokens = (broken / TOKENS_FILE).read_bytes()
     (broken / TOKENS_FILE).write_bytes(tokens[: len(tokens) // 2])
     with pytest.raises(KnowledgeBaseError, match=r"tokens.safetensors: not a readable token file"):

@@ -24,7 +24,7 @@ from paircap.metrics import (
     spice_jars_missing,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 METRIC_DIR = REPO / "metrics" / "paircap_caption_metrics"
 SHARED_METRICS = REPO.parent / "shared" / "data" / "metrics"
 EXAMPLES = ("aacm_readme_example", "aacm_example_0", "aacm_example_1")

@@ -17,7 +17,7 @@ from datasets import load_dataset
 from modeling_paircap.tokens_paircap import ClipTokenStore
 from paircap.cli import main as paircap_main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODES = ("audio2audio", "audio2text", "audio2mixture", "pair2pair")
 WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 

@@ -16,7 +16,7 @@ from datasets_scripts.upgrade import legacy_fingerprint
 from modeling_paircap.kb_format_paircap import KnowledgeBaseError
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_format_1(folder: Path, model, fingerprint: str) -> Dataset:

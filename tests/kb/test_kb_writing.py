@@ -23,7 +23,7 @@ from modeling_paircap.file_io_paircap import FolderWriteError, folder_lock, repl
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from paircap.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def build_arguments(release: Path, corpora: dict, output: Path, work_dir: Path) -> list[str]:

@@ -43,7 +43,7 @@ from modeling_paircap.audio_loading_paircap import load_audio, load_audio_batch,
 from modeling_paircap.audio_windows_paircap import WindowedWaveform, window_starts
 from modeling_paircap.processing_paircap import split_into_windows
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 CLOTHO = DATA / "clotho_eval7"
 ESC50 = DATA / "esc50_cc"
 

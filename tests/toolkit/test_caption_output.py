@@ -19,7 +19,7 @@ import paircap.releases
 from paircap.caption_output import CaptionOutput, CaptionOutputError, partial_path
 from paircap.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CAPTION_WAVEFORMS = paircap.captioning.caption_waveforms
 # A child `paircap caption` whose captioning stalls after its first two batches, until it is killed.
 STALLING_CHILD = """

@@ -33,7 +33,7 @@ from modeling_paircap.kb_format_paircap import (
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase, record_file_hashes, write_knowledge_base
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore, write_clip_tokens
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HEADER_BYTES = 4 + 4 + 8 + 8 + 8 + 1 + 4  # fourcc, d, ntotal, 2 dummies, is_trained, metric (faiss index_io)
 
 
