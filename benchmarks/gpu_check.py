@@ -501,10 +501,20 @@ def tables(results: dict, statuses: list[dict], size: str, env: dict) -> list[st
     return parts
 
 
+def selected_sections(names: Sequence[str] | None) -> list[Section]:
+    """The sections named (all by default) in their usual order, with `build` where one of them needs the model."""
+    wanted = set(names or [section.name for section in SECTIONS])
+    if any(section.needs_model for section in SECTIONS if section.name in wanted):
+        wanted.add("build")
+    return [section for section in SECTIONS if section.name in wanted]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-s", type=float, help="stop starting sections after this (full 420, tiny 240)")
     names = [section.name for section in SECTIONS]
-    parser.add_argument("--sections", nargs="+", choices=names, help="run only these (default: all, in order)")
+    parser.add_argument(
+        "--sections", nargs="+", choices=names, help="run only these, in the usual order, with build where needed"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -512,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(__doc__.strip().splitlines()[0], argv, add_arguments)
     settings = SETTINGS[args.size]
     budget_s = settings["budget_s"] if args.budget_s is None else args.budget_s
-    chosen = [section for section in SECTIONS if args.sections is None or section.name in args.sections]
+    chosen = selected_sections(args.sections)
     env = check_environment(args.device)
     recorded = {**settings, "budget_s": budget_s, "sections": [s.name for s in chosen], "top_k": TOP_K}
     recorded.update(fusion_weight=FUSION_WEIGHT, decoding="greedy, min_new_tokens = max_new_tokens")

@@ -251,3 +251,11 @@ def test_gpu_check_records_a_failing_or_overrunning_section_and_runs_the_rest():
     assert statuses["works"]["status"] == "ok" and state.results["rows"] == [{"value": 1}]
     (spent,) = gpu_check.run_sections(state, sections[-1:], budget_s=0)
     assert spent["status"] == "skipped" and spent["detail"].startswith("budget:")
+
+
+def test_gpu_check_runs_chosen_sections_with_the_build_they_need():
+    names = [section.name for section in gpu_check.SECTIONS]
+    assert [section.name for section in gpu_check.selected_sections(None)] == names
+    assert [section.name for section in gpu_check.selected_sections(["search"])] == ["search"]
+    chosen = gpu_check.selected_sections(["stage2", "search"])
+    assert [section.name for section in chosen] == ["build", "search", "stage2"]
