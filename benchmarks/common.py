@@ -177,10 +177,12 @@ def write_results(
     results: dict,
     tables: Sequence[str],
     path: Path | None = None,
+    echo: bool = True,
 ) -> dict:
     """
     Write `<benchmark>-<device>-<size>.json` (environment, settings, results) and `.md` (the tables) into
-    `args.output_dir` (or `path` and its `.md` sibling), print the markdown, and return the JSON payload.
+    `args.output_dir` (or `path` and its `.md` sibling), print the markdown (unless `echo` is false), and return the
+    JSON payload.
     """
     payload = {
         "benchmark": benchmark,
@@ -201,5 +203,6 @@ def write_results(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
     path.with_suffix(".md").write_text(markdown)
-    print(markdown)
+    if echo:
+        print(markdown)
     return payload

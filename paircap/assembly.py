@@ -11,7 +11,7 @@ from transformers.tokenization_utils_base import AddedToken
 from hub_cards import render_model_card
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.modeling_paircap import PairCapAudioProjector, PairCapForConditionalGeneration
-from modeling_paircap.pipeline_paircap import TASK, PairCapCaptioningPipeline
+from modeling_paircap.pipeline_paircap import DEFAULT_MAX_NEW_TOKENS, TASK, PairCapCaptioningPipeline
 from modeling_paircap.processing_paircap import PairCapProcessor
 
 AUDIO_TOKEN = "<audio>"
@@ -108,6 +108,7 @@ def assemble_release(
     model.config.text_config.vocab_size = len(processor.tokenizer)
     model.generation_config = lm.generation_config
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    set_decoding_defaults(model)
     model.eval()
     if output_dir is not None:
         status = f"untrained: assembled from `{clap}` and `{language_model}`; the projector is randomly initialised."
@@ -119,6 +120,18 @@ def assemble_release(
         )
         save_release(model, processor, output_dir, card)
     return model, processor
+
+
+def set_decoding_defaults(model: PairCapForConditionalGeneration) -> None:
+    """
+    Give the model's generation config the release's decoding defaults where it has none, so a plain `generate()`
+    needs no length argument: `max_new_tokens` as `paircap caption` (40), greedy (the papers state no beam search).
+    The config is marked as the release's own rather than derived from the model config.
+    """
+    generation = model.generation_config
+    if generation.max_new_tokens is None:
+        generation.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
+    generation._from_model_config = False
 
 
 def hub_ids(*names: str) -> list[str] | None:
@@ -136,10 +149,11 @@ def save_release(
 ) -> Path:
     """
     Write weights (safetensors; `state_dict` instead of the model's own, e.g. a gathered full one), config with
-    `auto_map` and `custom_pipelines`, generation config, processor, remote code (the pipeline's file too: no model file
-    imports it) and card.
+    `auto_map` and `custom_pipelines`, generation config (with the decoding defaults of `set_decoding_defaults`, set on
+    the model too), processor, remote code (the pipeline's file too: no model file imports it) and card.
     """
     register_remote_code(model.config)
+    set_decoding_defaults(model)
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir, state_dict=state_dict)
     processor.save_pretrained(output_dir)

@@ -1,16 +1,18 @@
 """Smoke tests of `benchmarks/`: each one runs at tiny size on the CPU and writes its results (no timing asserts)."""
 
+import argparse
 import json
 import math
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from benchmarks import retrieval
+from benchmarks import gpu_check, retrieval
 from benchmarks.audio_frontend import frontend_timings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -187,3 +189,73 @@ def test_kb_scale_builds_loads_and_searches_a_tiny_kb(tmp_path):
     )
     assert results["targets"] and not list(tmp_path.glob("kb_scale-*/"))  # the synthetic KBs are deleted
     assert "### Loads" in (tmp_path / "kb_scale.md").read_text()
+
+
+def test_gpu_check_dry_run_measures_every_section_at_tiny_size(tmp_path):
+    """`python -m benchmarks.gpu_check --size tiny --device cpu` (in process): the GPU check's code paths, each
+    section ok, in seconds."""
+    data = gpu_check.main(["--size", "tiny", "--device", "cpu", "--output-dir", str(tmp_path)])
+    assert data == json.loads((tmp_path / "gpu_check-cpu-tiny.json").read_text())
+    assert data["benchmark"] == "gpu_check" and data["size"] == "tiny"
+    env, results = data["environment"], data["results"]
+    assert {"device_name", "torch", "transformers", "peft", "torch_threads", "torch_interop_threads"} <= set(env)
+    assert [s["status"] for s in results["sections"]] == ["ok"] * len(gpu_check.SECTIONS) and results["skipped"] == []
+    generation = results["generation"]
+    assert {(row["cache"], row["batch_size"]) for row in generation} == {
+        (cache, batch) for cache in ("eager", "static") for batch in (1, 4)
+    }
+    assert all(row["captions_per_s"] > 0 and len(row["prompt_tokens"]) == 2 for row in generation)
+    assert [row["queries"] for row in results["search"]] == [1, 4, 64]
+    assert all(row["kb_pairs"] == 20_000 and row["recall_vs_matmul"] == 1 for row in results["search"])
+    assert [row["path"] for row in results["kb_embedding"]] == ["waveforms -> stored rows", "encoder + store only"]
+    (step,) = results["stage2"]
+    assert step["trainable_parameters"] > 0 and step["peak_memory_bytes"] > 0 and step["step_s"] > 0
+    assert len(results["targets"]) == 4 and {row["anchor"] for row in results["targets"]} >= {"HF eager ~1.44 s"}
+    markdown = (tmp_path / "gpu_check-cpu-tiny.md").read_text()
+    assert "## gpu_check (tiny" in markdown and "Tiny dry run" in markdown and "Not measured: none." in markdown
+
+
+def test_gpu_check_records_a_failing_or_overrunning_section_and_runs_the_rest():
+    """Each section is guarded: an error, an overrun (stopped by the alarm), a missing model and a spent budget are
+    recorded with their reason; the sections after them still run."""
+
+    def fails(state):
+        raise RuntimeError("static cache unsupported")
+
+    def overruns(state):
+        time.sleep(30)
+
+    def works(state):
+        return [{"value": 1}]
+
+    args = argparse.Namespace(size="tiny", device="cpu")
+    state = gpu_check.CheckState(args, gpu_check.SETTINGS["tiny"], Path("."))
+    sections = [
+        gpu_check.Section("fails", fails, "rows", cap_s=10, needs_model=False),
+        gpu_check.Section("overruns", overruns, "rows", cap_s=0.6, needs_model=False),
+        gpu_check.Section("needs_model", works, "rows", cap_s=10),
+        gpu_check.Section("optional", works, "rows", cap_s=10, needs_model=False, optional=True),
+        gpu_check.Section("works", works, "rows", cap_s=60, needs_model=False),
+    ]
+    start = time.perf_counter()
+    statuses = {s["section"]: s for s in gpu_check.run_sections(state, sections, budget_s=66)}
+    assert time.perf_counter() - start < 10
+    assert statuses["fails"]["status"] == "error" and "static cache unsupported" in statuses["fails"]["detail"]
+    assert "RuntimeError" in statuses["fails"]["traceback"]
+    assert statuses["overruns"]["status"] == "stopped" and 0.5 < statuses["overruns"]["seconds"] < 5
+    assert statuses["needs_model"]["detail"] == "no model: the build did not finish"
+    assert (
+        statuses["optional"]["status"] == "skipped"
+        and "kept for the sections after it" in statuses["optional"]["detail"]
+    )
+    assert statuses["works"]["status"] == "ok" and state.results["rows"] == [{"value": 1}]
+    (spent,) = gpu_check.run_sections(state, sections[-1:], budget_s=0)
+    assert spent["status"] == "skipped" and spent["detail"].startswith("budget:")
+
+
+def test_gpu_check_runs_chosen_sections_with_the_build_they_need():
+    names = [section.name for section in gpu_check.SECTIONS]
+    assert [section.name for section in gpu_check.selected_sections(None)] == names
+    assert [section.name for section in gpu_check.selected_sections(["search"])] == ["search"]
+    chosen = gpu_check.selected_sections(["stage2", "search"])
+    assert [section.name for section in chosen] == ["build", "search", "stage2"]

@@ -174,3 +174,24 @@ def test_the_command_line_runs_a_releases_own_code_only_when_trusted(tiny_releas
         for loaded, loaded_processor in ((installed, installed_processor), (remote, remote_processor)):
             inputs = loaded_processor(audio=[wave], sampling_rate=48000)
             torch.testing.assert_close(loaded(**inputs).logits, expected)
+
+
+def test_the_release_holds_the_decoding_defaults_and_a_plain_generate_does_not_warn(tiny_release, sine_wave):
+    """`generation_config.json` carries `max_new_tokens` (as `paircap caption`), greedy: a reloaded release generates
+    without length arguments and without transformers' warning about its model-agnostic default `max_length`."""
+    import warnings
+
+    from modeling_paircap.pipeline_paircap import DEFAULT_MAX_NEW_TOKENS
+
+    folder, _, processor = tiny_release
+    saved = json.loads((folder / "generation_config.json").read_text())
+    assert saved["max_new_tokens"] == DEFAULT_MAX_NEW_TOKENS and saved.get("num_beams", 1) == 1
+    assert not saved.get("do_sample", False)
+    model = PairCapForConditionalGeneration.from_pretrained(folder).eval()
+    inputs = processor(audio=[sine_wave(2)], sampling_rate=48000)
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        generated = model.generate(**inputs)
+    length_warnings = [str(w.message) for w in caught if "max_length" in str(w.message)]
+    assert length_warnings == []
+    assert 0 < generated.shape[1] - inputs["input_ids"].shape[1] <= DEFAULT_MAX_NEW_TOKENS

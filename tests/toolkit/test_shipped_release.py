@@ -17,6 +17,7 @@ from remote_only import BLOCK_REPO_IMPORTS
 
 from modeling_paircap.audio_locations_paircap import is_absolute
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
+from modeling_paircap.pipeline_paircap import DEFAULT_MAX_NEW_TOKENS
 from paircap.assembly import save_release
 from paircap.releases import LOCAL_RELEASES, load_release
 
@@ -60,6 +61,13 @@ def test_the_shipped_release_is_small_and_says_what_it_is():
     kb_card = DatasetCard.load(RELEASE / "knowledge_base" / "README.md").data
     clips = json.loads((RELEASE / "knowledge_base" / "paircap_kb.json").read_text())
     assert kb_card.license and clips["num_pairs"] > 0
+
+
+def test_the_shipped_release_holds_the_decoding_defaults():
+    """Its `generation_config.json` matches what `save_release` writes now: 40 new tokens, greedy."""
+    saved = json.loads((RELEASE / "generation_config.json").read_text())
+    assert saved["max_new_tokens"] == DEFAULT_MAX_NEW_TOKENS and not saved["_from_model_config"]
+    assert saved.get("num_beams", 1) == 1 and not saved.get("do_sample", False)
 
 
 def test_the_shipped_release_carries_no_copy_of_the_model_code():
