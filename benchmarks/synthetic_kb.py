@@ -172,10 +172,10 @@ def clip_token_blocks(spec: SyntheticKB) -> Iterator[np.ndarray]:
 def write_synthetic_kb(folder: Path, spec: SyntheticKB, staging: Path) -> dict[str, float]:
     """
     Write a format-2 knowledge base of `spec` into `folder`: rows staged in the Arrow file `staging` (deleted
-    afterwards), tokens with `write_clip_tokens` when `spec` has them, then `write_knowledge_base` (which builds the
-    flat index). Returns the seconds of each step (`generate_s`, `tokens_write_s`, `write_s`) and `staging_bytes`.
+    afterwards), tokens with `write_clip_tokens` beside it when `spec` has them, then `write_knowledge_base` (which
+    builds the flat index and links the tokens in). Returns the seconds of each step (`generate_s`, `tokens_write_s`,
+    `write_s`) and `staging_bytes`.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rows, clips = stage_rows(staging, spec)
     timings = {"generate_s": time.perf_counter() - start, "staging_bytes": staging.stat().st_size}
@@ -183,9 +183,10 @@ def write_synthetic_kb(folder: Path, spec: SyntheticKB, staging: Path) -> dict[s
     if spec.tokens_per_clip:
         start = time.perf_counter()
         counts = [spec.tokens_per_clip] * spec.num_clips
-        write_clip_tokens(folder / TOKENS_FILE, counts, clip_token_blocks(spec), spec.token_dim, spec.token_fingerprint)
+        token_file = staging.with_name(f"{staging.stem}-{TOKENS_FILE}")
+        write_clip_tokens(token_file, counts, clip_token_blocks(spec), spec.token_dim, spec.token_fingerprint)
         timings["tokens_write_s"] = time.perf_counter() - start
-        tokens = ClipTokenStore(folder / TOKENS_FILE, num_clips=spec.num_clips)
+        tokens = ClipTokenStore(token_file, num_clips=spec.num_clips)
     metadata = KnowledgeBaseMetadata(
         retrieval_fingerprint=spec.retrieval_fingerprint,
         audio_dim=spec.audio_dim,
@@ -203,4 +204,6 @@ def write_synthetic_kb(folder: Path, spec: SyntheticKB, staging: Path) -> dict[s
     timings["write_s"] = time.perf_counter() - start
     del rows
     staging.unlink(missing_ok=True)
+    if tokens is not None:
+        tokens.path.unlink()  # linked or copied into the KB
     return timings

@@ -11,12 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import REPO, SHARED_DATA
 
 from paircap.assembly import assemble_release
 from paircap.tiny import save_tiny_clap, save_tiny_llama
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def chmod_000_blocks_reading() -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from datasets import Dataset, concatenate_datasets
+from helpers import SHARED_DATA
 
 from datasets_scripts.evaluation_overlap import (
     EvaluationOverlapWarning,
@@ -17,7 +18,7 @@ from datasets_scripts.evaluation_overlap import (
 from datasets_scripts.readers import read_corpus
 from modeling_paircap.clip_ids_paircap import normalise_clip_id
 
-CAPTIONS = Path(__file__).resolve().parents[3] / "shared" / "data" / "captions"
+CAPTIONS = SHARED_DATA / "captions"
 # One row of Clotho v2.1's clotho_metadata_evaluation.csv (the Freesound sound of "Radio Garble.wav" is 80399)
 RADIO_GARBLE = (
     "Radio Garble.wav",

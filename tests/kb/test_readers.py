@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from datasets import Audio, Dataset
+from helpers import SHARED_DATA
 
 from datasets_scripts.readers import (
     FEATURES,
@@ -34,7 +35,7 @@ from datasets_scripts.readers import (
     read_wavcaps,
 )
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED = SHARED_DATA
 CAPTIONS = SHARED / "captions"
 CLOTHO7 = SHARED / "clotho_eval7"
 ESC50 = SHARED / "esc50_cc"

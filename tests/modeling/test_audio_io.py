@@ -30,6 +30,7 @@ import soundfile as sf
 import soxr
 import torch
 from conftest import CHMOD_BLOCKS
+from helpers import SHARED_DATA
 
 from modeling_paircap import (
     audio_arrays_paircap,
@@ -43,7 +44,7 @@ from modeling_paircap.audio_loading_paircap import load_audio, load_audio_batch,
 from modeling_paircap.audio_windows_paircap import WindowedWaveform, window_starts
 from modeling_paircap.processing_paircap import split_into_windows
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = SHARED_DATA
 CLOTHO = DATA / "clotho_eval7"
 ESC50 = DATA / "esc50_cc"
 

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from remote_only import BLOCK_REPO_IMPORTS
+from helpers import BLOCK_REPO_IMPORTS
 from transformers import AutoConfig
 
 from modeling_paircap.retrieval_paircap import PairCapRetriever

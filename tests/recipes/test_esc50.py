@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import SHARED_DATA
 
 from datasets_scripts.readers import FEATURES, ReaderReport
 from recipes.mini.local.esc50 import (
@@ -39,7 +40,7 @@ from recipes.mini.local.event_captions import (
 )
 from recipes.mini.local.mixtures import mixture_events, write_mixtures
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED = SHARED_DATA
 ESC_CC = SHARED / "esc50_cc"
 ESC_MORE = SHARED / "esc50_more"
 ROOTS = [ESC_CC, ESC_MORE]

@@ -25,6 +25,7 @@ import soundfile as sf
 import soxr
 from conftest import CHMOD_BLOCKS
 from datasets import Dataset
+from helpers import SHARED_DATA
 
 from datasets_scripts.embed import embed_pairs
 from datasets_scripts.readers import FEATURES
@@ -35,7 +36,7 @@ from paircap.captioning import load_batch, walk_audio_inputs
 from paircap.training.data import CaptionTrainingSet, PairCapCollator
 
 REPO = Path(__file__).resolve().parents[2]
-ESC50 = REPO.parent / "shared" / "data" / "esc50_cc"
+ESC50 = SHARED_DATA / "esc50_cc"
 GIB = 2**30
 
 

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from helpers import SHARED_DATA
 
 from paircap.metrics import (
     MODULE_FILE,
@@ -26,7 +27,7 @@ from paircap.metrics import (
 
 REPO = Path(__file__).resolve().parents[2]
 METRIC_DIR = REPO / "metrics" / "paircap_caption_metrics"
-SHARED_METRICS = REPO.parent / "shared" / "data" / "metrics"
+SHARED_METRICS = SHARED_DATA / "metrics"
 EXAMPLES = ("aacm_readme_example", "aacm_example_0", "aacm_example_1")
 
 # aac-metrics README example, with its published values (BLEU-1 0.4278, CIDEr-D 0.9614; per item 1.3641, 0.5587)

@@ -2,15 +2,12 @@
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from remote_only import BLOCK_REPO_IMPORTS
+from helpers import BLOCK_REPO_IMPORTS, SHARED_DATA, run_python
 from safetensors.torch import load_file
 
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
@@ -56,7 +53,7 @@ def roundtrip_audio(tmp_path_factory) -> list[str]:
     t = np.arange(48000 * 4) / 48000
     sf.write(folder / "chirp.wav", (0.2 * np.sin(2 * np.pi * (200 + 300 * t) * t)).astype(np.float32), 48000)
     audio = [str(folder / "chirp.wav")]
-    clotho = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "clotho_eval7"
+    clotho = SHARED_DATA / "clotho_eval7"
     audio += [str(path) for path in sorted(clotho.glob("*.flac"))[:2]]
     return audio
 
@@ -99,14 +96,7 @@ def test_remote_code_round_trip_in_a_clean_process(tiny_release, roundtrip_audio
     folder, model, processor = tiny_release
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error")
-    result = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, str(folder), json.dumps(roundtrip_audio), str(tmp_path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_python(["-c", REMOTE_SCRIPT, str(folder), json.dumps(roundtrip_audio), str(tmp_path)], tmp_path, env)
     assert result.returncode == 0, result.stderr[-3000:]
     remote = json.loads((tmp_path / "result.json").read_text())
     assert remote["repo_modules"] == []

@@ -6,14 +6,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
+from helpers import BLOCK_REPO_IMPORTS, run_python
 from huggingface_hub import DatasetCard, ModelCard
-from remote_only import BLOCK_REPO_IMPORTS
 
 from modeling_paircap.audio_locations_paircap import is_absolute
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
@@ -94,10 +93,7 @@ def test_an_exported_copy_loads_as_remote_code_in_a_clean_process(shared_data, t
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error")
     out = tmp_path / "remote.json"
-    result = subprocess.run(
-        [sys.executable, "-c", REMOTE_CAPTION, str(export), clip, str(out)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_python(["-c", REMOTE_CAPTION, str(export), clip, str(out)], tmp_path, env)
     assert result.returncode == 0, result.stderr[-3000:]
     remote = json.loads(out.read_text())
     assert remote["repo_modules"] == [] and remote["model_class"].startswith("transformers_modules.")
@@ -116,13 +112,8 @@ def test_model_mini_captions_real_audio_offline(shared_data, tmp_path):
     clips = sorted((shared_data / "esc50_cc").glob("*.flac"))[:2]
     modules = tmp_path / "modules"  # where transformers would put a release's remote code
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "HF_MODULES_CACHE": str(modules)}
-    result = subprocess.run(
-        [sys.executable, "-m", "paircap.cli", "caption", *map(str, clips), "--model", "mini", "--no-progress"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_python(
+        ["-m", "paircap.cli", "caption", *map(str, clips), "--model", "mini", "--no-progress"], tmp_path, env
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert not list(modules.rglob("*.py"))  # the installed classes ran, no remote code
