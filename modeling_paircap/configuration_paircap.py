@@ -49,6 +49,10 @@ class PairCapConfig(PreTrainedConfig):
         retrieval_mode, fusion_weight, retrieval_top_k, knowledge_base:
             Retrieval defaults read by `generate` (mode, the weight W of eq. 4, the number of retrieved pairs, and the
             knowledge base's hub id or local path).
+        max_example_caption_tokens (`int`, *optional*):
+            LM tokens a retrieved caption keeps in a pass-2 prompt at most (longer ones are cut on a token boundary,
+            with a warning naming their KB rows); None: no cut. The default, 192, is above every AudioCaps and Clotho
+            caption, which take at most 161 tokens even with the tiny test tokenizer's 400-token vocabulary.
     """
 
     model_type = "paircap"
@@ -71,6 +75,7 @@ class PairCapConfig(PreTrainedConfig):
     fusion_weight: float = 0.5
     retrieval_top_k: int = 5
     knowledge_base: str | None = None
+    max_example_caption_tokens: int | None = 192
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -78,6 +83,11 @@ class PairCapConfig(PreTrainedConfig):
         check_retrieval_mode(self.retrieval_mode)
         if not 0.0 <= self.fusion_weight <= 1.0:
             raise ValueError(f"fusion_weight must lie in [0, 1], got {self.fusion_weight}")
+        if self.max_example_caption_tokens is not None and self.max_example_caption_tokens < 1:
+            raise ValueError(
+                "max_example_caption_tokens must be at least 1 (or None: no cut), got "
+                f"{self.max_example_caption_tokens}"
+            )
         if self.encoder_tokens_per_window % self.audio_pool_stride:
             raise ValueError(
                 f"audio_pool_stride={self.audio_pool_stride} must divide the {self.encoder_tokens_per_window} "

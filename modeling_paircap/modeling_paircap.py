@@ -14,6 +14,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_paircap import PairCapConfig, check_retrieval_mode
 from .fingerprints_paircap import weights_fingerprint
+from .prompt_budget_paircap import check_prompts_fit, context_size, new_token_count, prompt_lengths
 from .retrieval_paircap import PairCapRetriever, search_device
 
 
@@ -392,9 +393,16 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
             max_pairs_per_clip: retrieved pairs of one clip at most (its best captions); None: no limit.
             kwargs: generation arguments (beams, `max_new_tokens`, sampling...), applied to both passes; pass 1 keeps
                 one sequence per query. With `return_dict_in_generate=True` and retrieval, a `PairCapGenerateOutput`.
+
+        Prompts plus `max_new_tokens` must fit the LM's context (`text_config.max_position_embeddings`): a prompt given
+        that does not raises a ValueError; pass-2 prompts hold retrieved captions cut to
+        `config.max_example_caption_tokens` tokens and drop their lowest-ranked pairs until they fit, with one warning
+        naming the KB rows cut or dropped.
         """
         if input_ids is None:
             raise ValueError("generate needs input_ids: build them with PairCapProcessor")
+        new_tokens, context = new_token_count(kwargs, self.generation_config), context_size(self.config)
+        check_prompts_fit(prompt_lengths(input_ids, attention_mask), context, new_tokens)
         mode = self._resolve_retrieval_mode(retrieval_mode, retriever)
         top_k = self.config.retrieval_top_k if top_k is None else top_k
         if mode == "none" or top_k == 0:
@@ -421,6 +429,8 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
             top_k=top_k,
             exclude_ids=exclude_ids,
             max_pairs_per_clip=max_pairs_per_clip,
+            max_caption_tokens=self.config.max_example_caption_tokens,
+            max_prompt_length=None if context is None else context - new_tokens,
         )
         second = retrieved.inputs
         output = self._generate_filled(**second, **kwargs)

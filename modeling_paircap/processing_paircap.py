@@ -102,6 +102,24 @@ class PairCapProcessor(ProcessorMixin):
         placeholders = [self.audio_token] * len(captions) if placeholders is None else placeholders
         return self.prompt_format.build(placeholders, captions, self.tokenizer.eos_token)
 
+    def truncate_caption(self, caption: str, max_tokens: int) -> str:
+        """
+        `caption` unchanged when its cleaned text (what a prompt holds) takes at most `max_tokens` LM tokens; else that
+        text cut on a token boundary to the longest prefix that takes at most `max_tokens` tokens on its own.
+        """
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+        cleaned = self.prompt_format.clean_caption(caption)
+        encoding = self.tokenizer(cleaned, add_special_tokens=False, return_offsets_mapping=True)
+        ends = [end for _, end in encoding["offset_mapping"]]
+        if len(ends) <= max_tokens:
+            return caption
+        for kept in range(max_tokens, 0, -1):  # a cut word may re-tokenize into more pieces: step back until it fits
+            cut = cleaned[: ends[kept - 1]].rstrip()
+            if len(self.tokenizer(cut, add_special_tokens=False)["input_ids"]) <= max_tokens:
+                return cut
+        return ""
+
     # ---- audio ----------------------------------------------------------------------------------------------------
 
     @property

@@ -26,13 +26,15 @@ from .index_paircap import RetrievedPair
 from .kb_format_paircap import METADATA_FILE, KnowledgeBaseError
 from .knowledge_base_paircap import PairCapKnowledgeBase
 from .processing_paircap import PairCapProcessor
+from .prompt_budget_paircap import cut_captions, fit_examples, warn_rows
 
 
 @dataclass
 class PairCapRetrieverOutput:
     """What a retriever call gives pass 2: its inputs (`input_ids`, `attention_mask`, `audio_tokens`,
-    `audio_tokens_mask`, on the model's device), the retrieved pairs per query, and the pass-1 captions it decoded
-    (generative pair-to-pair; None otherwise)."""
+    `audio_tokens_mask`, on the model's device), the retrieved pairs per query that its prompts hold (best first;
+    those a prompt budget dropped left out), and the pass-1 captions it decoded (generative pair-to-pair; None
+    otherwise)."""
 
     inputs: BatchFeature
     hits: list[list[RetrievedPair]]
@@ -135,6 +137,8 @@ class PairCapRetriever:
         top_k: int = 5,
         exclude_ids: Sequence[Collection[str]] | None = None,
         max_pairs_per_clip: int | None = 1,
+        max_caption_tokens: int | None = None,
+        max_prompt_length: int | None = None,
     ) -> PairCapRetrieverOutput:
         """
         Retrieve for a batch of queries and build its pass-2 inputs on the model's device.
@@ -147,6 +151,8 @@ class PairCapRetriever:
             zero_shot_ids: pass-1 caption ids (generative pair-to-pair): decoded into the text queries.
             text_queries: the text half of `pair2pair` queries.
             mode, fusion_weight, top_k, exclude_ids, max_pairs_per_clip: as `PairCapKnowledgeBase.search`.
+            max_caption_tokens, max_prompt_length: the prompt budget (`second_pass_inputs`); one warning names the
+                KB rows it cut or dropped.
         """
         self.check_model(model)
         zero_shot_captions = None
@@ -164,7 +170,9 @@ class PairCapRetriever:
             exclude_ids=exclude_ids,
             max_pairs_per_clip=max_pairs_per_clip,
         )
-        inputs = self.second_pass_inputs(model, hits, query_tokens, is_long)
+        inputs, hits = self.second_pass_inputs(
+            model, hits, query_tokens, is_long, max_caption_tokens, max_prompt_length
+        )
         return PairCapRetrieverOutput(inputs, hits, zero_shot_captions)
 
     def second_pass_inputs(
@@ -173,11 +181,17 @@ class PairCapRetriever:
         hits: Sequence[Sequence[RetrievedPair]],
         query_tokens: Sequence[torch.Tensor],
         is_long: Sequence[bool],
-    ) -> BatchFeature:
+        max_caption_tokens: int | None = None,
+        max_prompt_length: int | None = None,
+    ) -> tuple[BatchFeature, list[list[RetrievedPair]]]:
         """
         The pass-2 inputs of a batch on the model's device: each query's retrieved pairs (their clip tokens, or tokens
         the model's captioning tower makes from the audio for an index-only or stale KB) and captions, then the query's
-        own pooled tokens (kept where they are, e.g. on the GPU).
+        own pooled tokens (kept where they are, e.g. on the GPU); and the hits the prompts hold.
+
+        The prompt budget: captions longer than `max_caption_tokens` LM tokens are cut on a token boundary; a prompt
+        longer than `max_prompt_length` tokens loses its lowest-ranked pairs until it fits (a ValueError when even
+        none fit). One warning names the KB rows cut or dropped. None: no limit.
         """
         token_dim = query_tokens[0].shape[-1] if len(query_tokens) else None
         queries = [
@@ -185,7 +199,12 @@ class PairCapRetriever:
             for tokens, long in zip(query_tokens, is_long, strict=True)
         ]
         examples = self.knowledge_base.examples(hits, partial(self.encode_clip_tokens, model), token_dim)
-        return self.processor(audio=queries, examples=examples, return_tensors="pt").to(model.device)
+        pair_ids = [[hit.pair_id for hit in query] for query in hits]
+        cut = cut_captions(self.processor, examples, pair_ids, max_caption_tokens)
+        inputs, kept = fit_examples(self.processor, queries, examples, max_prompt_length)
+        dropped = [pair_id for ids, count in zip(pair_ids, kept, strict=True) for pair_id in ids[count:]]
+        warn_rows(cut, dropped, max_caption_tokens, max_prompt_length)
+        return inputs.to(model.device), [list(query[:count]) for query, count in zip(hits, kept, strict=True)]
 
     @torch.no_grad()
     def encode_clip_tokens(self, model: PreTrainedModel, audio: list) -> list[torch.Tensor]:
