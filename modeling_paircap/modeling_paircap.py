@@ -14,7 +14,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
-from .configuration_paircap import PAIR_MODES, PairCapConfig, check_retrieval_mode
+from .configuration_paircap import PairCapConfig
 from .knowledge_base_paircap import (
     KnowledgeBaseError,
     PairCapKnowledgeBase,
@@ -22,6 +22,7 @@ from .knowledge_base_paircap import (
     weights_fingerprint,
 )
 from .processing_paircap import PairCapProcessor
+from .retrieval_modes_paircap import PAIR_MODES, check_retrieval_mode
 from .retrieval_paircap import RetrievedPair
 
 

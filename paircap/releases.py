@@ -1,4 +1,4 @@
-"""Load a release for the command line: named local releases (`--model mini`), a check of a local folder that names
+"""Load a release for the command line (`release_names`: how a name is read): a check of a local folder that names
 the file at fault, and the classes to load with: the installed PairCap classes, or with `trust_remote_code` the
 release's own Python files (code from whoever made the release, run on load)."""
 
@@ -18,32 +18,13 @@ from modeling_paircap.knowledge_base_paircap import METADATA_FILE as KB_METADATA
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.hub_access import ModelLoadError, is_hub_id, load_failure
+from paircap.release_names import PATH_PREFIXES
+from paircap.threads import fit_threads
 
-REPO = Path(__file__).resolve().parents[1]
-LOCAL_RELEASES = {"mini": REPO / "releases" / "paircap-mini-esc50cc"}
-PATH_PREFIXES = ("./", "../", "/", "~")  # a name written as a path is a folder, never a hub id
-TRUST_REMOTE_CODE_HELP = (
-    "run the release's own Python files instead of the installed PairCap classes (they run on load: only for a "
-    "release you trust)"
-)
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 # what loading a release raises for a bad or missing file: JSON and Unicode errors are ValueErrors
 LOAD_ERRORS = (OSError, ValueError, SafetensorError)
-
-
-def resolve_model(name: str) -> str:
-    """A local release name (`mini`) becomes its folder; anything else (a folder or a hub id) is returned as given."""
-    if name not in LOCAL_RELEASES:
-        return name
-    folder = LOCAL_RELEASES[name]
-    if not (folder / "config.json").is_file():
-        raise ModelLoadError(
-            f"--model {name}: the release folder {folder} is missing (it ships in a git checkout of the repo, not in "
-            "the wheel). Build one with: paircap mini --output runs/mini-cc --scale release "
-            f"--clips esc50_cc --pack-release {folder}"
-        )
-    return str(folder)
 
 
 def check_release_folder(folder: Path) -> None:
@@ -144,7 +125,8 @@ def load_release(
     (model, processor) of a release (hub id or folder), the model in eval mode: with the installed PairCap classes,
     or with `trust_remote_code` the release's own code. Weights load from safetensors only. `features` picks the
     log-mel implementation (`torch`: 2-2.7x less CPU than transformers' numpy extractor, same features; default: the
-    release's). Every expected failure is a `ModelLoadError` naming the release, or the file, and the problem.
+    release's). Sets the default CPU threads for the model (`paircap.threads.fit_threads`). Every expected failure
+    is a `ModelLoadError` naming the release, or the file, and the problem.
     """
     config = load_release_config(model_id, trust_remote_code)
     _, model_class, processor_class = release_classes(model_id, trust_remote_code)
@@ -155,4 +137,6 @@ def load_release(
         model = model_class.from_pretrained(model_id, config=config, use_safetensors=True, **model_kwargs)
     except LOAD_ERRORS as error:
         raise load_failure(error, model_id) from error
-    return (model.to(device) if device is not None else model).eval(), processor
+    model = (model.to(device) if device is not None else model).eval()
+    fit_threads(model)
+    return model, processor

@@ -6,8 +6,8 @@ import torch
 
 from datasets_scripts.faiss_index import build_index, describe_index, recall_at_k, save_index
 from modeling_paircap import retrieval_paircap
-from modeling_paircap.configuration_paircap import PAIR_MODES, RETRIEVAL_MODES
 from modeling_paircap.knowledge_base_paircap import KnowledgeBaseError, read_index
+from modeling_paircap.retrieval_modes_paircap import PAIR_MODES, RETRIEVAL_MODES
 from modeling_paircap.retrieval_paircap import (
     PairCapRetriever,
     RetrievedPair,

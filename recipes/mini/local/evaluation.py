@@ -12,9 +12,10 @@ import torch
 from datasets import load_from_disk
 
 from paircap.caption_data import group_references, load_pairs
-from paircap.captioning import load_release, resolve_dtype
+from paircap.captioning import resolve_dtype
 from paircap.evaluation import evaluate, plan_runs
 from paircap.evaluation_report import save_model_index, write_report
+from paircap.releases import load_release
 from recipes.mini.local.corpus import save
 from recipes.mini.local.event_captions import event_accuracy
 from recipes.mini.local.knowledge_bases import KNOWLEDGE_BASES
