@@ -189,7 +189,6 @@ def write_results(
         "benchmark": benchmark,
         "size": args.size,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        # a loaded release may have changed the threads since `environment` (`paircap.threads.fit_threads`)
         "environment": {**env, "torch_threads_end": torch.get_num_threads(), "load_average_end": list(os.getloadavg())},
         "settings": settings,
         "results": results,

@@ -19,7 +19,6 @@ from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.hub_access import ModelLoadError, is_hub_id, load_failure
 from paircap.release_names import PATH_PREFIXES
-from paircap.threads import fit_threads
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -125,8 +124,7 @@ def load_release(
     (model, processor) of a release (hub id or folder), the model in eval mode: with the installed PairCap classes,
     or with `trust_remote_code` the release's own code. Weights load from safetensors only. `features` picks the
     log-mel implementation (`torch`: 2-2.7x less CPU than transformers' numpy extractor, same features; default: the
-    release's). Sets the default CPU threads for the model (`paircap.threads.fit_threads`). Every expected failure
-    is a `ModelLoadError` naming the release, or the file, and the problem.
+    release's). Every expected failure is a `ModelLoadError` naming the release, or the file, and the problem.
     """
     config = load_release_config(model_id, trust_remote_code)
     _, model_class, processor_class = release_classes(model_id, trust_remote_code)
@@ -137,6 +135,4 @@ def load_release(
         model = model_class.from_pretrained(model_id, config=config, use_safetensors=True, **model_kwargs)
     except LOAD_ERRORS as error:
         raise load_failure(error, model_id) from error
-    model = (model.to(device) if device is not None else model).eval()
-    fit_threads(model)
-    return model, processor
+    return (model.to(device) if device is not None else model).eval(), processor

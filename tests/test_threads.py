@@ -1,5 +1,5 @@
 """The thread policy (`paircap.threads`) and a light start-up: `--threads` on every command that runs a model, passive
-OpenMP waiting set before torch loads, one thread for a small model on the CPU, and `paircap --help` without torch."""
+OpenMP waiting set before torch loads (the user's own policy kept), and `paircap --help` without torch."""
 
 import json
 import os
@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from paircap import threads
 from paircap.cli import build_parser, main
 from recipes.mini.run import parse_args as parse_mini_args
 
@@ -39,7 +38,7 @@ def restore_threads(monkeypatch):
 @pytest.mark.parametrize("command", MODEL_COMMANDS, ids=lambda command: " ".join(command[:2]))
 def test_every_model_command_takes_threads(command):
     assert build_parser().parse_args([*command, "--threads", "3"]).threads == 3
-    assert build_parser().parse_args(command).threads is None  # the default: see fit_threads
+    assert build_parser().parse_args(command).threads is None  # the default: OMP_NUM_THREADS, else one per core
 
 
 def test_mini_takes_threads():
@@ -61,25 +60,6 @@ def test_the_flag_sets_torch_threads(tmp_path, restore_threads, capsys):
     assert torch.get_num_threads() == 2
     assert os.environ["OMP_NUM_THREADS"] == "2"  # for faiss and the processes the command starts
     assert "missing.wav" in capsys.readouterr().err
-
-
-def test_a_small_cpu_model_gets_one_thread(monkeypatch, restore_threads):
-    monkeypatch.delenv("OMP_NUM_THREADS")
-    torch.set_num_threads(2)
-    assert threads.fit_threads(torch.nn.Linear(4, 4)) == 1
-
-
-def test_a_large_model_keeps_torchs_threads(monkeypatch, restore_threads):
-    monkeypatch.delenv("OMP_NUM_THREADS")
-    monkeypatch.setattr(threads, "SMALL_MODEL_PARAMETERS", 10)
-    torch.set_num_threads(2)
-    assert threads.fit_threads(torch.nn.Linear(4, 4)) == 2  # 20 parameters: not small
-
-
-def test_a_chosen_thread_count_wins(monkeypatch, restore_threads):
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # what --threads 2 or the user set
-    torch.set_num_threads(2)
-    assert threads.fit_threads(torch.nn.Linear(4, 4)) == 2
 
 
 # In a fresh process: a finder on sys.meta_path notes OMP_WAIT_POLICY when torch is first imported, then the entry point
