@@ -16,7 +16,7 @@ import os
 from datasets_scripts.kb_recipes import root_entry
 from paircap.demo import build_demo, launch_demo, space_host
 from paircap.hub_access import go_offline_if_unreachable
-from paircap.releases import resolve_model
+from paircap.release_names import resolve_model
 
 MODEL = resolve_model(os.environ.get("PAIRCAP_MODEL", "mini"))
 KNOWLEDGE_BASE = os.environ.get("PAIRCAP_KB") or None

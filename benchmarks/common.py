@@ -125,13 +125,16 @@ def _cpu_name() -> str:
 
 
 def environment(device: str) -> dict:
-    """What the numbers were measured on: device name, CPU, library versions, and the machine's load."""
+    """What the numbers were measured on: device name, CPU, library versions, the thread settings (torch's threads,
+    `OMP_NUM_THREADS`, `OMP_WAIT_POLICY`: see `paircap.threads`) and the machine's load."""
     info = {
         "device": device,
         "device_name": torch.cuda.get_device_name() if device == "cuda" else _cpu_name(),
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -188,7 +191,7 @@ def write_results(
         "benchmark": benchmark,
         "size": args.size,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "environment": {**env, "load_average_end": list(os.getloadavg())},
+        "environment": {**env, "torch_threads_end": torch.get_num_threads(), "load_average_end": list(os.getloadavg())},
         "settings": settings,
         "results": results,
     }
@@ -196,7 +199,8 @@ def write_results(
     stem = path.stem
     header = (
         f"## {benchmark} ({args.size}, {env['device_name']})\n\n"
-        f"torch {env['torch']}, transformers {env['transformers']}, {env['cpu_count']} CPU cores, load average "
+        f"torch {env['torch']}, transformers {env['transformers']}, {env['cpu_count']} CPU cores, "
+        f"{torch.get_num_threads()} torch threads, OMP_WAIT_POLICY {env['omp_wait_policy']}, load average "
         f"{env['load_average_start'][0]:.1f} at the start; medians after warm-up; `{stem}.json` has the raw timings."
     )
     markdown = "\n\n".join([header, *tables]) + "\n"

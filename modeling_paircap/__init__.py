@@ -19,7 +19,7 @@ from typing import Any
 # public name -> module of this package that defines it
 _EXPORTS = {
     "PairCapConfig": "configuration_paircap",
-    "RETRIEVAL_MODES": "configuration_paircap",
+    "RETRIEVAL_MODES": "retrieval_modes_paircap",
     "PairCapAudioEncoding": "modeling_paircap",
     "PairCapAudioProjector": "modeling_paircap",
     "PairCapForConditionalGeneration": "modeling_paircap",

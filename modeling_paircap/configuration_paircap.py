@@ -4,16 +4,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-RETRIEVAL_MODES = ("none", "audio2audio", "audio2text", "audio2mixture", "pair2pair", "generative_pair2pair")
-PAIR_MODES = ("pair2pair", "generative_pair2pair")  # queries with a text half t_q (paper eq. 4)
-CROSS_MODAL_MODES = ("audio2text", "audio2mixture")  # a_q meets the text half t_k: needs CLAP's joint space
-
-
-def check_retrieval_mode(mode: str) -> str:
-    """Return `mode`, or raise a ValueError naming the retrieval modes."""
-    if mode not in RETRIEVAL_MODES:
-        raise ValueError(f"unknown retrieval mode {mode!r}; expected one of {RETRIEVAL_MODES}")
-    return mode
+from .retrieval_modes_paircap import check_retrieval_mode
 
 
 @strict
@@ -113,4 +104,4 @@ class PairCapConfig(PreTrainedConfig):
         return self.encoder_tokens_per_window // self.audio_pool_stride
 
 
-__all__ = ["CROSS_MODAL_MODES", "PAIR_MODES", "RETRIEVAL_MODES", "PairCapConfig", "check_retrieval_mode"]
+__all__ = ["PairCapConfig"]

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .clip_ids_paircap import normalise_clip_id
-from .configuration_paircap import CROSS_MODAL_MODES, PAIR_MODES, check_retrieval_mode
+from .retrieval_modes_paircap import CROSS_MODAL_MODES, PAIR_MODES, check_retrieval_mode
 
 try:
     import faiss

@@ -12,9 +12,10 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
-from .configuration_paircap import PairCapConfig, check_retrieval_mode
+from .configuration_paircap import PairCapConfig
 from .fingerprints_paircap import weights_fingerprint
 from .prompt_budget_paircap import check_prompts_fit, context_size, new_token_count, prompt_lengths
+from .retrieval_modes_paircap import check_retrieval_mode
 from .retrieval_paircap import PairCapRetriever, search_device
 
 

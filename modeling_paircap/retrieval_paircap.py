@@ -20,13 +20,14 @@ import numpy as np
 import torch
 from transformers import BatchFeature, PreTrainedModel
 
-from .configuration_paircap import PAIR_MODES, PairCapConfig
+from .configuration_paircap import PairCapConfig
 from .fingerprints_paircap import weights_state
 from .index_paircap import RetrievedPair
 from .kb_format_paircap import METADATA_FILE, KnowledgeBaseError
 from .knowledge_base_paircap import PairCapKnowledgeBase
 from .processing_paircap import PairCapProcessor
 from .prompt_budget_paircap import cut_captions, fit_examples, warn_rows
+from .retrieval_modes_paircap import PAIR_MODES
 
 
 @dataclass

@@ -17,13 +17,12 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from datasets_scripts.kb_recipes import root_entry
-from modeling_paircap.configuration_paircap import RETRIEVAL_MODES
-from modeling_paircap.file_io_paircap import FolderWriteError
-from modeling_paircap.kb_format_paircap import KnowledgeBaseError
+from modeling_paircap.retrieval_modes_paircap import RETRIEVAL_MODES
 from paircap.hub_access import ModelLoadError, go_offline_if_unreachable, load_failure
 from paircap.kb_cli import add_kb_commands
 from paircap.logs import log_progress_to_stderr
-from paircap.releases import PATH_PREFIXES, TRUST_REMOTE_CODE_HELP, resolve_model
+from paircap.release_names import PATH_PREFIXES, TRUST_REMOTE_CODE_HELP, resolve_model
+from paircap.threads import add_threads_argument, apply_threads, prefer_passive_waiting
 
 DEFAULT_MODEL = "org/paircap"
 MODEL_HELP = "hub id, local release folder, or mini (the offline toy release in a checkout)"
@@ -113,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--batch-size", type=positive_int, default=8)
     caption.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     caption.add_argument("--device", default="auto", type=torch_device, help="auto, cpu, cuda, cuda:1, ...")
+    add_threads_argument(caption)
     caption.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     caption.add_argument(
         "--kb", default=None, type=local_or_hub, help="knowledge base hub id or folder (default: the model's own)"
@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-beams", type=positive_int, default=1)
     evaluate.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     evaluate.add_argument("--device", default="auto", type=torch_device, help="auto, cpu, cuda, cuda:1, ...")
+    add_threads_argument(evaluate)
     evaluate.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     evaluate.add_argument("--audio-root", action="append", default=[], type=root_entry, help=AUDIO_ROOT_HELP)
     evaluate.add_argument("--features", default="torch", choices=["torch", "numpy"], help="log-mel implementation")
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=positive_int, default=None, help="default: 7860, or the next free one")
     demo.add_argument("--share", action="store_true", help="also open a temporary public Gradio link")
     demo.add_argument("--device", default="auto", type=torch_device, help="auto, cpu, cuda, cuda:1, ...")
+    add_threads_argument(demo)
     demo.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     demo.add_argument("--max-new-tokens", type=positive_int, default=40)
     demo.set_defaults(run=run_demo)
@@ -474,12 +476,18 @@ def run_read(args: argparse.Namespace) -> int:
 def is_expected(error: Exception) -> bool:
     """A failure the user can act on: a bad argument, a release or knowledge base that cannot load, a folder that
     cannot be written, a full disk or a read-only file system."""
-    return isinstance(error, (UsageError, ModelLoadError, KnowledgeBaseError, FolderWriteError)) or (
+    if isinstance(error, (UsageError, ModelLoadError)):
+        return True
+    from modeling_paircap.file_io_paircap import FolderWriteError  # torch and transformers: only once a command failed
+    from modeling_paircap.kb_format_paircap import KnowledgeBaseError
+
+    return isinstance(error, (KnowledgeBaseError, FolderWriteError)) or (
         isinstance(error, OSError) and error.errno in DISK_ERRNOS
     )
 
 
 def main(argv: list[str] | None = None) -> int:
+    prefer_passive_waiting()  # before anything imports torch: `paircap.cli` itself does not
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if getattr(args, "passes_arguments_on", False):
@@ -489,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(filter(None, (args.command, getattr(args, "kb_command", None))))
     log_progress_to_stderr()
     try:
+        apply_threads(getattr(args, "threads", None))
         return args.run(args)
     except Exception as error:
         if args.debug or not is_expected(error):

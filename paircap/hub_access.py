@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlparse
 
-import datasets
 import huggingface_hub
 
 OFFLINE_HINT = (
@@ -50,6 +49,8 @@ def go_offline_if_unreachable(names: Iterable[str | os.PathLike | None]) -> bool
         return True
     if not any(is_hub_id(name) for name in names) or hub_reachable():
         return False
+    import datasets  # only here: importing it takes a second
+
     huggingface_hub.constants.HF_HUB_OFFLINE = True
     datasets.config.HF_HUB_OFFLINE = True
     return True

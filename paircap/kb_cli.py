@@ -22,7 +22,8 @@ from pathlib import Path
 from datasets_scripts.kb_recipes import RECIPES, CorpusSpec, root_entry
 from modeling_paircap.file_io_paircap import folder_lock
 from modeling_paircap.kb_format_paircap import METADATA_FILE
-from paircap.releases import TRUST_REMOTE_CODE_HELP
+from paircap.release_names import TRUST_REMOTE_CODE_HELP
+from paircap.threads import add_threads_argument
 
 
 def add_kb_commands(commands, common: argparse.ArgumentParser) -> None:
@@ -52,6 +53,7 @@ def add_kb_commands(commands, common: argparse.ArgumentParser) -> None:
     build.add_argument("--num-workers", type=int, default=2, help="audio decoding processes")
     build.add_argument("--overwrite", action="store_true", help="discard finished shards of an earlier run")
     build.add_argument("--index-only", action="store_true", help="embeddings and captions only, no clip tokens")
+    add_threads_argument(build)
     build.set_defaults(run=run_build)
 
     refine = add_command("refine", help="refine a KB with the training pairs of another KB (paper §3.5)")
@@ -63,6 +65,7 @@ def add_kb_commands(commands, common: argparse.ArgumentParser) -> None:
     refine.add_argument("--device", default=None, help="exact torch search on this device instead of faiss")
     refine.add_argument("--index-factory", default="Flat")
     refine.add_argument("--work-dir", default=None, help="resumable search chunks (default: beside --output)")
+    add_threads_argument(refine)
     refine.set_defaults(run=run_refine)
 
     tokens = add_command("tokens", help="(re)compute a KB's clip tokens with a release's token encoder")
@@ -81,12 +84,14 @@ def add_kb_commands(commands, common: argparse.ArgumentParser) -> None:
     tokens.add_argument("--batch-size", type=int, default=32)
     tokens.add_argument("--shard-size", type=int, default=1024)
     tokens.add_argument("--num-workers", type=int, default=2, help="audio decoding processes")
+    add_threads_argument(tokens)
     tokens.set_defaults(run=run_tokens)
 
     upgrade = add_command("upgrade", help="convert a format-1 KB to format 2 in place")
     upgrade.add_argument("--kb", required=True)
     upgrade.add_argument("--model", required=True, help="the PairCap release that embedded the KB")
     upgrade.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
+    add_threads_argument(upgrade)
     upgrade.set_defaults(run=run_upgrade)
 
     push = add_command("push", help="upload a knowledge base folder as a hub dataset repo")

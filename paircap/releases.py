@@ -1,4 +1,4 @@
-"""Load a release for the command line: named local releases (`--model mini`), a check of a local folder that names
+"""Load a release for the command line (`release_names`: how a name is read): a check of a local folder that names
 the file at fault, and the classes to load with: the installed PairCap classes, or with `trust_remote_code` the
 release's own Python files (code from whoever made the release, run on load)."""
 
@@ -18,32 +18,12 @@ from modeling_paircap.kb_format_paircap import METADATA_FILE as KB_METADATA_FILE
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.hub_access import ModelLoadError, is_hub_id, load_failure
+from paircap.release_names import PATH_PREFIXES
 
-REPO = Path(__file__).resolve().parents[1]
-LOCAL_RELEASES = {"mini": REPO / "releases" / "paircap-mini-esc50cc"}
-PATH_PREFIXES = ("./", "../", "/", "~")  # a name written as a path is a folder, never a hub id
-TRUST_REMOTE_CODE_HELP = (
-    "run the release's own Python files instead of the installed PairCap classes (they run on load: only for a "
-    "release you trust)"
-)
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 # what loading a release raises for a bad or missing file: JSON and Unicode errors are ValueErrors
 LOAD_ERRORS = (OSError, ValueError, SafetensorError)
-
-
-def resolve_model(name: str) -> str:
-    """A local release name (`mini`) becomes its folder; anything else (a folder or a hub id) is returned as given."""
-    if name not in LOCAL_RELEASES:
-        return name
-    folder = LOCAL_RELEASES[name]
-    if not (folder / "config.json").is_file():
-        raise ModelLoadError(
-            f"--model {name}: the release folder {folder} is missing (it ships in a git checkout of the repo, not in "
-            "the wheel). Build one with: paircap mini --output runs/mini-cc --scale release "
-            f"--clips esc50_cc --pack-release {folder}"
-        )
-    return str(folder)
 
 
 def check_release_folder(folder: Path) -> None:

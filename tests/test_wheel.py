@@ -1,7 +1,7 @@
 """The wheel works away from the checkout: built from the sources, installed (without dependencies, offline) into a
 fresh virtual environment over this one's packages, and imported from another folder, it scores captions with
 `paircap.metrics`, renders a model card from its templates and runs its command, `mini` included (the recipe's entry
-point, with its conf/ files)."""
+point, with its conf/ files). Inside a virtualenv or outside one."""
 
 import json
 import os
@@ -65,18 +65,29 @@ def source_copy(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
-    """The Python of a virtual environment (system site packages visible) with the paircap wheel installed."""
+    """The Python of a virtual environment (this environment's packages visible) with the paircap wheel installed."""
     root = tmp_path_factory.mktemp("wheel")
     sources = source_copy(root / "src")
     env = {**os.environ, **OFFLINE}
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), "."],
         cwd=sources, env=env)  # fmt: skip
     (wheel,) = (root / "dist").glob("paircap-*.whl")
-    run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(root / "venv")])
+    run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")])
     python = root / "venv" / "bin" / "python"
-    # the venv's pip is this environment's (system site packages); --ignore-installed: a checkout may be installed too
+    see_these_packages(python)
+    # the venv's pip is this environment's; --ignore-installed: a checkout may be installed too
     run([str(python), "-m", "pip", "install", "--no-deps", "--ignore-installed", str(wheel)], env=env)
     return python
+
+
+def see_these_packages(python: Path) -> None:
+    """Let the venv of `python` import this environment's packages, after its own: a `.pth` file listing this
+    interpreter's site-packages folders. `venv --system-site-packages` would not do: run inside a virtualenv, it
+    shows the base Python's packages, not the virtualenv's. Plain folders, so their own `.pth` files (an editable
+    install of the checkout) are not run."""
+    folders = [path for path in sys.path if path.endswith(("site-packages", "dist-packages"))]
+    site_packages = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+    Path(site_packages.stdout.strip(), "outer_environment.pth").write_text("\n".join(folders) + "\n")
 
 
 def test_the_wheel_imports_and_scores_away_from_the_checkout(installed, tmp_path):

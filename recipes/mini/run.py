@@ -43,6 +43,7 @@ from typing import NamedTuple
 from transformers.utils import logging
 
 from paircap.logs import LOGGED_PACKAGES, log_progress_to_stderr
+from paircap.threads import apply_threads
 from recipes.mini.local import corpus, evaluation, knowledge_bases, probe, report, stand_ins, training
 from recipes.mini.local.concurrent_stages import StageFailed, run_concurrent_stages
 from recipes.mini.local.layout import CAPTIONERS, CLIP_FOLDERS, MiniRun
@@ -88,9 +89,10 @@ def stage_names(scale: MiniScale) -> tuple[str, ...]:
     return tuple(name for name in STAGES if scale.ablations or name not in ABLATIONS)
 
 
-def run_stages(run: MiniRun, only: list[str] | None = None, jobs: int = 1) -> None:
+def run_stages(run: MiniRun, only: list[str] | None = None, jobs: int = 1, threads: int | None = None) -> None:
     """Run the stages not finished yet (of `only`, if given): in this process one after another, or with `jobs` > 1 as
-    subprocesses, up to `jobs` at a time, each once the stages it reads have finished."""
+    subprocesses, up to `jobs` at a time, each once the stages it reads have finished (with `threads` CPU threads
+    each, default: cpu_count // jobs)."""
     run.path("stages").mkdir(parents=True, exist_ok=True)
     run.write_settings()
     todo = []
@@ -106,7 +108,8 @@ def run_stages(run: MiniRun, only: list[str] | None = None, jobs: int = 1) -> No
             raise ValueError(f"--jobs > 1 runs stages with `--scale {run.scale.name}`: {run.scale} is not that scale")
         inputs = {name: STAGES[name].inputs for name in run.stages}
         on_success = partial(record_process_span, run)
-        run_concurrent_stages(todo, inputs, partial(stage_command, run), run.path("logs"), jobs, on_success=on_success)
+        command = partial(stage_command, run)
+        run_concurrent_stages(todo, inputs, command, run.path("logs"), jobs, on_success=on_success, threads=threads)
         return
     for name in todo:
         index = run.stages.index(name) + 1
@@ -168,16 +171,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=min(2, os.cpu_count() or 1),
         help="stages run side by side (subprocesses, logs in <output>/logs); default: 2 on 2 or more cores",
     )
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, help="CPU threads of each stage (default: cpu_count // jobs)"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log_progress_to_stderr((*LOGGED_PACKAGES, "recipes"))
+    apply_threads(args.threads)
     scale = load_scale("quick" if args.quick else args.scale)
     run = MiniRun(Path(args.output), Path(args.data), scale, tuple(args.clips), args.seed, stage_names(scale))
     try:
-        run_stages(run, args.stages, jobs=args.jobs)
+        run_stages(run, args.stages, jobs=args.jobs, threads=args.threads)
     except StageFailed as error:
         print(f"paircap mini: {error}", file=sys.stderr)
         return 1

@@ -63,7 +63,9 @@ def load(results_dir: Path, name: str) -> dict:
 @pytest.mark.parametrize("name", sorted(ROW_KEYS))
 def test_writes_results_with_a_measured_baseline(results_dir, name):
     data = load(results_dir, name)
-    assert {"device", "device_name", "cpu", "torch", "transformers", "load_average_start"} <= set(data["environment"])
+    recorded = {"device", "device_name", "cpu", "torch", "transformers", "load_average_start", "load_average_end"}
+    recorded |= {"torch_threads", "torch_threads_end", "omp_num_threads", "omp_wait_policy"}  # the thread policy
+    assert recorded <= set(data["environment"])
     assert data["settings"]
     results = data["results"]
     assert results["project"] and results["baseline"]

@@ -7,10 +7,10 @@ import torch
 
 from datasets_scripts.faiss_index import build_index, describe_index, recall_at_k, save_index
 from modeling_paircap import index_paircap
-from modeling_paircap.configuration_paircap import PAIR_MODES, RETRIEVAL_MODES
 from modeling_paircap.faiss_file_paircap import read_index
 from modeling_paircap.index_paircap import PairCapIndex, RetrievedPair, build_query, concat_pair_vectors
 from modeling_paircap.kb_format_paircap import KnowledgeBaseError
+from modeling_paircap.retrieval_modes_paircap import PAIR_MODES, RETRIEVAL_MODES
 
 D_A, D_T = 32, 32
 NUM_CLIPS, CAPTIONS_PER_CLIP, NUM_TEXT_ONLY = 350, 5, 250  # 1750 pairs from clips + 250 text-only = 2000 rows

@@ -1,6 +1,7 @@
 """`run_concurrent_stages`: subprocess stages start only after the stages they read, and one failure loses only its
 dependants."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -80,3 +81,14 @@ def test_a_stage_without_listed_inputs_is_refused_before_anything_runs(tmp_path)
 def test_stages_ready_together_start_in_the_order_given(tmp_path):
     run_concurrent_stages(["corpus", "lm", "clap"], INPUTS, stamping_command(tmp_path), tmp_path / "logs", jobs=1)
     assert stamp(tmp_path, "lm", "end") <= stamp(tmp_path, "clap", "start")  # both ready once the corpus is done
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(3, "3"), (None, str(max(1, (os.cpu_count() or 1) // 2)))])
+def test_each_stage_gets_its_threads_and_waits_passively(tmp_path, monkeypatch, threads, expected):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    code = "import os; print('threads', os.environ['OMP_NUM_THREADS'], 'policy', os.environ['OMP_WAIT_POLICY'])"
+    logs = tmp_path / "logs"
+    run_concurrent_stages(
+        ["corpus"], INPUTS, lambda stage: [sys.executable, "-c", code], logs, jobs=2, progress=False, threads=threads
+    )
+    assert f"threads {expected} policy PASSIVE" in (logs / "corpus.log").read_text()

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from paircap.captioning import find_audio_files
 from paircap.cli import main
-from paircap.releases import LOCAL_RELEASES
+from paircap.release_names import LOCAL_RELEASES
 
 
 def test_assemble_command_writes_a_loadable_release(tiny_checkpoints, tmp_path):

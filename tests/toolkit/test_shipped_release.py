@@ -18,7 +18,8 @@ from modeling_paircap.audio_locations_paircap import is_absolute
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.pipeline_paircap import DEFAULT_MAX_NEW_TOKENS
 from paircap.assembly import save_release
-from paircap.releases import LOCAL_RELEASES, load_release
+from paircap.release_names import LOCAL_RELEASES
+from paircap.releases import load_release
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE = LOCAL_RELEASES["mini"]

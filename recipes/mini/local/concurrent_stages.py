@@ -29,6 +29,7 @@ def run_concurrent_stages(
     jobs: int,
     on_success: Callable[[str, float, float], None] | None = None,
     progress: bool = True,
+    threads: int | None = None,
 ) -> None:
     """Run `command(stage)` for every stage, at most `jobs` at a time, in the order given among the ready ones; as each
     stage exits with status 0, before any stage that reads it starts, `on_success(stage, started, exited)` gets its
@@ -36,15 +37,17 @@ def run_concurrent_stages(
 
     A stage is ready when none of its `inputs` is still to run (inputs outside `stages` count as finished); every stage
     needs an entry in `inputs`, so a stage left out cannot start before what it reads. Each
-    subprocess gets `cpu_count // jobs` threads (`OMP_NUM_THREADS`) and appends its output to `log_dir/<stage>.log`.
+    subprocess gets `threads` threads (default `cpu_count // jobs`; `OMP_NUM_THREADS`), waiting passively unless the
+    environment names an `OMP_WAIT_POLICY`, and appends its output to `log_dir/<stage>.log`.
     When a stage fails, the stages that do not depend on it still run; then `StageFailed` names every failed one.
     """
     missing = [stage for stage in stages if stage not in inputs]
     if missing:
         raise ValueError(f"no inputs listed for the stages {missing}")
     log_dir.mkdir(parents=True, exist_ok=True)
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
+    count = str(threads or max(1, (os.cpu_count() or 1) // jobs))
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "OMP_NUM_THREADS": count, "MKL_NUM_THREADS": count}
+    env["TOKENIZERS_PARALLELISM"] = "false"
     waiting = list(stages)
     running: dict[str, tuple[subprocess.Popen, float]] = {}
     failed: dict[str, str] = {}
