@@ -20,8 +20,6 @@ import json
 from pathlib import Path
 
 from datasets_scripts.kb_recipes import RECIPES, CorpusSpec, root_entry
-from modeling_paircap.file_io_paircap import folder_lock
-from modeling_paircap.kb_format_paircap import METADATA_FILE
 from paircap.release_names import TRUST_REMOTE_CODE_HELP
 from paircap.threads import add_threads_argument
 
@@ -107,6 +105,8 @@ def run_build(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
 
     from datasets_scripts.build_kb import build_knowledge_base, read_pairs
+    from modeling_paircap.file_io_paircap import folder_lock
+    from modeling_paircap.kb_format_paircap import METADATA_FILE
     from paircap.releases import load_release
 
     corpora = RECIPES[args.recipe].corpora if args.recipe else tuple(args.corpus)
