@@ -74,6 +74,10 @@ def test_random_teacher_round_trips_through_a_strict_state_dict(tmp_path):
     torch.testing.assert_close(logits, teacher.logits(clips, 48000))
     torch.testing.assert_close(embeddings, teacher.embed(clips, 48000))
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    torch.nn.Sequential(loaded).train()  # a frozen teacher inside a model being trained stays in eval mode
+    assert not any(module.training for module in loaded.modules())
+    with pytest.raises(ValueError, match="clips of 500 samples at 32 kHz are too short"):
+        loaded.embed([np.ones(500, dtype=np.float32)], 32000)
 
 
 @pytest.mark.parametrize(

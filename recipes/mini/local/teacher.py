@@ -208,7 +208,8 @@ class AudioSetTeacher(nn.Module):
         super().__init__()
         self.front_end = KaldiMelFrontEnd()
         self.network = MobileNetV3Tagger()
-        self.eval().requires_grad_(False)
+        self.requires_grad_(False)
+        self.train(False)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> AudioSetTeacher:
@@ -225,8 +226,14 @@ class AudioSetTeacher(nn.Module):
         teacher.network.load_state_dict(state, strict=True)
         return teacher
 
+    def train(self, mode: bool = True) -> AudioSetTeacher:
+        """The teacher stays in eval mode (BatchNorm statistics, no dropout), also inside a module set to train."""
+        return super().train(False)
+
     def forward(self, waveforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """32 kHz waveforms ``(N, T)`` -> (logits ``(N, 527)``, embeddings ``(N, 384)``)."""
+        """32 kHz waveforms ``(N, T)``, T > 513 -> (logits ``(N, 527)``, embeddings ``(N, 384)``)."""
+        if waveforms.shape[-1] <= N_FFT // 2 + 1:
+            raise ValueError(f"clips of {waveforms.shape[-1]} samples at 32 kHz are too short for the teacher's STFT")
         return self.network(self.front_end(waveforms).unsqueeze(1))
 
     @torch.no_grad()
