@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO, SHARED_DATA
 
 from recipes.mini.local.retrieval_yardstick import reachable_share, recall_at_k, retrieval_scores
 from recipes.mini.local.teacher import (
@@ -19,7 +19,7 @@ from recipes.mini.local.teacher import (
 )
 
 TEACHER_WEIGHTS = REPO.parent / "shared" / "models" / "efficientat_mn04_as" / "mn04_as_mAP_432.pt"
-SIREN_CLIP = REPO.parent / "shared" / "data" / "esc50_cc" / "4-111671-A-42.flac"
+SIREN_CLIP = SHARED_DATA / "esc50_cc" / "4-111671-A-42.flac"
 POLICE_CAR_SIREN, SIREN = 323, 396  # AudioSet class_labels_indices.csv order
 
 
