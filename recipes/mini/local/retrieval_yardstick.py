@@ -28,10 +28,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
-from datasets_scripts.readers.esc50 import Esc50Clip, read_esc50_manifests
 from modeling_paircap.audio_arrays_paircap import resample
 from modeling_paircap.audio_loading_paircap import load_audio_file
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
+from recipes.mini.local.esc50 import Esc50Clip, read_esc50_manifests
 from recipes.mini.local.teacher import SAMPLE_RATE, AudioSetTeacher, KaldiMelFrontEnd
 
 Embedder = Callable[[Sequence[np.ndarray], int], torch.Tensor]
