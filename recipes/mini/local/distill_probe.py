@@ -33,11 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import ClapAudioModel
 
-from datasets_scripts.readers.esc50 import split_by_source
 from modeling_paircap.audio_arrays_paircap import resample
 from modeling_paircap.audio_loading_paircap import load_audio_file
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
-from paircap.recipes.mini_models import mini_clap_config, mini_feature_extractor
+from recipes.mini.local.esc50 import split_by_source
+from recipes.mini.local.models import mini_clap_config, mini_feature_extractor
 from recipes.mini.local.retrieval_yardstick import esc50_clips, log_mel_statistics, retrieval_scores
 from recipes.mini.local.teacher import AudioSetTeacher
 
