@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -161,26 +161,10 @@ class PairCapKnowledgeBase:
         return self._rows
 
     # ---- search -------------------------------------------------------------------------------------------------
-    def search(
-        self,
-        audio_embeds,
-        text_embeds=None,
-        mode: str = "generative_pair2pair",
-        fusion_weight: float = 0.5,
-        top_k: int = 5,
-        exclude_ids: Sequence[Collection[str]] | None = None,
-        max_pairs_per_clip: int | None = 1,
-    ) -> list[list[RetrievedPair]]:
-        """Batched retrieval, at most `max_pairs_per_clip` pairs of a clip per query; see `PairCapIndex.search`."""
-        return self.index.search(
-            audio_embeds,
-            text_embeds,
-            mode=mode,
-            fusion_weight=fusion_weight,
-            top_k=top_k,
-            exclude_ids=exclude_ids,
-            max_pairs_per_clip=max_pairs_per_clip,
-        )
+    def search(self, audio_embeds, text_embeds=None, **options) -> list[list[RetrievedPair]]:
+        """Batched retrieval over this KB's index; `options` (mode, fusion weight, top-k, exclusions, pairs per clip)
+        and their defaults as `PairCapIndex.search`."""
+        return self.index.search(audio_embeds, text_embeds, **options)
 
     def pair_vectors(self, rows: Sequence[int]) -> np.ndarray:
         """The float32 `[a_k ; t_k]` vectors of the given rows (read from the index or the device tensor)."""

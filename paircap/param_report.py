@@ -6,6 +6,7 @@ from transformers import LlamaConfig
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from paircap.convert_laion_clap import htsat_unfused_config
+from paircap.lm_configs import caption_lm_config
 from paircap.training.trainable_parameters import (
     component_parameter_counts,
     configure_stage1,
@@ -21,20 +22,7 @@ ADAM_STATES = 2  # AdamW's exp_avg and exp_avg_sq per trained parameter, fp32
 
 def vicuna_7b_v1_5_config() -> LlamaConfig:
     """`lmsys/vicuna-7b-v1.5` (Llama-2-7B shape) with the two PairCap tokens added to its vocabulary."""
-    return LlamaConfig(
-        vocab_size=VICUNA_VOCAB + ADDED_TOKENS,
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-5,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        tie_word_embeddings=False,
-    )
+    return caption_lm_config(VICUNA_VOCAB + ADDED_TOKENS, 4096, 11008, 32, 32, 4096, rms_norm_eps=1e-5, pad_token_id=0)
 
 
 def release_config(**kwargs) -> PairCapConfig:

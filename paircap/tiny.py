@@ -19,6 +19,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from paircap.lm_configs import caption_lm_config
+
 # Caption-like sentences: the tokenizers' training text, so captions tokenize into real sub-words.
 CORPUS = [
     "A dog barks in the distance while birds chirp.",
@@ -123,20 +125,7 @@ def tiny_llama_config(vocab_size: int) -> LlamaConfig:
     std 0.2 rather than 0.02: at hidden size 48 a 0.02 head bounds every logit near 0, which pins the loss at
     ln(vocab) whatever the projector does; 0.2 gives the wide logit range a pretrained LM has, so training can fit.
     """
-    return LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=48,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=2048,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=None,
-        tie_word_embeddings=False,
-        initializer_range=0.2,
-    )
+    return caption_lm_config(vocab_size, 48, 96, 2, 4, 2048, pad_token_id=None, initializer_range=0.2)
 
 
 def save_tiny_clap(path: str | Path, seed: int = 0) -> Path:

@@ -9,6 +9,8 @@ measurements behind these choices.
 
 from transformers import ClapConfig, ClapFeatureExtractor, LlamaConfig
 
+from paircap.lm_configs import caption_lm_config
+
 HOP_LENGTH = 1920  # 40 ms at 48 kHz: 251 frames per 10 s window, within the 128x128 HTSAT input (2 x 128 frames)
 
 
@@ -43,19 +45,7 @@ def mini_clap_config(vocab_size: int) -> ClapConfig:
 
 def mini_llama_config(vocab_size: int) -> LlamaConfig:
     """A 4-layer Llama of width 192 (RoPE, SwiGLU, RMSNorm, untied head, as Vicuna), 1024 positions."""
-    return LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=192,
-        intermediate_size=512,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=1024,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=None,
-        tie_word_embeddings=False,
-    )
+    return caption_lm_config(vocab_size, 192, 512, 4, 4, 1024, pad_token_id=None)
 
 
 def mini_feature_extractor() -> ClapFeatureExtractor:
