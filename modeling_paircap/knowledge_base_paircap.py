@@ -185,15 +185,18 @@ class PairCapKnowledgeBase:
         expected = self.expected_token_fingerprint
         return "stale" if expected is not None and expected != self.metadata.token_fingerprint else "current"
 
+    def recorded_location(self, clip: int) -> tuple[str | None, str | None]:
+        """Clip `clip`'s audio as the clip table records it: its root name and its path (None where absent)."""
+        return self.clips.column("audio_root")[clip].as_py(), self.clips.column("audio_path")[clip].as_py()
+
     def audio_location(self, clip: int) -> str | None:
         """
         Where clip `clip`'s audio is, checked by `clip_audio_location`: an audio file resolved inside the folder given
         for its root (`audio_roots`; absolute paths only under `audio_roots["absolute"]`), a URL, or None (no location,
         or no folder given for its root). A location that escapes its root or is not audio is a `KnowledgeBaseError`.
         """
-        root, path = self.clips.column("audio_root")[clip].as_py(), self.clips.column("audio_path")[clip].as_py()
         try:
-            return clip_audio_location(root, path, self.audio_roots)
+            return clip_audio_location(*self.recorded_location(clip), self.audio_roots)
         except AudioLocationError as error:
             audio_id = self.clips.column("audio_id")[clip].as_py()
             raise KnowledgeBaseError(

@@ -82,7 +82,7 @@ def fit_examples(
         inputs = processor(audio=queries, examples=kept_examples, return_tensors="pt")
         if max_prompt_length is None:
             return inputs, kept
-        lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        lengths = prompt_lengths(inputs["input_ids"], inputs["attention_mask"])
         over = [row for row, length in enumerate(lengths) if length > max_prompt_length]
         if not over:
             return inputs, kept

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from modeling_paircap.file_io_paircap import write_atomic
+
 logger = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
@@ -108,14 +110,16 @@ class CaptionOutput:
 
     def _replace(self, target: Path, lines: list[str]) -> None:
         """`target` holds `lines`, written to a sibling first and renamed over it (keeping its permissions)."""
-        staged = target.with_name(f".{target.name}.tmp")
-        with open(staged, "w", encoding="utf-8") as handle:
-            handle.writelines(lines)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if target.is_file():
-            shutil.copymode(target, staged)
-        os.replace(staged, target)
+
+        def write(staged: Path) -> None:
+            with open(staged, "w", encoding="utf-8") as handle:
+                handle.writelines(lines)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if target.is_file():
+                shutil.copymode(target, staged)
+
+        write_atomic(target, write)
 
     def __enter__(self) -> "CaptionOutput":
         return self

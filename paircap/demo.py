@@ -254,8 +254,7 @@ class DemoEngine:
         clip = int(self.kb.clip_index[row])
         if clip < 0:
             return TEXT_ONLY
-        root = self.kb.clips.column("audio_root")[clip].as_py()
-        path = self.kb.clips.column("audio_path")[clip].as_py()
+        root, path = self.kb.recorded_location(clip)
         try:
             location = clip_audio_location(root, path, self.kb.audio_roots)
         except AudioLocationError as error:

@@ -68,9 +68,8 @@ class NeighbourAudio:
             clip = self._clips.get(token)
         if clip is None:
             return None
-        root, path = self.kb.clips.column("audio_root")[clip].as_py(), self.kb.clips.column("audio_path")[clip].as_py()
         try:
-            location = clip_audio_location(root, path, self.kb.audio_roots)
+            location = clip_audio_location(*self.kb.recorded_location(clip), self.kb.audio_roots)
             if location is None or not Path(location).is_absolute():
                 return None
             return Path(location), MEDIA_TYPES[audio_file_format(Path(location))]
