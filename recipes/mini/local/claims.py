@@ -1,0 +1,168 @@
+"""The paper's claims as paired comparisons: every comparison scores two settings on the same test mixtures, per item
+(CIDEr-D and whether the caption names both events), and reports the mean difference with a paired bootstrap
+interval, per seed and pooled over the seeds' runs.
+
+    python -m recipes.mini.local.claims runs/mini-seed0 runs/mini-seed1 --output claims.md
+
+A verdict is "reproduces" when the pooled 95 % interval lies above zero, "does not" when it lies below (the
+opposite of the paper's direction), and "cannot tell at this scale" when it holds zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from paircap.statistics import paired_bootstrap
+
+from paircap.metrics import compute_caption_metrics
+from recipes.mini.local.event_captions import names_event
+from recipes.mini.local.mixtures import mixture_events
+
+METRICS = ("cider_d", "both_named")
+
+
+class Setting(NamedTuple):
+    """One captioner's predictions file: `<run>/evaluation/<captioner>/predictions/<name>.jsonl`."""
+
+    captioner: str
+    name: str
+
+    def path(self, run: Path) -> Path:
+        return run / "evaluation" / self.captioner / "predictions" / f"{self.name}.jsonl"
+
+
+def _run_name(mode: str = "generative_pair2pair", kb: str = "refined", weight: float = 0.5, top_k: int = 4) -> str:
+    """The name `paircap evaluate` gives a retrieval setting's predictions."""
+    return f"{mode}__{kb}__w{weight:g}__k{top_k}"
+
+
+CURRICULUM = "stage2_phase2"
+P2P = Setting(CURRICULUM, _run_name())
+ZERO_SHOT = Setting(CURRICULUM, "zero-shot")
+AUDIO2AUDIO = Setting(CURRICULUM, _run_name("audio2audio"))
+# (the paper's claim, the setting it says is better, the setting it is compared with)
+COMPARISONS: tuple[tuple[str, Setting, Setting], ...] = (
+    ("retrieval helps: generative pair-to-pair vs zero-shot", P2P, ZERO_SHOT),
+    ("audio-to-audio retrieval vs zero-shot", AUDIO2AUDIO, ZERO_SHOT),
+    ("generative pair-to-pair vs audio-to-audio", P2P, AUDIO2AUDIO),
+    ("generative pair-to-pair vs audio-to-mixture", P2P, Setting(CURRICULUM, _run_name("audio2mixture"))),
+    ("refined KB vs large KB (generative pair-to-pair)", P2P, Setting(CURRICULUM, _run_name(kb="large"))),
+    ("curriculum vs RAFT-only (generative pair-to-pair)", P2P, Setting("raft_only", _run_name())),
+    ("curriculum vs stage 1 alone (generative pair-to-pair)", P2P, Setting("stage1", _run_name())),
+    ("W 0.5 vs W 0.1", P2P, Setting(CURRICULUM, _run_name(weight=0.1))),
+    ("W 0.5 vs W 0.9", P2P, Setting(CURRICULUM, _run_name(weight=0.9))),
+    ("top-4 vs top-1", P2P, Setting(CURRICULUM, _run_name(top_k=1))),
+)
+
+
+def read_records(path: Path) -> dict[str, dict]:
+    """The captioned records of a predictions file (its first line is the run's settings), by audio_id."""
+    lines = path.read_text().splitlines()[1:]
+    records = (json.loads(line) for line in lines)
+    return {record["audio_id"]: record for record in records if "caption" in record}
+
+
+def item_scores(path: Path, events: dict[str, tuple[str, ...]]) -> dict[str, dict[str, float]]:
+    """Per item of a predictions file: its sentence CIDEr-D and 1.0 / 0.0 for naming all of its events."""
+    records = read_records(path)
+    ids = sorted(records)
+    scores = compute_caption_metrics(
+        [records[i]["caption"] for i in ids], [records[i]["references"] for i in ids], metrics=["cider_d"]
+    )
+    cider = scores.sentence["cider_d"]
+    return {
+        item: {
+            "cider_d": float(cider[position]),
+            "both_named": float(all(names_event(records[item]["caption"], event) for event in events[item])),
+        }
+        for position, item in enumerate(ids)
+    }
+
+
+def paired_items(run: Path, better: Setting, other: Setting) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """Per metric, the two settings' scores on the items both captioned (None when either file is missing)."""
+    if not (better.path(run).is_file() and other.path(run).is_file()):
+        return None
+    events = mixture_events(run / "corpus" / "mixtures")
+    a, b = item_scores(better.path(run), events), item_scores(other.path(run), events)
+    common = sorted(set(a) & set(b))
+    return {m: (np.array([a[i][m] for i in common]), np.array([b[i][m] for i in common])) for m in METRICS}
+
+
+def verdict(low: float, high: float) -> str:
+    if low > 0:
+        return "reproduces"
+    if high < 0:
+        return "does not"
+    return "cannot tell at this scale"
+
+
+def compare(runs: Sequence[Path], resamples: int = 2000) -> list[dict]:
+    """Every comparison of `COMPARISONS` in each run and pooled over the runs (items paired within a run)."""
+    rows = []
+    for claim, better, other in COMPARISONS:
+        per_run = [paired_items(run, better, other) for run in runs]
+        found = [(run, items) for run, items in zip(runs, per_run, strict=True) if items is not None]
+        if not found:
+            continue
+        row = {"claim": claim, "better": better._asdict(), "other": other._asdict(), "runs": [str(r) for r, _ in found]}
+        for metric in METRICS:
+            seeds = [paired_bootstrap(*items[metric], resamples=resamples, seed=0) for _, items in found]
+            pooled_a = np.concatenate([items[metric][0] for _, items in found])
+            pooled_b = np.concatenate([items[metric][1] for _, items in found])
+            difference, low, high = paired_bootstrap(pooled_a, pooled_b, resamples=resamples, seed=0)
+            row[metric] = {
+                "per_run": [list(map(float, seed)) for seed in seeds],
+                "pooled": [float(difference), float(low), float(high)],
+                "items": int(len(pooled_a)),
+                "verdict": verdict(low, high),
+            }
+        rows.append(row)
+    return rows
+
+
+def _difference(values: Sequence[float], scale: float, digits: int) -> str:
+    """`difference [low, high]` of a pooled (difference, low, high), times `scale`."""
+    difference, low, high = (scale * value for value in values)
+    return f"{difference:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def markdown(rows: list[dict]) -> str:
+    """The claims table: per comparison, the pooled difference [95 % interval] of CIDEr-D and of both-events naming
+    (percentage points), each seed's difference, and the verdicts."""
+    lines = [
+        "| claim (better vs other) | items | CIDEr-D difference [95 %] | per seed | verdict "
+        "| both named, points [95 %] | per seed | verdict |",
+        "|---|---:|---:|---|---|---:|---|---|",
+    ]
+    for row in rows:
+        cider, named = row["cider_d"], row["both_named"]
+        cider_seeds = ", ".join(f"{seed[0]:+.3f}" for seed in cider["per_run"])
+        named_seeds = ", ".join(f"{100 * seed[0]:+.1f}" for seed in named["per_run"])
+        lines.append(
+            f"| {row['claim']} | {cider['items']} | {_difference(cider['pooled'], 1, 3)} | {cider_seeds} | "
+            f"{cider['verdict']} | {_difference(named['pooled'], 100, 1)} | {named_seeds} | {named['verdict']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recipes.mini.local.claims", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="mini run folders (one per seed), evaluated")
+    parser.add_argument("--output", type=Path, required=True, help="the markdown table (a .json beside it)")
+    parser.add_argument("--resamples", type=int, default=2000)
+    args = parser.parse_args(argv)
+    rows = compare(args.runs, args.resamples)
+    args.output.write_text(markdown(rows))
+    args.output.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    print(f"{len(rows)} comparisons: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

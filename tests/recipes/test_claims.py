@@ -1,0 +1,57 @@
+"""The mini recipe's claims table: paired comparisons of two settings' per-item scores on the same test mixtures,
+per run and pooled over runs (seeds), with a verdict from the pooled bootstrap interval."""
+
+import json
+from pathlib import Path
+
+from recipes.mini.local import claims
+
+EVENTS = {f"mix-test-{i:05d}": ("dog", "rain") for i in range(12)}
+GOOD = "a dog barks while rain falls"
+BAD = "a clock ticks"
+
+
+def write_run(folder: Path, better: list[str], other: list[str]) -> Path:
+    """A run folder with the mixtures' events and two predictions files: generative pair-to-pair and zero-shot."""
+    mixtures = folder / "corpus" / "mixtures"
+    mixtures.mkdir(parents=True)
+    lines = [json.dumps({"audio_id": clip, "events": list(events)}) for clip, events in EVENTS.items()]
+    (mixtures / "mixtures.jsonl").write_text("\n".join(lines) + "\n")
+    for setting, captions in ((claims.P2P, better), (claims.ZERO_SHOT, other)):
+        path = setting.path(folder)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        records = [
+            {"audio_id": clip, "caption": caption, "references": [GOOD, "rain and a barking dog"]}
+            for clip, caption in zip(EVENTS, captions, strict=True)
+        ]
+        records.append({"audio_id": "mix-test-99999", "references": [GOOD], "error": "unreadable"})  # not scored
+        path.write_text("\n".join(json.dumps(line) for line in [{"settings": {}}, *records]) + "\n")
+    return folder
+
+
+def test_retrieval_that_names_more_events_reproduces_the_claim(tmp_path):
+    run = write_run(tmp_path / "seed0", [GOOD] * 10 + [BAD] * 2, [BAD] * 10 + [GOOD] * 2)
+    (row,) = claims.compare([run], resamples=500)
+    assert row["claim"].startswith("retrieval helps")
+    named = row["both_named"]
+    assert named["items"] == 12
+    assert named["pooled"][0] == (10 - 2) / 12
+    assert named["verdict"] == "reproduces"
+    assert row["cider_d"]["verdict"] == "reproduces" and row["cider_d"]["pooled"][0] > 0
+
+
+def test_pooled_over_seeds_and_no_difference_cannot_tell(tmp_path):
+    same = [GOOD] * 6 + [BAD] * 6
+    runs = [write_run(tmp_path / name, same, same[::-1]) for name in ("seed0", "seed1")]
+    (row,) = claims.compare(runs, resamples=500)
+    named = row["both_named"]
+    assert named["items"] == 24 and len(named["per_run"]) == 2
+    assert named["pooled"][0] == 0.0 and named["verdict"] == "cannot tell at this scale"
+    table = claims.markdown([row])
+    assert "| retrieval helps" in table and "cannot tell at this scale" in table
+
+
+def test_verdicts_follow_the_interval():
+    assert claims.verdict(0.01, 0.2) == "reproduces"
+    assert claims.verdict(-0.3, -0.01) == "does not"
+    assert claims.verdict(-0.1, 0.1) == "cannot tell at this scale"
