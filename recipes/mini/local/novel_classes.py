@@ -74,7 +74,8 @@ def without_novel(pairs: Dataset, events: Mapping[str, Sequence[str]], novel: Se
 
 def write_novel_classes(run: MiniRun, novel: Sequence[str]) -> None:
     """`corpus/novel_classes.json`: the classes and the rule that chose them."""
-    record = {"classes": list(novel), "count": run.scale.novel_classes or 0, "seed": run.seed, "rule": __doc__}
+    rule = __doc__.split("\n\n")[1]  # the module docstring's second paragraph
+    record = {"classes": list(novel), "count": run.scale.novel_classes or 0, "seed": run.seed, "rule": rule}
     run.path("corpus", NOVEL_FILE).write_text(json.dumps(record, indent=2))
 
 
