@@ -170,30 +170,44 @@ def refine_knowledge_base_folder(
             device=device,
             work_dir=work_dir / "refine",
         )
-        refined, clips, kept_clips = subset_clips(refined.flatten_indices(), kb.clips)
-        tokens = None
-        if isinstance(kb.tokens, ClipTokenStore):
-            counts = [kb.tokens.num_tokens(int(clip)) for clip in kept_clips]
-            path = work_dir / TOKENS_FILE
-            write_clip_tokens(
-                path, counts, kb.tokens.get(kept_clips.tolist()), kb.tokens.token_dim, kb.tokens.fingerprint
-            )
-            tokens = ClipTokenStore(path, len(clips))
-        index, recall = build_kb_index(refined, index_factory)
         recipe = {
             "refined_from": kb.metadata.recipe,
             "refined_against": train.metadata.recipe,
             "refinement": stats.to_dict(),
         }
-        metadata = kb_metadata(
-            refined,
-            clips.num_rows,
-            kb.metadata.retrieval_fingerprint,
-            tokens,
-            kb.metadata.audio_tokens_per_window,
-            index_factory,
-            recall,
-            recipe,
-            kb.metadata.evaluation_overlap,
-        )
-        return write_kb_folder(refined, clips, metadata, output, index=index, tokens=tokens)
+        return write_kb_subset(kb, refined, output, recipe, work_dir, index_factory)
+
+
+def write_kb_subset(
+    kb: PairCapKnowledgeBase,
+    rows: Dataset,
+    output: str | os.PathLike,
+    recipe: dict,
+    work_dir: str | os.PathLike,
+    index_factory: str = "Flat",
+) -> Path:
+    """
+    Write the KB of `rows` (some of `kb.rows`) to `output`: the clips they refer to and those clips' tokens (when `kb`
+    has tokens; written through `work_dir`), a new index, and `recipe`. The caller holds `output`'s write lock.
+    """
+    rows, clips, kept_clips = subset_clips(rows.flatten_indices(), kb.clips)
+    tokens = None
+    if isinstance(kb.tokens, ClipTokenStore):
+        counts = [kb.tokens.num_tokens(int(clip)) for clip in kept_clips]
+        path = Path(work_dir) / TOKENS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_clip_tokens(path, counts, kb.tokens.get(kept_clips.tolist()), kb.tokens.token_dim, kb.tokens.fingerprint)
+        tokens = ClipTokenStore(path, len(clips))
+    index, recall = build_kb_index(rows, index_factory)
+    metadata = kb_metadata(
+        rows,
+        clips.num_rows,
+        kb.metadata.retrieval_fingerprint,
+        tokens,
+        kb.metadata.audio_tokens_per_window,
+        index_factory,
+        recall,
+        recipe,
+        kb.metadata.evaluation_overlap,
+    )
+    return write_kb_folder(rows, clips, metadata, output, index=index, tokens=tokens)

@@ -9,17 +9,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from datasets import load_from_disk
 from huggingface_hub import DatasetCard, ModelCard
 from transformers import pipeline
 
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
+from recipes.mini.local.event_captions import names_event
+from recipes.mini.local.mixtures import mixture_events
+from recipes.mini.local.novel_events import SETTINGS
 from recipes.mini.local.scales import load_scale, scale_names
 from recipes.mini.run import STAGES, stage_names
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK_STAGES = [  # every stage, in the order it runs
     "corpus", "init", "clap", "lm", "assemble", "stage1", "probe", "kb", "stage2_phase1", "stage2_phase2", "raft_only",
-    "evaluate", "evaluate_raft_only", "evaluate_stage1", "fit", "zero_shot", "report",
+    "evaluate", "evaluate_raft_only", "evaluate_stage1", "fit", "zero_shot", "novel", "report",
 ]  # fmt: skip
 
 
@@ -70,8 +74,11 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
         assert 0 <= scores["held_out_clip_accuracy"] <= 1
     fit = json.loads((quick_run / "evaluation" / "fit.json").read_text())
     assert set(fit) == {"stage1", "stage2_phase1", "stage2_phase2", "raft_only"}
-    for scores in fit.values():  # the quick run's 30 clips per split: its training clips and 4 training mixtures
-        assert scores["train_clips"]["count"] == 30 and scores["train_mixtures"]["count"] == 4
+    captioner_train = load_from_disk(str(quick_run / "corpus" / "pairs" / "captioner_train"))
+    sources = zip(captioner_train["audio_id"], captioner_train["source"], strict=True)
+    trained_clips = {clip for clip, source in sources if source == "esc50"}
+    for scores in fit.values():  # of the 30 training clips, those of known classes; and 4 training mixtures
+        assert scores["train_clips"]["count"] == len(trained_clips) < 30 and scores["train_mixtures"]["count"] == 4
         assert 0 <= scores["train_mixtures"]["both"] <= scores["train_mixtures"]["any"] <= 1
         assert 1 <= scores["distinct_captions"] <= 34
     zero_shot = json.loads((quick_run / "evaluation" / "zero_shot.json").read_text())
@@ -89,6 +96,48 @@ def test_knowledge_bases_are_base_large_and_refined(quick_run):
     sources = set(kbs["large"].rows.unique("source"))
     assert {"esc50", "esc50_mix", "esc50_mix_noisy"} <= sources
     assert "esc50_mix_noisy" not in set(kbs["base"].rows.unique("source"))
+
+
+def test_novel_classes_stay_out_of_the_captioners_pairs_but_not_the_kbs(quick_run):
+    novel = json.loads((quick_run / "corpus" / "novel_classes.json").read_text())["classes"]
+    assert len(novel) == 2 and json.loads((quick_run / "corpus" / "summary.json").read_text())["novel_classes"] == novel
+    events = mixture_events(quick_run / "corpus" / "mixtures")
+
+    def novel_pairs(rows) -> int:  # single clips' captions name their class; a mixture's events are recorded
+        pairs = zip(rows["audio_id"], rows["caption"], strict=True)
+        return sum(any(names_event(caption, c) or c in events.get(clip, ()) for c in novel) for clip, caption in pairs)
+
+    for name in ("captioner_train", "captioner_validation"):
+        assert novel_pairs(load_from_disk(str(quick_run / "corpus" / "pairs" / name))) == 0
+    for stage in ("stage1", "stage2_phase1", "stage2_phase2", "raft_only"):
+        config = (quick_run / stage / "config.yaml").read_text()
+        assert "captioner_train" in config and "pairs/train\n" not in config
+    assert novel_pairs(load_from_disk(str(quick_run / "corpus" / "pairs" / "train"))) > 0  # the CLAP's and KBs'
+    kbs = {
+        name: PairCapKnowledgeBase.from_pretrained(quick_run / "kb" / name)
+        for name in ("base", "refined", "refined_without_novel", "text_only")
+    }
+    assert novel_pairs(kbs["base"].rows) > 0 and novel_pairs(kbs["refined"].rows) > 0
+    control = kbs["refined_without_novel"].rows
+    assert novel_pairs(control) == 0 and 0 < len(control) < len(kbs["refined"].rows)
+    assert set(control["pair_id"]) < set(kbs["refined"].rows["pair_id"])
+    text = kbs["text_only"].rows  # the distinct training captions, no audio
+    assert not any(text["has_audio"]) and len(kbs["text_only"].clips) == 0 and novel_pairs(text) > 0
+    assert len(set(text["caption"])) == len(text)
+
+
+def test_the_novel_stage_scores_every_setting_on_the_same_clips(quick_run):
+    results = json.loads((quick_run / "novel" / "results.json").read_text())
+    assert [row["label"] for row in results["settings"]] == [setting.label for setting in SETTINGS]
+    assert {results["classes"][clip] for clip in results["items"]["novel"]} <= set(results["novel_classes"])
+    assert not {results["classes"][clip] for clip in results["items"]["known"]} & set(results["novel_classes"])
+    for row in results["settings"]:
+        for group in ("novel", "known"):
+            scores = row[group]
+            assert list(scores["items"]) == results["items"][group] and scores["count"] == len(scores["items"]) > 0
+            assert scores["named"] == sum(scores["items"].values()) and set(scores["items"].values()) <= {0, 1}
+    report = (quick_run / "RESULTS.md").read_text()
+    assert report.index("## Data") < report.index("## Novel events") < report.index("## Wall time")
 
 
 @pytest.mark.parametrize("scale", scale_names())

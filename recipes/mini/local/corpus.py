@@ -1,5 +1,7 @@
 """Stage `corpus`: ESC-50 singles and two-event mixtures per split, noisy training mixtures, and the caption text of
-AudioCaps and Clotho (no audio) for the language model; every set saved under `corpus/pairs/`."""
+AudioCaps and Clotho (no audio) for the language model; every set saved under `corpus/pairs/`. The captioners train
+and validate on `captioner_train` and `captioner_validation`: `train` and `validation` less the novel classes
+(`novel_classes.py`), which the CLAP stand-in, the LM's text and the knowledge bases keep."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from datasets import Dataset, concatenate_datasets, disable_progress_bars, enabl
 from datasets_scripts.readers import read_audiocaps, read_clotho, with_path_audio
 from recipes.mini.local.esc50 import single_clip_pairs
 from recipes.mini.local.layout import MiniRun
-from recipes.mini.local.mixtures import write_mixtures
+from recipes.mini.local.mixtures import mixture_events, write_mixtures
+from recipes.mini.local.novel_classes import choose_novel_classes, without_novel, write_novel_classes
 
 
 def write_corpus(run: MiniRun) -> None:
@@ -35,6 +38,14 @@ def write_corpus(run: MiniRun) -> None:
     save(train, run.pairs("train"))
     if "validation" in mixtures:
         save(mixtures["validation"], run.pairs("validation"))
+    novel = choose_novel_classes(splits, s.novel_classes, run.seed) if s.novel_classes else ()
+    write_novel_classes(run, novel)
+    events = {clip.audio_id: (clip.category,) for clip in splits["train"]} | mixture_events(run.mixtures_dir)
+    save(without_novel(train, events, novel), run.pairs("captioner_train"))
+    if "validation" in mixtures:
+        captioner_validation = without_novel(mixtures["validation"], events, novel)
+        if len(captioner_validation):
+            save(captioner_validation, run.pairs("captioner_validation"))
     grid = set(list(dict.fromkeys(mixtures["test"]["audio_id"]))[: s.test_mixtures])  # the first mixtures
     save(mixtures["test"].filter(lambda clip: clip in grid, input_columns="audio_id"), run.pairs("test"))
     save(mixtures["test"], run.pairs("test_all"))
@@ -44,6 +55,12 @@ def write_corpus(run: MiniRun) -> None:
         "clips": {split: len(part) for split, part in splits.items()},
         "categories": {split: len({c.category for c in part}) for split, part in splits.items()},
         "pairs": {name: len(load_from_disk(str(run.pairs(name)))) for name in [*mixtures, "test_all"]},
+        "novel_classes": list(novel),
+        "captioner_pairs": {
+            name: len(load_from_disk(str(run.pairs(name))))
+            for name in ("captioner_train", "captioner_validation")
+            if run.pairs(name).is_dir()
+        },
         "noisy_pairs": len(noisy),
         "text_captions": len(load_from_disk(str(run.pairs("text")))),
     }

@@ -116,8 +116,9 @@ def training_fit(run: MiniRun) -> None:
     `fit_mixtures` training mixtures (`evaluation/fit.json`: the share whose caption names the clip's event, or
     both and at least one of a mixture's). Beside the test scores, this tells underfitting from not generalising.
     """
-    train = load_from_disk(str(run.pairs("train")))
-    singles = {clip.audio_id: (clip.category,) for clip in run.clip_splits()["train"]}
+    train = load_from_disk(str(run.pairs("captioner_train")))  # the novel classes' clips are not in it
+    trained = set(train["audio_id"])
+    singles = {clip.audio_id: (clip.category,) for clip in run.clip_splits()["train"] if clip.audio_id in trained}
     events = mixture_events(run.mixtures_dir)
     mixtures = sorted({clip for clip in train["audio_id"] if clip in events})[: run.scale.fit_mixtures]
     keep = set(singles) | set(mixtures)

@@ -39,8 +39,10 @@ class MiniRun:
     def pairs(self, name: str) -> Path:
         return self.path("corpus", "pairs", name)
 
-    def validation_pairs(self) -> list[str]:
-        return [str(self.pairs("validation"))] if self.pairs("validation").is_dir() else []
+    def validation_pairs(self, name: str = "validation") -> list[str]:
+        """The pair set `name` as a list of folders, empty when the run has none (`captioner_validation`: the
+        captioners')."""
+        return [str(self.pairs(name))] if self.pairs(name).is_dir() else []
 
     def audio_roots(self) -> dict[str, Path]:
         """The KBs' clip roots: the corpus (mixtures) and each ESC-50 folder, so no KB records a machine's paths."""

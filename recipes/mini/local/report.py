@@ -133,6 +133,43 @@ def zero_shot_table(scores: dict) -> str:
     return "\n".join(lines)
 
 
+def share_cell(scores: dict) -> str:
+    """`named of count`: the share and its 95 % Wilson interval."""
+    if not scores["count"]:
+        return "n/a"
+    share = scores["named"] / scores["count"]
+    low, high = wilson_interval(share, scores["count"])
+    return f"{pct(share)} ({scores['named']} of {scores['count']}; {pct(low)} to {pct(high)})"
+
+
+def novel_table(novel: dict) -> str:
+    """The `novel` stage: per setting, the share of held-out clips of novel and of known classes whose caption names
+    the clip's class, with 95 % Wilson intervals."""
+    lines = ["| setting | novel classes: class named | known classes: class named |", "|---|---:|---:|"]
+    for row in novel["settings"]:
+        lines.append(f"| {row['label']} | {share_cell(row['novel'])} | {share_cell(row['known'])} |")
+    return "\n".join(lines)
+
+
+def novel_section(novel: dict | None) -> str:
+    if novel is None:
+        return ""
+    classes = ", ".join(novel["novel_classes"])
+    return f"""
+## Novel events through the knowledge base (RECAP's claim)
+
+{len(novel["novel_classes"])} classes ({classes}) are in no captioner's training or validation pairs, but in the CLAP
+stand-in's training, the LM's text and every KB (`corpus/novel_classes.json` says how they were chosen). The
+curriculum model captions the held-out single clips of those classes and as many of known classes; a cell is the
+share whose caption names the clip's class (`EVENT_KEYWORDS`), with its 95 % Wilson interval. Every row captions the
+same clips (per-clip records in `novel/results.json`, for paired comparisons); top-k {novel["top_k"]}. The control KB
+is the refined KB less every pair whose audio holds or caption names a novel class; the text-only KB holds the
+distinct training captions without audio.
+
+{novel_table(novel)}
+"""
+
+
 def wall_seconds(records: list[dict]) -> float:
     """The time some stage was running: the union of the stages' (started, finished) spans, so stages run side by
     side count once and the pauses between resumed runs not at all (records without spans: their sum)."""
@@ -191,6 +228,7 @@ def write_results(run: MiniRun) -> Path:
     probes = load_json(out / "clap" / "probes.json") or {}
     fit = load_json(out / "evaluation" / "fit.json") or {}
     zero_shot = load_json(out / "evaluation" / "zero_shot.json") or {}
+    novel = load_json(out / "novel" / "results.json")
     main = Evaluation(out / "evaluation" / "stage2_phase2")
     raft_only = Evaluation(out / "evaluation" / "raft_only")
     stage1 = Evaluation(out / "evaluation" / "stage1")
@@ -255,7 +293,7 @@ the 50 classes is about 0.08 %). W = {w}, top-k = {k} unless swept. SPICE/SPIDEr
 ## Data
 
 {json.dumps(corpus, indent=2) if corpus else "n/a"}
-
+{novel_section(novel)}
 ## Wall time per stage (seconds)
 
 | stage | seconds |

@@ -38,6 +38,7 @@ class MiniScale:
     max_new_tokens: int
     fit_mixtures: int
     ablations: bool
+    novel_classes: int | None
 
 
 # each field's type (its annotation): what its YAML value must be, and how an error says so

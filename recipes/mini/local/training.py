@@ -60,13 +60,14 @@ def train_stage(run: MiniRun, name: str, **values) -> None:
 
 
 def train_captioner(run: MiniRun, name: str, start: Path, steps: int, max_examples: int) -> None:
-    """A captioner stage on the training pairs (validated on the validation pairs, when the run has them)."""
+    """A captioner stage on the captioners' training pairs (validated on their validation pairs, when the run has
+    them): the training pairs less the novel classes (`novel_classes.py`)."""
     train_stage(
         run,
         name,
         model_name_or_path=str(start),
-        train_pairs=[str(run.pairs("train"))],
-        validation_pairs=run.validation_pairs(),
+        train_pairs=[str(run.pairs("captioner_train"))],
+        validation_pairs=run.validation_pairs("captioner_validation"),
         max_examples=max_examples,
         max_steps=steps,
         per_device_batch_size=run.scale.batch_size,
