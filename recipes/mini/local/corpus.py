@@ -1,5 +1,6 @@
 """Stage `corpus`: ESC-50 singles and two-event mixtures per split, noisy training mixtures, and the caption text of
-AudioCaps and Clotho (no audio) for the language model; every set saved under `corpus/pairs/`."""
+AudioCaps and Clotho (no audio) for the language model; every set saved under `corpus/pairs/`, and the training
+mixtures' component clips in `corpus/clip_groups.json`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from datasets import Dataset, concatenate_datasets, disable_progress_bars, enabl
 from datasets_scripts.readers import read_audiocaps, read_clotho, with_path_audio
 from recipes.mini.local.esc50 import single_clip_pairs
 from recipes.mini.local.layout import MiniRun
-from recipes.mini.local.mixtures import write_mixtures
+from recipes.mini.local.mixtures import mixture_sources, write_mixtures
 
 
 def write_corpus(run: MiniRun) -> None:
@@ -39,6 +40,7 @@ def write_corpus(run: MiniRun) -> None:
     save(mixtures["test"].filter(lambda clip: clip in grid, input_columns="audio_id"), run.pairs("test"))
     save(mixtures["test"], run.pairs("test_all"))
     save(noisy, run.pairs("noisy"))
+    run.clip_groups.write_text(json.dumps(clip_groups(run, [train, noisy]), indent=1))
     save(caption_text(run, train), run.pairs("text"))
     summary = {
         "clips": {split: len(part) for split, part in splits.items()},
@@ -48,6 +50,14 @@ def write_corpus(run: MiniRun) -> None:
         "text_captions": len(load_from_disk(str(run.pairs("text")))),
     }
     run.path("corpus", "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def clip_groups(run: MiniRun, pair_sets: list[Dataset]) -> dict[str, list[str]]:
+    """The component clips of every mixture among `pair_sets`, by audio_id: no mixture is a training neighbour of its
+    own clips (or of another mixture or take sharing a recording) in stage 2."""
+    sources = mixture_sources(run.mixtures_dir)
+    audio_ids = dict.fromkeys(audio_id for pairs in pair_sets for audio_id in pairs["audio_id"])
+    return {audio_id: sources[audio_id] for audio_id in audio_ids if audio_id in sources}
 
 
 def caption_text(run: MiniRun, train: Dataset) -> Dataset:
