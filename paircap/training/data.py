@@ -3,7 +3,8 @@ collator that featurises in DataLoader workers, and a length-grouped, optionally
 
 Usage::
 
-    train_set = CaptionTrainingSet(pairs, processor, embedded, load_neighbors(path, embedded), max_examples=5, seed=0)
+    neighbors = load_neighbors(path, embedded, neighbor_settings(10))
+    train_set = CaptionTrainingSet(pairs, processor, embedded, neighbors, max_examples=5, seed=0, query_dropout=0.1)
     sampler = LengthGroupedBatchSampler(
         train_set.estimated_lengths, batch_size=128, seed=0, weights=balanced_source_weights(train_set.sources)
     )

@@ -35,14 +35,7 @@ from modeling_paircap.kb_format_paircap import embedding_matrix
 from paircap.training.clip_groups import clip_groups_digest, shared_audio_exclusions
 from paircap.training.config import NEIGHBOR_MODES
 
-__all__ = [
-    "NEIGHBOR_MODES",
-    "compute_training_neighbors",
-    "load_neighbors",
-    "neighbor_settings",
-    "save_neighbors",
-    "stored_settings",
-]
+__all__ = ["compute_training_neighbors", "load_neighbors", "neighbor_settings", "save_neighbors", "stored_settings"]
 
 
 def neighbor_settings(

@@ -40,7 +40,7 @@ def write_corpus(run: MiniRun) -> None:
     save(mixtures["test"].filter(lambda clip: clip in grid, input_columns="audio_id"), run.pairs("test"))
     save(mixtures["test"], run.pairs("test_all"))
     save(noisy, run.pairs("noisy"))
-    run.clip_groups.write_text(json.dumps(clip_groups(run, [train, noisy]), indent=1))
+    run.clip_groups.write_text(json.dumps(clip_groups(run.mixtures_dir, [train, noisy]), indent=1))
     save(caption_text(run, train), run.pairs("text"))
     summary = {
         "clips": {split: len(part) for split, part in splits.items()},
@@ -52,10 +52,10 @@ def write_corpus(run: MiniRun) -> None:
     run.path("corpus", "summary.json").write_text(json.dumps(summary, indent=2))
 
 
-def clip_groups(run: MiniRun, pair_sets: list[Dataset]) -> dict[str, list[str]]:
-    """The component clips of every mixture among `pair_sets`, by audio_id: no mixture is a training neighbour of its
-    own clips (or of another mixture or take sharing a recording) in stage 2."""
-    sources = mixture_sources(run.mixtures_dir)
+def clip_groups(mixtures_dir: Path, pair_sets: list[Dataset]) -> dict[str, list[str]]:
+    """The component clips of every mixture (of `mixtures_dir`) among `pair_sets`, by audio_id: in stage 2 no mixture
+    is a training neighbour of its own clips, nor of another mixture or take sharing a recording."""
+    sources = mixture_sources(mixtures_dir)
     audio_ids = dict.fromkeys(audio_id for pairs in pair_sets for audio_id in pairs["audio_id"])
     return {audio_id: sources[audio_id] for audio_id in audio_ids if audio_id in sources}
 
