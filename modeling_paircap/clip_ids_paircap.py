@@ -2,7 +2,8 @@
 One identity per audio clip across corpora, shared by the knowledge base's evaluation-overlap filter and evaluation's
 self-exclusion: the same YouTube clip is `youtube:<11-char id>` whether AudioCaps, AudioSet, WavCaps AudioSet_SL or
 Auto-ACD lists it, the same Freesound sound is `freesound:<number>` in WavCaps FreeSound and (through Clotho's
-metadata `sound_id`) in Clotho.
+metadata `sound_id`) in Clotho, and an ESC-50 clip is the Freesound recording it was cut from, so the takes A, B,
+C... of one recording are one clip.
 
 What the readers of `datasets_scripts/readers/` put into `audio_id`, and what it becomes:
 
@@ -10,6 +11,8 @@ What the readers of `datasets_scripts/readers/` put into `audio_id`, and what it
   `<id>_<start>` (VGGSound) -> `youtube:<id>`;
 - WavCaps FreeSound `<number>` -> `freesound:<number>`; BBC Sound Effects and SoundBible numbers are ids of other sites
   (`bbc:<number>`, `soundbible:<number>`) when the row's `source` says so;
+- ESC-50 file stems `{fold}-{src_file}-{take}-{target}` (fold 1-5, take one or two capital letters, target 0-49, e.g.
+  `1-100032-A-0`, also with an audio extension) -> `freesound:<src_file>` (ESC-50's `src_file` is the Freesound id);
 - Clotho `file_name` (e.g. `Santa Motor.wav`) -> the file name, stripped and casefolded; its Freesound id is not in the
   name and comes from Clotho's metadata CSVs (`datasets_scripts/evaluation_overlap.py`).
 
@@ -26,6 +29,8 @@ __all__ = ["normalise_clip_id"]
 _AUDIO_EXTENSION = re.compile(r"\.(?:wav|flac|mp3|ogg|oga|opus|m4a|aiff?)$", re.IGNORECASE)
 # An 11-char YouTube id after an optional PANNs "Y", then at most a start and an end time: _30, _30.000, _30000_40000
 _YOUTUBE = re.compile(r"(?P<prefix>Y)?(?P<id>[A-Za-z0-9_-]{11})(?:_\d+(?:\.\d+)?){0,2}")
+# ESC-50 `{fold}-{src_file}-{take}-{target}`; checked before the YouTube form, which an 11-char stem would also match
+_ESC50 = re.compile(r"[1-5]-(?P<src_file>\d{1,10})-[A-Z]{1,2}-(?:[0-9]|[1-4][0-9])")
 _FREESOUND_NAME = re.compile(r"freesound[_:-]?(?P<number>\d{1,10})", re.IGNORECASE)
 _NUMBER = re.compile(r"\d{1,10}")  # an 11-digit string is a YouTube id
 _NORMALISED = re.compile(r"(?:youtube|freesound|bbc|soundbible):\S+")
@@ -37,8 +42,9 @@ _FILE_NAME_SOURCES = frozenset({"clotho"})
 def normalise_clip_id(audio_id: str, source: str | None = None) -> str:
     """
     The corpus-independent identity of a clip: `youtube:<id>`, `freesound:<number>` (also `bbc:` / `soundbible:` for
-    those WavCaps sources), or else the id stripped and casefolded. `source` (a reader's `source` column) only settles
-    what a number is and keeps Clotho file names file names; already normalised ids are returned unchanged.
+    those WavCaps sources; for an ESC-50 stem, its recording), or else the id stripped and casefolded. `source` (a
+    reader's `source` column) only settles what a number is and keeps Clotho file names file names; already
+    normalised ids are returned unchanged.
     """
     text = str(audio_id).strip()
     if source in _FILE_NAME_SOURCES:
@@ -47,6 +53,9 @@ def normalise_clip_id(audio_id: str, source: str | None = None) -> str:
         return text
     stem = _AUDIO_EXTENSION.sub("", text)
     has_extension = stem != text
+    esc50 = _ESC50.fullmatch(stem)
+    if esc50:
+        return f"freesound:{int(esc50['src_file'])}"
     return _number_id(stem, has_extension, source) or _youtube_id(stem, has_extension) or text.casefold()
 
 

@@ -7,8 +7,11 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
+from paircap.training.clip_groups import load_clip_groups
+
 STAGES = ("alignment", "raft", "clap_contrastive", "lm_text")
 NONFINITE_LOSS_POLICIES = ("stop", "skip")
+NEIGHBOR_MODES = ("audio2audio", "pair2pair")
 
 
 @dataclass
@@ -41,7 +44,29 @@ class TrainConfig:
         default=None,
         metadata={"help": "share of zero-shot samples (no retrieved pairs), the rest 1..K; default 1/(K+1)"},
     )
-    num_neighbors: int = field(default=10, metadata={"help": "stored audio-to-audio neighbours per training pair"})
+    num_neighbors: int = field(default=10, metadata={"help": "stored retrieved neighbours per training pair"})
+    neighbor_mode: str = field(
+        default="audio2audio",
+        metadata={
+            "help": "how training neighbours are ranked: audio2audio (paper) or pair2pair (W S_audio + (1-W) S_text "
+            "with the pair's own caption embedding: neighbours sharing an event with it rank up)"
+        },
+    )
+    neighbor_weight: float = field(default=0.5, metadata={"help": "pair2pair neighbours: the audio weight W in [0, 1]"})
+    clip_groups: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON file {audio_id: [clip ids]}: the clips each audio contains (a mixture's components); pairs "
+            "whose clips meet are never each other's neighbours"
+        },
+    )
+    query_dropout: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of the training samples with retrieved pairs whose query audio is replaced by silence "
+            "(their caption must come from the context)"
+        },
+    )
     retrieval_dir: str | None = field(default=None, metadata={"help": "embedded training set + neighbours cache"})
     train_audio_encoder: bool = field(default=True, metadata={"help": "stage 2: unfreeze the CLAP audio tower"})
     train_language_model: bool = field(
@@ -111,6 +136,21 @@ class TrainConfig:
                 f"zero_shot_fraction must be in [0, 1] with max_examples > 0, got {self.zero_shot_fraction} "
                 f"with max_examples={self.max_examples}"
             )
+        self._check_neighbour_settings()
+
+    def _check_neighbour_settings(self) -> None:
+        """neighbor_mode, neighbor_weight, query_dropout and the clip groups file (ValueError naming it)."""
+        if self.neighbor_mode not in NEIGHBOR_MODES:
+            raise ValueError(f"neighbor_mode must be one of {', '.join(NEIGHBOR_MODES)}, got {self.neighbor_mode!r}")
+        if not 0 <= self.neighbor_weight <= 1:
+            raise ValueError(f"neighbor_weight must be in [0, 1], got {self.neighbor_weight}")
+        if not (0 <= self.query_dropout <= 1 and (self.max_examples or not self.query_dropout)):
+            raise ValueError(
+                f"query_dropout must be in [0, 1], and 0 without retrieved pairs, got {self.query_dropout} with "
+                f"max_examples={self.max_examples}"
+            )
+        if self.clip_groups:
+            load_clip_groups(self.clip_groups)
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -3,7 +3,8 @@ collator that featurises in DataLoader workers, and a length-grouped, optionally
 
 Usage::
 
-    train_set = CaptionTrainingSet(pairs, processor, embedded, load_neighbors(path, embedded), max_examples=5, seed=0)
+    neighbors = load_neighbors(path, embedded, neighbor_settings(10))
+    train_set = CaptionTrainingSet(pairs, processor, embedded, neighbors, max_examples=5, seed=0, query_dropout=0.1)
     sampler = LengthGroupedBatchSampler(
         train_set.estimated_lengths, batch_size=128, seed=0, weights=balanced_source_weights(train_set.sources)
     )
@@ -23,6 +24,9 @@ over 1..max_examples. The epoch varies n, so a pair meets every prompt size over
 
 Which examples: a sample with n examples gets the first n of its stored neighbour list, nearest first (fewer if it
 has fewer): the same pairs, in the same order, that top-n retrieval puts in the prompt at inference.
+
+Query dropout: a `query_dropout` share of the samples with examples, drawn from (seed, epoch, index), get silence of
+their audio's length as the query, so their caption can only come from the examples (training sets only).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from datasets_scripts.columns import column
 __all__ = ["CaptionTrainingSet", "LengthGroupedBatchSampler", "PairCapCollator", "balanced_source_weights"]
 
 EXAMPLE_COLUMNS = ["caption", "is_long", "clip_index"]
+QUERY_DROPOUT_STREAM = 1  # the random stream of query dropout, apart from (seed, epoch)'s example counts
 
 
 def _token_counts(tokenizer, texts: Sequence[str]) -> np.ndarray:
@@ -109,6 +114,8 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         zero_shot_fraction: the share of zero-shot samples, the rest drawing 1..max_examples uniformly; None (default)
             is 1 / (max_examples + 1), uniform over 0..max_examples.
         example_tokens: the clips' pooled tokens (`embed_pairs(...).tokens`, a `ClipTokenStore`), read per example.
+        query_dropout: the share of the samples with >= 1 example whose query waveform is silence (zeros of its
+            length) in an epoch, drawn from (seed, epoch, index); 0 (default) for validation sets.
     """
 
     def __init__(
@@ -121,11 +128,14 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         seed: int = 0,
         zero_shot_fraction: float | None = None,
         example_tokens=None,
+        query_dropout: float = 0.0,
     ):
         if max_examples < 0:
             raise ValueError(f"max_examples must be >= 0, got {max_examples}")
         if zero_shot_fraction is not None and not 0 <= zero_shot_fraction <= 1:
             raise ValueError(f"zero_shot_fraction must be in [0, 1], got {zero_shot_fraction}")
+        if not 0 <= query_dropout <= 1:
+            raise ValueError(f"query_dropout must be in [0, 1], got {query_dropout}")
         if max_examples and (examples_source is None or neighbors is None or example_tokens is None):
             raise ValueError("max_examples > 0 needs examples_source, neighbors and example_tokens")
         missing = pairs.with_format("arrow")["audio"].is_null().to_numpy(zero_copy_only=False)
@@ -134,6 +144,7 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         self.processor = processor
         self.max_examples = max_examples
         self.seed = seed
+        self.query_dropout = query_dropout
         self.zero_shot_fraction = 1 / (max_examples + 1) if zero_shot_fraction is None else zero_shot_fraction
         self.pair_ids: list[str] = column(pairs, "pair_id")
         self.captions: list[str] = column(pairs, "caption")
@@ -142,6 +153,7 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         self._audio = pairs.select_columns(["audio"])
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by DataLoader workers, persistent too
         self._counts: tuple[int, np.ndarray] | None = None
+        self._silenced: tuple[int, np.ndarray] | None = None
         self._examples_source = examples_source
         self._neighbors = np.full((len(self.pair_ids), 0), -1, dtype=np.int64)
         if max_examples:
@@ -173,6 +185,18 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
             self._counts = (epoch, counts)
         return self._counts[1]
 
+    def silenced(self, epoch: int | None = None) -> np.ndarray:
+        """Per sample, whether its query is silence in `epoch` (default: the current one): a `query_dropout` share
+        of the samples that have examples, drawn from (seed, epoch) independently of the example counts."""
+        epoch = self.epoch if epoch is None else epoch
+        if self._silenced is None or self._silenced[0] != epoch:
+            silenced = np.zeros(len(self), dtype=bool)
+            if self.query_dropout:
+                rng = np.random.default_rng([self.seed, epoch, QUERY_DROPOUT_STREAM])
+                silenced = (rng.random(len(self)) < self.query_dropout) & (self.example_counts(epoch) > 0)
+            self._silenced = (epoch, silenced)
+        return self._silenced[1]
+
     def examples(self, index: int, epoch: int | None = None) -> list[dict[str, Any]]:
         """The interleaved examples of sample `index`: `{"audio_tokens" (n, D) float16, "caption", "is_long"}`."""
         count = self.example_counts(epoch)[index]
@@ -198,6 +222,8 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         if not isinstance(waveform, np.ndarray):  # the processor's AudioInputError, which names the file
             warnings.warn(f"skipping training pair {self.pair_ids[index]!r}: {waveform}", stacklevel=2)
             return None
+        if self.query_dropout and self.silenced()[index]:
+            waveform = np.zeros_like(waveform)
         return {
             "waveform": waveform,
             "caption": self.captions[index],

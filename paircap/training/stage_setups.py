@@ -28,9 +28,16 @@ from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.assembly import save_release
 from paircap.caption_data import load_pairs
 from paircap.training.adapters import save_adapter
+from paircap.training.clip_groups import load_clip_groups
 from paircap.training.config import TrainConfig
 from paircap.training.data import CaptionTrainingSet, PairCapCollator
-from paircap.training.neighbors import compute_training_neighbors, load_neighbors, save_neighbors
+from paircap.training.neighbors import (
+    compute_training_neighbors,
+    load_neighbors,
+    neighbor_settings,
+    save_neighbors,
+    stored_settings,
+)
 from paircap.training.pretraining_data import (
     CaptionTextCollator,
     CaptionTextSet,
@@ -98,19 +105,29 @@ def build_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
 
 def retrieved_examples(cfg: TrainConfig, pairs: Dataset, model, processor, accelerator: Accelerator):
     """
-    The training pairs' own audio-to-audio neighbours (paper §3.2), one pair per neighbouring clip: the pairs are
-    embedded once in the frozen retrieval space with the clips' tokens from the run's starting token encoder
-    (resumable), and their neighbour table stored under `retrieval_dir`, never recomputed per epoch.
+    The training pairs' own neighbours (paper §3.2: audio-to-audio; or `neighbor_mode` pair2pair), one pair per
+    neighbouring clip, none sharing audio with the pair (`clip_groups`): the pairs are embedded once in the frozen
+    retrieval space with the clips' tokens from the run's starting token encoder (resumable), and their neighbour table
+    stored under `retrieval_dir` with the settings that shaped it, recomputed only when those change.
     """
     folder = Path(cfg.retrieval_dir or Path(cfg.output_dir) / "retrieval")
     embedded = embed_pairs(
         pairs, model, processor, folder / "embedded", accelerator=accelerator, progress=accelerator.is_main_process
     )
     path = folder / "neighbors.npz"
-    if accelerator.is_main_process and not path.is_file():
-        save_neighbors(path, embedded.rows, compute_training_neighbors(embedded.rows, cfg.num_neighbors))
+    groups = load_clip_groups(cfg.clip_groups) if cfg.clip_groups else None
+    settings = neighbor_settings(cfg.num_neighbors, cfg.neighbor_mode, cfg.neighbor_weight, groups)
+    if accelerator.is_main_process and stored_settings(path) != settings:
+        neighbors = compute_training_neighbors(
+            embedded.rows,
+            cfg.num_neighbors,
+            mode=cfg.neighbor_mode,
+            fusion_weight=cfg.neighbor_weight,
+            clip_groups=groups,
+        )
+        save_neighbors(path, embedded.rows, neighbors, settings)
     accelerator.wait_for_everyone()
-    return embedded, load_neighbors(path, embedded.rows)
+    return embedded, load_neighbors(path, embedded.rows, settings)
 
 
 def optimizer_groups(cfg: TrainConfig, model: PairCapForConditionalGeneration) -> list[dict]:
@@ -144,6 +161,7 @@ def captioning_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
         cfg.seed,
         cfg.zero_shot_fraction,
         example_tokens=embedded and embedded.tokens,
+        query_dropout=cfg.query_dropout,
     )
     validation = None
     if cfg.validation_pairs:

@@ -54,6 +54,13 @@ METADATA_COLUMNS = ("file_name", "keywords", "sound_id", "sound_link", "start_en
         ("1.wav", "clotho", "1.wav"),
         ("Lade-Stereo_2012.wav", None, "lade-stereo_2012.wav"),
         ("Waves_00512.wav", None, "waves_00512.wav"),
+        ("1-100032-A-0", "esc50", "freesound:100032"),  # ESC-50 {fold}-{src_file}-{take}-{target}: the recording
+        ("1-100032-B-0.wav", None, "freesound:100032"),  # another take of it, as a file name
+        ("5-9032-AB-49.flac", None, "freesound:9032"),
+        ("1-10003-A-0", None, "freesound:10003"),  # 11 chars: not read as a YouTube id
+        ("6-100032-A-0", None, "6-100032-a-0"),  # fold 6, take "a" or target 50 are no ESC-50 stems
+        ("1-100032-a-0", None, "1-100032-a-0"),
+        ("1-100032-A-50", None, "1-100032-a-50"),
         ("youtube:7fmOlUlwoNg", None, "youtube:7fmOlUlwoNg"),  # idempotent
         ("freesound:80399", None, "freesound:80399"),
     ],

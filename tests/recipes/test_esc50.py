@@ -20,6 +20,7 @@ import soundfile as sf
 from helpers import SHARED_DATA
 
 from datasets_scripts.readers import FEATURES, ReaderReport
+from recipes.mini.local.corpus import clip_groups
 from recipes.mini.local.esc50 import (
     DEFAULT_LICENCE,
     EVENT_PHRASES,
@@ -38,7 +39,7 @@ from recipes.mini.local.event_captions import (
     named_events,
     names_event,
 )
-from recipes.mini.local.mixtures import mixture_events, write_mixtures
+from recipes.mini.local.mixtures import mixture_events, mixture_sources, write_mixtures
 
 SHARED = SHARED_DATA
 ESC_CC = SHARED / "esc50_cc"
@@ -359,6 +360,13 @@ def test_write_mixtures_wrong_events(few_clips, tmp_path):
             assert not named_events(caption) & set(record["events"])
     events = mixture_events(out)
     assert events["noisy1-train-00000"] == tuple(records["noisy1-train-00000"]["events"])
+    sources = mixture_sources(out)
+    assert sources["noisy1-train-00000"] == records["noisy1-train-00000"]["sources"] and len(sources) == 10
+    groups = clip_groups(out, [clean, noisy])  # the corpus's clip_groups.json: the mixtures of these sets only
+    assert groups == {aid: sources[aid] for aid in {*clean["audio_id"], *noisy["audio_id"]}}
+    assert all(
+        len(clips) == 2 and all(clip in {c.audio_id for c in few_clips} for clip in clips) for clips in groups.values()
+    )
     noisy_captions = {r["audio_id"]: r["caption"] for r in noisy.to_list()}
     assert event_accuracy(noisy_captions, events)["both"] == 0.0
     assert event_accuracy(noisy_captions, events)["any"] == 1.0

@@ -2,6 +2,7 @@
 interleaved examples, the collator in DataLoader workers, and the length-grouped, source-balanced batch sampler."""
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -10,11 +11,14 @@ import pyarrow as pa
 import pytest
 import soundfile as sf
 import torch
+from accelerate import Accelerator
 from datasets import Dataset
 
 from datasets_scripts.embed import EmbeddedPairs, embed_pairs
 from datasets_scripts.readers import FEATURES
+from modeling_paircap.clip_ids_paircap import normalise_clip_id
 from modeling_paircap.kb_format_paircap import embedding_matrix
+from paircap.training.clip_groups import clip_groups_digest, load_clip_groups
 from paircap.training.config import TrainConfig
 from paircap.training.data import (
     CaptionTrainingSet,
@@ -22,7 +26,14 @@ from paircap.training.data import (
     PairCapCollator,
     balanced_source_weights,
 )
-from paircap.training.neighbors import compute_training_neighbors, load_neighbors, save_neighbors
+from paircap.training.neighbors import (
+    compute_training_neighbors,
+    load_neighbors,
+    neighbor_settings,
+    save_neighbors,
+    stored_settings,
+)
+from paircap.training.stage_setups import retrieved_examples
 
 NUM_NEIGHBORS = 6
 MAX_EXAMPLES = 3
@@ -102,14 +113,16 @@ def train_set(training_pairs, tiny_release, embedded, neighbors) -> CaptionTrain
 
 
 def brute_force_neighbors(embedded: Dataset, k: int, distinct_clips: bool = True) -> np.ndarray:
-    """Audio-to-audio ranking in numpy: score descending, then row ascending; no text-only rows, no same clip, and
-    (`distinct_clips`) only the best-ranked row of each other clip."""
+    """Audio-to-audio ranking in numpy: score descending, then row ascending; no text-only rows, no same clip (by
+    normalised id: takes of one ESC-50 recording are one clip), and (`distinct_clips`) only the best-ranked row of
+    each other clip."""
     audio = embedding_matrix(embedded, "audio_embedding")
     has_audio = np.array(embedded["has_audio"])
     audio_ids = np.array(embedded["audio_id"])
+    clip_ids = np.array([normalise_clip_id(audio_id) for audio_id in audio_ids])
     expected = np.full((len(embedded), k), -1, dtype=np.int64)
     for row in np.flatnonzero(has_audio):
-        candidates = np.flatnonzero(has_audio & (audio_ids != audio_ids[row]))
+        candidates = np.flatnonzero(has_audio & (clip_ids != clip_ids[row]))
         scores = audio[candidates] @ audio[row]
         ranked = candidates[np.lexsort((candidates, -scores))]
         if distinct_clips:
@@ -154,11 +167,14 @@ def test_neighbors_equal_brute_force_ranking(embedded_rows, neighbors):
     embedded = embedded_rows
     assert_same_ranking(embedded, neighbors, brute_force_neighbors(embedded, NUM_NEIGHBORS))
     # the exact torch search in small batches, and more neighbours than exist (every pair has 16 other clips: the
-    # other 6 Clotho clips, with 5 captions each, and the 10 ESC-50 clips; 40 or 34 other-clip pairs)
+    # other 6 Clotho clips, with 5 captions each, and the 10 ESC-50 clips; 40 or 34 other-clip pairs; but the two
+    # takes of ESC-50 recording 144468 are one clip, so they have 15)
     many = compute_training_neighbors(embedded, 50, device="cpu", batch_size=7)
     assert_same_ranking(embedded, many, brute_force_neighbors(embedded, 50))
     has_audio = np.array(embedded["has_audio"])
-    assert ((many[has_audio] >= 0).sum(axis=1) == 16).all()
+    takes = np.isin(embedded["audio_id"], ["4-144468-A-27", "4-144468-B-27"])
+    assert ((many[has_audio & ~takes] >= 0).sum(axis=1) == 16).all()
+    assert takes.sum() == 2 and ((many[takes] >= 0).sum(axis=1) == 15).all()
 
 
 def test_phase2_neighbours_are_distinct_clips(training_pairs, tiny_release, embedded, embedded_rows, neighbors):
@@ -190,11 +206,94 @@ def test_phase2_neighbours_are_distinct_clips(training_pairs, tiny_release, embe
 
 def test_neighbors_save_load_round_trip_and_mismatch(embedded_rows, neighbors, tmp_path):
     embedded = embedded_rows
-    path = save_neighbors(tmp_path / "neighbors.npz", embedded, neighbors)
-    np.testing.assert_array_equal(load_neighbors(path, embedded), neighbors)
+    settings = neighbor_settings(NUM_NEIGHBORS)
+    path = save_neighbors(tmp_path / "neighbors.npz", embedded, neighbors, settings)
+    np.testing.assert_array_equal(load_neighbors(path, embedded, settings), neighbors)
+    assert stored_settings(path) == settings and stored_settings(tmp_path / "none.npz") is None
     for other in (embedded.select(range(len(embedded) - 1, -1, -1)), embedded.select(range(10))):
         with pytest.raises(ValueError, match=r"neighbors\.npz: .*another training set"):
-            load_neighbors(path, other)
+            load_neighbors(path, other, settings)
+    for changed in (
+        neighbor_settings(NUM_NEIGHBORS + 1),
+        neighbor_settings(NUM_NEIGHBORS, "pair2pair"),
+        neighbor_settings(NUM_NEIGHBORS, clip_groups={"a": ["b"]}),
+    ):
+        with pytest.raises(ValueError, match=r"neighbors\.npz: .*other settings"):
+            load_neighbors(path, embedded, changed)
+
+
+def test_neighbour_cache_is_recomputed_when_a_setting_changes(training_pairs, tiny_release, tmp_path):
+    """`retrieved_examples` reuses `retrieval/neighbors.npz` for the same settings only: a changed mode or clip
+    groups file recomputes the table instead of training on stale neighbours."""
+    _, model, processor = tiny_release
+    accelerator = Accelerator(cpu=True)
+    path = tmp_path / "retrieval" / "neighbors.npz"
+
+    def neighbours(**settings) -> np.ndarray:
+        cfg = TrainConfig(
+            stage="raft",
+            model_name_or_path="unused",
+            output_dir=str(tmp_path),
+            train_pairs=["unused"],
+            max_examples=2,
+            num_neighbors=4,
+            **settings,
+        )
+        embedded, table = retrieved_examples(cfg, training_pairs, model, processor, accelerator)
+        return embedded.rows, table
+
+    rows, audio = neighbours()
+    written = path.stat().st_mtime_ns
+    np.testing.assert_array_equal(neighbours()[1], audio)
+    assert path.stat().st_mtime_ns == written  # reused
+    text = neighbours(neighbor_mode="pair2pair", neighbor_weight=0.0)[1]
+    assert stored_settings(path) == neighbor_settings(4, "pair2pair", 0.0) and not np.array_equal(text, audio)
+    groups = tmp_path / "groups.json"
+    audio_ids = rows["audio_id"]
+    query, neighbour = audio_ids[0], audio_ids[text[0, 0]]  # the query's audio holds its first neighbour's clip
+    groups.write_text(json.dumps({query: [neighbour]}))
+    grouped = neighbours(neighbor_mode="pair2pair", neighbor_weight=0.0, clip_groups=str(groups))[1]
+    assert neighbour not in [audio_ids[row] for row in grouped[0] if row >= 0]
+    assert stored_settings(path)["clip_groups"] == clip_groups_digest(load_clip_groups(groups))
+
+
+def test_query_dropout_silences_a_share_of_the_samples_with_examples(training_pairs, tiny_release, embedded, neighbors):
+    processor = tiny_release[2]
+
+    def make(dropout: float, seed: int = 3) -> CaptionTrainingSet:
+        return CaptionTrainingSet(
+            training_pairs,
+            processor,
+            embedded.rows,
+            neighbors,
+            MAX_EXAMPLES,
+            seed,
+            example_tokens=embedded.tokens,
+            query_dropout=dropout,
+        )
+
+    half, again, plain = make(0.5), make(0.5), make(0.0)
+    epochs = range(20)
+    for epoch in epochs:
+        np.testing.assert_array_equal(half.silenced(epoch), again.silenced(epoch))  # from (seed, epoch, index)
+        np.testing.assert_array_equal(half.example_counts(epoch), plain.example_counts(epoch))  # counts unchanged
+        assert not (half.silenced(epoch) & (half.example_counts(epoch) == 0)).any()  # only samples with examples
+        assert not plain.silenced(epoch).any()
+    with_examples = sum(int((half.example_counts(epoch) > 0).sum()) for epoch in epochs)
+    assert 0.4 < sum(int(half.silenced(epoch).sum()) for epoch in epochs) / with_examples < 0.6
+    assert not np.array_equal(half.silenced(0), half.silenced(1))
+    assert not np.array_equal(half.silenced(0), make(0.5, seed=4).silenced(0))
+    always = make(1.0)
+    counts = always.example_counts(0)
+    np.testing.assert_array_equal(always.silenced(0), counts > 0)
+    for index in (int(np.argmax(counts > 0)), int(np.argmax(counts == 0))):
+        item, reference = always[index], plain[index]
+        assert item["waveform"].shape == reference["waveform"].shape and reference["waveform"].any()
+        assert item["waveform"].any() == (counts[index] == 0)  # silence of the query's length
+        assert len(item["examples"]) == counts[index] and item["caption"] == reference["caption"]
+    for dropout in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"query_dropout must be in \[0, 1\]"):
+            make(dropout)
 
 
 # ---- training samples -----------------------------------------------------------------------------------------------

@@ -1,7 +1,12 @@
 """Stage `corpus`: ESC-50 singles and two-event mixtures per split, noisy training mixtures, and the caption text of
+<<<<<<< HEAD
 AudioCaps and Clotho (no audio) for the language model; every set saved under `corpus/pairs/`. The captioners train
 and validate on `captioner_train` and `captioner_validation`: `train` and `validation` less the novel classes
 (`novel_classes.py`), which the CLAP stand-in, the LM's text and the knowledge bases keep."""
+=======
+AudioCaps and Clotho (no audio) for the language model; every set saved under `corpus/pairs/`, and the training
+mixtures' component clips in `corpus/clip_groups.json`."""
+>>>>>>> neighbours
 
 from __future__ import annotations
 
@@ -14,8 +19,12 @@ from datasets import Dataset, concatenate_datasets, disable_progress_bars, enabl
 from datasets_scripts.readers import read_audiocaps, read_clotho, with_path_audio
 from recipes.mini.local.esc50 import single_clip_pairs
 from recipes.mini.local.layout import MiniRun
+<<<<<<< HEAD
 from recipes.mini.local.mixtures import mixture_events, write_mixtures
 from recipes.mini.local.novel_classes import choose_novel_classes, without_novel, write_novel_classes
+=======
+from recipes.mini.local.mixtures import mixture_sources, write_mixtures
+>>>>>>> neighbours
 
 
 def write_corpus(run: MiniRun) -> None:
@@ -50,6 +59,7 @@ def write_corpus(run: MiniRun) -> None:
     save(mixtures["test"].filter(lambda clip: clip in grid, input_columns="audio_id"), run.pairs("test"))
     save(mixtures["test"], run.pairs("test_all"))
     save(noisy, run.pairs("noisy"))
+    run.clip_groups.write_text(json.dumps(clip_groups(run.mixtures_dir, [train, noisy]), indent=1))
     save(caption_text(run, train), run.pairs("text"))
     summary = {
         "clips": {split: len(part) for split, part in splits.items()},
@@ -65,6 +75,14 @@ def write_corpus(run: MiniRun) -> None:
         "text_captions": len(load_from_disk(str(run.pairs("text")))),
     }
     run.path("corpus", "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def clip_groups(mixtures_dir: Path, pair_sets: list[Dataset]) -> dict[str, list[str]]:
+    """The component clips of every mixture (of `mixtures_dir`) among `pair_sets`, by audio_id: in stage 2 no mixture
+    is a training neighbour of its own clips, nor of another mixture or take sharing a recording."""
+    sources = mixture_sources(mixtures_dir)
+    audio_ids = dict.fromkeys(audio_id for pairs in pair_sets for audio_id in pairs["audio_id"])
+    return {audio_id: sources[audio_id] for audio_id in audio_ids if audio_id in sources}
 
 
 def caption_text(run: MiniRun, train: Dataset) -> Dataset:

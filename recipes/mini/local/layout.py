@@ -52,6 +52,11 @@ class MiniRun:
     def mixtures_dir(self) -> Path:
         return self.path("corpus", "mixtures")
 
+    @property
+    def clip_groups(self) -> Path:
+        """`corpus/clip_groups.json`: the ESC-50 clips of every training mixture (TrainConfig `clip_groups`)."""
+        return self.path("corpus", "clip_groups.json")
+
     def stage_record(self, name: str) -> Path:
         """`stages/<name>.json`: the stage finished (its seconds, and when it started and finished)."""
         return self.path("stages", f"{name}.json")

@@ -352,3 +352,12 @@ def mixture_events(output_dir: PathLike) -> dict[str, tuple[str, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"no mixture metadata at {path}")
     return {aid: (r["events"][0], r["events"][1]) for aid, r in _read_records(path).items()}
+
+
+def mixture_sources(output_dir: PathLike) -> dict[str, list[str]]:
+    """The component clips (``sources``, ESC-50 audio ids) of every mixture in ``output_dir/mixtures.jsonl``, by
+    audio_id."""
+    path = Path(output_dir).expanduser() / _JSONL
+    if not path.is_file():
+        raise FileNotFoundError(f"no mixture metadata at {path}")
+    return {aid: list(r["sources"]) for aid, r in _read_records(path).items()}

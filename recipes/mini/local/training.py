@@ -61,7 +61,9 @@ def train_stage(run: MiniRun, name: str, **values) -> None:
 
 def train_captioner(run: MiniRun, name: str, start: Path, steps: int, max_examples: int) -> None:
     """A captioner stage on the captioners' training pairs (validated on their validation pairs, when the run has
-    them): the training pairs less the novel classes (`novel_classes.py`)."""
+    them): the training pairs less the novel classes (`novel_classes.py`); with retrieved pairs, no training neighbour
+    shares a recording with its pair (the corpus's clip groups)."""
+    neighbours = {"clip_groups": str(run.clip_groups)} if max_examples else {}
     train_stage(
         run,
         name,
@@ -71,6 +73,7 @@ def train_captioner(run: MiniRun, name: str, start: Path, steps: int, max_exampl
         max_examples=max_examples,
         max_steps=steps,
         per_device_batch_size=run.scale.batch_size,
+        **neighbours,
     )
 
 
