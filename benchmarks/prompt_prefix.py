@@ -25,7 +25,7 @@ from transformers import LlamaForCausalLM
 
 from benchmarks.common import ListOrNone, environment, markdown_table, parse_args, synchronize, write_results
 from benchmarks.workloads import SAMPLING_RATE, release, synthetic_knowledge_base, waveform
-from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
+from modeling_paircap.modeling_paircap import PairCapAudioProjector, PairCapForConditionalGeneration
 from modeling_paircap.prompt_prefix_paircap import shared_prefix_length
 from modeling_paircap.retrieval_paircap import PairCapRetriever
 from paircap.lm_configs import caption_lm_config
@@ -44,10 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def use_mini_lm(model: PairCapForConditionalGeneration) -> None:
-    """Replace the language model by a random one of the mini recipe's shape (same vocabulary)."""
+    """Replace the language model by a random one of the mini recipe's shape (same vocabulary), and the projector by
+    one of its width."""
     config = caption_lm_config(model.config.text_config.vocab_size, 192, 512, 4, 4, 1024, pad_token_id=None)
     model.language_model = LlamaForCausalLM(config).to(model.device).eval()
     model.config.text_config = config
+    model.multi_modal_projector = PairCapAudioProjector(model.config).to(model.device).eval()
 
 
 def paired_medians(calls: dict[str, Callable[[], object]], device: str, repeats: int) -> dict[str, float]:
