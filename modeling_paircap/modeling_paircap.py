@@ -428,7 +428,8 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         zero_shot_ids = None
         if mode == "generative_pair2pair":
             query_budget = self.config.query_max_new_tokens if query_max_new_tokens is None else query_max_new_tokens
-            check_prompts_fit(prompt_lengths(input_ids, attention_mask), context, query_budget or 0)
+            if query_budget is not None and query_budget > new_tokens:
+                check_prompts_fit(prompt_lengths(input_ids, attention_mask), context, query_budget)
             first_pass = first_pass_kwargs(kwargs, query_budget)
             zero_shot_ids = self._zero_shot_ids(input_ids, attention_mask, encoding.audio_tokens, first_pass)
         retrieved = retriever(

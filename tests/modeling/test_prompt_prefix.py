@@ -117,9 +117,13 @@ def test_zero_shot_tokens_equal_with_and_without_the_shared_prefix(tiny_release,
     if batch == 3:
         assert len(set(inputs["attention_mask"].sum(1).tolist())) == 3  # three prompt lengths: left padding
     model.prompt_prefix_cache.clear()
-    for settings in (GREEDY, {"max_new_tokens": 5, "num_beams": 3, "num_return_sequences": 2, "do_sample": False}):
+    beams = {"max_new_tokens": 5, "num_beams": 3, "num_return_sequences": 2, "do_sample": False}
+    sampling = {"max_new_tokens": 8, "do_sample": True, "top_k": 50, "num_return_sequences": 2}
+    for settings in (GREEDY, beams, sampling):
+        torch.manual_seed(0)
         plain = model.generate(**inputs, share_prefix=False, **settings)
         assert not model.prompt_prefix_cache._entries
+        torch.manual_seed(0)
         shared = model.generate(**inputs, share_prefix=True, **settings)
         assert torch.equal(shared, plain)
         (prefix,) = model.prompt_prefix_cache._entries
