@@ -44,6 +44,12 @@ class PairCapConfig(PreTrainedConfig):
             LM tokens a retrieved caption keeps in a pass-2 prompt at most (longer ones are cut on a token boundary,
             with a warning naming their KB rows); None: no cut. The default, 192, is above every AudioCaps and Clotho
             caption, which take at most 161 tokens even with the tiny test tokenizer's 400-token vocabulary.
+        query_max_new_tokens (`int`, *optional*):
+            Tokens the zero-shot pass of generative pair-to-pair retrieval (whose caption only feeds retrieval) decodes
+            at most; None: as many as the final pass (`max_new_tokens`).
+        share_prompt_prefix (`bool`):
+            Whether `generate` computes the KV cache of the system text every prompt starts with once and starts every
+            prompt of both passes from it (same tokens; `generate(..., share_prefix=False)` turns it off per call).
     """
 
     model_type = "paircap"
@@ -67,6 +73,8 @@ class PairCapConfig(PreTrainedConfig):
     retrieval_top_k: int = 5
     knowledge_base: str | None = None
     max_example_caption_tokens: int | None = 192
+    query_max_new_tokens: int | None = None
+    share_prompt_prefix: bool = True
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -78,6 +86,10 @@ class PairCapConfig(PreTrainedConfig):
             raise ValueError(
                 "max_example_caption_tokens must be at least 1 (or None: no cut), got "
                 f"{self.max_example_caption_tokens}"
+            )
+        if self.query_max_new_tokens is not None and self.query_max_new_tokens < 1:
+            raise ValueError(
+                f"query_max_new_tokens must be at least 1 (or None: as max_new_tokens), got {self.query_max_new_tokens}"
             )
         if self.encoder_tokens_per_window % self.audio_pool_stride:
             raise ValueError(

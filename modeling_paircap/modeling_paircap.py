@@ -15,6 +15,7 @@ from transformers.utils import ModelOutput
 from .configuration_paircap import PairCapConfig
 from .fingerprints_paircap import weights_fingerprint
 from .prompt_budget_paircap import check_prompts_fit, context_size, new_token_count, prompt_lengths
+from .prompt_prefix_paircap import PromptPrefixCache, shared_prefix_inputs
 from .retrieval_modes_paircap import check_retrieval_mode
 from .retrieval_paircap import PairCapRetriever, search_device
 
@@ -109,6 +110,7 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.retriever: PairCapRetriever | None = None
         self._configured_retriever: tuple[tuple, PairCapRetriever] | None = None  # built from config.knowledge_base
+        self.prompt_prefix_cache = PromptPrefixCache()  # KV caches of the prompts' shared system text
         self.post_init()
 
     @classmethod
@@ -374,6 +376,8 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         text_queries: list[str] | None = None,
         retriever: PairCapRetriever | None = None,
         max_pairs_per_clip: int | None = 1,
+        query_max_new_tokens: int | None = None,
+        share_prefix: bool | None = None,
         **kwargs,
     ):
         r"""
@@ -392,6 +396,11 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
             text_queries: the text half of `pair2pair` queries.
             retriever: this call's `PairCapRetriever` instead of the model's (`get_retriever`), e.g. another KB.
             max_pairs_per_clip: retrieved pairs of one clip at most (its best captions); None: no limit.
+            query_max_new_tokens: tokens pass 1 (the zero-shot caption that only feeds retrieval) decodes at most;
+                default `config.query_max_new_tokens`, None: as pass 2.
+            share_prefix: start every prompt of both passes from the cached KV of the system text the batch shares
+                (`prompt_prefix_paircap`; same tokens as without); default `config.share_prompt_prefix`. Calls with a
+                static or quantized cache, a cache of their own or assisted decoding run without it.
             kwargs: generation arguments (beams, `max_new_tokens`, sampling...), applied to both passes; pass 1 keeps
                 one sequence per query. With `return_dict_in_generate=True` and retrieval, a `PairCapGenerateOutput`.
 
@@ -406,6 +415,7 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         check_prompts_fit(prompt_lengths(input_ids, attention_mask), context, new_tokens)
         mode = self._resolve_retrieval_mode(retrieval_mode, retriever)
         top_k = self.config.retrieval_top_k if top_k is None else top_k
+        kwargs["share_prefix"] = self.config.share_prompt_prefix if share_prefix is None else share_prefix
         if mode == "none" or top_k == 0:
             return self._generate_filled(
                 input_ids, attention_mask, input_features, audio_tokens, audio_tokens_mask, **kwargs
@@ -417,7 +427,11 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         encoding = self.encode_audio(input_features, counts)
         zero_shot_ids = None
         if mode == "generative_pair2pair":
-            zero_shot_ids = self._zero_shot_ids(input_ids, attention_mask, encoding.audio_tokens, kwargs)
+            query_budget = self.config.query_max_new_tokens if query_max_new_tokens is None else query_max_new_tokens
+            if query_budget is not None and query_budget > new_tokens:
+                check_prompts_fit(prompt_lengths(input_ids, attention_mask), context, query_budget)
+            first_pass = first_pass_kwargs(kwargs, query_budget)
+            zero_shot_ids = self._zero_shot_ids(input_ids, attention_mask, encoding.audio_tokens, first_pass)
         retrieved = retriever(
             self,
             encoding.audio_embeds,
@@ -469,31 +483,45 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
     ):
         """`GenerationMixin.generate` on prompts whose `<audio>` placeholders are filled (see `build_inputs_embeds`)."""
         inputs_embeds = self.build_inputs_embeds(input_ids, input_features, audio_tokens, audio_tokens_mask)
-        return super().generate(
-            input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs
-        )
+        return self._generate_embedded(input_ids, inputs_embeds, attention_mask, **kwargs)
+
+    def _generate_embedded(self, input_ids, inputs_embeds, attention_mask, share_prefix: bool = False, **kwargs):
+        """`GenerationMixin.generate` on embedded prompts; with `share_prefix`, from the cached KV of the prefix the
+        prompts share where the call allows (`shared_prefix_inputs`), the output's prompts being the caller's."""
+        shared = shared_prefix_inputs(self, input_ids, inputs_embeds, attention_mask, kwargs) if share_prefix else None
+        if shared is None:
+            return super().generate(
+                input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs
+            )
+        inputs, layout = shared
+        return layout.restore(super().generate(**inputs, **kwargs), input_ids)
 
     def _zero_shot_ids(self, input_ids, attention_mask, audio_tokens: torch.Tensor, kwargs: dict) -> torch.Tensor:
         """Pass 1: the ids of the queries' zero-shot captions (after the prompts), from their already encoded tokens
-        (`first_pass_kwargs`)."""
+        (`kwargs` from `first_pass_kwargs`)."""
         inputs_embeds = self.merge_audio_tokens(
             input_ids, self.get_input_embeddings()(input_ids), audio_tokens, None, None
         )
-        first_pass = super().generate(
-            input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **first_pass_kwargs(kwargs)
-        )
+        first_pass = self._generate_embedded(input_ids, inputs_embeds, attention_mask, **kwargs)
         return first_pass[:, input_ids.shape[1] :]
 
 
-def first_pass_kwargs(kwargs: dict) -> dict:
-    """Generation arguments for pass 1: the same decoding, one plain sequence per query."""
-    return {
+def first_pass_kwargs(kwargs: dict, max_new_tokens: int | None = None) -> dict:
+    """Generation arguments for pass 1: the same decoding, one plain sequence per query, and at most `max_new_tokens`
+    tokens when given (`min_new_tokens` lowered to it)."""
+    first = {
         **kwargs,
         "num_return_sequences": 1,
         "return_dict_in_generate": False,
         "output_scores": False,
         "output_logits": False,
     }
+    if max_new_tokens is not None:
+        first["max_new_tokens"] = max_new_tokens
+        first.pop("max_length", None)
+        if first.get("min_new_tokens") is not None:
+            first["min_new_tokens"] = min(first["min_new_tokens"], max_new_tokens)
+    return first
 
 
 def package_output(output, prompt_ids: torch.LongTensor, second_prompt_length: int, zero_shot_captions, hits):
