@@ -116,6 +116,13 @@ def peak_memory_bytes(device: str) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # never reset: the whole process's peak
 
 
+def measure_with_peak(fn: Callable[[], object], device: str, warmup: int = 1, repeats: int = 5) -> tuple[Timing, int]:
+    """`measure`, and the peak memory in bytes over the warm-up and the repeats (`peak_memory_bytes`)."""
+    reset_peak_memory(device)
+    timing = measure(fn, device, warmup, repeats)
+    return timing, peak_memory_bytes(device)
+
+
 def _cpu_name() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():

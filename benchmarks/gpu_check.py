@@ -64,9 +64,8 @@ from benchmarks.common import (
     environment,
     markdown_table,
     measure,
+    measure_with_peak,
     parse_args,
-    peak_memory_bytes,
-    reset_peak_memory,
     synchronize,
     target_check,
     write_results,
@@ -345,9 +344,7 @@ def stage2(state: CheckState) -> list[dict]:
 
     gc.collect()
     before = torch.cuda.memory_allocated() if device == "cuda" else None
-    reset_peak_memory(device)
-    timing = measure(step, device, warmup=2, repeats=state.settings["train_steps"])
-    peak = peak_memory_bytes(device)
+    timing, peak = measure_with_peak(step, device, warmup=2, repeats=state.settings["train_steps"])
     rows, tokens = batch["input_ids"].shape
     row = {"stage": "stage 2 (IA3 + LM head + projector + audio tower)", "batch_size": rows, "sequence_tokens": tokens}
     row.update(examples_per_sample=cfg.max_examples, mixed_precision=cfg.mixed_precision)

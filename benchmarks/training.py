@@ -27,10 +27,8 @@ import torch
 from benchmarks.common import (
     environment,
     markdown_table,
-    measure,
+    measure_with_peak,
     parse_args,
-    peak_memory_bytes,
-    reset_peak_memory,
     write_results,
 )
 from benchmarks.workloads import CAPTIONS, SAMPLING_RATE, model_dtype, release, waveform
@@ -89,9 +87,7 @@ def measure_stage(name: str, model, batch, device: str, steps: int) -> dict:
     set_training_mode(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE)
     gc.collect()
-    reset_peak_memory(device)
-    timing = measure(lambda: train_step(model, optimizer, batch), device, warmup=WARMUP, repeats=steps)
-    peak = peak_memory_bytes(device)
+    timing, peak = measure_with_peak(lambda: train_step(model, optimizer, batch), device, warmup=WARMUP, repeats=steps)
     batch_size, tokens = batch["input_ids"].shape[0], int(batch["attention_mask"].sum())
     return {
         "stage": name,

@@ -27,6 +27,7 @@ __all__ = [
     "DROPPED_ORIGINAL_KEYS",
     "convert_laion_clap_checkpoint",
     "convert_laion_clap_state_dict",
+    "htsat_clap_config",
     "htsat_unfused_config",
     "laion_clap_feature_extractor",
     "load_clap_config",
@@ -110,6 +111,49 @@ _QKV_TARGETS = ("query", "key", "value")
 _DROPPED_RULES = tuple(re.compile(pattern) for pattern in DROPPED_ORIGINAL_KEYS)
 
 
+def htsat_clap_config(
+    vocab_size: int,
+    text_hidden_size: int,
+    text_layers: int,
+    text_heads: int,
+    text_intermediate_size: int,
+    max_positions: int,
+    depths: list[int],
+    audio_heads: list[int],
+    patch_embeds_hidden_size: int,
+    projection_dim: int,
+    *,
+    text_options: dict | None = None,
+    audio_options: dict | None = None,
+    **options,
+) -> ClapConfig:
+    """A CLAP config of the given size: a RoBERTa text tower (pad id 1) and an unfused HTS-AT (Swin) audio tower,
+    whose output width is ``patch_embeds_hidden_size`` doubled at each stage after the first. ``text_options`` and
+    ``audio_options`` are further settings of the text and audio configs, ``options`` of the ``ClapConfig``."""
+    return ClapConfig(
+        text_config={
+            "vocab_size": vocab_size,
+            "hidden_size": text_hidden_size,
+            "num_hidden_layers": text_layers,
+            "num_attention_heads": text_heads,
+            "intermediate_size": text_intermediate_size,
+            "max_position_embeddings": max_positions,
+            "pad_token_id": 1,
+            **(text_options or {}),
+        },
+        audio_config={
+            "depths": depths,
+            "num_attention_heads": audio_heads,
+            "patch_embeds_hidden_size": patch_embeds_hidden_size,
+            "hidden_size": patch_embeds_hidden_size * 2 ** (len(depths) - 1),  # HTS-AT num_features
+            "enable_fusion": False,
+            **(audio_options or {}),
+        },
+        projection_dim=projection_dim,
+        **options,
+    )
+
+
 def htsat_unfused_config() -> ClapConfig:
     """Return the :class:`ClapConfig` of ``laion/clap-htsat-unfused`` (HTS-AT tiny + RoBERTa-base, no fusion).
 
@@ -119,35 +163,15 @@ def htsat_unfused_config() -> ClapConfig:
     the upstream conversion script left in place): against the original LAION code the text tower's last hidden state
     is off by 2.2e-3 with 1e-12 and by 3.5e-6 with 1e-5.
     """
-    return ClapConfig(
-        text_config={
-            "vocab_size": 50265,
-            "hidden_size": 768,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 12,
-            "intermediate_size": 3072,
-            "hidden_act": "gelu",
-            "max_position_embeddings": 514,
-            "type_vocab_size": 1,
-            "pad_token_id": 1,
-            "bos_token_id": 0,
-            "eos_token_id": 2,
-            "layer_norm_eps": 1e-5,
-        },
-        audio_config={
-            "patch_embeds_hidden_size": 96,
-            "depths": [2, 2, 6, 2],
-            "num_attention_heads": [4, 8, 16, 32],
-            "window_size": 8,
-            "spec_size": 256,
-            "num_mel_bins": 64,
-            "patch_size": 4,
-            "patch_stride": [4, 4],
-            "hidden_size": 768,  # HTS-AT num_features = 96 * 2 ** 3, the input of audio_projection.0
-            "enable_fusion": False,
-            "num_classes": 527,
-        },
-        projection_dim=512,
+    text = {"hidden_act": "gelu", "type_vocab_size": 1, "bos_token_id": 0, "eos_token_id": 2, "layer_norm_eps": 1e-5}
+    audio = {"window_size": 8, "spec_size": 256, "num_mel_bins": 64, "patch_size": 4, "patch_stride": [4, 4]}
+    roberta_base, htsat_tiny = (50265, 768, 12, 12, 3072, 514), ([2, 2, 6, 2], [4, 8, 16, 32], 96)
+    return htsat_clap_config(
+        *roberta_base,
+        *htsat_tiny,
+        512,
+        text_options=text,
+        audio_options={**audio, "num_classes": 527},
         projection_hidden_act="relu",
     )
 

@@ -19,6 +19,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from paircap.convert_laion_clap import htsat_clap_config
 from paircap.lm_configs import caption_lm_config
 
 # Caption-like sentences: the tokenizers' training text, so captions tokenize into real sub-words.
@@ -98,25 +99,7 @@ def train_clap_tokenizer(vocab_size: int = 300, corpus: Sequence[str] = CORPUS *
 def tiny_clap_config(vocab_size: int) -> ClapConfig:
     """HTSAT with 4 one-block stages of width 8..64 (the real stage layout, 64 tokens per window) and a 2-layer text
     tower."""
-    return ClapConfig(
-        text_config={
-            "vocab_size": vocab_size,
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 37,
-            "max_position_embeddings": 80,
-            "pad_token_id": 1,
-        },
-        audio_config={
-            "depths": [1, 1, 1, 1],
-            "num_attention_heads": [1, 2, 2, 4],
-            "patch_embeds_hidden_size": 8,
-            "hidden_size": 64,
-            "enable_fusion": False,
-        },
-        projection_dim=16,
-    )
+    return htsat_clap_config(vocab_size, 32, 2, 2, 37, 80, [1, 1, 1, 1], [1, 2, 2, 4], 8, 16)
 
 
 def tiny_llama_config(vocab_size: int) -> LlamaConfig:

@@ -78,6 +78,15 @@ def _assert_names(exc: AudioInputError, name: str) -> None:
     assert str(exc).startswith(f"{name}: ")
 
 
+def _refused(path, sampling_rate: int, match: str | None = None, **options) -> AudioInputError:
+    """`load_audio_file(path, sampling_rate, **options)` raises an `AudioInputError` matching `match` that names
+    the file; the error."""
+    with pytest.raises(AudioInputError, match=match) as info:
+        load_audio_file(path, sampling_rate, **options)
+    _assert_names(info.value, str(path))
+    return info.value
+
+
 @pytest.fixture(autouse=True)
 def _reset_missing_sr_warning():
     audio_loading_paircap.logger.warning_once.cache_clear()
@@ -347,47 +356,32 @@ def test_load_stereo_int16_file_mixed_and_resampled(tmp_path):
 def test_text_file_renamed_wav_names_the_file(tmp_path):
     path = tmp_path / "not_audio.wav"
     path.write_text("this is a caption, not a RIFF header\n" * 20)
-    with pytest.raises(AudioInputError) as info:
-        load_audio_file(path, 16000)
-    _assert_names(info.value, str(path))
-    assert "could not decode audio (soundfile:" in str(info.value)
+    assert "could not decode audio (soundfile:" in str(_refused(path, 16000))
 
 
 def test_missing_directory_empty_nan_silent_files(tmp_path):
     missing = tmp_path / "nope.flac"
-    with pytest.raises(AudioInputError, match="file not found") as info:
-        load_audio_file(missing, 16000)
-    _assert_names(info.value, str(missing))
+    _refused(missing, 16000, "file not found")
 
-    with pytest.raises(AudioInputError, match="directory") as info:
-        load_audio_file(tmp_path, 16000)
-    _assert_names(info.value, str(tmp_path))
+    _refused(tmp_path, 16000, "directory")
 
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros((0, 1), dtype=np.float32), 16000)
-    with pytest.raises(AudioInputError, match="zero samples") as info:
-        load_audio_file(empty, 16000)
-    _assert_names(info.value, str(empty))
+    _refused(empty, 16000, "zero samples")
 
     nan = tmp_path / "nan.wav"
     data = np.full(1000, 0.1, dtype=np.float32)
     data[10] = np.nan
     sf.write(nan, data, 16000, subtype="FLOAT")
-    with pytest.raises(AudioInputError, match="1 NaN") as info:
-        load_audio_file(nan, 16000)
-    _assert_names(info.value, str(nan))
+    _refused(nan, 16000, "1 NaN")
 
     silent = tmp_path / "silent.flac"
     sf.write(silent, np.zeros(1000, dtype=np.float32), 16000)
-    with pytest.raises(AudioInputError, match="silent") as info:
-        load_audio_file(silent, 16000)
-    _assert_names(info.value, str(silent))
+    _refused(silent, 16000, "silent")
 
     zero_bytes = tmp_path / "zero.wav"
     zero_bytes.write_bytes(b"")
-    with pytest.raises(AudioInputError, match="could not decode") as info:
-        load_audio_file(zero_bytes, 16000)
-    _assert_names(info.value, str(zero_bytes))
+    _refused(zero_bytes, 16000, "could not decode")
 
 
 def test_missing_soundfile_gives_install_hint(tmp_path, monkeypatch):
@@ -609,10 +603,8 @@ def test_truncated_flac_with_nothing_decodable_is_an_error(tmp_path):
     blob = _flac_bytes(tmp_path, seconds=5.0)
     cut = tmp_path / "header_only.flac"
     cut.write_bytes(blob[:300])
-    with pytest.raises(AudioInputError, match="could not decode audio") as info:
-        load_audio_file(cut, 48000, window_samples=W, max_windows=K)
-    _assert_names(info.value, str(cut))
-    assert "the header claims 220500 frames" in str(info.value)
+    error = _refused(cut, 48000, "could not decode audio", window_samples=W, max_windows=K)
+    assert "the header claims 220500 frames" in str(error)
 
 
 def test_flac_without_a_length_in_its_header(tmp_path):
@@ -648,9 +640,7 @@ def test_wav_whose_header_claims_more_data_than_the_file_holds(tmp_path):
 def test_zero_length_and_header_only_files(tmp_path):
     zero = tmp_path / "zero.wav"
     zero.write_bytes(b"")
-    with pytest.raises(AudioInputError, match=r"could not decode audio: the file is empty \(0 bytes\)") as info:
-        load_audio_file(zero, 48000, window_samples=W, max_windows=K)
-    _assert_names(info.value, str(zero))
+    _refused(zero, 48000, r"could not decode audio: the file is empty \(0 bytes\)", window_samples=W, max_windows=K)
     header_only = tmp_path / "header_only.wav"
     sf.write(header_only, np.zeros((0, 1), np.float32), 16000)
     with pytest.raises(AudioInputError, match="zero samples"):
@@ -720,9 +710,7 @@ def test_broken_links_loops_and_directories_name_the_path(tmp_path):
         (tmp_path / "missing.wav", "file not found"),
         (tmp_path / "nested" / "missing.wav", "file not found"),
     ]:
-        with pytest.raises(AudioInputError, match=re.escape(fragment)) as info:
-            load_audio_file(path, 48000)
-        _assert_names(info.value, str(path))
+        _refused(path, 48000, re.escape(fragment))
 
 
 @pytest.mark.skipif(not CHMOD_BLOCKS, reason="running as root: chmod 000 does not stop root from reading")
@@ -734,12 +722,8 @@ def test_unreadable_file_and_folder(tmp_path):
     inside = _write_blocks(closed / "inside.wav", _signal(48000, 1.0), 48000)
     closed.chmod(0)
     try:
-        with pytest.raises(AudioInputError, match="permission denied") as info:
-            load_audio_file(locked, 48000)
-        _assert_names(info.value, str(locked))
-        with pytest.raises(AudioInputError, match="permission denied") as info:
-            load_audio_file(inside, 48000)
-        _assert_names(info.value, str(inside))
+        _refused(locked, 48000, "permission denied")
+        _refused(inside, 48000, "permission denied")
         with pytest.raises(AudioInputError, match="cannot be listed"):
             load_audio_file(closed, 48000)
     finally:
@@ -761,9 +745,7 @@ def test_resampler_failure_becomes_the_items_error(tmp_path, monkeypatch, except
 
     monkeypatch.setattr(audio_arrays_paircap, "_soxr_resample", failing)
     for layout in ({}, {"window_samples": W, "max_windows": K}):
-        with pytest.raises(AudioInputError, match=r"could not resample 44100 Hz -> 48000 Hz") as info:
-            load_audio_file(path, 48000, **layout)
-        _assert_names(info.value, str(path))
+        _refused(path, 48000, r"could not resample 44100 Hz -> 48000 Hz", **layout)
     out = load_audio_batch([path, np.full(480, 0.1)], 48000, sampling_rate=48000)
     assert isinstance(out[0], AudioInputError) and isinstance(out[1], np.ndarray)
 

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,14 +40,20 @@ def write_clip(path, seconds, frequency, seed):
     return str(path)
 
 
+def write_clips(folder, kb_seconds, query_seconds, kb_hz, query_hz, query_seed) -> tuple[list[str], list[str]]:
+    """KB clips `kb{i}.wav` and query clips `q{i}.wav` of the given lengths in seconds: tones rising from
+    `kb_hz` (`query_hz`) times i + 1, with noise seeded i (`query_seed` + i)."""
+    kb = [write_clip(folder / f"kb{i}.wav", s, kb_hz * (i + 1), i) for i, s in enumerate(kb_seconds)]
+    queries = [
+        write_clip(folder / f"q{i}.wav", s, query_hz * (i + 1), query_seed + i) for i, s in enumerate(query_seconds)
+    ]
+    return kb, queries
+
+
 @pytest.fixture(scope="module")
 def kb_clips(tmp_path_factory):
     """Eight synthetic KB clips (one of 45 s, so flagged long) and three query clips."""
-    folder = tmp_path_factory.mktemp("clips")
-    lengths = [3, 12, 5, 45, 8, 4, 21, 6]
-    kb = [write_clip(folder / f"kb{i}.wav", s, 150 * (i + 1), i) for i, s in enumerate(lengths)]
-    queries = [write_clip(folder / f"q{i}.wav", s, 160 * (i + 1), 100 + i) for i, s in enumerate([4, 14, 6])]
-    return kb, queries
+    return write_clips(tmp_path_factory.mktemp("clips"), [3, 12, 5, 45, 8, 4, 21, 6], [4, 14, 6], 150, 160, 100)
 
 
 def pairs_dataset(paths, captions, text_only_captions=()) -> Dataset:
@@ -63,22 +70,22 @@ def pairs_dataset(paths, captions, text_only_captions=()) -> Dataset:
     )
 
 
+def build_kb(release, output: Path, pairs: Dataset, name: str) -> Path:
+    """The KB of `pairs` in `output`, built with the tiny release's model and processor (4 pairs a shard)."""
+    _, model, processor = release
+    build_knowledge_base(pairs, model, processor, output, {"name": name}, shard_size=4, num_workers=0, progress=False)
+    return output
+
+
 @pytest.fixture(scope="module")
 def kb_folder(tiny_release, kb_clips, tmp_path_factory):
-    _, model, processor = tiny_release
-    output = tmp_path_factory.mktemp("kb") / "kb"
     pairs = pairs_dataset(kb_clips[0], CAPTIONS, ["Thunder rumbles far away.", "People talk in a market."])
-    build_knowledge_base(pairs, model, processor, output, {"name": "test"}, shard_size=4, num_workers=0, progress=False)
-    return output
+    return build_kb(tiny_release, tmp_path_factory.mktemp("kb") / "kb", pairs, "test")
 
 
 @pytest.fixture(scope="module")
 def text_kb_folder(tiny_release, tmp_path_factory):
-    _, model, processor = tiny_release
-    output = tmp_path_factory.mktemp("kb") / "text-kb"
-    pairs = pairs_dataset([], [], CAPTIONS)
-    build_knowledge_base(pairs, model, processor, output, {"name": "text"}, shard_size=4, num_workers=0, progress=False)
-    return output
+    return build_kb(tiny_release, tmp_path_factory.mktemp("kb") / "text-kb", pairs_dataset([], [], CAPTIONS), "text")
 
 
 @pytest.fixture(scope="module")

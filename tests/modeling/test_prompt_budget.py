@@ -8,9 +8,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-from test_generate import pairs_dataset, write_clip
+from test_generate import build_kb, pairs_dataset, write_clips
 
-from datasets_scripts.build_kb import build_knowledge_base
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.retrieval_paircap import PairCapRetriever
 from paircap.tiny import CORPUS
@@ -37,20 +36,14 @@ class RecordingRetriever(PairCapRetriever):
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """Four KB clips and two query clips, each within one 10 s window (so every example adds the same audio)."""
-    folder = tmp_path_factory.mktemp("clips")
-    kb = [write_clip(folder / f"kb{i}.wav", s, 170 * (i + 1), i) for i, s in enumerate([3, 5, 4, 6])]
-    queries = [write_clip(folder / f"q{i}.wav", s, 175 * (i + 1), 70 + i) for i, s in enumerate([4, 3])]
-    return kb, queries
+    return write_clips(tmp_path_factory.mktemp("clips"), [3, 5, 4, 6], [4, 3], 170, 175, 70)
 
 
 @pytest.fixture(scope="module")
 def kb_folder(tiny_release, clips, tmp_path_factory):
     """The first clip's caption is 10,000 characters; the others are normal."""
-    _, model, processor = tiny_release
-    output = tmp_path_factory.mktemp("kb") / "kb"
     pairs = pairs_dataset(clips[0], [LONG_CAPTION, *CAPTIONS[1:]])
-    build_knowledge_base(pairs, model, processor, output, {"name": "long"}, shard_size=4, num_workers=0, progress=False)
-    return output
+    return build_kb(tiny_release, tmp_path_factory.mktemp("kb") / "kb", pairs, "long")
 
 
 @pytest.fixture

@@ -9,9 +9,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from test_generate import pairs_dataset, write_clip
+from test_generate import build_kb, pairs_dataset, write_clips
 
-from datasets_scripts.build_kb import build_knowledge_base
 from modeling_paircap.kb_format_paircap import KnowledgeBaseError
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
@@ -23,19 +22,13 @@ GEN = {"max_new_tokens": 5, "do_sample": False}
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """Three KB clips and two query clips."""
-    folder = tmp_path_factory.mktemp("clips")
-    kb = [write_clip(folder / f"kb{i}.wav", s, 200 * (i + 1), i) for i, s in enumerate([3, 5, 4])]
-    queries = [write_clip(folder / f"q{i}.wav", s, 210 * (i + 1), 50 + i) for i, s in enumerate([4, 6])]
-    return kb, queries
+    return write_clips(tmp_path_factory.mktemp("clips"), [3, 5, 4], [4, 6], 200, 210, 50)
 
 
 @pytest.fixture(scope="module")
 def kb_folder(tiny_release, clips, tmp_path_factory):
-    _, model, processor = tiny_release
-    output = tmp_path_factory.mktemp("kb") / "kb"
     pairs = pairs_dataset(clips[0], ["A hum.", "A whistle.", "Rain falls."], ["Thunder rumbles far away."])
-    build_knowledge_base(pairs, model, processor, output, {"name": "test"}, shard_size=4, num_workers=0, progress=False)
-    return output
+    return build_kb(tiny_release, tmp_path_factory.mktemp("kb") / "kb", pairs, "test")
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from paircap.convert_laion_clap import (
     DROPPED_ORIGINAL_KEYS,
     convert_laion_clap_checkpoint,
     convert_laion_clap_state_dict,
+    htsat_clap_config,
     htsat_unfused_config,
     load_laion_clap_checkpoint,
 )
@@ -28,26 +29,7 @@ NUM_CLASSES = 527  # audio_cfg.class_num (HTS-AT AudioSet head)
 
 
 def tiny_config() -> ClapConfig:
-    return ClapConfig(
-        text_config={
-            "vocab_size": 100,
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 37,
-            "max_position_embeddings": 80,
-        },
-        audio_config={
-            "patch_embeds_hidden_size": 8,
-            "depths": [2, 1, 2, 2],
-            "num_attention_heads": [1, 2, 2, 4],
-            "window_size": 8,
-            "spec_size": 256,
-            "num_mel_bins": 64,
-            "hidden_size": 64,  # 8 * 2 ** 3, HTS-AT num_features
-        },
-        projection_dim=16,
-    )
+    return htsat_clap_config(100, 32, 2, 2, 37, 80, [2, 1, 2, 2], [1, 2, 2, 4], 8, 16)
 
 
 def _original_relative_position_index(window: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ measurements behind these choices.
 
 from transformers import ClapConfig, ClapFeatureExtractor, LlamaConfig
 
+from paircap.convert_laion_clap import htsat_clap_config
 from paircap.lm_configs import caption_lm_config
 
 HOP_LENGTH = 1920  # 40 ms at 48 kHz: 251 frames per 10 s window, within the 128x128 HTSAT input (2 x 128 frames)
@@ -18,29 +19,8 @@ def mini_clap_config(vocab_size: int) -> ClapConfig:
     """HTSAT with the real 4-stage layout at width 16..128 on a 128x128 input (16 tokens of 128 per 10 s window),
     dropout and stochastic depth of 0.2 against memorising ~200 training clips, a 2-layer text tower of width 64, and
     a 64-d joint space."""
-    return ClapConfig(
-        text_config={
-            "vocab_size": vocab_size,
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "intermediate_size": 256,
-            "max_position_embeddings": 80,
-            "pad_token_id": 1,
-        },
-        audio_config={
-            "depths": [1, 1, 2, 1],
-            "num_attention_heads": [2, 4, 4, 8],
-            "patch_embeds_hidden_size": 16,
-            "hidden_size": 128,
-            "spec_size": 128,
-            "window_size": 4,
-            "enable_fusion": False,
-            "hidden_dropout_prob": 0.2,
-            "drop_path_rate": 0.2,
-        },
-        projection_dim=64,
-    )
+    audio = {"spec_size": 128, "window_size": 4, "hidden_dropout_prob": 0.2, "drop_path_rate": 0.2}
+    return htsat_clap_config(vocab_size, 64, 2, 4, 256, 80, [1, 1, 2, 1], [2, 4, 4, 8], 16, 64, audio_options=audio)
 
 
 def mini_llama_config(vocab_size: int) -> LlamaConfig:
