@@ -166,3 +166,40 @@ def test_a_shot_outside_the_items_and_pool_is_refused(tiny_release, tones):
     items = [ProbeItem("a", tones[0], ["x"]), ProbeItem("b", tones[1], ["y"])]
     with pytest.raises(ValueError, match="shot clip 5"):
         run_context_probe(model, processor, items, {"control": [[Shot(5, "z")], []]}, max_new_tokens=2)
+
+
+def test_evaluate_context_probe_on_a_tiny_release(tiny_release, corpora, tmp_path, capsys):
+    from datasets_scripts.readers import read_corpus
+    from paircap.cli import main as paircap_main
+
+    data = tmp_path / "clotho_evaluation"
+    read_corpus("clotho", corpora["clotho"], "evaluation").save_to_disk(str(data))
+    argv = [
+        "evaluate", "--model", str(tiny_release[0]), "--data", str(data), "--context-probe", "--probe-examples", "2",
+        "--limit", "3", "--batch-size", "3", "--max-new-tokens", "4", "--output-dir", str(tmp_path / "probe"),
+    ]  # fmt: skip
+    assert paircap_main(argv) == 0
+    assert "| oracle |" in capsys.readouterr().out
+    result = json.loads((tmp_path / "probe" / "context_probe.json").read_text())
+    assert result["measure"] == "cider_d" and result["settings"]["items"] == 3
+    assert set(result["conditions"]) == {"none", "oracle", "adversarial", "control"}
+    assert all(row["cider_d"] >= 0 for row in result["conditions"].values())
+    assert all(len(record["control"]["injected"]) == 2 for record in result["records"])
+    assert set(result["versus_none"]) == {"oracle", "adversarial", "control"}
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--kb", "kb"], "drop --kb"), (["--probe-examples", "9"], "more clips than --probe-examples 9")],
+)
+def test_evaluate_context_probe_refuses_what_it_cannot_do(tiny_release, corpora, tmp_path, capsys, extra, message):
+    from datasets_scripts.readers import read_corpus
+    from paircap.cli import main as paircap_main
+
+    data = tmp_path / "clotho_evaluation"
+    read_corpus("clotho", corpora["clotho"], "evaluation").save_to_disk(str(data))
+    argv = ["evaluate", "--model", str(tiny_release[0]), "--data", str(data), "--context-probe", "--limit", "3",
+            "--output-dir", str(tmp_path / "probe"), *extra]  # fmt: skip
+    assert paircap_main(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith("paircap evaluate: error:") and message in error[-1]
