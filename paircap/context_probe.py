@@ -318,6 +318,7 @@ def write_context_probe(result: dict, folder: str | Path) -> tuple[Path, Path]:
 __all__ = [
     "ProbeItem",
     "Shot",
+    "cell",
     "derangement",
     "encode_clips",
     "probe_metrics",

@@ -21,7 +21,9 @@ last checkpoint, an interrupted embedding from its last shard):
 7. `evaluate`, `evaluate_raft_only`, `evaluate_stage1`: what `paircap evaluate` scores on the test mixtures (method x
    KB grid, W sweep, top-k sweep), plus event accuracy; `fit` and `zero_shot`: every captioner zero-shot on its own
    training data, and on a larger sample of test mixtures.
-8. `report`: RESULTS.md.
+8. `mechanism`: does each captioner read its prompt? The context probe on the held-out test clips: zero-shot, its own
+   clip with a phrase of its class or of another class, and training clips of other classes as examples.
+9. `report`: RESULTS.md.
 
 `conf/scales/<scale>.yaml` says how much of everything each scale runs, `conf/train/<stage>.yaml` how each training
 stage trains; `local/` does the work. With `--jobs 2` (the default on 2 or more cores) stages that do not read each
@@ -44,7 +46,7 @@ from transformers.utils import logging
 
 from paircap.logs import LOGGED_PACKAGES, log_progress_to_stderr
 from paircap.threads import apply_threads
-from recipes.mini.local import corpus, evaluation, knowledge_bases, probe, report, stand_ins, training
+from recipes.mini.local import corpus, evaluation, knowledge_bases, mechanism, probe, report, stand_ins, training
 from recipes.mini.local.concurrent_stages import StageFailed, run_concurrent_stages
 from recipes.mini.local.layout import CAPTIONERS, CLIP_FOLDERS, MiniRun
 from recipes.mini.local.release import pack_release
@@ -79,6 +81,7 @@ STAGES = {
     "evaluate_stage1": Stage(evaluation.evaluate_stage1, ("kb", "stage1")),
     "fit": Stage(evaluation.training_fit, CAPTIONERS),
     "zero_shot": Stage(evaluation.zero_shot_test, CAPTIONERS),
+    "mechanism": Stage(mechanism.probe_captioners, (*CAPTIONERS, "corpus")),
 }
 STAGES["report"] = Stage(report.write_results, tuple(STAGES))
 ABLATIONS = ("raft_only", "evaluate_raft_only", "evaluate_stage1")  # only at scales with `ablations: true`
