@@ -96,14 +96,18 @@ def encode_clips(model, processor, audio: Sequence[Any], batch_size: int = 8) ->
     model's captioning audio tower: the form a prompt takes them in (as a knowledge base stores them)."""
     encoded = []
     for start in range(0, len(audio), batch_size):
-        for source, waveform in zip(
-            audio[start : start + batch_size], processor.load_audio(audio[start : start + batch_size]), strict=True
-        ):
+        sources = audio[start : start + batch_size]
+        windows, counts, flags = [], [], []
+        for source, waveform in zip(sources, processor.load_audio(sources), strict=True):
             if not isinstance(waveform, np.ndarray):
                 raise ValueError(f"context probe: cannot load {source}: {waveform}")
-            windows, is_long = processor.window_audio(waveform)
-            features = torch.as_tensor(processor.extract_features(windows)).to(model.device)
-            encoded.append({"audio_tokens": model.pooled_audio_tokens(features).flatten(0, 1), "is_long": is_long})
+            clip_windows, is_long = processor.window_audio(waveform)
+            windows += clip_windows
+            counts.append(len(clip_windows))
+            flags.append(is_long)
+        features = torch.as_tensor(processor.extract_features(windows)).to(model.device)
+        tokens = model.pooled_audio_tokens(features).split(counts)  # one tower pass per batch
+        encoded += [{"audio_tokens": t.flatten(0, 1), "is_long": f} for t, f in zip(tokens, flags, strict=True)]
     return encoded
 
 
