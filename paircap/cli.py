@@ -184,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--features", default="torch", choices=["torch", "numpy"], help="log-mel implementation")
     evaluate.add_argument("--output-dir", required=True)
     evaluate.add_argument("--rescore", action="store_true", help="score the saved predictions again, no generation")
+    evaluate.add_argument(
+        "--context-probe",
+        action="store_true",
+        help="instead of the runs: does the model read its prompt? each clip with no example, its own clip and first "
+        "reference, its own clip and another clip's reference, other clips' pairs (context_probe.json and .md)",
+    )
+    evaluate.add_argument(
+        "--probe-examples", type=positive_int, default=1, help="other clips' pairs in the probe's control prompts"
+    )
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(run=run_evaluate)
 
@@ -353,6 +362,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from paircap.evaluation import evaluate, plan_runs, rescore
     from paircap.evaluation_report import save_model_index, write_report
 
+    if args.context_probe:
+        return run_context_probe_command(args)
     if args.rescore:
         results = rescore(args.output_dir)
     else:
@@ -385,6 +396,42 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(
         "wrote " + ", ".join(str(path) for path in [Path(args.output_dir, "results.json"), *written]), file=sys.stderr
     )
+    return 0
+
+
+def run_context_probe_command(args: argparse.Namespace) -> int:
+    """`paircap evaluate --context-probe`: the context probe on the first --limit clips of --data, with their
+    references as the examples' captions (`paircap.context_probe.reference_conditions`), scored with CIDEr-D."""
+    from paircap.caption_data import group_references, load_pairs
+    from paircap.captioning import resolve_device, resolve_dtype
+    from paircap.context_probe import ProbeItem, reference_conditions, run_context_probe, write_context_probe
+    from paircap.releases import load_release
+
+    clashing = [flag for flag, value in (("--rescore", args.rescore), ("--kb", args.kb), ("--mode", args.mode),
+                ("--weight-sweep", args.weight_sweep), ("--top-k-sweep", args.top_k_sweep)) if value]  # fmt: skip
+    if clashing:
+        raise UsageError(f"--context-probe searches no knowledge base: drop {', '.join(clashing)}")
+    if not args.data:
+        raise UsageError("paircap evaluate --context-probe needs --data")
+    model_id = resolve_model(args.model)
+    go_offline_if_unreachable([model_id, *args.data])
+    items = group_references(load_pairs(args.data))[: args.limit]
+    if len(items) <= args.probe_examples:
+        raise UsageError(
+            f"--context-probe needs more clips than --probe-examples {args.probe_examples}: {len(items)} in --data"
+        )
+    device = resolve_device(args.device)
+    model, processor = load_release(model_id, device, resolve_dtype(args.dtype, device), args.features,
+                                    args.trust_remote_code)  # fmt: skip
+    probe_items = [ProbeItem(item.audio_id, item.audio, item.references) for item in items]
+    result = run_context_probe(
+        model, processor, probe_items, reference_conditions(probe_items, args.probe_examples), score_cider=True,
+        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=False,
+    )  # fmt: skip
+    result["settings"] |= {"model": args.model, "data": args.data}
+    json_path, table_path = write_context_probe(result, args.output_dir)
+    print(table_path.read_text())
+    print(f"wrote {json_path}, {table_path}", file=sys.stderr)
     return 0
 
 

@@ -22,7 +22,9 @@ last checkpoint, an interrupted embedding from its last shard):
    KB grid, W sweep, top-k sweep), plus event accuracy; `fit` and `zero_shot`: every captioner zero-shot on its own
    training data, and on a larger sample of test mixtures.
 8. `novel`: the novel classes no captioner trained on (`novel_classes` of the scale), named through the KBs alone.
-9. `report`: RESULTS.md.
+9. `mechanism`: does each captioner read its prompt? The context probe on the held-out test clips: zero-shot, its own
+   clip with a phrase of its class or of another class, and training clips of other classes as examples.
+10. `report`: RESULTS.md.
 
 `conf/scales/<scale>.yaml` says how much of everything each scale runs, `conf/train/<stage>.yaml` how each training
 stage trains; `local/` does the work. With `--jobs 2` (the default on 2 or more cores) stages that do not read each
@@ -45,7 +47,9 @@ from transformers.utils import logging
 
 from paircap.logs import LOGGED_PACKAGES, log_progress_to_stderr
 from paircap.threads import apply_threads
-from recipes.mini.local import corpus, evaluation, knowledge_bases, novel_events, probe, report, stand_ins, training
+from recipes.mini.local import (
+    corpus, evaluation, knowledge_bases, mechanism, novel_events, probe, report, stand_ins, training,
+)
 from recipes.mini.local.concurrent_stages import StageFailed, run_concurrent_stages
 from recipes.mini.local.layout import CAPTIONERS, CLIP_FOLDERS, MiniRun
 from recipes.mini.local.release import pack_release
@@ -81,6 +85,7 @@ STAGES = {
     "fit": Stage(evaluation.training_fit, CAPTIONERS),
     "zero_shot": Stage(evaluation.zero_shot_test, CAPTIONERS),
     "novel": Stage(novel_events.novel_events, ("kb", "stage2_phase2", "corpus")),
+    "mechanism": Stage(mechanism.probe_captioners, (*CAPTIONERS, "corpus")),
 }
 STAGES["report"] = Stage(report.write_results, tuple(STAGES))
 ABLATIONS = ("raft_only", "evaluate_raft_only", "evaluate_stage1")  # only at scales with `ablations: true`

@@ -23,7 +23,7 @@ from recipes.mini.run import STAGES, stage_names
 REPO = Path(__file__).resolve().parents[2]
 QUICK_STAGES = [  # every stage, in the order it runs
     "corpus", "init", "clap", "lm", "assemble", "stage1", "probe", "kb", "stage2_phase1", "stage2_phase2", "raft_only",
-    "evaluate", "evaluate_raft_only", "evaluate_stage1", "fit", "zero_shot", "novel", "report",
+    "evaluate", "evaluate_raft_only", "evaluate_stage1", "fit", "zero_shot", "novel", "mechanism", "report",
 ]  # fmt: skip
 
 
@@ -85,6 +85,13 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
     assert set(zero_shot) == set(fit)  # the grid's 6 test mixtures and 2 more
     assert all(scores["test_mixtures"]["count"] == 8 and scores["cider_d"] >= 0 for scores in zero_shot.values())
     assert "Zero-shot event accuracy on 8 test mixtures" in report
+    for captioner in fit:  # the context probe: every captioner on the 30 held-out test clips, once per condition
+        probe = json.loads((quick_run / "mechanism" / captioner / "context_probe.json").read_text())
+        assert list(probe["conditions"]) == ["none", "oracle", "adversarial", "control_k1", "control_k2"]
+        assert probe["settings"]["items"] == 30 and len(probe["records"]) == 30
+        assert all(row["names_label"]["n"] == 30 for row in probe["conditions"].values())
+        assert 0 <= probe["versus_none"]["oracle"]["mcnemar_p"] <= 1
+    assert "Does each captioner read its prompt?" in report and "| curriculum (phase 2) | oracle |" in report
     for stage in ("clap", "lm", "stage1", "stage2_phase2", "raft_only"):
         assert any("loss" in json.loads(line) for line in (quick_run / stage / "log.jsonl").read_text().splitlines())
 

@@ -14,6 +14,7 @@ import torch
 
 from hub_cards.evaluation_tables import similarity_table
 from recipes.mini.local.layout import MiniRun
+from recipes.mini.local.mechanism import mechanism_table
 
 METRIC = "cider_d"  # SPICE (and so SPIDEr) needs Java; CIDEr-D is meaningful with 5 references per mixture
 
@@ -351,6 +352,15 @@ Every training single clip and the first {scale.fit_mixtures} training mixtures,
 (`evaluation/fit.json`): low shares here mean the captioner underfits, not only that it fails to generalise.
 
 {fit_table(fit) if fit else "n/a"}
+
+## Does each captioner read its prompt? (context probe)
+
+Each held-out single test clip captioned once per condition (`mechanism/<model>/context_probe.json`): zero-shot; its
+own audio with a phrase of its class (oracle) or of another class (adversarial); training clips of other classes with
+their phrases (control, k examples). Pulled: names an injected class other than its own. 95 % Wilson intervals; the
+difference to zero-shot in naming the right class with a paired bootstrap interval and McNemar's exact p.
+
+{mechanism_table(run, CAPTIONER_LABELS)}
 
 ## The paper's claims, as measured
 

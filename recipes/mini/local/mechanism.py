@@ -1,0 +1,112 @@
+"""Stage `mechanism`: does each captioner read its prompt? The context probe (`paircap.context_probe`) on the held-out
+single clips of the test split, one caption per clip and condition: zero-shot; its own clip with a phrase of its class
+(oracle); its own clip with a phrase of another class (adversarial); 1 and `max_examples` training clips of other
+classes with their phrases (control). Labels are the ESC-50 classes, named by the keyword map of `event_captions`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from paircap.captioning import resolve_dtype
+from paircap.context_probe import ProbeItem, Shot, cell, run_context_probe, write_context_probe
+from paircap.releases import load_release
+from recipes.mini.local.esc50 import EVENT_PHRASES, Esc50Clip
+from recipes.mini.local.event_captions import names_event
+from recipes.mini.local.layout import MiniRun
+
+POOL_PER_CLASS = 2  # training clips per class the control prompts draw from (each encoded once)
+
+
+def phrase(rng: np.random.Generator, category: str) -> str:
+    """A seeded phrase of the class (a caption the captioners were trained on)."""
+    phrases = EVENT_PHRASES[category]
+    return phrases[int(rng.integers(len(phrases)))]
+
+
+def control_pool(train: Sequence[Esc50Clip], seed: int) -> list[Esc50Clip]:
+    """Up to `POOL_PER_CLASS` training clips of each class, chosen by seed, in class order."""
+    rng = np.random.default_rng([seed, 0])
+    pool = []
+    for category in sorted({clip.category for clip in train}):
+        clips = sorted((clip for clip in train if clip.category == category), key=lambda clip: clip.audio_id)
+        pool += [clips[i] for i in sorted(rng.permutation(len(clips))[:POOL_PER_CLASS])]
+    return pool
+
+
+def probe_conditions(
+    test: Sequence[Esc50Clip], pool: Sequence[Esc50Clip], control_sizes: Sequence[int], seed: int
+) -> dict[str, list[list[Shot]]]:
+    """
+    Per condition, each test clip's examples: none; oracle (its own clip, a phrase of its class); adversarial (its own
+    clip, a phrase of a seeded other class of the pool); `control_k<k>` (k seeded pool clips of other classes, each
+    with a phrase of its class; shot clips past the test clips index the pool). Each condition has its own seed
+    stream, so one condition's draws never shift another's.
+    """
+    classes = sorted({clip.category for clip in pool})
+    oracle_rng, adversarial_rng = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
+    conditions = {"none": [[] for _ in test], "oracle": [], "adversarial": []}
+    for i, clip in enumerate(test):
+        conditions["oracle"].append([Shot(i, phrase(oracle_rng, clip.category), clip.category)])
+        others = [category for category in classes if category != clip.category]
+        wrong = others[int(adversarial_rng.integers(len(others)))]
+        conditions["adversarial"].append([Shot(i, phrase(adversarial_rng, wrong), wrong)])
+    for k in sorted(set(control_sizes)):
+        rng, rows = np.random.default_rng([seed, 3, k]), []
+        for clip in test:
+            candidates = [j for j, other in enumerate(pool) if other.category != clip.category]
+            picks = rng.choice(candidates, size=k, replace=False)
+            rows.append([Shot(len(test) + int(j), phrase(rng, pool[j].category), pool[j].category) for j in picks])
+        conditions[f"control_k{k}"] = rows
+    return conditions
+
+
+def probe_captioners(run: MiniRun) -> None:
+    """The context probe of every captioner release: `mechanism/<captioner>/context_probe.json` (and `.md`)."""
+    splits = run.clip_splits()
+    test = sorted(splits["test"], key=lambda clip: clip.audio_id)
+    pool = control_pool(splits["train"], run.seed)
+    items = [ProbeItem(clip.audio_id, clip.path, list(EVENT_PHRASES[clip.category]), clip.category) for clip in test]
+    conditions = probe_conditions(test, pool, (1, run.scale.max_examples), run.seed)
+    device = torch.device("cpu")
+    for model in run.captioners:
+        output = run.path("mechanism", model)
+        if (output / "context_probe.json").is_file():
+            continue
+        captioner, processor = load_release(str(run.release(model)), device, resolve_dtype("auto", device))
+        result = run_context_probe(
+            captioner, processor, items, conditions, pool=[clip.path for clip in pool], names_label=names_event,
+            batch_size=run.scale.batch_size, seed=run.seed, max_new_tokens=run.scale.max_new_tokens, num_beams=1,
+            do_sample=False,
+        )  # fmt: skip
+        result["settings"] |= {"release": str(run.release(model)), "pool_per_class": POOL_PER_CLASS}
+        write_context_probe(result, output)
+
+
+def mechanism_table(run: MiniRun, labels: dict[str, str]) -> str:
+    """RESULTS.md's table: per captioner and condition, the shares naming the right class, pulled to an injected
+    class and copying an injected caption verbatim (95 % Wilson intervals), and the paired difference to zero-shot in
+    naming (bootstrap interval, McNemar's exact p)."""
+    lines = [
+        "| model | condition | names right class | pulled to injected class | verbatim copy | vs none: difference "
+        "[95 % CI] | McNemar p |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, label in labels.items():
+        path = run.path("mechanism", name, "context_probe.json")
+        if not path.is_file():
+            continue
+        result = json.loads(path.read_text())
+        for condition, row in result["conditions"].items():
+            pair = result["versus_none"].get(condition)
+            versus = "" if pair is None else f"{100 * pair['difference']:+.0f} pts [{100 * pair['low']:+.0f}, "
+            versus += "" if pair is None else f"{100 * pair['high']:+.0f}]"
+            p = "" if pair is None else f"{pair['mcnemar_p']:.2g}"
+            lines.append(
+                f"| {label} | {condition} | {cell(row['names_label'])} | {cell(row['pulled'])} | "
+                f"{cell(row['copy'])} | {versus} | {p} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else "n/a"
