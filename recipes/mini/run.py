@@ -48,7 +48,15 @@ from transformers.utils import logging
 from paircap.logs import LOGGED_PACKAGES, log_progress_to_stderr
 from paircap.threads import apply_threads
 from recipes.mini.local import (
-    corpus, evaluation, knowledge_bases, mechanism, novel_events, probe, report, stand_ins, training,
+    corpus,
+    evaluation,
+    knowledge_bases,
+    mechanism,
+    novel_events,
+    probe,
+    report,
+    stand_ins,
+    training,
 )
 from recipes.mini.local.concurrent_stages import StageFailed, run_concurrent_stages
 from recipes.mini.local.layout import CAPTIONERS, CLIP_FOLDERS, MiniRun

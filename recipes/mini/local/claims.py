@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from paircap.statistics import paired_bootstrap
 
 from paircap.metrics import compute_caption_metrics
+from paircap.statistics import paired_bootstrap
 from recipes.mini.local.event_captions import names_event
 from recipes.mini.local.mixtures import mixture_events
 

@@ -1,12 +1,8 @@
 """Stage `corpus`: ESC-50 singles and two-event mixtures per split, noisy training mixtures, and the caption text of
-<<<<<<< HEAD
-AudioCaps and Clotho (no audio) for the language model; every set saved under `corpus/pairs/`. The captioners train
-and validate on `captioner_train` and `captioner_validation`: `train` and `validation` less the novel classes
-(`novel_classes.py`), which the CLAP stand-in, the LM's text and the knowledge bases keep."""
-=======
 AudioCaps and Clotho (no audio) for the language model; every set saved under `corpus/pairs/`, and the training
-mixtures' component clips in `corpus/clip_groups.json`."""
->>>>>>> neighbours
+mixtures' component clips in `corpus/clip_groups.json`. The captioners train and validate on `captioner_train` and
+`captioner_validation`: `train` and `validation` less the novel classes (`novel_classes.py`), which the CLAP stand-in,
+the LM's text and the knowledge bases keep."""
 
 from __future__ import annotations
 
@@ -19,12 +15,8 @@ from datasets import Dataset, concatenate_datasets, disable_progress_bars, enabl
 from datasets_scripts.readers import read_audiocaps, read_clotho, with_path_audio
 from recipes.mini.local.esc50 import single_clip_pairs
 from recipes.mini.local.layout import MiniRun
-<<<<<<< HEAD
-from recipes.mini.local.mixtures import mixture_events, write_mixtures
+from recipes.mini.local.mixtures import mixture_events, mixture_sources, write_mixtures
 from recipes.mini.local.novel_classes import choose_novel_classes, without_novel, write_novel_classes
-=======
-from recipes.mini.local.mixtures import mixture_sources, write_mixtures
->>>>>>> neighbours
 
 
 def write_corpus(run: MiniRun) -> None:
