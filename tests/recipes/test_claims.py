@@ -4,11 +4,18 @@ per run and pooled over runs (seeds), with a verdict from the pooled bootstrap i
 import json
 from pathlib import Path
 
+import pytest
+
 from recipes.mini.local import claims
 
-EVENTS = {f"mix-test-{i:05d}": ("dog", "rain") for i in range(12)}
-GOOD = "a dog barks while rain falls"
-BAD = "a clock ticks"
+SCENES = [  # (events, a caption naming both); CIDEr-D weighs n-grams by rarity, so the items differ
+    (("dog", "rain"), "a dog barks while rain falls"),
+    (("cat", "rooster"), "a cat meows as a rooster crows"),
+    (("cow", "wind"), "a cow moos in the wind"),
+]
+EVENTS = {f"mix-test-{i:05d}": SCENES[i % 3][0] for i in range(12)}
+GOOD = [SCENES[i % 3][1] for i in range(12)]
+BAD = ["a clock ticks"] * 12
 
 
 def write_run(folder: Path, better: list[str], other: list[str]) -> Path:
@@ -21,28 +28,28 @@ def write_run(folder: Path, better: list[str], other: list[str]) -> Path:
         path = setting.path(folder)
         path.parent.mkdir(parents=True, exist_ok=True)
         records = [
-            {"audio_id": clip, "caption": caption, "references": [GOOD, "rain and a barking dog"]}
-            for clip, caption in zip(EVENTS, captions, strict=True)
+            {"audio_id": clip, "caption": caption, "references": [reference, "there is " + reference]}
+            for clip, caption, reference in zip(EVENTS, captions, GOOD, strict=True)
         ]
-        records.append({"audio_id": "mix-test-99999", "references": [GOOD], "error": "unreadable"})  # not scored
+        records.append({"audio_id": "mix-test-99999", "references": GOOD[:1], "error": "unreadable"})  # not scored
         path.write_text("\n".join(json.dumps(line) for line in [{"settings": {}}, *records]) + "\n")
     return folder
 
 
 def test_retrieval_that_names_more_events_reproduces_the_claim(tmp_path):
-    run = write_run(tmp_path / "seed0", [GOOD] * 10 + [BAD] * 2, [BAD] * 10 + [GOOD] * 2)
+    run = write_run(tmp_path / "seed0", GOOD[:10] + BAD[:2], BAD[:10] + GOOD[10:])
     (row,) = claims.compare([run], resamples=500)
     assert row["claim"].startswith("retrieval helps")
     named = row["both_named"]
     assert named["items"] == 12
-    assert named["pooled"][0] == (10 - 2) / 12
+    assert named["pooled"][0] == pytest.approx((10 - 2) / 12)
     assert named["verdict"] == "reproduces"
     assert row["cider_d"]["verdict"] == "reproduces" and row["cider_d"]["pooled"][0] > 0
 
 
 def test_pooled_over_seeds_and_no_difference_cannot_tell(tmp_path):
-    same = [GOOD] * 6 + [BAD] * 6
-    runs = [write_run(tmp_path / name, same, same[::-1]) for name in ("seed0", "seed1")]
+    better, other = GOOD[:6] + BAD[6:], BAD[:6] + GOOD[6:]  # six items won each way
+    runs = [write_run(tmp_path / name, better, other) for name in ("seed0", "seed1")]
     (row,) = claims.compare(runs, resamples=500)
     named = row["both_named"]
     assert named["items"] == 24 and len(named["per_run"]) == 2
