@@ -24,7 +24,9 @@ last checkpoint, an interrupted embedding from its last shard):
 8. `novel`: the novel classes no captioner trained on (`novel_classes` of the scale), named through the KBs alone.
 9. `mechanism`: does each captioner read its prompt? The context probe on the held-out test clips: zero-shot, its own
    clip with a phrase of its class or of another class, and training clips of other classes as examples.
-10. `report`: RESULTS.md.
+10. `context_ablations`: phase 2 again from the same phase-1 model with its context options set back to the paper's
+    RAFT, each with its context probe: which option teaches the model to read its prompt.
+11. `report`: RESULTS.md.
 
 `conf/scales/<scale>.yaml` says how much of everything each scale runs, `conf/train/<stage>.yaml` how each training
 stage trains; `local/` does the work. With `--jobs 2` (the default on 2 or more cores) stages that do not read each
@@ -48,6 +50,7 @@ from transformers.utils import logging
 from paircap.logs import LOGGED_PACKAGES, log_progress_to_stderr
 from paircap.threads import apply_threads
 from recipes.mini.local import (
+    context_ablations,
     corpus,
     evaluation,
     knowledge_bases,
@@ -94,9 +97,11 @@ STAGES = {
     "zero_shot": Stage(evaluation.zero_shot_test, CAPTIONERS),
     "novel": Stage(novel_events.novel_events, ("kb", "stage2_phase2", "corpus")),
     "mechanism": Stage(mechanism.probe_captioners, (*CAPTIONERS, "corpus")),
+    "context_ablations": Stage(context_ablations.train_and_probe, ("stage2_phase1", "corpus")),
 }
 STAGES["report"] = Stage(report.write_results, tuple(STAGES))
-ABLATIONS = ("raft_only", "evaluate_raft_only", "evaluate_stage1")  # only at scales with `ablations: true`
+# only at scales with `ablations: true`
+ABLATIONS = ("raft_only", "evaluate_raft_only", "evaluate_stage1", "context_ablations")
 
 
 def stage_names(scale: MiniScale) -> tuple[str, ...]:

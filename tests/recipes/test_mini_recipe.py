@@ -23,7 +23,8 @@ from recipes.mini.run import STAGES, stage_names
 REPO = Path(__file__).resolve().parents[2]
 QUICK_STAGES = [  # every stage, in the order it runs
     "corpus", "init", "clap", "lm", "assemble", "stage1", "probe", "kb", "stage2_phase1", "stage2_phase2", "raft_only",
-    "evaluate", "evaluate_raft_only", "evaluate_stage1", "fit", "zero_shot", "novel", "mechanism", "report",
+    "evaluate", "evaluate_raft_only", "evaluate_stage1", "fit", "zero_shot", "novel", "mechanism", "context_ablations",
+    "report",
 ]  # fmt: skip
 
 

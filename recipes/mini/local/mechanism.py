@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -64,39 +65,45 @@ def probe_conditions(
     return conditions
 
 
-def probe_captioners(run: MiniRun) -> None:
-    """The context probe of every captioner release: `mechanism/<captioner>/context_probe.json` (and `.md`)."""
+def probe_release(run: MiniRun, release: Path, output: Path, control_sizes: Sequence[int]) -> None:
+    """The context probe of one captioner release on the held-out test clips: `output/context_probe.json` (and `.md`);
+    skipped when that file exists."""
+    if (output / "context_probe.json").is_file():
+        return
     splits = run.clip_splits()
     test = sorted(splits["test"], key=lambda clip: clip.audio_id)
     pool = control_pool(splits["train"], run.seed)
     items = [ProbeItem(clip.audio_id, clip.path, list(EVENT_PHRASES[clip.category]), clip.category) for clip in test]
-    conditions = probe_conditions(test, pool, (1, run.scale.max_examples), run.seed)
+    conditions = probe_conditions(test, pool, control_sizes, run.seed)
     device = torch.device("cpu")
+    captioner, processor = load_release(str(release), device, resolve_dtype("auto", device))
+    result = run_context_probe(
+        captioner, processor, items, conditions, pool=[clip.path for clip in pool], names_label=names_event,
+        batch_size=run.scale.batch_size, seed=run.seed, max_new_tokens=run.scale.max_new_tokens, num_beams=1,
+        do_sample=False,
+    )  # fmt: skip
+    result["settings"] |= {"release": str(release), "pool_per_class": POOL_PER_CLASS}
+    write_context_probe(result, output)
+
+
+def probe_captioners(run: MiniRun) -> None:
+    """The context probe of every captioner release: `mechanism/<captioner>/context_probe.json` (and `.md`), with
+    controls of 1 and `max_examples` clips."""
     for model in run.captioners:
-        output = run.path("mechanism", model)
-        if (output / "context_probe.json").is_file():
-            continue
-        captioner, processor = load_release(str(run.release(model)), device, resolve_dtype("auto", device))
-        result = run_context_probe(
-            captioner, processor, items, conditions, pool=[clip.path for clip in pool], names_label=names_event,
-            batch_size=run.scale.batch_size, seed=run.seed, max_new_tokens=run.scale.max_new_tokens, num_beams=1,
-            do_sample=False,
-        )  # fmt: skip
-        result["settings"] |= {"release": str(run.release(model)), "pool_per_class": POOL_PER_CLASS}
-        write_context_probe(result, output)
+        probe_release(run, run.release(model), run.path("mechanism", model), (1, run.scale.max_examples))
 
 
-def mechanism_table(run: MiniRun, labels: dict[str, str]) -> str:
-    """RESULTS.md's table: per captioner and condition, the shares naming the right class, pulled to an injected
-    class and copying an injected caption verbatim (95 % Wilson intervals), and the paired difference to zero-shot in
-    naming (bootstrap interval, McNemar's exact p)."""
+def mechanism_table(probes: dict[str, Path]) -> str:
+    """RESULTS.md's table of context probes (`context_probe.json` files, by the label of their model): per model and
+    condition, the shares naming the right class, pulled to an injected class and copying an injected caption
+    verbatim (95 % Wilson intervals), and the paired difference to zero-shot in naming (bootstrap interval, McNemar's
+    exact p)."""
     lines = [
         "| model | condition | names right class | pulled to injected class | verbatim copy | vs none: difference "
         "[95 % CI] | McNemar p |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for name, label in labels.items():
-        path = run.path("mechanism", name, "context_probe.json")
+    for label, path in probes.items():
         if not path.is_file():
             continue
         result = json.loads(path.read_text())

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from hub_cards.evaluation_tables import similarity_table
+from recipes.mini.local.context_ablations import VARIANTS
 from recipes.mini.local.layout import MiniRun
 from recipes.mini.local.mechanism import mechanism_table
 
@@ -169,6 +170,15 @@ distinct training captions without audio.
 
 {novel_table(novel)}
 """
+
+
+def mechanism_probes(run: MiniRun) -> dict[str, Path]:
+    """The context probes of RESULTS.md, by row label: every captioner's, then each phase-2 variant's."""
+    probes = {label: run.path("mechanism", name, "context_probe.json") for name, label in CAPTIONER_LABELS.items()}
+    for variant in VARIANTS:
+        folder = run.path("context_ablations", variant.name, "mechanism")
+        probes[f"phase 2, {variant.label}"] = folder / "context_probe.json"
+    return probes
 
 
 def wall_seconds(records: list[dict]) -> float:
@@ -358,9 +368,12 @@ Every training single clip and the first {scale.fit_mixtures} training mixtures,
 Each held-out single test clip captioned once per condition (`mechanism/<model>/context_probe.json`): zero-shot; its
 own audio with a phrase of its class (oracle) or of another class (adversarial); training clips of other classes with
 their phrases (control, k examples). Pulled: names an injected class other than its own. 95 % Wilson intervals; the
-difference to zero-shot in naming the right class with a paired bootstrap interval and McNemar's exact p.
+difference to zero-shot in naming the right class with a paired bootstrap interval and McNemar's exact p. The
+curriculum model's phase 2 trains with pair-to-pair neighbours and query dropout (`conf/train/stage2_phase2.yaml`);
+each "phase 2, ..." row trains phase 2 again from the same phase-1 model with options set back
+(`context_ablations/`).
 
-{mechanism_table(run, CAPTIONER_LABELS)}
+{mechanism_table(mechanism_probes(run))}
 
 ## The paper's claims, as measured
 

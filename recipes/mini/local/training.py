@@ -30,18 +30,20 @@ def stage_settings(name: str) -> dict:
     return settings
 
 
-def train_stage(run: MiniRun, name: str, **values) -> None:
+def train_stage(run: MiniRun, name: str, output: Path | None = None, overrides: dict | None = None, **values) -> None:
     """
-    Train stage `name` with the settings of `conf/train/<name>.yaml`, `values` (its starting point, data, steps and
-    batch size) and the run's folder, seed and workers, writing the whole config to `<name>/config.yaml` first
-    (`train_accelerate.py --config` runs it again). It resumes: an interrupted stage continues from its last checkpoint.
+    Train stage `name` with the settings of `conf/train/<name>.yaml` (with `overrides` over them), `values` (its
+    starting point, data, steps and batch size) and the run's folder, seed and workers, into `output` (default: the
+    run's `<name>/`), writing the whole config to `<output>/config.yaml` first (`train_accelerate.py --config` runs it
+    again). It resumes: an interrupted stage continues from its last checkpoint.
 
     Raises:
         ValueError: the stage's file sets what the run fills in (naming the file).
     """
     steps = values["max_steps"]
+    output = output or run.path(name)
     filled = {
-        "output_dir": str(run.path(name)),
+        "output_dir": str(output),
         "seed": run.seed,
         "log_every": max(1, steps // 10),
         "eval_every": max(1, steps // 2),
@@ -52,21 +54,33 @@ def train_stage(run: MiniRun, name: str, **values) -> None:
     clash = sorted(set(settings) & set(filled))
     if clash:
         raise ValueError(f"{CONF / 'train' / name}.yaml: {clash} come from the run and its scale, not from this file")
+    settings |= overrides or {}
     config = {"num_workers": run.scale.num_workers, **settings, **filled}  # a stage's file may set its own workers
-    path = run.path(name, "config.yaml")
+    path = output / "config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     train(TrainConfig(**config, resume=True))
 
 
-def train_captioner(run: MiniRun, name: str, start: Path, steps: int, max_examples: int) -> None:
+def train_captioner(
+    run: MiniRun,
+    name: str,
+    start: Path,
+    steps: int,
+    max_examples: int,
+    output: Path | None = None,
+    **overrides,
+) -> None:
     """A captioner stage on the captioners' training pairs (validated on their validation pairs, when the run has
     them): the training pairs less the novel classes (`novel_classes.py`); with retrieved pairs, no training neighbour
-    shares a recording with its pair (the corpus's clip groups)."""
+    shares a recording with its pair (the corpus's clip groups). `output` and `overrides` (settings over the stage's
+    conf file) train a variant of stage `name`."""
     neighbours = {"clip_groups": str(run.clip_groups)} if max_examples else {}
     train_stage(
         run,
         name,
+        output,
+        overrides,
         model_name_or_path=str(start),
         train_pairs=[str(run.pairs("captioner_train"))],
         validation_pairs=run.validation_pairs("captioner_validation"),
