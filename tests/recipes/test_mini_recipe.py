@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from datasets import load_from_disk
 from huggingface_hub import DatasetCard, ModelCard
 from transformers import pipeline
 
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
+from recipes.mini.local.context_ablations import VARIANTS
 from recipes.mini.local.event_captions import names_event
 from recipes.mini.local.mixtures import mixture_events
 from recipes.mini.local.novel_events import SETTINGS
@@ -93,6 +95,15 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
         assert all(row["names_label"]["n"] == 30 for row in probe["conditions"].values())
         assert 0 <= probe["versus_none"]["oracle"]["mcnemar_p"] <= 1
     assert "Does each captioner read its prompt?" in report and "| curriculum (phase 2) | oracle |" in report
+    for variant in VARIANTS:  # phase 2 again with its context options set back, each with its probe
+        folder = quick_run / "context_ablations" / variant.name
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        assert config.items() >= variant.settings.items() and config["max_steps"] == load_scale("quick").phase2_steps
+        probe = json.loads(
+            (quick_run / "context_ablations" / variant.name / "mechanism" / "context_probe.json").read_text()
+        )
+        assert list(probe["conditions"]) == ["none", "oracle", "adversarial", "control_k1"]
+        assert f"| phase 2, {variant.label} | oracle |" in report
     for stage in ("clap", "lm", "stage1", "stage2_phase2", "raft_only"):
         assert any("loss" in json.loads(line) for line in (quick_run / stage / "log.jsonl").read_text().splitlines())
 
