@@ -1,6 +1,8 @@
 """PyTorch PairCap model: CLAP audio encoder -> pooled audio tokens -> MLP projector -> causal language model."""
 
 import copy
+import os
+import tempfile
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 
@@ -17,6 +19,15 @@ from .fingerprints_paircap import weights_fingerprint
 from .prompt_budget_paircap import check_prompts_fit, context_size, new_token_count, prompt_lengths
 from .retrieval_modes_paircap import check_retrieval_mode
 from .retrieval_paircap import PairCapRetriever, search_device
+from .saving_paircap import (
+    HUB_OPTIONS,
+    KB_FOLDER,
+    bundle_knowledge_base,
+    configured_knowledge_base,
+    knowledge_base_to_save,
+    register_remote_code,
+    upload_release,
+)
 
 
 @dataclass
@@ -118,6 +129,38 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         if retriever is not None:
             model.set_retriever(retriever)
         return model
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, push_to_hub: bool = False, **kwargs) -> None:
+        """
+        `PreTrainedModel.save_pretrained`, writing a complete release (`saving_paircap.py`) however the model was
+        loaded: also the remote code (every file the model imports and the pipeline's) with `auto_map` and
+        `custom_pipelines`, and the knowledge base it retrieves from (its retriever's, else `config.knowledge_base`'s),
+        bundled as `knowledge_base/` and checked against the KB's records, or named by hub id for a hub KB.
+        `push_to_hub=True` then uploads the folder (hub options as in `push_to_hub`; `repo_id` defaults to the
+        folder's name).
+        """
+        hub = {key: kwargs.pop(key) for key in ("repo_id", *HUB_OPTIONS) if key in kwargs} if push_to_hub else {}
+        register_remote_code(self)
+        source, configured = knowledge_base_to_save(self)
+        with configured_knowledge_base(self, configured):
+            super().save_pretrained(save_directory, *args, **kwargs)
+        if not self.should_save_on_this_rank(kwargs.get("is_main_process", True)):
+            return
+        if source is not None:
+            bundle_knowledge_base(source, os.path.join(save_directory, KB_FOLDER))
+        if push_to_hub:
+            repo_id = hub.pop("repo_id", os.path.basename(os.path.normpath(save_directory)))
+            upload_release(save_directory, repo_id, token=kwargs.get("token"), **hub)
+
+    def push_to_hub(self, repo_id: str, *, max_shard_size: int | str = "50GB", token: str | None = None, **options):
+        """
+        Upload the release `save_pretrained` writes (knowledge base included) to the hub model repo `repo_id`, whole
+        (`HfApi.upload_folder`); `options`: `private`, `commit_message`, `commit_description`, `revision`,
+        `create_pr`. Returns the commit info.
+        """
+        with tempfile.TemporaryDirectory() as work:
+            self.save_pretrained(work, max_shard_size=max_shard_size)
+            return upload_release(work, repo_id, token=token, **options)
 
     def set_retriever(self, retriever: PairCapRetriever | None) -> None:
         """
