@@ -15,6 +15,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
+from .encoders_paircap import PairCapEncoders
 from .file_io_paircap import link_or_copy, replacing_folder
 from .kb_format_paircap import METADATA_FILE, KnowledgeBaseError, KnowledgeBaseMetadata, kb_file_names
 from .kb_integrity_paircap import check_kb_files
@@ -22,6 +23,7 @@ from .retrieval_paircap import bundled_source
 
 KB_FOLDER = "knowledge_base"  # where a release bundles its knowledge base (`config.knowledge_base = "knowledge_base"`)
 KB_CARD = "README.md"
+ENCODERS_AUTO_MAP_KEY = "PairCapEncoders"  # `auto_map` entry of the encoders class the knowledge-base tools load
 HUB_OPTIONS = ("commit_message", "commit_description", "revision", "create_pr", "private")
 
 
@@ -35,17 +37,22 @@ def register_remote_code(model: PreTrainedModel) -> None:
     Make transformers' `save_pretrained` write the model's remote code and `auto_map` (as loading a model with
     `AutoModel...from_pretrained(trust_remote_code=True)` does): the config class registers for `AutoConfig`, the
     model class for `AutoModelForCausalLM` (a class registers under one auto class, so `AutoModel` is written into
-    `config.auto_map` directly). `config.custom_pipelines` is the entry `Pipeline.save_pretrained` writes for a
-    registered pipeline: `pipeline(model=release, trust_remote_code=True)` reads it.
+    `config.auto_map` directly, and so is `PairCapEncoders`, the encoders alone, under `ENCODERS_AUTO_MAP_KEY`).
+    `config.custom_pipelines` is the entry `Pipeline.save_pretrained` writes for a registered pipeline:
+    `pipeline(model=release, trust_remote_code=True)` reads it.
     """
     # a relative import transformers follows: the pipeline's file travels with the model's remote code (no model file
-    # imports it at module level), and a release loaded as remote code brings it along for the next save
+    # imports it at module level), and a release loaded as remote code brings it along for its next save
     from .pipeline_paircap import TASK, PairCapCaptioningPipeline
 
     config = model.config
     type(config).register_for_auto_class()
     type(model).register_for_auto_class("AutoModelForCausalLM")
-    config.auto_map = {**(getattr(config, "auto_map", None) or {}), "AutoModel": remote_name(type(model))}
+    config.auto_map = {
+        **(getattr(config, "auto_map", None) or {}),
+        "AutoModel": remote_name(type(model)),
+        ENCODERS_AUTO_MAP_KEY: remote_name(PairCapEncoders),
+    }
     config.custom_pipelines = {
         TASK: {"impl": remote_name(PairCapCaptioningPipeline), "pt": ["AutoModel"], "type": "multimodal"}
     }
