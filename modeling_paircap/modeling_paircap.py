@@ -25,6 +25,7 @@ from .saving_paircap import (
     knowledge_base_to_save,
     register_remote_code,
     upload_release,
+    warn_unresolved_knowledge_base,
 )
 
 
@@ -133,6 +134,8 @@ class PairCapForConditionalGeneration(PairCapEncoderMixin, PairCapPreTrainedMode
             return
         if source is not None:
             bundle_knowledge_base(source, os.path.join(save_directory, KB_FOLDER))
+        else:
+            warn_unresolved_knowledge_base(save_directory, configured)
         if push_to_hub:
             repo_id = hub.pop("repo_id", os.path.basename(os.path.normpath(save_directory)))
             upload_release(save_directory, repo_id, token=kwargs.get("token"), **hub)

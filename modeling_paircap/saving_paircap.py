@@ -14,12 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from transformers import PreTrainedModel
+from transformers.utils import logging
 
 from .encoders_paircap import PairCapEncoders
 from .file_io_paircap import link_or_copy, replacing_folder
 from .kb_format_paircap import METADATA_FILE, KnowledgeBaseError, KnowledgeBaseMetadata, kb_file_names
 from .kb_integrity_paircap import check_kb_files
 from .retrieval_paircap import bundled_source
+
+logger = logging.get_logger(__name__)
 
 KB_FOLDER = "knowledge_base"  # where a release bundles its knowledge base (`config.knowledge_base = "knowledge_base"`)
 KB_CARD = "README.md"
@@ -89,6 +92,21 @@ def configured_knowledge_base(model: PreTrainedModel, value: str | None) -> Iter
         yield
     finally:
         model.config.knowledge_base = before
+
+
+def warn_unresolved_knowledge_base(folder: str | os.PathLike, configured: str | None) -> None:
+    """Warn when the saved config names a KB by a relative path found neither in the saved folder nor from here (e.g.
+    the bundled KB of a release loaded from the hub, which is not downloaded): the saved release cannot retrieve."""
+    hub_id = configured is not None and configured.count("/") == 1 and not configured.startswith(".")
+    if configured is None or os.path.isabs(configured) or hub_id:
+        return  # none, an absolute path, or a hub dataset id
+    if not os.path.isdir(os.path.join(folder, configured)) and not os.path.isdir(configured):
+        logger.warning(
+            "%s: config.knowledge_base names %r, which is not in the saved folder: give the model a retriever "
+            "(model.set_retriever(...)) whose knowledge base it should carry, or copy the KB there",
+            folder,
+            configured,
+        )
 
 
 def bundle_knowledge_base(source: Path, target: str | os.PathLike) -> None:

@@ -18,6 +18,7 @@ from transformers.dynamic_module_utils import get_relative_import_files
 
 import modeling_paircap
 from datasets_scripts.build_kb import build_knowledge_base
+from modeling_paircap import saving_paircap
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.kb_format_paircap import KnowledgeBaseError
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
@@ -146,7 +147,7 @@ def test_a_loaded_release_saved_again_captions_the_same_as_remote_code(bundled_r
     assert json.loads((resaved / "config.json").read_text())["custom_pipelines"] == config["custom_pipelines"]
 
 
-def test_the_kb_is_copied_only_when_needed_and_checked(bundled_release, tmp_path, fresh_classes):
+def test_the_kb_is_copied_only_when_needed_and_checked(bundled_release, tmp_path, monkeypatch, fresh_classes):
     model = PairCapForConditionalGeneration.from_pretrained(bundled_release).eval()  # config.knowledge_base only
     target = tmp_path / "saved"
     model.save_pretrained(target)
@@ -157,6 +158,12 @@ def test_the_kb_is_copied_only_when_needed_and_checked(bundled_release, tmp_path
     assert metadata.stat().st_ino == before
     model.save_pretrained(bundled_release)  # saved in place: its own KB is not copied onto itself
     assert kb_files(bundled_release / "knowledge_base") == kb_files(target / "knowledge_base")
+
+    warnings = []
+    monkeypatch.setattr(saving_paircap.logger, "warning", lambda message, *args: warnings.append(message % args))
+    model.name_or_path = "org/paircap"  # as loaded from the hub: its bundled KB was not downloaded
+    model.save_pretrained(tmp_path / "unbundled")
+    assert len(warnings) == 1 and "names 'knowledge_base', which is not in the saved folder" in warnings[0]
 
     broken = tmp_path / "broken"
     shutil.copytree(bundled_release, broken)
