@@ -20,11 +20,12 @@ from typing import Any
 _EXPORTS = {
     "PairCapConfig": "configuration_paircap",
     "RETRIEVAL_MODES": "retrieval_modes_paircap",
-    "PairCapAudioEncoding": "modeling_paircap",
+    "PairCapAudioEncoding": "encoders_paircap",
     "PairCapAudioProjector": "modeling_paircap",
     "PairCapForConditionalGeneration": "modeling_paircap",
     "PairCapGenerateOutput": "modeling_paircap",
     "PairCapPreTrainedModel": "modeling_paircap",
+    "PairCapEncoders": "encoders_paircap",
     "DEFAULT_PROMPT_TEMPLATE": "prompting_paircap",
     "PairCapProcessor": "processing_paircap",
     "TorchClapFeatures": "feature_extraction_paircap",

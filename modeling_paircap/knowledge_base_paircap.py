@@ -75,6 +75,7 @@ class PairCapKnowledgeBase:
         self.clips = clips
         self.metadata = metadata
         self.folder = folder
+        self.hub_id: str | None = None  # the hub dataset id it was loaded from (`from_pretrained`), else None
         self.tokens: ClipTokenStore | DeviceClipTokens | None = tokens
         self.audio_roots = {name: Path(path) for name, path in (audio_roots or {}).items()}
         self.expected_token_fingerprint: str | None = None  # the token encoder's, once `check_tokens` was called
@@ -147,6 +148,7 @@ class PairCapKnowledgeBase:
         exact = stores_float32_vectors(index)
         kb = cls(table, clips, metadata, index, folder, tokens, device, audio_roots)
         spot_check_vectors(kb.index, folder / INDEX_FILE, shards, exact)
+        kb.hub_id = None if Path(id_or_path).is_dir() else str(id_or_path)
         return kb
 
     def __len__(self) -> int:

@@ -1,11 +1,11 @@
 """PyTorch PairCap model: CLAP audio encoder -> pooled audio tokens -> MLP projector -> causal language model."""
 
-import copy
+import os
+import tempfile
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, ClapAudioModel, ClapModel, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
@@ -13,24 +13,21 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
 from .configuration_paircap import PairCapConfig
-from .fingerprints_paircap import weights_fingerprint
+from .encoders_paircap import PairCapEncoderMixin
 from .prompt_budget_paircap import check_prompts_fit, context_size, new_token_count, prompt_lengths
 from .prompt_prefix_paircap import PromptPrefixCache, shared_prefix_inputs
 from .retrieval_modes_paircap import check_retrieval_mode
 from .retrieval_paircap import PairCapRetriever, search_device
-
-
-@dataclass
-class PairCapAudioEncoding(ModelOutput):
-    r"""
-    audio_tokens (`torch.Tensor` of shape `(num_windows, audio_tokens_per_window, encoder_hidden_size)`):
-        Average-pooled CLAP encoder tokens of every window, before the projector: what a knowledge base stores per pair.
-    audio_embeds (`torch.Tensor` of shape `(num_clips, projection_dim)`):
-        L2-normalised CLAP audio embedding of every clip (the mean of its windows' embeddings, normalised again).
-    """
-
-    audio_tokens: torch.Tensor | None = None
-    audio_embeds: torch.Tensor | None = None
+from .saving_paircap import (
+    HUB_OPTIONS,
+    KB_FOLDER,
+    bundle_knowledge_base,
+    configured_knowledge_base,
+    knowledge_base_to_save,
+    register_remote_code,
+    upload_release,
+    warn_unresolved_knowledge_base,
+)
 
 
 @dataclass
@@ -90,7 +87,7 @@ class PairCapPreTrainedModel(PreTrainedModel):
             super()._init_weights(module)
 
 
-class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
+class PairCapForConditionalGeneration(PairCapEncoderMixin, PairCapPreTrainedModel, GenerationMixin):
     """
     PairCap: the CLAP model (the frozen retrieval space: audio and text towers with their projections), the captioning
     audio tower (HTSAT, whose pooled tokens fill the prompts; the CLAP's own audio tower until stage 2 separates it),
@@ -120,6 +117,40 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
         if retriever is not None:
             model.set_retriever(retriever)
         return model
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, push_to_hub: bool = False, **kwargs) -> None:
+        """
+        `PreTrainedModel.save_pretrained`, writing a complete release (`saving_paircap.py`) however the model was
+        loaded: also the remote code (every file the model imports and the pipeline's) with `auto_map` and
+        `custom_pipelines`, and the knowledge base it retrieves from (its retriever's, else `config.knowledge_base`'s),
+        bundled as `knowledge_base/` and checked against the KB's records, or named by hub id for a hub KB.
+        `push_to_hub=True` then uploads the folder (hub options as in `push_to_hub`; `repo_id` defaults to the
+        folder's name).
+        """
+        hub = {key: kwargs.pop(key) for key in ("repo_id", *HUB_OPTIONS) if key in kwargs} if push_to_hub else {}
+        register_remote_code(self)
+        source, configured = knowledge_base_to_save(self)
+        with configured_knowledge_base(self, configured):
+            super().save_pretrained(save_directory, *args, **kwargs)
+        if not self.should_save_on_this_rank(kwargs.get("is_main_process", True)):
+            return
+        if source is not None:
+            bundle_knowledge_base(source, os.path.join(save_directory, KB_FOLDER))
+        else:
+            warn_unresolved_knowledge_base(save_directory, configured)
+        if push_to_hub:
+            repo_id = hub.pop("repo_id", os.path.basename(os.path.normpath(save_directory)))
+            upload_release(save_directory, repo_id, token=kwargs.get("token"), **hub)
+
+    def push_to_hub(self, repo_id: str, *, max_shard_size: int | str = "50GB", token: str | None = None, **options):
+        """
+        Upload the release `save_pretrained` writes (knowledge base included) to the hub model repo `repo_id`, whole
+        (`HfApi.upload_folder`); `options`: `private`, `commit_message`, `commit_description`, `revision`,
+        `create_pr`. Returns the commit info.
+        """
+        with tempfile.TemporaryDirectory() as work:
+            self.save_pretrained(work, max_shard_size=max_shard_size)
+            return upload_release(work, repo_id, token=token, **options)
 
     def set_retriever(self, retriever: PairCapRetriever | None) -> None:
         """
@@ -158,20 +189,6 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
             self._configured_retriever = (key, retriever)
         return self._configured_retriever[1]
 
-    def get_audio_tower(self) -> nn.Module:
-        """The captioning audio encoder: the separate `audio_tower` once stage 2 made one, else the CLAP's."""
-        return self.audio_tower if self.config.separate_audio_tower else self.clap.audio_model
-
-    def separate_audio_tower(self) -> nn.Module:
-        """
-        Give the captioning audio tower weights of its own (a copy of the CLAP's), so that training it leaves the
-        retrieval space, and every knowledge base embedded in it, untouched. Idempotent; returns the tower.
-        """
-        if not self.config.separate_audio_tower:
-            self.audio_tower = copy.deepcopy(self.clap.audio_model)
-            self.config.separate_audio_tower = True
-        return self.audio_tower
-
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
@@ -186,82 +203,6 @@ class PairCapForConditionalGeneration(PairCapPreTrainedModel, GenerationMixin):
 
     def get_decoder(self) -> nn.Module:
         return self.language_model.get_decoder()
-
-    def retrieval_fingerprint(self) -> str:
-        """
-        SHA-256 of the retrieval space: the CLAP weights (rounded to bfloat16, so float32 and bfloat16 loads agree) and
-        the windowing that turns a clip into its embedding. A KB's index and embeddings are valid for every model with
-        this fingerprint, before and after fine-tuning.
-        """
-        windowing = {
-            "audio_window_seconds": self.config.audio_window_seconds,
-            "max_audio_windows": self.config.max_audio_windows,
-        }
-        return weights_fingerprint(self.clap, windowing)
-
-    def token_fingerprint(self) -> str:
-        """SHA-256 of the token encoder (the captioning audio tower) and the token settings: what a KB's clip tokens
-        were made with. Equal for a separate tower and the CLAP's own while their weights are equal."""
-        settings = {
-            "audio_pool_stride": self.config.audio_pool_stride,
-            "audio_window_seconds": self.config.audio_window_seconds,
-            "max_audio_windows": self.config.max_audio_windows,
-        }
-        return weights_fingerprint(self.get_audio_tower(), settings)
-
-    def pool_encoder_tokens(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
-        """`(W, C, 2, 32)` CLAP last hidden state -> `(W, 64 / stride, C)` tokens in time order, average-pooled."""
-        # dim 2 holds the frequency bins, dim 3 the time steps: order tokens by time, then frequency
-        tokens = last_hidden_state.permute(0, 3, 2, 1).flatten(1, 2)
-        stride = self.config.audio_pool_stride
-        if stride > 1:
-            tokens = F.avg_pool1d(tokens.transpose(1, 2), kernel_size=stride, stride=stride).transpose(1, 2)
-        return tokens
-
-    def pooled_audio_tokens(self, input_features: torch.Tensor) -> torch.Tensor:
-        """Pooled tokens `(num_windows, tokens_per_window, hidden)` of log-mel windows from the captioning audio tower:
-        the prompt path, which needs neither the CLAP projection nor the clip embedding."""
-        tower = self.get_audio_tower()
-        hidden = tower(input_features=input_features.to(self._encoder_dtype)).last_hidden_state
-        return self.pool_encoder_tokens(hidden)
-
-    @property
-    def _encoder_dtype(self) -> torch.dtype:
-        return self.clap.audio_projection.linear1.weight.dtype
-
-    def encode_audio(
-        self, input_features: torch.Tensor, audio_window_counts: torch.Tensor | None = None
-    ) -> PairCapAudioEncoding:
-        """
-        Encode `(num_windows, 1, frames, mels)` log-mel windows into pooled prompt tokens (pre-projector, from the
-        captioning tower) and the L2-normalised CLAP audio embedding of each clip (retrieval space; one encoder pass
-        while the two towers are one); `audio_window_counts` groups consecutive windows into clips (one window per
-        clip when omitted).
-        """
-        outputs = self.clap.get_audio_features(input_features=input_features.to(self._encoder_dtype))
-        if self.config.separate_audio_tower:
-            audio_tokens = self.pooled_audio_tokens(input_features)
-        else:
-            audio_tokens = self.pool_encoder_tokens(outputs.last_hidden_state)
-        window_embeds = outputs.pooler_output
-        if audio_window_counts is None:
-            return PairCapAudioEncoding(audio_tokens=audio_tokens, audio_embeds=window_embeds)
-        counts = audio_window_counts.to(window_embeds.device)
-        if int(counts.sum()) != window_embeds.shape[0]:
-            raise ValueError(
-                f"audio_window_counts adds up to {int(counts.sum())} windows but input_features holds "
-                f"{window_embeds.shape[0]}"
-            )
-        clip_index = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-        clip_sums = torch.zeros(len(counts), window_embeds.shape[1], dtype=window_embeds.dtype, device=counts.device)
-        clip_sums.index_add_(0, clip_index, window_embeds)
-        return PairCapAudioEncoding(audio_tokens=audio_tokens, audio_embeds=F.normalize(clip_sums, dim=-1))
-
-    def embed_texts(
-        self, clap_input_ids: torch.Tensor, clap_attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """L2-normalised CLAP text embeddings `(batch, projection_dim)` of captions tokenized by the CLAP tokenizer."""
-        return self.clap.get_text_features(input_ids=clap_input_ids, attention_mask=clap_attention_mask).pooler_output
 
     def merge_audio_tokens(
         self,
@@ -542,7 +483,6 @@ def package_output(output, prompt_ids: torch.LongTensor, second_prompt_length: i
 
 
 __all__ = [
-    "PairCapAudioEncoding",
     "PairCapAudioProjector",
     "PairCapForConditionalGeneration",
     "PairCapGenerateOutput",

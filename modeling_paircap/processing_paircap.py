@@ -79,6 +79,12 @@ class PairCapProcessor(ProcessorMixin):
         self.feature_backend = feature_backend
         super().__init__(feature_extractor, tokenizer, clap_tokenizer, **kwargs)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`ProcessorMixin.save_pretrained`, writing the remote code too (this file and those it imports, named in
+        `processor_config.json`'s `auto_map`) however the processor was loaded, as a release needs it."""
+        type(self).register_for_auto_class("AutoProcessor")
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @property
     def sampling_rate(self) -> int:
         return self.feature_extractor.sampling_rate

@@ -5,42 +5,16 @@ from pathlib import Path
 import torch
 from huggingface_hub import ModelCard
 from transformers import AutoFeatureExtractor, AutoModelForCausalLM, AutoTokenizer, ClapModel
-from transformers.dynamic_module_utils import custom_object_save
 from transformers.tokenization_utils_base import AddedToken
 
 from hub_cards import render_model_card
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.modeling_paircap import PairCapAudioProjector, PairCapForConditionalGeneration
-from modeling_paircap.pipeline_paircap import DEFAULT_MAX_NEW_TOKENS, TASK, PairCapCaptioningPipeline
+from modeling_paircap.pipeline_paircap import DEFAULT_MAX_NEW_TOKENS
 from modeling_paircap.processing_paircap import PairCapProcessor
 
 AUDIO_TOKEN = "<audio>"
 LONG_AUDIO_TOKEN = "<long_audio>"
-
-
-def remote_name(cls: type) -> str:
-    """`module.Class` as remote code names a class of the release folder (its files are copied flat)."""
-    return f"{cls.__module__.split('.')[-1]}.{cls.__name__}"
-
-
-def register_remote_code(config: PairCapConfig) -> None:
-    """
-    Make `save_pretrained` write `auto_map` and copy the `modeling_paircap/` files into the release folder. A class
-    registers under one auto class only, so the model's `AutoModel` entry is written into `config.auto_map` directly.
-    `config.custom_pipelines` is the entry `Pipeline.save_pretrained` writes for a pipeline registered with
-    `PIPELINE_REGISTRY.register_pipeline`: `pipeline(model=release, trust_remote_code=True)` reads it, loads the model
-    with `AutoModel` and the pipeline class from the release's `pipeline_paircap.py` (see `save_release`).
-    """
-    PairCapConfig.register_for_auto_class()
-    PairCapForConditionalGeneration.register_for_auto_class("AutoModelForCausalLM")
-    PairCapProcessor.register_for_auto_class("AutoProcessor")
-    config.auto_map = {
-        **(getattr(config, "auto_map", None) or {}),
-        "AutoModel": remote_name(PairCapForConditionalGeneration),
-    }
-    config.custom_pipelines = {
-        TASK: {"impl": remote_name(PairCapCaptioningPipeline), "pt": ["AutoModel"], "type": "multimodal"}
-    }
 
 
 def build_processor(clap_path: str, lm_path: str, config: PairCapConfig | None = None, **processor_kwargs):
@@ -148,15 +122,14 @@ def save_release(
     state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """
-    Write weights (safetensors; `state_dict` instead of the model's own, e.g. a gathered full one), config with
-    `auto_map` and `custom_pipelines`, generation config (with the decoding defaults of `set_decoding_defaults`, set on
-    the model too), processor, remote code (the pipeline's file too: no model file imports it) and card.
+    Write weights (safetensors; `state_dict` instead of the model's own, e.g. a gathered full one), generation config
+    (with the decoding defaults of `set_decoding_defaults`, set on the model too), processor and card; the model's and
+    processor's `save_pretrained` add the remote code with `auto_map` and `custom_pipelines`, and the model's knowledge
+    base.
     """
-    register_remote_code(model.config)
     set_decoding_defaults(model)
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir, state_dict=state_dict)
     processor.save_pretrained(output_dir)
-    custom_object_save(PairCapCaptioningPipeline, output_dir)
     (card or render_model_card(model.config)).save(output_dir / "README.md")
     return output_dir

@@ -23,6 +23,9 @@ from datasets_scripts.kb_recipes import RECIPES, CorpusSpec, root_entry
 from paircap.release_names import TRUST_REMOTE_CODE_HELP
 from paircap.threads import add_threads_argument
 
+DTYPES = ["auto", "float32", "bfloat16", "float16"]
+DTYPE_HELP = "the encoders' dtype (auto: bfloat16 on a GPU, float32 on CPU)"
+
 
 def add_kb_commands(commands, common: argparse.ArgumentParser) -> None:
     """Add `kb` and its subcommands to the `paircap` subcommands `commands`; each takes the options of `common`."""
@@ -51,6 +54,7 @@ def add_kb_commands(commands, common: argparse.ArgumentParser) -> None:
     build.add_argument("--num-workers", type=int, default=2, help="audio decoding processes")
     build.add_argument("--overwrite", action="store_true", help="discard finished shards of an earlier run")
     build.add_argument("--index-only", action="store_true", help="embeddings and captions only, no clip tokens")
+    build.add_argument("--dtype", default="auto", choices=DTYPES, help=DTYPE_HELP)
     add_threads_argument(build)
     build.set_defaults(run=run_build)
 
@@ -82,6 +86,7 @@ def add_kb_commands(commands, common: argparse.ArgumentParser) -> None:
     tokens.add_argument("--batch-size", type=int, default=32)
     tokens.add_argument("--shard-size", type=int, default=1024)
     tokens.add_argument("--num-workers", type=int, default=2, help="audio decoding processes")
+    tokens.add_argument("--dtype", default="auto", choices=DTYPES, help=DTYPE_HELP)
     add_threads_argument(tokens)
     tokens.set_defaults(run=run_tokens)
 
@@ -107,7 +112,8 @@ def run_build(args: argparse.Namespace) -> int:
     from datasets_scripts.build_kb import build_knowledge_base, read_pairs
     from modeling_paircap.file_io_paircap import folder_lock
     from modeling_paircap.kb_format_paircap import METADATA_FILE
-    from paircap.releases import load_release
+    from paircap.captioning import resolve_dtype
+    from paircap.releases import load_encoders
 
     corpora = RECIPES[args.recipe].corpora if args.recipe else tuple(args.corpus)
     recipe = {"name": args.recipe or "custom", "corpora": [f"{c.name}:{c.split}" for c in corpora]}
@@ -116,10 +122,11 @@ def run_build(args: argparse.Namespace) -> int:
     # the output's write lock first: an unwritable output or a second writer fails before anything is read or loaded
     with folder_lock(args.output, METADATA_FILE) if accelerator.is_main_process else contextlib.nullcontext():
         pairs = read_pairs(corpora, roots)
-        model, processor = load_release(args.model, accelerator.device, trust_remote_code=args.trust_remote_code)
+        dtype = resolve_dtype(args.dtype, accelerator.device)
+        encoders, processor = load_encoders(args.model, accelerator.device, dtype, args.trust_remote_code)
         build_knowledge_base(
             pairs,
-            model,
+            encoders,
             processor,
             args.output,
             recipe,
@@ -151,12 +158,14 @@ def run_refine(args: argparse.Namespace) -> int:
 def run_tokens(args: argparse.Namespace) -> int:
     from datasets_scripts.clip_tokens import refresh_tokens
     from datasets_scripts.embed import ERRORS_FILE
-    from paircap.releases import load_release
+    from paircap.captioning import resolve_device, resolve_dtype
+    from paircap.releases import load_encoders
 
-    model, processor = load_release(args.model, trust_remote_code=args.trust_remote_code)
+    device = resolve_device("auto")
+    encoders, processor = load_encoders(args.model, device, resolve_dtype(args.dtype, device), args.trust_remote_code)
     metadata = refresh_tokens(
         args.kb,
-        model,
+        encoders,
         processor,
         dict(args.root),
         work_dir=args.work_dir,
@@ -171,10 +180,10 @@ def run_tokens(args: argparse.Namespace) -> int:
 
 def run_upgrade(args: argparse.Namespace) -> int:
     from datasets_scripts.upgrade import upgrade_knowledge_base
-    from paircap.releases import load_release
+    from paircap.releases import load_encoders
 
-    model, _ = load_release(args.model, trust_remote_code=args.trust_remote_code)
-    metadata = upgrade_knowledge_base(args.kb, model)
+    encoders, _ = load_encoders(args.model, trust_remote_code=args.trust_remote_code)
+    metadata = upgrade_knowledge_base(args.kb, encoders)
     print(f"upgraded {args.kb}: {metadata.num_pairs} pairs over {metadata.num_clips} clips, format 2")
     return 0
 

@@ -14,9 +14,11 @@ from transformers.utils import cached_file
 
 from modeling_paircap import register_auto_classes
 from modeling_paircap.configuration_paircap import PairCapConfig
+from modeling_paircap.encoders_paircap import PairCapEncoders
 from modeling_paircap.kb_format_paircap import METADATA_FILE as KB_METADATA_FILE
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
+from modeling_paircap.saving_paircap import ENCODERS_AUTO_MAP_KEY
 from paircap.hub_access import ModelLoadError, is_hub_id, load_failure
 from paircap.release_names import PATH_PREFIXES
 
@@ -136,3 +138,29 @@ def load_release(
     except LOAD_ERRORS as error:
         raise load_failure(error, model_id) from error
     return (model.to(device) if device is not None else model).eval(), processor
+
+
+def load_encoders(
+    model_id: str,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+):
+    """
+    (encoders, processor) of a release for the knowledge-base tools: `PairCapEncoders`, its CLAP and captioning audio
+    tower alone (the language model is never built and its weights never read), in eval mode, with the release's
+    processor. With `trust_remote_code`, the release's own encoders class, as `auto_map["PairCapEncoders"]` names it
+    (releases saved by `save_pretrained` name it). Errors as `load_release`.
+    """
+    config = load_release_config(model_id, trust_remote_code)
+    _, _, processor_class = release_classes(model_id, trust_remote_code)
+    encoders_class = PairCapEncoders
+    if trust_remote_code:
+        encoders_class = remote_class(model_id, "config.json", ENCODERS_AUTO_MAP_KEY)
+    model_kwargs = {"dtype": dtype} if dtype else {}
+    try:
+        processor = processor_class.from_pretrained(model_id)
+        encoders = encoders_class.from_pretrained(model_id, config=config, use_safetensors=True, **model_kwargs)
+    except LOAD_ERRORS as error:
+        raise load_failure(error, model_id) from error
+    return (encoders.to(device) if device is not None else encoders).eval(), processor

@@ -62,7 +62,7 @@ def test_assembly_writes_a_complete_release(tiny_release, tiny_checkpoints):
     folder, model, processor = tiny_release
     names = {path.name for path in folder.iterdir()}
     assert {"config.json", "model.safetensors", "generation_config.json", "processor_config.json"} <= names
-    assert {"configuration_paircap.py", "modeling_paircap.py", "processing_paircap.py"} <= names
+    assert {"configuration_paircap.py", "modeling_paircap.py", "processing_paircap.py", "encoders_paircap.py"} <= names
     audio = {"arrays", "decoding", "files", "loading", "pyav", "reader", "windows"}
     assert {f"audio_{job}_paircap.py" for job in audio} <= names  # what the processor imports, followed through
     assert not any(name.endswith((".bin", ".pt", ".pth")) for name in names)
@@ -73,6 +73,7 @@ def test_assembly_writes_a_complete_release(tiny_release, tiny_checkpoints):
         "AutoConfig": "configuration_paircap.PairCapConfig",
         "AutoModel": "modeling_paircap.PairCapForConditionalGeneration",
         "AutoModelForCausalLM": "modeling_paircap.PairCapForConditionalGeneration",
+        "PairCapEncoders": "encoders_paircap.PairCapEncoders",
     }
     assert json.loads((folder / "processor_config.json").read_text())["auto_map"] == {
         "AutoProcessor": "processing_paircap.PairCapProcessor"

@@ -4,7 +4,6 @@ offline from a fresh checkout."""
 
 import json
 import os
-import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -85,7 +84,9 @@ def test_an_exported_copy_loads_as_remote_code_in_a_clean_process(shared_data, t
     clip = str(sorted((shared_data / "esc50_cc").glob("*.flac"))[0])
     model, processor = load_release(str(RELEASE))
     export = save_release(model, processor, tmp_path / "export", ModelCard.load(RELEASE / "README.md"))
-    shutil.copytree(RELEASE / "knowledge_base", export / "knowledge_base")
+    bundled = RELEASE / "knowledge_base"  # saving the loaded release bundles its KB
+    names = ["paircap_kb.json", "index.faiss", "tokens.safetensors", "clips.parquet"]
+    assert all((export / "knowledge_base" / name).read_bytes() == (bundled / name).read_bytes() for name in names)
     code = sorted(path.name for path in export.glob("*.py"))
     assert "modeling_paircap.py" in code and "pipeline_paircap.py" in code
     for name in code:  # the code as it is now, not an older copy
