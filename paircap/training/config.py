@@ -63,7 +63,7 @@ class TrainConfig:
     query_dropout: float = field(
         default=0.0,
         metadata={
-            "help": "share of the training samples with retrieved pairs whose query audio is replaced by silence "
+            "help": "share of the training samples with retrieved pairs whose query audio is replaced by faint noise "
             "(their caption must come from the context)"
         },
     )

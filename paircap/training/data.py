@@ -25,8 +25,9 @@ over 1..max_examples. The epoch varies n, so a pair meets every prompt size over
 Which examples: a sample with n examples gets the first n of its stored neighbour list, nearest first (fewer if it
 has fewer): the same pairs, in the same order, that top-n retrieval puts in the prompt at inference.
 
-Query dropout: a `query_dropout` share of the samples with examples, drawn from (seed, epoch, index), get silence of
-their audio's length as the query, so their caption can only come from the examples (training sets only).
+Query dropout: a `query_dropout` share of the samples with examples, drawn from (seed, epoch, index), get faint white
+noise (RMS 1e-3, about -60 dBFS: the processor refuses true silence) of their audio's length as the query, so their
+caption can only come from the examples (training sets only).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = ["CaptionTrainingSet", "LengthGroupedBatchSampler", "PairCapCollator",
 
 EXAMPLE_COLUMNS = ["caption", "is_long", "clip_index"]
 QUERY_DROPOUT_STREAM = 1  # the random stream of query dropout, apart from (seed, epoch)'s example counts
+QUERY_NOISE_RMS = 1e-3  # a dropped query's white noise: no sound event, yet not the silence the processor refuses
 
 
 def _token_counts(tokenizer, texts: Sequence[str]) -> np.ndarray:
@@ -114,8 +116,8 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         zero_shot_fraction: the share of zero-shot samples, the rest drawing 1..max_examples uniformly; None (default)
             is 1 / (max_examples + 1), uniform over 0..max_examples.
         example_tokens: the clips' pooled tokens (`embed_pairs(...).tokens`, a `ClipTokenStore`), read per example.
-        query_dropout: the share of the samples with >= 1 example whose query waveform is silence (zeros of its
-            length) in an epoch, drawn from (seed, epoch, index); 0 (default) for validation sets.
+        query_dropout: the share of the samples with >= 1 example whose query waveform is faint white noise of its
+            length in an epoch, drawn from (seed, epoch, index); 0 (default) for validation sets.
     """
 
     def __init__(
@@ -153,7 +155,7 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         self._audio = pairs.select_columns(["audio"])
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by DataLoader workers, persistent too
         self._counts: tuple[int, np.ndarray] | None = None
-        self._silenced: tuple[int, np.ndarray] | None = None
+        self._dropped: tuple[int, np.ndarray] | None = None
         self._examples_source = examples_source
         self._neighbors = np.full((len(self.pair_ids), 0), -1, dtype=np.int64)
         if max_examples:
@@ -185,17 +187,17 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
             self._counts = (epoch, counts)
         return self._counts[1]
 
-    def silenced(self, epoch: int | None = None) -> np.ndarray:
+    def dropped_queries(self, epoch: int | None = None) -> np.ndarray:
         """Per sample, whether its query is silence in `epoch` (default: the current one): a `query_dropout` share
         of the samples that have examples, drawn from (seed, epoch) independently of the example counts."""
         epoch = self.epoch if epoch is None else epoch
-        if self._silenced is None or self._silenced[0] != epoch:
-            silenced = np.zeros(len(self), dtype=bool)
+        if self._dropped is None or self._dropped[0] != epoch:
+            dropped = np.zeros(len(self), dtype=bool)
             if self.query_dropout:
                 rng = np.random.default_rng([self.seed, epoch, QUERY_DROPOUT_STREAM])
-                silenced = (rng.random(len(self)) < self.query_dropout) & (self.example_counts(epoch) > 0)
-            self._silenced = (epoch, silenced)
-        return self._silenced[1]
+                dropped = (rng.random(len(self)) < self.query_dropout) & (self.example_counts(epoch) > 0)
+            self._dropped = (epoch, dropped)
+        return self._dropped[1]
 
     def examples(self, index: int, epoch: int | None = None) -> list[dict[str, Any]]:
         """The interleaved examples of sample `index`: `{"audio_tokens" (n, D) float16, "caption", "is_long"}`."""
@@ -222,8 +224,9 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         if not isinstance(waveform, np.ndarray):  # the processor's AudioInputError, which names the file
             warnings.warn(f"skipping training pair {self.pair_ids[index]!r}: {waveform}", stacklevel=2)
             return None
-        if self.query_dropout and self.silenced()[index]:
-            waveform = np.zeros_like(waveform)
+        if self.query_dropout and self.dropped_queries()[index]:
+            rng = np.random.default_rng([self.seed, self.epoch, index, QUERY_DROPOUT_STREAM])
+            waveform = (QUERY_NOISE_RMS * rng.standard_normal(len(waveform))).astype(waveform.dtype)
         return {
             "waveform": waveform,
             "caption": self.captions[index],

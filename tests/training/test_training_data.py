@@ -250,7 +250,7 @@ def test_neighbour_cache_is_recomputed_when_a_setting_changes(training_pairs, ti
     assert stored_settings(path)["clip_groups"] == clip_groups_digest(load_clip_groups(groups))
 
 
-def test_query_dropout_silences_a_share_of_the_samples_with_examples(training_pairs, tiny_release, embedded, neighbors):
+def test_query_dropout_drops_a_share_of_the_queries_with_examples(training_pairs, tiny_release, embedded, neighbors):
     processor = tiny_release[2]
 
     def make(dropout: float, seed: int = 3) -> CaptionTrainingSet:
@@ -267,22 +267,24 @@ def test_query_dropout_silences_a_share_of_the_samples_with_examples(training_pa
 
     half, again, plain = make(0.5), make(0.5), make(0.0)
     epochs = range(20)
-    for epoch in epochs:
-        np.testing.assert_array_equal(half.silenced(epoch), again.silenced(epoch))  # from (seed, epoch, index)
+    for epoch in epochs:  # drawn from (seed, epoch, index)
+        np.testing.assert_array_equal(half.dropped_queries(epoch), again.dropped_queries(epoch))
         np.testing.assert_array_equal(half.example_counts(epoch), plain.example_counts(epoch))  # counts unchanged
-        assert not (half.silenced(epoch) & (half.example_counts(epoch) == 0)).any()  # only samples with examples
-        assert not plain.silenced(epoch).any()
+        assert not (half.dropped_queries(epoch) & (half.example_counts(epoch) == 0)).any()  # only samples with examples
+        assert not plain.dropped_queries(epoch).any()
     with_examples = sum(int((half.example_counts(epoch) > 0).sum()) for epoch in epochs)
-    assert 0.4 < sum(int(half.silenced(epoch).sum()) for epoch in epochs) / with_examples < 0.6
-    assert not np.array_equal(half.silenced(0), half.silenced(1))
-    assert not np.array_equal(half.silenced(0), make(0.5, seed=4).silenced(0))
+    assert 0.4 < sum(int(half.dropped_queries(epoch).sum()) for epoch in epochs) / with_examples < 0.6
+    assert not np.array_equal(half.dropped_queries(0), half.dropped_queries(1))
+    assert not np.array_equal(half.dropped_queries(0), make(0.5, seed=4).dropped_queries(0))
     always = make(1.0)
     counts = always.example_counts(0)
-    np.testing.assert_array_equal(always.silenced(0), counts > 0)
+    np.testing.assert_array_equal(always.dropped_queries(0), counts > 0)
     for index in (int(np.argmax(counts > 0)), int(np.argmax(counts == 0))):
         item, reference = always[index], plain[index]
         assert item["waveform"].shape == reference["waveform"].shape and reference["waveform"].any()
-        assert item["waveform"].any() == (counts[index] == 0)  # silence of the query's length
+        dropped = counts[index] > 0  # faint noise of the query's length instead of its audio
+        assert (np.abs(item["waveform"]).max() < 0.01) == dropped
+        assert np.array_equal(item["waveform"], reference["waveform"]) == (not dropped)
         assert len(item["examples"]) == counts[index] and item["caption"] == reference["caption"]
     for dropout in (-0.1, 1.5):
         with pytest.raises(ValueError, match=r"query_dropout must be in \[0, 1\]"):
