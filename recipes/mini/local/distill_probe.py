@@ -64,6 +64,8 @@ VARIANTS = {
     "htsat_clean": Variant("htsat_clean", augmented=0),
     "htsat_aug": Variant("htsat_aug"),
     "htsat_aug_nodrop": Variant("htsat_aug_nodrop", dropout=0.0),
+    "htsat_nodrop_lr3_nomask": Variant("htsat_nodrop_lr3_nomask", dropout=0.0, lr=3e-3, masks=False),
+    "htsat_nodrop_tags10": Variant("htsat_nodrop_tags10", dropout=0.0, tag_weight=10.0),
     "cnn_aug": Variant("cnn_aug", student="cnn"),
     "cnn_clean": Variant("cnn_clean", student="cnn", augmented=0),
 }
