@@ -298,7 +298,9 @@ What a linear classifier fitted on the training clips can read from each represe
 
 Audio->audio retrieval among the {probes.get("audio_to_audio_retrieval", {}).get("clips", "n/a")} held-out single
 clips (leave-one-out, a clip of the query's class is a hit; the other takes of the query's own recording, near
-duplicates in ESC-50, excluded in the first two columns; `recipes/mini/local/retrieval_yardstick.py`):
+duplicates in ESC-50, excluded in the first two columns, whose ceiling is
+{pct(probes.get("audio_to_audio_retrieval", {}).get("log_mel_statistics", {}).get("own_recording_excluded_ceiling"))}:
+the share of clips whose class has another recording among them; `recipes/mini/local/retrieval_yardstick.py`):
 
 {audio_retrieval_table(probes.get("audio_to_audio_retrieval", {}))}
 
