@@ -90,6 +90,18 @@ class TrainConfig:
     cache_features: bool = field(
         default=False, metadata={"help": "clap_contrastive: keep short clips' log-mels in memory (small corpora)"}
     )
+    distill_targets: str | None = field(
+        default=None,
+        metadata={
+            "help": "clap_contrastive: a teacher's per-clip targets (.npz: audio_ids, embeddings, optional "
+            "probabilities; paircap/training/distillation.py) the audio embedding also learns, through heads "
+            "dropped on export"
+        },
+    )
+    distill_weight: float = field(default=1.0, metadata={"help": "clap_contrastive: weight of the distillation terms"})
+    distill_tag_weight: float = field(
+        default=1.0, metadata={"help": "clap_contrastive: weight of the tag BCE within the distillation terms"}
+    )
     learning_rate: float = 1e-4
     encoder_lr_scale: float = field(default=0.1, metadata={"help": "audio encoder and LM head lr = scale * lr"})
     weight_decay: float = 0.0
@@ -131,6 +143,13 @@ class TrainConfig:
             raise ValueError(f"max_skipped_batches must be >= 0, got {self.max_skipped_batches}")
         if self.stage != "raft" and self.max_examples:
             raise ValueError(f"stage {self.stage} trains without retrieved examples: set max_examples to 0")
+        if self.distill_targets and self.stage != "clap_contrastive":
+            raise ValueError(f"distill_targets is a clap_contrastive setting, not one of stage {self.stage}")
+        if self.distill_weight < 0 or self.distill_tag_weight < 0:
+            raise ValueError(
+                f"distill_weight and distill_tag_weight must be >= 0, got {self.distill_weight}, "
+                f"{self.distill_tag_weight}"
+            )
         if self.zero_shot_fraction is not None and not (self.max_examples and 0 <= self.zero_shot_fraction <= 1):
             raise ValueError(
                 f"zero_shot_fraction must be in [0, 1] with max_examples > 0, got {self.zero_shot_fraction} "

@@ -81,6 +81,7 @@ class ClapPairSet(torch.utils.data.Dataset):
         seed: int = 0,
         augmentation: LogMelAugmentation | None = None,
         cache_features: bool = False,
+        targets: dict[str, torch.Tensor] | None = None,
     ):
         missing = pairs.with_format("arrow")["audio"].is_null().to_numpy(zero_copy_only=False)
         if missing.any():
@@ -96,6 +97,10 @@ class ClapPairSet(torch.utils.data.Dataset):
         self.features = TorchClapFeatures(feature_extractor)
         self.augmentation = augmentation or LogMelAugmentation()
         self._cache: dict[str, torch.Tensor] | None = {} if cache_features else None
+        self.targets = targets or {}
+        for name, rows in self.targets.items():
+            if len(rows) != len(self.captions):
+                raise ValueError(f"targets {name!r} have {len(rows)} rows for {len(self.captions)} pairs")
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -120,7 +125,8 @@ class ClapPairSet(torch.utils.data.Dataset):
             features = self.log_mel(self.crop(waveform, rng))
             if self._cache is not None and fits_one_window:
                 self._cache[path] = features
-        return {"input_features": self.augmentation(features, rng), "caption": self.captions[index]}
+        targets = {name: rows[index] for name, rows in self.targets.items()}
+        return {"input_features": self.augmentation(features, rng), "caption": self.captions[index], **targets}
 
     def crop(self, waveform: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One window of a long file at a drawn offset (a decoded window of a very long one); short clips whole."""
@@ -140,8 +146,8 @@ class ClapPairSet(torch.utils.data.Dataset):
 
 
 class ClapPairCollator:
-    """`ClapModel` inputs: the samples' log-mel features stacked and their captions tokenised. Failed samples (None)
-    are dropped; a batch where all failed gives None."""
+    """`ClapModel` inputs: the samples' log-mel features stacked and their captions tokenised, with their targets
+    (every other key) stacked. Failed samples (None) are dropped; a batch where all failed gives None."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
@@ -152,7 +158,9 @@ class ClapPairCollator:
             return None
         input_features = torch.stack([item["input_features"] for item in items])
         text = self.tokenizer([item["caption"] for item in items], padding=True, truncation=True, return_tensors="pt")
-        return BatchFeature({"input_features": input_features, **text})
+        names = items[0].keys() - {"input_features", "caption"}
+        targets = {name: torch.stack([item[name] for item in items]) for name in sorted(names)}
+        return BatchFeature({"input_features": input_features, **text, **targets})
 
 
 def caption_keywords(caption: str, rng: np.random.Generator) -> str:

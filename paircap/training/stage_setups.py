@@ -21,6 +21,7 @@ from datasets import Dataset
 from huggingface_hub import ModelCard
 from transformers import AutoFeatureExtractor, AutoModelForCausalLM, AutoTokenizer, ClapModel
 
+from datasets_scripts.columns import column
 from datasets_scripts.embed import embed_pairs
 from hub_cards import earlier_provenance, render_model_card
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
@@ -31,6 +32,7 @@ from paircap.training.adapters import save_adapter
 from paircap.training.clip_groups import load_clip_groups
 from paircap.training.config import TrainConfig
 from paircap.training.data import CaptionTrainingSet, PairCapCollator
+from paircap.training.distillation import ClapWithDistillation, DistillTargets, clap_state_dict, distillation_loss
 from paircap.training.neighbors import (
     compute_training_neighbors,
     load_neighbors,
@@ -245,30 +247,51 @@ def all_parameters(cfg: TrainConfig, model: torch.nn.Module) -> list[dict]:
 
 
 def clap_contrastive_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
-    """A `ClapModel` folder (model, feature extractor, tokenizer) trained with `ClapModel`'s contrastive loss."""
-    model = ClapModel.from_pretrained(cfg.model_name_or_path).to(accelerator.device)
+    """A `ClapModel` folder (model, feature extractor, tokenizer) trained with `ClapModel`'s contrastive loss, plus,
+    with `distill_targets`, the distillation terms (`distillation.py`) through heads that are not exported."""
+    clap = ClapModel.from_pretrained(cfg.model_name_or_path)
     feature_extractor = AutoFeatureExtractor.from_pretrained(cfg.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
+    targets = DistillTargets.load(cfg.distill_targets) if cfg.distill_targets else None
 
-    def split(sources: list[str], augmentation: LogMelAugmentation | None = None) -> DataSplit:
+    def split(sources: list[str], augmentation: LogMelAugmentation | None = None, distill: bool = False) -> DataSplit:
+        pairs = load_pairs(sources)
+        rows = targets.rows_for(column(pairs, "audio_id"), cfg.distill_targets) if distill and targets else None
         dataset = ClapPairSet(
-            load_pairs(sources), feature_extractor, cfg.seed, augmentation, cache_features=cfg.cache_features
+            pairs, feature_extractor, cfg.seed, augmentation, cache_features=cfg.cache_features, targets=rows
         )
         # every sample is one 10 s window and captions are short: batches are random draws, not length groups,
         # because the phrasings of one class have similar lengths and grouping by length would make them each
         # other's in-batch negatives
         return DataSplit(dataset, [1] * len(dataset), dataset.sources)
 
+    loss, model, export = contrastive_loss, clap, folder_export(cfg, feature_extractor, tokenizer)
+    if targets is not None:
+        dims = targets.embeddings.shape[1], None if targets.probabilities is None else targets.probabilities.shape[1]
+        model = ClapWithDistillation(clap, *dims, cfg.distill_weight, cfg.distill_tag_weight)
+        loss = distillation_loss
+        export = distilled_export(export)
+    model.to(accelerator.device)
     return StageSetup(
         model=model,
-        train=split(cfg.train_pairs, LogMelAugmentation(cfg.augment_gain_db, cfg.augment_time_shift)),
+        # the validation loss stays CLAP's contrastive loss (comparable with and without a teacher)
+        train=split(cfg.train_pairs, LogMelAugmentation(cfg.augment_gain_db, cfg.augment_time_shift), distill=True),
         validation=split(cfg.validation_pairs) if cfg.validation_pairs else None,
         collator=ClapPairCollator(tokenizer),
         parameter_groups=all_parameters(cfg, model),
-        export=folder_export(cfg, feature_extractor, tokenizer),
-        loss=contrastive_loss,
+        export=export,
+        loss=loss,
         loss_weight=batch_rows,
     )
+
+
+def distilled_export(export: Callable) -> Callable[[ClapWithDistillation, dict[str, torch.Tensor], int], Path]:
+    """Export the `ClapModel` of a `ClapWithDistillation`, without its heads."""
+
+    def export_clap(trained: ClapWithDistillation, state_dict: dict[str, torch.Tensor], step: int) -> Path:
+        return export(trained.clap, clap_state_dict(state_dict), step)
+
+    return export_clap
 
 
 def lm_text_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:

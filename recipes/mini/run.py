@@ -155,7 +155,7 @@ def stage_command(run: MiniRun, name: str) -> list[str]:
     return [
         sys.executable, "-m", "recipes.mini.run", "--output", str(run.output), "--data", str(run.data),
         "--scale", run.scale.name, "--clips", *run.clip_folders, "--seed", str(run.seed), "--stages", name,
-        "--jobs", "1",
+        "--jobs", "1", *(["--teacher", str(run.teacher)] if run.teacher else []),
     ]  # fmt: skip
 
 
@@ -187,6 +187,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--teacher",
+        default=None,
+        help="the AudioSet teacher's weights (EfficientAT mn04_as_mAP_432.pt): the CLAP stand-in is also distilled\n"
+        "from it (docs/mini-recipe.md says where to get them)",
+    )
+    parser.add_argument(
         "--jobs",
         type=positive_int,
         default=min(2, os.cpu_count() or 1),
@@ -203,7 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     log_progress_to_stderr((*LOGGED_PACKAGES, "recipes"))
     apply_threads(args.threads)
     scale = load_scale("quick" if args.quick else args.scale)
-    run = MiniRun(Path(args.output), Path(args.data), scale, tuple(args.clips), args.seed, stage_names(scale))
+    teacher = None if args.teacher is None else Path(args.teacher).resolve()
+    if teacher is not None and not teacher.is_file():
+        print(f"paircap mini: error: {teacher}: no such teacher weights file", file=sys.stderr)
+        return 2
+    run = MiniRun(Path(args.output), Path(args.data), scale, tuple(args.clips), args.seed, stage_names(scale), teacher)
     try:
         run_stages(run, args.stages, jobs=args.jobs, threads=args.threads)
     except StageFailed as error:

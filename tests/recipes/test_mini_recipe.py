@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from datasets import load_from_disk
@@ -23,6 +24,7 @@ from recipes.mini.local.scales import load_scale, scale_names
 from recipes.mini.run import ABLATIONS, STAGES, stage_names
 
 REPO = Path(__file__).resolve().parents[2]
+TEACHER_WEIGHTS = REPO.parent / "shared" / "models" / "efficientat_mn04_as" / "mn04_as_mAP_432.pt"
 QUICK_STAGES = [  # every stage, in the order it runs
     "corpus", "init", "clap", "lm", "assemble", "stage1", "probe", "kb", "stage2_phase1", "stage2_phase2", "raft_only",
     "evaluate", "evaluate_raft_only", "evaluate_stage1", "fit", "zero_shot", "novel", "mechanism", "context_ablations",
@@ -49,7 +51,8 @@ def quick_run(shared_data, environment, tmp_path_factory) -> Path:
         pytest.skip(f"{shared_data / 'esc50_more'} is absent")
     output = tmp_path_factory.mktemp("mini") / "quick"
     args = ["-m", "paircap.cli", "mini", "--output", str(output), "--quick", "--data", str(shared_data), "--jobs", "1"]
-    run(args, REPO, environment)
+    # the CLAP distilled from the AudioSet teacher where its weights sit beside the data (the workspace), else not
+    run(args + (["--teacher", str(TEACHER_WEIGHTS)] if TEACHER_WEIGHTS.is_file() else []), REPO, environment)
     return output
 
 
@@ -75,6 +78,15 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
         scores = probes[representation]
         assert 0 <= scores["test_mixtures_both_events"] <= scores["test_mixtures_any_event"] <= 1
         assert 0 <= scores["held_out_clip_accuracy"] <= 1
+    retrieval = probes["audio_to_audio_retrieval"]
+    spaces = {"clap_audio_embedding", "log_mel_statistics"} | ({"teacher"} if TEACHER_WEIGHTS.is_file() else set())
+    assert retrieval["clips"] == 30 and spaces <= set(retrieval)
+    assert all(0 <= retrieval[name]["R@1_own_recording_excluded"] <= retrieval[name]["R@1"] for name in spaces)
+    assert "R@1, own recording excluded" in report
+    if TEACHER_WEIGHTS.is_file():  # its targets: every training clip and mixture once
+        targets = np.load(quick_run / "clap" / "teacher" / "targets.npz")
+        assert len(targets["audio_ids"]) == 30 + 24 and targets["probabilities"].shape == (54, 527)
+        assert "distill_targets" in (quick_run / "clap" / "config.yaml").read_text()
     fit = json.loads((quick_run / "evaluation" / "fit.json").read_text())
     assert set(fit) == {"stage1", "stage2_phase1", "stage2_phase2", "raft_only"}
     captioner_train = load_from_disk(str(quick_run / "corpus" / "pairs" / "captioner_train"))

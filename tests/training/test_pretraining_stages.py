@@ -1,5 +1,6 @@
 """The stand-in stages for the pretrained parts, `clap_contrastive` and `lm_text`: they learn on real data through the
-same loop as stages 1 and 2, resume bit-identically, and export folders that load with `from_pretrained`."""
+same loop as stages 1 and 2, resume bit-identically, and export folders that load with `from_pretrained`; the CLAP
+stage's teacher distillation (a checked targets file, the loss's extra terms, heads that are not exported)."""
 
 import csv
 import json
@@ -7,10 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset
+from datasets import Dataset, load_from_disk
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, ClapFeatureExtractor, ClapModel
 
 from paircap.training.config import TrainConfig
+from paircap.training.distillation import ClapWithDistillation, DistillTargets
 from paircap.training.loop import train
 from paircap.training.pretraining_data import (
     CaptionTextCollator,
@@ -79,8 +82,6 @@ def logged_losses(folder) -> list[float]:
 
 
 def weights(folder) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     return load_file(str(folder / "model.safetensors"))
 
 
@@ -264,3 +265,108 @@ def test_clap_batches_are_random_draws_not_caption_length_groups(tiny_checkpoint
     _, sampler = build_dataloader(cfg, setup.train, setup.collator, shuffle=True)
     spreads = [max(batch) - min(batch) for batch in sampler.batches(0)]  # index n holds a caption of n + 1 words
     assert len(spreads) == 8 and sum(spreads) / len(spreads) > 30, spreads  # grouped: < 8; random draws: ~50
+
+
+# ---- teacher distillation in clap_contrastive ----------------------------------------------------------------------
+
+
+def write_targets(path, audio_ids, dims=(6, 5)) -> DistillTargets:
+    rng = np.random.default_rng(0)
+    targets = DistillTargets(
+        tuple(audio_ids),
+        torch.from_numpy(rng.standard_normal((len(audio_ids), dims[0])).astype(np.float32)),
+        torch.from_numpy(rng.uniform(size=(len(audio_ids), dims[1])).astype(np.float32)),
+    )
+    targets.save(path)
+    return targets
+
+
+BAD_TARGETS = {  # file name: (content, the error's words)
+    "missing.npz": (None, "no such distillation targets file"),
+    "text.npz": (b"not an archive", "not a distillation targets .npz file"),
+    "no_embeddings.npz": ({"audio_ids": np.array(["a"])}, "no `embeddings` array"),
+    "short.npz": ({"audio_ids": np.array(["a", "b"]), "embeddings": np.zeros((1, 3), np.float32)}, "with 2 rows"),
+    "nan.npz": ({"audio_ids": np.array(["a"]), "embeddings": np.full((1, 3), np.nan, np.float32)}, "NaN or infinite"),
+    "repeat.npz": ({"audio_ids": np.array(["a", "a"]), "embeddings": np.zeros((2, 3), np.float32)}, "repeats an id"),
+    "tags.npz": (
+        {
+            "audio_ids": np.array(["a"]),
+            "embeddings": np.zeros((1, 3), np.float32),
+            "probabilities": np.ones((1, 2)) * 2,
+        },
+        r"must lie in \[0, 1\]",
+    ),
+}
+
+
+def test_distillation_targets_round_trip_and_a_bad_file_is_named(tmp_path):
+    written = write_targets(tmp_path / "targets.npz", ["a", "b", "c"])
+    read = DistillTargets.load(tmp_path / "targets.npz")
+    assert read.audio_ids == ("a", "b", "c") and torch.equal(read.probabilities, written.probabilities)
+    rows = read.rows_for(["c", "a", "c"], "targets.npz")
+    assert torch.equal(rows["distill_embeddings"], written.embeddings[[2, 0, 2]])
+    with pytest.raises(ValueError, match=r"targets.npz: no targets for 1 training clips, e.g. \['z'\]"):
+        read.rows_for(["a", "z"], "targets.npz")
+    for name, (content, problem) in BAD_TARGETS.items():
+        if isinstance(content, bytes):
+            (tmp_path / name).write_bytes(content)
+        elif content is not None:
+            np.savez(tmp_path / name, **content)
+        with pytest.raises(ValueError, match=rf"{name}: .*{problem}"):
+            DistillTargets.load(tmp_path / name)
+
+
+def test_distillation_loss_adds_its_terms_to_the_contrastive_loss(tiny_checkpoints, esc_pairs, tmp_path):
+    clap, _ = tiny_checkpoints
+    pairs = load_from_disk(str(esc_pairs))
+    targets = write_targets(tmp_path / "targets.npz", pairs["audio_id"])
+    dataset = ClapPairSet(
+        pairs, ClapFeatureExtractor.from_pretrained(clap), targets=targets.rows_for(pairs["audio_id"], "t")
+    )
+    batch = ClapPairCollator(AutoTokenizer.from_pretrained(clap))([dataset[i] for i in range(4)])
+    assert batch["distill_embeddings"].shape == (4, 6) and batch["distill_probabilities"].shape == (4, 5)
+    torch.manual_seed(0)
+    model = ClapWithDistillation(ClapModel.from_pretrained(clap), 6, 5, weight=2.0, tag_weight=0.5).eval()
+    inputs = {key: value for key, value in batch.items() if not key.startswith("distill_")}
+    with torch.no_grad():
+        contrastive = model.clap(**inputs, return_loss=True)
+        audio = contrastive.audio_embeds
+        cosine = 1 - torch.nn.functional.cosine_similarity(model.embedding_head(audio), batch["distill_embeddings"])
+        tags = torch.nn.functional.binary_cross_entropy_with_logits(
+            model.tag_head(audio), batch["distill_probabilities"]
+        )
+        assert torch.allclose(model(**batch), contrastive.loss + 2.0 * (cosine.mean() + 0.5 * tags), atol=1e-6)
+        assert torch.allclose(model(**inputs), contrastive.loss)  # validation batches carry no targets
+
+
+def test_clap_stage_distils_and_exports_the_clap_without_its_heads(tiny_checkpoints, esc_pairs, tmp_path):
+    clap, _ = tiny_checkpoints
+    write_targets(tmp_path / "targets.npz", load_from_disk(str(esc_pairs))["audio_id"])
+    cfg = stage_config(
+        tmp_path, "clap", stage="clap_contrastive", model_name_or_path=str(clap), train_pairs=[str(esc_pairs)],
+        validation_pairs=[str(esc_pairs)], max_steps=4, eval_every=4, distill_targets=str(tmp_path / "targets.npz"),
+        distill_weight=5.0,
+    )  # fmt: skip
+    release = train(cfg)
+    log = [json.loads(line) for line in (tmp_path / "clap" / "log.jsonl").read_text().splitlines()]
+    validation = [line["validation_loss"] for line in log if "validation_loss" in line]
+    assert logged_losses(tmp_path / "clap")[0] > validation[0] + 2.0  # + 5 x (cosine distance ~1 + tag BCE ~0.7)
+    start = ClapModel.from_pretrained(clap).state_dict()
+    saved = weights(release)
+    assert set(saved) <= set(start) and not any("head" in name for name in saved)
+    ClapModel.from_pretrained(release)
+    assert any(not torch.equal(value, start[name]) for name, value in saved.items())
+
+
+def test_distill_targets_belong_to_the_clap_stage(tiny_checkpoints, esc_pairs, tmp_path):
+    with pytest.raises(ValueError, match="distill_targets is a clap_contrastive setting"):
+        stage_config(tmp_path, "lm", stage="lm_text", model_name_or_path="x", train_pairs=["p"], distill_targets="t")
+    clap, _ = tiny_checkpoints
+    audio_ids = load_from_disk(str(esc_pairs))["audio_id"]
+    write_targets(tmp_path / "targets.npz", audio_ids[1:])
+    cfg = stage_config(
+        tmp_path, "clap", stage="clap_contrastive", model_name_or_path=str(clap), train_pairs=[str(esc_pairs)],
+        max_steps=1, distill_targets=str(tmp_path / "targets.npz"),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=rf"targets.npz: no targets for 1 training clips, e.g. \['{audio_ids[0]}'\]"):
+        train(cfg)

@@ -24,6 +24,7 @@ class MiniRun:
     clip_folders: tuple[str, ...] = CLIP_FOLDERS
     seed: int = 0
     stages: tuple[str, ...] = ()  # this run's stages, in the order they run
+    teacher: Path | None = None  # the AudioSet teacher's weights: the CLAP stand-in is also distilled from it
 
     @property
     def captioners(self) -> list[str]:
@@ -64,6 +65,7 @@ class MiniRun:
     def write_settings(self) -> None:
         """`settings.json`: the scale, clip folders and seed this run was started with."""
         settings = {"scale": asdict(self.scale), "clip_folders": self.clip_folders, "seed": self.seed}
+        settings["teacher"] = None if self.teacher is None else str(self.teacher)
         self.path("settings.json").write_text(json.dumps(settings, indent=2))
 
     def clip_splits(self) -> dict[str, list[Esc50Clip]]:

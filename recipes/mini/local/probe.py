@@ -11,6 +11,10 @@ The representations: the trained CLAP's audio embedding (the retrieval space, an
 from) and two yardsticks that learn nothing: per-mel-bin mean, deviation and maximum of the log-mel features, and the
 same statistics each sorted over the mel bins, which keeps the spectral shape's values but not which frequency they
 sit at (what a network blind to absolute frequency, as a Swin tower with only relative position bias, can at best read).
+
+Beside the probes, `clap/probes.json` holds audio->audio retrieval on the held-out single clips
+(`retrieval_yardstick.py`: leave-one-out R@k, also with the query's own recording excluded) in the CLAP's embedding, in
+log-mel statistics and, for a run with `--teacher`, in the AudioSet teacher's embedding.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ import torch
 from datasets import Dataset, load_from_disk
 from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
+from modeling_paircap.audio_loading_paircap import load_audio_file
 from paircap.training.pretraining_data import ClapPairSet
 from recipes.mini.local.esc50 import EVENT_PHRASES, single_clip_pairs
 from recipes.mini.local.layout import MiniRun
 from recipes.mini.local.mixtures import mixture_events
+from recipes.mini.local.retrieval_yardstick import clap_embedder, retrieval_scores, teacher_embedder
+from recipes.mini.local.retrieval_yardstick import log_mel_statistics as teacher_log_mel_statistics
 
 L2_PENALTY = 1e-3  # on the mean loss; chosen once, not tuned on the test clips
 LBFGS_STEPS = 200
@@ -193,4 +200,23 @@ def probe_audio(run: MiniRun) -> None:
     events = {clip.audio_id: (clip.category,) for part in splits.values() for clip in part}
     events.update(mixture_events(run.mixtures_dir))
     probes = probe_representations(str(run.release("clap")), pairs, events)
+    probes["audio_to_audio_retrieval"] = audio_retrieval(run)
     run.path("clap", "probes.json").write_text(json.dumps(probes, indent=2))
+
+
+def audio_retrieval(run: MiniRun, sample_rate: int = 48000) -> dict:
+    """Leave-one-out audio->audio retrieval among the held-out single clips (same class = hit), in the trained CLAP's
+    embedding, in log-mel mean/deviation statistics and (with `--teacher`) in the AudioSet teacher's embedding."""
+    clips = run.clip_splits()["test"]
+    waves = [load_audio_file(clip.path, sample_rate) for clip in clips]
+    labels, recordings = [clip.category for clip in clips], [clip.src_file for clip in clips]
+    embedders = {
+        "clap_audio_embedding": clap_embedder(run.release("clap")),
+        "log_mel_statistics": teacher_log_mel_statistics,
+    }
+    if run.teacher is not None:
+        embedders["teacher"] = teacher_embedder(run.teacher)
+    scores = {
+        name: retrieval_scores(embed(waves, sample_rate), labels, recordings) for name, embed in embedders.items()
+    }
+    return {"clips": len(clips), "recordings": len(set(recordings)), **scores}

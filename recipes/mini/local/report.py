@@ -100,6 +100,26 @@ def probe_table(probes: dict) -> str:
     return "\n".join(lines)
 
 
+def audio_retrieval_table(retrieval: dict) -> str:
+    """Audio->audio R@k among the held-out single clips (`clap/probes.json`, `audio_to_audio_retrieval`)."""
+    lines = [
+        "| embedding | R@1, own recording excluded | R@5, own recording excluded | R@1 |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, label in (
+        ("clap_audio_embedding", "trained CLAP audio embedding (the KBs' retrieval space)"),
+        ("teacher", "AudioSet teacher (EfficientAT mn04_as, `--teacher`)"),
+        ("log_mel_statistics", "log-mel mean and deviation per mel bin (nothing learnt)"),
+    ):
+        if name in retrieval:
+            scores = retrieval[name]
+            lines.append(
+                f"| {label} | {pct(scores['R@1_own_recording_excluded'])} | "
+                f"{pct(scores['R@5_own_recording_excluded'])} | {pct(scores['R@1'])} |"
+            )
+    return "\n".join(lines)
+
+
 CAPTIONER_LABELS = {
     "stage1": "stage 1",
     "stage2_phase1": "stage 2 phase 1",
@@ -324,6 +344,14 @@ What a linear classifier fitted on the training clips can read from each represe
 (`clap/probes.json`; {probes.get("probe", "n/a")}):
 
 {probe_table(probes)}
+
+Audio->audio retrieval among the {probes.get("audio_to_audio_retrieval", {}).get("clips", "n/a")} held-out single
+clips (leave-one-out, a clip of the query's class is a hit; the other takes of the query's own recording, near
+duplicates in ESC-50, excluded in the first two columns, whose ceiling is
+{pct(probes.get("audio_to_audio_retrieval", {}).get("log_mel_statistics", {}).get("own_recording_excluded_ceiling"))}:
+the share of clips whose class has another recording among them; `recipes/mini/local/retrieval_yardstick.py`):
+
+{audio_retrieval_table(probes.get("audio_to_audio_retrieval", {}))}
 
 ## Method x knowledge base (curriculum model: stage 1, stage 2 phase 1, phase 2)
 

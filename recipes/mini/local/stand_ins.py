@@ -15,6 +15,7 @@ from paircap.tiny import train_clap_tokenizer, train_lm_tokenizer
 from recipes.mini.local.layout import MiniRun
 from recipes.mini.local.models import mini_clap_config, mini_feature_extractor, mini_llama_config
 from recipes.mini.local.probe import clap_retrieval
+from recipes.mini.local.teacher_targets import teacher_targets
 from recipes.mini.local.training import train_stage
 
 SINGLE_CLIP_REPEATS = 9  # + the copy in the training pairs: 10 x 752 single-clip rows beside 7,500 mixture rows
@@ -43,7 +44,9 @@ def init_models(run: MiniRun) -> None:
 
 
 def train_clap(run: MiniRun) -> None:
-    """The CLAP stand-in (`conf/train/clap.yaml`), then how well it retrieves test captions (`clap/retrieval.json`)."""
+    """The CLAP stand-in (`conf/train/clap.yaml`), with a teacher (`--teacher`) also distilled from it (its targets
+    computed first, `teacher_targets.py`), then how well it retrieves test captions (`clap/retrieval.json`)."""
+    distill = {} if run.teacher is None else {"distill_targets": str(teacher_targets(run))}
     train_stage(
         run,
         "clap",
@@ -55,6 +58,7 @@ def train_clap(run: MiniRun) -> None:
         validation_pairs=run.validation_pairs(),
         max_steps=run.scale.clap_steps,
         per_device_batch_size=run.scale.clap_batch_size,
+        **distill,
     )
     run.path("clap", "retrieval.json").write_text(json.dumps(clap_retrieval(run), indent=2))
 
