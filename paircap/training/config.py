@@ -8,6 +8,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from paircap.training.clip_groups import load_clip_groups
+from paircap.training.examples_schedule import check_examples_schedule
 
 STAGES = ("alignment", "raft", "clap_contrastive", "lm_text")
 NONFINITE_LOSS_POLICIES = ("stop", "skip")
@@ -43,6 +44,13 @@ class TrainConfig:
     zero_shot_fraction: float | None = field(
         default=None,
         metadata={"help": "share of zero-shot samples (no retrieved pairs), the rest 1..K; default 1/(K+1)"},
+    )
+    examples_schedule: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "progressive schedule (MQ-Cap): the most retrieved pairs per sample in each epoch, e.g. 1 2 3 4 5; "
+            "never decreasing, ending at max_examples, later epochs keep the last; empty: max_examples throughout"
+        },
     )
     num_neighbors: int = field(default=10, metadata={"help": "stored retrieved neighbours per training pair"})
     neighbor_mode: str = field(
@@ -155,6 +163,8 @@ class TrainConfig:
                 f"zero_shot_fraction must be in [0, 1] with max_examples > 0, got {self.zero_shot_fraction} "
                 f"with max_examples={self.max_examples}"
             )
+        if self.examples_schedule:
+            check_examples_schedule(self.examples_schedule, self.max_examples)
         self._check_neighbour_settings()
 
     def _check_neighbour_settings(self) -> None:

@@ -20,7 +20,10 @@ Usage::
 How many examples: n in 0..max_examples per sample, drawn from (seed, epoch, index). n = 0 is the zero-shot prompt
 (the query alone), which inference runs in pass 1; paper eq. 1 counts the query among its 1..K interleaved samples.
 By default n is uniform over 0..max_examples; `zero_shot_fraction` sets the share of n = 0 instead, the rest uniform
-over 1..max_examples. The epoch varies n, so a pair meets every prompt size over the epochs.
+over 1..max_examples. The epoch varies n, so a pair meets every prompt size over the epochs. An
+`examples_schedule` (one maximum per epoch, `paircap.training.examples_schedule`) raises the most a sample gets as
+training goes on (MQ-Cap's progressive schedule): epoch e draws 1..m_e instead of 1..max_examples, the zero-shot share
+unchanged; the counts and the length estimates stay functions of (seed, epoch), so resumed runs see the same ones.
 
 Which examples: a sample with n examples gets the first n of its stored neighbour list, nearest first (fewer if it
 has fewer): the same pairs, in the same order, that top-n retrieval puts in the prompt at inference.
@@ -44,6 +47,7 @@ from datasets import Dataset
 from transformers import BatchFeature
 
 from datasets_scripts.columns import column
+from paircap.training.examples_schedule import check_examples_schedule, max_examples_at
 
 __all__ = ["CaptionTrainingSet", "LengthGroupedBatchSampler", "PairCapCollator", "balanced_source_weights"]
 
@@ -118,6 +122,8 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         example_tokens: the clips' pooled tokens (`embed_pairs(...).tokens`, a `ClipTokenStore`), read per example.
         query_dropout: the share of the samples with >= 1 example whose query waveform is faint white noise of its
             length in an epoch, drawn from (seed, epoch, index); 0 (default) for validation sets.
+        examples_schedule: the most examples a sample gets in each epoch, never decreasing, ending at max_examples
+            (later epochs keep the last); the zero-shot share stays `zero_shot_fraction`. None: max_examples always.
     """
 
     def __init__(
@@ -131,6 +137,7 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         zero_shot_fraction: float | None = None,
         example_tokens=None,
         query_dropout: float = 0.0,
+        examples_schedule: Sequence[int] | None = None,
     ):
         if max_examples < 0:
             raise ValueError(f"max_examples must be >= 0, got {max_examples}")
@@ -145,6 +152,9 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
             raise ValueError(f"{int(missing.sum())} training pairs have no audio (text-only rows cannot be queries)")
         self.processor = processor
         self.max_examples = max_examples
+        self.examples_schedule = None
+        if examples_schedule is not None:
+            self.examples_schedule = check_examples_schedule(examples_schedule, max_examples)
         self.seed = seed
         self.query_dropout = query_dropout
         self.zero_shot_fraction = 1 / (max_examples + 1) if zero_shot_fraction is None else zero_shot_fraction
@@ -174,15 +184,20 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         """Select the epoch whose example counts `__getitem__` and `estimated_lengths` use."""
         self._epoch.fill_(epoch)
 
+    def max_examples_at(self, epoch: int) -> int:
+        """The most examples a sample gets in `epoch`: the schedule's maximum for it, else max_examples."""
+        return self.max_examples if self.examples_schedule is None else max_examples_at(self.examples_schedule, epoch)
+
     def example_counts(self, epoch: int | None = None) -> np.ndarray:
         """Examples per sample in `epoch` (default: the current one): 0 (zero-shot) for a `zero_shot_fraction` share,
-        otherwise uniform in 1..max_examples, capped by the neighbours a pair has; all zero when max_examples is 0."""
+        otherwise uniform in 1..`max_examples_at(epoch)`, capped by the neighbours a pair has; all zero when that
+        maximum is 0."""
         epoch = self.epoch if epoch is None else epoch
         if self._counts is None or self._counts[0] != epoch:
             counts = np.zeros(len(self), dtype=np.int64)
-            if self.max_examples:
+            if most := self.max_examples_at(epoch):
                 rng = np.random.default_rng([self.seed, epoch])
-                drawn = _draw_example_counts(rng, len(self), self.max_examples, self.zero_shot_fraction)
+                drawn = _draw_example_counts(rng, len(self), most, self.zero_shot_fraction)
                 counts = np.minimum(drawn, (self._neighbors >= 0).sum(axis=1))
             self._counts = (epoch, counts)
         return self._counts[1]

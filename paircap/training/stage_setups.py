@@ -164,6 +164,7 @@ def captioning_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
         cfg.zero_shot_fraction,
         example_tokens=embedded and embedded.tokens,
         query_dropout=cfg.query_dropout,
+        examples_schedule=cfg.examples_schedule or None,
     )
     validation = None
     if cfg.validation_pairs:

@@ -1,0 +1,75 @@
+"""paircap.training.examples_schedule: the progressive schedule's checks, its per-epoch maximum, and the TrainConfig
+field through YAML and the command line (the dataset's counts under a schedule: test_training_data.py)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from paircap.training.config import TrainConfig, parse_config
+from paircap.training.examples_schedule import check_examples_schedule, max_examples_at
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_schedule_maximum_per_epoch_holds_the_last():
+    schedule = check_examples_schedule([0, 1, 1, 3], 3)
+    assert schedule == (0, 1, 1, 3)
+    assert [max_examples_at(schedule, epoch) for epoch in range(7)] == [0, 1, 1, 3, 3, 3, 3]
+    with pytest.raises(ValueError, match="epoch must be >= 0"):
+        max_examples_at(schedule, -1)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "max_examples", "message"),
+    [
+        ([], 3, "examples_schedule is empty"),
+        ([1, 2], 0, r"needs max_examples > 0"),
+        ([1, 3, 2, 3], 3, "must never decrease: epoch 2 has maximum 2 after 3"),
+        ([1, 4], 3, r"epoch 1 has maximum 4; expected an integer in 0..max_examples=3"),
+        ([-1, 3], 3, r"epoch 0 has maximum -1"),
+        ([1, 2.5, 3], 3, r"epoch 1 has maximum 2.5"),
+        ([True, 3], 3, r"epoch 0 has maximum True"),
+        ([1, 2], 3, "must end at max_examples=3 .*, ends at 2"),
+    ],
+)
+def test_bad_schedules_name_the_problem(schedule, max_examples, message):
+    with pytest.raises(ValueError, match=message):
+        check_examples_schedule(schedule, max_examples)
+
+
+def test_train_config_checks_the_schedule():
+    base = {"stage": "raft", "model_name_or_path": "m", "output_dir": "o", "train_pairs": ["p"], "max_examples": 5}
+    assert TrainConfig(**base).examples_schedule == []
+    assert TrainConfig(**base, examples_schedule=[1, 3, 5]).examples_schedule == [1, 3, 5]
+    with pytest.raises(ValueError, match="must never decrease"):
+        TrainConfig(**base, examples_schedule=[2, 1, 5])
+    with pytest.raises(ValueError, match="needs max_examples > 0"):
+        TrainConfig(**{**base, "max_examples": 0}, examples_schedule=[0])
+
+
+def test_schedule_round_trips_through_yaml_and_the_command_line(tmp_path):
+    settings = {
+        "stage": "raft",
+        "model_name_or_path": "m",
+        "output_dir": str(tmp_path),
+        "train_pairs": ["p"],
+        "max_examples": 4,
+        "examples_schedule": [1, 2, 2, 4],
+    }
+    path = tmp_path / "progressive.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    config = parse_config(["--config", str(path)])
+    assert config.examples_schedule == [1, 2, 2, 4] and config.max_examples == 4
+    assert yaml.safe_load(yaml.safe_dump({"examples_schedule": config.examples_schedule})) == {
+        "examples_schedule": [1, 2, 2, 4]
+    }
+    assert parse_config(["--config", str(path), "--examples_schedule", "3", "4"]).examples_schedule == [3, 4]
+    with pytest.raises(ValueError, match="must end at max_examples=4"):
+        parse_config(["--config", str(path), "--examples_schedule", "1", "3"])
+
+
+def test_shipped_progressive_config_parses():
+    config = parse_config(["--config", str(CONFIGS / "stage2_progressive.yaml")])
+    assert config.stage == "raft" and config.examples_schedule[-1] == config.max_examples == 5
+    assert config.examples_schedule[0] < config.max_examples and len(config.examples_schedule) <= config.num_epochs
