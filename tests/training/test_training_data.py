@@ -393,6 +393,65 @@ def test_estimated_lengths_track_prompt_lengths(train_set):
     assert train_set.estimated_lengths(1) == estimates and train_set.estimated_lengths() != estimates
 
 
+SCHEDULE = (0, 1, 1, 2, MAX_EXAMPLES)  # epoch 0 zero-shot only, then up to 1, 1, 2 and 3 retrieved pairs
+
+
+def scheduled_set(
+    pairs, processor, embedded: EmbeddedPairs, neighbors, schedule=SCHEDULE, seed=3
+) -> CaptionTrainingSet:
+    return CaptionTrainingSet(
+        pairs,
+        processor,
+        embedded.rows,
+        neighbors,
+        MAX_EXAMPLES,
+        seed,
+        example_tokens=embedded.tokens,
+        examples_schedule=schedule,
+    )
+
+
+def test_schedule_caps_the_counts_and_reaches_each_epochs_maximum(training_pairs, tiny_release, embedded, neighbors):
+    processor = tiny_release[2]
+    scheduled = scheduled_set(training_pairs, processor, embedded, neighbors)
+    resumed = scheduled_set(training_pairs, processor, embedded, neighbors)  # a fresh process, as after --resume
+    plain = training_set(training_pairs, processor, embedded, neighbors, MAX_EXAMPLES, seed=3)
+    for epoch in range(7):
+        most = SCHEDULE[min(epoch, len(SCHEDULE) - 1)]
+        counts = scheduled.example_counts(epoch)
+        assert scheduled.max_examples_at(epoch) == most and counts.max() == most and counts.min() >= 0, epoch
+        resumed.set_epoch(epoch)
+        np.testing.assert_array_equal(resumed.example_counts(), counts)  # determined by (seed, epoch) alone
+        assert all(len(scheduled.examples(i, epoch)) == counts[i] for i in range(len(scheduled)))
+        if most:  # the zero-shot samples are the unscheduled set's: the share is as before
+            np.testing.assert_array_equal(counts == 0, plain.example_counts(epoch) == 0)
+        if most == MAX_EXAMPLES:  # at the full maximum the draws are the unscheduled ones
+            np.testing.assert_array_equal(counts, plain.example_counts(epoch))
+    assert (scheduled_set(training_pairs, processor, embedded, neighbors, seed=4).example_counts(3) != counts).any()
+
+
+def test_estimated_lengths_follow_the_schedule(training_pairs, tiny_release, embedded, neighbors):
+    processor = tiny_release[2]
+    scheduled = scheduled_set(training_pairs, processor, embedded, neighbors)
+    plain = training_set(training_pairs, processor, embedded, neighbors, MAX_EXAMPLES, seed=3)
+    no_examples = CaptionTrainingSet(training_pairs, processor)
+    assert scheduled.estimated_lengths(0) == no_examples.estimated_lengths(0)  # epoch 0: zero-shot prompts only
+    assert scheduled.estimated_lengths(4) == plain.estimated_lengths(4)
+    one, full = np.array(scheduled.estimated_lengths(1)), np.array(plain.estimated_lengths(1))
+    assert (one <= full).all() and (one < full).any()
+    sampler = LengthGroupedBatchSampler(scheduled.estimated_lengths, batch_size=4, seed=1, shuffle=False)
+    order = np.concatenate(sampler.batches(1))  # one mega-batch, unshuffled: longest first by the epoch's lengths
+    assert (np.diff(one[order]) <= 0).all() and (np.diff(full[order]) > 0).any()
+    collate = PairCapCollator(processor)
+    counts = scheduled.example_counts(1)
+    scheduled.set_epoch(1)
+    for index in (int(np.argmin(counts)), int(np.argmax(counts))):  # a zero-shot and a one-example prompt
+        actual = collate([scheduled[index]])["input_ids"].shape[1]
+        assert abs(one[index] - actual) <= 0.1 * actual, (index, one[index], actual)
+    with pytest.raises(ValueError, match="must end at max_examples=3"):
+        scheduled_set(training_pairs, processor, embedded, neighbors, schedule=[1, 2])
+
+
 def test_training_set_rejects_bad_arguments(training_pairs, tiny_release, embedded, neighbors):
     processor = tiny_release[2]
     needs = "needs examples_source, neighbors and example_tokens"
