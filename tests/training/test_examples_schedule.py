@@ -1,13 +1,18 @@
 """paircap.training.examples_schedule: the progressive schedule's checks, its per-epoch maximum, and the TrainConfig
 field through YAML and the command line (the dataset's counts under a schedule: test_training_data.py)."""
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from accelerate import Accelerator
+from datasets import Dataset
 
 from paircap.training.config import TrainConfig, parse_config
 from paircap.training.examples_schedule import check_examples_schedule, max_examples_at
+from paircap.training.stage_setups import captioning_setup
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -73,3 +78,30 @@ def test_shipped_progressive_config_parses():
     config = parse_config(["--config", str(CONFIGS / "stage2_progressive.yaml")])
     assert config.stage == "raft" and config.examples_schedule[-1] == config.max_examples == 5
     assert config.examples_schedule[0] < config.max_examples and len(config.examples_schedule) <= config.num_epochs
+
+
+def test_stage2_setup_gives_the_training_set_the_schedule(shared_data, tiny_release, tmp_path):
+    """The run's setup hands the schedule to the training set, whose lengths (the sampler's) follow it."""
+    manifest = json.loads((shared_data / "clotho_eval7" / "manifest.json").read_text())
+    rows = [
+        {"pair_id": f"clotho/{e['file']}/{k}", "audio_id": e["file"], "caption": e["captions"][k],
+         "audio": {"path": str(shared_data / "clotho_eval7" / e["file"]), "bytes": None}, "source": "clotho",
+         "split": "train", "duration": None}
+        for e in manifest[:4] for k in range(2)
+    ]  # fmt: skip
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "pairs"))
+    cfg = TrainConfig(
+        stage="raft",
+        model_name_or_path=str(tiny_release[0]),
+        output_dir=str(tmp_path / "run"),
+        train_pairs=[str(tmp_path / "pairs")],
+        max_examples=2,
+        num_neighbors=2,
+        examples_schedule=[0, 2],
+    )
+    setup = captioning_setup(cfg, Accelerator(cpu=True))
+    train_set = setup.train.dataset
+    assert train_set.examples_schedule == (0, 2) and setup.train.lengths == train_set.estimated_lengths
+    assert not train_set.example_counts(0).any() and train_set.example_counts(1).max() == 2
+    zero_shot, scheduled = (np.array(setup.train.lengths(epoch)) for epoch in (0, 1))
+    assert (zero_shot <= scheduled).all() and (zero_shot < scheduled).any()
