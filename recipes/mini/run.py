@@ -1,6 +1,6 @@
 """The mini recipe: the whole PairCap pipeline, trained and evaluated on real ESC-50 audio in minutes on 2 CPU cores.
 
-    paircap mini --output runs/mini            # the full run (RESULTS.md, 27-35 minutes on 2 cores)
+    paircap mini --output runs/mini            # the full run (RESULTS.md; over 27 min on 2 cores, docs/mini-recipe.md)
     paircap mini --output runs/quick --quick   # every stage for a few steps (smoke test)
 
 (`python -m recipes.mini.run ...` is the same command.)
