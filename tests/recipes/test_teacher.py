@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import REPO, SHARED_DATA
 
-from recipes.mini.local.retrieval_yardstick import reachable_share, recall_at_k, retrieval_scores
+from recipes.mini.local.retrieval_yardstick import reachable_share, recall_against_pool, recall_at_k, retrieval_scores
 from recipes.mini.local.teacher import (
     EMBEDDING_DIM,
     NUM_CLASSES,
@@ -154,3 +154,14 @@ def test_recall_at_k_leave_one_out_and_own_recording_excluded():
     }
     with pytest.raises(ValueError, match="3 embeddings for 4 labels"):
         recall_at_k(embeddings[:3], labels)
+
+
+def test_recall_against_pool_counts_a_class_hit_among_the_nearest_pool_clips():
+    pool = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
+    pool_labels = ["x", "y", "z"]
+    queries = torch.tensor([[0.9, 0.1], [0.1, 0.9], [1.0, 0.05]])
+    # nearest pool clips: q0 -> x (hit), q1 -> y (miss: its class is z), q2 -> x (miss: its class is y; y is 3rd)
+    assert recall_against_pool(queries, ["x", "z", "y"], pool, pool_labels, k=1) == pytest.approx(1 / 3)
+    assert recall_against_pool(queries, ["x", "z", "y"], pool, pool_labels, k=2) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="3 pool clips for 2 labels"):
+        recall_against_pool(queries, ["x", "z", "y"], pool, pool_labels[:2])

@@ -32,7 +32,12 @@ from paircap.training.pretraining_data import ClapPairSet
 from recipes.mini.local.esc50 import EVENT_PHRASES, single_clip_pairs
 from recipes.mini.local.layout import MiniRun
 from recipes.mini.local.mixtures import mixture_events
-from recipes.mini.local.retrieval_yardstick import clap_embedder, retrieval_scores, teacher_embedder
+from recipes.mini.local.retrieval_yardstick import (
+    clap_embedder,
+    recall_against_pool,
+    retrieval_scores,
+    teacher_embedder,
+)
 from recipes.mini.local.retrieval_yardstick import log_mel_statistics as teacher_log_mel_statistics
 
 L2_PENALTY = 1e-3  # on the mean loss; chosen once, not tuned on the test clips
@@ -205,18 +210,25 @@ def probe_audio(run: MiniRun) -> None:
 
 
 def audio_retrieval(run: MiniRun, sample_rate: int = 48000) -> dict:
-    """Leave-one-out audio->audio retrieval among the held-out single clips (same class = hit), in the trained CLAP's
-    embedding, in log-mel mean/deviation statistics and (with `--teacher`) in the AudioSet teacher's embedding."""
-    clips = run.clip_splits()["test"]
+    """Audio->audio retrieval of the held-out single clips (same class = hit), in the trained CLAP's embedding, in
+    log-mel mean/deviation statistics and (with `--teacher`) in the AudioSet teacher's embedding: leave-one-out among
+    themselves, and searching the training single clips (another recording always: the splits share none)."""
+    splits = run.clip_splits()
+    clips, train = splits["test"], splits["train"]
     waves = [load_audio_file(clip.path, sample_rate) for clip in clips]
+    train_waves = [load_audio_file(clip.path, sample_rate) for clip in train]
     labels, recordings = [clip.category for clip in clips], [clip.src_file for clip in clips]
+    train_labels = [clip.category for clip in train]
     embedders = {
         "clap_audio_embedding": clap_embedder(run.release("clap")),
         "log_mel_statistics": teacher_log_mel_statistics,
     }
     if run.teacher is not None:
         embedders["teacher"] = teacher_embedder(run.teacher)
-    scores = {
-        name: retrieval_scores(embed(waves, sample_rate), labels, recordings) for name, embed in embedders.items()
-    }
-    return {"clips": len(clips), "recordings": len(set(recordings)), **scores}
+    scores = {}
+    for name, embed in embedders.items():
+        queries, pool = embed(waves, sample_rate), embed(train_waves, sample_rate)
+        scores[name] = retrieval_scores(queries, labels, recordings) | {
+            f"R@{k}_against_training_clips": recall_against_pool(queries, labels, pool, train_labels, k) for k in (1, 5)
+        }
+    return {"clips": len(clips), "recordings": len(set(recordings)), "training_clips": len(train), **scores}

@@ -56,6 +56,24 @@ def recall_at_k(embeddings: torch.Tensor, labels: Sequence, recordings: Sequence
     return float((classes[ranked] == classes[:, None]).any(dim=1).double().mean())
 
 
+def recall_against_pool(
+    queries: torch.Tensor, query_labels: Sequence, pool: torch.Tensor, pool_labels: Sequence, k: int = 1
+) -> float:
+    """Share of queries with a clip of their class among their k nearest clips of `pool` (cosine): held-out clips
+    searching the training clips, as a query searches a knowledge base (the splits share no recording)."""
+    if len(queries) != len(query_labels) or len(pool) != len(pool_labels) or len(pool) < k:
+        raise ValueError(f"{len(queries)} queries for {len(query_labels)} labels, {len(pool)} pool clips for "
+                         f"{len(pool_labels)} labels, k={k}")  # fmt: skip
+    similarity = (
+        torch.nn.functional.normalize(queries.double(), dim=1) @ torch.nn.functional.normalize(pool.double(), dim=1).T
+    )
+    ranked = similarity.topk(k, dim=1).indices
+    names = sorted(set(query_labels) | set(pool_labels))
+    query_classes = torch.as_tensor([names.index(label) for label in query_labels])
+    pool_classes = torch.as_tensor([names.index(label) for label in pool_labels])
+    return float((pool_classes[ranked] == query_classes[:, None]).any(dim=1).double().mean())
+
+
 def reachable_share(labels: Sequence, recordings: Sequence) -> float:
     """Share of queries with a same-class clip of another recording: the ceiling of R@k with the own recording
     excluded (a class with one recording in the pool can never be hit)."""
