@@ -225,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_threads_argument(demo)
     demo.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     demo.add_argument("--max-new-tokens", type=positive_int, default=40)
+    demo.add_argument(
+        "--num-candidates", type=non_negative_int, default=0, help="CLAP-rescore the caption: best of N (0: off)"
+    )
+    demo.add_argument("--rescore-weight", type=unit_interval, default=0.5, help=RESCORE_WEIGHT_HELP)
     demo.set_defaults(run=run_demo)
 
     params = add_command("params", help="full-size parameter counts on the meta device (no weights)")
@@ -527,6 +531,8 @@ def run_demo(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         max_new_tokens=args.max_new_tokens,
         trust_remote_code=args.trust_remote_code,
+        num_candidates=args.num_candidates,
+        rescore_weight=args.rescore_weight,
     )
     launch_demo(demo, args.host, args.port, args.share)
     return 0
