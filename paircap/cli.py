@@ -63,6 +63,14 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def candidate_count(text: str) -> int:
+    """Candidates for rescoring to choose from: at least 2."""
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (the candidates rescoring chooses from), got {text}")
+    return value
+
+
 def unit_interval(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -130,9 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--max-new-tokens", type=positive_int, default=40)
     caption.add_argument("--num-beams", type=positive_int, default=1)
     caption.add_argument(
-        "--rescore", default=None, choices=RESCORE_METHODS, help="rescore beam candidates (clap: CLAP-Refine)"
+        "--rescore", default=None, choices=RESCORE_METHODS, help="rescore beam candidates (CLAP-Refine)"
     )
-    caption.add_argument("--num-candidates", type=positive_int, default=None, help="candidates per clip to rescore")
+    caption.add_argument("--num-candidates", type=candidate_count, default=None, help="candidates per clip to rescore")
     caption.add_argument("--rescore-weight", type=unit_interval, default=None, help=RESCORE_WEIGHT_HELP)
     caption.add_argument("--rescore-query", action="store_true", help="rescore the zero-shot pass (the text query) too")
     caption.add_argument(
@@ -184,9 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=positive_int, default=8)
     evaluate.add_argument("--max-new-tokens", type=positive_int, default=40)
     evaluate.add_argument("--num-beams", type=positive_int, default=1)
-    evaluate.add_argument(
-        "--num-candidates", type=positive_int, nargs="*", default=[], help="also every run CLAP-rescored, N candidates"
-    )
+    evaluate.add_argument("--num-candidates", type=candidate_count, nargs="*", default=[], help="rows CLAP-rescored")
     evaluate.add_argument(
         "--rescore-weight", type=unit_interval, nargs="+", default=[0.5], help=RESCORE_WEIGHT_HELP + " (rows each)"
     )
@@ -225,9 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_threads_argument(demo)
     demo.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     demo.add_argument("--max-new-tokens", type=positive_int, default=40)
-    demo.add_argument(
-        "--num-candidates", type=non_negative_int, default=0, help="CLAP-rescore the caption: best of N (0: off)"
-    )
+    demo.add_argument("--num-candidates", type=candidate_count, default=None, help="CLAP-rescore: the best of N")
     demo.add_argument("--rescore-weight", type=unit_interval, default=0.5, help=RESCORE_WEIGHT_HELP)
     demo.set_defaults(run=run_demo)
 
@@ -381,18 +385,12 @@ def retrieval_options(args: argparse.Namespace) -> dict:
 
 def rescoring_options(args: argparse.Namespace) -> dict:
     """The rescoring arguments given on the command line (the model's config supplies the rest)."""
-    if args.rescore is None:
-        options = {"--num-candidates": args.num_candidates, "--rescore-weight": args.rescore_weight}
-        given = [flag for flag, value in options.items() if value is not None] + [
-            "--rescore-query"
-        ] * args.rescore_query
-        if given:
-            raise UsageError(f"{' and '.join(given)} set the rescoring: pass --rescore clap")
-        return {}
     options = {"num_candidates": args.num_candidates, "rescore_weight": args.rescore_weight}
-    return {"rescore": args.rescore, "rescore_query": args.rescore_query} | {
-        name: value for name, value in options.items() if value is not None
-    }
+    given = {name: value for name, value in options.items() if value is not None}
+    if args.rescore is None and (given or args.rescore_query):
+        flags = [f"--{name.replace('_', '-')}" for name in given] + ["--rescore-query"] * args.rescore_query
+        raise UsageError(f"{' and '.join(flags)} set the rescoring: pass --rescore clap")
+    return {"rescore": args.rescore, "rescore_query": args.rescore_query, **given} if args.rescore else {}
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -531,7 +529,7 @@ def run_demo(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         max_new_tokens=args.max_new_tokens,
         trust_remote_code=args.trust_remote_code,
-        num_candidates=args.num_candidates,
+        num_candidates=args.num_candidates or 0,
         rescore_weight=args.rescore_weight,
     )
     launch_demo(demo, args.host, args.port, args.share)

@@ -156,8 +156,8 @@ def test_bad_rescoring_arguments_are_refused(tiny_release, clips):
         model.generate(**inputs, rescore="clap", **GEN)
     with pytest.raises(ValueError, match="unknown rescore method 'bleu'"):
         model.generate(**inputs, rescore="bleu", processor=processor, **GEN)
-    with pytest.raises(ValueError, match="num_candidates must be at least 1"):
-        model.generate(**inputs, rescore="clap", num_candidates=0, processor=processor, **GEN)
+    with pytest.raises(ValueError, match="num_candidates must be at least 2"):
+        model.generate(**inputs, rescore="clap", num_candidates=1, processor=processor, **GEN)
     with pytest.raises(ValueError, match=r"rescore_weight must lie in \[0, 1\]"):
         PairCapConfig(rescore="clap", rescore_weight=1.5)
     with pytest.raises(ValueError, match="leave do_sample off"):

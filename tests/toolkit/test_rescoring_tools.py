@@ -59,6 +59,16 @@ def test_rescoring_flags_without_rescore_are_one_line(tiny_release, clips, capsy
     assert err == ["paircap caption: error: --num-candidates set the rescoring: pass --rescore clap"]
 
 
+def test_fewer_than_two_candidates_are_refused_by_the_parser(capsys):
+    from paircap.cli import build_parser
+
+    for command in (["caption", "clip.wav", "--rescore", "clap"], ["evaluate", "--output-dir", "out"], ["demo"]):
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args([*command, "--num-candidates", "1"])
+        assert exit_info.value.code == 2
+        assert "--num-candidates: must be at least 2" in capsys.readouterr().err
+
+
 def test_the_pipeline_passes_rescoring_on_and_returns_the_candidates(tiny_release, clips):
     from transformers import pipeline
 
