@@ -25,20 +25,41 @@ TEXT_BATCH_SIZE = 256
 
 @dataclass(frozen=True)
 class EvaluationRun:
-    """One setting to evaluate: a knowledge base (None for zero-shot), a retrieval mode, W and top-k."""
+    """One setting to evaluate: a knowledge base (None for zero-shot), a retrieval mode, W and top-k, and the CLAP
+    rescoring of its captions (`num_candidates` beam candidates, weight `rescore_weight`, the zero-shot pass too with
+    `rescore_query`; 0 candidates: none)."""
 
     knowledge_base: str | None
     mode: str
     fusion_weight: float
     top_k: int
     sweeps: tuple[str, ...] = ("grid",)  # the tables and plots it belongs to: grid (method x KB), weight, top_k
+    num_candidates: int = 0
+    rescore_weight: float = 0.5
+    rescore_query: bool = False
 
     @property
     def name(self) -> str:
+        suffix = ""
+        if self.num_candidates:
+            query = "q" if self.rescore_query and self.mode == "generative_pair2pair" else ""
+            suffix = f"__clap{self.num_candidates}{query}x{self.rescore_weight:g}"
         if self.mode == "none":
-            return "zero-shot"
+            return f"zero-shot{suffix}"
         kb = Path(self.knowledge_base).name if self.knowledge_base else "none"
-        return f"{self.mode}__{kb}__w{self.fusion_weight:g}__k{self.top_k}"
+        return f"{self.mode}__{kb}__w{self.fusion_weight:g}__k{self.top_k}{suffix}"
+
+    @property
+    def generation(self) -> dict:
+        """The `generate` arguments of its rescoring (none without)."""
+        if not self.num_candidates:
+            return {}
+        return {
+            "rescore": "clap",
+            "num_candidates": self.num_candidates,
+            "rescore_weight": self.rescore_weight,
+            "rescore_query": self.rescore_query,
+        }
 
 
 def plan_runs(
@@ -48,25 +69,42 @@ def plan_runs(
     top_k: int = 4,
     weight_sweep: Sequence[float] = (),
     top_k_sweep: Sequence[int] = (),
+    rescoring: Sequence[EvaluationRun] = (),
 ) -> list[EvaluationRun]:
     """
-    Zero-shot, then every mode on every KB at (W, k) (paper Tables 4, 5, 7), then the W sweep and the top-k sweep of
-    generative pair-to-pair retrieval on the first KB (paper Figs. 2, 3). Duplicates are evaluated once.
+    Zero-shot, then every mode on every KB at (W, k) (paper Tables 4, 5, 7), each again with every rescoring of
+    `rescoring` (runs whose `num_candidates`, `rescore_weight`, `rescore_query` are taken; `rescoring_runs`) as rows of
+    their own, then the W sweep and the top-k sweep of generative pair-to-pair retrieval on the first KB (paper Figs.
+    2, 3). Duplicates are evaluated once.
     """
     runs = [EvaluationRun(None, "none", fusion_weight, 0)]
     retrieval_modes = [mode for mode in modes if mode != "none"]
     runs += [EvaluationRun(kb, mode, fusion_weight, top_k) for kb in knowledge_bases for mode in retrieval_modes]
+    runs += [
+        replace(run, num_candidates=r.num_candidates, rescore_weight=r.rescore_weight, rescore_query=r.rescore_query)
+        for r in rescoring
+        for run in list(runs)
+    ]
     if knowledge_bases and weight_sweep:
         runs += [sweep_run(knowledge_bases[0], w, top_k, "weight") for w in (*weight_sweep, fusion_weight)]
     if knowledge_bases and top_k_sweep:
         runs += [sweep_run(knowledge_bases[0], fusion_weight, k, "top_k") for k in (*top_k_sweep, top_k)]
     unique: dict[tuple, EvaluationRun] = {}
     for run in runs:  # a setting shared by the grid and a sweep is run once and belongs to both
-        key = (run.knowledge_base, run.mode, run.fusion_weight, run.top_k)
+        key = (run.knowledge_base, run.mode, run.fusion_weight, run.top_k, run.name)
         first = unique.setdefault(key, run)
         if first is not run:
             unique[key] = replace(first, sweeps=tuple(dict.fromkeys(first.sweeps + run.sweeps)))
     return list(unique.values())
+
+
+def rescoring_runs(num_candidates: Sequence[int], weights: Sequence[float], query: bool) -> list[EvaluationRun]:
+    """The CLAP rescorings to evaluate (for `plan_runs`): every number of candidates with every weight."""
+    return [
+        EvaluationRun(None, "none", 0.5, 0, num_candidates=n, rescore_weight=w, rescore_query=query)
+        for n in num_candidates
+        for w in weights
+    ]
 
 
 def sweep_run(knowledge_base: str, fusion_weight: float, top_k: int, sweep: str) -> EvaluationRun:
@@ -100,7 +138,9 @@ def caption_items(
         good = [i for i, wave in zip(batch_indices, loaded, strict=True) if isinstance(wave, np.ndarray)]
         exclude = [query_exclusions(items[i].audio_id) for i in good] if retrieval else None
         waves = [wave for wave in loaded if isinstance(wave, np.ndarray)]
-        results = caption_waveforms(model, processor, waves, exclude_ids=exclude, **retrieval, **generation)
+        results = caption_waveforms(
+            model, processor, waves, exclude_ids=exclude, **retrieval, **run.generation, **generation
+        )
         by_index = dict(zip(good, results, strict=True))
         for index, wave in zip(batch_indices, loaded, strict=True):
             item = items[index]
