@@ -35,7 +35,10 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.spice import spice as coco_spice
 from pycocoevalcap.tokenizer import ptbtokenizer as coco_ptb
 
+from .paircap_fense import error_probabilities, find_echecker, find_sbert, fluency_penalised, sbert_similarities
+
 ALL_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider")
+DCASE2024_METRICS = ("spider_fl", "fense", "vocab", "spider_max")
 SPICE_JARS_ENV = "PAIRCAP_SPICE_JARS"
 CORENLP_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
 JAVA_INSTALL_HINT = (
@@ -258,6 +261,7 @@ def compute_caption_metrics(
     references: Sequence[Sequence[str] | str],
     metrics: Sequence[str] = ALL_METRICS,
     java: str | os.PathLike | None = None,
+    candidates: Sequence[Sequence[str]] | None = None,
 ) -> CaptionScores:
     """
     Score one predicted caption per item against that item's references (any number, at least one; a single string
@@ -266,16 +270,20 @@ def compute_caption_metrics(
     aggregate their statistics over the corpus; ROUGE-L, CIDEr-D and SPICE average the item scores).
 
     SPICE and SPIDEr need the Stanford CoreNLP 3.6.0 jars (see `spice_jars_missing`); where they are missing both are
-    None, listed in `unavailable` with the reason, and a warning says once which files to put where. Raises
+    None, listed in `unavailable` with the reason, and a warning says once which files to put where.
+
+    The DCASE-2024 additions (`DCASE2024_METRICS`, see `_dcase2024`): SPIDEr-FL, FENSE, Vocab and, given
+    `candidates` (several captions per item, e.g. an n-best list), SPIDEr-max; unavailable with the reason where
+    their weights (or SPICE) are missing. Raises
     ValueError / TypeError for malformed inputs and JavaNotFoundError without a Java runtime.
     """
     predictions, references = _check_inputs(predictions, references)
     if isinstance(metrics, str):
         metrics = (metrics,)
     metrics = tuple(dict.fromkeys(metrics))
-    unknown = [name for name in metrics if name not in ALL_METRICS]
+    unknown = [name for name in metrics if name not in ALL_METRICS + DCASE2024_METRICS]
     if unknown:
-        raise ValueError(f"Unknown metric(s) {unknown}; choose from {list(ALL_METRICS)}")
+        raise ValueError(f"Unknown metric(s) {unknown}; choose from {list(ALL_METRICS + DCASE2024_METRICS)}")
     java = find_java(java)
 
     tokens = ptb_tokenize(predictions + [ref for refs in references for ref in refs], java)
@@ -296,6 +304,8 @@ def compute_caption_metrics(
         corpus["meteor"], sentence["meteor"] = _floats(*_meteor(gts, res, java))
     if "rouge_l" in wanted:
         corpus["rouge_l"], sentence["rouge_l"] = _floats(*Rouge().compute_score(gts, res))
+    if wanted & {"spider_fl", "spider_max"}:
+        wanted |= {"spider"}
     if wanted & {"cider_d", "spider"}:
         corpus["cider_d"], sentence["cider_d"] = _floats(*Cider().compute_score(gts, res))
     if wanted & {"spice", "spider"}:
@@ -316,11 +326,67 @@ def compute_caption_metrics(
             unavailable["spice"] = reason
             unavailable["spider"] = f"SPIDEr = (CIDEr-D + SPICE) / 2 needs SPICE. {reason}"
             corpus["spice"] = corpus["spider"] = sentence["spice"] = sentence["spider"] = None
+    if wanted & set(DCASE2024_METRICS):
+        extra = _dcase2024(predictions, references, tokens[: len(predictions)], wanted, sentence, unavailable)
+        for name, (score, scores) in extra.items():
+            corpus[name], sentence[name] = score, scores
+        if "spider_max" in wanted:
+            corpus["spider_max"], sentence["spider_max"] = _spider_max(candidates, references, java, unavailable)
     return CaptionScores(
         corpus={name: corpus[name] for name in metrics},
         sentence={name: sentence[name] for name in metrics},
-        unavailable={name: reason for name, reason in unavailable.items() if name in wanted},
+        unavailable={name: reason for name, reason in unavailable.items() if name in metrics},
     )
+
+
+def _dcase2024(predictions, references, tokens, wanted, sentence, unavailable) -> dict:
+    """Vocab (distinct PTB tokens over all candidates), FENSE and SPIDEr-FL (see paircap_fense): `{name: (corpus,
+    sentence)}`, None where unavailable (the reason goes into `unavailable`)."""
+    out: dict[str, tuple] = {}
+    if "vocab" in wanted:
+        vocab = float(len({word for line in tokens for word in line.split()}))
+        out["vocab"] = (vocab, None)  # a corpus statistic: no per-item score
+    if not wanted & {"fense", "spider_fl"}:
+        return out
+    echecker, echecker_missing = find_echecker()
+    probs = error_probabilities(predictions, echecker) if echecker is not None else None
+    if "fense" in wanted:
+        sbert, sbert_missing = find_sbert()
+        reasons = [reason for reason in (sbert_missing, echecker_missing) if reason]
+        if reasons:
+            unavailable["fense"] = f"FENSE is unavailable: {'; '.join(reasons)}"
+            out["fense"] = (None, None)
+        else:
+            scores = fluency_penalised(sbert_similarities(predictions, references, sbert), probs)
+            out["fense"] = (float(np.mean(scores)), scores)
+    if "spider_fl" in wanted:
+        if sentence.get("spider") is None or probs is None:
+            why = unavailable.get("spider") or echecker_missing
+            unavailable["spider_fl"] = f"SPIDEr-FL = SPIDEr x fluency penalty is unavailable: {why}"
+            out["spider_fl"] = (None, None)
+        else:
+            scores = fluency_penalised(sentence["spider"], probs)
+            out["spider_fl"] = (float(np.mean(scores)), scores)
+    return out
+
+
+def _spider_max(candidates, references, java, unavailable) -> tuple[float | None, list[float] | None]:
+    """Per item the best SPIDEr of its candidates (an n-best list), averaged: DCASE's SPIDEr-max."""
+    if candidates is None:
+        unavailable["spider_max"] = "SPIDEr-max needs several candidate captions per item (`candidates`)"
+        return None, None
+    candidates = [list(item) for item in candidates]
+    if len(candidates) != len(references) or not all(candidates):
+        raise ValueError("candidates must hold at least one caption for each of the items")
+    flat = [caption for item in candidates for caption in item]
+    flat_refs = [refs for item, refs in zip(candidates, references, strict=True) for _ in item]
+    scores = compute_caption_metrics(flat, flat_refs, metrics=["spider"], java=java)
+    if scores.sentence["spider"] is None:
+        unavailable["spider_max"] = f"SPIDEr-max needs SPIDEr. {scores.unavailable['spider']}"
+        return None, None
+    bounds = np.cumsum([0, *(len(item) for item in candidates)])
+    best = [max(scores.sentence["spider"][bounds[i] : bounds[i + 1]]) for i in range(len(candidates))]
+    return float(np.mean(best)), best
 
 
 def _check_inputs(predictions, references) -> tuple[list[str], list[list[str]]]:
@@ -418,8 +484,9 @@ Args:
     references (list of list of str): the reference captions of each item, any number per item (at least one);
         a plain string per item is one reference.
     metrics (list of str, optional): any of "bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d",
-        "spice", "spider" (default: all).
+        "spice", "spider" (default: all), and the DCASE-2024 "spider_fl", "fense", "vocab", "spider_max".
     java (str, optional): the Java executable (default: $JAVA_HOME/bin/java, else `java` on PATH).
+    candidates (list of list of str, optional): several captions per item, for "spider_max".
     return_sentence_scores (bool, optional): also return per-item scores under "sentence" (default: False).
 Returns:
     One float per requested metric (None where it cannot be computed here) and "unavailable": {metric: reason}.
@@ -468,8 +535,10 @@ class PaircapCaptionMetrics(evaluate.Metric):
             ],
         )
 
-    def _compute(self, predictions, references, metrics=ALL_METRICS, java=None, return_sentence_scores=False):
-        scores = compute_caption_metrics(predictions, references, metrics=metrics, java=java)
+    def _compute(
+        self, predictions, references, metrics=ALL_METRICS, java=None, return_sentence_scores=False, candidates=None
+    ):
+        scores = compute_caption_metrics(predictions, references, metrics=metrics, java=java, candidates=candidates)
         results = scores.to_dict()
         if return_sentence_scores:
             results["sentence"] = scores.sentence
