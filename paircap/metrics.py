@@ -45,6 +45,7 @@ def _load_module():
 
 
 _module = _load_module()
+fense_module = sys.modules[f"{_PACKAGE_NAME}.paircap_fense"]  # FENSE's weight lookup and cache folder
 
 ALL_METRICS = _module.ALL_METRICS
 DCASE2024_METRICS = _module.DCASE2024_METRICS
@@ -69,6 +70,7 @@ __all__ = [
     "JavaNotFoundError",
     "close_java_processes",
     "compute_caption_metrics",
+    "fense_module",
     "find_java",
     "ptb_tokenize",
     "spice_jars_missing",

@@ -35,7 +35,14 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.spice import spice as coco_spice
 from pycocoevalcap.tokenizer import ptbtokenizer as coco_ptb
 
-from .paircap_fense import error_probabilities, find_echecker, find_sbert, fluency_penalised, sbert_similarities
+from .paircap_fense import (
+    error_probabilities,
+    find_echecker,
+    find_sbert,
+    fluency_penalised,
+    metrics_cache,
+    sbert_similarities,
+)
 
 ALL_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider")
 DCASE2024_METRICS = ("spider_fl", "fense", "vocab", "spider_max")
@@ -204,11 +211,18 @@ def _meteor(gts: dict, res: dict, java: str) -> tuple[float, list[float]]:
 
 def spice_jars_missing() -> tuple[Path, list[str]]:
     """
-    The folder holding the Stanford CoreNLP 3.6.0 jars SPICE needs (`$PAIRCAP_SPICE_JARS`, else pycocoevalcap's own
-    `spice/lib/`, where its `get_stanford_models` puts them) and the jar names missing from it.
+    The folder holding the Stanford CoreNLP 3.6.0 jars SPICE needs (`$PAIRCAP_SPICE_JARS`, else `spice/` of the
+    metrics cache where `paircap metrics download` puts them, else pycocoevalcap's own `spice/lib/`, where its
+    `get_stanford_models` puts them) and the jar names missing from it.
     """
     folder = os.environ.get(SPICE_JARS_ENV)
-    folder = Path(folder).expanduser() if folder else Path(coco_spice.__file__).parent / "lib"
+    downloaded = metrics_cache() / "spice"
+    if folder:
+        folder = Path(folder).expanduser()
+    elif all((downloaded / name).is_file() for name in CORENLP_JARS):
+        folder = downloaded
+    else:
+        folder = Path(coco_spice.__file__).parent / "lib"
     return folder, [name for name in CORENLP_JARS if not (folder / name).is_file()]
 
 
