@@ -8,7 +8,8 @@ by path. The scoring is pycocoevalcap's own: its PTB tokenizer jar, its BLEU / R
 wrapper talking to its METEOR 1.5 jar, its SPICE jar. What this file adds is the plumbing around the jars: which `java`
 runs them, temporary files outside site-packages, one tokenizer run for the whole corpus (predictions and references
 together), a METEOR process that is started once and reused, and SPICE reported as unavailable, with the reason,
-where the Stanford CoreNLP jars it needs are missing.
+where the Stanford CoreNLP jars it needs are missing. The DCASE-2024 additions (FENSE, SPIDEr-FL, Vocab, SPIDEr-max)
+use `paircap_fense.py` beside it, which evaluate.load copies along.
 """
 
 import atexit
@@ -489,7 +490,9 @@ _DESCRIPTION = """\
 The caption metrics of automated audio captioning (DCASE) and image captioning, computed by the COCO caption
 evaluation tools (pycocoevalcap 1.2): captions are PTB-tokenised (lower-cased, punctuation removed), then scored with
 BLEU-1..4, METEOR 1.5, ROUGE-L, CIDEr-D, SPICE and SPIDEr = (CIDEr-D + SPICE) / 2. Needs Java. SPICE additionally
-needs the Stanford CoreNLP 3.6.0 jars; without them SPICE and SPIDEr are returned as None with the reason.
+needs the Stanford CoreNLP 3.6.0 jars; without them SPICE and SPIDEr are returned as None with the reason. The
+DCASE-2024 additions: SPIDEr-FL and FENSE (where the FENSE weights are found, else None with the reason), Vocab and,
+given several candidates per item, SPIDEr-max.
 """
 
 _KWARGS_DESCRIPTION = """
