@@ -363,16 +363,27 @@ def _dcase2024(predictions, references, tokens, wanted, sentence, unavailable) -
         out["vocab"] = (vocab, None)  # a corpus statistic: no per-item score
     if not wanted & {"fense", "spider_fl"}:
         return out
+    sbert, sbert_missing = find_sbert() if "fense" in wanted else (None, "")
     echecker, echecker_missing = find_echecker()
-    probs = error_probabilities(predictions, echecker) if echecker is not None else None
+    needs_probs = ("fense" in wanted and sbert is not None) or ("spider_fl" in wanted and sentence.get("spider"))
+    probs = None
+    if echecker is not None and needs_probs:
+        try:
+            probs = error_probabilities(predictions, echecker)
+        except (OSError, ValueError, KeyError, RuntimeError) as error:  # e.g. its encoder's config not cached
+            echecker_missing = f"the FENSE error detector {echecker} cannot be loaded: {error}"
     if "fense" in wanted:
-        sbert, sbert_missing = find_sbert()
-        reasons = [reason for reason in (sbert_missing, echecker_missing) if reason]
+        similarities, reasons = None, [reason for reason in (sbert_missing, echecker_missing) if reason]
+        if not reasons:
+            try:
+                similarities = sbert_similarities(predictions, references, sbert)
+            except (OSError, ValueError) as error:
+                reasons = [f"the SBERT model {sbert} cannot be loaded: {error}"]
         if reasons:
             unavailable["fense"] = f"FENSE is unavailable: {'; '.join(reasons)}"
             out["fense"] = (None, None)
         else:
-            scores = fluency_penalised(sbert_similarities(predictions, references, sbert), probs)
+            scores = fluency_penalised(similarities, probs)
             out["fense"] = (float(np.mean(scores)), scores)
     if "spider_fl" in wanted:
         if sentence.get("spider") is None or probs is None:

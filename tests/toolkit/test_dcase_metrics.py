@@ -135,3 +135,12 @@ def test_spider_max_needs_spice_here_and_checks_candidates():
     assert out.corpus["spider_max"] is None and "SPICE" in out.unavailable["spider_max"]
     with pytest.raises(ValueError, match="candidates"):
         scores(["rain"], [["rain falls"]], metrics=["spider_max"], candidates=[[]])
+
+
+def test_an_echecker_whose_encoder_is_not_cached_is_unavailable_not_an_error(fense_weights, tmp_path):
+    path = fense_weights(bias=0.0)
+    states = torch.load(path, weights_only=False)
+    states["model_type"] = str(tmp_path / "no-such-encoder")
+    torch.save(states, path)
+    out = scores(["a man is speaking"], [["a man speaks"]], metrics=["fense"])
+    assert out.corpus["fense"] is None and "cannot be loaded" in out.unavailable["fense"]
