@@ -4,6 +4,17 @@ in the model card."""
 from pathlib import Path
 
 METRIC_ORDER = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider")
+# the DCASE-2024 task 6 metric set, and the reference-free CLAP score of the release's own CLAP
+DCASE2024_COLUMNS = {
+    "meteor": "METEOR",
+    "cider_d": "CIDEr-D",
+    "spice": "SPICE",
+    "spider": "SPIDEr",
+    "spider_fl": "SPIDEr-FL",
+    "fense": "FENSE",
+    "vocab": "Vocab",
+    "clap_score": "CLAP score",
+}
 
 
 def headline_metric(results: dict) -> str:
@@ -64,3 +75,20 @@ def metrics_table(results: dict) -> str:
         values = " | ".join(fmt(run["metrics"].get(name)) for name in METRIC_ORDER)
         lines.append(f"| {run['name']} | {run['items']} | {values} |")
     return "\n".join(lines)
+
+
+def dcase2024_table(results: dict) -> str:
+    """Per run the DCASE-2024 metrics; a metric that could not be computed is `unavailable` (never 0), one not
+    computed by the run that wrote `results.json` (an older one) is `n/a`."""
+    lines = ["| run | " + " | ".join(DCASE2024_COLUMNS.values()) + " |", "|---|" + "---:|" * len(DCASE2024_COLUMNS)]
+    for run in results["runs"]:
+        cells = [
+            "unavailable" if name in run.get("unavailable", {}) else dcase_fmt(name, run["metrics"].get(name))
+            for name in DCASE2024_COLUMNS
+        ]
+        lines.append(f"| {run['name']} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def dcase_fmt(name: str, value: float | None) -> str:
+    return f"{value:.0f}" if name == "vocab" and value is not None else fmt(value)

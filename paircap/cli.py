@@ -22,6 +22,7 @@ from modeling_paircap.retrieval_modes_paircap import RETRIEVAL_MODES
 from paircap.hub_access import ModelLoadError, go_offline_if_unreachable, load_failure
 from paircap.kb_cli import add_kb_commands
 from paircap.logs import log_progress_to_stderr
+from paircap.metrics_cli import add_metrics_commands
 from paircap.release_names import PATH_PREFIXES, TRUST_REMOTE_CODE_HELP, resolve_model
 from paircap.threads import add_threads_argument, apply_threads, prefer_passive_waiting
 
@@ -240,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     params.set_defaults(run=run_params)
 
     add_kb_commands(commands, common)
+    add_metrics_commands(commands, common)
 
     # `read` passes its arguments on to its own parser (`--debug` stays here; `-h` goes to it), as `mini` does.
     read = add_command("read", add_help=False, help="read a local caption corpus and print its reader report")

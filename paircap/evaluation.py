@@ -14,7 +14,11 @@ from modeling_paircap.clip_ids_paircap import normalise_clip_id
 from modeling_paircap.retrieval_paircap import PairCapRetriever
 from paircap.caption_data import EvaluationItem
 from paircap.captioning import audio_duration, caption_waveforms, length_grouped_batches
-from paircap.metrics import compute_caption_metrics
+from paircap.clap_score import clap_scores, mean_clap_score
+from paircap.metrics import ALL_METRICS, compute_caption_metrics
+
+# every metric of one caption per item: SPIDEr-max needs several candidates per item, which evaluate does not make
+EVALUATE_METRICS = (*ALL_METRICS, "spider_fl", "fense", "vocab")
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +129,8 @@ def caption_items(
     """
     Caption every item under one run (retrieving with `retriever`, the one over the run's knowledge base), in batches
     of similar length; a query never retrieves its own clip (`query_exclusions`). Returns one record per item, in
-    order: its caption, zero-shot caption and retrieved pairs (`caption_waveforms`' fields), or the load error.
+    order: its caption, zero-shot caption and retrieved pairs (`caption_waveforms`' fields) and the caption's
+    `clap_score` (`paircap.clap_score`), or the load error.
     """
     retrieval = {} if run.mode == "none" else {
         "retriever": retriever, "retrieval_mode": run.mode,
@@ -141,6 +146,9 @@ def caption_items(
         results = caption_waveforms(
             model, processor, waves, exclude_ids=exclude, **retrieval, **run.generation, **generation
         )
+        scores = clap_scores(model, processor, waves, [result["caption"] for result in results])
+        for result, score in zip(results, scores, strict=True):
+            result["clap_score"] = score
         by_index = dict(zip(good, results, strict=True))
         for index, wave in zip(batch_indices, loaded, strict=True):
             item = items[index]
@@ -195,16 +203,19 @@ def pair_text_embeddings(knowledge_base, rows: list[int]) -> np.ndarray:
 
 def score_records(records: list[dict]) -> dict:
     """
-    Caption metrics over the captioned items, and the similarities of their retrieved pairs (paper Fig. 1):
+    Caption metrics over the captioned items (`EVALUATE_METRICS`, and the mean CLAP score of the captions where the
+    predictions have it), and the similarities of their retrieved pairs (paper Fig. 1):
     `mean_audio_similarity` S_A = <a_q, a_k> and `mean_text_similarity` S_T = mean over the references of
     <t_ref, t_k>, both in the frozen CLAP space; `mean_query_text_score` is the retriever's own text score of each
     pair, <t_q, t_k> (generated caption) in the pair modes but <a_q, t_k> otherwise, so not comparable across modes.
     """
     scored = [r for r in records if "caption" in r]
-    scores = compute_caption_metrics([r["caption"] for r in scored], [r["references"] for r in scored])
+    scores = compute_caption_metrics(
+        [r["caption"] for r in scored], [r["references"] for r in scored], metrics=EVALUATE_METRICS
+    )
     pairs = [pair for r in scored for pair in r["retrieved"]]
     return {
-        "metrics": scores.corpus,
+        "metrics": {**scores.corpus, "clap_score": mean_clap_score(scored)},
         "unavailable": scores.unavailable,
         "items": len(scored),
         "failed_items": len(records) - len(scored),
