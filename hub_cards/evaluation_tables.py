@@ -4,6 +4,17 @@ in the model card."""
 from pathlib import Path
 
 METRIC_ORDER = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider")
+# the DCASE-2024 task 6 metric set, and the reference-free CLAP score of the release's own CLAP
+DCASE2024_COLUMNS = {
+    "meteor": "METEOR",
+    "cider_d": "CIDEr-D",
+    "spice": "SPICE",
+    "spider": "SPIDEr",
+    "spider_fl": "SPIDEr-FL",
+    "fense": "FENSE",
+    "vocab": "Vocab",
+    "clap_score": "CLAP score",
+}
 
 
 def headline_metric(results: dict) -> str:
@@ -16,6 +27,16 @@ def kb_label(run: dict) -> str:
     return Path(run["knowledge_base"]).name if run["knowledge_base"] else "none"
 
 
+def method_label(run: dict) -> str:
+    """A run's retrieval method (`zero-shot` for none), with its CLAP rescoring when it has one."""
+    method = "zero-shot" if run["mode"] == "none" else run["mode"]
+    candidates = run.get("num_candidates", 0)
+    if not candidates:
+        return method
+    query = ", query too" if run.get("rescore_query") and run["mode"] == "generative_pair2pair" else ""
+    return f"{method} + CLAP rescoring (N={candidates}, λ={run['rescore_weight']:g}{query})"
+
+
 def fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -24,13 +45,13 @@ def method_by_kb_table(results: dict, metric: str) -> str:
     """Rows: retrieval methods; columns: knowledge bases; cells: `metric` (paper Tables 4, 5, 7)."""
     grid = [run for run in results["runs"] if "grid" in run["sweeps"] and run["mode"] != "none"]
     kbs = list(dict.fromkeys(kb_label(run) for run in grid))
-    modes = list(dict.fromkeys(run["mode"] for run in grid))
-    cells = {(run["mode"], kb_label(run)): run["metrics"].get(metric) for run in grid}
+    methods = list(dict.fromkeys(method_label(run) for run in grid))
+    cells = {(method_label(run), kb_label(run)): run["metrics"].get(metric) for run in grid}
     lines = [f"| method | {' | '.join(kbs)} |", "|---|" + "---:|" * len(kbs)]
-    zero_shot = [run for run in results["runs"] if run["mode"] == "none"]
-    if zero_shot:
-        lines.append(f"| zero-shot | {' | '.join([fmt(zero_shot[0]['metrics'].get(metric))] * len(kbs))} |")
-    lines += [f"| {mode} | {' | '.join(fmt(cells.get((mode, kb))) for kb in kbs)} |" for mode in modes]
+    for run in results["runs"]:  # zero-shot, and zero-shot rescored: the same in every column
+        if run["mode"] == "none":
+            lines.append(f"| {method_label(run)} | {' | '.join([fmt(run['metrics'].get(metric))] * len(kbs))} |")
+    lines += [f"| {method} | {' | '.join(fmt(cells.get((method, kb))) for kb in kbs)} |" for method in methods]
     return "\n".join(lines)
 
 
@@ -43,7 +64,7 @@ def similarity_table(results: dict) -> str:
     for run in results["runs"]:
         if "grid" in run["sweeps"] and run["mode"] != "none":
             sims = (run["mean_audio_similarity"], run["mean_text_similarity"])
-            lines.append(f"| {run['mode']} | {kb_label(run)} | {fmt(sims[0])} | {fmt(sims[1])} |")
+            lines.append(f"| {method_label(run)} | {kb_label(run)} | {fmt(sims[0])} | {fmt(sims[1])} |")
     return "\n".join(lines)
 
 
@@ -54,3 +75,20 @@ def metrics_table(results: dict) -> str:
         values = " | ".join(fmt(run["metrics"].get(name)) for name in METRIC_ORDER)
         lines.append(f"| {run['name']} | {run['items']} | {values} |")
     return "\n".join(lines)
+
+
+def dcase2024_table(results: dict) -> str:
+    """Per run the DCASE-2024 metrics; a metric that could not be computed is `unavailable` (never 0), one not
+    computed by the run that wrote `results.json` (an older one) is `n/a`."""
+    lines = ["| run | " + " | ".join(DCASE2024_COLUMNS.values()) + " |", "|---|" + "---:|" * len(DCASE2024_COLUMNS)]
+    for run in results["runs"]:
+        cells = [
+            "unavailable" if name in run.get("unavailable", {}) else dcase_fmt(name, run["metrics"].get(name))
+            for name in DCASE2024_COLUMNS
+        ]
+        lines.append(f"| {run['name']} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def dcase_fmt(name: str, value: float | None) -> str:
+    return f"{value:.0f}" if name == "vocab" and value is not None else fmt(value)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hub_cards.evaluation_tables import headline_metric, method_by_kb_table, metrics_table
+from hub_cards.evaluation_tables import dcase2024_table, headline_metric, method_by_kb_table, metrics_table
 from hub_cards.terms import (
     Licence,
     SourceTerms,
@@ -105,7 +105,8 @@ def results_section(results: dict | None, eval_results: list[EvalResult] | None)
     note = f"\n\nNot computed: {', '.join(unavailable)} (reported as n/a, never as 0)." if unavailable else ""
     return (
         f"Measured with `paircap evaluate`{where}.\n\n### {metric} by retrieval method and knowledge base\n\n"
-        f"{method_by_kb_table(results, metric)}\n\n### All metrics\n\n{metrics_table(results)}{note}"
+        f"{method_by_kb_table(results, metric)}\n\n### DCASE-2024 metrics\n\n{dcase2024_table(results)}\n\n"
+        f"### All metrics\n\n{metrics_table(results)}{note}"
     )
 
 

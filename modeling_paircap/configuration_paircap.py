@@ -4,6 +4,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .rescore_methods_paircap import check_rescoring
 from .retrieval_modes_paircap import check_retrieval_mode
 
 
@@ -50,6 +51,10 @@ class PairCapConfig(PreTrainedConfig):
         share_prompt_prefix (`bool`):
             Whether `generate` computes the KV cache of the system text every prompt starts with once and starts every
             prompt of both passes from it (same tokens; `generate(..., share_prefix=False)` turns it off per call).
+        rescore (`str`, *optional*), num_candidates (`int`), rescore_weight (`float`), rescore_query (`bool`):
+            Caption rescoring defaults read by `generate`: None (off), or `clap` (CLAP-Refine: `num_candidates` beam
+            candidates per query, the best by `rescore_weight` x CLAP audio-text similarity + (1 - `rescore_weight`)
+            x length-normalised LM log-probability; `rescore_query`: the zero-shot pass too).
     """
 
     model_type = "paircap"
@@ -75,6 +80,10 @@ class PairCapConfig(PreTrainedConfig):
     max_example_caption_tokens: int | None = 192
     query_max_new_tokens: int | None = None
     share_prompt_prefix: bool = True
+    rescore: str | None = None
+    num_candidates: int = 5
+    rescore_weight: float = 0.5
+    rescore_query: bool = False
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -82,6 +91,7 @@ class PairCapConfig(PreTrainedConfig):
         check_retrieval_mode(self.retrieval_mode)
         if not 0.0 <= self.fusion_weight <= 1.0:
             raise ValueError(f"fusion_weight must lie in [0, 1], got {self.fusion_weight}")
+        check_rescoring(self.rescore, self.num_candidates, self.rescore_weight)
         if self.max_example_caption_tokens is not None and self.max_example_caption_tokens < 1:
             raise ValueError(
                 "max_example_caption_tokens must be at least 1 (or None: no cut), got "

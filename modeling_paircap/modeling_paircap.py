@@ -15,7 +15,14 @@ from transformers.utils import ModelOutput
 from .configuration_paircap import PairCapConfig
 from .encoders_paircap import PairCapEncoderMixin
 from .prompt_budget_paircap import check_prompts_fit, context_size, new_token_count, prompt_lengths
-from .prompt_prefix_paircap import PromptPrefixCache, shared_prefix_inputs
+from .prompt_prefix_paircap import PromptPrefixCache, generation_setting, shared_prefix_inputs
+from .rescoring_paircap import (
+    RescoredCandidates,
+    RescoreSettings,
+    candidate_kwargs,
+    rescore_candidates,
+    rescore_settings,
+)
 from .retrieval_modes_paircap import check_retrieval_mode
 from .retrieval_paircap import PairCapRetriever, search_device
 from .saving_paircap import (
@@ -39,7 +46,12 @@ class PairCapGenerateOutput(ModelOutput):
     zero_shot_captions (`list[str]`): the pass-1 captions used as text queries (generative pair-to-pair).
     retrieved_pairs (`list[list[dict]]`): per query, the retrieved pairs with `pair_id`, `audio_id`, `caption`, `row`,
         `score` (S), `audio_score` (S_A) and `text_score` (S_T), best first.
-    scores, logits, sequences_scores: those of the final pass, when requested.
+    scores, logits, sequences_scores: those of the final pass, when requested; with rescoring, `sequences_scores` are
+        the chosen captions' LM scores and `scores` / `logits` are not kept.
+    candidates (`list[list[str]]`): with rescoring, per query, the final pass's candidate captions, best beam first.
+    candidate_scores, candidate_clap_scores, candidate_lm_scores (`torch.Tensor` of shape `(batch, num_candidates)`):
+        with rescoring, each candidate's combined score, CLAP audio-text cosine similarity and length-normalised LM
+        log-probability; the chosen caption is the one of the highest combined score.
     """
 
     sequences: torch.LongTensor | None = None
@@ -48,6 +60,10 @@ class PairCapGenerateOutput(ModelOutput):
     scores: tuple[torch.Tensor, ...] | None = None
     logits: tuple[torch.Tensor, ...] | None = None
     sequences_scores: torch.Tensor | None = None
+    candidates: list[list[str]] | None = None
+    candidate_scores: torch.Tensor | None = None
+    candidate_clap_scores: torch.Tensor | None = None
+    candidate_lm_scores: torch.Tensor | None = None
 
 
 class PairCapAudioProjector(nn.Module):
@@ -319,6 +335,11 @@ class PairCapForConditionalGeneration(PairCapEncoderMixin, PairCapPreTrainedMode
         max_pairs_per_clip: int | None = 1,
         query_max_new_tokens: int | None = None,
         share_prefix: bool | None = None,
+        rescore: str | None = None,
+        num_candidates: int | None = None,
+        rescore_weight: float | None = None,
+        rescore_query: bool | None = None,
+        processor=None,
         **kwargs,
     ):
         r"""
@@ -342,6 +363,16 @@ class PairCapForConditionalGeneration(PairCapEncoderMixin, PairCapPreTrainedMode
             share_prefix: start every prompt of both passes from the cached KV of the system text the batch shares
                 (`prompt_prefix_paircap`; same tokens as without); default `config.share_prompt_prefix`. Calls with a
                 static or quantized cache, a cache of their own or assisted decoding run without it.
+            rescore: `clap` rescores the final captions (CLAP-Refine, `rescoring_paircap.py`): `num_candidates` beam
+                candidates per query (`num_beams = max(num_candidates, num_beams)`), the one kept maximising
+                `rescore_weight` x cos(CLAP audio embedding of the query, CLAP text embedding of the candidate)
+                + (1 - `rescore_weight`) x its length-normalised LM log-probability; `rescore_query`: the zero-shot
+                pass (the text query) too. Defaults: `config.rescore` (None: off), `config.num_candidates`,
+                `config.rescore_weight`, `config.rescore_query`. Needs one clip per prompt and beam search (no
+                sampling, one sequence per query). With `return_dict_in_generate=True`, a `PairCapGenerateOutput`
+                with the candidates and their scores.
+            processor: the `PairCapProcessor` that decodes and CLAP-tokenizes candidates for rescoring; default the
+                retriever's (the call's or the model's; needed without one).
             kwargs: generation arguments (beams, `max_new_tokens`, sampling...), applied to both passes; pass 1 keeps
                 one sequence per query. With `return_dict_in_generate=True` and retrieval, a `PairCapGenerateOutput`.
 
@@ -357,22 +388,37 @@ class PairCapForConditionalGeneration(PairCapEncoderMixin, PairCapPreTrainedMode
         mode = self._resolve_retrieval_mode(retrieval_mode, retriever)
         top_k = self.config.retrieval_top_k if top_k is None else top_k
         kwargs["share_prefix"] = self.config.share_prompt_prefix if share_prefix is None else share_prefix
-        if mode == "none" or top_k == 0:
+        rescoring = rescore_settings(self, rescore, num_candidates, rescore_weight, rescore_query, kwargs)
+        return_dict = bool(generation_setting(kwargs, self.generation_config, "return_dict_in_generate"))
+        retrieves = mode != "none" and top_k != 0
+        if not retrieves and rescoring is None:
             return self._generate_filled(
                 input_ids, attention_mask, input_features, audio_tokens, audio_tokens_mask, **kwargs
             )
         counts = self._retrieval_window_counts(
             mode, input_ids, input_features, audio_window_counts, audio_tokens, text_queries
         )
-        retriever = retriever if retriever is not None else self.get_retriever()
         encoding = self.encode_audio(input_features, counts)
+        if not retrieves:
+            processor = self._rescoring_processor(processor, retriever)
+            output = self._generate_embedded(
+                input_ids, self._embed_query_prompts(input_ids, encoding.audio_tokens), attention_mask,
+                **candidate_kwargs(kwargs, self.generation_config, rescoring.num_candidates),
+            )  # fmt: skip
+            rescored = rescore_candidates(self, processor, output, encoding.audio_embeds, input_ids.shape[1], rescoring)
+            return package_output(output, input_ids, input_ids.shape[1], None, None, rescored, return_dict)
+        retriever = retriever if retriever is not None else self.get_retriever()
+        processor = processor if processor is not None else retriever.processor
         zero_shot_ids = None
         if mode == "generative_pair2pair":
             query_budget = self.config.query_max_new_tokens if query_max_new_tokens is None else query_max_new_tokens
             if query_budget is not None and query_budget > new_tokens:
                 check_prompts_fit(prompt_lengths(input_ids, attention_mask), context, query_budget)
             first_pass = first_pass_kwargs(kwargs, query_budget)
-            zero_shot_ids = self._zero_shot_ids(input_ids, attention_mask, encoding.audio_tokens, first_pass)
+            query_rescoring = rescoring if rescoring is not None and rescoring.query else None
+            zero_shot_ids = self._zero_shot_ids(
+                input_ids, attention_mask, encoding, first_pass, query_rescoring, processor
+            )
         retrieved = retriever(
             self,
             encoding.audio_embeds,
@@ -389,10 +435,28 @@ class PairCapForConditionalGeneration(PairCapEncoderMixin, PairCapPreTrainedMode
             max_prompt_length=None if context is None else context - new_tokens,
         )
         second = retrieved.inputs
-        output = self._generate_filled(**second, **kwargs)
-        return package_output(
-            output, input_ids, second["input_ids"].shape[1], retrieved.zero_shot_captions, retrieved.hits
+        length = second["input_ids"].shape[1]
+        if rescoring is None:
+            output = self._generate_filled(**second, **kwargs)
+            return package_output(output, input_ids, length, retrieved.zero_shot_captions, retrieved.hits)
+        output = self._generate_filled(
+            **second, **candidate_kwargs(kwargs, self.generation_config, rescoring.num_candidates)
         )
+        rescored = rescore_candidates(self, processor, output, encoding.audio_embeds, length, rescoring)
+        return package_output(
+            output, input_ids, length, retrieved.zero_shot_captions, retrieved.hits, rescored, return_dict
+        )
+
+    def _rescoring_processor(self, processor, retriever: PairCapRetriever | None):
+        """The processor that decodes and CLAP-tokenizes candidates without retrieval: the one given, else the
+        retriever's (the call's or the model's)."""
+        retriever = retriever if retriever is not None else self.retriever
+        if processor is None and retriever is None:
+            raise ValueError(
+                "rescore='clap' without retrieval needs the processor to decode and CLAP-tokenize the candidates: "
+                "generate(..., processor=processor)"
+            )
+        return processor if processor is not None else retriever.processor
 
     def _resolve_retrieval_mode(self, retrieval_mode: str | None, retriever: PairCapRetriever | None) -> str:
         """The mode asked for; by default `config.retrieval_mode` when a retriever or knowledge base is set, else
@@ -409,12 +473,15 @@ class PairCapForConditionalGeneration(PairCapEncoderMixin, PairCapPreTrainedMode
         each for `pair2pair`)."""
         if input_features is None or audio_tokens is not None:
             raise ValueError(
-                "Retrieval-augmented generate takes zero-shot prompts built by PairCapProcessor from audio "
-                "(one clip per prompt); for prompts with your own examples use retrieval_mode='none'"
+                "Retrieval-augmented or rescored generate takes zero-shot prompts built by PairCapProcessor from "
+                "audio (one clip per prompt); for prompts with your own examples use retrieval_mode='none' and no "
+                "rescore"
             )
         counts = torch.ones(len(input_ids), dtype=torch.long) if audio_window_counts is None else audio_window_counts
         if len(counts) != len(input_ids):
-            raise ValueError(f"Retrieval needs one clip per prompt: {len(counts)} clips for {len(input_ids)} prompts")
+            raise ValueError(
+                f"Retrieval and rescoring need one clip per prompt: {len(counts)} clips for {len(input_ids)} prompts"
+            )
         if mode == "pair2pair" and (text_queries is None or len(text_queries) != len(input_ids)):
             raise ValueError("retrieval_mode='pair2pair' needs text_queries: one text per prompt")
         return counts
@@ -437,13 +504,23 @@ class PairCapForConditionalGeneration(PairCapEncoderMixin, PairCapPreTrainedMode
         inputs, layout = shared
         return layout.restore(super().generate(**inputs, **kwargs), input_ids)
 
-    def _zero_shot_ids(self, input_ids, attention_mask, audio_tokens: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    def _embed_query_prompts(self, input_ids, audio_tokens: torch.Tensor) -> torch.Tensor:
+        """The embedded zero-shot prompts, their `<audio>` placeholders filled with the queries' encoded tokens."""
+        return self.merge_audio_tokens(input_ids, self.get_input_embeddings()(input_ids), audio_tokens, None, None)
+
+    def _zero_shot_ids(
+        self, input_ids, attention_mask, encoding, kwargs: dict, rescoring: RescoreSettings | None, processor
+    ) -> torch.Tensor:
         """Pass 1: the ids of the queries' zero-shot captions (after the prompts), from their already encoded tokens
-        (`kwargs` from `first_pass_kwargs`)."""
-        inputs_embeds = self.merge_audio_tokens(
-            input_ids, self.get_input_embeddings()(input_ids), audio_tokens, None, None
-        )
-        first_pass = self._generate_embedded(input_ids, inputs_embeds, attention_mask, **kwargs)
+        (`kwargs` from `first_pass_kwargs`); with `rescoring`, each the best of its candidates."""
+        inputs_embeds = self._embed_query_prompts(input_ids, encoding.audio_tokens)
+        if rescoring is None:
+            first_pass = self._generate_embedded(input_ids, inputs_embeds, attention_mask, **kwargs)
+        else:
+            candidates = candidate_kwargs(kwargs, self.generation_config, rescoring.num_candidates)
+            output = self._generate_embedded(input_ids, inputs_embeds, attention_mask, **candidates)
+            prompt = input_ids.shape[1]
+            first_pass = rescore_candidates(self, processor, output, encoding.audio_embeds, prompt, rescoring).sequences
         return first_pass[:, input_ids.shape[1] :]
 
 
@@ -465,20 +542,43 @@ def first_pass_kwargs(kwargs: dict, max_new_tokens: int | None = None) -> dict:
     return first
 
 
-def package_output(output, prompt_ids: torch.LongTensor, second_prompt_length: int, zero_shot_captions, hits):
-    """Pass-2 caption tokens after the caller's own prompts; with `return_dict_in_generate`, the retrieval details."""
+def package_output(
+    output,
+    prompt_ids: torch.LongTensor,
+    second_prompt_length: int,
+    zero_shot_captions,
+    hits,
+    rescored: RescoredCandidates | None = None,
+    return_dict: bool = False,
+):
+    """Final-pass caption tokens (the `rescored` choices when given) after the caller's own prompts; with
+    `return_dict_in_generate` (`return_dict` when rescored), the retrieval and rescoring details."""
     sequences = output if isinstance(output, torch.Tensor) else output.sequences
+    if rescored is not None:
+        sequences = rescored.sequences
     copies = sequences.shape[0] // prompt_ids.shape[0]
     sequences = torch.cat([prompt_ids.repeat_interleave(copies, dim=0), sequences[:, second_prompt_length:]], dim=1)
-    if isinstance(output, torch.Tensor):
+    if isinstance(output, torch.Tensor) or (rescored is not None and not return_dict):
         return sequences
+    retrieved_pairs = None if hits is None else [[asdict(hit) for hit in query] for query in hits]
+    if rescored is None:
+        return PairCapGenerateOutput(
+            sequences=sequences,
+            zero_shot_captions=zero_shot_captions,
+            retrieved_pairs=retrieved_pairs,
+            scores=output.scores,
+            logits=output.logits,
+            sequences_scores=getattr(output, "sequences_scores", None),
+        )
     return PairCapGenerateOutput(
         sequences=sequences,
         zero_shot_captions=zero_shot_captions,
-        retrieved_pairs=[[asdict(hit) for hit in query] for query in hits],
-        scores=output.scores,
-        logits=output.logits,
-        sequences_scores=getattr(output, "sequences_scores", None),
+        retrieved_pairs=retrieved_pairs,
+        sequences_scores=rescored.lm_scores.gather(1, rescored.chosen[:, None]).squeeze(1),
+        candidates=rescored.captions,
+        candidate_scores=rescored.scores,
+        candidate_clap_scores=rescored.clap_scores,
+        candidate_lm_scores=rescored.lm_scores,
     )
 
 

@@ -34,12 +34,16 @@ class PairCapCaptioningPipeline(Pipeline):
     - `zero_shot_caption`: the caption without retrieved pairs (pass 1 of generative pair-to-pair retrieval; the
       caption itself when retrieval is off; None for modes that make no zero-shot pass);
     - `neighbours`: the retrieved pairs, best first, with `pair_id`, `audio_id`, `caption`, `row`, `score` (S),
-      `audio_score` (S_A) and `text_score` (S_T); empty without retrieval.
+      `audio_score` (S_A) and `text_score` (S_T); empty without retrieval;
+    - `candidates`, with rescoring only: the final pass's candidate captions, best beam first, each with its combined
+      `score`, `clap_score` and `lm_score` (the caption is the candidate of the highest `score`).
 
     Retrieval arguments as in `model.generate`: `retrieval_mode`, `fusion_weight` (W), `top_k` (pairs retrieved),
     `max_pairs_per_clip`, and `text_query` for `pair2pair`; `knowledge_base` (a folder or hub dataset id) retrieves
     from that KB instead of the model's, through a retriever with this pipeline's processor (loaded once per KB).
-    Other keyword arguments (or `generate_kwargs`) go to `generate`; `max_new_tokens` defaults to 40.
+    Rescoring arguments as in `model.generate` (`rescore="clap"`, `num_candidates`, `rescore_weight`, `rescore_query`;
+    default the model config's), with this pipeline's processor decoding the candidates. Other keyword arguments (or
+    `generate_kwargs`) go to `generate`; `max_new_tokens` defaults to 40.
     """
 
     _load_processor = True
@@ -90,6 +94,8 @@ class PairCapCaptioningPipeline(Pipeline):
         generation = dict(generate_kwargs or {})
         if "max_new_tokens" not in generation and "max_length" not in generation:
             generation["max_new_tokens"] = self.model.generation_config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+        if (generation.get("rescore") or self.model.config.rescore) is not None:
+            generation["processor"] = self.processor  # decodes and CLAP-tokenizes the candidates
         output = self.model.generate(**model_inputs, return_dict_in_generate=True, **retrieval, **generation)
         retrieved = getattr(output, "retrieved_pairs", None)
         return {
@@ -97,6 +103,7 @@ class PairCapCaptioningPipeline(Pipeline):
             "prompt_length": model_inputs["input_ids"].shape[1],
             "zero_shot_captions": getattr(output, "zero_shot_captions", None),
             "retrieved": retrieved,
+            "candidates": candidates_of(output),
         }
 
     def retriever_for(self, knowledge_base: str):
@@ -113,14 +120,31 @@ class PairCapCaptioningPipeline(Pipeline):
         captions = self.processor.decode_captions(model_outputs["sequences"], model_outputs["prompt_length"])
         caption = captions[0]
         retrieved = model_outputs["retrieved"]
+        rescored = {} if model_outputs["candidates"] is None else {"candidates": model_outputs["candidates"]}
         if retrieved is None:  # no retrieval ran: the caption is the zero-shot caption
-            return {"caption": caption, "zero_shot_caption": caption, "neighbours": []}
+            return {"caption": caption, "zero_shot_caption": caption, "neighbours": [], **rescored}
         zero_shot = model_outputs["zero_shot_captions"]
         return {
             "caption": caption,
             "zero_shot_caption": zero_shot[0] if zero_shot else None,
             "neighbours": [plain(pair) for pair in retrieved[0]],
+            **rescored,
         }
+
+
+def candidates_of(output) -> list[dict] | None:
+    """The first query's rescored candidates (`caption`, `score`, `clap_score`, `lm_score`), None without rescoring."""
+    if getattr(output, "candidates", None) is None:
+        return None
+    scores = {
+        "score": output.candidate_scores[0],
+        "clap_score": output.candidate_clap_scores[0],
+        "lm_score": output.candidate_lm_scores[0],
+    }
+    return [
+        {"caption": caption, **{name: float(values[index]) for name, values in scores.items()}}
+        for index, caption in enumerate(output.candidates[0])
+    ]
 
 
 def plain(pair: dict) -> dict:

@@ -245,14 +245,20 @@ def load_batch(processor, paths: list[str]) -> list:
 
 
 def caption_waveforms(model, processor, waveforms: list, **generation_kwargs) -> list[dict]:
-    """Caption 48 kHz mono waveforms as one batch: `{"caption"}`, plus the retrieval details when retrieval ran."""
+    """Caption 48 kHz mono waveforms as one batch: `{"caption"}`, plus the retrieval details when retrieval ran and
+    the `candidates` (each with its `caption`, combined `score`, `clap_score` and `lm_score`) when rescoring ran."""
     if not waveforms:
         return []
     inputs = processor(audio=waveforms, sampling_rate=processor.sampling_rate).to(model.device)
+    if generation_kwargs.get("rescore") is not None:  # decodes and CLAP-tokenizes the candidates
+        generation_kwargs["processor"] = processor
     with torch.no_grad():
         output = model.generate(**inputs, return_dict_in_generate=True, **generation_kwargs)
     captions = processor.decode_captions(output.sequences, inputs["input_ids"].shape[1])
     records = [{"caption": caption} for caption in captions]
+    if getattr(output, "candidates", None) is not None:
+        for record, candidates in zip(records, candidate_records(output), strict=True):
+            record["candidates"] = candidates
     retrieved = getattr(output, "retrieved_pairs", None)
     if retrieved is not None:
         zero_shot = output.zero_shot_captions or [None] * len(records)
@@ -260,3 +266,20 @@ def caption_waveforms(model, processor, waveforms: list, **generation_kwargs) ->
             record["zero_shot_caption"] = first_pass
             record["retrieved"] = pairs
     return records
+
+
+def candidate_records(output) -> list[list[dict]]:
+    """Per query, its rescored candidates: `caption`, combined `score`, `clap_score` and `lm_score`."""
+    fields = {
+        "score": output.candidate_scores,
+        "clap_score": output.candidate_clap_scores,
+        "lm_score": output.candidate_lm_scores,
+    }
+    values = {name: scores.float().cpu().tolist() for name, scores in fields.items()}
+    return [
+        [
+            {"caption": caption, **{name: values[name][query][index] for name in fields}}
+            for index, caption in enumerate(captions)
+        ]
+        for query, captions in enumerate(output.candidates)
+    ]

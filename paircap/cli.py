@@ -17,10 +17,12 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from datasets_scripts.kb_recipes import root_entry
+from modeling_paircap.rescore_methods_paircap import RESCORE_METHODS
 from modeling_paircap.retrieval_modes_paircap import RETRIEVAL_MODES
 from paircap.hub_access import ModelLoadError, go_offline_if_unreachable, load_failure
 from paircap.kb_cli import add_kb_commands
 from paircap.logs import log_progress_to_stderr
+from paircap.metrics_cli import add_metrics_commands
 from paircap.release_names import PATH_PREFIXES, TRUST_REMOTE_CODE_HELP, resolve_model
 from paircap.threads import add_threads_argument, apply_threads, prefer_passive_waiting
 
@@ -36,6 +38,7 @@ DEMO_AUDIO_ROOT_HELP = (
 )
 # pair2pair queries with a given text per clip (`generate(text_queries=...)`); the command line has only audio, and
 # generative_pair2pair is that query with the model's own zero-shot caption as the text.
+RESCORE_WEIGHT_HELP = "weight λ of the CLAP audio-text similarity against the LM log-probability"
 CAPTION_MODES = tuple(mode for mode in RETRIEVAL_MODES if mode != "pair2pair")
 # The default method grid of `evaluate` (zero-shot always runs first); audio2text only when asked for.
 EVALUATE_MODES = tuple(mode for mode in CAPTION_MODES if mode not in ("none", "audio2text"))
@@ -58,6 +61,14 @@ def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def candidate_count(text: str) -> int:
+    """Candidates for rescoring to choose from: at least 2."""
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (the candidates rescoring chooses from), got {text}")
     return value
 
 
@@ -128,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--max-new-tokens", type=positive_int, default=40)
     caption.add_argument("--num-beams", type=positive_int, default=1)
     caption.add_argument(
+        "--rescore", default=None, choices=RESCORE_METHODS, help="rescore beam candidates (CLAP-Refine)"
+    )
+    caption.add_argument("--num-candidates", type=candidate_count, default=None, help="candidates per clip to rescore")
+    caption.add_argument("--rescore-weight", type=unit_interval, default=None, help=RESCORE_WEIGHT_HELP)
+    caption.add_argument("--rescore-query", action="store_true", help="rescore the zero-shot pass (the text query) too")
+    caption.add_argument(
         "--output", default=None, help="JSON lines file, replaced once every file has its line (default: stdout)"
     )
     caption.add_argument(
@@ -176,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=positive_int, default=8)
     evaluate.add_argument("--max-new-tokens", type=positive_int, default=40)
     evaluate.add_argument("--num-beams", type=positive_int, default=1)
+    evaluate.add_argument("--num-candidates", type=candidate_count, nargs="*", default=[], help="rows CLAP-rescored")
+    evaluate.add_argument(
+        "--rescore-weight", type=unit_interval, nargs="+", default=[0.5], help=RESCORE_WEIGHT_HELP + " (rows each)"
+    )
+    evaluate.add_argument("--rescore-query", action="store_true", help="rescored rows rescore the zero-shot pass too")
     evaluate.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     evaluate.add_argument("--device", default="auto", type=torch_device, help="auto, cpu, cuda, cuda:1, ...")
     add_threads_argument(evaluate)
@@ -210,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_threads_argument(demo)
     demo.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     demo.add_argument("--max-new-tokens", type=positive_int, default=40)
+    demo.add_argument("--num-candidates", type=candidate_count, default=None, help="CLAP-rescore: the best of N")
+    demo.add_argument("--rescore-weight", type=unit_interval, default=0.5, help=RESCORE_WEIGHT_HELP)
     demo.set_defaults(run=run_demo)
 
     params = add_command("params", help="full-size parameter counts on the meta device (no weights)")
@@ -217,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     params.set_defaults(run=run_params)
 
     add_kb_commands(commands, common)
+    add_metrics_commands(commands, common)
 
     # `read` passes its arguments on to its own parser (`--debug` stays here; `-h` goes to it), as `mini` does.
     read = add_command("read", add_help=False, help="read a local caption corpus and print its reader report")
@@ -256,6 +281,7 @@ def run_caption(args: argparse.Namespace) -> int:
     model_id = resolve_model(args.model)
     go_offline_if_unreachable([model_id, args.kb])
     retrieves = check_caption_arguments(args, load_release_config(model_id, args.trust_remote_code))
+    rescoring = rescoring_options(args)
     with open_caption_output(args.output, files, args.resume) as output:  # before the model: an unwritable F fails now
         todo = output.todo if output else files
         captioned = failed = 0
@@ -278,6 +304,7 @@ def run_caption(args: argparse.Namespace) -> int:
                 num_beams=args.num_beams,
                 do_sample=False,
                 **retrieval_options(args),
+                **rescoring,
             )
             captioned, failed = output.write(records) if output else write_records(records, sys.stdout)
         if output:
@@ -358,8 +385,18 @@ def retrieval_options(args: argparse.Namespace) -> dict:
     return {**chosen, "max_pairs_per_clip": args.max_pairs_per_clip or None}  # 0: no limit
 
 
+def rescoring_options(args: argparse.Namespace) -> dict:
+    """The rescoring arguments given on the command line (the model's config supplies the rest)."""
+    options = {"num_candidates": args.num_candidates, "rescore_weight": args.rescore_weight}
+    given = {name: value for name, value in options.items() if value is not None}
+    if args.rescore is None and (given or args.rescore_query):
+        flags = [f"--{name.replace('_', '-')}" for name in given] + ["--rescore-query"] * args.rescore_query
+        raise UsageError(f"{' and '.join(flags)} set the rescoring: pass --rescore clap")
+    return {"rescore": args.rescore, "rescore_query": args.rescore_query, **given} if args.rescore else {}
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
-    from paircap.evaluation import evaluate, plan_runs, rescore
+    from paircap.evaluation import evaluate, plan_runs, rescore, rescoring_runs
     from paircap.evaluation_report import save_model_index, write_report
 
     if args.context_probe:
@@ -383,7 +420,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         roots = dict(args.audio_root) or None
         retrievers = {kb: load_retriever(model, processor, kb, audio_roots=roots) for kb in args.kb}
         modes = args.mode or EVALUATE_MODES
-        runs = plan_runs(args.kb, modes, args.weight, args.top_k, args.weight_sweep, args.top_k_sweep)
+        rescoring = rescoring_runs(args.num_candidates, args.rescore_weight, args.rescore_query)
+        runs = plan_runs(args.kb, modes, args.weight, args.top_k, args.weight_sweep, args.top_k_sweep, rescoring)
         settings = {"model": args.model, "data": args.data, "clips": len(items), "runs": len(runs)}
         results = evaluate(
             model, processor, items, runs, args.output_dir, retrievers, batch_size=args.batch_size,
@@ -493,6 +531,8 @@ def run_demo(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         max_new_tokens=args.max_new_tokens,
         trust_remote_code=args.trust_remote_code,
+        num_candidates=args.num_candidates or 0,
+        rescore_weight=args.rescore_weight,
     )
     launch_demo(demo, args.host, args.port, args.share)
     return 0

@@ -5,10 +5,11 @@
 Caption runs pass 1 (the zero-shot caption), keeps its outputs (the caption, the query's CLAP audio embedding a_q and
 the caption's text embedding t_q) in the page's session state, searches the knowledge base and runs pass 2 with the
 retrieved pairs. Moving W, top-k or the mode re-ranks from the kept embeddings (one index search, no new pass 1);
-Re-caption runs pass 2 alone with the neighbours shown. Each neighbour's audio plays in the page where the demo can
-reach it: a local file inside the folder given for its root (`audio_roots`; the KB's absolute paths only under
-`audio_roots["absolute"]`), through a per-session token (`paircap/demo_audio.py`), or an audio URL, which the browser
-fetches; a page URL becomes a link.
+Re-caption runs pass 2 alone with the neighbours shown. With `num_candidates` (`paircap demo --num-candidates N`) the
+final caption is CLAP-rescored: the best of N beam candidates, listed under the status with their scores. Each
+neighbour's audio plays in the page where the demo can reach it: a local file inside the folder given for its root
+(`audio_roots`; the KB's absolute paths only under `audio_roots["absolute"]`), through a per-session token
+(`paircap/demo_audio.py`), or an audio URL, which the browser fetches; a page URL becomes a link.
 
 The server guards itself: uploads over `MAX_UPLOAD` are refused, uploads are deleted after `CACHE_CLEANUP`, each
 request stops at `time_limit` seconds, and an error names the uploaded file, never the server's folders.
@@ -87,12 +88,20 @@ class DemoEngine:
         retriever: PairCapRetriever | None = None,
         max_new_tokens: int = 40,
         time_limit: float = REQUEST_SECONDS,
+        num_candidates: int = 0,
+        rescore_weight: float = 0.5,
     ):
         self.model = model
         self.processor = processor
         self.retriever = retriever
         self.kb = retriever.knowledge_base if retriever is not None else None
         self.generation = {"max_new_tokens": max_new_tokens, "num_beams": 1, "do_sample": False}
+        # the final caption's CLAP rescoring (none with 0 candidates)
+        self.rescoring = (
+            {"rescore": "clap", "num_candidates": num_candidates, "rescore_weight": rescore_weight}
+            if num_candidates
+            else {}
+        )
         self.time_limit = time_limit
         self.audio = NeighbourAudio(self.kb)
         self.pass_one_runs = 0
@@ -109,11 +118,14 @@ class DemoEngine:
         max_new_tokens: int = 40,
         time_limit: float = REQUEST_SECONDS,
         trust_remote_code: bool = False,
+        num_candidates: int = 0,
+        rescore_weight: float = 0.5,
     ) -> DemoEngine:
         """
         Load a release (hub id or folder) and its knowledge base (`knowledge_base`, else the release's own), with the
         installed PairCap classes, or with `trust_remote_code` the release's own code; its clips play from the folders
-        `audio_roots` gives (`{"absolute": DIR}` allows its absolute paths under DIR).
+        `audio_roots` gives (`{"absolute": DIR}` allows its absolute paths under DIR). `num_candidates` > 0: the final
+        caption is the best of that many candidates by CLAP rescoring with weight `rescore_weight`.
         """
         torch_device = resolve_device(device)
         dtype = resolve_dtype(dtype, torch_device)
@@ -122,7 +134,7 @@ class DemoEngine:
         if knowledge_base is not None or model.config.knowledge_base is not None:
             retriever = load_retriever(model, processor, knowledge_base, audio_roots=dict(audio_roots or {}))
             warn_unmapped_roots(retriever.knowledge_base)
-        return cls(model, processor, retriever, max_new_tokens, time_limit)
+        return cls(model, processor, retriever, max_new_tokens, time_limit, num_candidates, rescore_weight)
 
     # ---- settings -----------------------------------------------------------------------------------------------
     @property
@@ -205,13 +217,22 @@ class DemoEngine:
 
     def second_pass(
         self, first: FirstPass, mode: str, weight: float, top_k: int, deadline: float | None = None
-    ) -> tuple[str, list[dict]]:
+    ) -> tuple[str, list[dict], list[dict]]:
         """
-        Pass 2 alone: the caption with the retrieved pairs, and those pairs. Generative pair-to-pair is pair-to-pair
-        with the kept zero-shot caption as the text query, so pass 1 does not run again.
+        Pass 2 alone: the caption with the retrieved pairs, those pairs and, with rescoring, its candidates (`caption`,
+        `score`, `clap_score`, `lm_score`). Generative pair-to-pair is pair-to-pair with the kept zero-shot caption as
+        the text query, so pass 1 does not run again. Without retrieval the caption is pass 1's, or with rescoring the
+        best of the zero-shot candidates.
         """
         if self.kb is None or mode == "none" or top_k == 0:
-            return first.zero_shot, []
+            if not self.rescoring:
+                return first.zero_shot, [], []
+            record = caption_waveforms(
+                self.model, self.processor, [first.waveform], retrieval_mode="none", **self.rescoring,
+                **self.time_left(deadline), **self.generation,
+            )[0]  # fmt: skip
+            self.time_left(deadline)
+            return record["caption"], [], record["candidates"]
         if mode == "generative_pair2pair":
             retrieval = {"retrieval_mode": "pair2pair", "text_queries": [first.zero_shot], "fusion_weight": weight}
         else:
@@ -224,12 +245,13 @@ class DemoEngine:
             top_k=top_k,
             max_pairs_per_clip=1,
             **retrieval,
+            **self.rescoring,
             **self.time_left(deadline),
             **self.generation,
         )[0]
         self.time_left(deadline)
         self.pass_two_runs += 1
-        return record["caption"], record["retrieved"]
+        return record["caption"], record["retrieved"], record.get("candidates", [])
 
     # ---- the neighbour table ------------------------------------------------------------------------------------
     def table(self, pairs: list[dict], session: str) -> list[list]:
@@ -315,13 +337,28 @@ def status_line(mode: str, weight: float, top_k: int, pairs: int, reranked: bool
     return f"Pass 2 captioned with these {pairs} pairs, retrieved with {setting}."
 
 
+def candidates_table(candidates: list[dict]) -> str:
+    """The rescored candidates as a Markdown table (empty without rescoring), the chosen one (best score) first."""
+    if not candidates:
+        return ""
+    lines = ["| candidate | score | CLAP | LM |", "|---|---:|---:|---:|"]
+    for candidate in sorted(candidates, key=lambda c: -c["score"]):
+        text = html.escape(candidate["caption"]).replace("|", "&#124;")
+        lines.append(
+            f"| {text} | {candidate['score']:.3f} | {candidate['clap_score']:.3f} | {candidate['lm_score']:.3f} |"
+        )
+    return "\n\nCLAP rescoring: the caption is the best of these candidates.\n\n" + "\n".join(lines)
+
+
 def caption_clip(engine: DemoEngine, clip: str | None, mode: str, weight: float, top_k: int, session: str = ""):
-    """Caption: pass 1, then pass 2 with the retrieved pairs. Returns the state, both captions, the table, a status."""
+    """Caption: pass 1, then pass 2 with the retrieved pairs. Returns the state, both captions, the table, a status
+    (with the rescored candidates)."""
     top_k, deadline = int(top_k), engine.deadline()
     state = engine.first_pass(engine.load(clip), deadline)
-    text, pairs = engine.second_pass(state, mode, weight, top_k, deadline)
+    text, pairs, candidates = engine.second_pass(state, mode, weight, top_k, deadline)
     table = engine.table(pairs, session)
-    return state, state.zero_shot, text, table, status_line(mode, weight, top_k, len(pairs), False)
+    status = status_line(mode, weight, top_k, len(pairs), False) + candidates_table(candidates)
+    return state, state.zero_shot, text, table, status
 
 
 def rerank(engine: DemoEngine, state: FirstPass | None, mode: str, weight: float, top_k: int, session: str = ""):
@@ -338,8 +375,9 @@ def recaption(engine: DemoEngine, state: FirstPass | None, mode: str, weight: fl
     if state is None:
         raise gr.Error("Caption a clip first.")
     top_k = int(top_k)
-    text, pairs = engine.second_pass(state, mode, weight, top_k, engine.deadline())
-    return text, engine.table(pairs, session), status_line(mode, weight, top_k, len(pairs), False)
+    text, pairs, candidates = engine.second_pass(state, mode, weight, top_k, engine.deadline())
+    status = status_line(mode, weight, top_k, len(pairs), False) + candidates_table(candidates)
+    return text, engine.table(pairs, session), status
 
 
 def settings_controls(engine: DemoEngine) -> list:

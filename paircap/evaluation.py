@@ -14,7 +14,11 @@ from modeling_paircap.clip_ids_paircap import normalise_clip_id
 from modeling_paircap.retrieval_paircap import PairCapRetriever
 from paircap.caption_data import EvaluationItem
 from paircap.captioning import audio_duration, caption_waveforms, length_grouped_batches
-from paircap.metrics import compute_caption_metrics
+from paircap.clap_score import clap_scores, mean_clap_score
+from paircap.metrics import ALL_METRICS, compute_caption_metrics
+
+# every metric of one caption per item: SPIDEr-max needs several candidates per item, which evaluate does not make
+EVALUATE_METRICS = (*ALL_METRICS, "spider_fl", "fense", "vocab")
 
 logger = logging.getLogger(__name__)
 
@@ -25,20 +29,41 @@ TEXT_BATCH_SIZE = 256
 
 @dataclass(frozen=True)
 class EvaluationRun:
-    """One setting to evaluate: a knowledge base (None for zero-shot), a retrieval mode, W and top-k."""
+    """One setting to evaluate: a knowledge base (None for zero-shot), a retrieval mode, W and top-k, and the CLAP
+    rescoring of its captions (`num_candidates` beam candidates, weight `rescore_weight`, the zero-shot pass too with
+    `rescore_query`; 0 candidates: none)."""
 
     knowledge_base: str | None
     mode: str
     fusion_weight: float
     top_k: int
     sweeps: tuple[str, ...] = ("grid",)  # the tables and plots it belongs to: grid (method x KB), weight, top_k
+    num_candidates: int = 0
+    rescore_weight: float = 0.5
+    rescore_query: bool = False
 
     @property
     def name(self) -> str:
+        suffix = ""
+        if self.num_candidates:
+            query = "q" if self.rescore_query and self.mode == "generative_pair2pair" else ""
+            suffix = f"__clap{self.num_candidates}{query}x{self.rescore_weight:g}"
         if self.mode == "none":
-            return "zero-shot"
+            return f"zero-shot{suffix}"
         kb = Path(self.knowledge_base).name if self.knowledge_base else "none"
-        return f"{self.mode}__{kb}__w{self.fusion_weight:g}__k{self.top_k}"
+        return f"{self.mode}__{kb}__w{self.fusion_weight:g}__k{self.top_k}{suffix}"
+
+    @property
+    def generation(self) -> dict:
+        """The `generate` arguments of its rescoring (none without)."""
+        if not self.num_candidates:
+            return {}
+        return {
+            "rescore": "clap",
+            "num_candidates": self.num_candidates,
+            "rescore_weight": self.rescore_weight,
+            "rescore_query": self.rescore_query,
+        }
 
 
 def plan_runs(
@@ -48,25 +73,42 @@ def plan_runs(
     top_k: int = 4,
     weight_sweep: Sequence[float] = (),
     top_k_sweep: Sequence[int] = (),
+    rescoring: Sequence[EvaluationRun] = (),
 ) -> list[EvaluationRun]:
     """
-    Zero-shot, then every mode on every KB at (W, k) (paper Tables 4, 5, 7), then the W sweep and the top-k sweep of
-    generative pair-to-pair retrieval on the first KB (paper Figs. 2, 3). Duplicates are evaluated once.
+    Zero-shot, then every mode on every KB at (W, k) (paper Tables 4, 5, 7), each again with every rescoring of
+    `rescoring` (runs whose `num_candidates`, `rescore_weight`, `rescore_query` are taken; `rescoring_runs`) as rows of
+    their own, then the W sweep and the top-k sweep of generative pair-to-pair retrieval on the first KB (paper Figs.
+    2, 3). Duplicates are evaluated once.
     """
     runs = [EvaluationRun(None, "none", fusion_weight, 0)]
     retrieval_modes = [mode for mode in modes if mode != "none"]
     runs += [EvaluationRun(kb, mode, fusion_weight, top_k) for kb in knowledge_bases for mode in retrieval_modes]
+    runs += [
+        replace(run, num_candidates=r.num_candidates, rescore_weight=r.rescore_weight, rescore_query=r.rescore_query)
+        for r in rescoring
+        for run in list(runs)
+    ]
     if knowledge_bases and weight_sweep:
         runs += [sweep_run(knowledge_bases[0], w, top_k, "weight") for w in (*weight_sweep, fusion_weight)]
     if knowledge_bases and top_k_sweep:
         runs += [sweep_run(knowledge_bases[0], fusion_weight, k, "top_k") for k in (*top_k_sweep, top_k)]
     unique: dict[tuple, EvaluationRun] = {}
     for run in runs:  # a setting shared by the grid and a sweep is run once and belongs to both
-        key = (run.knowledge_base, run.mode, run.fusion_weight, run.top_k)
+        key = (run.knowledge_base, run.mode, run.fusion_weight, run.top_k, run.name)
         first = unique.setdefault(key, run)
         if first is not run:
             unique[key] = replace(first, sweeps=tuple(dict.fromkeys(first.sweeps + run.sweeps)))
     return list(unique.values())
+
+
+def rescoring_runs(num_candidates: Sequence[int], weights: Sequence[float], query: bool) -> list[EvaluationRun]:
+    """The CLAP rescorings to evaluate (for `plan_runs`): every number of candidates with every weight."""
+    return [
+        EvaluationRun(None, "none", 0.5, 0, num_candidates=n, rescore_weight=w, rescore_query=query)
+        for n in num_candidates
+        for w in weights
+    ]
 
 
 def sweep_run(knowledge_base: str, fusion_weight: float, top_k: int, sweep: str) -> EvaluationRun:
@@ -87,7 +129,8 @@ def caption_items(
     """
     Caption every item under one run (retrieving with `retriever`, the one over the run's knowledge base), in batches
     of similar length; a query never retrieves its own clip (`query_exclusions`). Returns one record per item, in
-    order: its caption, zero-shot caption and retrieved pairs (`caption_waveforms`' fields), or the load error.
+    order: its caption, zero-shot caption and retrieved pairs (`caption_waveforms`' fields) and the caption's
+    `clap_score` (`paircap.clap_score`), or the load error.
     """
     retrieval = {} if run.mode == "none" else {
         "retriever": retriever, "retrieval_mode": run.mode,
@@ -100,7 +143,12 @@ def caption_items(
         good = [i for i, wave in zip(batch_indices, loaded, strict=True) if isinstance(wave, np.ndarray)]
         exclude = [query_exclusions(items[i].audio_id) for i in good] if retrieval else None
         waves = [wave for wave in loaded if isinstance(wave, np.ndarray)]
-        results = caption_waveforms(model, processor, waves, exclude_ids=exclude, **retrieval, **generation)
+        results = caption_waveforms(
+            model, processor, waves, exclude_ids=exclude, **retrieval, **run.generation, **generation
+        )
+        scores = clap_scores(model, processor, waves, [result["caption"] for result in results])
+        for result, score in zip(results, scores, strict=True):
+            result["clap_score"] = score
         by_index = dict(zip(good, results, strict=True))
         for index, wave in zip(batch_indices, loaded, strict=True):
             item = items[index]
@@ -155,16 +203,19 @@ def pair_text_embeddings(knowledge_base, rows: list[int]) -> np.ndarray:
 
 def score_records(records: list[dict]) -> dict:
     """
-    Caption metrics over the captioned items, and the similarities of their retrieved pairs (paper Fig. 1):
+    Caption metrics over the captioned items (`EVALUATE_METRICS`, and the mean CLAP score of the captions where the
+    predictions have it), and the similarities of their retrieved pairs (paper Fig. 1):
     `mean_audio_similarity` S_A = <a_q, a_k> and `mean_text_similarity` S_T = mean over the references of
     <t_ref, t_k>, both in the frozen CLAP space; `mean_query_text_score` is the retriever's own text score of each
     pair, <t_q, t_k> (generated caption) in the pair modes but <a_q, t_k> otherwise, so not comparable across modes.
     """
     scored = [r for r in records if "caption" in r]
-    scores = compute_caption_metrics([r["caption"] for r in scored], [r["references"] for r in scored])
+    scores = compute_caption_metrics(
+        [r["caption"] for r in scored], [r["references"] for r in scored], metrics=EVALUATE_METRICS
+    )
     pairs = [pair for r in scored for pair in r["retrieved"]]
     return {
-        "metrics": scores.corpus,
+        "metrics": {**scores.corpus, "clap_score": mean_clap_score(scored)},
         "unavailable": scores.unavailable,
         "items": len(scored),
         "failed_items": len(records) - len(scored),

@@ -7,7 +7,13 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult
 
-from hub_cards.evaluation_tables import headline_metric, method_by_kb_table, metrics_table, similarity_table
+from hub_cards.evaluation_tables import (
+    dcase2024_table,
+    headline_metric,
+    method_by_kb_table,
+    metrics_table,
+    similarity_table,
+)
 
 
 def sweep_points(results: dict, sweep: str, metric: str) -> list[tuple[float, float]]:
@@ -49,7 +55,8 @@ def write_report(results: dict, output_dir: str | Path) -> list[Path]:
         f"# PairCap evaluation\n\n## {metric} by retrieval method and knowledge base\n\n"
         f"{method_by_kb_table(results, metric)}\n\n"
         "## Similarity of retrieved pairs to the query audio (S_A) and to its reference captions (S_T)\n\n"
-        f"{similarity_table(results)}\n\n## All metrics\n\n{metrics_table(results)}\n{note}\n"
+        f"{similarity_table(results)}\n\n## DCASE-2024 metrics\n\n{dcase2024_table(results)}\n\n"
+        f"## All metrics\n\n{metrics_table(results)}\n{note}\n"
     )
     written = [output_dir / "results.md"]
     written[0].write_text(text)

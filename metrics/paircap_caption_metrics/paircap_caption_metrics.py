@@ -8,7 +8,8 @@ by path. The scoring is pycocoevalcap's own: its PTB tokenizer jar, its BLEU / R
 wrapper talking to its METEOR 1.5 jar, its SPICE jar. What this file adds is the plumbing around the jars: which `java`
 runs them, temporary files outside site-packages, one tokenizer run for the whole corpus (predictions and references
 together), a METEOR process that is started once and reused, and SPICE reported as unavailable, with the reason,
-where the Stanford CoreNLP jars it needs are missing.
+where the Stanford CoreNLP jars it needs are missing. The DCASE-2024 additions (FENSE, SPIDEr-FL, Vocab, SPIDEr-max)
+use `paircap_fense.py` beside it, which evaluate.load copies along.
 """
 
 import atexit
@@ -35,7 +36,17 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.spice import spice as coco_spice
 from pycocoevalcap.tokenizer import ptbtokenizer as coco_ptb
 
+from .paircap_fense import (
+    error_probabilities,
+    find_echecker,
+    find_sbert,
+    fluency_penalised,
+    metrics_cache,
+    sbert_similarities,
+)
+
 ALL_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider")
+DCASE2024_METRICS = ("spider_fl", "fense", "vocab", "spider_max")
 SPICE_JARS_ENV = "PAIRCAP_SPICE_JARS"
 CORENLP_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
 JAVA_INSTALL_HINT = (
@@ -201,11 +212,18 @@ def _meteor(gts: dict, res: dict, java: str) -> tuple[float, list[float]]:
 
 def spice_jars_missing() -> tuple[Path, list[str]]:
     """
-    The folder holding the Stanford CoreNLP 3.6.0 jars SPICE needs (`$PAIRCAP_SPICE_JARS`, else pycocoevalcap's own
-    `spice/lib/`, where its `get_stanford_models` puts them) and the jar names missing from it.
+    The folder holding the Stanford CoreNLP 3.6.0 jars SPICE needs (`$PAIRCAP_SPICE_JARS`, else `spice/` of the
+    metrics cache where `paircap metrics download` puts them, else pycocoevalcap's own `spice/lib/`, where its
+    `get_stanford_models` puts them) and the jar names missing from it.
     """
     folder = os.environ.get(SPICE_JARS_ENV)
-    folder = Path(folder).expanduser() if folder else Path(coco_spice.__file__).parent / "lib"
+    downloaded = metrics_cache() / "spice"
+    if folder:
+        folder = Path(folder).expanduser()
+    elif all((downloaded / name).is_file() for name in CORENLP_JARS):
+        folder = downloaded
+    else:
+        folder = Path(coco_spice.__file__).parent / "lib"
     return folder, [name for name in CORENLP_JARS if not (folder / name).is_file()]
 
 
@@ -258,6 +276,7 @@ def compute_caption_metrics(
     references: Sequence[Sequence[str] | str],
     metrics: Sequence[str] = ALL_METRICS,
     java: str | os.PathLike | None = None,
+    candidates: Sequence[Sequence[str]] | None = None,
 ) -> CaptionScores:
     """
     Score one predicted caption per item against that item's references (any number, at least one; a single string
@@ -266,16 +285,20 @@ def compute_caption_metrics(
     aggregate their statistics over the corpus; ROUGE-L, CIDEr-D and SPICE average the item scores).
 
     SPICE and SPIDEr need the Stanford CoreNLP 3.6.0 jars (see `spice_jars_missing`); where they are missing both are
-    None, listed in `unavailable` with the reason, and a warning says once which files to put where. Raises
+    None, listed in `unavailable` with the reason, and a warning says once which files to put where.
+
+    The DCASE-2024 additions (`DCASE2024_METRICS`, see `_dcase2024`): SPIDEr-FL, FENSE, Vocab and, given
+    `candidates` (several captions per item, e.g. an n-best list), SPIDEr-max; unavailable with the reason where
+    their weights (or SPICE) are missing. Raises
     ValueError / TypeError for malformed inputs and JavaNotFoundError without a Java runtime.
     """
     predictions, references = _check_inputs(predictions, references)
     if isinstance(metrics, str):
         metrics = (metrics,)
     metrics = tuple(dict.fromkeys(metrics))
-    unknown = [name for name in metrics if name not in ALL_METRICS]
+    unknown = [name for name in metrics if name not in ALL_METRICS + DCASE2024_METRICS]
     if unknown:
-        raise ValueError(f"Unknown metric(s) {unknown}; choose from {list(ALL_METRICS)}")
+        raise ValueError(f"Unknown metric(s) {unknown}; choose from {list(ALL_METRICS + DCASE2024_METRICS)}")
     java = find_java(java)
 
     tokens = ptb_tokenize(predictions + [ref for refs in references for ref in refs], java)
@@ -296,6 +319,8 @@ def compute_caption_metrics(
         corpus["meteor"], sentence["meteor"] = _floats(*_meteor(gts, res, java))
     if "rouge_l" in wanted:
         corpus["rouge_l"], sentence["rouge_l"] = _floats(*Rouge().compute_score(gts, res))
+    if wanted & {"spider_fl", "spider_max"}:
+        wanted |= {"spider"}
     if wanted & {"cider_d", "spider"}:
         corpus["cider_d"], sentence["cider_d"] = _floats(*Cider().compute_score(gts, res))
     if wanted & {"spice", "spider"}:
@@ -316,11 +341,78 @@ def compute_caption_metrics(
             unavailable["spice"] = reason
             unavailable["spider"] = f"SPIDEr = (CIDEr-D + SPICE) / 2 needs SPICE. {reason}"
             corpus["spice"] = corpus["spider"] = sentence["spice"] = sentence["spider"] = None
+    if wanted & set(DCASE2024_METRICS):
+        extra = _dcase2024(predictions, references, tokens[: len(predictions)], wanted, sentence, unavailable)
+        for name, (score, scores) in extra.items():
+            corpus[name], sentence[name] = score, scores
+        if "spider_max" in wanted:
+            corpus["spider_max"], sentence["spider_max"] = _spider_max(candidates, references, java, unavailable)
     return CaptionScores(
         corpus={name: corpus[name] for name in metrics},
         sentence={name: sentence[name] for name in metrics},
-        unavailable={name: reason for name, reason in unavailable.items() if name in wanted},
+        unavailable={name: reason for name, reason in unavailable.items() if name in metrics},
     )
+
+
+def _dcase2024(predictions, references, tokens, wanted, sentence, unavailable) -> dict:
+    """Vocab (distinct PTB tokens over all candidates), FENSE and SPIDEr-FL (see paircap_fense): `{name: (corpus,
+    sentence)}`, None where unavailable (the reason goes into `unavailable`)."""
+    out: dict[str, tuple] = {}
+    if "vocab" in wanted:
+        vocab = float(len({word for line in tokens for word in line.split()}))
+        out["vocab"] = (vocab, None)  # a corpus statistic: no per-item score
+    if not wanted & {"fense", "spider_fl"}:
+        return out
+    sbert, sbert_missing = find_sbert() if "fense" in wanted else (None, "")
+    echecker, echecker_missing = find_echecker()
+    needs_probs = ("fense" in wanted and sbert is not None) or ("spider_fl" in wanted and sentence.get("spider"))
+    probs = None
+    if echecker is not None and needs_probs:
+        try:
+            probs = error_probabilities(predictions, echecker)
+        except (OSError, ValueError, KeyError, RuntimeError) as error:  # e.g. its encoder's config not cached
+            echecker_missing = f"the FENSE error detector {echecker} cannot be loaded: {error}"
+    if "fense" in wanted:
+        similarities, reasons = None, [reason for reason in (sbert_missing, echecker_missing) if reason]
+        if not reasons:
+            try:
+                similarities = sbert_similarities(predictions, references, sbert)
+            except (OSError, ValueError) as error:
+                reasons = [f"the SBERT model {sbert} cannot be loaded: {error}"]
+        if reasons:
+            unavailable["fense"] = f"FENSE is unavailable: {'; '.join(reasons)}"
+            out["fense"] = (None, None)
+        else:
+            scores = fluency_penalised(similarities, probs)
+            out["fense"] = (float(np.mean(scores)), scores)
+    if "spider_fl" in wanted:
+        if sentence.get("spider") is None or probs is None:
+            why = unavailable.get("spider") or echecker_missing
+            unavailable["spider_fl"] = f"SPIDEr-FL = SPIDEr x fluency penalty is unavailable: {why}"
+            out["spider_fl"] = (None, None)
+        else:
+            scores = fluency_penalised(sentence["spider"], probs)
+            out["spider_fl"] = (float(np.mean(scores)), scores)
+    return out
+
+
+def _spider_max(candidates, references, java, unavailable) -> tuple[float | None, list[float] | None]:
+    """Per item the best SPIDEr of its candidates (an n-best list), averaged: DCASE's SPIDEr-max."""
+    if candidates is None:
+        unavailable["spider_max"] = "SPIDEr-max needs several candidate captions per item (`candidates`)"
+        return None, None
+    candidates = [list(item) for item in candidates]
+    if len(candidates) != len(references) or not all(candidates):
+        raise ValueError("candidates must hold at least one caption for each of the items")
+    flat = [caption for item in candidates for caption in item]
+    flat_refs = [refs for item, refs in zip(candidates, references, strict=True) for _ in item]
+    scores = compute_caption_metrics(flat, flat_refs, metrics=["spider"], java=java)
+    if scores.sentence["spider"] is None:
+        unavailable["spider_max"] = f"SPIDEr-max needs SPIDEr. {scores.unavailable['spider']}"
+        return None, None
+    bounds = np.cumsum([0, *(len(item) for item in candidates)])
+    best = [max(scores.sentence["spider"][bounds[i] : bounds[i + 1]]) for i in range(len(candidates))]
+    return float(np.mean(best)), best
 
 
 def _check_inputs(predictions, references) -> tuple[list[str], list[list[str]]]:
@@ -409,7 +501,9 @@ _DESCRIPTION = """\
 The caption metrics of automated audio captioning (DCASE) and image captioning, computed by the COCO caption
 evaluation tools (pycocoevalcap 1.2): captions are PTB-tokenised (lower-cased, punctuation removed), then scored with
 BLEU-1..4, METEOR 1.5, ROUGE-L, CIDEr-D, SPICE and SPIDEr = (CIDEr-D + SPICE) / 2. Needs Java. SPICE additionally
-needs the Stanford CoreNLP 3.6.0 jars; without them SPICE and SPIDEr are returned as None with the reason.
+needs the Stanford CoreNLP 3.6.0 jars; without them SPICE and SPIDEr are returned as None with the reason. The
+DCASE-2024 additions: SPIDEr-FL and FENSE (where the FENSE weights are found, else None with the reason), Vocab and,
+given several candidates per item, SPIDEr-max.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -418,8 +512,9 @@ Args:
     references (list of list of str): the reference captions of each item, any number per item (at least one);
         a plain string per item is one reference.
     metrics (list of str, optional): any of "bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d",
-        "spice", "spider" (default: all).
+        "spice", "spider" (default: all), and the DCASE-2024 "spider_fl", "fense", "vocab", "spider_max".
     java (str, optional): the Java executable (default: $JAVA_HOME/bin/java, else `java` on PATH).
+    candidates (list of list of str, optional): several captions per item, for "spider_max".
     return_sentence_scores (bool, optional): also return per-item scores under "sentence" (default: False).
 Returns:
     One float per requested metric (None where it cannot be computed here) and "unavailable": {metric: reason}.
@@ -468,8 +563,10 @@ class PaircapCaptionMetrics(evaluate.Metric):
             ],
         )
 
-    def _compute(self, predictions, references, metrics=ALL_METRICS, java=None, return_sentence_scores=False):
-        scores = compute_caption_metrics(predictions, references, metrics=metrics, java=java)
+    def _compute(
+        self, predictions, references, metrics=ALL_METRICS, java=None, return_sentence_scores=False, candidates=None
+    ):
+        scores = compute_caption_metrics(predictions, references, metrics=metrics, java=java, candidates=candidates)
         results = scores.to_dict()
         if return_sentence_scores:
             results["sentence"] = scores.sentence

@@ -130,7 +130,8 @@ def test_the_demo_splits_generative_pair2pair_into_its_two_passes_exactly(demo_a
         top_k=3, max_pairs_per_clip=1, **engine.generation,
     )[0]  # fmt: skip
     state = engine.first_pass(waveform)
-    caption, pairs = engine.second_pass(state, MODE, 0.3, 3)
+    caption, pairs, candidates = engine.second_pass(state, MODE, 0.3, 3)
+    assert candidates == []  # no rescoring
     assert (state.zero_shot, caption) == (whole["zero_shot_caption"], whole["caption"])
     assert pairs == whole["retrieved"] == engine.neighbours(state, MODE, 0.3, 3)
 

@@ -74,6 +74,8 @@ def test_results_json_has_every_run_with_metrics_and_similarities(evaluation):
             assert isinstance(run["metrics"][metric], float)
         assert run["metrics"]["spice"] is None and run["metrics"]["spider"] is None
         assert "spice" in run["unavailable"]
+        assert isinstance(run["metrics"]["vocab"], float) and -1 <= run["metrics"]["clap_score"] <= 1
+        assert run["metrics"]["fense"] is None and {"fense", "spider_fl"} <= run["unavailable"].keys()  # no weights
         similarities = [run["mean_audio_similarity"], run["mean_text_similarity"]]
         assert similarities == [None, None] if run["mode"] == "none" else None not in similarities
     text_only = [r for r in results["runs"] if r["knowledge_base"] and "audiocaps-text" in r["knowledge_base"]]
@@ -165,7 +167,8 @@ def test_report_tables_plots_and_model_index(evaluation):
 
     card = str(render_model_card(PairCapConfig(), **load_evaluation(evaluation)))
     assert "model-index" in card and "CIDER-D" in card and "### cider_d by retrieval method and knowledge base" in card
-    assert "| zero-shot |" in card and "Not computed: spice" in card
+    assert "| zero-shot |" in card and "Not computed: fense, spice, spider, spider_fl" in card
+    assert "### DCASE-2024 metrics" in card and "| SPIDEr-FL | FENSE | Vocab | CLAP score |" in card
 
 
 def test_rescore_reproduces_the_results(evaluation, tmp_path):
