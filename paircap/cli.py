@@ -13,6 +13,7 @@ import errno
 import functools
 import sys
 import time
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -50,26 +51,22 @@ class UsageError(Exception):
     """Arguments that cannot work together, or with the chosen release (found before any audio is decoded)."""
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def int_at_least(minimum: int, meaning: str, name: str) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum` (`meaning` says what that is in the error)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {meaning}, got {text}")
+        return value
+
+    parse.__name__ = name  # argparse names the type in its "invalid ... value" message
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def candidate_count(text: str) -> int:
-    """Candidates for rescoring to choose from: at least 2."""
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be at least 2 (the candidates rescoring chooses from), got {text}")
-    return value
+positive_int = int_at_least(1, "a positive integer", "positive_int")
+non_negative_int = int_at_least(0, "0 or more", "non_negative_int")
+candidate_count = int_at_least(2, "at least 2 (the candidates rescoring chooses from)", "candidate_count")
 
 
 def unit_interval(text: str) -> float:

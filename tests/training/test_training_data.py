@@ -250,20 +250,18 @@ def test_neighbour_cache_is_recomputed_when_a_setting_changes(training_pairs, ti
     assert stored_settings(path)["clip_groups"] == clip_groups_digest(load_clip_groups(groups))
 
 
+def retrieval_set(pairs, processor, embedded: EmbeddedPairs, neighbors, seed: int, **options) -> CaptionTrainingSet:
+    """A training set with up to MAX_EXAMPLES retrieved pairs per sample and `options` (query dropout, schedule)."""
+    return CaptionTrainingSet(
+        pairs, processor, embedded.rows, neighbors, MAX_EXAMPLES, seed, example_tokens=embedded.tokens, **options
+    )
+
+
 def test_query_dropout_drops_a_share_of_the_queries_with_examples(training_pairs, tiny_release, embedded, neighbors):
     processor = tiny_release[2]
 
     def make(dropout: float, seed: int = 3) -> CaptionTrainingSet:
-        return CaptionTrainingSet(
-            training_pairs,
-            processor,
-            embedded.rows,
-            neighbors,
-            MAX_EXAMPLES,
-            seed,
-            example_tokens=embedded.tokens,
-            query_dropout=dropout,
-        )
+        return retrieval_set(training_pairs, processor, embedded, neighbors, seed, query_dropout=dropout)
 
     half, again, plain = make(0.5), make(0.5), make(0.0)
     epochs = range(20)
@@ -399,16 +397,7 @@ SCHEDULE = (0, 1, 1, 2, MAX_EXAMPLES)  # epoch 0 zero-shot only, then up to 1, 1
 def scheduled_set(
     pairs, processor, embedded: EmbeddedPairs, neighbors, schedule=SCHEDULE, seed=3
 ) -> CaptionTrainingSet:
-    return CaptionTrainingSet(
-        pairs,
-        processor,
-        embedded.rows,
-        neighbors,
-        MAX_EXAMPLES,
-        seed,
-        example_tokens=embedded.tokens,
-        examples_schedule=schedule,
-    )
+    return retrieval_set(pairs, processor, embedded, neighbors, seed, examples_schedule=schedule)
 
 
 def test_schedule_caps_the_counts_and_reaches_each_epochs_maximum(training_pairs, tiny_release, embedded, neighbors):
