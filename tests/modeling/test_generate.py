@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -75,6 +76,16 @@ def build_kb(release, output: Path, pairs: Dataset, name: str) -> Path:
     _, model, processor = release
     build_knowledge_base(pairs, model, processor, output, {"name": name}, shard_size=4, num_workers=0, progress=False)
     return output
+
+
+def bundle_kb(release: Path, kb: Path, folder: Path) -> Path:
+    """A copy of `release` in `folder` with `kb` shipped inside it, as `config.knowledge_base = "knowledge_base"`
+    names it (the toolkit's releases' layout)."""
+    shutil.copytree(release, folder)
+    shutil.copytree(kb, folder / "knowledge_base")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "knowledge_base": "knowledge_base"}))
+    return folder
 
 
 @pytest.fixture(scope="module")

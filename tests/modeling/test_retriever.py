@@ -3,13 +3,11 @@ processor, the three ways a model gets one (`from_pretrained(retriever=)`, `set_
 on first use) giving the same captions, the fingerprint checks, and the pass-2 inputs of one call."""
 
 import copy
-import json
-import shutil
 
 import numpy as np
 import pytest
 import torch
-from test_generate import build_kb, pairs_dataset, write_clips
+from test_generate import build_kb, bundle_kb, pairs_dataset, write_clips
 
 from modeling_paircap.kb_format_paircap import KnowledgeBaseError
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
@@ -34,12 +32,7 @@ def kb_folder(tiny_release, clips, tmp_path_factory):
 @pytest.fixture(scope="module")
 def bundled_release(tiny_release, kb_folder, tmp_path_factory):
     """The tiny release with the KB shipped inside it, as `config.knowledge_base = "knowledge_base"` names it."""
-    folder = tmp_path_factory.mktemp("bundled") / "release"
-    shutil.copytree(tiny_release[0], folder)
-    shutil.copytree(kb_folder, folder / "knowledge_base")
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "knowledge_base": "knowledge_base"}))
-    return folder
+    return bundle_kb(tiny_release[0], kb_folder, tmp_path_factory.mktemp("bundled") / "release")
 
 
 def test_from_a_release_the_retriever_takes_its_processor_and_its_bundled_kb(

@@ -13,11 +13,10 @@ from types import SimpleNamespace
 import huggingface_hub
 import pytest
 from helpers import BLOCK_REPO_IMPORTS, run_python
-from test_generate import pairs_dataset, write_clip
+from test_generate import build_kb, bundle_kb, pairs_dataset, write_clip
 from transformers.dynamic_module_utils import get_relative_import_files
 
 import modeling_paircap
-from datasets_scripts.build_kb import build_knowledge_base
 from modeling_paircap import saving_paircap
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.kb_format_paircap import KnowledgeBaseError
@@ -70,16 +69,9 @@ def clips(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bundled_release(tiny_release, clips, tmp_path_factory):
     """The tiny release with a KB bundled as `knowledge_base/`, as the toolkit's releases ship it."""
-    _, model, processor = tiny_release
-    kb = tmp_path_factory.mktemp("kb") / "kb"
     pairs = pairs_dataset(clips[0], ["A hum.", "A whistle.", "Rain falls."], ["Thunder rumbles far away."])
-    build_knowledge_base(pairs, model, processor, kb, {"name": "test"}, shard_size=4, num_workers=0, progress=False)
-    folder = tmp_path_factory.mktemp("bundled") / "release"
-    shutil.copytree(tiny_release[0], folder)
-    shutil.copytree(kb, folder / "knowledge_base")
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "knowledge_base": "knowledge_base"}))
-    return folder
+    kb = build_kb(tiny_release, tmp_path_factory.mktemp("kb") / "kb", pairs, "test")
+    return bundle_kb(tiny_release[0], kb, tmp_path_factory.mktemp("bundled") / "release")
 
 
 @pytest.fixture
