@@ -2,7 +2,8 @@
 
 import pytest
 
-from recipes.mini.local.report import wall_seconds, wilson_interval, zero_shot_table
+from paircap.statistics import wilson_interval
+from recipes.mini.local.report import wall_seconds, zero_shot_table
 
 
 def test_wall_time_counts_side_by_side_stages_once_and_skips_the_pause_between_runs():
@@ -17,9 +18,9 @@ def test_wall_time_counts_side_by_side_stages_once_and_skips_the_pause_between_r
 
 
 def test_wilson_interval_of_a_rare_share():
-    low, high = wilson_interval(3 / 1000, 1000)  # the textbook values: 0.102 % to 0.879 %
+    low, high = wilson_interval(3, 1000)  # the textbook values: 0.102 % to 0.879 %
     assert low == pytest.approx(0.00102, abs=2e-5) and high == pytest.approx(0.00879, abs=2e-5)
-    assert wilson_interval(0.0, 200)[0] == 0.0 and 0 < wilson_interval(0.0, 200)[1] < 0.02
+    assert wilson_interval(0, 200)[0] == 0.0 and 0 < wilson_interval(0, 200)[1] < 0.02
 
 
 def test_zero_shot_table_gives_the_count_interval_and_multiple_of_chance():

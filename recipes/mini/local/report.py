@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from hub_cards.evaluation_tables import similarity_table
+from paircap.statistics import wilson_interval
 from recipes.mini.local.context_ablations import VARIANTS
 from recipes.mini.local.layout import MiniRun
 from recipes.mini.local.mechanism import mechanism_table
@@ -132,13 +133,6 @@ CAPTIONER_LABELS = {
 CHANCE_BOTH_EVENTS = 1 / 1225  # two of the 50 classes guessed: 1 / C(50, 2)
 
 
-def wilson_interval(share: float, count: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95 % Wilson score interval of a binomial share measured on `count` items."""
-    centre = (share + z * z / (2 * count)) / (1 + z * z / count)
-    half = z / (1 + z * z / count) * math.sqrt(share * (1 - share) / count + z * z / (4 * count * count))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def zero_shot_table(scores: dict) -> str:
     """The `zero_shot` stage: each captioner on the larger test sample, with the interval of its both-events share."""
     lines = [
@@ -148,8 +142,8 @@ def zero_shot_table(scores: dict) -> str:
     for name, label in CAPTIONER_LABELS.items():
         if name in scores:
             mixtures = scores[name]["test_mixtures"]
-            low, high = wilson_interval(mixtures["both"], mixtures["count"])
             named = round(mixtures["both"] * mixtures["count"])
+            low, high = wilson_interval(named, mixtures["count"])
             lines.append(
                 f"| {label} | {pct(mixtures['both'])} ({named} of {mixtures['count']}) | {pct(low)} to {pct(high)} | "
                 f"{mixtures['both'] / CHANCE_BOTH_EVENTS:.0f} | {pct(mixtures['any'])} | "
@@ -163,7 +157,7 @@ def share_cell(scores: dict) -> str:
     if not scores["count"]:
         return "n/a"
     share = scores["named"] / scores["count"]
-    low, high = wilson_interval(share, scores["count"])
+    low, high = wilson_interval(scores["named"], scores["count"])
     return f"{pct(share)} ({scores['named']} of {scores['count']}; {pct(low)} to {pct(high)})"
 
 
