@@ -326,6 +326,8 @@ class _ShardEmbedder:
             _ClipDataset(self.processor, clips, self.padder),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
+            # not forked from this process, whose torch threads may hold locks (a forked worker can deadlock on them)
+            multiprocessing_context="forkserver" if self.num_workers else None,
             collate_fn=_collate_clips,
         )
         encoded, errors = {}, {}

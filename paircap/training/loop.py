@@ -58,7 +58,10 @@ def build_dataloader(cfg: TrainConfig, split: DataSplit, collator, shuffle: bool
         batch_sampler=sampler,
         collate_fn=collator,
         num_workers=cfg.num_workers,
-        persistent_workers=False,
+        # Workers start from a clean fork server, once per run: a worker forked from a process whose gloo and OpenMP
+        # threads hold locks can deadlock on them (a two-process CPU run once hung so, rank 0 waiting on its worker).
+        multiprocessing_context="forkserver" if cfg.num_workers else None,
+        persistent_workers=cfg.num_workers > 0,
     )
     return loader, sampler
 
