@@ -58,7 +58,7 @@ def test_build_refine_and_tokens_under_accelerate_launch_never_build_the_lm_and_
     script = ["tests/kb_launch_script.py", str(tmp_path / "commands.json"), str(development_corpus), lm_type]
     run = accelerate_launch([*script, str(results)])
     logs = [json.loads((results / f"process-{rank}.json").read_text()) for rank in (0, 1)]
-    built = [(rank, log["command"][1], *built) for rank in (0, 1) for log in logs[rank] for built in log["models"]]
+    built = [(rank, log["command"][1], *made) for rank in (0, 1) for log in logs[rank] for made in log["models"]]
     assert not [entry for entry in built if entry[3] == lm_type or entry[2].endswith("ForConditionalGeneration")]
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert [[log["status"] for log in process] for process in logs] == [[0, 0, 0], [0, 0, 0]]
