@@ -6,13 +6,17 @@ interrupted run resumes where it stopped. When every shard is done, a new versio
 other files linked in): the tokens streamed into `tokens.safetensors`, the metadata recording the new token
 fingerprint and the file's size and sha256. It is loaded back, then swapped in; any failure (a full disk) leaves the
 KB as it was. The KB's write lock is held from the start. Clips whose audio cannot be loaded keep no tokens and are
-listed in `errors.jsonl`.
+listed in `errors.jsonl`. Under `accelerate launch` the processes share the shards, and only the main process checks
+the clips' audio locations, takes the lock and writes the new KB.
 
     paircap kb tokens --kb ./kb-refined --model ./outputs/stage2/release --root clotho=/data/clotho
+    accelerate launch -m paircap.cli kb tokens ...     # shards split over processes / GPUs
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -22,9 +26,9 @@ from urllib.parse import urlparse
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from datasets_scripts.embed import ERRORS_FILE, _eval_mode, _ShardEmbedder, _write_json
+from datasets_scripts.process_shards import Processes, processes, run_shards
 from modeling_paircap.audio_locations_paircap import (
     ABSOLUTE_ROOT,
     URL_SCHEMES,
@@ -43,6 +47,7 @@ from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.tokens_paircap import TOKENS_FILE, write_clip_tokens
 
 STATE_FILE = "tokens_state.json"
+SHARDS_DIR = "shards"
 
 
 def clip_locations(clips: pa.Table, roots: Mapping[str, str | os.PathLike], folder: Path) -> list[str]:
@@ -88,40 +93,60 @@ def refresh_tokens(
     batch_size: int = 32,
     num_workers: int = 2,
     progress: bool = True,
+    accelerator: Processes | None = None,
 ) -> KnowledgeBaseMetadata:
-    """(Re)compute the clip tokens of the KB in `kb_folder` with `model`'s token encoder; returns the new metadata."""
-    folder = Path(kb_folder)
+    """
+    (Re)compute the clip tokens of the KB in `kb_folder` with `model`'s token encoder; returns the new metadata. Under
+    `accelerate launch` (`accelerator`, or the current `PartialState`) the main process holds the lock, checks the clip
+    locations and records them in the work folder, the processes share the shards (p, p + P, ...; the work folder on
+    a filesystem every node sees), and the main process writes the new KB.
+    """
+    folder, dist = Path(kb_folder), processes(accelerator)
     KnowledgeBaseMetadata.load(folder)  # a missing or foreign folder is refused before a lock file is made beside it
-    with folder_lock(folder, METADATA_FILE):
-        metadata = KnowledgeBaseMetadata.load(folder)
-        if metadata.retrieval_fingerprint != model.retrieval_fingerprint():
-            raise KnowledgeBaseError(
-                f"{folder}: embedded in another retrieval space than this model's CLAP; refreshing its tokens would "
-                "not make it usable with this model. Rebuild it: paircap kb build"
-            )
-        locations = clip_locations(read_clips(folder / CLIPS_FILE, metadata.num_clips), roots, folder)
-        fingerprint = model.token_fingerprint()
-        work = Path(work_dir) if work_dir else folder.parent / f".{folder.name}.tokens-work"
-        shards = _prepare_work(work, {"token_fingerprint": fingerprint, "clips": locations, "shard_size": shard_size})
+    fingerprint = model.token_fingerprint()
+    work = Path(work_dir) if work_dir else folder.parent / f".{folder.name}.tokens-work"
+    with folder_lock(folder, METADATA_FILE) if dist.is_main_process else contextlib.nullcontext():
+        if dist.is_main_process:
+            metadata = KnowledgeBaseMetadata.load(folder)
+            if metadata.retrieval_fingerprint != model.retrieval_fingerprint():
+                raise KnowledgeBaseError(
+                    f"{folder}: embedded in another retrieval space than this model's CLAP; refreshing its tokens "
+                    "would not make it usable with this model. Rebuild it: paircap kb build"
+                )
+            locations = clip_locations(read_clips(folder / CLIPS_FILE, metadata.num_clips), roots, folder)
+            _prepare_work(work, {"token_fingerprint": fingerprint, "clips": locations, "shard_size": shard_size})
+        dist.wait_for_everyone()
+        if not dist.is_main_process:
+            locations = json.loads((work / STATE_FILE).read_text())["clips"]  # as the main process checked them
+        shards = work / SHARDS_DIR
         embedder = _ShardEmbedder(model, processor, batch_size, num_workers)
         bounds = [(start, min(start + shard_size, len(locations))) for start in range(0, len(locations), shard_size)]
-        bar = tqdm(total=len(locations), unit="clip", desc="clip tokens", disable=not progress)
-        with bar, _eval_mode(model):
-            for shard, (start, stop) in enumerate(bounds):
-                if not (shards / f"{shard:05d}.parquet").is_file():
-                    _encode_shard(embedder, shards, shard, locations[start:stop], start)
-                bar.update(stop - start)
-        metadata.token_fingerprint = fingerprint
-        metadata.token_dim = embedder.token_dim
-        metadata.audio_tokens_per_window = model.config.audio_tokens_per_window
-        _write_new_version(folder, metadata, shards, len(bounds))
-        return metadata
+
+        def encode(shard: int) -> dict[str, int]:
+            _encode_shard(embedder, shards, shard, locations[slice(*bounds[shard])], bounds[shard][0])
+            return {"shards": 1}
+
+        with _eval_mode(model):
+            done = functools.partial(_shard_path, shards)
+            run_shards(encode, done, [stop - start for start, stop in bounds], dist, (progress, "clip tokens", "clip"))
+        dist.wait_for_everyone()
+        if dist.is_main_process:
+            metadata.token_fingerprint = fingerprint
+            metadata.token_dim = embedder.token_dim
+            metadata.audio_tokens_per_window = model.config.audio_tokens_per_window
+            _write_new_version(folder, metadata, shards, len(bounds))
+    dist.wait_for_everyone()
+    return KnowledgeBaseMetadata.load(folder)
+
+
+def _shard_path(shards: Path, shard: int) -> Path:
+    return shards / f"{shard:05d}.parquet"
 
 
 def _write_new_version(folder: Path, metadata: KnowledgeBaseMetadata, shards: Path, num_shards: int) -> None:
     """Stage the KB with the shards' tokens and errors and `metadata` (its other files linked in), load it back, swap
     it in."""
-    tables = [pq.read_table(shards / f"{shard:05d}.parquet") for shard in range(num_shards)]
+    tables = [pq.read_table(_shard_path(shards, shard)) for shard in range(num_shards)]
     counts = [count for table in tables for count in table.column("num_tokens").to_pylist()]
     parts = (_tokens(data, metadata.token_dim) for table in tables for data in table.column("tokens"))
     errors = "".join(f"{line}\n" for shard in range(num_shards) for line in _errors(shards, shard))
@@ -135,15 +160,14 @@ def _write_new_version(folder: Path, metadata: KnowledgeBaseMetadata, shards: Pa
         PairCapKnowledgeBase.from_pretrained(staging, verify="always")
 
 
-def _prepare_work(work: Path, state: dict) -> Path:
-    """The shard folder of this job; a folder left by another job (encoder, clips, shard size) is refused."""
-    shards = work / "shards"
-    shards.mkdir(parents=True, exist_ok=True)
+def _prepare_work(work: Path, state: dict) -> None:
+    """Record this job in `work` (its shards go to `work/shards`); a folder left by another job (encoder, clips, shard
+    size) is refused."""
+    (work / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
     state_path = work / STATE_FILE
     if state_path.is_file() and json.loads(state_path.read_text()) != state:
         raise ValueError(f"{work} holds a token job of another encoder, KB or shard size; empty it or pass --work-dir")
     _write_json(state_path, state)
-    return shards
 
 
 def _encode_shard(embedder: _ShardEmbedder, shards: Path, shard: int, locations: list[str], start: int) -> None:
@@ -159,7 +183,7 @@ def _encode_shard(embedder: _ShardEmbedder, shards: Path, shard: int, locations:
             ),
         }
     )
-    write_atomic(shards / f"{shard:05d}.parquet", lambda temp: pq.write_table(table, temp))
+    write_atomic(_shard_path(shards, shard), lambda temp: pq.write_table(table, temp))
 
 
 def _errors(shards: Path, shard: int) -> list[str]:

@@ -48,8 +48,7 @@ import json
 import os
 import shutil
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -58,10 +57,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from accelerate import Accelerator, PartialState
 from accelerate.utils import gather_object
 from datasets import Dataset, Features, Value
-from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from datasets_scripts.clip_shards import (
@@ -74,6 +71,7 @@ from datasets_scripts.clip_shards import (
     plan_clips,
 )
 from datasets_scripts.job_files import ids_sha256
+from datasets_scripts.process_shards import Processes, processes, run_shards
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
 from modeling_paircap.file_io_paircap import write_atomic
 from modeling_paircap.kb_format_paircap import CLIPS_FILE, kb_row_features
@@ -251,7 +249,7 @@ def _clear_output(output_dir: Path) -> None:
         (output_dir / name).unlink(missing_ok=True)
 
 
-def _prepare_output(output_dir: Path, state: dict, overwrite: bool, dist: Accelerator | PartialState) -> None:
+def _prepare_output(output_dir: Path, state: dict, overwrite: bool, dist: Processes) -> None:
     """Check that `output_dir` holds this job (or nothing), clear it if `overwrite`, and record the job's state."""
     state_file = output_dir / STATE_FILE
     previous = json.loads(state_file.read_text()) if state_file.is_file() else None
@@ -402,34 +400,6 @@ def _eval_mode(model) -> Iterator[None]:
         model.train(was_training)
 
 
-def _run_shards(
-    work: Callable[[int], dict[str, int]],
-    done: Callable[[int], Path],
-    sizes: list[int],
-    dist: Accelerator | PartialState,
-    progress: tuple[bool, str, str],
-) -> dict[str, int]:
-    """Compute this process's unfinished shards (p, p + P, ...; shard s is finished once `done(s)` exists) with
-    `work(shard)`, which writes it and returns its counts; returns their sums. `progress`: whether to show a bar, its
-    description and unit."""
-    mine = range(dist.process_index, len(sizes), dist.num_processes)
-    todo = [shard for shard in mine if not done(shard).is_file()]
-    show, desc, unit = progress
-    bar = tqdm(
-        total=sum(sizes[shard] for shard in mine),
-        initial=sum(sizes[shard] for shard in mine if shard not in todo),
-        unit=unit,
-        desc=desc,
-        disable=not (show and dist.is_main_process),
-    )
-    counts = Counter()
-    with bar:
-        for shard in todo:
-            counts.update(work(shard))
-            bar.update(sizes[shard])
-    return dict(counts)
-
-
 def _collect_errors(output_dir: Path, num_shards: int) -> int:
     """Write every shard's dropped rows, in shard order, to errors.jsonl; returns their number."""
     errors = [
@@ -482,7 +452,7 @@ def embed_pairs(
     num_workers: int = 2,
     progress: bool = True,
     overwrite: bool = False,
-    accelerator: Accelerator | PartialState | None = None,
+    accelerator: Processes | None = None,
     features_on_device: bool | None = None,
     with_tokens: bool = True,
 ) -> EmbeddedPairs:
@@ -502,7 +472,7 @@ def embed_pairs(
     (`TorchClapFeatures`), not by the numpy extractor.
     """
     _check_input(pairs, shard_size, batch_size)
-    dist = accelerator if accelerator is not None else PartialState()
+    dist = processes(accelerator)
     output_dir = Path(output_dir)
     if features_on_device is None:
         features_on_device = model.device.type == "cuda"
@@ -530,12 +500,12 @@ def embed_pairs(
     started = time.perf_counter()
     with _eval_mode(model):
         clip_sizes, row_sizes = [end - start for start, end in clip_bounds], [end - start for start, end in bounds]
-        counts = _run_shards(
+        counts = run_shards(
             encode_clips, functools.partial(clips_path, output_dir), clip_sizes, dist, (progress, "clips", "clip")
         )
         dist.wait_for_everyone()
         done = functools.partial(shard_path, output_dir)
-        counts.update(_run_shards(embed_rows, done, row_sizes, dist, (progress, "embedding", "pair")))
+        counts.update(run_shards(embed_rows, done, row_sizes, dist, (progress, "embedding", "pair")))
     per_process = gather_object([counts])
     dist.wait_for_everyone()
     seconds = time.perf_counter() - started

@@ -6,6 +6,7 @@ refined KB. Rows of evaluation splits never enter it, text-only rows only on req
 retrieves itself: the same ``pair_id``, or the same ``audio_id`` with the same caption up to case and white space.
 
 Queries go to the index in chunks; with ``work_dir`` every finished chunk is saved, so an interrupted run resumes.
+Under ``accelerate launch`` the processes share the chunks through ``work_dir``.
 
 Usage::
 
@@ -17,8 +18,11 @@ or, on knowledge base folders, from the shell: ``paircap kb refine --kb KB --tra
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -26,11 +30,11 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from datasets_scripts.columns import column
 from datasets_scripts.job_files import ids_sha256
+from datasets_scripts.process_shards import Processes, processes, run_shards
 from modeling_paircap.file_io_paircap import write_atomic
 from modeling_paircap.index_paircap import PairCapIndex, RetrievedPair, concat_pair_vectors
 from modeling_paircap.kb_format_paircap import embedding_matrix
@@ -173,36 +177,38 @@ def _hit_arrays(hits: list[list[RetrievedPair]], candidate_rows: np.ndarray) -> 
 
 
 class _ChunkStore:
-    """Finished chunks of one refinement run in `work_dir`, checked against the run's inputs and settings."""
+    """Finished chunks of one refinement run in `work_dir`, checked against the run's inputs and settings (recorded
+    by the main process first)."""
 
-    def __init__(self, work_dir: str | os.PathLike, state: dict):
+    def __init__(self, work_dir: str | os.PathLike, state: dict, dist: Processes):
         self.folder = Path(work_dir)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        state_path = self.folder / STATE_FILE
-        if state_path.is_file():
-            saved = json.loads(state_path.read_text())
-            changed = sorted(key for key in state.keys() | saved.keys() if state.get(key) != saved.get(key))
-            if changed:
-                raise ValueError(
-                    f"work_dir {self.folder} holds a refinement run with other inputs or settings (changed: "
-                    f"{', '.join(changed)}); use another work_dir or empty this one"
+        with dist.main_process_first():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            state_path = self.folder / STATE_FILE
+            if state_path.is_file():
+                saved = json.loads(state_path.read_text())
+                changed = sorted(key for key in state.keys() | saved.keys() if state.get(key) != saved.get(key))
+                if changed:
+                    raise ValueError(
+                        f"work_dir {self.folder} holds a refinement run with other inputs or settings (changed: "
+                        f"{', '.join(changed)}); use another work_dir or empty this one"
+                    )
+            elif any(self.folder.glob(CHUNK_GLOB)):
+                raise ValueError(f"work_dir {self.folder} holds refinement chunks but no {STATE_FILE}; empty it")
+            else:
+                write_atomic(
+                    state_path, lambda temporary: temporary.write_text(json.dumps(state, indent=2, sort_keys=True))
                 )
-        elif any(self.folder.glob(CHUNK_GLOB)):
-            raise ValueError(f"work_dir {self.folder} holds refinement chunks but no {STATE_FILE}; empty it")
-        else:
-            write_atomic(
-                state_path, lambda temporary: temporary.write_text(json.dumps(state, indent=2, sort_keys=True))
-            )
 
-    def load(self, index: int) -> dict[str, np.ndarray] | None:
-        path = self.folder / CHUNK_FILE.format(index)
-        if not path.is_file():
-            return None
-        with np.load(path) as saved:
+    def path(self, index: int) -> Path:
+        return self.folder / CHUNK_FILE.format(index)
+
+    def load(self, index: int) -> dict[str, np.ndarray]:
+        with np.load(self.path(index)) as saved:
             return {name: saved[name] for name in HIT_FIELDS}
 
     def save(self, index: int, hits: dict[str, np.ndarray]) -> None:
-        write_atomic(self.folder / CHUNK_FILE.format(index), lambda temporary: np.savez(temporary, **hits))
+        write_atomic(self.path(index), lambda temporary: np.savez(temporary, **hits))
 
 
 def _check_settings(top_k: int, fusion_weight: float, chunk_size: int) -> None:
@@ -218,7 +224,8 @@ def _search_all(
     queries: _Pairs,
     candidates: _Pairs,
     duplicates: list[set[int]],
-    store: _ChunkStore | None,
+    store: _ChunkStore,
+    dist: Processes,
     *,
     top_k: int,
     fusion_weight: float,
@@ -226,30 +233,29 @@ def _search_all(
     device: str | None,
     progress: bool,
 ) -> dict[str, np.ndarray]:
-    """The hits of all queries, one index search per chunk; chunks finished in `store` are loaded instead."""
-    search_index = None
+    """The hits of all queries, one index search per chunk, saved in `store`: each process searches its unfinished
+    chunks (p, p + P, ...), then every process reads them all."""
+    bounds = [(start, min(start + chunk_size, len(queries.rows))) for start in range(0, len(queries.rows), chunk_size)]
+    search_index = functools.cache(lambda: _candidate_index(candidates, device))  # built when a chunk needs it
+
+    def search(chunk: int) -> dict[str, int]:
+        start, stop = bounds[chunk]
+        found = search_index().search(
+            queries.audio[start:stop],
+            queries.text[start:stop],
+            mode="pair2pair",
+            fusion_weight=fusion_weight,
+            top_k=top_k,
+            exclude_ids=[{str(position) for position in positions} for positions in duplicates[start:stop]],
+        )
+        store.save(chunk, _hit_arrays(found, candidates.rows))
+        return {"chunks": 1}
+
+    sizes = [stop - start for start, stop in bounds]
+    run_shards(search, store.path, sizes, dist, (progress, "refining KB", "query"))
+    dist.wait_for_everyone()
     parts = [{name: np.empty(0, dtype=np.int64 if name == "rows" else np.float64) for name in HIT_FIELDS}]
-    num_queries = len(queries.rows)
-    with tqdm(total=num_queries, unit="query", desc="refining KB", disable=not progress) as bar:
-        for index, start in enumerate(range(0, num_queries, chunk_size)):
-            stop = min(start + chunk_size, num_queries)
-            hits = store.load(index) if store is not None else None
-            if hits is None:
-                if search_index is None:
-                    search_index = _candidate_index(candidates, device)
-                found = search_index.search(
-                    queries.audio[start:stop],
-                    queries.text[start:stop],
-                    mode="pair2pair",
-                    fusion_weight=fusion_weight,
-                    top_k=top_k,
-                    exclude_ids=[{str(position) for position in positions} for positions in duplicates[start:stop]],
-                )
-                hits = _hit_arrays(found, candidates.rows)
-                if store is not None:
-                    store.save(index, hits)
-            parts.append(hits)
-            bar.update(stop - start)
+    parts += [store.load(chunk) for chunk in range(len(bounds))]
     return {name: np.concatenate([part[name] for part in parts]) for name in HIT_FIELDS}
 
 
@@ -269,6 +275,7 @@ def refine_knowledge_base(
     chunk_size: int = 8192,
     device: str | None = None,
     progress: bool = True,
+    accelerator: Processes | None = None,
 ) -> tuple[datasets.Dataset, RefinementStats]:
     """
     Refine `kb` with the training pairs `train` (both in the KB row schema, embedded by the same encoder).
@@ -278,40 +285,45 @@ def refine_knowledge_base(
         fusion_weight: W of eq. 4; the query of pair j is ``[W·a_j ; (1−W)·t_j]``.
         exclude_splits: KB splits that can never enter the refined KB (compared case-insensitively).
         include_text_only: also let text-only KB rows (has_audio False) be retrieved.
-        work_dir: folder keeping finished chunks, so a rerun with the same inputs and settings resumes.
-        chunk_size: training pairs per index search.
+        work_dir: folder keeping finished chunks, so a rerun with the same inputs and settings resumes (None: a
+            temporary folder; required under several processes, on a filesystem they all see).
+        chunk_size: training pairs per index search, the unit of resuming and of the split over processes.
         device: None searches a flat faiss index; "cpu", "cuda", ... search exactly with torch on that device.
         progress: show a progress bar over the queries.
+        accelerator: an `Accelerator` or `PartialState` (default: the current `PartialState`): under
+            `accelerate launch` process p searches the chunks p, p + P, ..., and every process returns the result.
 
     Returns:
         The refined KB (a subset of `kb` in its row order, all columns kept) and its `RefinementStats`.
     """
     _check_settings(top_k, fusion_weight, chunk_size)
+    dist = processes(accelerator)
+    if work_dir is None and dist.num_processes > 1:
+        raise ValueError("refining over several processes needs a work_dir they all see, to share the chunks")
     splits = tuple(dict.fromkeys(split.strip().casefold() for split in exclude_splits))
     candidates = _select_pairs(kb, _candidate_mask(kb, frozenset(splits), include_text_only))
     queries = _select_pairs(train, _has_audio(train))
     duplicates = _duplicate_positions(queries, candidates)
-    store = None
-    if work_dir is not None:
-        state = {
-            "query_pair_ids_sha256": ids_sha256(queries.pair_ids),
-            "candidate_pair_ids_sha256": ids_sha256(candidates.pair_ids),
-            "top_k": top_k,
-            "fusion_weight": fusion_weight,
-            "chunk_size": chunk_size,
-        }
-        store = _ChunkStore(work_dir, state)
-    hits = _search_all(
-        queries,
-        candidates,
-        duplicates,
-        store,
-        top_k=top_k,
-        fusion_weight=fusion_weight,
-        chunk_size=chunk_size,
-        device=device,
-        progress=progress,
-    )
+    state = {
+        "query_pair_ids_sha256": ids_sha256(queries.pair_ids),
+        "candidate_pair_ids_sha256": ids_sha256(candidates.pair_ids),
+        "top_k": top_k,
+        "fusion_weight": fusion_weight,
+        "chunk_size": chunk_size,
+    }
+    with tempfile.TemporaryDirectory() if work_dir is None else contextlib.nullcontext(work_dir) as folder:
+        hits = _search_all(
+            queries,
+            candidates,
+            duplicates,
+            _ChunkStore(folder, state, dist),
+            dist,
+            top_k=top_k,
+            fusion_weight=fusion_weight,
+            chunk_size=chunk_size,
+            device=device,
+            progress=progress,
+        )
     kept = np.unique(hits["rows"])
     sources = column(kb, "source")
     sizes_before = Counter(sources)
@@ -334,5 +346,6 @@ def refine_knowledge_base(
         exclude_splits=list(splits),
         include_text_only=include_text_only,
     )
-    logger.info(stats.summary())
+    if dist.is_main_process:
+        logger.info(stats.summary())
     return kb.select(kept.tolist()), stats

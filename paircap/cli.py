@@ -20,6 +20,7 @@ from pathlib import Path
 from datasets_scripts.kb_recipes import root_entry
 from modeling_paircap.rescore_methods_paircap import RESCORE_METHODS
 from modeling_paircap.retrieval_modes_paircap import RETRIEVAL_MODES
+from paircap.card_cli import add_card_command
 from paircap.hub_access import ModelLoadError, go_offline_if_unreachable, load_failure
 from paircap.kb_cli import add_kb_commands
 from paircap.logs import log_progress_to_stderr
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_kb_commands(commands, common)
     add_metrics_commands(commands, common)
+    add_card_command(commands, common)
 
     # `read` passes its arguments on to its own parser (`--debug` stays here; `-h` goes to it), as `mini` does.
     read = add_command("read", add_help=False, help="read a local caption corpus and print its reader report")

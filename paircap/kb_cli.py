@@ -8,13 +8,14 @@
     paircap kb tokens --kb ./kb-refined-huge --model ./trained-release --root clotho=/data/clotho ...
     paircap kb upgrade --kb ./old-kb --model ./paircap-release     # format 1 -> 2, in place
     paircap kb push ./kb-refined-huge org/refined-audio-kb
-    accelerate launch -m paircap.cli kb build ...       # embedding split over processes / GPUs
+    accelerate launch -m paircap.cli kb build ...       # embedding split over processes / GPUs (also tokens, refine)
 
 The work is done by the knowledge base library, `datasets_scripts`; this module only parses the commands.
 """
 
 import argparse
 import contextlib
+import datetime
 import functools
 import json
 from pathlib import Path
@@ -23,6 +24,7 @@ from datasets_scripts.kb_recipes import RECIPES, CorpusSpec, root_entry
 from paircap.release_names import TRUST_REMOTE_CODE_HELP
 from paircap.threads import add_threads_argument
 
+KB_WAIT_HOURS = 12  # how long a process of a KB job waits for the others at a barrier
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
 DTYPE_HELP = "the encoders' dtype (auto: bfloat16 on a GPU, float32 on CPU)"
 
@@ -67,6 +69,9 @@ def add_kb_commands(commands, common: argparse.ArgumentParser) -> None:
     refine.add_argument("--device", default=None, help="exact torch search on this device instead of faiss")
     refine.add_argument("--index-factory", default="Flat")
     refine.add_argument("--work-dir", default=None, help="resumable search chunks (default: beside --output)")
+    refine.add_argument(
+        "--chunk-size", type=int, default=8192, help="training pairs per search (the unit split over processes)"
+    )
     add_threads_argument(refine)
     refine.set_defaults(run=run_refine)
 
@@ -106,9 +111,17 @@ def add_kb_commands(commands, common: argparse.ArgumentParser) -> None:
     add_command("recipes", help="list the named knowledge bases").set_defaults(run=run_recipes)
 
 
-def run_build(args: argparse.Namespace) -> int:
+def kb_accelerator():
+    """The processes of a KB job (one outside `accelerate launch`). The others wait for the main process while it
+    alone reads the corpora, trains the index or writes the KB, which at full size takes far longer than the default
+    30-minute collective timeout; a process that dies still stops the job at once (the launcher ends the others)."""
     from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
 
+    return Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(hours=KB_WAIT_HOURS))])
+
+
+def run_build(args: argparse.Namespace) -> int:
     from datasets_scripts.build_kb import build_knowledge_base, read_pairs
     from modeling_paircap.file_io_paircap import folder_lock
     from modeling_paircap.kb_format_paircap import METADATA_FILE
@@ -117,15 +130,14 @@ def run_build(args: argparse.Namespace) -> int:
 
     corpora = RECIPES[args.recipe].corpora if args.recipe else tuple(args.corpus)
     recipe = {"name": args.recipe or "custom", "corpora": [f"{c.name}:{c.split}" for c in corpora]}
-    accelerator = Accelerator()
+    accelerator = kb_accelerator()
     roots = dict(args.root)
     # the output's write lock first: an unwritable output or a second writer fails before anything is read or loaded
     with folder_lock(args.output, METADATA_FILE) if accelerator.is_main_process else contextlib.nullcontext():
-        pairs = read_pairs(corpora, roots)
         dtype = resolve_dtype(args.dtype, accelerator.device)
         encoders, processor = load_encoders(args.model, accelerator.device, dtype, args.trust_remote_code)
         build_knowledge_base(
-            pairs,
+            functools.partial(read_pairs, corpora, roots),  # read by the main process alone
             encoders,
             processor,
             args.output,
@@ -148,20 +160,35 @@ def run_build(args: argparse.Namespace) -> int:
 def run_refine(args: argparse.Namespace) -> int:
     from datasets_scripts.build_kb import refine_knowledge_base_folder
 
+    accelerator = kb_accelerator()
+    # under accelerate launch, each process searches on its own GPU
+    device = str(accelerator.device) if args.device == "cuda" and accelerator.device.type == "cuda" else args.device
     refine_knowledge_base_folder(
-        args.kb, args.train, args.output, args.top_k, args.weight, args.device, args.index_factory, args.work_dir
+        args.kb,
+        args.train,
+        args.output,
+        args.top_k,
+        args.weight,
+        device,
+        args.index_factory,
+        args.work_dir,
+        args.chunk_size,
+        accelerator,
     )
-    print(json.dumps(json.loads(Path(args.output, "paircap_kb.json").read_text())["recipe"]["refinement"], indent=2))
+    if accelerator.is_main_process:
+        refinement = json.loads(Path(args.output, "paircap_kb.json").read_text())["recipe"]["refinement"]
+        print(json.dumps(refinement, indent=2))
     return 0
 
 
 def run_tokens(args: argparse.Namespace) -> int:
     from datasets_scripts.clip_tokens import refresh_tokens
     from datasets_scripts.embed import ERRORS_FILE
-    from paircap.captioning import resolve_device, resolve_dtype
+    from paircap.captioning import resolve_dtype
     from paircap.releases import load_encoders
 
-    device = resolve_device("auto")
+    accelerator = kb_accelerator()
+    device = accelerator.device
     encoders, processor = load_encoders(args.model, device, resolve_dtype(args.dtype, device), args.trust_remote_code)
     metadata = refresh_tokens(
         args.kb,
@@ -172,9 +199,11 @@ def run_tokens(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
+        accelerator=accelerator,
     )
-    failed = len(Path(args.kb, ERRORS_FILE).read_text().splitlines())
-    print(f"refreshed the tokens of {metadata.num_clips - failed} clips ({failed} failed: {ERRORS_FILE})")
+    if accelerator.is_main_process:
+        failed = len(Path(args.kb, ERRORS_FILE).read_text().splitlines())
+        print(f"refreshed the tokens of {metadata.num_clips - failed} clips ({failed} failed: {ERRORS_FILE})")
     return 0
 
 

@@ -52,19 +52,45 @@ def subcommand_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, list[st
     return parser, argv
 
 
+def check_paircap_command(page: Path, command: str, argv: list[str]) -> None:
+    """`argv` (the words after `paircap`) names an existing (sub)command, and every `--flag` it uses is one of that
+    command's (values are not checked: they name the reader's own folders)."""
+    parser, rest = subcommand_parser(argv)
+    assert parser.prog != "paircap", f"{page.name}: `{command}` names no paircap command"
+    if parser.get_default("passes_arguments_on"):
+        return  # a command that parses its own arguments (`paircap mini`, `paircap read`)
+    known = {option for action in parser._actions for option in action.option_strings}
+    unknown = [word.split("=")[0] for word in rest if word.startswith("--") and word.split("=")[0] not in known]
+    assert not unknown, f"{page.name}: `{command}` uses flags {unknown} that `{parser.prog}` does not have"
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
 def test_every_paircap_command_names_a_command_and_flags_that_exist(page):
-    """Each `paircap ...` line names an existing (sub)command, and every `--flag` it uses is one of that command's
-    (values are not checked: they name the reader's own folders)."""
     commands = [c for block in blocks(page, "bash") for c in command_lines(block) if c.startswith("paircap ")]
     for command in commands:
-        parser, rest = subcommand_parser(shlex.split(command)[1:])
-        assert parser.prog != "paircap", f"{page.name}: `{command}` names no paircap command"
-        if parser.get_default("passes_arguments_on"):
-            continue  # a command that parses its own arguments (`paircap mini`, `paircap read`)
-        known = {option for action in parser._actions for option in action.option_strings}
-        unknown = [word.split("=")[0] for word in rest if word.startswith("--") and word.split("=")[0] not in known]
-        assert not unknown, f"{page.name}: `{command}` uses flags {unknown} that `{parser.prog}` does not have"
+        check_paircap_command(page, command, shlex.split(command)[1:])
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_every_accelerate_launch_parses_and_runs_what_exists(page):
+    """Each `accelerate launch ...` line parses with accelerate's own parser, names configs that exist, and runs a repo
+    script that exists or `-m paircap.cli` with a paircap command line that the check above accepts."""
+    from accelerate.commands.launch import launch_command_parser
+
+    parser = launch_command_parser()
+    commands = [c for block in blocks(page, "bash") for c in command_lines(block) if c.startswith("accelerate launch ")]
+    for command in commands:
+        try:
+            args = parser.parse_args(shlex.split(command)[2:])
+        except SystemExit:
+            pytest.fail(f"{page.name}: `{command}` does not parse as `accelerate launch`")
+        if args.config_file:
+            assert (REPO / args.config_file).is_file(), f"{page.name}: `{command}` names a missing config_file"
+        if args.module:
+            assert args.training_script == "paircap.cli", f"{page.name}: `{command}` runs a module other than ours"
+            check_paircap_command(page, command, args.training_script_args)
+        else:
+            assert (REPO / args.training_script).is_file(), f"{page.name}: `{command}` runs a missing script"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)

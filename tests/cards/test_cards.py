@@ -24,6 +24,7 @@ from hub_cards import (
 )
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.kb_format_paircap import KnowledgeBaseMetadata
+from paircap.cli import main
 from paircap.evaluation_report import save_model_index
 from paircap.training.stage_setups import export_card
 from recipes.mini.local.esc50 import read_esc50_manifests
@@ -262,3 +263,25 @@ def test_mini_card(shared_data, tmp_path, with_lm_text):
     assert ("**Non-commercial data.** AudioCaps, Clotho are" in body) == with_lm_text
     assert all(f"| {clip.audio_id} | {clip.category} |" in body for clip in clips)  # attribution of every clip
     assert clip_terms(clips)["esc50"].license == "cc-by-3.0"
+
+
+def test_the_card_command_rewrites_a_release_card_for_its_repo_with_results(tmp_path, capsys):
+    release = tmp_path / "release"
+    PairCapConfig().save_pretrained(release)
+    status = "trained: stage `raft` for 12 steps"
+    provenance = {"base_models": [VICUNA], "language_model": VICUNA, "training_sources": {"clotho": 3}}
+    render_model_card(PairCapConfig(), training_status=status, **provenance).save(release / "README.md")
+    evaluation = evaluation_results(tmp_path / "eval")
+    assert main(["card", str(release), "--repo-id", "org/my-paircap", "--evaluation", str(evaluation)]) == 0
+    metadata, loaded = parsed((release / "README.md").read_text(), tmp_path)
+    assert metadata["license"] == "llama2" and metadata["base_model"] == [VICUNA]
+    assert metadata["paircap"]["training_sources"] == {"clotho": 3}
+    assert metadata["model-index"][0]["name"] == "my-paircap"
+    assert metadata["model-index"][0]["results"][0]["dataset"]["name"] == "clotho"
+    assert status in loaded.text and '"org/my-paircap"' in loaded.text
+    assert "### cider_d by retrieval method and knowledge base" in loaded.text
+
+    with pytest.raises(SystemExit) as exit_status:
+        main(["card", str(tmp_path / "eval"), "--repo-id", "org/x"])
+    assert exit_status.value.code == 2
+    assert f"{tmp_path / 'eval'}: no config.json; not a release folder" in capsys.readouterr().err

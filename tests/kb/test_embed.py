@@ -5,11 +5,7 @@ import copy
 import csv
 import functools
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 from datasets import Dataset, Value
+from helpers import accelerate_launch
 
 from datasets_scripts import embed
 from datasets_scripts.embed import EmbeddedPairs, embed_pairs, shard_path
@@ -26,7 +23,6 @@ from datasets_scripts.readers import FEATURES
 from modeling_paircap.kb_format_paircap import clip_schema, kb_row_features
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore
 
-REPO = Path(__file__).resolve().parents[2]
 SHARD_SIZE = 8
 # bad audio and the problem each must be reported with
 BAD_FILES = {
@@ -380,12 +376,6 @@ def test_index_only_job_writes_no_token_file(reference, pairs, tiny_release, tmp
     assert embedded.clips.equals(expected.clips)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_processes_under_accelerate_launch_match_one_process(pairs, tiny_release, tmp_path):
     folder, model, processor = tiny_release
     subset = pairs.select(range(16))  # shards of 4: 0, 2 on process 0 and 1, 3 on process 1; two bad files
@@ -399,19 +389,10 @@ def test_two_processes_under_accelerate_launch_match_one_process(pairs, tiny_rel
     pq.write_table(subset.data.table, tmp_path / "pairs.parquet")
     multi_dir, results = tmp_path / "multi", tmp_path / "results"
     results.mkdir()
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(free_port()),
-        "tests/embed_launch_script.py", str(folder), str(tmp_path / "pairs.parquet"), str(multi_dir), str(results), "4",
+    script = [
+        "tests/embed_launch_script.py", str(folder), str(tmp_path / "pairs.parquet"), str(multi_dir), str(results), "4"
     ]  # fmt: skip
-    env = {
-        **os.environ,
-        "ACCELERATE_USE_CPU": "1",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    run = accelerate_launch(script)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert run.stderr.count("embedded 16 pairs") == 1  # the throughput line, from the main process only
 

@@ -6,7 +6,6 @@ Random tiny weights caption nonsense: the tests check structure and scores, not 
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 from conftest import REPO
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from helpers import free_port
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.common.by import By
@@ -44,12 +44,6 @@ PLAYERS = """
 return Array.from(document.querySelectorAll('#neighbours [role=gridcell] audio'))
   .map(audio => [audio.getAttribute('src'), audio.readyState, audio.duration]);
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
