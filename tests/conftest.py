@@ -1,8 +1,16 @@
-"""Shared fixtures: a tiny PairCap release assembled from locally built CLAP / Llama folders, and the real data."""
+"""Shared fixtures: a tiny PairCap release assembled from locally built CLAP / Llama folders, and the real data. The
+suite runs in parallel (pytest-xdist, `-n auto` in pyproject.toml): one worker per core, at most four, each test file
+on one worker so its module fixtures are built once; each worker and what it starts get an equal share of the cores."""
+
+import os
+
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # set before torch starts its thread pool
+    os.environ["OMP_NUM_THREADS"] = str(
+        max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    )
 
 import csv
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -33,6 +41,11 @@ def chmod_000_blocks_reading() -> bool:
 
 
 CHMOD_BLOCKS = chmod_000_blocks_reading()
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker per core this process may use, at most 4 (each holds torch and its own tiny models)."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 @pytest.fixture(scope="session")

