@@ -73,12 +73,13 @@ def contention_rows(
     over `repeats` rounds (after one untimed round), the speed ratio to the fastest count of the same condition, and
     whether its tokens equal those of one thread on the quiet machine in every round. In each round the conditions
     alternate and the thread counts rotate, so drifts in the machine's load hit every setting alike. Restores the
-    default thread count.
+    default thread count (and an unset `OMP_NUM_THREADS`).
     """
     counts = thread_counts(default_threads)
     seconds = {(condition, n): [] for condition in CONDITIONS for n in counts}
     outputs = {key: [] for key in seconds}
     load = {"held_s": 0.0, "load_cpu_s": 0.0}
+    omp_num_threads = os.environ.get("OMP_NUM_THREADS")
     try:
         for round_index in range(repeats + 1):
             order = counts[round_index % len(counts) :] + counts[: round_index % len(counts)]
@@ -97,6 +98,8 @@ def contention_rows(
                     load = {key: load[key] + record[key] for key in load}
     finally:
         apply_threads(default_threads)
+        if omp_num_threads is None:
+            os.environ.pop("OMP_NUM_THREADS")
     reference = outputs["quiet", 1][0]
     rows = []
     for condition in CONDITIONS:
