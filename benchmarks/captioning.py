@@ -14,6 +14,12 @@ tiny release, batches 1, 2, 4, 4 new tokens (CPU smoke test). The KB is a synthe
 retrieval space, written directly (`workloads.synthetic_knowledge_base`: random embeddings, 5 captions per clip, random
 pooled tokens of 20 s clips, two windows per pair).
 
+Contention (CPU only): generative pair-to-pair at `--contention-batch-sizes` (default 1; none: skip) at 1, 2, the thread
+policy's default and all-cores torch threads, on the quiet machine and with one core held busy by a bounded load
+started inside the benchmark (`benchmarks/contention.py`), rounds interleaved; each row's speed against the best
+thread count of its condition, and whether its tokens equal those of one quiet thread. The tiny size swaps in a
+language model of the mini recipe's shape (the small model people caption with on a CPU) and its own KB.
+
 KB-size sweep: end-to-end files/s (10 s audio files on disk -> processor -> `generate`) of generative pair-to-pair
 against mode none at one batch size (`--files-batch`: tiny 4, full 32), for each KB size (`--kb-sizes`; tiny 2,000, full
 10,000 and 127,000), interleaved, and the same for `generate` alone on prepared inputs. The issue's target: pair-to-pair
@@ -21,11 +27,13 @@ at >= 0.75x the files/s of mode none at 127 k pairs.
 
     python -m benchmarks.captioning [--size tiny|full] [--device cpu|cuda] [--output-dir benchmarks/results]
         [--batch-sizes 1 2 4] [--new-tokens 4] [--kb-sizes 10000 127000] [--files-batch 32] [--sweep-repeats 3]
+        [--contention-batch-sizes 1 8] [--contention-repeats 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
@@ -47,7 +55,8 @@ from benchmarks.common import (
     target_check,
     write_results,
 )
-from benchmarks.workloads import SAMPLING_RATE, model_dtype, release, synthetic_knowledge_base, waveform
+from benchmarks.contention import check_default, contention_rows
+from benchmarks.workloads import SAMPLING_RATE, model_dtype, release, synthetic_knowledge_base, use_mini_lm, waveform
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
@@ -64,6 +73,7 @@ DEFAULTS = {
     "full": {"batch_sizes": [1, 16, 64], "new_tokens": 24, "kb_pairs": 65, "repeats": 3, "kb_sizes": [10_000, 127_000]},
 }
 SWEEP_DEFAULTS = {"tiny": {"files_batch": 4, "sweep_repeats": 1}, "full": {"files_batch": 32, "sweep_repeats": 3}}
+CONTENTION_DEFAULTS = {"contention_batch_sizes": [1], "contention_repeats": 2}
 FILES_TARGET = (127_000, 0.75)  # pair-to-pair files/s >= 0.75 x mode none's at 127 k pairs
 
 
@@ -75,6 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--files-batch", type=int, help="files per generate call in the sweep (tiny 4, full 32)")
     parser.add_argument("--sweep-repeats", type=int, help="interleaved calls per mode and KB size (tiny 1, full 3)")
+    parser.add_argument(
+        "--contention-batch-sizes",
+        action=ListOrNone,
+        item_type=int,
+        help="batch sizes of the contention row (CPU only; default 1; none: skip it)",
+    )
+    parser.add_argument("--contention-repeats", type=int, help="timed rounds of the contention row (default 2)")
 
 
 def generation_kwargs(model: PairCapForConditionalGeneration, new_tokens: int) -> dict:
@@ -250,6 +267,25 @@ def files_sweep(model, processor, folder: Path, args: argparse.Namespace, kb_siz
     return rows
 
 
+def contention(model, processor, folder: Path, args: argparse.Namespace, new_tokens: int, threads: int) -> list[dict]:
+    """The contention row (`benchmarks/contention.py`) of generative pair-to-pair, `threads` being the policy's
+    default; at tiny size with a language model of the mini recipe's shape and a KB of its own. Changes `model`."""
+    if args.size == "tiny":
+        use_mini_lm(model)
+    kb = synthetic_knowledge_base(model, folder / "kb-contention", DEFAULTS[args.size]["kb_pairs"], KB_CLIP_SECONDS)
+    retrieval = {"retriever": PairCapRetriever(kb, processor), "retrieval_mode": "generative_pair2pair"}
+    retrieval.update(top_k=TOP_K, fusion_weight=FUSION_WEIGHT, **generation_kwargs(model, new_tokens))
+    rows = []
+    for batch_size in args.contention_batch_sizes:
+        inputs = query_inputs(processor, batch_size, args.device)
+        call = functools.partial(model.generate, **inputs, **retrieval)
+        batch_rows = contention_rows(call, batch_size, args.device, threads, args.contention_repeats)
+        summary = "; ".join(f"{r['condition']}, {r['threads']} threads: {r['vs_best']:.2f}" for r in batch_rows)
+        print(f"contention, batch {batch_size}, speed / best: {summary}", flush=True)
+        rows += batch_rows
+    return rows
+
+
 def check_files_target(rows: list[dict]) -> list[dict]:
     size, limit = FILES_TARGET
     return [
@@ -283,8 +319,10 @@ def caption_row(mode: str, batch_size: int, prompt_tokens, latency_s: float, bas
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark and write `captioning-<device>-<size>.json/.md`."""
     args = parse_args(__doc__.strip().splitlines()[0], argv, add_arguments)
-    for name, value in SWEEP_DEFAULTS[args.size].items():
+    for name, value in {**SWEEP_DEFAULTS[args.size], **CONTENTION_DEFAULTS}.items():
         setattr(args, name, value if getattr(args, name) is None else getattr(args, name))
+    if args.device != "cpu":
+        args.contention_batch_sizes = []
     env = environment(args.device)
     defaults = DEFAULTS[args.size]
     batch_sizes, new_tokens = args.batch_sizes or defaults["batch_sizes"], args.new_tokens or defaults["new_tokens"]
@@ -303,6 +341,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
             print(f"batch {batch_size}: {rows[0][1]['captions_per_s']:.2f} captions/s (pair2pair)", flush=True)
         kb_sizes = defaults["kb_sizes"] if args.kb_sizes is None else args.kb_sizes
         files = files_sweep(model, processor, Path(folder), args, kb_sizes, new_tokens) if kb_sizes else []
+        threads = env["torch_threads"]
+        busy = (
+            contention(model, processor, Path(folder), args, new_tokens, threads) if args.contention_batch_sizes else []
+        )
 
     settings = {
         "model": "Vicuna-7B-shaped release, random weights" if args.size == "full" else "tiny release",
@@ -325,10 +367,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "bandwidth_bytes_per_s": bandwidth,
         "bandwidth_source": "nominal H100 (3 TB/s)" if args.device == "cuda" else "measured",
         "measured_bandwidth_bytes_per_s": measured_bandwidth,
+        "contention_batch_sizes": args.contention_batch_sizes,
+        "contention_repeats": args.contention_repeats,
+        "contention_model": "tiny release with the mini LM shape" if args.size == "tiny" else "as above",
+        "contention_load": "one spinning Python process, unpinned, started and stopped around each contended round",
+        "default_threads": threads,
     }
     results = {"project": project, "baseline": baseline, "decode": decode}
     if files:
         results.update(files_sweep=files, files_targets=check_files_target(files))
+    if busy:
+        results.update(contention=busy, contention_targets=check_default(busy))
     columns = ["mode", "batch_size", "prompt_tokens", "latency_s", "captions_per_s"]
     decode_columns = ["batch_size", "prompt_tokens", "prefill_s", "decode_ms_per_step", "floor_ms_per_step"]
     tables = [
@@ -344,6 +393,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if results["files_targets"]:
             target_columns = ["kb_size", "path", "target", "measured", "met"]
             tables.append(markdown_table("Files/s target", results["files_targets"], target_columns))
+    if busy:
+        busy_columns = ["condition", "batch_size", "threads", "default", "latency_s", "captions_per_s", "vs_best"]
+        tables.append(
+            markdown_table(
+                "Contention: thread counts, quiet and one core busy",
+                busy,
+                [*busy_columns, "same_captions", "load_cpu_share"],
+            )
+        )
+        target_columns = ["batch_size", "condition", "threads", "target", "measured", "met"]
+        tables.append(markdown_table("Contention target", results["contention_targets"], target_columns))
     return write_results(args, "captioning", env, settings, results, tables)
 
 

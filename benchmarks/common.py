@@ -133,7 +133,7 @@ def _cpu_name() -> str:
 
 def environment(device: str) -> dict:
     """What the numbers were measured on: device name, CPU, library versions, the thread settings (torch's threads,
-    `OMP_NUM_THREADS`, `OMP_WAIT_POLICY`: see `paircap.threads`) and the machine's load."""
+    `OMP_NUM_THREADS`, `OMP_WAIT_POLICY`, libgomp's `GOMP_SPINCOUNT`: see `paircap.threads`) and the machine's load."""
     info = {
         "device": device,
         "device_name": torch.cuda.get_device_name() if device == "cuda" else _cpu_name(),
@@ -142,6 +142,7 @@ def environment(device: str) -> dict:
         "torch_threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT", "unset"),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,

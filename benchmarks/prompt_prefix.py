@@ -21,14 +21,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from transformers import LlamaForCausalLM
 
 from benchmarks.common import ListOrNone, environment, markdown_table, parse_args, synchronize, write_results
-from benchmarks.workloads import SAMPLING_RATE, release, synthetic_knowledge_base, waveform
-from modeling_paircap.modeling_paircap import PairCapAudioProjector, PairCapForConditionalGeneration
+from benchmarks.workloads import SAMPLING_RATE, release, synthetic_knowledge_base, use_mini_lm, waveform
 from modeling_paircap.prompt_prefix_paircap import shared_prefix_length
 from modeling_paircap.retrieval_paircap import PairCapRetriever
-from paircap.lm_configs import caption_lm_config
 
 KB_PAIRS = 200
 KB_CLIP_SECONDS = 20.0
@@ -41,15 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", action=ListOrNone, item_type=int, default=[1, 8])
     parser.add_argument("--new-tokens", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
-
-
-def use_mini_lm(model: PairCapForConditionalGeneration) -> None:
-    """Replace the language model by a random one of the mini recipe's shape (same vocabulary), and the projector by
-    one of its width."""
-    config = caption_lm_config(model.config.text_config.vocab_size, 192, 512, 4, 4, 1024, pad_token_id=None)
-    model.language_model = LlamaForCausalLM(config).to(model.device).eval()
-    model.config.text_config = config
-    model.multi_modal_projector = PairCapAudioProjector(model.config).to(model.device).eval()
 
 
 def paired_medians(calls: dict[str, Callable[[], object]], device: str, repeats: int) -> dict[str, float]:

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LlamaForCausalLM
 
 from benchmarks.synthetic_kb import SyntheticKB, write_synthetic_kb
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
-from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
+from modeling_paircap.modeling_paircap import PairCapAudioProjector, PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.assembly import AUDIO_TOKEN, LONG_AUDIO_TOKEN, assemble_release, build_processor
+from paircap.lm_configs import caption_lm_config
 from paircap.param_report import release_config
 from paircap.tiny import CORPUS, save_tiny_clap, save_tiny_llama
 
@@ -81,6 +82,15 @@ def full_release(folder: Path, device: str) -> tuple[PairCapForConditionalGenera
 def release(size: str, folder: Path, device: str) -> tuple[PairCapForConditionalGeneration, PairCapProcessor]:
     """The tiny or the full-size random release on `device`."""
     return tiny_release(folder, device) if size == "tiny" else full_release(folder, device)
+
+
+def use_mini_lm(model: PairCapForConditionalGeneration) -> None:
+    """Replace the language model by a random one of the mini recipe's shape (same vocabulary), and the projector by
+    one of its width."""
+    config = caption_lm_config(model.config.text_config.vocab_size, 192, 512, 4, 4, 1024, pad_token_id=None)
+    model.language_model = LlamaForCausalLM(config).to(model.device).eval()
+    model.config.text_config = config
+    model.multi_modal_projector = PairCapAudioProjector(model.config).to(model.device).eval()
 
 
 def synthetic_knowledge_base(

@@ -8,10 +8,11 @@ mini release took 14 ms at one thread, 154 ms at two under load). So:
 - the thread count stays torch's default (`OMP_NUM_THREADS`, else one per core), which a large model needs; `--threads
   N` sets it for torch, faiss and the processes a command starts.
 
-Measured with `paircap caption --model mini` on 24 ESC-50 clips, 2 cores shared with other work (load 3-7), with and
-without a busy loop on one core: two passive threads ran 7-70x faster than two threads of libgomp's default policy,
-and 0.55-3.8x the speed of one thread (medians at batch 8: 0.9x alone, 1.2x beside the busy loop; at batch 1: 1.6x
-and 1.4x), the same captions every time.
+Checked by the captioning benchmark's contention row (`python -m benchmarks.captioning --contention-batch-sizes 1 8`:
+generative pair-to-pair with the mini recipe's LM shape at 1, 2, the default and all-cores threads, quiet and beside a
+bounded busy core; `benchmarks/results/captioning-cpu-tiny.json`, figures in `docs/speed.md`). On the 2-core
+development machine the default of two passive threads reached at least 0.9x the best count's speed in both conditions,
+with the same tokens; one thread loses beside a busy core, and libgomp's own spin-then-sleep wait loses under load.
 """
 
 import argparse

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import gpu_check, retrieval
+from benchmarks import contention, gpu_check, retrieval
 from benchmarks.audio_frontend import frontend_timings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,6 +118,30 @@ def test_captioning_reports_decode_against_the_bandwidth_floor(results_dir):
     }
     assert all(row["kb_size"] == 2000 and row["batch_size"] == 4 for row in sweep)
     assert all(row["files_per_s_vs_none"] == 1 for row in sweep if row["mode"] == "none")
+
+
+def test_captioning_times_thread_counts_quiet_and_beside_a_busy_core(results_dir):
+    """The contention row: every thread count in both conditions, the same tokens as one quiet thread, the default's
+    ratio to the best count as its target (no timing asserts)."""
+    data = load(results_dir, "captioning")
+    default = data["settings"]["default_threads"]
+    assert default == data["environment"]["torch_threads"] == data["environment"]["torch_threads_end"]
+    rows = data["results"]["contention"]
+    counts = contention.thread_counts(default)
+    assert [(row["condition"], row["threads"]) for row in rows] == [
+        (c, n) for c in contention.CONDITIONS for n in counts
+    ]
+    assert all(row["batch_size"] == 1 and row["same_captions"] and len(row["raw_s"]) == 2 for row in rows)
+    for condition in contention.CONDITIONS:
+        ratios = [row["vs_best"] for row in rows if row["condition"] == condition]
+        assert max(ratios) == 1 and all(0 < ratio <= 1 for ratio in ratios)
+    assert [row["threads"] for row in rows if row["default"]] == [default, default]
+    assert all(row["load_cpu_share"] > 0 for row in rows if row["condition"] != "quiet")
+    targets = data["results"]["contention_targets"]
+    assert [(row["condition"], row["threads"], row["limit"]) for row in targets] == [
+        (condition, default, 0.9) for condition in contention.CONDITIONS
+    ]
+    assert "### Contention target" in (results_dir / "captioning-cpu-tiny.md").read_text()
 
 
 def test_training_compares_stage_2_with_stage_1(results_dir):
