@@ -30,7 +30,7 @@ def run_module(name: str, output: Path, *options: str) -> subprocess.CompletedPr
     command = [sys.executable, "-m", f"benchmarks.{name}", "--size", "tiny", "--device", "cpu"]
     command += ["--output-dir", str(output), *options]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result
 
