@@ -266,7 +266,7 @@ def test_mini_card(shared_data, tmp_path, with_lm_text, with_teacher):
     clips = read_esc50_manifests([shared_data / "esc50_cc"])
     model = torch.nn.Linear(1000, 100)
     model.config = PairCapConfig(knowledge_base="knowledge_base", retrieval_top_k=2)  # as `pack_release` sets it
-    card = mini_card(recipe, model, clips, kb, "/kbs/refined")
+    card = mini_card(recipe, model, clips, kb, "refined")
     metadata, loaded = parsed(card, tmp_path)
     check_hub_values(metadata)
     assert metadata["license"] == ("cc-by-nc-4.0" if with_lm_text else "cc-by-4.0")

@@ -68,7 +68,7 @@ def pack_release(run: MiniRun, destination: Path, kb_name: str = "refined") -> P
     model.config.retrieval_top_k = run.scale.max_examples
     for module in captioner:  # the CLAP stays float32: the KB's embeddings and fingerprint are of those weights
         module.to(torch.float16)
-    card = mini_card(run, model, clips, destination / KB_FOLDER, str(run.path("kb", kb_name)))
+    card = mini_card(run, model, clips, destination / KB_FOLDER, kb_name)
     save_release(model, processor, destination, card)
     config = json.loads((destination / "config.json").read_text())  # loads as float32 (`dtype="auto"` reads this)
     for key in ("dtype", "torch_dtype"):
@@ -81,7 +81,8 @@ def pack_release(run: MiniRun, destination: Path, kb_name: str = "refined") -> P
 def mini_card(run: MiniRun, model, clips: list[Esc50Clip], kb_folder: Path, kb: str) -> ModelCard:
     """
     The model card: a 50-event toy, what it was trained on (pairs per source, licences, the CLAP's teacher), and its
-    measured results, led by its default configuration (`model.config` retrieving from the evaluated KB `kb`).
+    measured results, led by its default configuration (`model.config` retrieving from the KB evaluated as `kb`, the
+    name of a KB of the run: its folder may have moved since the evaluation).
     """
     corpus = json.loads(run.path("corpus", "summary.json").read_text())
     evaluation_dir = run.path("evaluation", "stage2_phase2")
