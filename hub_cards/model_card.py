@@ -11,6 +11,14 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from hub_cards.default_configuration import (
+    DefaultResult,
+    default_eval_results,
+    default_summary,
+    default_table,
+    evaluation_dataset,
+    release_default,
+)
 from hub_cards.evaluation_tables import dcase2024_table, headline_metric, method_by_kb_table, metrics_table
 from hub_cards.terms import (
     Licence,
@@ -93,21 +101,31 @@ def model_metrics(results: dict | None) -> list[str]:
     return list(dict.fromkeys(METRIC_IDS[name] for name in (names or METRIC_IDS) if name in METRIC_IDS))
 
 
-def results_section(results: dict | None, eval_results: list[EvalResult] | None) -> str | None:
-    """The results tables of a `paircap evaluate` run (`results.json`): headline metric by method and KB, all runs."""
+def results_section(results: dict | None, default: DefaultResult | None) -> str | None:
+    """
+    The results of a `paircap evaluate` run (`results.json`): first the release's default configuration with its
+    numbers and zero-shot beside them (or why none measured it), then every setting evaluated: the headline metric by
+    method and KB, the DCASE-2024 metrics, all metrics of every run.
+    """
     if not results or not results.get("runs"):
         return None
-    where = ""
-    if eval_results:
-        where = f" on {eval_results[0].dataset_name} ({eval_results[0].dataset_split})"
+    dataset = evaluation_dataset(results)
     metric = headline_metric(results)
     unavailable = sorted({name for run in results["runs"] for name in run.get("unavailable", {})})
-    note = f"\n\nNot computed: {', '.join(unavailable)} (reported as n/a, never as 0)." if unavailable else ""
-    return (
-        f"Measured with `paircap evaluate`{where}.\n\n### {metric} by retrieval method and knowledge base\n\n"
-        f"{method_by_kb_table(results, metric)}\n\n### DCASE-2024 metrics\n\n{dcase2024_table(results)}\n\n"
-        f"### All metrics\n\n{metrics_table(results)}{note}"
-    )
+    parts = [f"Measured with `paircap evaluate` on {dataset['name']} ({dataset['split']})."]
+    if default is not None:
+        parts += [default_summary(default), default_table(default)]
+    parts += [
+        f"### Every setting evaluated: {metric} by retrieval method and knowledge base",
+        method_by_kb_table(results, metric),
+        "### DCASE-2024 metrics",
+        dcase2024_table(results),
+        "### All metrics",
+        metrics_table(results),
+    ]
+    if unavailable:
+        parts.append(f"Not computed: {', '.join(unavailable)} (reported as n/a, never as 0).")
+    return "\n\n".join(part for part in parts if part)
 
 
 def model_card_data(
@@ -147,8 +165,8 @@ def render_model_card(
     training_status: str | None = None,
     parameter_table: str | None = None,
     base_models: list[str] | None = None,
-    eval_results: list[EvalResult] | None = None,
     results: dict | None = None,
+    default_knowledge_base: str | None = None,
     language_model: str | None = None,
     language_model_license: dict | None = None,
     training_sources: Mapping[str, int] | None = None,
@@ -156,11 +174,13 @@ def render_model_card(
 ) -> ModelCard:
     """
     Fill `model_card.md` from a PairCap config, with an optional status line, parameter table, results
-    (`results` and `eval_results`: see `load_evaluation`) and provenance: the LM the release was built on (its hub
-    id or folder, or `language_model_license` as an earlier card recorded it), the pairs per source it was trained
+    (`results.json` of `paircap evaluate`: see `load_evaluation`) and provenance: the LM the release was built on (its
+    hub id or folder, or `language_model_license` as an earlier card recorded it), the pairs per source it was trained
     on, and the knowledge base's sources (read from `config.knowledge_base` when it is local or bundled in
-    `release_dir`).
+    `release_dir`). The `model-index` holds the run of the config's default configuration (`release_default`;
+    `default_knowledge_base`: the evaluated KB that is `config.knowledge_base`), none when no run measured it.
     """
+    default = release_default(results, config, default_knowledge_base) if results and results["runs"] else None
     text = config.text_config
     lm_licence = Licence(**language_model_license) if language_model_license else None
     lm_licence = lm_licence or language_model_licence(language_model)
@@ -175,7 +195,7 @@ def render_model_card(
         base_models,
         config.knowledge_base,
         results,
-        eval_results,
+        default_eval_results(results, default) if default else None,
         language_model_license={key: value for key, value in asdict(lm_licence).items() if value is not None},
         training_sources=dict(training_sources or {}),
     )
@@ -205,7 +225,7 @@ def render_model_card(
         licence_summary=licence.summary,
         data_table=table,
         restriction=restriction_note(terms),
-        results=results_section(results, eval_results),
+        results=results_section(results, default),
     )
 
 
@@ -215,14 +235,16 @@ def render_mini_model_card(
     kb_sources: Mapping[str, int],
     overrides: Mapping[str, SourceTerms],
     results: dict | None = None,
-    eval_results: list[EvalResult] | None = None,
+    default: DefaultResult | None = None,
 ) -> ModelCard:
     """
-    Fill `mini_model_card.md` (the mini recipe's release): the same front matter as every model card; its
-    weights were all trained by the recipe, so its data's terms decide its licence.
+    Fill `mini_model_card.md` (the mini recipe's release): the same front matter as every model card, its
+    `model-index` the `default` configuration's run; its weights were all trained by the recipe, so its data's terms
+    decide its licence.
     """
     table, terms = data_table(training_sources, kb_sources, overrides)
     licence = release_licence(None, terms)
+    eval_results = default_eval_results(results, default) if results and default else None
     card_data = model_card_data(
         "paircap-mini-esc50cc", licence, terms, None, None, results, eval_results, extra_tags=["toy-model"],
         training_sources=dict(training_sources),
@@ -239,13 +261,6 @@ def render_mini_model_card(
 
 
 def load_evaluation(folder: str | os.PathLike) -> dict:
-    """`paircap evaluate`'s `results.json` and `model_index.json`, as `render_model_card(**load_evaluation(folder))`."""
-    folder = Path(folder)
-    results = json.loads((folder / "results.json").read_text()) if (folder / "results.json").is_file() else None
-    index = folder / "model_index.json"
-    return {"results": results, "eval_results": load_eval_results(index) if index.is_file() else None}
-
-
-def load_eval_results(path: str | os.PathLike) -> list[EvalResult]:
-    """The results `paircap evaluate` saved in `model_index.json`, ready for `render_model_card(eval_results=...)`."""
-    return [EvalResult(**entry) for entry in json.loads(Path(path).read_text())]
+    """`paircap evaluate`'s `results.json` (None without one): `render_model_card(config, **load_evaluation(dir))`."""
+    path = Path(folder, "results.json")
+    return {"results": json.loads(path.read_text()) if path.is_file() else None}

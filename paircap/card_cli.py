@@ -1,5 +1,6 @@
 """`paircap card`: rewrite a release's model card (`README.md`) for the repo it will be pushed to, with the results a
 `paircap evaluate` run saved, keeping what its card recorded (status, base models, the LM's licence, training pairs).
+Its `model-index` is the run of the release's default configuration (`hub_cards.release_default`), never the best one.
 
     paircap card outputs/stage2-phase2/release --repo-id org/paircap --evaluation eval/clotho
     hf upload org/paircap outputs/stage2-phase2/release .
@@ -7,6 +8,7 @@
 
 import argparse
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,12 @@ def add_card_command(commands, common: argparse.ArgumentParser) -> None:
         type=folder_with("results.json", "`paircap evaluate` output"),
         default=None,
         help="a `paircap evaluate --output-dir` folder",
+    )
+    card.add_argument(
+        "--default-kb",
+        default=None,
+        help="the evaluated knowledge base (a --kb of the evaluation, or its folder name) that is the release's own: "
+        "the card reports its run (default: the one `paircap evaluate` recorded)",
     )
     card.set_defaults(run=run_card)
 
@@ -43,6 +51,12 @@ def run_card(args: argparse.Namespace) -> int:
     from modeling_paircap.configuration_paircap import PairCapConfig
 
     release, evaluation = args.release, args.evaluation
+    if args.default_kb and not evaluation:
+        print(
+            "paircap card: error: --default-kb names a knowledge base of an evaluation: pass --evaluation",
+            file=sys.stderr,
+        )
+        return 2
     card_path = release / "README.md"
     status = STATUS.search(card_path.read_text(encoding="utf-8")) if card_path.is_file() else None
     earlier = earlier_provenance(release)
@@ -54,8 +68,11 @@ def run_card(args: argparse.Namespace) -> int:
         language_model_license=earlier.get("language_model_license"),
         training_sources=earlier.get("training_sources"),
         release_dir=release,
+        default_knowledge_base=args.default_kb,
         **(load_evaluation(evaluation) if evaluation else {}),
     )
     card.save(card_path)
-    print(f"wrote {card_path} for {args.repo_id}")
+    results = card.data.eval_results
+    index = f"model-index: run `{results[0].metric_config}`" if results else "no model-index (its results say why)"
+    print(f"wrote {card_path} for {args.repo_id}" + (f"; {index}" if evaluation else ""))
     return 0

@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--kb", nargs="*", default=[], type=local_or_hub, help="knowledge bases to compare (hub ids or folders)"
     )
+    recorded = evaluate.add_mutually_exclusive_group()  # --rescore keeps the settings the runs recorded
+    recorded.add_argument("--default-kb", help="the --kb that is the release's own: the card reports its run")
     evaluate.add_argument(
         "--mode", nargs="*", default=None, choices=CAPTION_MODES, help=f"default: {' '.join(EVALUATE_MODES)}"
     )
@@ -203,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--audio-root", action="append", default=[], type=root_entry, help=AUDIO_ROOT_HELP)
     evaluate.add_argument("--features", default="torch", choices=["torch", "numpy"], help="log-mel implementation")
     evaluate.add_argument("--output-dir", required=True)
-    evaluate.add_argument("--rescore", action="store_true", help="score the saved predictions again, no generation")
+    recorded.add_argument("--rescore", action="store_true", help="score the saved predictions again, no generation")
     evaluate.add_argument(
         "--context-probe",
         action="store_true",
@@ -396,7 +398,7 @@ def rescoring_options(args: argparse.Namespace) -> dict:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from paircap.evaluation import evaluate, plan_runs, rescore, rescoring_runs
-    from paircap.evaluation_report import save_model_index, write_report
+    from paircap.evaluation_report import evaluation_settings, print_report, write_report
 
     if args.context_probe:
         return run_context_probe_command(args)
@@ -411,7 +413,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise UsageError("paircap evaluate needs --data (or --rescore of an earlier --output-dir)")
         model_id = resolve_model(args.model)
         go_offline_if_unreachable([model_id, *args.kb, *args.data])
-        check_evaluate_arguments(args, load_release_config(model_id, args.trust_remote_code))
+        config = load_release_config(model_id, args.trust_remote_code)
+        check_evaluate_arguments(args, config)
         items = group_references(load_pairs(args.data))[: args.limit]
         device = resolve_device(args.device)
         dtype = resolve_dtype(args.dtype, device)
@@ -422,17 +425,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         rescoring = rescoring_runs(args.num_candidates, args.rescore_weight, args.rescore_query)
         runs = plan_runs(args.kb, modes, args.weight, args.top_k, args.weight_sweep, args.top_k_sweep, rescoring)
         settings = {"model": args.model, "data": args.data, "clips": len(items), "runs": len(runs)}
+        settings |= evaluation_settings(config, model_id, args.kb, args.default_kb, args.data_name, args.split)
         results = evaluate(
             model, processor, items, runs, args.output_dir, retrievers, batch_size=args.batch_size,
             progress=not args.no_progress, settings=settings, max_new_tokens=args.max_new_tokens,
             num_beams=args.num_beams, do_sample=False,
         )  # fmt: skip
-    written = write_report(results, args.output_dir)
-    written.append(save_model_index(results, Path(args.output_dir), args.data_name, args.split))
-    print(Path(args.output_dir, "results.md").read_text())
-    print(
-        "wrote " + ", ".join(str(path) for path in [Path(args.output_dir, "results.json"), *written]), file=sys.stderr
-    )
+    print_report(args.output_dir, write_report(results, args.output_dir))
     return 0
 
 
@@ -445,7 +444,8 @@ def run_context_probe_command(args: argparse.Namespace) -> int:
     from paircap.releases import load_release
 
     clashing = [flag for flag, value in (("--rescore", args.rescore), ("--kb", args.kb), ("--mode", args.mode),
-                ("--weight-sweep", args.weight_sweep), ("--top-k-sweep", args.top_k_sweep)) if value]  # fmt: skip
+                ("--default-kb", args.default_kb), ("--weight-sweep", args.weight_sweep),
+                ("--top-k-sweep", args.top_k_sweep)) if value]  # fmt: skip
     if clashing:
         raise UsageError(f"--context-probe searches no knowledge base: drop {', '.join(clashing)}")
     if not args.data:
@@ -473,11 +473,15 @@ def run_context_probe_command(args: argparse.Namespace) -> int:
 
 
 def check_evaluate_arguments(args: argparse.Namespace, config) -> None:
-    """Retrieval runs and sweeps need --kb; every k of the grid and the sweep must fit the LM's context."""
+    """Retrieval runs, sweeps and --default-kb need --kb; every k of the grid and sweep must fit the LM's context."""
     asked = [flag for flag, value in (("--mode", args.mode), ("--weight-sweep", args.weight_sweep),
                                       ("--top-k-sweep", args.top_k_sweep)) if value]  # fmt: skip
     if asked and not args.kb:
         raise UsageError(f"{' and '.join(asked)} need knowledge bases to retrieve from: pass --kb KB [KB ...]")
+    if args.default_kb is not None and args.default_kb not in args.kb:
+        raise UsageError(f"--default-kb {args.default_kb} is not one of the --kb evaluated: {' '.join(args.kb)}")
+    if args.default_kb is not None and config.knowledge_base is None:
+        raise UsageError(f"--default-kb: the release {args.model} names no knowledge base, so it captions zero-shot")
     check_top_k_fits(max([args.top_k, *args.top_k_sweep]) if args.kb else 0, config)
 
 

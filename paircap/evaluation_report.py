@@ -1,12 +1,13 @@
-"""`paircap evaluate`'s report: `results.md` (the tables of `hub_cards.evaluation_tables`), the sweep plots (paper
-Figs. 2, 3) and the model card's `model-index` entries."""
+"""`paircap evaluate`'s report: `results.md` (the release's default configuration, then the tables of
+`hub_cards.evaluation_tables`), the sweep plots (paper Figs. 2, 3), and what `results.json` records for the model card
+(`evaluation_settings`: the dataset and the release's default configuration, whose run is the card's `model-index`)."""
 
-import json
+import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from huggingface_hub import EvalResult
-
+from hub_cards.default_configuration import DefaultConfiguration, default_summary, default_table, recorded_default
 from hub_cards.evaluation_tables import (
     dcase2024_table,
     headline_metric,
@@ -14,6 +15,7 @@ from hub_cards.evaluation_tables import (
     metrics_table,
     similarity_table,
 )
+from modeling_paircap.configuration_paircap import PairCapConfig
 
 
 def sweep_points(results: dict, sweep: str, metric: str) -> list[tuple[float, float]]:
@@ -51,8 +53,13 @@ def write_report(results: dict, output_dir: str | Path) -> list[Path]:
     metric = headline_metric(results)
     unavailable = {name: reason for run in results["runs"] for name, reason in run["unavailable"].items()}
     note = "".join(f"\n- `{name}` unavailable: {reason}" for name, reason in unavailable.items())
+    default = recorded_default(results)
+    first = ""
+    if default is not None:  # an older results.json records none
+        parts = (default_summary(default), default_table(default))
+        first = "".join(f"{part}\n\n" for part in parts if part)
     text = (
-        f"# PairCap evaluation\n\n## {metric} by retrieval method and knowledge base\n\n"
+        f"# PairCap evaluation\n\n{first}## {metric} by retrieval method and knowledge base\n\n"
         f"{method_by_kb_table(results, metric)}\n\n"
         "## Similarity of retrieved pairs to the query audio (S_A) and to its reference captions (S_T)\n\n"
         f"{similarity_table(results)}\n\n## DCASE-2024 metrics\n\n{dcase2024_table(results)}\n\n"
@@ -67,31 +74,36 @@ def write_report(results: dict, output_dir: str | Path) -> list[Path]:
     return written
 
 
-def model_index_results(results: dict, dataset_name: str, dataset_split: str, run_name: str | None = None):
-    """The `model-index` entries of one run (the best by the headline metric unless named) for the model card."""
-    metric = headline_metric(results)
-    runs = [run for run in results["runs"] if run_name in (None, run["name"])]
-    best = max(runs, key=lambda run: run["metrics"].get(metric) or float("-inf"))
-    return [
-        EvalResult(
-            task_type="audio-captioning",
-            task_name="Audio captioning",
-            dataset_type=dataset_name,
-            dataset_name=dataset_name,
-            dataset_split=dataset_split,
-            metric_type=name,
-            metric_name=name.replace("_", "-").upper(),
-            metric_value=round(value, 4),
-            metric_config=best["name"],
-        )
-        for name, value in best["metrics"].items()
-        if value is not None
-    ]
+def print_report(output_dir: str | Path, written: list[Path]) -> None:
+    """`results.md` on standard output, and the files written (`results.json` and `written`) on standard error."""
+    print(Path(output_dir, "results.md").read_text())
+    print("wrote " + ", ".join(str(path) for path in [Path(output_dir, "results.json"), *written]), file=sys.stderr)
 
 
-def save_model_index(results: dict, output_dir: Path, dataset_name: str, dataset_split: str) -> Path:
-    """`model_index.json`: the card-ready results, consumed by `render_model_card(eval_results=...)`."""
-    entries = [asdict(result) for result in model_index_results(results, dataset_name, dataset_split)]
-    path = output_dir / "model_index.json"
-    path.write_text(json.dumps(entries, indent=2))
-    return path
+def evaluation_settings(
+    config: PairCapConfig,
+    release: str,
+    knowledge_bases: Sequence[str],
+    default_kb: str | None,
+    dataset_name: str,
+    split: str,
+) -> dict:
+    """
+    What `results.json` records for the model card: the `dataset` (name, split), and the `default` configuration of
+    the release `release` (its `config`; `hub_cards.DefaultConfiguration`) with the evaluated KB that is its own:
+    `default_kb` (one of `knowledge_bases`), else the one that is `config.knowledge_base` (the same hub id or
+    folder), else none (the card then says the default was not measured).
+    """
+    own = default_kb or next((kb for kb in knowledge_bases if is_release_kb(kb, release, config)), None)
+    default = DefaultConfiguration.from_config(config, own)
+    return {"dataset": {"name": dataset_name, "split": split}, "default": asdict(default)}
+
+
+def is_release_kb(knowledge_base: str, release: str, config: PairCapConfig) -> bool:
+    """Whether `knowledge_base` (a hub id or folder) is the one `config.knowledge_base` names: the same string, or,
+    for a local release, the same folder (a relative name is inside the release folder)."""
+    own = config.knowledge_base
+    if own is None or knowledge_base == own:
+        return own is not None
+    folder = Path(knowledge_base).expanduser()
+    return folder.is_dir() and Path(release).is_dir() and folder.resolve() == Path(release, own).expanduser().resolve()

@@ -9,8 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 from datasets import Dataset
-from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, metadata_load
+from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, metadata_load
 
 from hub_cards import (
     SIZE_CATEGORIES,
@@ -25,7 +26,7 @@ from hub_cards import (
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.kb_format_paircap import KnowledgeBaseMetadata
 from paircap.cli import main
-from paircap.evaluation_report import save_model_index
+from paircap.evaluation_report import evaluation_settings
 from paircap.training.stage_setups import export_card
 from recipes.mini.local.esc50 import read_esc50_manifests
 from recipes.mini.local.release import clip_terms, mini_card
@@ -70,8 +71,16 @@ def check_hub_values(metadata: dict) -> None:
     assert set(metadata.get("metrics", [])) <= HUB_METRICS
 
 
+# the release these evaluations measured: generative pair-to-pair over its KB (evaluated as /kbs/refined) at W 0.5, k 2
+RELEASE_CONFIG = PairCapConfig(knowledge_base="org/refined-audio-kb", retrieval_top_k=2)
+DEFAULT_RUN = "generative_pair2pair__refined__w0.5__k2"
+
+
 def evaluation_results(folder: Path) -> Path:
-    """A `paircap evaluate` output folder: results.json (as `rescore` writes it) and model_index.json."""
+    """
+    A `paircap evaluate` output folder: results.json (as `rescore` writes it) of `RELEASE_CONFIG`, its own KB named
+    /kbs/refined; audio2audio over /kbs/base (CIDEr-D 0.5) beats the default configuration's run (0.4).
+    """
     folder.mkdir(parents=True, exist_ok=True)
 
     def run(mode, kb, cider, sweeps=("grid",)):
@@ -84,22 +93,19 @@ def evaluation_results(folder: Path) -> Path:
             "mean_audio_similarity": 0.8, "mean_text_similarity": 0.4, "mean_query_text_score": 0.5,
         }  # fmt: skip
 
+    cider = {("audio2audio", "refined"): 0.3, ("audio2audio", "base"): 0.5, ("generative_pair2pair", "refined"): 0.4}
     runs = [run("none", None, 0.2)]
-    runs += [
-        run(mode, kb, c)
-        for mode, c in (("audio2audio", 0.3), ("generative_pair2pair", 0.4))
-        for kb in ("refined", "base")
-    ]
-    results = {"settings": {"model": "m"}, "runs": runs}
-    (folder / "results.json").write_text(json.dumps(results))
-    save_model_index(results, folder, "clotho", "evaluation")
+    runs += [run(mode, kb, cider.get((mode, kb), 0.35)) for mode in ("audio2audio", "generative_pair2pair")
+             for kb in ("refined", "base")]  # fmt: skip
+    kbs = ["/kbs/refined", "/kbs/base"]
+    settings = {"model": "m", **evaluation_settings(RELEASE_CONFIG, "m", kbs, "/kbs/refined", "clotho", "evaluation")}
+    (folder / "results.json").write_text(json.dumps({"settings": settings, "runs": runs}))
     return folder
 
 
 def test_vicuna_release_card(tmp_path):
-    config = PairCapConfig(knowledge_base="org/refined-audio-kb")
     card = render_model_card(
-        config,
+        RELEASE_CONFIG,
         base_models=["laion/clap-htsat-unfused", VICUNA],
         language_model=VICUNA,
         training_sources={"audiocaps": 49838, "clotho": 19195},
@@ -112,11 +118,13 @@ def test_vicuna_release_card(tmp_path):
     assert metadata["metrics"] == ["bleu", "cider"]  # what the evaluation computed; SPICE was unavailable
     assert metadata["pipeline_tag"] == "audio-text-to-text" and "custom_code" in metadata["tags"]
     assert metadata["base_model"] == ["laion/clap-htsat-unfused", VICUNA]
-    results = loaded.data.eval_results
+    results = loaded.data.eval_results  # the default configuration's run, not audio2audio over base (0.5)
     assert {r.metric_type for r in results} == {"bleu_4", "cider_d"} and results[0].dataset_name == "clotho"
+    assert {r.metric_config for r in results} == {DEFAULT_RUN}
     assert next(r for r in results if r.metric_type == "cider_d").metric_value == 0.4
     body = loaded.text
-    assert "| generative_pair2pair | 0.4000 | 0.4000 |" in body and "| zero-shot | 0.2000 | 0.2000 |" in body
+    assert "| generative_pair2pair | 0.4000 | 0.3500 |" in body and "| zero-shot | 0.2000 | 0.2000 |" in body
+    assert "| audio2audio | 0.3000 | 0.5000 |" in body  # the grid beside it
     assert "Not computed: spice" in body and "on clotho (evaluation)" in body
     assert "| training | `clotho` | 19,195 |" in body and "**Non-commercial data.** AudioCaps, Clotho are" in body
 
@@ -224,8 +232,9 @@ def test_an_exported_release_keeps_its_provenance(tmp_path):
     assert metadata["license"] == "llama2" and metadata["paircap"]["training_sources"] == {"clotho": 3, "audiocaps": 1}
 
 
-def fake_mini_recipe(root: Path, data: Path, text_sources: list[str]) -> SimpleNamespace:
-    """What `mini_card` reads of a mini run: the corpus summary, the caption text, the evaluation."""
+def fake_mini_recipe(root: Path, data: Path, text_sources: list[str], teacher: bool) -> SimpleNamespace:
+    """What `mini_card` reads of a mini run: the corpus summary, the caption text, the evaluation, and (`teacher`) the
+    CLAP stage's config naming distillation targets, with the teacher's record."""
     (root / "corpus").mkdir(parents=True)
     summary = {"clips": {"train": 60, "test": 20}, "pairs": {"train": 480}}
     (root / "corpus" / "summary.json").write_text(json.dumps(summary))
@@ -233,6 +242,11 @@ def fake_mini_recipe(root: Path, data: Path, text_sources: list[str]) -> SimpleN
         str(root / "pairs" / "text")
     )
     evaluation_results(root / "evaluation" / "stage2_phase2")
+    (root / "clap" / "teacher").mkdir(parents=True)
+    targets = {"distill_targets": str(root / "clap" / "teacher" / "targets.npz")} if teacher else {}
+    (root / "clap" / "config.yaml").write_text(yaml.safe_dump({"distill_weight": 20.0, **targets}))
+    if teacher:
+        (root / "clap" / "teacher" / "teacher.json").write_text(json.dumps({"file": "t.pt", "sha256": "899a8c62"}))
     return SimpleNamespace(
         path=lambda *parts: root.joinpath(*parts),
         pairs=lambda name: root / "pairs" / name,
@@ -242,22 +256,30 @@ def fake_mini_recipe(root: Path, data: Path, text_sources: list[str]) -> SimpleN
     )
 
 
-@pytest.mark.parametrize("with_lm_text", [True, False])
-def test_mini_card(shared_data, tmp_path, with_lm_text):
+@pytest.mark.parametrize(("with_lm_text", "with_teacher"), [(True, False), (False, True)])
+def test_mini_card(shared_data, tmp_path, with_lm_text, with_teacher):
     text = ["audiocaps"] * 4 + ["clotho"] * 3 + ["esc50_mix"] * 5 if with_lm_text else ["esc50_mix"] * 5
-    recipe = fake_mini_recipe(tmp_path / "run", shared_data, text)
+    recipe = fake_mini_recipe(tmp_path / "run", shared_data, text, with_teacher)
     kb = tmp_path / "kb"
     kb.mkdir()
     KnowledgeBaseMetadata("r" * 64, 16, 16, 30, 6, sources={"esc50": 10, "esc50_mix": 20}).save(kb)
     clips = read_esc50_manifests([shared_data / "esc50_cc"])
-    card = mini_card(recipe, torch.nn.Linear(1000, 100), clips, kb)
+    model = torch.nn.Linear(1000, 100)
+    model.config = PairCapConfig(knowledge_base="knowledge_base", retrieval_top_k=2)  # as `pack_release` sets it
+    card = mini_card(recipe, model, clips, kb, "refined")
     metadata, loaded = parsed(card, tmp_path)
     check_hub_values(metadata)
     assert metadata["license"] == ("cc-by-nc-4.0" if with_lm_text else "cc-by-4.0")
     assert "toy-model" in metadata["tags"] and metadata["metrics"] == ["bleu", "cider"]
     assert set(metadata["datasets"]) == ({"audiocaps", "clotho", "esc50"} if with_lm_text else {"esc50"})
-    assert loaded.data.eval_results and isinstance(loaded.data.eval_results[0], EvalResult)
+    assert {r.metric_config for r in loaded.data.eval_results} == {DEFAULT_RUN}  # not the grid's best
     body = loaded.text
+    default = "generative_pair2pair over KB `knowledge_base` (evaluated as `refined`), W = 0.5, k = 2"
+    assert f"**Default configuration:** {default}" in body and f"| default: {default} | 0.400 / n/a |" in body
+    assert "| zero-shot (no retrieval) | 0.200 / n/a |" in body
+    assert body.index("**Default configuration:**") < body.index("### Every setting evaluated")
+    assert ("distilled from an AudioSet-pretrained tagger" in body) == with_teacher
+    assert ("EfficientAT `mn04_as`" in body and "MIT licence" in body and "sha256 `899a8c62`" in body) == with_teacher
     assert "0.1 M-parameter" in body and "(CC-BY: 45, CC0: 54;" in body
     assert "| knowledge base | `esc50_mix` | 20 | [ESC-50 clips]" in body
     assert ("**Non-commercial data.** AudioCaps, Clotho are" in body) == with_lm_text
@@ -267,7 +289,7 @@ def test_mini_card(shared_data, tmp_path, with_lm_text):
 
 def test_the_card_command_rewrites_a_release_card_for_its_repo_with_results(tmp_path, capsys):
     release = tmp_path / "release"
-    PairCapConfig().save_pretrained(release)
+    RELEASE_CONFIG.save_pretrained(release)
     status = "trained: stage `raft` for 12 steps"
     provenance = {"base_models": [VICUNA], "language_model": VICUNA, "training_sources": {"clotho": 3}}
     render_model_card(PairCapConfig(), training_status=status, **provenance).save(release / "README.md")
@@ -278,8 +300,17 @@ def test_the_card_command_rewrites_a_release_card_for_its_repo_with_results(tmp_
     assert metadata["paircap"]["training_sources"] == {"clotho": 3}
     assert metadata["model-index"][0]["name"] == "my-paircap"
     assert metadata["model-index"][0]["results"][0]["dataset"]["name"] == "clotho"
+    assert metadata["model-index"][0]["results"][0]["metrics"][0]["config"] == DEFAULT_RUN
     assert status in loaded.text and '"org/my-paircap"' in loaded.text
-    assert "### cider_d by retrieval method and knowledge base" in loaded.text
+    assert "### Every setting evaluated: cider_d by retrieval method and knowledge base" in loaded.text
+    assert f"model-index: run `{DEFAULT_RUN}`" in capsys.readouterr().out
+
+    argv = ["card", str(release), "--repo-id", "org/my-paircap", "--evaluation", str(evaluation)]
+    assert main([*argv, "--default-kb", "base"]) == 0  # the user says the release's KB is the one evaluated as base
+    metadata = metadata_load(release / "README.md")
+    assert metadata["model-index"][0]["results"][0]["metrics"][0]["config"] == "generative_pair2pair__base__w0.5__k2"
+    assert main(["card", str(release), "--repo-id", "org/x", "--default-kb", "base"]) == 2
+    assert "--default-kb names a knowledge base of an evaluation: pass --evaluation" in capsys.readouterr().err
 
     with pytest.raises(SystemExit) as exit_status:
         main(["card", str(tmp_path / "eval"), "--repo-id", "org/x"])

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from datasets import load_dataset
-from huggingface_hub import EvalResult
+from huggingface_hub import ModelCard
 
 from datasets_scripts.readers import read_corpus
-from hub_cards import load_eval_results, load_evaluation, render_model_card
+from hub_cards import load_evaluation, render_model_card
 from paircap.cli import main as paircap_main
 from paircap.evaluation import add_reference_text_scores, mean_pair_field, plan_runs, query_exclusions
 
@@ -148,8 +148,11 @@ def test_no_query_retrieves_its_own_clip(evaluation):
             assert all(pair["audio_id"] != record["audio_id"] for pair in record["retrieved"])
 
 
-def test_report_tables_plots_and_model_index(evaluation):
+def test_report_tables_plots_and_model_index(evaluation, real_kb):
     report = (evaluation / "results.md").read_text()
+    assert report.index("**Default configuration:** zero-shot (no knowledge base is configured)") < report.index(
+        "## cider_d by retrieval method"
+    )  # the tiny release names no KB: generate captions zero-shot
     assert "## cider_d by retrieval method and knowledge base" in report  # SPIDEr is unavailable here
     header = next(line for line in report.splitlines() if line.startswith("| method |"))
     assert "clotho-audiocaps-kb" in header and "audiocaps-text" in header
@@ -161,14 +164,22 @@ def test_report_tables_plots_and_model_index(evaluation):
 
     assert [x for x, _ in sweep_points(results_json, "weight", "cider_d")] == [0.5, 0.9]
     assert [x for x, _ in sweep_points(results_json, "top_k", "cider_d")] == [2, 4]
-    results = load_eval_results(evaluation / "model_index.json")
-    assert results and all(isinstance(r, EvalResult) and r.dataset_name == "clotho" for r in results)
+    assert results_json["settings"]["dataset"] == {"name": "clotho", "split": "evaluation"}
+    assert results_json["settings"]["default"]["mode"] == "none"
     from modeling_paircap.configuration_paircap import PairCapConfig
 
-    card = str(render_model_card(PairCapConfig(), **load_evaluation(evaluation)))
-    assert "model-index" in card and "CIDER-D" in card and "### cider_d by retrieval method and knowledge base" in card
-    assert "| zero-shot |" in card and "Not computed: fense, spice, spider, spider_fl" in card
-    assert "### DCASE-2024 metrics" in card and "| SPIDEr-FL | FENSE | Vocab | CLAP score |" in card
+    card = render_model_card(PairCapConfig(), **load_evaluation(evaluation))
+    results = card.data.eval_results
+    assert {r.metric_config for r in results} == {"zero-shot"} and results[0].dataset_name == "clotho"
+    text = str(card)
+    assert "CIDEr-D" in text and "### Every setting evaluated: cider_d by retrieval method and knowledge base" in text
+    assert "| zero-shot |" in text and "Not computed: fense, spice, spider, spider_fl" in text
+    assert "### DCASE-2024 metrics" in text and "| SPIDEr-FL | FENSE | Vocab | CLAP score |" in text
+    # a release that retrieves from the real KB by default (k = 4, the grid's): its generative pair-to-pair run
+    retrieving = PairCapConfig(knowledge_base="org/clotho-audiocaps-kb", retrieval_top_k=4)
+    card = render_model_card(retrieving, default_knowledge_base=str(real_kb), **load_evaluation(evaluation))
+    assert {r.metric_config for r in card.data.eval_results} == {"generative_pair2pair__clotho-audiocaps-kb__w0.5__k4"}
+    assert ModelCard(str(card)).data.eval_results  # the card parses back with its model-index
 
 
 def test_rescore_reproduces_the_results(evaluation, tmp_path):
@@ -176,6 +187,21 @@ def test_rescore_reproduces_the_results(evaluation, tmp_path):
     assert paircap_main(["evaluate", "--rescore", "--output-dir", str(evaluation)]) == 0
     after = json.loads((evaluation / "results.json").read_text())
     assert after["runs"] == before["runs"] and after["settings"] == before["settings"]
+
+
+def test_default_kb_must_be_an_evaluated_kb_of_a_release_that_retrieves(tiny_release, tmp_path, capsys):
+    kbs = [tmp_path / "kb-a", tmp_path / "kb-b"]
+    for kb in kbs:
+        kb.mkdir()
+    argv = ["evaluate", "--model", str(tiny_release[0]), "--data", str(tmp_path), "--kb", *map(str, kbs)]
+    argv += ["--output-dir", str(tmp_path / "out")]
+    assert paircap_main([*argv, "--default-kb", str(tmp_path / "kb-c")]) == 2
+    assert f"--default-kb {tmp_path / 'kb-c'} is not one of the --kb evaluated" in capsys.readouterr().err
+    assert paircap_main([*argv, "--default-kb", str(kbs[1])]) == 2  # the tiny release names no KB
+    assert "names no knowledge base, so it captions zero-shot" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_status:
+        paircap_main(["evaluate", "--rescore", "--default-kb", "x", "--output-dir", str(tmp_path)])
+    assert exit_status.value.code == 2 and "not allowed with argument --rescore" in capsys.readouterr().err
 
 
 def test_a_rerun_with_fewer_modes_reports_only_its_own_runs(

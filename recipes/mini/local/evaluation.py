@@ -14,7 +14,7 @@ from datasets import load_from_disk
 from paircap.caption_data import group_references, load_pairs
 from paircap.captioning import load_retriever, resolve_dtype
 from paircap.evaluation import evaluate, plan_runs
-from paircap.evaluation_report import save_model_index, write_report
+from paircap.evaluation_report import evaluation_settings, write_report
 from paircap.releases import load_release
 from recipes.mini.local.corpus import save
 from recipes.mini.local.event_captions import event_accuracy
@@ -36,9 +36,9 @@ def evaluate_release(
     sweeps: bool = False,
 ) -> None:
     """
-    What `paircap evaluate` writes (predictions, results.json and .md, sweep plots, model_index.json), for one stage's
-    release on `data`, on the CPU at the scale's batch size, caption length and top-k: zero-shot, then every mode on
-    every knowledge base (none: zero-shot only), then (`sweeps`) the scale's W and top-k sweeps on the first.
+    What `paircap evaluate` writes (predictions, results.json and .md, sweep plots), for one stage's release on
+    `data`, on the CPU at the scale's batch size, caption length and top-k: zero-shot, then every mode on every
+    knowledge base (none: zero-shot only), then (`sweeps`) the scale's W and top-k sweeps on the first.
     """
     s = run.scale
     release = str(run.release(model))
@@ -55,13 +55,13 @@ def evaluate_release(
         top_k_sweep=s.top_k_sweep if sweeps else (),
     )
     settings = {"model": release, "data": [str(data)], "clips": len(items), "runs": len(runs)}
+    settings |= evaluation_settings(captioner.config, release, knowledge_bases, None, data_name, data.name)
     results = evaluate(
         captioner, processor, items, runs, output, retrievers, batch_size=s.batch_size, progress=False,
         settings=settings,
         max_new_tokens=s.max_new_tokens, num_beams=1, do_sample=False,
     )  # fmt: skip
     write_report(results, output)
-    save_model_index(results, output, data_name, data.name)
 
 
 def evaluate_captioner(run: MiniRun, model: str) -> None:

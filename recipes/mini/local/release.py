@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+import yaml
 from datasets import load_from_disk
 from huggingface_hub import ModelCard
 
@@ -24,9 +25,11 @@ from hub_cards import (
     SourceTerms,
     clip_licence_terms,
     load_evaluation,
+    release_default,
     render_dataset_card,
     render_mini_model_card,
 )
+from hub_cards.default_configuration import DefaultResult, default_summary
 from modeling_paircap.kb_format_paircap import KnowledgeBaseMetadata
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
@@ -38,6 +41,7 @@ from recipes.mini.local.layout import MiniRun
 from recipes.mini.local.report import Evaluation, grid_table
 
 KB_FOLDER = "knowledge_base"
+TEST_DATASET = {"name": "esc50-mixtures", "split": "test"}  # what `evaluate_curriculum` scores the release on
 
 
 def pack_release(run: MiniRun, destination: Path, kb_name: str = "refined") -> Path:
@@ -64,7 +68,8 @@ def pack_release(run: MiniRun, destination: Path, kb_name: str = "refined") -> P
     model.config.retrieval_top_k = run.scale.max_examples
     for module in captioner:  # the CLAP stays float32: the KB's embeddings and fingerprint are of those weights
         module.to(torch.float16)
-    save_release(model, processor, destination, mini_card(run, model, clips, destination / KB_FOLDER))
+    card = mini_card(run, model, clips, destination / KB_FOLDER, kb_name)
+    save_release(model, processor, destination, card)
     config = json.loads((destination / "config.json").read_text())  # loads as float32 (`dtype="auto"` reads this)
     for key in ("dtype", "torch_dtype"):
         if key in config:
@@ -73,11 +78,19 @@ def pack_release(run: MiniRun, destination: Path, kb_name: str = "refined") -> P
     return destination
 
 
-def mini_card(run: MiniRun, model, clips: list[Esc50Clip], kb_folder: Path) -> ModelCard:
-    """The model card: a 50-event toy, what it was trained on (pairs per source, licences), and its measured results."""
+def mini_card(run: MiniRun, model, clips: list[Esc50Clip], kb_folder: Path, kb: str) -> ModelCard:
+    """
+    The model card: a 50-event toy, what it was trained on (pairs per source, licences, the CLAP's teacher), and its
+    measured results, led by its default configuration (`model.config` retrieving from the KB evaluated as `kb`, the
+    name of a KB of the run: its folder may have moved since the evaluation).
+    """
     corpus = json.loads(run.path("corpus", "summary.json").read_text())
     evaluation_dir = run.path("evaluation", "stage2_phase2")
     evaluation = Evaluation(evaluation_dir)
+    results = load_evaluation(evaluation_dir)["results"]
+    if results is not None:  # an evaluation made before `paircap evaluate` recorded its dataset
+        results["settings"].setdefault("dataset", TEST_DATASET)
+    default = release_default(results, model.config, kb) if results and results["runs"] else None
     values = {
         "clips": ", ".join(run.clip_folders),
         "clip_licences": ", ".join(
@@ -89,8 +102,11 @@ def mini_card(run: MiniRun, model, clips: list[Esc50Clip], kb_folder: Path) -> M
         "test_mixtures": evaluation.results["runs"][0]["items"] if evaluation.results["runs"] else "n/a",
         "attribution": attribution_table(clips),
         "parameters": f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M",
+        "default_summary": default_summary(default) if default else "No evaluation of this release was found.",
+        "default_table": default_cells(evaluation, default),
         "results_table": grid_table(evaluation, list(KNOWLEDGE_BASES), 0.5, run.scale.max_examples),
         "top_k": run.scale.max_examples,
+        "teacher": teacher_sentence(run),
     }
     text_sources = Counter(load_from_disk(str(run.pairs("text")))["source"])  # every caption the release learned
     return render_mini_model_card(
@@ -98,7 +114,36 @@ def mini_card(run: MiniRun, model, clips: list[Esc50Clip], kb_folder: Path) -> M
         training_sources=dict(text_sources),
         kb_sources=KnowledgeBaseMetadata.load(kb_folder).sources,
         overrides=clip_terms(clips),
-        **load_evaluation(evaluation_dir),
+        results=results,
+        default=default,
+    )
+
+
+def default_cells(evaluation: Evaluation, default: DefaultResult | None) -> str:
+    """The default configuration's cell and zero-shot's beside it, as the grid's cells ("" without a default run)."""
+    if default is None or default.run is None:
+        return ""
+    lines = ["| configuration | CIDEr-D / both events named |", "|---|---:|"]
+    lines.append(f"| default: {default.configuration.describe()} | {evaluation.cell(default.run)} |")
+    if default.zero_shot is not None and default.zero_shot is not default.run:
+        lines.append(f"| zero-shot (no retrieval) | {evaluation.cell(default.zero_shot)} |")
+    return "\n".join(lines)
+
+
+def teacher_sentence(run: MiniRun) -> str:
+    """What the card says of the CLAP's AudioSet teacher when its training was distilled from one (the `clap` stage's
+    `config.yaml` names distillation targets: `paircap mini --teacher`), else ""."""
+    config = run.path("clap", "config.yaml")
+    if not config.is_file() or not yaml.safe_load(config.read_text()).get("distill_targets"):
+        return ""
+    record = run.path("clap", "teacher", "teacher.json")
+    sha256 = json.loads(record.read_text())["sha256"] if record.is_file() else None
+    weights = "`mn04_as_mAP_432.pt`" + (f", sha256 `{sha256}`" if sha256 else "")
+    return (
+        "besides its contrastive loss, it was trained to match the embeddings and AudioSet tags of EfficientAT "
+        f"`mn04_as` ({weights}; MobileNetV3 at width 0.4, pretrained on AudioSet; F. Schmid et al., ICASSP 2023; "
+        "MIT licence) on its training clips and mixtures (`paircap mini --teacher`). The CLAP shipped here is derived "
+        "from that teacher; the teacher's own weights are not shipped."
     )
 
 
