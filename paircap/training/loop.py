@@ -66,6 +66,23 @@ def build_dataloader(cfg: TrainConfig, split: DataSplit, collator, shuffle: bool
     return loader, sampler
 
 
+def epoch_batches(accelerator: Accelerator, loader, sampler, progress: TrainingProgress):
+    """
+    The batches of epoch `progress.epoch` left to train on: the dataset and the sampler draw that epoch's examples and
+    order, and a resumed epoch skips the batches done (with a loader of its own, whose workers start again; otherwise
+    the persistent workers carry on).
+    """
+    dataset = loader.dataset
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(progress.epoch)
+    sampler.set_epoch(progress.epoch)
+    skip = progress.batches_done_in_epoch
+    loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+    if hasattr(loader, "set_epoch"):  # accelerate's loader sets the dataset's epoch to its own count on each pass
+        loader.set_epoch(progress.epoch)
+    return loader
+
+
 def finite_everywhere(accelerator: Accelerator, loss: torch.Tensor) -> bool:
     """Whether the loss is finite on every process (all of them must agree to skip a batch)."""
     bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=accelerator.device)
@@ -125,7 +142,6 @@ def train(cfg: TrainConfig) -> Path:
     )
     set_seed(cfg.seed)
     setup = build_setup(cfg, accelerator)
-    train_set = setup.train.dataset
     train_loader, train_sampler = build_dataloader(cfg, setup.train, setup.collator, shuffle=True)
     val_loader = None
     if setup.validation is not None:
@@ -158,10 +174,7 @@ def train(cfg: TrainConfig) -> Path:
     window = {"loss": 0.0, "tokens": 0, "start": time.perf_counter(), "batches": 0}
     setup.training_mode(accelerator.unwrap_model(model))
     while progress.global_step < total_steps and not stopped_early:
-        if hasattr(train_set, "set_epoch"):
-            train_set.set_epoch(progress.epoch)
-        train_sampler.set_epoch(progress.epoch)
-        for batch in accelerator.skip_first_batches(train_loader, progress.batches_done_in_epoch):
+        for batch in epoch_batches(accelerator, train_loader, train_sampler, progress):
             seed_batch(cfg.seed, accelerator.process_index, progress)
             with accelerator.accumulate(model):
                 loss = setup.loss(model, batch)
