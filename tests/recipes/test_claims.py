@@ -92,4 +92,4 @@ def test_the_field_comparisons_name_the_runs_paircap_evaluate_writes(tmp_path):
     query = EvaluationRun(
         str(tmp_path / "refined"), "generative_pair2pair", 0.5, 2, num_candidates=3, rescore_query=True
     )
-    assert claims.FIELD_COMPARISONS[3][1].path(run).stem == query.name  # both passes rescored
+    assert claims.RESCORED_BOTH.path(run).stem == query.name  # both passes rescored

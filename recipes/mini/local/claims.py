@@ -80,9 +80,11 @@ COMPARISONS: tuple[tuple[str, Setting, Setting], ...] = (
 )
 RESCORING = "rescoring"  # the `rescoring` stage's folder: its runs without rescoring are those of `evaluate`
 RESCORED_P2P = Setting(RESCORING, rescored_name(run_name()))
+RESCORED_BOTH = Setting(RESCORING, rescored_name(run_name(), query=True))  # its zero-shot text query rescored too
 # the field's claims since the paper: CLAP rescoring (SLAM-AAC's CLAP-Refine), the progressive schedule (MQ-Cap)
 FIELD_COMPARISONS: tuple[tuple[str, Setting, Setting], ...] = (
     ("CLAP rescoring vs none (generative pair-to-pair)", RESCORED_P2P, Setting(RESCORING, run_name())),
+    ("CLAP rescoring of both passes vs none (generative pair-to-pair)", RESCORED_BOTH, Setting(RESCORING, run_name())),
     (
         "CLAP rescoring vs none (zero-shot)",
         Setting(RESCORING, rescored_name("zero-shot")),
@@ -93,11 +95,7 @@ FIELD_COMPARISONS: tuple[tuple[str, Setting, Setting], ...] = (
         RESCORED_P2P,
         Setting(RESCORING, rescored_name(run_name(), weight=0.0)),
     ),
-    (
-        "CLAP rescoring of both passes vs the final pass only (generative pair-to-pair)",
-        Setting(RESCORING, rescored_name(run_name(), query=True)),
-        RESCORED_P2P,
-    ),
+    ("CLAP rescoring of both passes vs the final pass only (generative pair-to-pair)", RESCORED_BOTH, RESCORED_P2P),
     ("progressive schedule vs curriculum (generative pair-to-pair)", Setting("progressive", run_name()), P2P),
     ("progressive schedule vs curriculum (zero-shot)", Setting("progressive", "zero-shot"), ZERO_SHOT),
 )
