@@ -26,7 +26,10 @@ last checkpoint, an interrupted embedding from its last shard):
    clip with a phrase of its class or of another class, and training clips of other classes as examples.
 10. `context_ablations`: phase 2 again from the same phase-1 model with its context options set back to the paper's
     RAFT, each with its context probe: which option teaches the model to read its prompt.
-11. `report`: RESULTS.md.
+11. `rescoring`: CLAP rescoring of the curriculum model's captions (SLAM-AAC's CLAP-Refine) against none, on the
+    `evaluate` stage's test mixtures; `progressive`: phase 2 again from the same phase-1 model with MQ-Cap's
+    progressive schedule of retrieved pairs, evaluated as the curriculum model is.
+12. `report`: RESULTS.md.
 
 `conf/scales/<scale>.yaml` says how much of everything each scale runs, `conf/train/<stage>.yaml` how each training
 stage trains; `local/` does the work. With `--jobs 2` (the default on 2 or more cores) stages that do not read each
@@ -57,7 +60,9 @@ from recipes.mini.local import (
     mechanism,
     novel_events,
     probe,
+    progressive,
     report,
+    rescoring,
     stand_ins,
     training,
 )
@@ -98,10 +103,14 @@ STAGES = {
     "novel": Stage(novel_events.novel_events, ("kb", "stage2_phase2", "corpus")),
     "mechanism": Stage(mechanism.probe_captioners, (*CAPTIONERS, "corpus")),
     "context_ablations": Stage(context_ablations.train_and_probe, ("stage2_phase1", "corpus")),
+    "rescoring": Stage(rescoring.evaluate_rescoring, ("kb", "stage2_phase2", "evaluate")),
+    "progressive": Stage(progressive.train_and_evaluate, ("stage2_phase1", "stage2_phase2", "kb")),
 }
 STAGES["report"] = Stage(report.write_results, tuple(STAGES))
 # only at scales with `ablations: true`
-ABLATIONS = ("raft_only", "evaluate_raft_only", "evaluate_stage1", "context_ablations")
+ABLATIONS = (
+    "raft_only", "evaluate_raft_only", "evaluate_stage1", "context_ablations", "rescoring", "progressive"
+)  # fmt: skip
 
 
 def stage_names(scale: MiniScale) -> tuple[str, ...]:

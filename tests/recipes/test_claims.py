@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from paircap.evaluation import EvaluationRun, plan_runs, rescoring_runs
 from recipes.mini.local import claims
 
 SCENES = [  # (events, a caption naming both); CIDEr-D weighs n-grams by rarity, so the items differ
@@ -18,13 +19,17 @@ GOOD = [SCENES[i % 3][1] for i in range(12)]
 BAD = ["a clock ticks"] * 12
 
 
-def write_run(folder: Path, better: list[str], other: list[str]) -> Path:
-    """A run folder with the mixtures' events and two predictions files: generative pair-to-pair and zero-shot."""
+def write_run(
+    folder: Path, better: list[str], other: list[str], settings: tuple = (claims.P2P, claims.ZERO_SHOT)
+) -> Path:
+    """A run folder (the full scale's top-k 4 and 4 rescoring candidates) with the mixtures' events and two
+    predictions files: by default generative pair-to-pair and zero-shot."""
     mixtures = folder / "corpus" / "mixtures"
     mixtures.mkdir(parents=True)
     lines = [json.dumps({"audio_id": clip, "events": list(events)}) for clip, events in EVENTS.items()]
     (mixtures / "mixtures.jsonl").write_text("\n".join(lines) + "\n")
-    for setting, captions in ((claims.P2P, better), (claims.ZERO_SHOT, other)):
+    (folder / "settings.json").write_text(json.dumps({"scale": {"max_examples": 4, "rescore_candidates": 4}}))
+    for setting, captions in zip(settings, (better, other), strict=True):
         path = setting.path(folder)
         path.parent.mkdir(parents=True, exist_ok=True)
         records = [
@@ -62,3 +67,29 @@ def test_verdicts_follow_the_interval():
     assert claims.verdict(0.01, 0.2) == "reproduces"
     assert claims.verdict(-0.3, -0.01) == "does not"
     assert claims.verdict(-0.1, 0.1) == "cannot tell at this scale"
+
+
+def test_the_field_comparisons_name_the_runs_paircap_evaluate_writes(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "settings.json").write_text(json.dumps({"scale": {"max_examples": 2, "rescore_candidates": 3}}))
+    planned = plan_runs(
+        [str(tmp_path / "kb" / "refined")],
+        ["generative_pair2pair"],
+        top_k=2,
+        rescoring=[
+            *rescoring_runs([3], [0.5], False),
+            *rescoring_runs([3], [0.5], True),
+            *rescoring_runs([3], [0], False),
+        ],
+    )
+    names = {planned_run.name for planned_run in planned}
+    for _, better, other in claims.FIELD_COMPARISONS:
+        for setting in (better, other):
+            if setting.captioner == claims.RESCORING:
+                assert setting.path(run).stem in names
+    assert claims.RESCORED_P2P.path(run).name == "generative_pair2pair__refined__w0.5__k2__clap3x0.5.jsonl"
+    query = EvaluationRun(
+        str(tmp_path / "refined"), "generative_pair2pair", 0.5, 2, num_candidates=3, rescore_query=True
+    )
+    assert claims.RESCORED_BOTH.path(run).stem == query.name  # both passes rescored

@@ -10,13 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from datasets import load_from_disk
 from huggingface_hub import DatasetCard, ModelCard
 from transformers import pipeline
 
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
+from paircap.caption_data import EvaluationItem, group_references, load_pairs
+from paircap.releases import load_release
+from recipes.mini.local import claims
 from recipes.mini.local.context_ablations import VARIANTS
+from recipes.mini.local.evaluation import add_clap_scores, read_predictions, reusable_predictions
 from recipes.mini.local.event_captions import names_event
 from recipes.mini.local.mixtures import mixture_events
 from recipes.mini.local.novel_events import SETTINGS
@@ -28,7 +33,7 @@ TEACHER_WEIGHTS = REPO.parent / "shared" / "models" / "efficientat_mn04_as" / "m
 QUICK_STAGES = [  # every stage, in the order it runs
     "corpus", "init", "clap", "lm", "assemble", "stage1", "probe", "kb", "stage2_phase1", "stage2_phase2", "raft_only",
     "evaluate", "evaluate_raft_only", "evaluate_stage1", "fit", "zero_shot", "novel", "mechanism", "context_ablations",
-    "report",
+    "rescoring", "progressive", "report",
 ]  # fmt: skip
 
 
@@ -118,6 +123,70 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
         assert f"| phase 2, {variant.label} | oracle |" in report
     for stage in ("clap", "lm", "stage1", "stage2_phase2", "raft_only"):
         assert any("loss" in json.loads(line) for line in (quick_run / stage / "log.jsonl").read_text().splitlines())
+
+
+def test_rescoring_and_the_progressive_schedule_are_compared_with_their_baselines(quick_run):
+    n, p2p = load_scale("quick").rescore_candidates, "generative_pair2pair__refined__w0.5__k2"
+    rescoring = quick_run / "evaluation" / "rescoring"
+    results = json.loads((rescoring / "results.json").read_text())
+    rescored = {
+        f"{name}__clap{n}{query}x{weight}" for name in ("zero-shot", p2p) for query, weight in (("", 0.5), ("", 0))
+    }
+    assert {run["name"] for run in results["runs"]} == {"zero-shot", p2p, f"{p2p}__clap{n}qx0.5", *rescored}
+    assert all(run["items"] == 6 and run["failed_items"] == 0 for run in results["runs"])
+    assert results["settings"]["copied_from"]["runs"] == ["zero-shot", p2p]  # the `evaluate` stage's, not made again
+    for name in ("zero-shot", p2p):
+        copy, made = (
+            read_predictions(folder / "predictions" / f"{name}.jsonl")
+            for folder in (rescoring, rescoring.parent / "stage2_phase2")
+        )
+        assert [r["caption"] for r in copy] == [r["caption"] for r in made] and all("clap_score" in r for r in copy)
+    for record in read_predictions(rescoring / "predictions" / f"{p2p}__clap{n}x0.5.jsonl"):
+        assert len(record["candidates"]) == n and record["caption"] in [c["caption"] for c in record["candidates"]]
+    assert set(json.loads((rescoring / "events.json").read_text())) == {run["name"] for run in results["runs"]}
+    # the progressive schedule: phase 2's training config but for the schedule, evaluated as the curriculum is
+    progressive, phase2 = (
+        yaml.safe_load((quick_run / stage / "config.yaml").read_text()) for stage in ("progressive", "stage2_phase2")
+    )
+    assert progressive.pop("examples_schedule") == [1, 2] and progressive.pop("output_dir") != phase2.pop("output_dir")
+    assert progressive == phase2
+    predictions = quick_run / "evaluation" / "progressive" / "predictions"
+    assert sorted(path.stem for path in predictions.glob("*.jsonl")) == [p2p, "zero-shot"]
+    report = (quick_run / "RESULTS.md").read_text()  # each comparison paired on the 6 test mixtures
+    assert "## What the field added since the paper" in report
+    assert all(f"| {claim} | 6 |" in report for claim, _, _ in claims.FIELD_COMPARISONS)
+    assert "| curriculum, generative pair-to-pair, CLAP rescoring |" in report
+
+
+def test_copied_predictions_get_the_clap_score_their_release_gives(quick_run):
+    made = quick_run / "evaluation" / "stage2_phase2" / "predictions" / "zero-shot.jsonl"
+    records = read_predictions(made)
+    stripped = [{key: value for key, value in record.items() if key != "clap_score"} for record in records]
+    audio = {
+        item.audio_id: item.audio
+        for item in group_references(load_pairs([str(quick_run / "corpus" / "pairs" / "test")]))
+    }
+    captioner, processor = load_release(
+        str(quick_run / "stage2_phase2" / "release"), torch.device("cpu"), torch.float32
+    )
+    add_clap_scores(stripped, captioner, processor, audio, batch_size=4)
+    assert [r["clap_score"] for r in stripped] == pytest.approx([r["clap_score"] for r in records], abs=1e-5)
+    assert [r["caption"] for r in stripped] == [r["caption"] for r in records]
+
+
+def test_predictions_are_reused_only_for_the_same_items_and_decoding(tmp_path):
+    items = [EvaluationItem(f"mix-{i}", {}, ["a dog barks"]) for i in range(3)]
+    generation = {"max_new_tokens": 6, "num_beams": 1, "do_sample": False}
+    (tmp_path / "predictions").mkdir()
+    (tmp_path / "results.json").write_text(json.dumps({"settings": {"generation": generation, "batch_size": 4}}))
+    for name, ids in (("zero-shot", ["mix-0", "mix-1", "mix-2"]), ("other-items", ["mix-0", "mix-2", "mix-1"])):
+        lines = [{"run": {}}, *({"audio_id": clip, "caption": "a dog"} for clip in ids)]
+        (tmp_path / "predictions" / f"{name}.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
+    names = ["zero-shot", "other-items", "never-made"]
+    assert reusable_predictions(tmp_path, names, items, generation, 4) == ["zero-shot"]
+    assert reusable_predictions(tmp_path, names, items, generation | {"max_new_tokens": 24}, 4) == []
+    assert reusable_predictions(tmp_path, names, items, generation, 16) == []
+    assert reusable_predictions(tmp_path / "absent", names, items, generation, 4) == []
 
 
 def test_knowledge_bases_are_base_large_and_refined(quick_run):

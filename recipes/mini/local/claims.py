@@ -1,11 +1,12 @@
-"""The paper's claims as paired comparisons: every comparison scores two settings on the same test mixtures, per item
-(CIDEr-D and whether the caption names both events), and reports the mean difference with a paired bootstrap
+"""The paper's claims, and two the field made since (CLAP rescoring of candidates, SLAM-AAC; MQ-Cap's progressive
+schedule of retrieved pairs), as paired comparisons: every comparison scores two settings on the same test mixtures,
+per item (CIDEr-D and whether the caption names both events), and reports the mean difference with a paired bootstrap
 interval, per seed and pooled over the seeds' runs.
 
     python -m recipes.mini.local.claims runs/mini-seed0 runs/mini-seed1 --output claims.md
 
-A verdict is "reproduces" when the pooled 95 % interval lies above zero, "does not" when it lies below (the
-opposite of the paper's direction), and "cannot tell at this scale" when it holds zero.
+A verdict is "reproduces" when the pooled 95 % interval lies above zero (the claimed setting is better), "does not"
+when it lies below (the opposite of the claim's direction), and "cannot tell at this scale" when it holds zero.
 """
 
 from __future__ import annotations
@@ -27,36 +28,76 @@ METRICS = ("cider_d", "both_named")
 
 
 class Setting(NamedTuple):
-    """One captioner's predictions file: `<run>/evaluation/<captioner>/predictions/<name>.jsonl`."""
+    """One captioner's predictions file: `<run>/evaluation/<captioner>/predictions/<name>.jsonl`; `{top_k}` and
+    `{candidates}` in the name are the run's (`run_values`)."""
 
     captioner: str
     name: str
 
     def path(self, run: Path) -> Path:
-        return run / "evaluation" / self.captioner / "predictions" / f"{self.name}.jsonl"
+        name = self.name.format(**run_values(run)) if "{" in self.name else self.name
+        return run / "evaluation" / self.captioner / "predictions" / f"{name}.jsonl"
 
 
-def _run_name(mode: str = "generative_pair2pair", kb: str = "refined", weight: float = 0.5, top_k: int = 4) -> str:
-    """The name `paircap evaluate` gives a retrieval setting's predictions."""
+def run_values(run: Path) -> dict[str, int | None]:
+    """What a run's predictions are named by, from its scale (`settings.json`): the grid's top-k (`max_examples`) and
+    the candidates its `rescoring` stage rescores (None where the scale has no such setting)."""
+    path = run / "settings.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; is {run} a mini run folder?")
+    scale = json.loads(path.read_text())["scale"]
+    return {"top_k": scale["max_examples"], "candidates": scale.get("rescore_candidates")}
+
+
+def run_name(
+    mode: str = "generative_pair2pair", kb: str = "refined", weight: float = 0.5, top_k: int | str = "{top_k}"
+) -> str:
+    """The name `paircap evaluate` gives a retrieval setting's predictions (top-k by default the run's grid's)."""
     return f"{mode}__{kb}__w{weight:g}__k{top_k}"
 
 
+def rescored_name(name: str, weight: float = 0.5, query: bool = False) -> str:
+    """The name of run `name` with CLAP rescoring (`EvaluationRun.name`), of the run's number of candidates."""
+    return f"{name}__clap{{candidates}}{'q' if query else ''}x{weight:g}"
+
+
 CURRICULUM = "stage2_phase2"
-P2P = Setting(CURRICULUM, _run_name())
+P2P = Setting(CURRICULUM, run_name())
 ZERO_SHOT = Setting(CURRICULUM, "zero-shot")
-AUDIO2AUDIO = Setting(CURRICULUM, _run_name("audio2audio"))
+AUDIO2AUDIO = Setting(CURRICULUM, run_name("audio2audio"))
 # (the paper's claim, the setting it says is better, the setting it is compared with)
 COMPARISONS: tuple[tuple[str, Setting, Setting], ...] = (
     ("retrieval helps: generative pair-to-pair vs zero-shot", P2P, ZERO_SHOT),
     ("audio-to-audio retrieval vs zero-shot", AUDIO2AUDIO, ZERO_SHOT),
     ("generative pair-to-pair vs audio-to-audio", P2P, AUDIO2AUDIO),
-    ("generative pair-to-pair vs audio-to-mixture", P2P, Setting(CURRICULUM, _run_name("audio2mixture"))),
-    ("refined KB vs large KB (generative pair-to-pair)", P2P, Setting(CURRICULUM, _run_name(kb="large"))),
-    ("curriculum vs RAFT-only (generative pair-to-pair)", P2P, Setting("raft_only", _run_name())),
-    ("curriculum vs stage 1 alone (generative pair-to-pair)", P2P, Setting("stage1", _run_name())),
-    ("W 0.5 vs W 0.1", P2P, Setting(CURRICULUM, _run_name(weight=0.1))),
-    ("W 0.5 vs W 0.9", P2P, Setting(CURRICULUM, _run_name(weight=0.9))),
-    ("top-4 vs top-1", P2P, Setting(CURRICULUM, _run_name(top_k=1))),
+    ("generative pair-to-pair vs audio-to-mixture", P2P, Setting(CURRICULUM, run_name("audio2mixture"))),
+    ("refined KB vs large KB (generative pair-to-pair)", P2P, Setting(CURRICULUM, run_name(kb="large"))),
+    ("curriculum vs RAFT-only (generative pair-to-pair)", P2P, Setting("raft_only", run_name())),
+    ("curriculum vs stage 1 alone (generative pair-to-pair)", P2P, Setting("stage1", run_name())),
+    ("W 0.5 vs W 0.1", P2P, Setting(CURRICULUM, run_name(weight=0.1))),
+    ("W 0.5 vs W 0.9", P2P, Setting(CURRICULUM, run_name(weight=0.9))),
+    ("top-4 (max_examples) vs top-1", P2P, Setting(CURRICULUM, run_name(top_k=1))),
+)
+RESCORING = "rescoring"  # the `rescoring` stage's folder: its runs without rescoring are those of `evaluate`
+RESCORED_P2P = Setting(RESCORING, rescored_name(run_name()))
+RESCORED_BOTH = Setting(RESCORING, rescored_name(run_name(), query=True))  # its zero-shot text query rescored too
+# the field's claims since the paper: CLAP rescoring (SLAM-AAC's CLAP-Refine), the progressive schedule (MQ-Cap)
+FIELD_COMPARISONS: tuple[tuple[str, Setting, Setting], ...] = (
+    ("CLAP rescoring vs none (generative pair-to-pair)", RESCORED_P2P, Setting(RESCORING, run_name())),
+    ("CLAP rescoring of both passes vs none (generative pair-to-pair)", RESCORED_BOTH, Setting(RESCORING, run_name())),
+    (
+        "CLAP rescoring vs none (zero-shot)",
+        Setting(RESCORING, rescored_name("zero-shot")),
+        Setting(RESCORING, "zero-shot"),
+    ),
+    (
+        "CLAP rescoring vs beam search alone (generative pair-to-pair)",
+        RESCORED_P2P,
+        Setting(RESCORING, rescored_name(run_name(), weight=0.0)),
+    ),
+    ("CLAP rescoring of both passes vs the final pass only (generative pair-to-pair)", RESCORED_BOTH, RESCORED_P2P),
+    ("progressive schedule vs curriculum (generative pair-to-pair)", Setting("progressive", run_name()), P2P),
+    ("progressive schedule vs curriculum (zero-shot)", Setting("progressive", "zero-shot"), ZERO_SHOT),
 )
 
 
@@ -102,10 +143,15 @@ def verdict(low: float, high: float) -> str:
     return "cannot tell at this scale"
 
 
-def compare(runs: Sequence[Path], resamples: int = 2000) -> list[dict]:
-    """Every comparison of `COMPARISONS` in each run and pooled over the runs (items paired within a run)."""
+def compare(
+    runs: Sequence[Path],
+    resamples: int = 2000,
+    comparisons: Sequence[tuple[str, Setting, Setting]] = COMPARISONS + FIELD_COMPARISONS,
+) -> list[dict]:
+    """Every comparison (the paper's and the field's) in each run and pooled over the runs (items paired within a
+    run); those no run has both files of are left out."""
     rows = []
-    for claim, better, other in COMPARISONS:
+    for claim, better, other in comparisons:
         per_run = [paired_items(run, better, other) for run in runs]
         found = [(run, items) for run, items in zip(runs, per_run, strict=True) if items is not None]
         if not found:

@@ -33,9 +33,11 @@ class MiniScale:
     batch_size: int
     num_workers: int
     max_examples: int
+    progressive_schedule: tuple[int, ...]
     weight_sweep: tuple[float, ...]
     top_k_sweep: tuple[int, ...]
     max_new_tokens: int
+    rescore_candidates: int
     fit_mixtures: int
     ablations: bool
     novel_classes: int | None
