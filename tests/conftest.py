@@ -43,6 +43,13 @@ def chmod_000_blocks_reading() -> bool:
 CHMOD_BLOCKS = chmod_000_blocks_reading()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files holding slow tests run first: a file stays on one worker, so a long file left to the end would run alone
+    while the other workers wait."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable: each file's tests keep their order
+
+
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: one worker per core this process may use, at most 4 (each holds torch and its own tiny models)."""
     return max(1, min(4, len(os.sched_getaffinity(0))))

@@ -15,6 +15,8 @@ import pytest
 from benchmarks import contention, gpu_check, retrieval
 from benchmarks.audio_frontend import frontend_timings
 
+pytestmark = pytest.mark.slow  # a long file: it starts first (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 # keys every project and baseline row of a benchmark must carry; the first names the row in the markdown table
 ROW_KEYS = {

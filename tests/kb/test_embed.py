@@ -23,6 +23,8 @@ from datasets_scripts.readers import FEATURES
 from modeling_paircap.kb_format_paircap import clip_schema, kb_row_features
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore
 
+pytestmark = pytest.mark.slow  # a long file: it starts first (tests/conftest.py)
+
 SHARD_SIZE = 8
 # bad audio and the problem each must be reported with
 BAD_FILES = {

@@ -28,6 +28,8 @@ from recipes.mini.local.novel_events import SETTINGS
 from recipes.mini.local.scales import load_scale, scale_names
 from recipes.mini.run import ABLATIONS, STAGES, stage_names
 
+pytestmark = pytest.mark.slow  # a long file: it starts first (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 TEACHER_WEIGHTS = REPO.parent / "shared" / "models" / "efficientat_mn04_as" / "mn04_as_mAP_432.pt"
 QUICK_STAGES = [  # every stage, in the order it runs

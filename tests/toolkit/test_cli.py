@@ -17,6 +17,8 @@ from paircap.captioning import find_audio_files
 from paircap.cli import main
 from paircap.release_names import LOCAL_RELEASES
 
+pytestmark = pytest.mark.slow  # a long file: it starts first (tests/conftest.py)
+
 
 def test_assemble_command_writes_a_loadable_release(tiny_checkpoints, tmp_path):
     clap, llama = tiny_checkpoints

@@ -24,6 +24,8 @@ from paircap.training.pretraining_data import (
     caption_keywords,
 )
 
+pytestmark = pytest.mark.slow  # a long file: it starts first (tests/conftest.py)
+
 CAPTIONS = [
     "A dog barks in the distance while birds chirp.",
     "Rain falls on a metal roof as thunder rumbles.",

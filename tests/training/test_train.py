@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore
 
+pytestmark = pytest.mark.slow  # a long file: it starts first (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 COMMON = ["--per_device_batch_size", "4", "--num_workers", "1", "--log_every", "2", "--warmup_ratio", "0"]
 
