@@ -66,7 +66,7 @@ def build_dataloader(cfg: TrainConfig, split: DataSplit, collator, shuffle: bool
     return loader, sampler
 
 
-def epoch_batches(accelerator: Accelerator, loader, sampler, progress: TrainingProgress):
+def epoch_batches(accelerator: Accelerator, loader: DataLoader, sampler, progress: TrainingProgress) -> DataLoader:
     """
     The batches of epoch `progress.epoch` left to train on: the dataset and the sampler draw that epoch's examples and
     order, and a resumed epoch skips the batches done (with a loader of its own, whose workers start again; otherwise
