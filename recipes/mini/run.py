@@ -22,10 +22,13 @@ last checkpoint, an interrupted embedding from its last shard):
    KB grid, W sweep, top-k sweep), plus event accuracy; `fit` and `zero_shot`: every captioner zero-shot on its own
    training data, and on a larger sample of test mixtures.
 8. `novel`: the novel classes no captioner trained on (`novel_classes` of the scale), named through the KBs alone.
+   `novel_words`: where their words vanish: the assembled release and every captioner, zero-shot and with a
+   same-class example, on the held-out clips of novel and known classes.
 9. `mechanism`: does each captioner read its prompt? The context probe on the held-out test clips: zero-shot, its own
    clip with a phrase of its class or of another class, and training clips of other classes as examples.
-10. `context_ablations`: phase 2 again from the same phase-1 model with its context options set back to the paper's
-    RAFT, each with its context probe: which option teaches the model to read its prompt.
+10. `context_ablations`: phase 2 (or both phases) again with settings changed: its context options set back to the
+    paper's RAFT, or the LM frozen but IA3 (the paper's trainable set), or its text loss replayed; each with its
+    context probe, novel events and word probe (`--variants` trains only some; a rerun trains those missing).
 11. `report`: RESULTS.md.
 
 `conf/scales/<scale>.yaml` says how much of everything each scale runs, `conf/train/<stage>.yaml` how each training
@@ -56,6 +59,7 @@ from recipes.mini.local import (
     knowledge_bases,
     mechanism,
     novel_events,
+    novel_words,
     probe,
     report,
     stand_ins,
@@ -74,6 +78,8 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 class Stage(NamedTuple):
     function: Callable[[MiniRun], None]  # what the stage does (in local/)
     inputs: tuple[str, ...]  # the stages whose outputs it reads
+    # the parts a run of it does (its record lists those done): a rerun runs it again while one is missing
+    parts: Callable[[MiniRun], tuple[str, ...]] | None = None
 
 
 # With --jobs > 1, stages that are ready together start in this order: those on the longest chain first (the CLAP and
@@ -96,18 +102,22 @@ STAGES = {
     "fit": Stage(evaluation.training_fit, CAPTIONERS),
     "zero_shot": Stage(evaluation.zero_shot_test, CAPTIONERS),
     "novel": Stage(novel_events.novel_events, ("kb", "stage2_phase2", "corpus")),
+    "novel_words": Stage(novel_words.probe_releases, ("assemble", *CAPTIONERS, "corpus")),
     "mechanism": Stage(mechanism.probe_captioners, (*CAPTIONERS, "corpus")),
-    "context_ablations": Stage(context_ablations.train_and_probe, ("stage2_phase1", "corpus")),
+    "context_ablations": Stage(
+        context_ablations.train_and_probe, ("stage1", "stage2_phase1", "kb", "corpus"), context_ablations.variant_names
+    ),
 }
 STAGES["report"] = Stage(report.write_results, tuple(STAGES))
 # only at scales with `ablations: true`
 ABLATIONS = ("raft_only", "evaluate_raft_only", "evaluate_stage1", "context_ablations")
+NOVEL = ("novel", "novel_words")  # only at scales with novel classes
 
 
 def stage_names(scale: MiniScale) -> tuple[str, ...]:
-    """The stages a run at `scale` has, in order (`novel` only with novel classes)."""
+    """The stages a run at `scale` has, in order (`novel` and `novel_words` only with novel classes)."""
     names = (name for name in STAGES if scale.ablations or name not in ABLATIONS)
-    return tuple(name for name in names if scale.novel_classes or name != "novel")
+    return tuple(name for name in names if scale.novel_classes or name not in NOVEL)
 
 
 def run_stages(run: MiniRun, only: list[str] | None = None, jobs: int = 1, threads: int | None = None) -> None:
@@ -120,7 +130,7 @@ def run_stages(run: MiniRun, only: list[str] | None = None, jobs: int = 1, threa
     for index, name in enumerate(run.stages, start=1):
         if only and name not in only:
             continue
-        if run.stage_record(name).is_file() and name != "report":
+        if finished(run, name) and name != "report":
             logger.info(f"[{index}/{len(run.stages)}] {name}: done earlier, skipped")
             continue
         todo.append(name)
@@ -139,8 +149,24 @@ def run_stages(run: MiniRun, only: list[str] | None = None, jobs: int = 1, threa
         STAGES[name].function(run)
         seconds = time.perf_counter() - start
         record = {"stage": name, "seconds": seconds, "started": started, "finished": time.time()}
+        if STAGES[name].parts is not None:
+            record["parts"] = sorted(set(recorded_parts(run, name)) | set(STAGES[name].parts(run)))
         run.stage_record(name).write_text(json.dumps(record))
         logger.info(f"[{index}/{len(run.stages)}] {name}: {seconds:.0f} s")
+
+
+def recorded_parts(run: MiniRun, name: str) -> list[str]:
+    """The parts stage `name`'s record lists as done (none without a record)."""
+    path = run.stage_record(name)
+    return json.loads(path.read_text()).get("parts", []) if path.is_file() else []
+
+
+def finished(run: MiniRun, name: str) -> bool:
+    """Whether stage `name` has a record listing every part this run asks of it (a stage without parts: a record)."""
+    parts = STAGES[name].parts
+    if not run.stage_record(name).is_file():
+        return False
+    return parts is None or set(parts(run)) <= set(recorded_parts(run, name))
 
 
 def record_process_span(run: MiniRun, name: str, started: float, finished: float) -> None:
@@ -156,6 +182,7 @@ def stage_command(run: MiniRun, name: str) -> list[str]:
         sys.executable, "-m", "recipes.mini.run", "--output", str(run.output), "--data", str(run.data),
         "--scale", run.scale.name, "--clips", *run.clip_folders, "--seed", str(run.seed), "--stages", name,
         "--jobs", "1", *(["--teacher", str(run.teacher)] if run.teacher else []),
+        *(["--variants", *run.variants] if run.variants else []),
     ]  # fmt: skip
 
 
@@ -193,6 +220,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "from it (docs/mini-recipe.md says where to get them)",
     )
     parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=(),
+        choices=[variant.name for variant in context_ablations.VARIANTS],
+        metavar="NAME",
+        help="context_ablations: train only these variants (default: all): "
+        + " ".join(variant.name for variant in context_ablations.VARIANTS),
+    )
+    parser.add_argument(
         "--jobs",
         type=positive_int,
         default=min(2, os.cpu_count() or 1),
@@ -213,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     if teacher is not None and not teacher.is_file():
         print(f"paircap mini: error: {teacher}: no such teacher weights file", file=sys.stderr)
         return 2
-    run = MiniRun(Path(args.output), Path(args.data), scale, tuple(args.clips), args.seed, stage_names(scale), teacher)
+    run = MiniRun(
+        Path(args.output), Path(args.data), scale, tuple(args.clips), args.seed, stage_names(scale), teacher,
+        tuple(args.variants),
+    )  # fmt: skip
     try:
         run_stages(run, args.stages, jobs=args.jobs, threads=args.threads)
     except StageFailed as error:
