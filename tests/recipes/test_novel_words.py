@@ -1,10 +1,13 @@
-"""The word probe's pieces (`novel_words`): the same-class example, the query caption's span and its log-probability."""
+"""The word probe's pieces (`novel_words`): the same-class example, the query caption's span and its log-probability,
+and its table."""
+
+import json
 
 import pytest
 import torch
 
 from recipes.mini.local.esc50 import EVENT_PHRASES, Esc50Clip
-from recipes.mini.local.novel_words import caption_log_probs, last_span, same_class_examples
+from recipes.mini.local.novel_words import CONDITIONS, caption_log_probs, last_span, same_class_examples, words_table
 
 
 def clip(audio_id: str, category: str) -> Esc50Clip:
@@ -40,3 +43,14 @@ def test_caption_log_probs_are_the_model_loss_on_the_query_caption(tiny_release,
         assert score == pytest.approx(-loss.item(), abs=1e-4)
     with_example = caption_log_probs(model, processor, clips[:1], [[(clips[1], "a bell rings")]], captions[:1], 1)
     assert with_example[0] != pytest.approx(scores[0], abs=1e-6)  # the example is context, the query still scored
+
+
+def test_the_words_table_has_a_row_per_probe_found(tmp_path):
+    summary = {
+        "novel": {"named": 2, "count": 3, "log_prob": -1.234},
+        "known": {"named": 0, "count": 0, "log_prob": None},
+    }
+    (tmp_path / "a.json").write_text(json.dumps({"conditions": {c: summary for c in CONDITIONS}}))
+    table = words_table({"model a": tmp_path / "a.json", "not run": tmp_path / "missing.json"}).splitlines()
+    assert len(table) == 3 and table[2] == "| model a | 2 of 3 | 0 of 0 | 2 of 3 | 0 of 0 | -1.23 / n/a | -1.23 / n/a |"
+    assert words_table({"not run": tmp_path / "missing.json"}) == "n/a"

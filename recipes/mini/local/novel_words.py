@@ -139,6 +139,10 @@ def probe_releases(run: MiniRun) -> None:
         probe_words(run, release, run.path("novel", "words", name))
 
 
+def log_prob(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def words_table(results: dict[str, Path]) -> str:
     """RESULTS.md's table of word probes (`novel_words.json` files, by the label of their model): per model, naming
     shares and mean log-probabilities per token of novel and known classes, zero-shot and with a same-class example."""
@@ -154,6 +158,6 @@ def words_table(results: dict[str, Path]) -> str:
         cells = [
             f"{s['named']} of {s['count']}" for c in CONDITIONS for s in (summary[c]["novel"], summary[c]["known"])
         ]
-        probs = [f"{summary[c]['novel']['log_prob']:.2f} / {summary[c]['known']['log_prob']:.2f}" for c in CONDITIONS]
+        probs = [" / ".join(log_prob(summary[c][group]["log_prob"]) for group in GROUPS) for c in CONDITIONS]
         lines.append(f"| {label} | {' | '.join(cells)} | {' | '.join(probs)} |")
     return "\n".join(lines) if len(lines) > 2 else "n/a"
