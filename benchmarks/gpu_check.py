@@ -326,7 +326,7 @@ def stage2(state: CheckState) -> list[dict]:
     autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
     if autocast is not None:  # accelerate's mixed precision: float32 weights, the forward under autocast
         model.float()
-    configure_stage2(model, cfg.train_audio_encoder, cfg.train_language_model)
+    configure_stage2(model, cfg.train_audio_encoder, cfg.train_language_model, cfg.train_lm_head)
     if cfg.gradient_checkpointing:
         model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     set_training_mode(model)

@@ -81,14 +81,31 @@ class TrainConfig:
         default=False,
         metadata={"help": "stage 2: train the whole LM decoder, not only IA3 (for a small LM trained from scratch)"},
     )
+    train_lm_head: bool = field(
+        default=True, metadata={"help": "stage 2: train the LM head (false: it stays frozen with the LM's weights)"}
+    )
+    text_replay_pairs: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "stage 2: caption text (datasets' `caption` column, written with text_template) whose next-token "
+            "loss is added to every training batch's, so the LM keeps the words its captions never use"
+        },
+    )
+    text_replay_weight: float = field(default=0.0, metadata={"help": "stage 2: weight of the text_replay_pairs loss"})
+    text_replay_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "stage 2: texts per batch of text_replay_pairs (default: per_device_batch_size)"},
+    )
     text_template: str = field(
         default="{caption}",
         metadata={
-            "help": "lm_text: how each caption is written as training text ({caption}; {keywords}: its content "
-            "words, shuffled)"
+            "help": "lm_text and text_replay_pairs: how each caption is written as training text ({caption}; "
+            "{keywords}: its content words, shuffled)"
         },
     )
-    max_text_tokens: int = field(default=128, metadata={"help": "lm_text: longest training text, in tokens"})
+    max_text_tokens: int = field(
+        default=128, metadata={"help": "lm_text and text_replay_pairs: longest training text, in tokens"}
+    )
     augment_gain_db: float = field(
         default=0.0, metadata={"help": "clap_contrastive: random gain of up to +- this many dB per training sample"}
     )
@@ -166,6 +183,7 @@ class TrainConfig:
         if self.examples_schedule:
             check_examples_schedule(self.examples_schedule, self.max_examples)
         self._check_neighbour_settings()
+        self._check_language_model_settings()
 
     def _check_neighbour_settings(self) -> None:
         """neighbor_mode, neighbor_weight, query_dropout and the clip groups file (ValueError naming it)."""
@@ -180,6 +198,22 @@ class TrainConfig:
             )
         if self.clip_groups:
             load_clip_groups(self.clip_groups)
+
+    def _check_language_model_settings(self) -> None:
+        """train_lm_head and the text replay are stage-2 settings; a replay needs both its text and a weight."""
+        if self.stage != "raft" and not self.train_lm_head:
+            raise ValueError(f"train_lm_head is a raft setting: stage {self.stage} sets which parts train itself")
+        if self.text_replay_weight < 0:
+            raise ValueError(f"text_replay_weight must be >= 0, got {self.text_replay_weight}")
+        if bool(self.text_replay_pairs) != bool(self.text_replay_weight) or (
+            self.text_replay_pairs and self.stage != "raft"
+        ):
+            raise ValueError(
+                "text_replay_pairs and text_replay_weight > 0 go together, in stage raft only, got "
+                f"{self.text_replay_pairs} with weight {self.text_replay_weight} in stage {self.stage}"
+            )
+        if self.text_replay_batch_size is not None and self.text_replay_batch_size < 1:
+            raise ValueError(f"text_replay_batch_size must be >= 1, got {self.text_replay_batch_size}")
 
     @property
     def checkpoint_dir(self) -> Path:

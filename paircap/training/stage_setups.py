@@ -47,6 +47,7 @@ from paircap.training.pretraining_data import (
     ClapPairSet,
     LogMelAugmentation,
 )
+from paircap.training.text_replay import TextReplay
 from paircap.training.trainable_parameters import configure_stage1, configure_stage2, merge_ia3, set_training_mode
 
 
@@ -146,7 +147,8 @@ def optimizer_groups(cfg: TrainConfig, model: PairCapForConditionalGeneration) -
 
 
 def captioning_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
-    """Stage 1 (projector only) or stage 2 (IA3, head, projector, separate audio tower) on a PairCap release."""
+    """Stage 1 (projector only) or stage 2 (IA3, head, projector, separate audio tower; with `text_replay_pairs`, their
+    text loss added) on a PairCap release."""
     model = PairCapForConditionalGeneration.from_pretrained(cfg.model_name_or_path)
     processor = PairCapProcessor.from_pretrained(cfg.model_name_or_path, trust_remote_code=True)
     model.to(accelerator.device)
@@ -173,7 +175,7 @@ def captioning_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
     if cfg.stage == "alignment":
         configure_stage1(model)
     else:
-        configure_stage2(model, cfg.train_audio_encoder, cfg.train_language_model)
+        configure_stage2(model, cfg.train_audio_encoder, cfg.train_language_model, cfg.train_lm_head)
     if cfg.gradient_checkpointing:
         model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
@@ -185,6 +187,7 @@ def captioning_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
         parameter_groups=optimizer_groups(cfg, model),
         export=release_export(cfg, processor, train_set.sources),
         training_mode=set_training_mode,
+        loss=TextReplay(cfg, processor.tokenizer).loss(model_loss) if cfg.text_replay_pairs else model_loss,
     )
 
 

@@ -32,25 +32,29 @@ def add_ia3(model: PairCapForConditionalGeneration) -> None:
 
 
 def configure_stage2(
-    model: PairCapForConditionalGeneration, train_audio_encoder: bool = True, train_language_model: bool = False
+    model: PairCapForConditionalGeneration,
+    train_audio_encoder: bool = True,
+    train_language_model: bool = False,
+    train_lm_head: bool = True,
 ) -> None:
     """
     Stage 2, RAFT: IA3 on the language model, its LM head, the projector and (unfrozen, paper §4.1) the captioning
     audio tower (HTSAT) train; input embeddings and the LM's own weights stay frozen, and so does the whole CLAP, the
     retrieval space: the trained tower is a separate copy of the CLAP's audio tower (`separate_audio_tower`), so every
     knowledge base's embeddings stay valid. `train_language_model` also trains the LM's own weights (not the paper's
-    recipe: for a small LM trained from scratch, whose IA3 rescaling alone does not learn to read audio tokens).
+    recipe: for a small LM trained from scratch, whose IA3 rescaling alone does not learn to read audio tokens);
+    `train_lm_head` false keeps the LM head frozen (so no word the training captions never use is trained away).
     """
     add_ia3(model)
     model.requires_grad_(False)
     model.multi_modal_projector.requires_grad_(True)
-    model.get_output_embeddings().requires_grad_(True)
     for name, parameter in model.language_model.named_parameters():
         if "ia3_l" in name:
             parameter.requires_grad_(True)
     if train_language_model:  # a small LM trained from scratch (the mini recipe): its decoder learns too
         model.language_model.requires_grad_(True)
         model.get_input_embeddings().requires_grad_(False)
+    model.get_output_embeddings().requires_grad_(train_lm_head)
     if train_audio_encoder:
         model.separate_audio_tower().requires_grad_(True)
 

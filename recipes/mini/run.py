@@ -22,14 +22,22 @@ last checkpoint, an interrupted embedding from its last shard):
    KB grid, W sweep, top-k sweep), plus event accuracy; `fit` and `zero_shot`: every captioner zero-shot on its own
    training data, and on a larger sample of test mixtures.
 8. `novel`: the novel classes no captioner trained on (`novel_classes` of the scale), named through the KBs alone.
+   `novel_words`: where their words vanish: the assembled release and every captioner, zero-shot and with a
+   same-class example, on the held-out clips of novel and known classes.
 9. `mechanism`: does each captioner read its prompt? The context probe on the held-out test clips: zero-shot, its own
    clip with a phrase of its class or of another class, and training clips of other classes as examples.
-10. `context_ablations`: phase 2 again from the same phase-1 model with its context options set back to the paper's
-    RAFT, each with its context probe: which option teaches the model to read its prompt.
-11. `rescoring`: CLAP rescoring of the curriculum model's captions (SLAM-AAC's CLAP-Refine) against none, on the
-    `evaluate` stage's test mixtures; `progressive`: phase 2 again from the same phase-1 model with MQ-Cap's
-    progressive schedule of retrieved pairs, evaluated as the curriculum model is.
-12. `report`: RESULTS.md.
+    "context_ablations": Stage(
+        context_ablations.train_and_probe, ("stage1", "stage2_phase1", "kb", "corpus"), context_ablations.variant_names
+    ),
+    "rescoring": Stage(rescoring.evaluate_rescoring, ("kb", "stage2_phase2", "evaluate")),
+    "progressive": Stage(progressive.train_and_evaluate, ("stage2_phase1", "stage2_phase2", "kb")),
+}
+STAGES["report"] = Stage(report.write_results, tuple(STAGES))
+# only at scales with `ablations: true`
+ABLATIONS = (
+    "raft_only", "evaluate_raft_only", "evaluate_stage1", "context_ablations", "rescoring", "progressive"
+)  # fmt: skip
+NOVEL = ("novel", "novel_words")  # only at scales with novel classes
 
 `conf/scales/<scale>.yaml` says how much of everything each scale runs, `conf/train/<stage>.yaml` how each training
 stage trains; `local/` does the work. With `--jobs 2` (the default on 2 or more cores) stages that do not read each
@@ -59,6 +67,7 @@ from recipes.mini.local import (
     knowledge_bases,
     mechanism,
     novel_events,
+    novel_words,
     probe,
     progressive,
     report,
@@ -79,6 +88,8 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 class Stage(NamedTuple):
     function: Callable[[MiniRun], None]  # what the stage does (in local/)
     inputs: tuple[str, ...]  # the stages whose outputs it reads
+    # the parts a run of it does (its record lists those done): a rerun runs it again while one is missing
+    parts: Callable[[MiniRun], tuple[str, ...]] | None = None
 
 
 # With --jobs > 1, stages that are ready together start in this order: those on the longest chain first (the CLAP and
@@ -101,8 +112,11 @@ STAGES = {
     "fit": Stage(evaluation.training_fit, CAPTIONERS),
     "zero_shot": Stage(evaluation.zero_shot_test, CAPTIONERS),
     "novel": Stage(novel_events.novel_events, ("kb", "stage2_phase2", "corpus")),
+    "novel_words": Stage(novel_words.probe_releases, ("assemble", *CAPTIONERS, "corpus")),
     "mechanism": Stage(mechanism.probe_captioners, (*CAPTIONERS, "corpus")),
-    "context_ablations": Stage(context_ablations.train_and_probe, ("stage2_phase1", "corpus")),
+    "context_ablations": Stage(
+        context_ablations.train_and_probe, ("stage1", "stage2_phase1", "kb", "corpus"), context_ablations.variant_names
+    ),
     "rescoring": Stage(rescoring.evaluate_rescoring, ("kb", "stage2_phase2", "evaluate")),
     "progressive": Stage(progressive.train_and_evaluate, ("stage2_phase1", "stage2_phase2", "kb")),
 }
@@ -111,12 +125,13 @@ STAGES["report"] = Stage(report.write_results, tuple(STAGES))
 ABLATIONS = (
     "raft_only", "evaluate_raft_only", "evaluate_stage1", "context_ablations", "rescoring", "progressive"
 )  # fmt: skip
+NOVEL = ("novel", "novel_words")  # only at scales with novel classes
 
 
 def stage_names(scale: MiniScale) -> tuple[str, ...]:
-    """The stages a run at `scale` has, in order (`novel` only with novel classes)."""
+    """The stages a run at `scale` has, in order (`novel` and `novel_words` only with novel classes)."""
     names = (name for name in STAGES if scale.ablations or name not in ABLATIONS)
-    return tuple(name for name in names if scale.novel_classes or name != "novel")
+    return tuple(name for name in names if scale.novel_classes or name not in NOVEL)
 
 
 def run_stages(run: MiniRun, only: list[str] | None = None, jobs: int = 1, threads: int | None = None) -> None:
@@ -129,7 +144,7 @@ def run_stages(run: MiniRun, only: list[str] | None = None, jobs: int = 1, threa
     for index, name in enumerate(run.stages, start=1):
         if only and name not in only:
             continue
-        if run.stage_record(name).is_file() and name != "report":
+        if finished(run, name) and name != "report":
             logger.info(f"[{index}/{len(run.stages)}] {name}: done earlier, skipped")
             continue
         todo.append(name)
@@ -148,8 +163,24 @@ def run_stages(run: MiniRun, only: list[str] | None = None, jobs: int = 1, threa
         STAGES[name].function(run)
         seconds = time.perf_counter() - start
         record = {"stage": name, "seconds": seconds, "started": started, "finished": time.time()}
+        if STAGES[name].parts is not None:
+            record["parts"] = sorted(set(recorded_parts(run, name)) | set(STAGES[name].parts(run)))
         run.stage_record(name).write_text(json.dumps(record))
         logger.info(f"[{index}/{len(run.stages)}] {name}: {seconds:.0f} s")
+
+
+def recorded_parts(run: MiniRun, name: str) -> list[str]:
+    """The parts stage `name`'s record lists as done (none without a record)."""
+    path = run.stage_record(name)
+    return json.loads(path.read_text()).get("parts", []) if path.is_file() else []
+
+
+def finished(run: MiniRun, name: str) -> bool:
+    """Whether stage `name` has a record listing every part this run asks of it (a stage without parts: a record)."""
+    parts = STAGES[name].parts
+    if not run.stage_record(name).is_file():
+        return False
+    return parts is None or set(parts(run)) <= set(recorded_parts(run, name))
 
 
 def record_process_span(run: MiniRun, name: str, started: float, finished: float) -> None:
@@ -165,6 +196,7 @@ def stage_command(run: MiniRun, name: str) -> list[str]:
         sys.executable, "-m", "recipes.mini.run", "--output", str(run.output), "--data", str(run.data),
         "--scale", run.scale.name, "--clips", *run.clip_folders, "--seed", str(run.seed), "--stages", name,
         "--jobs", "1", *(["--teacher", str(run.teacher)] if run.teacher else []),
+        *(["--variants", *run.variants] if run.variants else []),
     ]  # fmt: skip
 
 
@@ -202,6 +234,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "from it (docs/mini-recipe.md says where to get them)",
     )
     parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=(),
+        choices=[variant.name for variant in context_ablations.VARIANTS],
+        metavar="NAME",
+        help="context_ablations: train only these variants (default: all): "
+        + " ".join(variant.name for variant in context_ablations.VARIANTS),
+    )
+    parser.add_argument(
         "--jobs",
         type=positive_int,
         default=min(2, os.cpu_count() or 1),
@@ -222,7 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     if teacher is not None and not teacher.is_file():
         print(f"paircap mini: error: {teacher}: no such teacher weights file", file=sys.stderr)
         return 2
-    run = MiniRun(Path(args.output), Path(args.data), scale, tuple(args.clips), args.seed, stage_names(scale), teacher)
+    run = MiniRun(
+        Path(args.output), Path(args.data), scale, tuple(args.clips), args.seed, stage_names(scale), teacher,
+        tuple(args.variants),
+    )  # fmt: skip
     try:
         run_stages(run, args.stages, jobs=args.jobs, threads=args.threads)
     except StageFailed as error:

@@ -26,7 +26,7 @@ from recipes.mini.local.event_captions import names_event
 from recipes.mini.local.mixtures import mixture_events
 from recipes.mini.local.novel_events import SETTINGS
 from recipes.mini.local.scales import load_scale, scale_names
-from recipes.mini.run import ABLATIONS, STAGES, stage_names
+from recipes.mini.run import ABLATIONS, NOVEL, STAGES, stage_names
 
 pytestmark = pytest.mark.slow  # a long file: it starts first (tests/conftest.py)
 
@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 TEACHER_WEIGHTS = REPO.parent / "shared" / "models" / "efficientat_mn04_as" / "mn04_as_mAP_432.pt"
 QUICK_STAGES = [  # every stage, in the order it runs
     "corpus", "init", "clap", "lm", "assemble", "stage1", "probe", "kb", "stage2_phase1", "stage2_phase2", "raft_only",
-    "evaluate", "evaluate_raft_only", "evaluate_stage1", "fit", "zero_shot", "novel", "mechanism", "context_ablations",
-    "rescoring", "progressive", "report",
+    "evaluate", "evaluate_raft_only", "evaluate_stage1", "fit", "zero_shot", "novel", "novel_words", "mechanism",
+    "context_ablations", "rescoring", "progressive", "report",
 ]  # fmt: skip
 
 
@@ -114,15 +114,23 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
         assert all(row["names_label"]["n"] == 30 for row in probe["conditions"].values())
         assert 0 <= probe["versus_none"]["oracle"]["mcnemar_p"] <= 1
     assert "Does each captioner read its prompt?" in report and "| curriculum (phase 2) | oracle |" in report
-    for variant in VARIANTS:  # phase 2 again with its context options set back, each with its probe
+    quick = [variant for variant in VARIANTS if variant.name in load_scale("quick").context_variants]
+    assert json.loads((quick_run / "stages" / "context_ablations.json").read_text())["parts"] == sorted(
+        variant.name for variant in quick
+    )
+    for variant in quick:  # phase 2 again with settings changed (the LM frozen but IA3), with its probes
         folder = quick_run / "context_ablations" / variant.name
         config = yaml.safe_load((folder / "config.yaml").read_text())
         assert config.items() >= variant.settings.items() and config["max_steps"] == load_scale("quick").phase2_steps
-        probe = json.loads(
-            (quick_run / "context_ablations" / variant.name / "mechanism" / "context_probe.json").read_text()
-        )
+        start = folder / "phase1" / "release" if variant.phase1 is not None else quick_run / "stage2_phase1" / "release"
+        assert config["model_name_or_path"] == str(start)
+        assert bool(config.get("text_replay_pairs")) == variant.text_replay
+        probe = json.loads((folder / "mechanism" / "context_probe.json").read_text())
         assert list(probe["conditions"]) == ["none", "oracle", "adversarial", "control_k1"]
         assert f"| phase 2, {variant.label} | oracle |" in report
+        assert len(json.loads((folder / "novel" / "results.json").read_text())["settings"]) == len(SETTINGS)
+        assert (folder / "novel" / "words" / "novel_words.json").is_file()
+    assert "### Novel events by training variant" in report and f"| {quick[0].name} |" in report
     for stage in ("clap", "lm", "stage1", "stage2_phase2", "raft_only"):
         assert any("loss" in json.loads(line) for line in (quick_run / stage / "log.jsonl").read_text().splitlines())
 
@@ -240,6 +248,17 @@ def test_the_novel_stage_scores_every_setting_on_the_same_clips(quick_run):
             assert scores["named"] == sum(scores["items"].values()) and set(scores["items"].values()) <= {0, 1}
     report = (quick_run / "RESULTS.md").read_text()
     assert report.index("## Data") < report.index("## Novel events") < report.index("## Wall time")
+    words = json.loads((quick_run / "novel" / "words" / "stage2_phase2" / "novel_words.json").read_text())
+    # every novel clip; the known ones whose class has a training clip (30 clips per split leave some without)
+    assert (
+        set(results["items"]["novel"])
+        <= set(words["records"])
+        <= set(results["items"]["novel"]) | set(results["items"]["known"])
+    )
+    for condition in ("zero-shot", "same-class example"):
+        summary = words["conditions"][condition]
+        assert summary["novel"]["count"] == len(results["items"]["novel"]) and summary["novel"]["log_prob"] < 0
+    assert "| assembled (the `lm` stand-in) |" in report and "| curriculum (phase 2) |" in report
 
 
 @pytest.mark.parametrize("scale", scale_names())
@@ -248,7 +267,7 @@ def test_every_stage_lists_its_inputs_and_they_come_before_it(scale):
     names = stage_names(settings)
     # the release scale trains no ablation and holds no class out
     expected = [name for name in QUICK_STAGES if settings.ablations or name not in ABLATIONS]
-    assert names == tuple(name for name in expected if settings.novel_classes or name != "novel")
+    assert names == tuple(name for name in expected if settings.novel_classes or name not in NOVEL)
     assert set(STAGES["report"].inputs) == set(STAGES) - {"report"}
     for index, name in enumerate(names):
         assert all(stage in STAGES for stage in STAGES[name].inputs)

@@ -65,6 +65,16 @@ def test_stage2_trains_ia3_head_projector_and_audio_tower(fresh_model):
     assert all(torch.all(p == 1) for n, p in fresh_model.named_parameters() if "ia3_l" in n)
 
 
+def test_stage2_can_keep_the_lm_head_frozen(fresh_model):
+    configure_stage2(fresh_model, train_lm_head=False)  # IA3 only in the LM: the paper's set less the head
+    names = trainable_names(fresh_model)
+    assert not any(n.startswith("language_model.lm_head.") for n in names)
+    assert {n for n in names if n.startswith("language_model.")} == {n for n in names if "ia3_l" in n}
+    configure_stage2(fresh_model, train_language_model=True, train_lm_head=False)  # the decoder, not its head
+    names = trainable_names(fresh_model)
+    assert any(".layers.0.mlp." in n for n in names) and not any("lm_head" in n or "embed_tokens" in n for n in names)
+
+
 def test_stage2_ia3_is_identity_at_start(tiny_release, fresh_model, sine_wave):
     _, model, processor = tiny_release
     configure_stage2(fresh_model)

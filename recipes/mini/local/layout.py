@@ -25,6 +25,7 @@ class MiniRun:
     seed: int = 0
     stages: tuple[str, ...] = ()  # this run's stages, in the order they run
     teacher: Path | None = None  # the AudioSet teacher's weights: the CLAP stand-in is also distilled from it
+    variants: tuple[str, ...] = ()  # the `context_ablations` variants to train (empty: all)
 
     @property
     def captioners(self) -> list[str]:

@@ -6,7 +6,8 @@ of `SETTINGS` (zero-shot; audio-to-audio on the refined KB; audio-to-text over t
 pair-to-pair on refined across W; and the control KB, refined less the novel classes) through `paircap evaluate`'s
 path (`paircap.evaluation.evaluate`: a query never retrieves its own clip). Every setting captions the same items.
 `novel/results.json` holds, per setting and group (novel, known), how many captions name the clip's class
-(`event_captions.names_event`) and the per-item 0/1 records, for paired statistics."""
+(`event_captions.names_event`) and the per-item 0/1 records, for paired statistics.
+`evaluate_release` does the same for any captioner release (the `context_ablations` variants)."""
 
 from __future__ import annotations
 
@@ -78,7 +79,13 @@ def evaluation_runs(run: MiniRun) -> dict[str, EvaluationRun]:
 
 
 def novel_events(run: MiniRun) -> None:
-    """Caption the held-out clips under every setting (`novel/evaluation/`) and write `novel/results.json`."""
+    """The curriculum captioner's novel events (`evaluate_release` into `novel/`)."""
+    evaluate_release(run, run.release(MODEL), run.path("novel"))
+
+
+def evaluate_release(run: MiniRun, release: Path, output: Path) -> None:
+    """Caption the held-out clips (`novel/clips`, written once per run) with `release` under every setting
+    (`output/evaluation/`, skipped when its results exist) and write `output/results.json`."""
     novel = read_novel_classes(run)
     if not novel:
         raise ValueError(f"{run.path('corpus')}: the run has no novel classes (scale setting novel_classes)")
@@ -87,21 +94,21 @@ def novel_events(run: MiniRun) -> None:
     if not data.is_dir():
         save(single_clip_pairs([*clips["novel"], *clips["known"]], "test"), data)
     runs = evaluation_runs(run)
-    output = run.path("novel", "evaluation")
-    if not (output / "results.json").is_file():
+    evaluation = output / "evaluation"
+    if not (evaluation / "results.json").is_file():
         items = group_references(load_pairs([str(data)]))
         device = torch.device("cpu")
-        captioner, processor = load_release(str(run.release(MODEL)), device, resolve_dtype("auto", device))
+        captioner, processor = load_release(str(release), device, resolve_dtype("auto", device))
         kbs = sorted({r.knowledge_base for r in runs.values() if r.knowledge_base})
         retrievers = {kb: load_retriever(captioner, processor, kb, audio_roots=run.audio_roots()) for kb in kbs}
-        settings = {"model": str(run.release(MODEL)), "data": [str(data)], "clips": len(items), "runs": len(runs)}
+        settings = {"model": str(release), "data": [str(data)], "clips": len(items), "runs": len(runs)}
         evaluate(
-            captioner, processor, items, list(runs.values()), output, retrievers, batch_size=run.scale.batch_size,
+            captioner, processor, items, list(runs.values()), evaluation, retrievers, batch_size=run.scale.batch_size,
             progress=False, settings=settings, max_new_tokens=run.scale.max_new_tokens, num_beams=1, do_sample=False,
         )  # fmt: skip
-    results = score_settings(runs, output, clips)
-    results |= {"novel_classes": list(novel), "model": MODEL, "top_k": run.scale.max_examples}
-    run.path("novel", "results.json").write_text(json.dumps(results, indent=2))
+    results = score_settings(runs, evaluation, clips)
+    results |= {"novel_classes": list(novel), "model": str(release), "top_k": run.scale.max_examples}
+    (output / "results.json").write_text(json.dumps(results, indent=2))
 
 
 def score_settings(runs: dict[str, EvaluationRun], output: Path, clips: dict[str, list[Esc50Clip]]) -> dict:

@@ -18,6 +18,8 @@ from recipes.mini.local import claims
 from recipes.mini.local.context_ablations import VARIANTS
 from recipes.mini.local.layout import MiniRun
 from recipes.mini.local.mechanism import mechanism_table
+from recipes.mini.local.novel_words import RESULT_FILE as WORDS_FILE
+from recipes.mini.local.novel_words import words_table
 from recipes.mini.local.progressive import STAGE as PROGRESSIVE
 
 METRIC = "cider_d"  # SPICE (and so SPIDEr) needs Java; CIDEr-D is meaningful with 5 references per mixture
@@ -172,7 +174,7 @@ def novel_table(novel: dict) -> str:
     return "\n".join(lines)
 
 
-def novel_section(novel: dict | None) -> str:
+def novel_section(run: MiniRun, novel: dict | None) -> str:
     if novel is None:
         return ""
     classes = ", ".join(novel["novel_classes"])
@@ -188,7 +190,68 @@ is the refined KB less every pair whose audio holds or caption names a novel cla
 distinct training captions without audio.
 
 {novel_table(novel)}
+{variant_novel_section(run)}
+### Where the novel words vanish (word probe)
+
+Each model captions the same clips zero-shot and with one *same-class example* in its prompt: a training clip of the
+query's class (another recording) with a phrase of that class, what a perfect KB would retrieve
+(`novel/words/<model>/novel_words.json`, `context_ablations/<name>/novel/words/`). Named: captions naming the clip's
+class. Log-prob: the mean log-probability per token the model gives that phrase as the query's caption (teacher
+forced). The assembled release holds the `lm` stand-in as trained on caption text; stage 1 trains only the projector.
+
+{words_table(word_probes(run))}
 """
+
+
+def variant_results(run: MiniRun) -> dict[str, dict]:
+    """The novel-events results of the curriculum model and of each `context_ablations` variant, by column name."""
+    results = {"curriculum": load_json(run.path("novel", "results.json"))}
+    for variant in VARIANTS:
+        results[variant.name] = load_json(run.path("context_ablations", variant.name, "novel", "results.json"))
+    return {name: result for name, result in results.items() if result is not None}
+
+
+def variant_novel_section(run: MiniRun) -> str:
+    """Novel events per training variant: the headline settings with intervals, then every setting's counts."""
+    results = variant_results(run)
+    if len(results) < 2:
+        return ""
+    headline = ["zero-shot", "audio2audio, refined KB", "generative pair2pair W 0.5, refined KB"]
+    headline.append("control: audio2audio, refined KB less the novel classes")
+    lines = ["| model | " + " | ".join(f"novel: {label}" for label in headline) + " | known: audio2audio |"]
+    lines.append("|---|" + "---:|" * (len(headline) + 1))
+    for name, result in results.items():
+        rows = {row["label"]: row for row in result["settings"]}
+        cells = [share_cell(rows[label]["novel"]) for label in headline]
+        lines.append(f"| {name} | {' | '.join(cells)} | {share_cell(rows[headline[1]]['known'])} |")
+    counts = ["| setting (novel classes named) | " + " | ".join(results) + " |", "|---|" + "---:|" * len(results)]
+    for index, row in enumerate(next(iter(results.values()))["settings"]):
+        cells = [result["settings"][index]["novel"] for result in results.values()]
+        counts.append(f"| {row['label']} | " + " | ".join(f"{c['named']} of {c['count']}" for c in cells) + " |")
+    labels = "; ".join(f"{variant.name}: {variant.label}" for variant in VARIANTS if variant.name in results)
+    return f"""
+### Novel events by training variant
+
+The curriculum model against phase 2 (or both phases) trained again with settings changed
+(`context_ablations/<name>/novel/results.json`; {labels}). The same clips in every cell.
+
+{chr(10).join(lines)}
+
+{chr(10).join(counts)}
+"""
+
+
+def word_probes(run: MiniRun) -> dict[str, Path]:
+    """The word probes of RESULTS.md, by row label: the assembled release, every captioner, then each variant's (its
+    phase 1 first when it trains one)."""
+    labels = {"assembled": "assembled (the `lm` stand-in)", **CAPTIONER_LABELS}
+    probes = {label: run.path("novel", "words", name, WORDS_FILE) for name, label in labels.items()}
+    for variant in VARIANTS:
+        folder = run.path("context_ablations", variant.name, "novel", "words")
+        if variant.phase1 is not None:
+            probes[f"{variant.name}: phase 1"] = folder / "phase1" / WORDS_FILE
+        probes[variant.name] = folder / WORDS_FILE
+    return probes
 
 
 def mechanism_probes(run: MiniRun) -> dict[str, Path]:
@@ -393,7 +456,7 @@ the 50 classes is about 0.08 %). W = {w}, top-k = {k} unless swept. SPICE/SPIDEr
 ## Data
 
 {json.dumps(corpus, indent=2) if corpus else "n/a"}
-{novel_section(novel)}
+{novel_section(run, novel)}
 ## Wall time per stage (seconds)
 
 | stage | seconds |
@@ -469,8 +532,8 @@ own audio with a phrase of its class (oracle) or of another class (adversarial);
 their phrases (control, k examples). Pulled: names an injected class other than its own. 95 % Wilson intervals; the
 difference to zero-shot in naming the right class with a paired bootstrap interval and McNemar's exact p. The
 curriculum model's phase 2 trains with pair-to-pair neighbours and query dropout (`conf/train/stage2_phase2.yaml`);
-each "phase 2, ..." row trains phase 2 again from the same phase-1 model with options set back
-(`context_ablations/`).
+each "phase 2, ..." row trains phase 2 (or both phases, where it says so) again with settings changed
+(`context_ablations/`, local/context_ablations.py).
 
 {mechanism_table(mechanism_probes(run))}
 

@@ -41,6 +41,7 @@ class MiniScale:
     fit_mixtures: int
     ablations: bool
     novel_classes: int | None
+    context_variants: tuple[str, ...] | None
 
 
 # each field's type (its annotation): what its YAML value must be, and how an error says so
@@ -53,6 +54,10 @@ VALUE_CHECKS = {
         "a list of numbers",
     ),
     "tuple[int, ...]": (lambda v: type(v) is list and v and all(type(x) is int for x in v), "a list of whole numbers"),
+    "tuple[str, ...] | None": (
+        lambda v: v is None or (type(v) is list and v and all(type(x) is str for x in v)),
+        "a list of names or null",
+    ),
 }
 
 
