@@ -1,0 +1,167 @@
+"""The `proof` goals over seeds: does a captioner follow the caption in its prompt (the context probe's oracle and
+adversarial conditions, `mechanism`), and does a knowledge base make it name classes it never trained on (`novel`)?
+Each per seed and pooled over the runs' items (pairs stay within a run), for the curriculum model and every
+`context_ablations` variant that all runs trained.
+
+    python -m recipes.mini.local.goals runs/mini-s0 runs/mini-s1 --output goals.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from paircap.statistics import paired_bootstrap, wilson_interval
+from recipes.mini.local.event_captions import names_event
+
+ZERO_SHOT = "zero-shot"
+A2A, P2P = "audio2audio, refined KB", "generative pair2pair W {}, refined KB"
+CONTROL = "control: {}, refined KB less the novel classes"
+# the novel-events settings each model is reported on, each against a setting on the same clips
+NOVEL_ROWS = (
+    (A2A, ZERO_SHOT),
+    (A2A, CONTROL.format("audio2audio")),
+    ("audio2text, text-only KB (RECAP)", ZERO_SHOT),
+    (P2P.format(0.5), ZERO_SHOT),
+    (P2P.format(0.9), ZERO_SHOT),
+    (P2P.format(0.5), CONTROL.format("generative pair2pair W 0.5")),
+)
+
+
+class Model(NamedTuple):
+    """A captioner of the runs: its context probe and novel-events results, relative to a run's folder."""
+
+    name: str
+    probe: Path
+    novel: Path
+
+
+def models(runs: Sequence[Path]) -> list[Model]:
+    """The curriculum model, then each `context_ablations` variant present in every run."""
+    found = [Model("curriculum", Path("mechanism/stage2_phase2/context_probe.json"), Path("novel/results.json"))]
+    names = set.intersection(*({p.name for p in (run / "context_ablations").glob("*") if p.is_dir()} for run in runs))
+    for name in sorted(names):
+        folder = Path("context_ablations") / name
+        found.append(Model(name, folder / "mechanism" / "context_probe.json", folder / "novel" / "results.json"))
+    return found
+
+
+def probe_flags(path: Path) -> dict[str, np.ndarray]:
+    """Per item of a context probe, 1.0 / 0.0: names its class under `none` and under `oracle`, and (`pulled`) names
+    the injected wrong class under `adversarial`."""
+    records = json.loads(path.read_text())["records"]
+    flags: dict[str, list[float]] = {"none": [], "oracle": [], "pulled": []}
+    for record in records:
+        label = record["label"]
+        flags["none"].append(float(names_event(record["none"]["prediction"], label)))
+        flags["oracle"].append(float(names_event(record["oracle"]["prediction"], label)))
+        adversarial = record["adversarial"]
+        wrong = [injected for injected in adversarial["injected_labels"] if injected != label]
+        flags["pulled"].append(float(any(names_event(adversarial["prediction"], injected) for injected in wrong)))
+    return {name: np.array(values) for name, values in flags.items()}
+
+
+def novel_flags(path: Path) -> dict[str, np.ndarray]:
+    """Per novel-events setting, 1.0 / 0.0 per novel-class clip (in the file's item order): names the clip's class."""
+    result = json.loads(path.read_text())
+    items = result["items"]["novel"]
+    return {
+        row["label"]: np.array([float(row["novel"]["items"][item]) for item in items]) for row in result["settings"]
+    }
+
+
+def share(values: np.ndarray) -> dict:
+    """A share of yes with its Wilson interval."""
+    count = int(values.sum())
+    low, high = wilson_interval(count, len(values))
+    return {"share": count / len(values), "count": count, "n": len(values), "low": low, "high": high}
+
+
+def difference(a: Sequence[np.ndarray], b: Sequence[np.ndarray], resamples: int) -> dict:
+    """Per run and pooled, the mean of a - b over paired items, with the pooled paired bootstrap interval."""
+    per_run = [float(x.mean() - y.mean()) for x, y in zip(a, b, strict=True)]
+    pooled, low, high = paired_bootstrap(np.concatenate(a), np.concatenate(b), resamples=resamples, seed=0)
+    return {"per_run": per_run, "pooled": pooled, "low": low, "high": high, "n": int(sum(len(x) for x in a))}
+
+
+def measure(runs: Sequence[Path], resamples: int = 2000) -> dict:
+    """Every model's mechanism and novel-events rows (a model lacking a file in some run is left out of that part)."""
+    result: dict = {"runs": [str(run) for run in runs], "mechanism": {}, "novel": {}}
+    for model in models(runs):
+        if all((run / model.probe).is_file() for run in runs):
+            flags = [probe_flags(run / model.probe) for run in runs]
+            result["mechanism"][model.name] = {
+                "none": share(np.concatenate([f["none"] for f in flags])),
+                "oracle_gain": difference([f["oracle"] for f in flags], [f["none"] for f in flags], resamples),
+                "pulled": share(np.concatenate([f["pulled"] for f in flags])),
+                "pulled_per_run": [float(f["pulled"].mean()) for f in flags],
+            }
+        if all((run / model.novel).is_file() for run in runs):
+            flags = [novel_flags(run / model.novel) for run in runs]
+            rows = {label: share(np.concatenate([f[label] for f in flags])) for label in flags[0]}
+            comparisons = [
+                {"setting": a, "versus": b, **difference([f[a] for f in flags], [f[b] for f in flags], resamples)}
+                for a, b in NOVEL_ROWS
+                if all(a in f and b in f for f in flags)
+            ]
+            result["novel"][model.name] = {"settings": rows, "comparisons": comparisons}
+    return result
+
+
+def cell(row: dict) -> str:
+    return f"{100 * row['share']:.0f} % ({row['count']} of {row['n']}; {100 * row['low']:.0f}-{100 * row['high']:.0f})"
+
+
+def points(row: dict) -> str:
+    seeds = ", ".join(f"{100 * value:+.0f}" for value in row["per_run"])
+    return f"{100 * row['pooled']:+.1f} [{100 * row['low']:+.1f}, {100 * row['high']:+.1f}] (per seed {seeds})"
+
+
+def markdown(result: dict) -> str:
+    """Two tables: the mechanism goals per model, and novel-class naming per model and setting."""
+    lines = [
+        "| model | zero-shot names its class | oracle (own clip, right caption) vs zero-shot, points [95 %] "
+        "| adversarial (own clip, wrong caption): pulled [95 %] | per seed |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, row in result["mechanism"].items():
+        seeds = ", ".join(f"{100 * value:.0f} %" for value in row["pulled_per_run"])
+        lines.append(
+            f"| {name} | {cell(row['none'])} | {points(row['oracle_gain'])} | {cell(row['pulled'])} | {seeds} |"
+        )
+    if result["novel"]:
+        lines += [
+            "",
+            "| model | setting | novel class named [95 %] | versus | difference, points [95 %] |",
+            "|---|---|---:|---|---:|",
+        ]
+        for name, novel in result["novel"].items():
+            lines.append(f"| {name} | {ZERO_SHOT} | {cell(novel['settings'][ZERO_SHOT])} |  |  |")
+            for row in novel["comparisons"]:
+                lines.append(
+                    f"| {name} | {row['setting']} | {cell(novel['settings'][row['setting']])} | {row['versus']} "
+                    f"| {points(row)} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recipes.mini.local.goals", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="mini run folders (one per seed) with mechanism and novel")
+    parser.add_argument("--output", type=Path, required=True, help="the markdown tables (a .json beside it)")
+    parser.add_argument("--resamples", type=int, default=2000)
+    args = parser.parse_args(argv)
+    result = measure(args.runs, args.resamples)
+    args.output.write_text(markdown(result))
+    args.output.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    print(f"{len(result['mechanism'])} models probed, {len(result['novel'])} with novel events: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
