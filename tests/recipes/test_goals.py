@@ -19,18 +19,30 @@ def probe_record(item: str, none: str, oracle: str, adversarial: str) -> dict:
     }
 
 
-def write_run(folder: Path, records: list[dict], novel: dict[str, list[int]], variant: str | None = None) -> None:
+def write_run(
+    folder: Path, records: list[dict], novel: dict[str, list[int]], variant: str | None = None, top: list[str] = ()
+) -> None:
+    """A run's context probe and novel-events result; `top`: the clip ids audio2audio retrieved first per novel clip
+    (ESC-50 ids, whose last field is the class)."""
     base = folder / "context_ablations" / variant if variant else folder
     probe = base / "mechanism" / ("" if variant else "stage2_phase2") / "context_probe.json"
     probe.parent.mkdir(parents=True, exist_ok=True)
     probe.write_text(json.dumps({"records": records}))
-    items = [f"clip-{i}" for i in range(len(next(iter(novel.values()))))]
+    items = [f"1-10{i}-A-5" for i in range(len(next(iter(novel.values()))))]  # class 5
     settings = [
-        {"label": label, "novel": {"items": dict(zip(items, flags, strict=True))}} for label, flags in novel.items()
+        {"label": label, "run": label.replace(" ", "_"), "novel": {"items": dict(zip(items, flags, strict=True))}}
+        for label, flags in novel.items()
     ]
     results = base / "novel" / "results.json"
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps({"items": {"novel": items}, "settings": settings}))
+    if top:
+        predictions = base / "novel" / "evaluation" / "predictions" / f"{A2A.replace(' ', '_')}.jsonl"
+        predictions.parent.mkdir(parents=True)
+        lines = [{"run": {}}] + [
+            {"audio_id": item, "retrieved": [{"audio_id": first}]} for item, first in zip(items, top, strict=True)
+        ]
+        predictions.write_text("\n".join(map(json.dumps, lines)))
 
 
 def test_goals_pool_the_seeds_items_with_paired_differences(tmp_path):
@@ -45,8 +57,8 @@ def test_goals_pool_the_seeds_items_with_paired_differences(tmp_path):
     ]
     novel0 = {ZERO_SHOT: [0, 0], A2A: [1, 0], control: [0, 0]}
     novel1 = {ZERO_SHOT: [0, 0], A2A: [1, 1], control: [0, 1]}
-    write_run(tmp_path / "s0", seed0, novel0)
-    write_run(tmp_path / "s1", seed1, novel1)
+    write_run(tmp_path / "s0", seed0, novel0, top=["2-200-A-7", "2-201-A-5"])  # another class first, then class 5
+    write_run(tmp_path / "s1", seed1, novel1, top=["2-202-A-5", "2-203-B-5"])
     write_run(tmp_path / "s0", seed0, novel0, variant="whole_lm")  # a variant of one run only: left out
     result = measure([tmp_path / "s0", tmp_path / "s1"], resamples=200)
 
@@ -62,6 +74,9 @@ def test_goals_pool_the_seeds_items_with_paired_differences(tmp_path):
     versus = {(row["setting"], row["versus"]): row for row in novel["comparisons"]}
     assert versus[A2A, ZERO_SHOT]["per_run"] == [0.5, 1.0] and versus[A2A, ZERO_SHOT]["pooled"] == pytest.approx(0.75)
     assert versus[A2A, control]["pooled"] == pytest.approx(0.5)
+    retrieval = novel["retrieval"][A2A]  # 3 of 4 clips had their class first; 2 of those 3 were named
+    assert retrieval["top1_same_class"]["count"] == 3 and retrieval["named_when_top1_same_class"]["count"] == 2
+    assert list(novel["retrieval"]) == [A2A]  # no predictions file for the other settings
     table = markdown(result)
     assert "+50.0 [" in table and "75 % (3 of 4;" in table
 

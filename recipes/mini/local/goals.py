@@ -75,6 +75,32 @@ def novel_flags(path: Path) -> dict[str, np.ndarray]:
     }
 
 
+def esc50_target(audio_id: str) -> str:
+    """The class index an ESC-50 clip id ends with (`{fold}-{src_file}-{take}-{target}`)."""
+    return audio_id.rsplit("-", 1)[-1]
+
+
+def retrieval_flags(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Per retrieval setting of a novel-events result, per novel-class clip: 1.0 / 0.0 for its top retrieved pair
+    being a clip of its class (`top1_same_class`) and for its caption naming the class (`named`)."""
+    result = json.loads(path.read_text())
+    items = result["items"]["novel"]
+    flags = {}
+    for row in result["settings"]:
+        predictions = path.parent / "evaluation" / "predictions" / f"{row['run']}.jsonl"
+        if row["run"] == ZERO_SHOT or not predictions.is_file():
+            continue
+        records = {r["audio_id"]: r for r in map(json.loads, predictions.read_text().splitlines()[1:])}
+        top = [records[item]["retrieved"][0]["audio_id"] for item in items]
+        flags[row["label"]] = {
+            "top1_same_class": np.array(
+                [float(esc50_target(t) == esc50_target(i)) for t, i in zip(top, items, strict=True)]
+            ),
+            "named": np.array([float(row["novel"]["items"][item]) for item in items]),
+        }
+    return flags
+
+
 def share(values: np.ndarray) -> dict:
     """A share of yes with its Wilson interval."""
     count = int(values.sum())
@@ -109,7 +135,16 @@ def measure(runs: Sequence[Path], resamples: int = 2000) -> dict:
                 for a, b in NOVEL_ROWS
                 if all(a in f and b in f for f in flags)
             ]
-            result["novel"][model.name] = {"settings": rows, "comparisons": comparisons}
+            hits = [retrieval_flags(run / model.novel) for run in runs]
+            retrieval = {}
+            for label in hits[0]:
+                top1 = np.concatenate([h[label]["top1_same_class"] for h in hits])
+                named = np.concatenate([h[label]["named"] for h in hits])
+                retrieval[label] = {
+                    "top1_same_class": share(top1),
+                    "named_when_top1_same_class": share(named[top1 == 1]) if top1.any() else None,
+                }
+            result["novel"][model.name] = {"settings": rows, "comparisons": comparisons, "retrieval": retrieval}
     return result
 
 
@@ -123,7 +158,8 @@ def points(row: dict) -> str:
 
 
 def markdown(result: dict) -> str:
-    """Two tables: the mechanism goals per model, and novel-class naming per model and setting."""
+    """Three tables: the mechanism goals per model; novel-class naming per model and setting; and how often retrieval
+    put a clip of the novel class first, and how often the caption then named it."""
     lines = [
         "| model | zero-shot names its class | oracle (own clip, right caption) vs zero-shot, points [95 %] "
         "| adversarial (own clip, wrong caption): pulled [95 %] | per seed |",
@@ -147,6 +183,19 @@ def markdown(result: dict) -> str:
                     f"| {name} | {row['setting']} | {cell(novel['settings'][row['setting']])} | {row['versus']} "
                     f"| {points(row)} |"
                 )
+        lines += [
+            "",
+            "| model | setting | top retrieved pair is a clip of the novel class [95 %] | class named when it is |",
+            "|---|---|---:|---:|",
+        ]
+        for name, novel in result["novel"].items():
+            for label in (A2A, P2P.format(0.5), P2P.format(0.9)):
+                row = novel["retrieval"].get(label)
+                if row:
+                    when = row["named_when_top1_same_class"]
+                    lines.append(
+                        f"| {name} | {label} | {cell(row['top1_same_class'])} | {cell(when) if when else 'n/a'} |"
+                    )
     return "\n".join(lines) + "\n"
 
 
