@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from recipes.mini.local import evaluation
+from recipes.mini.local.knowledge_bases import KNOWLEDGE_BASES
 from recipes.mini.local.layout import MiniRun
 from recipes.mini.local.mechanism import probe_release
 from recipes.mini.local.novel_classes import read_novel_classes
@@ -97,14 +99,27 @@ def train_variant(run: MiniRun, variant: Variant) -> None:
         )  # fmt: skip
 
 
+def evaluate_variant(run: MiniRun, name: str) -> None:
+    """A variant's captions of the test mixtures, zero-shot and with audio-to-audio and generative pair-to-pair
+    retrieval on the refined KB (`evaluation/context_ablations/<name>/`; skipped once written), for CIDEr-D paired
+    with the curriculum model's on the same mixtures (`claims.py`)."""
+    output = run.path("evaluation", "context_ablations", name)
+    if not (output / "results.json").is_file():
+        evaluation.evaluate_release(
+            run, f"context_ablations/{name}", output, run.pairs("test"), "esc50-mixtures",
+            knowledge_bases=[str(run.path("kb", KNOWLEDGE_BASES[0]))], modes=("audio2audio", "generative_pair2pair"),
+        )  # fmt: skip
+
+
 def train_and_probe(run: MiniRun) -> None:
-    """Every selected variant: trained (`context_ablations/<name>/`, resumable), then its context probe
-    (`<name>/mechanism/`), and with novel classes its novel events (`<name>/novel/`) and word probe
-    (`<name>/novel/words/`, of its phase-1 release too when it has one)."""
+    """Every selected variant: trained (`context_ablations/<name>/`, resumable), then its test-mixture captions
+    (`evaluate_variant`), its context probe (`<name>/mechanism/`), and with novel classes its novel events
+    (`<name>/novel/`) and word probe (`<name>/novel/words/`, of its phase-1 release too when it has one)."""
     novel = read_novel_classes(run)
     for variant in selected(run):
         train_variant(run, variant)
         folder = run.path("context_ablations", variant.name)
+        evaluate_variant(run, variant.name)
         probe_release(run, folder / "release", folder / "mechanism", (1,))
         if novel:
             evaluate_release(run, folder / "release", folder / "novel")
