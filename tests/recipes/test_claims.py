@@ -93,3 +93,16 @@ def test_the_field_comparisons_name_the_runs_paircap_evaluate_writes(tmp_path):
         str(tmp_path / "refined"), "generative_pair2pair", 0.5, 2, num_candidates=3, rescore_query=True
     )
     assert claims.RESCORED_BOTH.path(run).stem == query.name  # both passes rescored
+
+
+def test_the_trainable_set_comparisons_read_what_the_variant_evaluation_writes(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "settings.json").write_text(json.dumps({"scale": {"max_examples": 4}}))
+    # what `context_ablations.evaluate_variant` plans: zero-shot, audio-to-audio and pair-to-pair on refined
+    planned = plan_runs([str(tmp_path / "kb" / "refined")], ["audio2audio", "generative_pair2pair"], top_k=4)
+    names = {"zero-shot"} | {planned_run.name for planned_run in planned}
+    variant = run / "evaluation" / "context_ablations" / "whole_lm" / "predictions"
+    for _, better, other in claims.TRAINABLE_SET_COMPARISONS:
+        assert better.captioner == claims.CURRICULUM and better.name.format(top_k=4) == other.path(run).stem
+        assert other.path(run).parent == variant and other.path(run).stem in names

@@ -1,5 +1,6 @@
-"""The paper's claims, and two the field made since (CLAP rescoring of candidates, SLAM-AAC; MQ-Cap's progressive
-schedule of retrieved pairs), as paired comparisons: every comparison scores two settings on the same test mixtures,
+"""The paper's claims, two the field made since (CLAP rescoring of candidates, SLAM-AAC; MQ-Cap's progressive
+schedule of retrieved pairs) and what the recipe's trainable set costs (IA3 alone against the whole LM decoder), as
+paired comparisons: every comparison scores two settings on the same test mixtures,
 per item (CIDEr-D and whether the caption names both events), and reports the mean difference with a paired bootstrap
 interval, per seed and pooled over the seeds' runs.
 
@@ -99,6 +100,12 @@ FIELD_COMPARISONS: tuple[tuple[str, Setting, Setting], ...] = (
     ("progressive schedule vs curriculum (generative pair-to-pair)", Setting("progressive", run_name()), P2P),
     ("progressive schedule vs curriculum (zero-shot)", Setting("progressive", "zero-shot"), ZERO_SHOT),
 )
+WHOLE_LM = "context_ablations/whole_lm"  # the `whole_lm` variant's evaluation (`context_ablations.evaluate_variant`)
+# what the recipe's trainable set (IA3 alone, the LM frozen) costs against the whole LM decoder of earlier rounds
+TRAINABLE_SET_COMPARISONS: tuple[tuple[str, Setting, Setting], ...] = tuple(
+    (f"IA3 alone (the recipe) vs the whole LM decoder ({label})", setting, Setting(WHOLE_LM, setting.name))
+    for label, setting in (("zero-shot", ZERO_SHOT), ("audio-to-audio", AUDIO2AUDIO), ("generative pair-to-pair", P2P))
+)
 
 
 def read_records(path: Path) -> dict[str, dict]:
@@ -146,7 +153,7 @@ def verdict(low: float, high: float) -> str:
 def compare(
     runs: Sequence[Path],
     resamples: int = 2000,
-    comparisons: Sequence[tuple[str, Setting, Setting]] = COMPARISONS + FIELD_COMPARISONS,
+    comparisons: Sequence[tuple[str, Setting, Setting]] = COMPARISONS + FIELD_COMPARISONS + TRAINABLE_SET_COMPARISONS,
 ) -> list[dict]:
     """Every comparison (the paper's and the field's) in each run and pooled over the runs (items paired within a
     run); those no run has both files of are left out."""
