@@ -11,8 +11,10 @@ mini release took 14 ms at one thread, 154 ms at two under load). So:
 Checked by the captioning benchmark's contention row (`python -m benchmarks.captioning --contention-batch-sizes 1 8`:
 generative pair-to-pair with the mini recipe's LM shape at 1, 2, the default and all-cores threads, quiet and beside a
 bounded busy core; `benchmarks/results/captioning-cpu-tiny.json`, figures in `docs/speed.md`). On the 2-core
-development machine the default of two passive threads reached at least 0.9x the best count's speed in both conditions,
-with the same tokens; one thread loses beside a busy core, and libgomp's own spin-then-sleep wait loses under load.
+development machine the default of two passive threads gave the same tokens at every count and ran at 0.95-1.00x the
+best count's speed at batch 8, quiet and beside the busy core, but at batch 1 one thread was faster (0.68x quiet, 0.73x
+busy: a single caption of this small LM is too little work to share); libgomp's own spin-then-sleep wait loses under
+load (0.04-0.20x).
 """
 
 import argparse
