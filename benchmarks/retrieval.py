@@ -70,6 +70,7 @@ DEFAULTS = {
         "single_queries": 20,
         "batch_queries": 64,
         "batch_sizes": list(SWEEP_BATCHES),
+        "settle_s": 0.0,
     },
     "full": {
         "kb_sizes": {"cpu": [127_000], "cuda": [127_000, 2_200_000]},
@@ -79,6 +80,7 @@ DEFAULTS = {
         "single_queries": 50,
         "batch_queries": {"cpu": 256, "cuda": 1024},
         "batch_sizes": list(SWEEP_BATCHES),
+        "settle_s": 0.25,
     },
 }
 # The issue's targets: (device, KB size, exact or approximate, metric, limit in ms, minimum recall@10)
@@ -108,6 +110,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-sizes", action=ListOrNone, item_type=int, help="batch sweep sizes (default 1 8 32 64 256; none: skip)"
     )
     parser.add_argument("--sweep-repeats", type=int, default=5, help="interleaved calls per method and batch size")
+    parser.add_argument(
+        "--settle-s",
+        type=float,
+        help="batch sweep: pause after each call, untimed (tiny 0, full 0.25): BLAS threads that spin on after the "
+        "numpy baseline slowed the next faiss call by 20-60 ms on 2 cores",
+    )
 
 
 def setting(args: argparse.Namespace, name: str):
@@ -362,11 +370,14 @@ def paired(numerators: Sequence[float], denominators: Sequence[float]) -> float:
     return statistics.median(a / b for a, b in zip(numerators, denominators, strict=True))
 
 
-def interleaved(methods: dict[str, Callable], halves: list[np.ndarray], batch: int, repeats: int) -> tuple[dict, dict]:
+def interleaved(
+    methods: dict[str, Callable], halves: list[np.ndarray], batch: int, repeats: int, settle_s: float = 0.0
+) -> tuple[dict, dict]:
     """
-    Per round, every method searches the same `batch` queries (the next block of the query pool), back to back; the
-    first round warms up. Returns each method's seconds per round and its agreement with faiss's defaults (`agreement`
-    over every round: all the same, largest score difference).
+    Per round, every method searches the same `batch` queries (the next block of the query pool), one after another
+    with `settle_s` untimed seconds after each call (so that threads a call leaves spinning, numpy's BLAS pool above
+    all, do not slow the next method); the first round warms up. Returns each method's seconds per round and its
+    agreement with faiss's defaults (`agreement` over every round: all the same, largest score difference).
     """
     audio, text = halves
     seconds = {name: [] for name in methods}
@@ -380,6 +391,7 @@ def interleaved(methods: dict[str, Callable], halves: list[np.ndarray], batch: i
             outputs[name] = method(audio[block], text[block])
             if repeat:
                 seconds[name].append(time.perf_counter() - begin)
+            time.sleep(settle_s)
         for name in methods:
             same, diff = agreement(outputs[name], outputs[FAISS_DEFAULT])
             agree[name] = (agree[name][0] and same, max(agree[name][1], diff))
@@ -398,7 +410,7 @@ def batch_sweep(args: argparse.Namespace, vectors: np.ndarray, halves: list[np.n
     for batch in setting(args, "batch_sizes"):
         chosen = {name: m for name, m in methods.items() if batch == 1 or not name.endswith("single_query_threads=1")}
         repeats = max(args.sweep_repeats, SWEEP_SINGLE_REPEATS if batch == 1 else 0)
-        seconds, agree = interleaved(chosen, halves, batch, repeats)
+        seconds, agree = interleaved(chosen, halves, batch, repeats, setting(args, "settle_s"))
         medians = {name: statistics.median(values) for name, values in seconds.items()}
         for name in chosen:
             row = {**case, "batch": batch, "method": name, "median_ms": 1000 * medians[name]}
@@ -485,6 +497,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         batch_repeats=BATCH_REPEATS,
         sweep_repeats=args.sweep_repeats,
         sweep_single_repeats=SWEEP_SINGLE_REPEATS,
+        sweep_settle_s=setting(args, "settle_s"),
         sweep_baselines=[FAISS_DEFAULT, FAISS_SAME, NUMPY_METHOD],
         faiss_blas_threshold_default=faiss.cvar.distance_compute_blas_threshold,
     )

@@ -1,6 +1,7 @@
 """Smoke tests of `benchmarks/`: each one runs at tiny size on the CPU and writes its results (no timing asserts)."""
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import contention, gpu_check, retrieval
@@ -98,6 +100,21 @@ def test_retrieval_sweeps_batch_sizes_against_raw_faiss_and_numpy(results_dir):
     assert all(row["same_results_as_faiss"] and row["max_score_diff"] < 1e-5 for row in sweep)
     assert all(row["speedup_vs_numpy"] > 0 and row["over_faiss_same_settings"] > 0 for row in sweep)
     assert results["batch_sweep_targets"] == []  # the targets are for 127 k pairs
+
+
+def test_the_sweep_pauses_after_each_call_outside_the_timed_span():
+    calls = []
+
+    def method(audio, text):
+        calls.append(time.perf_counter())
+        return [[0]], [[1.0]]
+
+    halves = [np.zeros((4, 2), np.float32), np.zeros((4, 2), np.float32)]
+    names = (retrieval.FAISS_DEFAULT, "other")
+    seconds, agree = retrieval.interleaved(dict.fromkeys(names, method), halves, 1, 2, settle_s=0.05)
+    assert len(calls) == 6 and all(later - earlier >= 0.05 for earlier, later in itertools.pairwise(calls))
+    assert all(len(values) == 2 and max(values) < 0.05 for values in seconds.values())  # the pause is not timed
+    assert all(same for same, _ in agree.values())
 
 
 def test_retrieval_reports_recall_of_the_approximate_indexes(results_dir):
