@@ -16,7 +16,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from paircap.statistics import paired_bootstrap, wilson_interval
+from paircap.context_probe import share
+from paircap.statistics import paired_bootstrap
+from recipes.mini.local.evaluation import read_predictions
 from recipes.mini.local.event_captions import names_event
 
 ZERO_SHOT = "zero-shot"
@@ -66,9 +68,9 @@ def probe_flags(path: Path) -> dict[str, np.ndarray]:
     return {name: np.array(values) for name, values in flags.items()}
 
 
-def novel_flags(path: Path) -> dict[str, np.ndarray]:
-    """Per novel-events setting, 1.0 / 0.0 per novel-class clip (in the file's item order): names the clip's class."""
-    result = json.loads(path.read_text())
+def novel_flags(result: dict) -> dict[str, np.ndarray]:
+    """Per setting of a novel-events result, 1.0 / 0.0 per novel-class clip (in its item order): names the clip's
+    class."""
     items = result["items"]["novel"]
     return {
         row["label"]: np.array([float(row["novel"]["items"][item]) for item in items]) for row in result["settings"]
@@ -80,32 +82,26 @@ def esc50_target(audio_id: str) -> str:
     return audio_id.rsplit("-", 1)[-1]
 
 
-def retrieval_flags(path: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Per retrieval setting of a novel-events result, per novel-class clip: 1.0 / 0.0 for its top retrieved pair
-    being a clip of its class (`top1_same_class`) and for its caption naming the class (`named`)."""
-    result = json.loads(path.read_text())
+def top1_same_class(result: dict, folder: Path) -> dict[str, np.ndarray]:
+    """Per retrieval setting of a novel-events result (its predictions in `folder/evaluation/predictions/`), 1.0 / 0.0
+    per novel-class clip (in its item order): the top retrieved pair is a clip of the clip's class."""
     items = result["items"]["novel"]
     flags = {}
     for row in result["settings"]:
-        predictions = path.parent / "evaluation" / "predictions" / f"{row['run']}.jsonl"
+        predictions = folder / "evaluation" / "predictions" / f"{row['run']}.jsonl"
         if row["run"] == ZERO_SHOT or not predictions.is_file():
             continue
-        records = {r["audio_id"]: r for r in map(json.loads, predictions.read_text().splitlines()[1:])}
+        records = {record["audio_id"]: record for record in read_predictions(predictions)}
         top = [records[item]["retrieved"][0]["audio_id"] for item in items]
-        flags[row["label"]] = {
-            "top1_same_class": np.array(
-                [float(esc50_target(t) == esc50_target(i)) for t, i in zip(top, items, strict=True)]
-            ),
-            "named": np.array([float(row["novel"]["items"][item]) for item in items]),
-        }
+        flags[row["label"]] = np.array(
+            [float(esc50_target(t) == esc50_target(i)) for t, i in zip(top, items, strict=True)]
+        )
     return flags
 
 
-def share(values: np.ndarray) -> dict:
-    """A share of yes with its Wilson interval."""
-    count = int(values.sum())
-    low, high = wilson_interval(count, len(values))
-    return {"share": count / len(values), "count": count, "n": len(values), "low": low, "high": high}
+def pooled_share(parts: Sequence[np.ndarray]) -> dict | None:
+    """The share of yes over the runs' items together, with its Wilson interval (`context_probe.share`; None: none)."""
+    return share(np.concatenate(parts).astype(bool).tolist())
 
 
 def difference(a: Sequence[np.ndarray], b: Sequence[np.ndarray], resamples: int) -> dict:
@@ -122,27 +118,30 @@ def measure(runs: Sequence[Path], resamples: int = 2000) -> dict:
         if all((run / model.probe).is_file() for run in runs):
             flags = [probe_flags(run / model.probe) for run in runs]
             result["mechanism"][model.name] = {
-                "none": share(np.concatenate([f["none"] for f in flags])),
+                "none": pooled_share([f["none"] for f in flags]),
                 "oracle_gain": difference([f["oracle"] for f in flags], [f["none"] for f in flags], resamples),
-                "pulled": share(np.concatenate([f["pulled"] for f in flags])),
+                "pulled": pooled_share([f["pulled"] for f in flags]),
                 "pulled_per_run": [float(f["pulled"].mean()) for f in flags],
             }
         if all((run / model.novel).is_file() for run in runs):
-            flags = [novel_flags(run / model.novel) for run in runs]
-            rows = {label: share(np.concatenate([f[label] for f in flags])) for label in flags[0]}
+            results = [json.loads((run / model.novel).read_text()) for run in runs]
+            flags = [novel_flags(result) for result in results]
+            rows = {label: pooled_share([f[label] for f in flags]) for label in flags[0]}
             comparisons = [
                 {"setting": a, "versus": b, **difference([f[a] for f in flags], [f[b] for f in flags], resamples)}
                 for a, b in NOVEL_ROWS
                 if all(a in f and b in f for f in flags)
             ]
-            hits = [retrieval_flags(run / model.novel) for run in runs]
+            hits = [
+                top1_same_class(result, (run / model.novel).parent) for result, run in zip(results, runs, strict=True)
+            ]
             retrieval = {}
             for label in hits[0]:
-                top1 = np.concatenate([h[label]["top1_same_class"] for h in hits])
-                named = np.concatenate([h[label]["named"] for h in hits])
+                top1 = np.concatenate([h[label] for h in hits])
+                named = np.concatenate([f[label] for f in flags])
                 retrieval[label] = {
-                    "top1_same_class": share(top1),
-                    "named_when_top1_same_class": share(named[top1 == 1]) if top1.any() else None,
+                    "top1_same_class": pooled_share([top1]),
+                    "named_when_top1_same_class": pooled_share([named[top1 == 1]]),
                 }
             result["novel"][model.name] = {"settings": rows, "comparisons": comparisons, "retrieval": retrieval}
     return result
