@@ -26,12 +26,12 @@ from paircap.cli_arguments import (
     MODEL_HELP,
     RESCORE_WEIGHT_HELP,
     UsageError,
+    add_runtime_arguments,
     candidate_count,
     check_top_k_fits,
     local_or_hub,
     non_negative_int,
     positive_int,
-    torch_device,
     unit_interval,
 )
 from paircap.evaluate_cli import add_evaluate_command
@@ -39,8 +39,8 @@ from paircap.hub_access import ModelLoadError, go_offline_if_unreachable, load_f
 from paircap.kb_cli import add_kb_commands
 from paircap.logs import log_progress_to_stderr
 from paircap.metrics_cli import add_metrics_commands
-from paircap.release_names import TRUST_REMOTE_CODE_HELP, resolve_model
-from paircap.threads import add_threads_argument, apply_threads, prefer_passive_waiting
+from paircap.release_names import resolve_model
+from paircap.threads import apply_threads, prefer_passive_waiting
 
 DEMO_AUDIO_ROOT_HELP = (
     "NAME=DIR where a KB's clips live: the demo plays them (and encodes missing or stale tokens); a clip is played "
@@ -63,10 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("inputs", nargs="+", help="audio files and/or folders (searched recursively)")
     caption.add_argument("--model", default=DEFAULT_MODEL, type=local_or_hub, help=MODEL_HELP)
     caption.add_argument("--batch-size", type=positive_int, default=8)
-    caption.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
-    caption.add_argument("--device", default="auto", type=torch_device, help="auto, cpu, cuda, cuda:1, ...")
-    add_threads_argument(caption)
-    caption.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    add_runtime_arguments(caption)
     caption.add_argument(
         "--kb", default=None, type=local_or_hub, help="knowledge base hub id or folder (default: the model's own)"
     )
@@ -121,14 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--kb", default=None, type=local_or_hub, help="knowledge base hub id or folder (default: the model's own)"
     )
-    demo.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     demo.add_argument("--audio-root", action="append", default=[], type=root_entry, help=DEMO_AUDIO_ROOT_HELP)
     demo.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     demo.add_argument("--port", type=positive_int, default=None, help="default: 7860, or the next free one")
     demo.add_argument("--share", action="store_true", help="also open a temporary public Gradio link")
-    demo.add_argument("--device", default="auto", type=torch_device, help="auto, cpu, cuda, cuda:1, ...")
-    add_threads_argument(demo)
-    demo.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    add_runtime_arguments(demo)
     demo.add_argument("--max-new-tokens", type=positive_int, default=40)
     demo.add_argument("--num-candidates", type=candidate_count, default=None, help="CLAP-rescore: the best of N")
     demo.add_argument("--rescore-weight", type=unit_interval, default=0.5, help=RESCORE_WEIGHT_HELP)

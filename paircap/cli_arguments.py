@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from modeling_paircap.retrieval_modes_paircap import RETRIEVAL_MODES
-from paircap.release_names import PATH_PREFIXES
+from paircap.release_names import PATH_PREFIXES, TRUST_REMOTE_CODE_HELP
+from paircap.threads import add_threads_argument
 
 DEFAULT_MODEL = "org/paircap"
 MODEL_HELP = "hub id, local release folder, or mini (the offline toy release in a checkout)"
@@ -89,3 +90,12 @@ def check_top_k_fits(top_k: int, config) -> None:
             f"({config.audio_tokens_per_window} audio tokens per clip), more than the LM's context of "
             f"{config.text_config.max_position_embeddings}; at most {most} pairs fit"
         )
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--trust-remote-code`, `--device`, `--threads` and `--dtype`: how a command that runs a release loads it and
+    where it runs."""
+    parser.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
+    parser.add_argument("--device", default="auto", type=torch_device, help="auto, cpu, cuda, cuda:1, ...")
+    add_threads_argument(parser)
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])

@@ -12,17 +12,16 @@ from paircap.cli_arguments import (
     MODEL_HELP,
     RESCORE_WEIGHT_HELP,
     UsageError,
+    add_runtime_arguments,
     candidate_count,
     check_top_k_fits,
     local_or_hub,
     non_negative_int,
     positive_int,
-    torch_device,
     unit_interval,
 )
 from paircap.hub_access import go_offline_if_unreachable
-from paircap.release_names import TRUST_REMOTE_CODE_HELP, resolve_model
-from paircap.threads import add_threads_argument
+from paircap.release_names import resolve_model
 
 # The default method grid (zero-shot always runs first); audio2text only when asked for.
 EVALUATE_MODES = tuple(mode for mode in CAPTION_MODES if mode not in ("none", "audio2text"))
@@ -58,10 +57,7 @@ def add_evaluate_command(commands, common: argparse.ArgumentParser) -> None:
         "--rescore-weight", type=unit_interval, nargs="+", default=[0.5], help=RESCORE_WEIGHT_HELP + " (rows each)"
     )
     evaluate.add_argument("--rescore-query", action="store_true", help="rescored rows rescore the zero-shot pass too")
-    evaluate.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
-    evaluate.add_argument("--device", default="auto", type=torch_device, help="auto, cpu, cuda, cuda:1, ...")
-    add_threads_argument(evaluate)
-    evaluate.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    add_runtime_arguments(evaluate)
     evaluate.add_argument("--audio-root", action="append", default=[], type=root_entry, help=AUDIO_ROOT_HELP)
     evaluate.add_argument("--features", default="torch", choices=["torch", "numpy"], help="log-mel implementation")
     evaluate.add_argument("--output-dir", required=True)
