@@ -26,18 +26,14 @@ last checkpoint, an interrupted embedding from its last shard):
    same-class example, on the held-out clips of novel and known classes.
 9. `mechanism`: does each captioner read its prompt? The context probe on the held-out test clips: zero-shot, its own
    clip with a phrase of its class or of another class, and training clips of other classes as examples.
-    "context_ablations": Stage(
-        context_ablations.train_and_probe, ("stage1", "stage2_phase1", "kb", "corpus"), context_ablations.variant_names
-    ),
-    "rescoring": Stage(rescoring.evaluate_rescoring, ("kb", "stage2_phase2", "evaluate")),
-    "progressive": Stage(progressive.train_and_evaluate, ("stage2_phase1", "stage2_phase2", "kb")),
-}
-STAGES["report"] = Stage(report.write_results, tuple(STAGES))
-# only at scales with `ablations: true`
-ABLATIONS = (
-    "raft_only", "evaluate_raft_only", "evaluate_stage1", "context_ablations", "rescoring", "progressive"
-)  # fmt: skip
-NOVEL = ("novel", "novel_words")  # only at scales with novel classes
+10. `context_ablations`: phase 2 (or both phases) again with settings changed: its context options set back to the
+    paper's RAFT, or IA3 with the LM head, or the whole LM decoder (with or without its text loss replayed); each with
+    its test-mixture captions, context probe, novel events and word probe (`--variants` trains only some; a rerun
+    trains those missing).
+11. `rescoring`: CLAP rescoring of the curriculum model's captions (SLAM-AAC's CLAP-Refine) against none, on the
+    `evaluate` stage's test mixtures; `progressive`: phase 2 again from the same phase-1 model with MQ-Cap's
+    progressive schedule of retrieved pairs, evaluated as the curriculum model is.
+12. `report`: RESULTS.md.
 
 `conf/scales/<scale>.yaml` says how much of everything each scale runs, `conf/train/<stage>.yaml` how each training
 stage trains; `local/` does the work. With `--jobs 2` (the default on 2 or more cores) stages that do not read each
