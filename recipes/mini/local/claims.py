@@ -22,6 +22,7 @@ import numpy as np
 
 from paircap.metrics import compute_caption_metrics
 from paircap.statistics import paired_bootstrap
+from recipes.mini.local.evaluation import CURRICULUM, read_predictions
 from recipes.mini.local.event_captions import names_event
 from recipes.mini.local.mixtures import mixture_events
 
@@ -62,7 +63,6 @@ def rescored_name(name: str, weight: float = 0.5, query: bool = False) -> str:
     return f"{name}__clap{{candidates}}{'q' if query else ''}x{weight:g}"
 
 
-CURRICULUM = "stage2_phase2"
 P2P = Setting(CURRICULUM, run_name())
 ZERO_SHOT = Setting(CURRICULUM, "zero-shot")
 AUDIO2AUDIO = Setting(CURRICULUM, run_name("audio2audio"))
@@ -109,10 +109,8 @@ TRAINABLE_SET_COMPARISONS: tuple[tuple[str, Setting, Setting], ...] = tuple(
 
 
 def read_records(path: Path) -> dict[str, dict]:
-    """The captioned records of a predictions file (its first line is the run's settings), by audio_id."""
-    lines = path.read_text().splitlines()[1:]
-    records = (json.loads(line) for line in lines)
-    return {record["audio_id"]: record for record in records if "caption" in record}
+    """The captioned records of a predictions file, by audio_id."""
+    return {record["audio_id"]: record for record in read_predictions(path) if "caption" in record}
 
 
 def item_scores(path: Path, events: dict[str, tuple[str, ...]]) -> dict[str, dict[str, float]]:
