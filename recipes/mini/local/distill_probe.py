@@ -36,16 +36,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import ClapAudioModel
 
-from modeling_paircap.audio_arrays_paircap import resample
 from modeling_paircap.audio_loading_paircap import load_audio_file
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
+from recipes.mini.local.augmented_clips import RATE, augmented_mixture
 from recipes.mini.local.esc50 import split_by_source
 from recipes.mini.local.models import mini_clap_config, mini_feature_extractor
 from recipes.mini.local.retrieval_yardstick import esc50_clips, log_mel_statistics, retrieval_scores
 from recipes.mini.local.teacher import AudioSetTeacher
-
-RATE = 48000
-CLIP = 5 * RATE
 
 
 @dataclass(frozen=True)
@@ -74,86 +71,6 @@ VARIANTS = {
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Waveform augmentation (48 kHz, 5 s)
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def fit_length(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Exactly 5 s: a random crop of a longer clip, a shorter one tiled from a random start."""
-    if len(wave) >= CLIP:
-        start = int(rng.integers(0, len(wave) - CLIP + 1))
-        return wave[start : start + CLIP]
-    return np.roll(np.tile(wave, math.ceil(CLIP / len(wave)))[:CLIP], int(rng.integers(CLIP)))
-
-
-def change_speed(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Speed and pitch together, by a factor in [0.8, 1.25] (resampling and playing back at 48 kHz)."""
-    factor = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
-    target = int(round(RATE / factor / 100)) * 100
-    return resample(torch.from_numpy(wave), RATE, target).numpy()
-
-
-def equalise(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random smooth EQ (+-6 dB over log frequency), sometimes a low-pass (2-12 kHz) or high-pass (100-1500 Hz)."""
-    spectrum = np.fft.rfft(wave)
-    hz = np.fft.rfftfreq(len(wave), 1 / RATE)
-    octaves = np.log2(np.maximum(hz, 20.0) / 20.0)
-    nodes = np.linspace(0, octaves[-1], 8)
-    gain_db = np.interp(octaves, nodes, rng.normal(0, 6, size=len(nodes)))
-    gain = 10 ** (gain_db / 20)
-    if rng.random() < 0.3:
-        gain /= np.sqrt(1 + (hz / rng.uniform(2000, 12000)) ** 8)
-    if rng.random() < 0.3:
-        gain /= np.sqrt(1 + (rng.uniform(100, 1500) / np.maximum(hz, 1.0)) ** 8)
-    return np.fft.irfft(spectrum * gain, n=len(wave)).astype(np.float32)
-
-
-def reverberate(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Convolution with a synthetic room (exponentially decaying noise, RT60 0.2-1.2 s), wet share 0.2-0.8."""
-    rt60 = rng.uniform(0.2, 1.2)
-    t = np.arange(int(rt60 * RATE)) / RATE
-    tail = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
-    tail /= np.sqrt((tail**2).sum())
-    size = 1 << (len(wave) + len(tail)).bit_length()  # a power of two: numpy's FFT is slow at awkward sizes
-    wet = np.fft.irfft(np.fft.rfft(wave, size) * np.fft.rfft(tail, size), n=size)[: len(wave)]
-    share = rng.uniform(0.2, 0.8)
-    return ((1 - share) * wave + share * wet * rms(wave) / max(rms(wet), 1e-8)).astype(np.float32)
-
-
-def rms(wave: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(wave), dtype=np.float64)))
-
-
-def add_noise(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """White, pink or brown noise at 5-30 dB below the clip."""
-    spectrum = np.fft.rfft(rng.standard_normal(len(wave)))
-    hz = np.maximum(np.fft.rfftfreq(len(wave), 1 / RATE), 20.0)
-    noise = np.fft.irfft(spectrum / hz ** (rng.choice([0.0, 0.5, 1.0])), n=len(wave))
-    snr_db = rng.uniform(5, 30)
-    return (wave + noise * rms(wave) / max(rms(noise), 1e-12) * 10 ** (-snr_db / 20)).astype(np.float32)
-
-
-def augmented_clip(waves: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """One new 5 s clip: 1-3 training clips (each sped up or down), mixed within +-6 dB, then EQ, maybe reverb and
-    noise, and a gain of +-10 dB."""
-    chosen = [
-        waves[i] for i in rng.choice(len(waves), size=int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2])), replace=False)
-    ]
-    parts = []
-    for part in chosen:
-        part = fit_length(change_speed(part, rng) if rng.random() < 0.7 else part, rng)
-        parts.append(part / max(rms(part), 1e-6) * 10 ** (rng.uniform(-6, 6) / 20))
-    mixture = np.sum(parts, axis=0)
-    wave = mixture * rms(chosen[0]) / max(rms(mixture), 1e-6)  # the level of the first clip
-    wave = equalise(wave, rng)
-    wave = reverberate(wave, rng) if rng.random() < 0.3 else wave
-    wave = add_noise(wave, rng) if rng.random() < 0.5 else wave
-    wave = wave * 10 ** (rng.uniform(-10, 10) / 20)
-    peak = np.abs(wave).max()
-    return (wave / peak * 0.99 if peak > 0.99 else wave).astype(np.float32)
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # Bank: student inputs and teacher targets
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -170,7 +87,7 @@ def build_bank(waves: Sequence[np.ndarray], size: int, seed: int, teacher, featu
     rng = np.random.default_rng(seed)
     parts = [label(waves, teacher, features)]
     for start in range(0, size, 256):
-        parts.append(label([augmented_clip(waves, rng) for _ in range(min(256, size - start))], teacher, features))
+        parts.append(label([augmented_mixture(waves, rng) for _ in range(min(256, size - start))], teacher, features))
     return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
 

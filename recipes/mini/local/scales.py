@@ -24,6 +24,7 @@ class MiniScale:
     noisy_mixtures: int
     text_captions: int | None
     clap_steps: int
+    clap_augmented_takes: int
     lm_steps: int
     stage1_steps: int
     phase1_steps: int

@@ -12,6 +12,7 @@ from transformers import ClapModel, LlamaForCausalLM
 from modeling_paircap.prompting_paircap import DEFAULT_PROMPT_TEMPLATE, PromptFormat
 from paircap.assembly import assemble_release
 from paircap.tiny import train_clap_tokenizer, train_lm_tokenizer
+from recipes.mini.local.augmented_clips import write_augmented_clips
 from recipes.mini.local.layout import MiniRun
 from recipes.mini.local.models import mini_clap_config, mini_feature_extractor, mini_llama_config
 from recipes.mini.local.probe import clap_retrieval
@@ -44,17 +45,25 @@ def init_models(run: MiniRun) -> None:
 
 
 def train_clap(run: MiniRun) -> None:
-    """The CLAP stand-in (`conf/train/clap.yaml`), with a teacher (`--teacher`) also distilled from it (its targets
+    """The CLAP stand-in (`conf/train/clap.yaml`) on the training clips, their augmented takes
+    (`augmented_clips.py`) and the training mixtures, with a teacher (`--teacher`) also distilled from it (its targets
     computed first, `teacher_targets.py`), then how well it retrieves test captions (`clap/retrieval.json`)."""
-    distill = {} if run.teacher is None else {"distill_targets": str(teacher_targets(run))}
+    augmented = write_augmented_clips(run)
+    takes = [] if augmented is None else [str(augmented)]
+    # single clips and training mixtures about half and half: trained on single clips only, its embedding of a
+    # mixture names at most one event. The single clips (also in `train`) are listed again, not drawn by source
+    # weights (`balance_sources`): a row drawn twice in an epoch gets the same augmentation, a repeated row its own.
+    # Each augmented take stands in for one of those repeats
+    repeats = max(0, SINGLE_CLIP_REPEATS - run.scale.clap_augmented_takes)
+    train_pairs = [str(run.pairs("train_clips"))] * repeats + takes + [str(run.pairs("train"))]
+    distill = (
+        {} if run.teacher is None else {"distill_targets": str(teacher_targets(run, list(dict.fromkeys(train_pairs))))}
+    )
     train_stage(
         run,
         "clap",
         model_name_or_path=str(run.path("init", "clap")),
-        # single clips and training mixtures about half and half: trained on single clips only, its embedding
-        # of a mixture names at most one event. The single clips are listed again, not drawn by source weights
-        # (`balance_sources`): a row drawn twice in an epoch gets the same augmentation, a repeated row its own
-        train_pairs=[str(run.pairs("train_clips"))] * SINGLE_CLIP_REPEATS + [str(run.pairs("train"))],
+        train_pairs=train_pairs,
         validation_pairs=run.validation_pairs(),
         max_steps=run.scale.clap_steps,
         per_device_batch_size=run.scale.clap_batch_size,

@@ -103,9 +103,10 @@ def compute_targets(folder: Path, teacher_file: Path, audio_ids: list[str], path
     return targets_path
 
 
-def teacher_targets(run: MiniRun) -> Path:
-    """The distillation targets of every clip the CLAP stage trains on (single clips and training mixtures)."""
+def teacher_targets(run: MiniRun, pairs_folders: list[str]) -> Path:
+    """The distillation targets of every clip the CLAP stage trains on (`pairs_folders`: single clips, their
+    augmented takes and training mixtures)."""
     if run.teacher is None:
         raise ValueError("this run has no teacher (paircap mini --teacher PATH)")
-    audio_ids, paths = clips_to_label([run.pairs("train_clips"), run.pairs("train")])
+    audio_ids, paths = clips_to_label([Path(folder) for folder in pairs_folders])
     return compute_targets(run.path("clap", "teacher"), run.teacher, audio_ids, paths)
