@@ -90,9 +90,12 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
     assert retrieval["clips"] == 30 and spaces <= set(retrieval)
     assert all(0 <= retrieval[name]["R@1_own_recording_excluded"] <= retrieval[name]["R@1"] for name in spaces)
     assert "R@1, own recording excluded" in report
-    if TEACHER_WEIGHTS.is_file():  # its targets: every training clip and mixture once
+    takes = load_from_disk(str(quick_run / "clap" / "augmented_clips" / "pairs"))  # one augmented take per clip
+    assert len(set(takes["audio_id"])) == 30 and all(name.endswith("~aug0") for name in takes["audio_id"])
+    assert "augmented_clips/pairs" in (quick_run / "clap" / "config.yaml").read_text()
+    if TEACHER_WEIGHTS.is_file():  # its targets: every training clip, take and mixture once
         targets = np.load(quick_run / "clap" / "teacher" / "targets.npz")
-        assert len(targets["audio_ids"]) == 30 + 24 and targets["probabilities"].shape == (54, 527)
+        assert len(targets["audio_ids"]) == 30 + 30 + 24 and targets["probabilities"].shape == (84, 527)
         assert "distill_targets" in (quick_run / "clap" / "config.yaml").read_text()
     fit = json.loads((quick_run / "evaluation" / "fit.json").read_text())
     assert set(fit) == {"stage1", "stage2_phase1", "stage2_phase2", "raft_only"}

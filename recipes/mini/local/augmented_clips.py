@@ -5,7 +5,7 @@ retrieves little better than log-mel statistics. New acoustic variety helps, and
 each training clip gets takes with its speed and pitch changed (resampling), a random EQ and band limits, sometimes
 synthetic reverb and noise, and a new gain; a take keeps its clip's captions (none of this changes the event). The
 takes are written once as 48 kHz FLAC under `clap/augmented_clips/audio/`; a rerun writes only those missing (each
-take's randomness comes from the seed, the clip and the take's number, not from the order of writing).
+take's randomness comes from the seed, the clip's place among the training clips and the take's number).
 
 `local/distill_probe.py` measured the idea first (the mini HTSAT's held-out R@1 with the own recording excluded,
 7 % from the clean clips, 18-21 % with an augmented bank).
