@@ -33,7 +33,6 @@ at >= 0.75x the files/s of mode none at 127 k pairs.
 from __future__ import annotations
 
 import argparse
-import functools
 import statistics
 import tempfile
 import time
@@ -61,6 +60,7 @@ from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from modeling_paircap.retrieval_paircap import PairCapRetriever
+from paircap.threads import small_decode_step, threads_for_decoding
 
 TOP_K = 5
 FUSION_WEIGHT = 0.5
@@ -269,7 +269,8 @@ def files_sweep(model, processor, folder: Path, args: argparse.Namespace, kb_siz
 
 def contention(model, processor, folder: Path, args: argparse.Namespace, new_tokens: int, threads: int) -> list[dict]:
     """The contention row (`benchmarks/contention.py`) of generative pair-to-pair, `threads` being the policy's
-    default; at tiny size with a language model of the mini recipe's shape and a KB of its own. Changes `model`."""
+    default count; at tiny size with a language model of the mini recipe's shape and a KB of its own. Changes
+    `model`."""
     if args.size == "tiny":
         use_mini_lm(model)
     kb = synthetic_knowledge_base(model, folder / "kb-contention", DEFAULTS[args.size]["kb_pairs"], KB_CLIP_SECONDS)
@@ -278,9 +279,16 @@ def contention(model, processor, folder: Path, args: argparse.Namespace, new_tok
     rows = []
     for batch_size in args.contention_batch_sizes:
         inputs = query_inputs(processor, batch_size, args.device)
-        call = functools.partial(model.generate, **inputs, **retrieval)
+
+        def call(inputs=inputs, batch_size=batch_size):
+            with threads_for_decoding(model, batch_size):
+                return model.generate(**inputs, **retrieval)
+
         batch_rows = contention_rows(call, batch_size, args.device, threads, args.contention_repeats)
-        summary = "; ".join(f"{r['condition']}, {r['threads']} threads: {r['vs_best']:.2f}" for r in batch_rows)
+        for row in batch_rows:
+            if row["default"]:
+                row["policy_threads"] = 1 if small_decode_step(model, batch_size) else threads
+        summary = "; ".join(f"{r['condition']}, threads {r['threads']}: {r['vs_best']:.2f}" for r in batch_rows)
         print(f"contention, batch {batch_size}, speed / best: {summary}", flush=True)
         rows += batch_rows
     return rows

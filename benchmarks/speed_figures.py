@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from benchmarks.common import RESULTS_DIR
+from benchmarks.contention import POLICY
 
 SPINNING = "libgomp-default-wait"  # the captioning benchmark run with GOMP_SPINCOUNT=300000 (libgomp's own default)
 SWEEP_KB = 127_000
@@ -27,12 +28,14 @@ def span(values: Iterable[float], digits: int = 2, unit: str = "x") -> str:
 
 
 def threads(data: dict) -> str:
-    """The default thread count's speed against the best count's, quiet and beside a busy core, over batch sizes."""
+    """The thread policy's speed (in runs before it, the default count's) against the best setting's, quiet and
+    beside a busy core, over batch sizes."""
     rows = data["results"]["contention"]
-    default = data["settings"]["default_threads"]
     quiet = [row["vs_best"] for row in rows if row["default"] and row["condition"] == "quiet"]
     busy = [row["vs_best"] for row in rows if row["default"] and row["condition"] != "quiet"]
-    return f"the default of {default} threads ran at {span(quiet)} the best count's speed quiet, {span(busy)} beside it"
+    policy = any(row["threads"] == POLICY for row in rows)
+    setting = "the thread policy" if policy else f"the default of {data['settings']['default_threads']} threads"
+    return f"{setting} ran at {span(quiet)} the best setting's speed quiet, {span(busy)} beside it"
 
 
 def one_thread_busy(data: dict) -> str:

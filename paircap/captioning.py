@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from modeling_paircap.retrieval_paircap import PairCapRetriever, search_device
+from paircap.threads import threads_for_decoding
 
 # Files a folder walk takes: what soundfile reads, and the audio containers PyAV (ffmpeg) reads for it. A file among
 # them that does not decode gets an error line, never a silent skip.
@@ -252,7 +253,7 @@ def caption_waveforms(model, processor, waveforms: list, **generation_kwargs) ->
     inputs = processor(audio=waveforms, sampling_rate=processor.sampling_rate).to(model.device)
     if generation_kwargs.get("rescore") is not None:  # decodes and CLAP-tokenizes the candidates
         generation_kwargs["processor"] = processor
-    with torch.no_grad():
+    with torch.no_grad(), threads_for_decoding(model, len(waveforms)):
         output = model.generate(**inputs, return_dict_in_generate=True, **generation_kwargs)
     captions = processor.decode_captions(output.sequences, inputs["input_ids"].shape[1])
     records = [{"caption": caption} for caption in captions]

@@ -6,19 +6,26 @@ mini release took 14 ms at one thread, 154 ms at two under load). So:
 - the `paircap` entry point sets `OMP_WAIT_POLICY=PASSIVE` (waiting threads sleep) before torch is imported, unless
   the user set a policy;
 - the thread count stays torch's default (`OMP_NUM_THREADS`, else one per core), which a large model needs; `--threads
-  N` sets it for torch, faiss and the processes a command starts.
+  N` sets it for torch, faiss and the processes a command starts;
+- where the count was left to it, a CPU `generate` call whose decode steps are small (the model's parameters x the
+  batch under `SMALL_DECODE_STEP`) runs on one thread (`threads_for_decoding`): too little work to share.
 
 Checked by the captioning benchmark's contention row (`python -m benchmarks.captioning --contention-batch-sizes 1 8`:
-generative pair-to-pair with the mini recipe's LM shape at 1, 2, the default and all-cores threads, quiet and beside a
-bounded busy core; `benchmarks/results/captioning-cpu-tiny.json`, figures in `docs/speed.md`). On the 2-core
-development machine the default of two passive threads gave the same tokens at every count and ran at 0.95-1.00x the
-best count's speed at batch 8, quiet and beside the busy core, but at batch 1 one thread was faster (0.68x quiet, 0.73x
-busy: a single caption of this small LM is too little work to share); libgomp's own spin-then-sleep wait loses under
-load (0.04-0.20x).
+generative pair-to-pair with the mini recipe's LM shape at 1, 2 and all-cores threads and with the policy, quiet and
+beside a bounded busy core; `benchmarks/results/captioning-cpu-tiny.json`, figures in `docs/speed.md`). On the 2-core
+development machine, before the small-step rule, two passive threads ran at 0.95-1.00x the best count's speed at
+batch 8, quiet and busy, but at 0.68x (quiet) and 0.73x (busy) at batch 1, where one thread was fastest; libgomp's
+own spin-then-sleep wait loses under load (0.04-0.20x).
 """
 
 import argparse
+import contextlib
 import os
+from collections.abc import Iterator
+
+SMALL_DECODE_STEP = 10_000_000
+"""LM parameters x batch rows under which a CPU decode step runs on one thread. The mini recipe's LM (2.5 M
+parameters) decoded faster on one thread than on two at batch 1, slower at batch 8 on a quiet machine."""
 
 THREADS_HELP = "CPU threads of torch and faiss (default: OMP_NUM_THREADS if set, else one per core)"
 
@@ -47,3 +54,30 @@ def apply_threads(threads: int | None) -> None:
 
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
+
+
+def thread_count_chosen() -> bool:
+    """Whether the user chose the thread count (`--threads` or `OMP_NUM_THREADS`), which the policy then keeps."""
+    return "OMP_NUM_THREADS" in os.environ
+
+
+def small_decode_step(model, batch_size: int) -> bool:
+    """Whether `model` decodes `batch_size` rows on the CPU with too little work to share between threads."""
+    return model.device.type == "cpu" and model.num_parameters() * batch_size < SMALL_DECODE_STEP
+
+
+@contextlib.contextmanager
+def threads_for_decoding(model, batch_size: int) -> Iterator[None]:
+    """One torch thread inside the block for a small decode step (`small_decode_step`) when the thread count was left
+    to the policy; otherwise no change."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if not small_decode_step(model, batch_size) or thread_count_chosen() or previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -140,25 +140,27 @@ def test_captioning_reports_decode_against_the_bandwidth_floor(results_dir):
 
 
 def test_captioning_times_thread_counts_quiet_and_beside_a_busy_core(results_dir):
-    """The contention row: every thread count in both conditions, the same tokens as one quiet thread, the default's
-    ratio to the best count as its target (no timing asserts)."""
+    """The contention row: every thread count and the thread policy in both conditions, the same tokens as one quiet
+    thread, the policy's ratio to the best setting as its target (no timing asserts)."""
     data = load(results_dir, "captioning")
     default = data["settings"]["default_threads"]
     assert default == data["environment"]["torch_threads"] == data["environment"]["torch_threads_end"]
     rows = data["results"]["contention"]
-    counts = contention.thread_counts(default)
+    settings = [*contention.thread_counts(), contention.POLICY]
     assert [(row["condition"], row["threads"]) for row in rows] == [
-        (c, n) for c in contention.CONDITIONS for n in counts
+        (c, setting) for c in contention.CONDITIONS for setting in settings
     ]
     assert all(row["batch_size"] == 1 and row["same_captions"] and len(row["raw_s"]) == 2 for row in rows)
     for condition in contention.CONDITIONS:
         ratios = [row["vs_best"] for row in rows if row["condition"] == condition]
         assert max(ratios) == 1 and all(0 < ratio <= 1 for ratio in ratios)
-    assert [row["threads"] for row in rows if row["default"]] == [default, default]
+    policy = [row for row in rows if row["default"]]
+    assert [row["threads"] for row in policy] == [contention.POLICY] * 2
+    assert all(row["policy_threads"] == 1 for row in policy)  # the tiny model at batch 1: a small decode step
     assert all(row["load_cpu_share"] > 0 for row in rows if row["condition"] != "quiet")
     targets = data["results"]["contention_targets"]
     assert [(row["condition"], row["threads"], row["limit"]) for row in targets] == [
-        (condition, default, 0.9) for condition in contention.CONDITIONS
+        (condition, contention.POLICY, 0.9) for condition in contention.CONDITIONS
     ]
     assert "### Contention target" in (results_dir / "captioning-cpu-tiny.md").read_text()
 

@@ -44,7 +44,8 @@ def test_the_busy_load_stops_when_its_parent_is_killed():
     assert not alive(pid)
 
 
-def test_thread_counts_hold_one_two_the_default_and_every_core(monkeypatch):
+def test_thread_counts_hold_one_two_and_every_core(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 16)
-    assert thread_counts(16) == [1, 2, 16]
-    assert thread_counts(4) == [1, 2, 4, 16]
+    assert thread_counts() == [1, 2, 16]
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert thread_counts() == [1, 2]

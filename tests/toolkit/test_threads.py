@@ -1,5 +1,6 @@
 """The thread policy (`paircap.threads`) and a light start-up: `--threads` on every command that runs a model, passive
-OpenMP waiting set before torch loads (the user's own policy kept), and `paircap --help` without torch."""
+OpenMP waiting set before torch loads (the user's own policy kept), one thread for a small decode step unless the user
+chose a count, and `paircap --help` without torch."""
 
 import json
 import os
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from paircap import threads
 from paircap.cli import build_parser, main
+from paircap.threads import threads_for_decoding
 from recipes.mini.run import parse_args as parse_mini_args
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,3 +128,33 @@ def test_help_imports_no_heavy_library():
     assert result.returncode == 0, result.stderr
     assert "caption" in result.stdout and "mini" in result.stdout  # the help was printed, installed commands too
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+@pytest.fixture
+def small_lm():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
+    return LlamaForCausalLM(config)
+
+
+def test_a_small_decode_step_runs_on_one_thread_when_the_count_is_left_to_the_policy(small_lm, restore_threads):
+    os.environ.pop("OMP_NUM_THREADS")
+    torch.set_num_threads(2)
+    with threads_for_decoding(small_lm, batch_size=8):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+
+
+def test_a_large_step_or_a_chosen_count_keeps_the_threads(small_lm, restore_threads, monkeypatch):
+    monkeypatch.setattr(threads, "SMALL_DECODE_STEP", small_lm.num_parameters() * 4)
+    os.environ.pop("OMP_NUM_THREADS")
+    torch.set_num_threads(2)
+    assert threads.small_decode_step(small_lm, 3) and not threads.small_decode_step(small_lm, 4)
+    with threads_for_decoding(small_lm, batch_size=4):
+        assert torch.get_num_threads() == 2
+    os.environ["OMP_NUM_THREADS"] = "2"  # --threads 2
+    with threads_for_decoding(small_lm, batch_size=1):
+        assert torch.get_num_threads() == 2
