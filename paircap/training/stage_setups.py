@@ -115,7 +115,13 @@ def retrieved_examples(cfg: TrainConfig, pairs: Dataset, model, processor, accel
     """
     folder = Path(cfg.retrieval_dir or Path(cfg.output_dir) / "retrieval")
     embedded = embed_pairs(
-        pairs, model, processor, folder / "embedded", accelerator=accelerator, progress=accelerator.is_main_process
+        pairs,
+        model,
+        processor,
+        folder / "embedded",
+        num_workers=cfg.num_workers,
+        accelerator=accelerator,
+        progress=accelerator.is_main_process,
     )
     path = folder / "neighbors.npz"
     groups = load_clip_groups(cfg.clip_groups) if cfg.clip_groups else None

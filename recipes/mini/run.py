@@ -250,19 +250,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def mini_run(args: argparse.Namespace) -> MiniRun:
+    """The run the parsed arguments describe.
+
+    Raises:
+        ValueError: the teacher weights file does not exist.
+    """
+    scale = load_scale("quick" if args.quick else args.scale)
+    teacher = None if args.teacher is None else Path(args.teacher).resolve()
+    if teacher is not None and not teacher.is_file():
+        raise ValueError(f"{teacher}: no such teacher weights file")
+    return MiniRun(
+        Path(args.output), Path(args.data), scale, tuple(args.clips), args.seed, stage_names(scale), teacher,
+        tuple(args.variants),
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log_progress_to_stderr((*LOGGED_PACKAGES, "recipes"))
     apply_threads(args.threads)
-    scale = load_scale("quick" if args.quick else args.scale)
-    teacher = None if args.teacher is None else Path(args.teacher).resolve()
-    if teacher is not None and not teacher.is_file():
-        print(f"paircap mini: error: {teacher}: no such teacher weights file", file=sys.stderr)
+    try:
+        run = mini_run(args)
+    except ValueError as error:
+        print(f"paircap mini: error: {error}", file=sys.stderr)
         return 2
-    run = MiniRun(
-        Path(args.output), Path(args.data), scale, tuple(args.clips), args.seed, stage_names(scale), teacher,
-        tuple(args.variants),
-    )  # fmt: skip
     try:
         run_stages(run, args.stages, jobs=args.jobs, threads=args.threads)
     except StageFailed as error:
