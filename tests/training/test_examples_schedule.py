@@ -98,6 +98,7 @@ def test_stage2_setup_gives_the_training_set_the_schedule(shared_data, tiny_rele
         max_examples=2,
         num_neighbors=2,
         examples_schedule=[0, 2],
+        num_workers=0,
     )
     setup = captioning_setup(cfg, Accelerator(cpu=True))
     train_set = setup.train.dataset

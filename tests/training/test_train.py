@@ -19,13 +19,13 @@ from modeling_paircap.tokens_paircap import TOKENS_FILE, ClipTokenStore
 pytestmark = pytest.mark.slow  # a long file: it starts first (tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
-COMMON = ["--per_device_batch_size", "4", "--num_workers", "1", "--log_every", "2", "--warmup_ratio", "0"]
+COMMON = ["--per_device_batch_size", "4", "--log_every", "2", "--warmup_ratio", "0"]
 
 
 def launch(args: list[str], cwd: Path) -> list[dict]:
     """
-    Run train_accelerate.py under `accelerate launch --multi_gpu --num_processes 2` on CPU; return the log lines it
-    appended to `<output_dir>/log.jsonl`.
+    Run train_accelerate.py under `accelerate launch --multi_gpu --num_processes 2` on CPU (no loading workers unless
+    `args` asks for them); return the log lines it appended to `<output_dir>/log.jsonl`.
     """
     log = Path(args[args.index("--output_dir") + 1]) / "log.jsonl"
     logged_before = len(log.read_text().splitlines()) if log.is_file() else 0
@@ -33,6 +33,7 @@ def launch(args: list[str], cwd: Path) -> list[dict]:
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         str(REPO / "train_accelerate.py"), *args, *COMMON,
+        *([] if "--num_workers" in args else ["--num_workers", "0"]),  # loading workers: stage 1's run only
     ]  # fmt: skip
     env = {
         **os.environ,
@@ -92,7 +93,7 @@ def stage1(tiny_release, overfit_pairs, tmp_path_factory):
     log = launch(
         ["--stage", "alignment", "--model_name_or_path", str(release), "--output_dir", str(output),
          "--train_pairs", str(overfit_pairs), "--validation_pairs", str(overfit_pairs),
-         "--learning_rate", "1e-2", "--max_steps", "30", "--save_every", "15"],
+         "--learning_rate", "1e-2", "--max_steps", "30", "--save_every", "15", "--num_workers", "1"],
         output,
     )  # fmt: skip
     return output, log

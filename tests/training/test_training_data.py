@@ -230,6 +230,7 @@ def test_neighbour_cache_is_recomputed_when_a_setting_changes(training_pairs, ti
             train_pairs=["unused"],
             max_examples=2,
             num_neighbors=4,
+            num_workers=0,
             **settings,
         )
         embedded, table = retrieved_examples(cfg, training_pairs, model, processor, accelerator)
