@@ -24,8 +24,9 @@ import os
 from collections.abc import Iterator
 
 SMALL_DECODE_STEP = 10_000_000
-"""LM parameters x batch rows under which a CPU decode step runs on one thread. The mini recipe's LM (2.5 M
-parameters) decoded faster on one thread than on two at batch 1, slower at batch 8 on a quiet machine."""
+"""Model parameters x batch rows under which a CPU `generate` call runs on one thread. A model of the mini release's
+size (3.5 M parameters, 2.5 M of them its LM) captioned faster on one thread than on two at batch 1, slower at batch 8
+on a quiet machine."""
 
 THREADS_HELP = "CPU threads of torch and faiss (default: OMP_NUM_THREADS if set, else one per core)"
 

@@ -58,6 +58,7 @@ class Variant:
     tag_weight: float = 1.0
     masks: bool = True  # SpecAugment-style time and mel masks on the student's input
     dropout: float = 0.2  # the HTSAT's hidden dropout and stochastic depth (the mini CLAP's: 0.2)
+    width: int = 16  # the HTSAT's first-stage width, doubled per stage (the mini CLAP's: 16)
 
 
 VARIANTS = {
@@ -65,6 +66,7 @@ VARIANTS = {
     "htsat_aug": Variant("htsat_aug"),
     "htsat_aug_nodrop": Variant("htsat_aug_nodrop", dropout=0.0),
     "htsat_nodrop_lr3_nomask": Variant("htsat_nodrop_lr3_nomask", dropout=0.0, lr=3e-3, masks=False),
+    "htsat_wide_aug_nodrop": Variant("htsat_wide_aug_nodrop", dropout=0.0, width=32),
     "cnn_aug": Variant("cnn_aug", student="cnn"),
     "cnn_clean": Variant("cnn_clean", student="cnn", augmented=0),
 }
@@ -100,10 +102,14 @@ class HtsatStudent(nn.Module):
     """The mini CLAP's HTSAT audio tower (the retrieval space's real encoder) with linear heads to the teacher's
     embedding and tags."""
 
-    def __init__(self, dropout: float) -> None:
+    def __init__(self, dropout: float, width: int = 16) -> None:
         super().__init__()
         config = mini_clap_config(1000).audio_config
         config.hidden_dropout_prob = config.drop_path_rate = dropout
+        if width != config.patch_embeds_hidden_size:  # at least 2 channels per head at the first stage
+            config.hidden_size = width * 2 ** (len(config.depths) - 1)
+            config.patch_embeds_hidden_size = width
+            config.num_attention_heads = [min(width // 2, heads * width // 16) for heads in config.num_attention_heads]
         self.encoder = ClapAudioModel(config)
         width = self.encoder.config.hidden_size
         self.embedding, self.tags = nn.Linear(width, 384), nn.Linear(width, 527)
@@ -153,7 +159,7 @@ def mask(inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def train(variant: Variant, bank: dict, seed: int, log_every: int = 100) -> nn.Module:
     torch.manual_seed(seed)
-    student = HtsatStudent(variant.dropout) if variant.student == "htsat" else CnnStudent()
+    student = HtsatStudent(variant.dropout, variant.width) if variant.student == "htsat" else CnnStudent()
     mean, std = bank["embeddings"].mean(dim=0), bank["embeddings"].std(dim=0).clamp(min=1e-4)
     targets = (bank["embeddings"] - mean) / std
     probabilities = torch.sigmoid(bank["logits"])
