@@ -10,12 +10,13 @@ mini release took 14 ms at one thread, 154 ms at two under load). So:
 - where the count was left to it, a CPU `generate` call whose decode steps are small (the model's parameters x the
   batch under `SMALL_DECODE_STEP`) runs on one thread (`threads_for_decoding`): too little work to share.
 
-Checked by the captioning benchmark's contention row (`python -m benchmarks.captioning --contention-batch-sizes 1 8`:
-generative pair-to-pair with the mini recipe's LM shape at 1, 2 and all-cores threads and with the policy, quiet and
-beside a bounded busy core; `benchmarks/results/captioning-cpu-tiny.json`, figures in `docs/speed.md`). On the 2-core
-development machine, before the small-step rule, two passive threads ran at 0.95-1.00x the best count's speed at
-batch 8, quiet and busy, but at 0.68x (quiet) and 0.73x (busy) at batch 1, where one thread was fastest; libgomp's
-own spin-then-sleep wait loses under load (0.04-0.20x).
+Checked by the captioning benchmark's contention row (`python -m benchmarks.captioning --contention-batch-sizes 1 2 4
+8`: generative pair-to-pair with the mini recipe's LM shape at 1, 2 and all-cores threads and with the policy, quiet
+and beside a bounded busy core; `benchmarks/results/captioning-cpu-tiny.json`, figures in `docs/speed.md`). On the
+2-core development machine, before the small-step rule, two passive threads ran at 0.95-1.00x the best count's speed at
+batch 8, quiet and busy, but at 0.68x (quiet) and 0.73x (busy) at batch 1, where one thread was fastest; with it the
+policy ran at 0.94-1.00x at batch 1, 2, 4 and 8, quiet and busy. libgomp's own spin-then-sleep wait loses under load
+(0.04-0.20x).
 """
 
 import argparse
