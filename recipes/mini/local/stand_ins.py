@@ -45,9 +45,10 @@ def init_models(run: MiniRun) -> None:
 
 
 def train_clap(run: MiniRun) -> None:
-    """The CLAP stand-in (`conf/train/clap.yaml`) on the training clips, their augmented takes
-    (`augmented_clips.py`) and the training mixtures, with a teacher (`--teacher`) also distilled from it (its targets
-    computed first, `teacher_targets.py`), then how well it retrieves test captions (`clap/retrieval.json`)."""
+    """The CLAP stand-in (`conf/train/clap.yaml`) on the training clips, the scale's augmented takes of them
+    (`augmented_clips.py`; none at the full scale) and the training mixtures, with a teacher (`--teacher`) also
+    distilled from it (its targets computed first, `teacher_targets.py`), then how well it retrieves test captions
+    (`clap/retrieval.json`)."""
     augmented = write_augmented_clips(run)
     takes = [] if augmented is None else [str(augmented)]
     # single clips and training mixtures about half and half: trained on single clips only, its embedding of a
