@@ -22,8 +22,9 @@ import numpy as np
 
 from paircap.metrics import compute_caption_metrics
 from paircap.statistics import paired_bootstrap
-from recipes.mini.local.evaluation import CURRICULUM, read_predictions
+from recipes.mini.local.evaluation import read_predictions
 from recipes.mini.local.event_captions import names_event
+from recipes.mini.local.layout import CURRICULUM
 from recipes.mini.local.mixtures import mixture_events
 
 METRICS = ("cider_d", "both_named")

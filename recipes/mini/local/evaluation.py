@@ -29,11 +29,10 @@ from paircap.releases import load_release
 from recipes.mini.local.corpus import save
 from recipes.mini.local.event_captions import event_accuracy
 from recipes.mini.local.knowledge_bases import KNOWLEDGE_BASES
-from recipes.mini.local.layout import MiniRun
+from recipes.mini.local.layout import CURRICULUM, MiniRun
 from recipes.mini.local.mixtures import mixture_events
 
 MODES = ("audio2audio", "audio2mixture", "generative_pair2pair")  # the grid's retrieval methods
-CURRICULUM = "stage2_phase2"  # the curriculum model: the grid's captioner
 
 
 def evaluate_release(

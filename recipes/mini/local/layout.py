@@ -12,6 +12,7 @@ from recipes.mini.local.scales import MiniScale
 CLIP_FOLDERS = ("esc50_cc", "esc50_more")  # the ESC-50 folders under the data folder (esc50_cc is CC0/CC-BY)
 AUDIO_ROOT = "esc50_mini"  # the KBs record clip locations under this root name (the corpus folder)
 CAPTIONERS = ("stage1", "stage2_phase1", "stage2_phase2", "raft_only")
+CURRICULUM = "stage2_phase2"  # the curriculum model: the grid's captioner, the packed release
 
 
 @dataclass(frozen=True)

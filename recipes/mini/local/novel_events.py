@@ -27,10 +27,9 @@ from recipes.mini.local.esc50 import Esc50Clip, seed_sequence, single_clip_pairs
 from recipes.mini.local.evaluation import read_predictions
 from recipes.mini.local.event_captions import names_event
 from recipes.mini.local.knowledge_bases import CONTROL, TEXT_ONLY
-from recipes.mini.local.layout import MiniRun
+from recipes.mini.local.layout import CURRICULUM, MiniRun
 from recipes.mini.local.novel_classes import read_novel_classes
 
-MODEL = "stage2_phase2"  # the curriculum captioner
 GROUPS = ("novel", "known")
 WEIGHTS = (0.1, 0.3, 0.5, 0.7, 0.9)  # generative pair-to-pair's W (paper eq. 4)
 
@@ -80,7 +79,7 @@ def evaluation_runs(run: MiniRun) -> dict[str, EvaluationRun]:
 
 def novel_events(run: MiniRun) -> None:
     """The curriculum captioner's novel events (`evaluate_release` into `novel/`)."""
-    evaluate_release(run, run.release(MODEL), run.path("novel"))
+    evaluate_release(run, run.release(CURRICULUM), run.path("novel"))
 
 
 def evaluate_release(run: MiniRun, release: Path, output: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 
 from recipes.mini.local.evaluation import evaluate_captioner
-from recipes.mini.local.layout import MiniRun
+from recipes.mini.local.layout import CURRICULUM, MiniRun
 from recipes.mini.local.training import train_captioner
 
 STAGE = "progressive"  # its training folder (`progressive/`), conf file and evaluation folder
@@ -21,7 +21,7 @@ def train_and_evaluate(run: MiniRun) -> None:
     s = run.scale
     retrieval = run.path(STAGE, "retrieval")
     if not retrieval.exists():
-        shutil.copytree(run.path("stage2_phase2", "retrieval"), retrieval)
+        shutil.copytree(run.path(CURRICULUM, "retrieval"), retrieval)
     train_captioner(
         run,
         STAGE,

@@ -37,7 +37,7 @@ from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.assembly import save_release
 from recipes.mini.local.esc50 import Esc50Clip, read_esc50_manifests
 from recipes.mini.local.knowledge_bases import KNOWLEDGE_BASES
-from recipes.mini.local.layout import MiniRun
+from recipes.mini.local.layout import CURRICULUM, MiniRun
 from recipes.mini.local.report import Evaluation, grid_table
 
 KB_FOLDER = "knowledge_base"
@@ -46,7 +46,7 @@ TEST_DATASET = {"name": "esc50-mixtures", "split": "test"}  # what `evaluate_cur
 
 def pack_release(run: MiniRun, destination: Path, kb_name: str = "refined") -> Path:
     """Write the release folder; returns it. Needs the run's corpus (the KB's clip tokens are recomputed)."""
-    source = run.release("stage2_phase2")
+    source = run.release(CURRICULUM)
     model = PairCapForConditionalGeneration.from_pretrained(source).eval()
     processor = PairCapProcessor.from_pretrained(source, trust_remote_code=True)
     destination = Path(destination)
@@ -85,7 +85,7 @@ def mini_card(run: MiniRun, model, clips: list[Esc50Clip], kb_folder: Path, kb: 
     name of a KB of the run: its folder may have moved since the evaluation).
     """
     corpus = json.loads(run.path("corpus", "summary.json").read_text())
-    evaluation_dir = run.path("evaluation", "stage2_phase2")
+    evaluation_dir = run.path("evaluation", CURRICULUM)
     evaluation = Evaluation(evaluation_dir)
     results = load_evaluation(evaluation_dir)["results"]
     if results is not None:  # an evaluation made before `paircap evaluate` recorded its dataset

@@ -16,7 +16,7 @@ from hub_cards.evaluation_tables import similarity_table
 from paircap.statistics import wilson_interval
 from recipes.mini.local import claims
 from recipes.mini.local.context_ablations import VARIANTS
-from recipes.mini.local.layout import MiniRun
+from recipes.mini.local.layout import CURRICULUM, MiniRun
 from recipes.mini.local.mechanism import mechanism_table
 from recipes.mini.local.novel_words import RESULT_FILE as WORDS_FILE
 from recipes.mini.local.novel_words import words_table
@@ -392,7 +392,7 @@ def write_results(run: MiniRun) -> Path:
     fit = load_json(out / "evaluation" / "fit.json") or {}
     zero_shot = load_json(out / "evaluation" / "zero_shot.json") or {}
     novel = load_json(out / "novel" / "results.json")
-    main = Evaluation(out / "evaluation" / "stage2_phase2")
+    main = Evaluation(out / "evaluation" / CURRICULUM)
     raft_only = Evaluation(out / "evaluation" / "raft_only")
     stage1 = Evaluation(out / "evaluation" / "stage1")
     w, k = 0.5, scale.max_examples
@@ -441,7 +441,7 @@ def write_results(run: MiniRun) -> Path:
         ),
     ]
     clips = " ".join(run.clip_folders)
-    plots = copy_plots(out / "evaluation" / "stage2_phase2", out)
+    plots = copy_plots(out / "evaluation" / CURRICULUM, out)
     text = f"""# Mini recipe: results
 
 Command: `paircap mini --output {out.name} --scale {scale.name} --clips {clips}`

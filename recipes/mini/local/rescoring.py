@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 
 from paircap.evaluation import rescoring_runs
-from recipes.mini.local.evaluation import CURRICULUM, evaluate_release, event_scores
+from recipes.mini.local.evaluation import evaluate_release, event_scores
 from recipes.mini.local.knowledge_bases import KNOWLEDGE_BASES
-from recipes.mini.local.layout import MiniRun
+from recipes.mini.local.layout import CURRICULUM, MiniRun
 
 FOLDER = "rescoring"  # under evaluation/
 WEIGHT = 0.5  # the CLAP similarity's weight against the LM score
