@@ -3,6 +3,7 @@ rerun (`python -m recipes.mini.run`, the same command) skips every finished stag
 clip offline. `paircap` finds `mini` through the `paircap.commands` entry point that pyproject.toml declares."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from recipes.mini.local.event_captions import names_event
 from recipes.mini.local.mixtures import mixture_events
 from recipes.mini.local.novel_events import SETTINGS
 from recipes.mini.local.scales import load_scale, scale_names
-from recipes.mini.run import ABLATIONS, NOVEL, STAGES, mini_run, parse_args, stage_command, stage_names
+from recipes.mini.run import ABLATIONS, NOVEL, STAGES, mini_run, parse_args, run_stages, stage_command, stage_names
 
 pytestmark = pytest.mark.slow  # a long file: it starts first (tests/conftest.py)
 
@@ -303,9 +304,10 @@ def test_a_failed_stage_names_its_log_and_the_stages_left_unrun(environment, tmp
     assert "init did not run" in result.stderr and not (tmp_path / "run" / "stages" / "corpus.json").exists()
 
 
-def test_a_rerun_skips_every_finished_stage(quick_run, environment):
-    result = run(["-m", "recipes.mini.run", "--output", str(quick_run), "--quick"], REPO, environment)
-    skipped = [line for line in result.stderr.splitlines() if "done earlier, skipped" in line]
+def test_a_rerun_skips_every_finished_stage(quick_run, caplog):
+    caplog.set_level(logging.INFO, logger="recipes.mini.run")
+    run_stages(mini_run(parse_args(["--output", str(quick_run), "--quick", "--jobs", "1"])))
+    skipped = [record for record in caplog.records if "done earlier, skipped" in record.getMessage()]
     assert len(skipped) == len(QUICK_STAGES) - 1  # the report is always rewritten
 
 
