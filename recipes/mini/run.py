@@ -12,8 +12,9 @@ last checkpoint, an interrupted embedding from its last shard):
    noisy mixtures whose captions name a wrong class (standing in for WavCaps' weak labels); the caption text of
    AudioCaps and Clotho (no audio) for the language model.
 2. `init`: tokenizers trained on that text, and a small random CLAP and Llama.
-3. `clap`, `lm`: the stand-ins for `laion/clap-htsat-unfused` and Vicuna (`clap_contrastive`, `lm_text` stages);
-   `probe`: what the CLAP's audio embedding can name.
+3. `clap_audio` (with `--teacher`): the CLAP's audio tower pretrained on the AudioSet teacher, as laion's HTSAT was
+   on AudioSet; `clap`, `lm`: the stand-ins for `laion/clap-htsat-unfused` and Vicuna (`clap_contrastive`, `lm_text`
+   stages); `probe`: what the CLAP's audio embedding can name.
 4. `assemble`: the PairCap release from the two.
 5. `kb`: knowledge bases *base* (training pairs), *large* (base + noisy pairs) and *refined* (large refined with the
    training pairs, paper §3.5), in the frozen CLAP space.
@@ -57,6 +58,7 @@ from transformers.utils import logging
 from paircap.logs import LOGGED_PACKAGES, log_progress_to_stderr
 from paircap.threads import apply_threads
 from recipes.mini.local import (
+    audio_pretraining,
     context_ablations,
     corpus,
     evaluation,
@@ -93,7 +95,8 @@ class Stage(NamedTuple):
 STAGES = {
     "corpus": Stage(corpus.write_corpus, ()),
     "init": Stage(stand_ins.init_models, ("corpus",)),
-    "clap": Stage(stand_ins.train_clap, ("init",)),
+    "clap_audio": Stage(audio_pretraining.pretrain_audio_tower, ("init",)),
+    "clap": Stage(stand_ins.train_clap, ("init", "clap_audio")),
     "lm": Stage(stand_ins.train_lm, ("init",)),
     "assemble": Stage(stand_ins.assemble, ("clap", "lm")),
     "stage1": Stage(training.stage1, ("assemble",)),

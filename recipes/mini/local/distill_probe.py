@@ -42,6 +42,7 @@ from modeling_paircap.audio_loading_paircap import load_audio_file
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
 from recipes.mini.local.augmented_clips import RATE, augmented_mixture
 from recipes.mini.local.esc50 import split_by_source
+from recipes.mini.local.extra_audio import extra_segments
 from recipes.mini.local.models import mini_clap_config, mini_feature_extractor
 from recipes.mini.local.retrieval_yardstick import esc50_clips, log_mel_statistics, retrieval_scores
 from recipes.mini.local.teacher import AudioSetTeacher
@@ -217,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--augmented", type=int, help="override every variant's bank size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--swap", action="store_true", help="train on the second half, evaluate on the first")
+    parser.add_argument("--extra-audio", nargs="+", default=[], help="folders of unlabelled audio (extra_audio.py)")
+    parser.add_argument("--extra-limit", type=int, default=4000, help="at most this many extra segments")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -231,13 +234,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         flush=True,
     )
     train_waves = [load_audio_file(c.path, RATE) for c in train_clips]
+    extra = extra_segments(args.extra_audio, args.extra_limit, seed=args.seed) if args.extra_audio else []
+    print(f"{len(extra)} extra segments", flush=True)
     test_waves = [load_audio_file(c.path, RATE) for c in test_clips]
     teacher = AudioSetTeacher.from_file(args.teacher)
     features = TorchClapFeatures(mini_feature_extractor())
     labels, recordings = [c.category for c in test_clips], [c.src_file for c in test_clips]
     held_out = label(test_waves, teacher, features)
     results = {
-        "split": {"seed": args.seed, "swap": args.swap, "train_clips": len(train_clips), "test_clips": len(test_clips)},
+        "split": {
+            "seed": args.seed,
+            "swap": args.swap,
+            "train_clips": len(train_clips),
+            "test_clips": len(test_clips),
+            "extra_segments": len(extra),
+        },
         "teacher": retrieval_scores(held_out["embeddings"], labels, recordings),
         "teacher_tag_probabilities": retrieval_scores(torch.sigmoid(held_out["logits"]), labels, recordings),
         "log_mel_statistics": retrieval_scores(log_mel_statistics(test_waves, RATE), labels, recordings),
@@ -249,12 +260,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.augmented is not None and variant.augmented:
             variant = replace(variant, augmented=args.augmented)
         if variant.augmented not in banks:
-            path = out / f"bank_seed{args.seed}{'_swap' if args.swap else ''}_{variant.augmented}.pt"
+            extra_tag = f"_extra{len(extra)}" if extra else ""
+            path = out / f"bank_seed{args.seed}{'_swap' if args.swap else ''}_{variant.augmented}{extra_tag}.pt"
             if path.is_file():
                 banks[variant.augmented] = torch.load(path, weights_only=True)
             else:
                 started = time.time()
-                banks[variant.augmented] = build_bank(train_waves, variant.augmented, args.seed, teacher, features)
+                banks[variant.augmented] = build_bank(
+                    train_waves + extra, variant.augmented, args.seed, teacher, features
+                )
                 torch.save(banks[variant.augmented], path)
                 print(f"bank of {variant.augmented} augmented clips: {time.time() - started:.0f} s", flush=True)
         started = time.time()
@@ -272,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "variant": asdict(variant),
         }
         print(json.dumps({name: results[name]}, indent=2), flush=True)
-    tag = f"seed{args.seed}{'_swap' if args.swap else ''}"
+    tag = f"seed{args.seed}{'_swap' if args.swap else ''}{f'_extra{len(extra)}' if extra else ''}"
     (out / f"results_{tag}_{'_'.join(args.variants)}.json").write_text(json.dumps(results, indent=2))
     print(json.dumps({k: v for k, v in results.items() if k != "split"}, indent=2))
 

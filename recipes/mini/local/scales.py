@@ -25,6 +25,8 @@ class MiniScale:
     text_captions: int | None
     clap_steps: int
     clap_augmented_takes: int
+    clap_audio_steps: int
+    clap_audio_mixtures: int
     lm_steps: int
     stage1_steps: int
     phase1_steps: int

@@ -12,6 +12,7 @@ from transformers import ClapModel, LlamaForCausalLM
 from modeling_paircap.prompting_paircap import DEFAULT_PROMPT_TEMPLATE, PromptFormat
 from paircap.assembly import assemble_release
 from paircap.tiny import train_clap_tokenizer, train_lm_tokenizer
+from recipes.mini.local.audio_pretraining import clap_start
 from recipes.mini.local.augmented_clips import write_augmented_clips
 from recipes.mini.local.layout import MiniRun
 from recipes.mini.local.models import mini_clap_config, mini_feature_extractor, mini_llama_config
@@ -63,7 +64,7 @@ def train_clap(run: MiniRun) -> None:
     train_stage(
         run,
         "clap",
-        model_name_or_path=str(run.path("init", "clap")),
+        model_name_or_path=str(clap_start(run)),
         train_pairs=train_pairs,
         validation_pairs=run.validation_pairs(),
         max_steps=run.scale.clap_steps,
