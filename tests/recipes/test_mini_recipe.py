@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow  # a long file: it starts first (tests/conftest.py
 REPO = Path(__file__).resolve().parents[2]
 TEACHER_WEIGHTS = REPO.parent / "shared" / "models" / "efficientat_mn04_as" / "mn04_as_mAP_432.pt"
 QUICK_STAGES = [  # every stage, in the order it runs
-    "corpus", "init", "clap", "lm", "assemble", "stage1", "probe", "kb", "stage2_phase1", "stage2_phase2", "raft_only",
+    "corpus", "init", "clap_audio", "clap", "lm", "assemble", "stage1", "probe", "kb", "stage2_phase1", "stage2_phase2", "raft_only",
     "evaluate", "evaluate_raft_only", "evaluate_stage1", "fit", "zero_shot", "novel", "novel_words", "mechanism",
     "context_ablations", "rescoring", "progressive", "report",
 ]  # fmt: skip
@@ -98,6 +98,14 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
         targets = np.load(quick_run / "clap" / "teacher" / "targets.npz")
         assert len(targets["audio_ids"]) == 30 + 30 + 24 and targets["probabilities"].shape == (84, 527)
         assert "distill_targets" in (quick_run / "clap" / "config.yaml").read_text()
+        # the CLAP started from the audio tower pretrained on the teacher (stage clap_audio)
+        assert (
+            f"model_name_or_path: {quick_run / 'clap_audio' / 'clap'}"
+            in (quick_run / "clap" / "config.yaml").read_text()
+        )
+        tower = json.loads((quick_run / "clap_audio" / "retrieval.json").read_text())
+        assert set(tower) == {"predicted_teacher_embedding", "pooled"}
+        assert all(0 <= scores["R@1_own_recording_excluded"] <= scores["R@1"] <= 1 for scores in tower.values())
     fit = json.loads((quick_run / "evaluation" / "fit.json").read_text())
     assert set(fit) == {"stage1", "stage2_phase1", "stage2_phase2", "raft_only"}
     captioner_train = load_from_disk(str(quick_run / "corpus" / "pairs" / "captioner_train"))

@@ -19,14 +19,14 @@ import json
 import logging
 import math
 import shutil
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import AutoFeatureExtractor, AutoTokenizer, ClapAudioModel, ClapModel
 
 from modeling_paircap.audio_loading_paircap import load_audio_file
@@ -112,7 +112,7 @@ def tower_from(clap_folder: Path) -> ClapAudioModel:
     return tower
 
 
-def schedule(steps: int):
+def lr_schedule(steps: int) -> Callable[[int], float]:
     """Linear warm-up over min(100, steps / 10) steps, then a cosine decay to 0 at `steps`."""
     warmup = max(1, min(100, steps // 10))
     return lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
@@ -124,7 +124,7 @@ def train_tower(model: TowerWithTeacherHeads, bank: dict, steps: int, seed: int,
     targets = (bank["embeddings"] - mean) / std
     probabilities = torch.sigmoid(bank["logits"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(steps))
     generator = torch.Generator().manual_seed(seed)
     done = 0
     if checkpoint.is_file():
@@ -136,10 +136,9 @@ def train_tower(model: TowerWithTeacherHeads, bank: dict, steps: int, seed: int,
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         done = state["step"]
-        logger.info("clap_audio: resuming at step %d of %d", done, steps)
     model.train()
-    started = time.time()
-    for step in range(done, steps):
+    progress = tqdm(range(done, steps), desc="clap_audio", unit="step", initial=done, total=steps)
+    for step in progress:
         batch = torch.randint(0, len(targets), (BATCH_SIZE,), generator=generator)
         embedding, tags, _ = model(mask(bank["inputs"][batch].float(), generator))
         cosine = F.cosine_similarity(embedding, targets[batch], dim=1).mean()
@@ -149,9 +148,7 @@ def train_tower(model: TowerWithTeacherHeads, bank: dict, steps: int, seed: int,
         optimizer.step()
         scheduler.step()
         if (step + 1) % 100 == 0 or step + 1 == steps:
-            logger.info(
-                "clap_audio step %d/%d: cosine %.3f (%.0f s)", step + 1, steps, cosine.item(), time.time() - started
-            )
+            progress.set_postfix(cosine=f"{cosine.item():.3f}")
         if (step + 1) % CHECKPOINT_EVERY == 0 or step + 1 == steps:
             state = {
                 "steps": steps,

@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,7 +38,8 @@ from transformers import ClapAudioModel
 
 from modeling_paircap.audio_loading_paircap import load_audio_file
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
-from recipes.mini.local.augmented_clips import RATE, augmented_mixture
+from recipes.mini.local.audio_pretraining import build_bank, label, lr_schedule, mask
+from recipes.mini.local.augmented_clips import RATE
 from recipes.mini.local.esc50 import split_by_source
 from recipes.mini.local.extra_audio import extra_segments
 from recipes.mini.local.models import mini_clap_config, mini_feature_extractor
@@ -78,22 +77,6 @@ VARIANTS = {
 # --------------------------------------------------------------------------------------------------------------------
 # Bank: student inputs and teacher targets
 # --------------------------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def label(waves: Sequence[np.ndarray], teacher: AudioSetTeacher, features: TorchClapFeatures) -> dict:
-    """The student's log-mel input (the mini CLAP's 10 s window, repeat-padded) and the teacher's outputs."""
-    logits, embeddings = teacher.outputs(list(waves), RATE)
-    inputs = torch.cat([features(features.pad_windows(waves[i : i + 64])[0]) for i in range(0, len(waves), 64)])
-    return {"inputs": inputs.half(), "logits": logits, "embeddings": embeddings}
-
-
-def build_bank(waves: Sequence[np.ndarray], size: int, seed: int, teacher, features) -> dict:
-    rng = np.random.default_rng(seed)
-    parts = [label(waves, teacher, features)]
-    for start in range(0, size, 256):
-        parts.append(label([augmented_mixture(waves, rng) for _ in range(min(256, size - start))], teacher, features))
-    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -144,22 +127,6 @@ class CnnStudent(nn.Module):
         return self.embedding(hidden), self.tags(hidden)
 
 
-def mask(inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Two time masks of up to 40 frames and two mel masks of up to 12 bins per sample (set to the sample's mean)."""
-    batch, _, frames, mels = inputs.shape
-    out = inputs.clone()
-    fill = inputs.mean(dim=(1, 2, 3))
-    for axis, size, limit in ((2, frames, 40), (3, mels, 12)):
-        for _ in range(2):
-            width = torch.randint(0, limit + 1, (batch,), generator=generator)
-            start = (torch.rand(batch, generator=generator) * (size - width)).long()
-            positions = torch.arange(size)
-            hit = (positions[None] >= start[:, None]) & (positions[None] < (start + width)[:, None])
-            shape = (batch, 1, size, 1) if axis == 2 else (batch, 1, 1, size)
-            out = torch.where(hit.view(shape), fill.view(batch, 1, 1, 1), out)
-    return out
-
-
 def train(variant: Variant, bank: dict, seed: int, log_every: int = 100) -> nn.Module:
     torch.manual_seed(seed)
     student = HtsatStudent(variant.dropout, variant.width) if variant.student == "htsat" else CnnStudent()
@@ -167,13 +134,7 @@ def train(variant: Variant, bank: dict, seed: int, log_every: int = 100) -> nn.M
     targets = (bank["embeddings"] - mean) / std
     probabilities = torch.sigmoid(bank["logits"])
     optimizer = torch.optim.AdamW(student.parameters(), lr=variant.lr, weight_decay=0.05)
-    warmup = max(1, min(100, variant.steps // 10))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: (
-            min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, variant.steps) / variant.steps))
-        ),
-    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(variant.steps))
     generator = torch.Generator().manual_seed(seed)
     student.train()
     started = time.time()
