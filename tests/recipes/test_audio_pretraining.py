@@ -13,6 +13,7 @@ from recipes.mini.local.audio_pretraining import (
     TowerWithTeacherHeads,
     clap_start,
     export_clap,
+    labelled_bank,
     pretrain_audio_tower,
     tower_from,
     train_tower,
@@ -114,3 +115,13 @@ def test_without_a_teacher_the_stage_writes_nothing(init_clap, tmp_path):
     run = MiniRun(tmp_path, tmp_path, load_scale("full"))
     pretrain_audio_tower(run)
     assert not run.path("clap_audio").exists() and clap_start(run) == init_clap
+
+
+def test_a_bank_of_another_seed_or_size_is_refused(tmp_path):
+    run = MiniRun(tmp_path, tmp_path, load_scale("full"), seed=1)
+    bank = tiny_bank() | {"settings": {"seed": 1, "mixtures": run.scale.clap_audio_mixtures}}
+    torch.save(bank, tmp_path / "bank.pt")
+    assert labelled_bank(run, tmp_path / "bank.pt", None)["settings"]["seed"] == 1
+    torch.save(bank | {"settings": {"seed": 0, "mixtures": 8}}, tmp_path / "bank.pt")
+    with pytest.raises(ValueError, match="bank.pt: a bank for {'seed': 0, 'mixtures': 8}"):
+        labelled_bank(run, tmp_path / "bank.pt", None)

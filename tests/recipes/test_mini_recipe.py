@@ -34,9 +34,9 @@ pytestmark = pytest.mark.slow  # a long file: it starts first (tests/conftest.py
 REPO = Path(__file__).resolve().parents[2]
 TEACHER_WEIGHTS = REPO.parent / "shared" / "models" / "efficientat_mn04_as" / "mn04_as_mAP_432.pt"
 QUICK_STAGES = [  # every stage, in the order it runs
-    "corpus", "init", "clap_audio", "clap", "lm", "assemble", "stage1", "probe", "kb", "stage2_phase1", "stage2_phase2", "raft_only",
-    "evaluate", "evaluate_raft_only", "evaluate_stage1", "fit", "zero_shot", "novel", "novel_words", "mechanism",
-    "context_ablations", "rescoring", "progressive", "report",
+    "corpus", "init", "clap_audio", "clap", "lm", "assemble", "stage1", "probe", "kb", "stage2_phase1", "stage2_phase2",
+    "raft_only", "evaluate", "evaluate_raft_only", "evaluate_stage1", "fit", "zero_shot", "novel", "novel_words",
+    "mechanism", "context_ablations", "rescoring", "progressive", "report",
 ]  # fmt: skip
 
 

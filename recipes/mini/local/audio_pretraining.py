@@ -8,7 +8,8 @@ with time and mel masks on its input, for `clap_audio_steps` steps. The CLAP sta
 (`init/clap` with this tower) instead of `init/clap`. A scale with `clap_audio_steps: 0`, or a run without a teacher,
 skips it.
 
-Resumable: the labelled bank is written once (`clap_audio/bank.pt`), training checkpoints every `CHECKPOINT_EVERY`
+Resumable: the labelled bank is written once (`clap_audio/bank.pt`, with `teacher.json` recording the teacher
+file's sha256 as `teacher_targets.py` does), training checkpoints every `CHECKPOINT_EVERY`
 steps (`clap_audio/checkpoint.pt`, with the batch generator's state, so a resumed run draws the same batches).
 `clap_audio/retrieval.json` scores the tower on the held-out single clips (audio->audio, `retrieval_yardstick.py`).
 """
@@ -36,6 +37,7 @@ from recipes.mini.local.augmented_clips import RATE, augmented_mixture
 from recipes.mini.local.layout import MiniRun
 from recipes.mini.local.retrieval_yardstick import recall_against_pool, retrieval_scores
 from recipes.mini.local.teacher import AudioSetTeacher
+from recipes.mini.local.teacher_targets import check_teacher_record
 
 logger = logging.getLogger(__name__)
 
@@ -202,19 +204,32 @@ def pretrain_audio_tower(run: MiniRun) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     init = run.path("init", "clap")
     features = TorchClapFeatures(AutoFeatureExtractor.from_pretrained(init))
-    bank_path = folder / "bank.pt"
-    if bank_path.is_file():
-        bank = torch.load(bank_path, weights_only=True)
-    else:
-        waves = [load_audio_file(clip.path, RATE) for clip in run.clip_splits()["train"]]
-        teacher = AudioSetTeacher.from_file(run.teacher)
-        bank = build_bank(waves, run.scale.clap_audio_mixtures, run.seed, teacher, features)
-        write_atomic(bank_path, lambda temporary: torch.save(bank, temporary))
+    check_teacher_record(folder, run.teacher)  # a bank labelled by another teacher file is refused
+    bank = labelled_bank(run, folder / "bank.pt", features)
     torch.manual_seed(run.seed)
     model = TowerWithTeacherHeads(tower_from(init), bank["embeddings"].shape[1], bank["logits"].shape[1])
     train_tower(model, bank, steps, run.seed, folder / "checkpoint.pt")
     (folder / "retrieval.json").write_text(json.dumps(tower_retrieval(model, run, features), indent=2))
     export_clap(init, model.tower, folder / "clap")
+
+
+def labelled_bank(run: MiniRun, path: Path, features: TorchClapFeatures) -> dict:
+    """The run's bank, read back from `path` or built and written there.
+
+    Raises:
+        ValueError: `path` holds a bank of another seed or mixture count (naming both).
+    """
+    wanted = {"seed": run.seed, "mixtures": run.scale.clap_audio_mixtures}
+    if path.is_file():
+        bank = torch.load(path, weights_only=True)
+        if bank["settings"] != wanted:
+            raise ValueError(f"{path}: a bank for {bank['settings']}, not {wanted}; remove it to build this run's")
+        return bank
+    waves = [load_audio_file(clip.path, RATE) for clip in run.clip_splits()["train"]]
+    bank = build_bank(waves, wanted["mixtures"], run.seed, AudioSetTeacher.from_file(run.teacher), features)
+    bank["settings"] = wanted
+    write_atomic(path, lambda temporary: torch.save(bank, temporary))
+    return bank
 
 
 def export_clap(init: Path, tower: ClapAudioModel, folder: Path) -> None:
