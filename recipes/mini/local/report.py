@@ -105,21 +105,25 @@ def probe_table(probes: dict) -> str:
     return "\n".join(lines)
 
 
-def audio_retrieval_table(retrieval: dict) -> str:
+def audio_retrieval_table(retrieval: dict, tower: dict | None = None) -> str:
     """Audio->audio R@k of the held-out single clips (`clap/probes.json`, `audio_to_audio_retrieval`): searching the
-    training clips, and leave-one-out among themselves."""
+    training clips, and leave-one-out among themselves; with `tower` (`clap_audio/retrieval.json`), also the audio
+    tower pretrained on the teacher, before the CLAP stage."""
     lines = [
         "| embedding | R@1 vs training clips | R@5 vs training clips | R@1, own recording excluded | R@5, own "
         "recording excluded | R@1 |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    spaces = dict(retrieval) | {f"tower_{name}": scores for name, scores in (tower or {}).items()}
     for name, label in (
         ("clap_audio_embedding", "trained CLAP audio embedding (the KBs' retrieval space)"),
+        ("tower_pooled", "its audio tower pretrained on the teacher, before the CLAP stage (`clap_audio`): pooled"),
+        ("tower_predicted_teacher_embedding", "the same tower's prediction of the teacher's embedding"),
         ("teacher", "AudioSet teacher (EfficientAT mn04_as, `--teacher`)"),
         ("log_mel_statistics", "log-mel mean and deviation per mel bin (nothing learnt)"),
     ):
-        if name in retrieval:
-            scores = retrieval[name]
+        if name in spaces:
+            scores = spaces[name]
             lines.append(
                 f"| {label} | {pct(scores.get('R@1_against_training_clips'))} | "
                 f"{pct(scores.get('R@5_against_training_clips'))} | {pct(scores['R@1_own_recording_excluded'])} | "
@@ -485,7 +489,7 @@ takes of the query's own recording, near duplicates in ESC-50, excluded in the n
 {pct(probes.get("audio_to_audio_retrieval", {}).get("log_mel_statistics", {}).get("own_recording_excluded_ceiling"))}:
 the share of clips whose class has another recording among them; `recipes/mini/local/retrieval_yardstick.py`):
 
-{audio_retrieval_table(probes.get("audio_to_audio_retrieval", {}))}
+{audio_retrieval_table(probes.get("audio_to_audio_retrieval", {}), load_json(out / "clap_audio" / "retrieval.json"))}
 
 ## Method x knowledge base (curriculum model: stage 1, stage 2 phase 1, phase 2)
 
