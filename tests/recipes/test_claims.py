@@ -106,3 +106,22 @@ def test_the_trainable_set_comparisons_read_what_the_variant_evaluation_writes(t
     for _, better, other in claims.TRAINABLE_SET_COMPARISONS:
         assert better.captioner == claims.CURRICULUM and better.name.format(top_k=4) == other.path(run).stem
         assert other.path(run).parent == variant and other.path(run).stem in names
+
+
+def test_runs_against_baseline_runs_pair_the_same_items_and_refuse_other_test_sets(tmp_path):
+    runs = [write_run(tmp_path / name, GOOD[:10] + BAD[10:], GOOD) for name in ("new0", "new1")]
+    baselines = [write_run(tmp_path / name, BAD, GOOD) for name in ("old0", "old1")]
+    rows = claims.compare_with_baselines(runs, baselines, resamples=500)
+    (row,) = [row for row in rows if row["better"]["name"] == claims.P2P.name]  # the runs hold p2p and zero-shot
+    assert row["claim"] == "generative_pair2pair__refined__w0.5__k4: these runs vs the baselines"
+    assert row["both_named"]["items"] == 24 and row["both_named"]["pooled"][0] == pytest.approx(10 / 12)
+    assert row["both_named"]["verdict"] == "better"
+    zero_shot = next(row for row in rows if row["better"]["name"] == "zero-shot")
+    assert zero_shot["cider_d"]["pooled"][0] == 0.0 and zero_shot["cider_d"]["verdict"] == "cannot tell at this scale"
+    other = write_run(tmp_path / "other", BAD, GOOD)
+    path = claims.P2P.path(other)
+    path.write_text(path.read_text().replace("there is", "here is"))  # another test set: other references
+    with pytest.raises(ValueError, match="other references"):
+        claims.compare_with_baselines([runs[0]], [other], resamples=100)
+    with pytest.raises(ValueError, match="2 runs for 1 baseline runs"):
+        claims.compare_with_baselines(runs, baselines[:1])

@@ -6,6 +6,9 @@ interval, per seed and pooled over the seeds' runs.
 
     python -m recipes.mini.local.claims runs/mini-seed0 runs/mini-seed1 --output claims.md
 
+With `--baseline RUN ...` (one per run: the same seeds and test mixtures, a recipe changed) it compares the curriculum
+model's zero-shot and retrieval settings of the runs against the baselines' instead.
+
 A verdict is "reproduces" when the pooled 95 % interval lies above zero (the claimed setting is better), "does not"
 when it lies below (the opposite of the claim's direction), and "cannot tell at this scale" when it holds zero.
 """
@@ -131,22 +134,41 @@ def item_scores(path: Path, events: dict[str, tuple[str, ...]]) -> dict[str, dic
     }
 
 
-def paired_items(run: Path, better: Setting, other: Setting) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
-    """Per metric, the two settings' scores on the items both captioned (None when either file is missing)."""
-    if not (better.path(run).is_file() and other.path(run).is_file()):
+def paired_files(better: Path, other: Path, run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """Per metric, two predictions files' scores on the items both captioned, with `run`'s mixtures' events (None
+    when either file is missing).
+
+    Raises:
+        ValueError: an item has other references in the two files (the files caption different test sets).
+    """
+    if not (better.is_file() and other.is_file()):
         return None
     events = mixture_events(run / "corpus" / "mixtures")
-    a, b = item_scores(better.path(run), events), item_scores(other.path(run), events)
+    a, b = item_scores(better, events), item_scores(other, events)
     common = sorted(set(a) & set(b))
+    references_a, references_b = read_records(better), read_records(other)
+    for item in common:
+        if references_a[item]["references"] != references_b[item]["references"]:
+            raise ValueError(f"{item} has other references in {better} than in {other}: not the same test items")
     return {m: (np.array([a[i][m] for i in common]), np.array([b[i][m] for i in common])) for m in METRICS}
 
 
-def verdict(low: float, high: float) -> str:
+def paired_items(run: Path, better: Setting, other: Setting) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """Per metric, the two settings' scores on the items both captioned (None when either file is missing)."""
+    return paired_files(better.path(run), other.path(run), run)
+
+
+CLAIM_VERDICTS = ("reproduces", "does not", "cannot tell at this scale")
+BASELINE_VERDICTS = ("better", "worse", "cannot tell at this scale")
+
+
+def verdict(low: float, high: float, words: tuple[str, str, str] = CLAIM_VERDICTS) -> str:
+    """`words[0]` when the interval lies above zero, `words[1]` below it, `words[2]` when it holds zero."""
     if low > 0:
-        return "reproduces"
+        return words[0]
     if high < 0:
-        return "does not"
-    return "cannot tell at this scale"
+        return words[1]
+    return words[2]
 
 
 def compare(
@@ -160,21 +182,54 @@ def compare(
     for claim, better, other in comparisons:
         per_run = [paired_items(run, better, other) for run in runs]
         found = [(run, items) for run, items in zip(runs, per_run, strict=True) if items is not None]
-        if not found:
-            continue
-        row = {"claim": claim, "better": better._asdict(), "other": other._asdict(), "runs": [str(r) for r, _ in found]}
-        for metric in METRICS:
-            seeds = [paired_bootstrap(*items[metric], resamples=resamples, seed=0) for _, items in found]
-            pooled_a = np.concatenate([items[metric][0] for _, items in found])
-            pooled_b = np.concatenate([items[metric][1] for _, items in found])
-            difference, low, high = paired_bootstrap(pooled_a, pooled_b, resamples=resamples, seed=0)
-            row[metric] = {
-                "per_run": [list(map(float, seed)) for seed in seeds],
-                "pooled": [float(difference), float(low), float(high)],
-                "items": int(len(pooled_a)),
-                "verdict": verdict(low, high),
-            }
-        rows.append(row)
+        if found:
+            settings = {"claim": claim, "better": better._asdict(), "other": other._asdict()}
+            rows.append(settings | summary(found, resamples))
+    return rows
+
+
+def summary(found: Sequence[tuple[Path, dict]], resamples: int, words: tuple[str, str, str] = CLAIM_VERDICTS) -> dict:
+    """Per metric, each run's paired difference and the pooled one with its interval and verdict."""
+    row: dict = {"runs": [str(run) for run, _ in found]}
+    for metric in METRICS:
+        seeds = [paired_bootstrap(*items[metric], resamples=resamples, seed=0) for _, items in found]
+        pooled_a = np.concatenate([items[metric][0] for _, items in found])
+        pooled_b = np.concatenate([items[metric][1] for _, items in found])
+        difference, low, high = paired_bootstrap(pooled_a, pooled_b, resamples=resamples, seed=0)
+        row[metric] = {
+            "per_run": [list(map(float, seed)) for seed in seeds],
+            "pooled": [float(difference), float(low), float(high)],
+            "items": int(len(pooled_a)),
+            "verdict": verdict(low, high, words),
+        }
+    return row
+
+
+# the curriculum model's settings that `--baseline` compares between two sets of runs
+RUN_SETTINGS = (
+    ZERO_SHOT,
+    AUDIO2AUDIO,
+    Setting(CURRICULUM, run_name("audio2mixture")),
+    P2P,
+    Setting(CURRICULUM, run_name(weight=0.9)),
+)
+
+
+def compare_with_baselines(runs: Sequence[Path], baselines: Sequence[Path], resamples: int = 2000) -> list[dict]:
+    """Each of `RUN_SETTINGS` in `runs[i]` against the same setting in `baselines[i]` (the same seed and test
+    mixtures, a recipe changed), per run and pooled."""
+    if len(runs) != len(baselines):
+        raise ValueError(f"{len(runs)} runs for {len(baselines)} baseline runs: give one baseline per run")
+    rows = []
+    for setting in RUN_SETTINGS:
+        per_run = [
+            paired_files(setting.path(run), setting.path(base), run) for run, base in zip(runs, baselines, strict=True)
+        ]
+        found = [(run, items) for run, items in zip(runs, per_run, strict=True) if items is not None]
+        if found:
+            claim = f"{setting.name.format(**run_values(runs[0]))}: these runs vs the baselines"
+            settings = {"claim": claim, "better": setting._asdict(), "baselines": list(map(str, baselines))}
+            rows.append(settings | summary(found, resamples, BASELINE_VERDICTS))
     return rows
 
 
@@ -208,8 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="mini run folders (one per seed), evaluated")
     parser.add_argument("--output", type=Path, required=True, help="the markdown table (a .json beside it)")
     parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument(
+        "--baseline",
+        nargs="+",
+        type=Path,
+        help="runs of another recipe, one per run (same seeds and test mixtures): compare the curriculum model's "
+        "settings of the runs against theirs instead of the claims",
+    )
     args = parser.parse_args(argv)
-    rows = compare(args.runs, args.resamples)
+    if args.baseline:
+        rows = compare_with_baselines(args.runs, args.baseline, args.resamples)
+    else:
+        rows = compare(args.runs, args.resamples)
     args.output.write_text(markdown(rows))
     args.output.with_suffix(".json").write_text(json.dumps(rows, indent=2))
     print(f"{len(rows)} comparisons: {args.output}")
