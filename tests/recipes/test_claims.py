@@ -113,7 +113,9 @@ def test_runs_against_baseline_runs_pair_the_same_items_and_refuse_other_test_se
     baselines = [write_run(tmp_path / name, BAD, GOOD) for name in ("old0", "old1")]
     rows = claims.compare_with_baselines(runs, baselines, resamples=500)
     (row,) = [row for row in rows if row["better"]["name"] == claims.P2P.name]  # the runs hold p2p and zero-shot
-    assert row["claim"] == "generative_pair2pair__refined__w0.5__k4: these runs vs the baselines"
+    assert row["claim"] == (
+        "generative pair-to-pair (generative_pair2pair__refined__w0.5__k4): these runs vs the baselines"
+    )
     assert row["both_named"]["items"] == 24 and row["both_named"]["pooled"][0] == pytest.approx(10 / 12)
     assert row["both_named"]["verdict"] == "better"
     zero_shot = next(row for row in rows if row["better"]["name"] == "zero-shot")

@@ -206,12 +206,12 @@ def summary(found: Sequence[tuple[Path, dict]], resamples: int, words: tuple[str
 
 
 # the curriculum model's settings that `--baseline` compares between two sets of runs
-RUN_SETTINGS = (
-    ZERO_SHOT,
-    AUDIO2AUDIO,
-    Setting(CURRICULUM, run_name("audio2mixture")),
-    P2P,
-    Setting(CURRICULUM, run_name(weight=0.9)),
+RUN_SETTINGS: tuple[tuple[str, Setting], ...] = (
+    ("zero-shot", ZERO_SHOT),
+    ("audio-to-audio", AUDIO2AUDIO),
+    ("audio-to-mixture", Setting(CURRICULUM, run_name("audio2mixture"))),
+    ("generative pair-to-pair", P2P),
+    ("generative pair-to-pair, W 0.9", Setting(CURRICULUM, run_name(weight=0.9))),
 )
 
 
@@ -221,13 +221,14 @@ def compare_with_baselines(runs: Sequence[Path], baselines: Sequence[Path], resa
     if len(runs) != len(baselines):
         raise ValueError(f"{len(runs)} runs for {len(baselines)} baseline runs: give one baseline per run")
     rows = []
-    for setting in RUN_SETTINGS:
+    for label, setting in RUN_SETTINGS:
         per_run = [
             paired_files(setting.path(run), setting.path(base), run) for run, base in zip(runs, baselines, strict=True)
         ]
         found = [(run, items) for run, items in zip(runs, per_run, strict=True) if items is not None]
         if found:
-            claim = f"{setting.name.format(**run_values(runs[0]))}: these runs vs the baselines"
+            name = setting.name.format(**run_values(runs[0]))
+            claim = f"{label if label == name else f'{label} ({name})'}: these runs vs the baselines"
             settings = {"claim": claim, "better": setting._asdict(), "baselines": list(map(str, baselines))}
             rows.append(settings | summary(found, resamples, BASELINE_VERDICTS))
     return rows
