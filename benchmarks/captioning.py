@@ -60,7 +60,7 @@ from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from modeling_paircap.retrieval_paircap import PairCapRetriever
-from paircap.threads import small_decode_step, threads_for_decoding
+from paircap.threads import decoding_threads, threads_for_decoding
 
 TOP_K = 5
 FUSION_WEIGHT = 0.5
@@ -287,7 +287,8 @@ def contention(model, processor, folder: Path, args: argparse.Namespace, new_tok
         batch_rows = contention_rows(call, batch_size, args.device, threads, args.contention_repeats)
         for row in batch_rows:
             if row["default"]:
-                row["policy_threads"] = 1 if small_decode_step(model, batch_size) else threads
+                # the policy row ran with the count left to the policy (contention.POLICY unsets OMP_NUM_THREADS)
+                row["policy_threads"] = decoding_threads(model, batch_size, threads, chosen=False)
         summary = "; ".join(f"{r['condition']}, threads {r['threads']}: {r['vs_best']:.2f}" for r in batch_rows)
         print(f"contention, batch {batch_size}, speed / best: {summary}", flush=True)
         rows += batch_rows

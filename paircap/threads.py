@@ -68,14 +68,22 @@ def small_decode_step(model, batch_size: int) -> bool:
     return model.device.type == "cpu" and model.num_parameters() * batch_size < SMALL_DECODE_STEP
 
 
+def decoding_threads(model, batch_size: int, available: int, chosen: bool | None = None) -> int:
+    """The torch threads a decode step of `batch_size` rows runs on where `available` are set: one for a small step
+    (`small_decode_step`) when the count was left to the policy (`chosen`, by default `thread_count_chosen()`), else
+    `available`."""
+    chosen = thread_count_chosen() if chosen is None else chosen
+    return 1 if small_decode_step(model, batch_size) and not chosen else available
+
+
 @contextlib.contextmanager
 def threads_for_decoding(model, batch_size: int) -> Iterator[None]:
-    """One torch thread inside the block for a small decode step (`small_decode_step`) when the thread count was left
-    to the policy; otherwise no change."""
+    """`decoding_threads` torch threads inside the block (one for a small decode step when the thread count was left
+    to the policy); otherwise no change."""
     import torch
 
     previous = torch.get_num_threads()
-    if not small_decode_step(model, batch_size) or thread_count_chosen() or previous == 1:
+    if decoding_threads(model, batch_size, previous) == previous:
         yield
         return
     torch.set_num_threads(1)

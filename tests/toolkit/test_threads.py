@@ -153,8 +153,12 @@ def test_a_large_step_or_a_chosen_count_keeps_the_threads(small_lm, restore_thre
     os.environ.pop("OMP_NUM_THREADS")
     torch.set_num_threads(2)
     assert threads.small_decode_step(small_lm, 3) and not threads.small_decode_step(small_lm, 4)
+    assert threads.decoding_threads(small_lm, 3, available=4) == 1
+    assert threads.decoding_threads(small_lm, 4, available=4) == 4
     with threads_for_decoding(small_lm, batch_size=4):
         assert torch.get_num_threads() == 2
     os.environ["OMP_NUM_THREADS"] = "2"  # --threads 2
+    assert threads.decoding_threads(small_lm, 1, available=2) == 2
+    assert threads.decoding_threads(small_lm, 1, available=2, chosen=False) == 1
     with threads_for_decoding(small_lm, batch_size=1):
         assert torch.get_num_threads() == 2
