@@ -37,7 +37,7 @@ from recipes.mini.local.augmented_clips import RATE, augmented_mixture
 from recipes.mini.local.layout import MiniRun
 from recipes.mini.local.retrieval_yardstick import recall_against_pool, retrieval_scores
 from recipes.mini.local.teacher import AudioSetTeacher
-from recipes.mini.local.teacher_targets import check_teacher_record
+from recipes.mini.local.teacher_targets import check_teacher_record, standardised
 
 logger = logging.getLogger(__name__)
 
@@ -120,10 +120,17 @@ def lr_schedule(steps: int) -> Callable[[int], float]:
     return lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
 
 
+def teacher_terms(
+    embedding: torch.Tensor, tags: torch.Tensor, targets: torch.Tensor, probabilities: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean cosine of the predicted embeddings to their targets and the tags' binary cross-entropy."""
+    cosine = F.cosine_similarity(embedding, targets, dim=1).mean()
+    return cosine, F.binary_cross_entropy_with_logits(tags, probabilities)
+
+
 def train_tower(model: TowerWithTeacherHeads, bank: dict, steps: int, seed: int, checkpoint: Path) -> None:
     """`steps` steps on the bank, resuming from (and writing) `checkpoint`."""
-    mean, std = bank["embeddings"].mean(dim=0), bank["embeddings"].std(dim=0).clamp(min=1e-4)
-    targets = (bank["embeddings"] - mean) / std
+    targets = standardised(bank["embeddings"], bank["embeddings"])
     probabilities = torch.sigmoid(bank["logits"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(steps))
@@ -143,8 +150,8 @@ def train_tower(model: TowerWithTeacherHeads, bank: dict, steps: int, seed: int,
     for step in progress:
         batch = torch.randint(0, len(targets), (BATCH_SIZE,), generator=generator)
         embedding, tags, _ = model(mask(bank["inputs"][batch].float(), generator))
-        cosine = F.cosine_similarity(embedding, targets[batch], dim=1).mean()
-        loss = 1 - cosine + F.binary_cross_entropy_with_logits(tags, probabilities[batch])
+        cosine, tag_loss = teacher_terms(embedding, tags, targets[batch], probabilities[batch])
+        loss = 1 - cosine + tag_loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

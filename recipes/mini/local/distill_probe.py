@@ -44,13 +44,21 @@ from transformers import ClapAudioModel
 
 from modeling_paircap.audio_loading_paircap import load_audio_file
 from modeling_paircap.feature_extraction_paircap import TorchClapFeatures
-from recipes.mini.local.audio_pretraining import build_bank, label, lr_schedule, mask
+from recipes.mini.local.audio_pretraining import (
+    TowerWithTeacherHeads,
+    build_bank,
+    label,
+    lr_schedule,
+    mask,
+    teacher_terms,
+)
 from recipes.mini.local.augmented_clips import RATE
 from recipes.mini.local.esc50 import split_by_source
 from recipes.mini.local.extra_audio import extra_segments
 from recipes.mini.local.models import mini_clap_config, mini_feature_extractor
 from recipes.mini.local.retrieval_yardstick import esc50_clips, log_mel_statistics, retrieval_scores
 from recipes.mini.local.teacher import AudioSetTeacher
+from recipes.mini.local.teacher_targets import standardised
 
 
 @dataclass(frozen=True)
@@ -90,25 +98,16 @@ VARIANTS = {
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class HtsatStudent(nn.Module):
+def htsat_student(dropout: float, width: int = 16) -> TowerWithTeacherHeads:
     """The mini CLAP's HTSAT audio tower (the retrieval space's real encoder) with linear heads to the teacher's
     embedding and tags."""
-
-    def __init__(self, dropout: float, width: int = 16) -> None:
-        super().__init__()
-        config = mini_clap_config(1000).audio_config
-        config.hidden_dropout_prob = config.drop_path_rate = dropout
-        if width != config.patch_embeds_hidden_size:  # at least 2 channels per head at the first stage
-            config.hidden_size = width * 2 ** (len(config.depths) - 1)
-            config.patch_embeds_hidden_size = width
-            config.num_attention_heads = [min(width // 2, heads * width // 16) for heads in config.num_attention_heads]
-        self.encoder = ClapAudioModel(config)
-        width = self.encoder.config.hidden_size
-        self.embedding, self.tags = nn.Linear(width, 384), nn.Linear(width, 527)
-
-    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = self.encoder(input_features=inputs).pooler_output
-        return self.embedding(pooled), self.tags(pooled)
+    config = mini_clap_config(1000).audio_config
+    config.hidden_dropout_prob = config.drop_path_rate = dropout
+    if width != config.patch_embeds_hidden_size:  # at least 2 channels per head at the first stage
+        config.hidden_size = width * 2 ** (len(config.depths) - 1)
+        config.patch_embeds_hidden_size = width
+        config.num_attention_heads = [min(width // 2, heads * width // 16) for heads in config.num_attention_heads]
+    return TowerWithTeacherHeads(ClapAudioModel(config), 384, 527)
 
 
 class CnnStudent(nn.Module):
@@ -126,18 +125,18 @@ class CnnStudent(nn.Module):
         self.hidden = nn.Sequential(nn.Linear(2 * channels, 512), nn.ReLU(), nn.Dropout(0.2))
         self.embedding, self.tags = nn.Linear(512, 384), nn.Linear(512, 527)
 
-    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The predicted embedding, tag logits and the hidden layer (as `TowerWithTeacherHeads`)."""
         x = self.body(inputs[:, :, : inputs.shape[2] // 2 + 1].transpose(2, 3))  # (B, C, mels, frames)
         x = x.mean(dim=2)
         hidden = self.hidden(torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1))
-        return self.embedding(hidden), self.tags(hidden)
+        return self.embedding(hidden), self.tags(hidden), hidden
 
 
 def train(variant: Variant, bank: dict, seed: int, log_every: int = 100) -> nn.Module:
     torch.manual_seed(seed)
-    student = HtsatStudent(variant.dropout, variant.width) if variant.student == "htsat" else CnnStudent()
-    mean, std = bank["embeddings"].mean(dim=0), bank["embeddings"].std(dim=0).clamp(min=1e-4)
-    targets = (bank["embeddings"] - mean) / std
+    student = htsat_student(variant.dropout, variant.width) if variant.student == "htsat" else CnnStudent()
+    targets = standardised(bank["embeddings"], bank["embeddings"])
     probabilities = torch.sigmoid(bank["logits"])
     optimizer = torch.optim.AdamW(student.parameters(), lr=variant.lr, weight_decay=0.05)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(variant.steps))
@@ -148,17 +147,16 @@ def train(variant: Variant, bank: dict, seed: int, log_every: int = 100) -> nn.M
         batch = torch.randint(0, len(targets), (variant.batch_size,), generator=generator)
         inputs = bank["inputs"][batch].float()
         inputs = mask(inputs, generator) if variant.masks else inputs
-        embedding, tags = student(inputs)
-        embedding_loss = (1 - F.cosine_similarity(embedding, targets[batch], dim=1)).mean()
-        tag_loss = F.binary_cross_entropy_with_logits(tags, probabilities[batch])
-        loss = embedding_loss + variant.tag_weight * tag_loss
+        embedding, tags, _ = student(inputs)
+        cosine, tag_loss = teacher_terms(embedding, tags, targets[batch], probabilities[batch])
+        loss = 1 - cosine + variant.tag_weight * tag_loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         schedule.step()
         if (step + 1) % log_every == 0:
             print(
-                f"  {variant.name} step {step + 1}: cosine {1 - embedding_loss.item():.3f} tags {tag_loss.item():.4f}"
+                f"  {variant.name} step {step + 1}: cosine {cosine.item():.3f} tags {tag_loss.item():.4f}"
                 f" ({time.time() - started:.0f} s)",
                 flush=True,
             )
@@ -243,9 +241,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         seconds = time.time() - started
         predicted = student_embeddings(student, held_out["inputs"])
         scores = retrieval_scores(predicted, labels, recordings)
-        bank_embeddings = banks[variant.augmented]["embeddings"]
-        standardised = (held_out["embeddings"] - bank_embeddings.mean(0)) / bank_embeddings.std(0).clamp(min=1e-4)
-        teacher_cosine = F.cosine_similarity(predicted, standardised).mean()
+        held_out_targets = standardised(held_out["embeddings"], banks[variant.augmented]["embeddings"])
+        teacher_cosine = F.cosine_similarity(predicted, held_out_targets).mean()
         results[name] = {
             **scores,
             "held_out_cosine_to_teacher": float(teacher_cosine),

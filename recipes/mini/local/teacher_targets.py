@@ -64,6 +64,11 @@ def clips_to_label(pairs_folders: list[Path]) -> tuple[list[str], list[str]]:
     return list(paths), list(paths.values())
 
 
+def standardised(embeddings: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """`embeddings` standardised per dimension by `reference`'s mean and deviation (the targets' own)."""
+    return (embeddings - reference.mean(dim=0)) / reference.std(dim=0).clamp(min=1e-4)
+
+
 def teacher_shard(teacher: AudioSetTeacher, audio_ids: list[str], paths: list[str], path: Path) -> None:
     """The teacher's outputs for one shard of clips (written whole or not at all)."""
     waves = [load_audio_file(audio_path, SAMPLE_RATE) for audio_path in paths]
@@ -97,9 +102,8 @@ def compute_targets(folder: Path, teacher_file: Path, audio_ids: list[str], path
             logits.append(stored["logits"])
             embeddings.append(stored["embeddings"])
     embeddings = torch.from_numpy(np.concatenate(embeddings))
-    standardised = (embeddings - embeddings.mean(dim=0)) / embeddings.std(dim=0).clamp(min=1e-4)
     probabilities = torch.sigmoid(torch.from_numpy(np.concatenate(logits)))
-    DistillTargets(tuple(audio_ids), standardised, probabilities).save(targets_path)
+    DistillTargets(tuple(audio_ids), standardised(embeddings, embeddings), probabilities).save(targets_path)
     return targets_path
 
 
