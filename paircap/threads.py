@@ -83,10 +83,11 @@ def threads_for_decoding(model, batch_size: int) -> Iterator[None]:
     import torch
 
     previous = torch.get_num_threads()
-    if decoding_threads(model, batch_size, previous) == previous:
+    count = decoding_threads(model, batch_size, previous)
+    if count == previous:
         yield
         return
-    torch.set_num_threads(1)
+    torch.set_num_threads(count)
     try:
         yield
     finally:

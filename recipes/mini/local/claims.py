@@ -117,9 +117,9 @@ def read_records(path: Path) -> dict[str, dict]:
     return {record["audio_id"]: record for record in read_predictions(path) if "caption" in record}
 
 
-def item_scores(path: Path, events: dict[str, tuple[str, ...]]) -> dict[str, dict[str, float]]:
-    """Per item of a predictions file: its sentence CIDEr-D and 1.0 / 0.0 for naming all of its events."""
-    records = read_records(path)
+def item_scores(records: dict[str, dict], events: dict[str, tuple[str, ...]]) -> dict[str, dict[str, float]]:
+    """Per item of a predictions file's records (`read_records`): its sentence CIDEr-D and 1.0 / 0.0 for naming all
+    of its events."""
     ids = sorted(records)
     scores = compute_caption_metrics(
         [records[i]["caption"] for i in ids], [records[i]["references"] for i in ids], metrics=["cider_d"]
@@ -144,11 +144,11 @@ def paired_files(better: Path, other: Path, run: Path) -> dict[str, tuple[np.nda
     if not (better.is_file() and other.is_file()):
         return None
     events = mixture_events(run / "corpus" / "mixtures")
-    a, b = item_scores(better, events), item_scores(other, events)
+    records_a, records_b = read_records(better), read_records(other)
+    a, b = item_scores(records_a, events), item_scores(records_b, events)
     common = sorted(set(a) & set(b))
-    references_a, references_b = read_records(better), read_records(other)
     for item in common:
-        if references_a[item]["references"] != references_b[item]["references"]:
+        if records_a[item]["references"] != records_b[item]["references"]:
             raise ValueError(f"{item} has other references in {better} than in {other}: not the same test items")
     return {m: (np.array([a[i][m] for i in common]), np.array([b[i][m] for i in common])) for m in METRICS}
 
