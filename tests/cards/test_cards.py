@@ -26,6 +26,7 @@ from hub_cards import (
 from modeling_paircap.configuration_paircap import PairCapConfig
 from modeling_paircap.kb_format_paircap import KnowledgeBaseMetadata
 from paircap.cli import main
+from paircap.context_probe import paired_naming, share
 from paircap.evaluation_report import evaluation_settings
 from paircap.training.stage_setups import export_card
 from recipes.mini.local.esc50 import read_esc50_manifests
@@ -247,13 +248,46 @@ def fake_mini_recipe(root: Path, data: Path, text_sources: list[str], teacher: b
     (root / "clap" / "config.yaml").write_text(yaml.safe_dump({"distill_weight": 20.0, **targets}))
     if teacher:
         (root / "clap" / "teacher" / "teacher.json").write_text(json.dumps({"file": "t.pt", "sha256": "899a8c62"}))
+        (root / "clap_audio" / "clap").mkdir(parents=True)  # stage clap_audio ran: the tower pretrained first
+        (root / "clap_audio" / "clap" / "config.json").write_text("{}")
+        probed_captions(root)
     return SimpleNamespace(
         path=lambda *parts: root.joinpath(*parts),
         pairs=lambda name: root / "pairs" / name,
         data=data,
         clip_folders=("esc50_cc",),
-        scale=SimpleNamespace(max_examples=2),
+        mixtures_dir=root / "mixtures",
+        scale=SimpleNamespace(max_examples=2, clap_audio_steps=2000, clap_audio_mixtures=1000),
     )
+
+
+def probed_captions(root: Path) -> None:
+    """Four test mixtures' events, their zero-shot and default captions (the default names a dog in two more, both
+    events in one), and the curriculum model's context probe."""
+    events = [("dog", "rain"), ("dog", "rain"), ("cat", "rain"), ("cat", "siren")]
+    (root / "mixtures").mkdir()
+    mixtures = [{"audio_id": f"mix-test-{i}", "events": list(pair)} for i, pair in enumerate(events)]
+    (root / "mixtures" / "mixtures.jsonl").write_text("".join(json.dumps(m) + "\n" for m in mixtures))
+    captions = {
+        "zero-shot": ["a dog barks", "wind blows", "wind blows", "wind blows"],
+        DEFAULT_RUN: ["a dog barks", "a dog barks in the rain", "a cat meows", "wind blows"],
+    }
+    predictions = root / "evaluation" / "stage2_phase2" / "predictions"
+    predictions.mkdir()
+    for name, texts in captions.items():
+        records = [{"run": {"mode": name}}]  # the header line `paircap evaluate` writes
+        records += [{"audio_id": f"mix-test-{i}", "caption": text, "references": ["x"]} for i, text in enumerate(texts)]
+        (predictions / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    probe = {
+        "measure": "names_label",
+        "conditions": {
+            "none": {"names_label": share([True, False, False, False]), "pulled": None, "copy": None},
+            "oracle": {"names_label": share([True, True, True, False]), "pulled": None, "copy": share([False] * 4)},
+        },
+        "versus_none": {"oracle": paired_naming([True, True, True, False], [True, False, False, False])},
+    }
+    (root / "mechanism" / "stage2_phase2").mkdir(parents=True)
+    (root / "mechanism" / "stage2_phase2" / "context_probe.json").write_text(json.dumps(probe))
 
 
 @pytest.mark.parametrize(("with_lm_text", "with_teacher"), [(True, False), (False, True)])
@@ -280,6 +314,15 @@ def test_mini_card(shared_data, tmp_path, with_lm_text, with_teacher):
     assert body.index("**Default configuration:**") < body.index("### Every setting evaluated")
     assert ("distilled from an AudioSet-pretrained tagger" in body) == with_teacher
     assert ("EfficientAT `mn04_as`" in body and "MIT licence" in body and "sha256 `899a8c62`" in body) == with_teacher
+    tower = "its audio tower was first pretrained to match the embeddings and AudioSet tags of EfficientAT `mn04_as`"
+    assert (tower in body and "clips and 1000 waveform-augmented mixtures of them (2000 steps" in body) == with_teacher
+    assert ("## Does retrieval change what it says?" in body) == with_teacher  # only with the files it reads
+    if with_teacher:
+        assert "| zero-shot (no retrieval) | 25 % [5-70] | 0 % [0-49] |" in body
+        assert "| default | 75 % [30-95] | 25 % [5-70] |" in body
+        gains = "| 2 gained, 0 lost (McNemar p 0.5) | 1 gained, 0 lost (McNemar p 1) |"
+        assert f"| default against zero-shot, same mixtures {gains}" in body
+        assert "| oracle | 75 % [30-95] | n/a | 0 % [0-49] |" in body and "| oracle | +0.500 |" in body
     assert "0.1 M-parameter" in body and "(CC-BY: 45, CC0: 54;" in body
     assert "| knowledge base | `esc50_mix` | 20 | [ESC-50 clips]" in body
     assert ("**Non-commercial data.** AudioCaps, Clotho are" in body) == with_lm_text

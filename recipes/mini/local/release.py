@@ -35,9 +35,13 @@ from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from modeling_paircap.processing_paircap import PairCapProcessor
 from paircap.assembly import save_release
+from paircap.context_probe import cell, paired_naming, probe_table, share
+from recipes.mini.local.claims import read_records
 from recipes.mini.local.esc50 import Esc50Clip, read_esc50_manifests
+from recipes.mini.local.event_captions import names_event
 from recipes.mini.local.knowledge_bases import KNOWLEDGE_BASES
 from recipes.mini.local.layout import CURRICULUM, MiniRun
+from recipes.mini.local.mixtures import mixture_events
 from recipes.mini.local.report import Evaluation, grid_table
 
 KB_FOLDER = "knowledge_base"
@@ -107,6 +111,8 @@ def mini_card(run: MiniRun, model, clips: list[Esc50Clip], kb_folder: Path, kb: 
         "results_table": grid_table(evaluation, list(KNOWLEDGE_BASES), 0.5, run.scale.max_examples),
         "top_k": run.scale.max_examples,
         "teacher": teacher_sentence(run),
+        "naming_table": naming_table(run, default),
+        "probe_table": context_probe_table(run),
     }
     text_sources = Counter(load_from_disk(str(run.pairs("text")))["source"])  # every caption the release learned
     return render_mini_model_card(
@@ -130,6 +136,42 @@ def default_cells(evaluation: Evaluation, default: DefaultResult | None) -> str:
     return "\n".join(lines)
 
 
+def naming_table(run: MiniRun, default: DefaultResult | None) -> str:
+    """Held-out naming, zero-shot against the default configuration on the same test mixtures: the shares whose
+    caption names at least one and both of their events (95 % Wilson intervals), and the mixtures the default gains
+    and loses with McNemar's exact p ("" without both predictions files)."""
+    if default is None or default.run is None or default.zero_shot is None:
+        return ""
+    predictions = run.path("evaluation", CURRICULUM, "predictions")
+    files = [predictions / f"{result['name']}.jsonl" for result in (default.zero_shot, default.run)]
+    if not all(path.is_file() for path in files):
+        return ""
+    events = mixture_events(run.mixtures_dir)
+    zero_shot, retrieved = (read_records(path) for path in files)
+    items = sorted(set(zero_shot) & set(retrieved))
+    lines = [f"| {len(items)} test mixtures | names at least one event | names both events |", "|---|---:|---:|"]
+    named = {}
+    for label, records in (("zero-shot (no retrieval)", zero_shot), ("default", retrieved)):
+        flags = [[names_event(records[item]["caption"], event) for event in events[item]] for item in items]
+        named[label] = {"any": [any(f) for f in flags], "both": [all(f) for f in flags]}
+        lines.append(f"| {label} | {cell(share(named[label]['any']))} | {cell(share(named[label]['both']))} |")
+    pairs = {
+        key: paired_naming(named["default"][key], named["zero-shot (no retrieval)"][key]) for key in ("any", "both")
+    }
+    gains = [
+        f"{pair['a_only']} gained, {pair['b_only']} lost (McNemar p {pair['mcnemar_p']:.2g})" for pair in pairs.values()
+    ]
+    lines.append(f"| default against zero-shot, same mixtures | {gains[0]} | {gains[1]} |")
+    return "\n".join(lines)
+
+
+def context_probe_table(run: MiniRun) -> str:
+    """The curriculum model's context probe (the `mechanism` stage's `context_probe.json`) as its table ("" without
+    one)."""
+    path = run.path("mechanism", CURRICULUM, "context_probe.json")
+    return probe_table(json.loads(path.read_text())) if path.is_file() else ""
+
+
 def teacher_sentence(run: MiniRun) -> str:
     """What the card says of the CLAP's AudioSet teacher when its training was distilled from one (the `clap` stage's
     `config.yaml` names distillation targets: `paircap mini --teacher`), else ""."""
@@ -139,11 +181,22 @@ def teacher_sentence(run: MiniRun) -> str:
     record = run.path("clap", "teacher", "teacher.json")
     sha256 = json.loads(record.read_text())["sha256"] if record.is_file() else None
     weights = "`mn04_as_mAP_432.pt`" + (f", sha256 `{sha256}`" if sha256 else "")
+    teacher = (
+        f"the embeddings and AudioSet tags of EfficientAT `mn04_as` ({weights}; MobileNetV3 at width 0.4, pretrained "
+        "on AudioSet; F. Schmid et al., ICASSP 2023; MIT licence)"
+    )
+    if run.path("clap_audio", "clap", "config.json").is_file():  # stage clap_audio ran: the CLAP started from it
+        trained = (
+            f"its audio tower was first pretrained to match {teacher} on its training clips and "
+            f"{run.scale.clap_audio_mixtures} waveform-augmented mixtures of them ({run.scale.clap_audio_steps} "
+            "steps, stage `clap_audio`, as laion's HTSAT was pretrained on AudioSet); then the whole CLAP learned them "
+            "besides its contrastive loss"
+        )
+    else:
+        trained = f"besides its contrastive loss, it was trained to match {teacher} on its training clips and mixtures"
     return (
-        "besides its contrastive loss, it was trained to match the embeddings and AudioSet tags of EfficientAT "
-        f"`mn04_as` ({weights}; MobileNetV3 at width 0.4, pretrained on AudioSet; F. Schmid et al., ICASSP 2023; "
-        "MIT licence) on its training clips and mixtures (`paircap mini --teacher`). The CLAP shipped here is derived "
-        "from that teacher; the teacher's own weights are not shipped."
+        f"{trained} (`paircap mini --teacher`). The CLAP shipped here is derived from that teacher; the teacher's own "
+        "weights are not shipped."
     )
 
 
