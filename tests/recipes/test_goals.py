@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes.mini.local.goals import A2A, CONTROL, ZERO_SHOT, markdown, measure
+from recipes.mini.local.goals import A2A, CONTROL, TOP1, ZERO_SHOT, markdown, measure
 
 
 def probe_record(item: str, none: str, oracle: str, adversarial: str) -> dict:
@@ -56,7 +56,7 @@ def test_goals_pool_the_seeds_items_with_paired_differences(tmp_path):
         probe_record("d", "birds", "birds", "heavy rain"),
     ]
     novel0 = {ZERO_SHOT: [0, 0], A2A: [1, 0], control: [0, 0]}
-    novel1 = {ZERO_SHOT: [0, 0], A2A: [1, 1], control: [0, 1]}
+    novel1 = {ZERO_SHOT: [0, 0], A2A: [1, 1], control: [0, 1], TOP1.format(A2A): [1, 1]}  # a setting s0 lacks
     write_run(tmp_path / "s0", seed0, novel0, top=["2-200-A-7", "2-201-A-5"])  # another class first, then class 5
     write_run(tmp_path / "s1", seed1, novel1, top=["2-202-A-5", "2-203-B-5"])
     write_run(tmp_path / "s0", seed0, novel0, variant="whole_lm")  # a variant of one run only: left out
@@ -71,6 +71,7 @@ def test_goals_pool_the_seeds_items_with_paired_differences(tmp_path):
 
     novel = result["novel"]["curriculum"]
     assert novel["settings"][A2A]["count"] == 3 and novel["settings"][ZERO_SHOT]["count"] == 0
+    assert TOP1.format(A2A) not in novel["settings"]  # pooled only where every run has it
     versus = {(row["setting"], row["versus"]): row for row in novel["comparisons"]}
     assert versus[A2A, ZERO_SHOT]["per_run"] == [0.5, 1.0] and versus[A2A, ZERO_SHOT]["pooled"] == pytest.approx(0.75)
     assert versus[A2A, control]["pooled"] == pytest.approx(0.5)

@@ -5,6 +5,7 @@ clip offline. `paircap` finds `mini` through the `paircap.commands` entry point 
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,13 +20,14 @@ from transformers import pipeline
 
 from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from paircap.caption_data import EvaluationItem, group_references, load_pairs
+from paircap.evaluation import previous_results, rescore
 from paircap.releases import load_release
 from recipes.mini.local import claims
 from recipes.mini.local.context_ablations import VARIANTS
 from recipes.mini.local.evaluation import add_clap_scores, read_predictions, reusable_predictions
 from recipes.mini.local.event_captions import names_event
 from recipes.mini.local.mixtures import mixture_events
-from recipes.mini.local.novel_events import SETTINGS
+from recipes.mini.local.novel_events import SETTINGS, evaluate_release, evaluation_runs
 from recipes.mini.local.scales import load_scale, scale_names
 from recipes.mini.run import ABLATIONS, NOVEL, STAGES, mini_run, parse_args, run_stages, stage_command, stage_names
 
@@ -271,6 +273,26 @@ def test_the_novel_stage_scores_every_setting_on_the_same_clips(quick_run):
         summary = words["conditions"][condition]
         assert summary["novel"]["count"] == len(results["items"]["novel"]) and summary["novel"]["log_prob"] < 0
     assert "| assembled (the `lm` stand-in) |" in report and "| curriculum (phase 2) |" in report
+
+
+def test_the_novel_stage_captions_only_the_settings_it_has_not_scored(quick_run, shared_data, tmp_path):
+    """A setting added since a run's `novel` stage (here: its results and predictions of the top-k 1 audio-to-audio
+    setting removed) is captioned on a rerun; the settings already scored are not captioned again."""
+    recipe = mini_run(parse_args(["--output", str(quick_run), "--data", str(shared_data), "--quick"]))
+    added = evaluation_runs(recipe)["audio2audio, refined KB, top-k 1"]
+    evaluation = tmp_path / "novel" / "evaluation"
+    shutil.copytree(quick_run / "novel" / "evaluation", evaluation)
+    (evaluation / "predictions" / f"{added.name}.jsonl").unlink()
+    rescore(evaluation, names=[r["name"] for r in previous_results(evaluation)["runs"] if r["name"] != added.name])
+    kept = {path.name: path.stat().st_mtime_ns for path in (evaluation / "predictions").glob("*.jsonl")}
+    evaluate_release(recipe, recipe.release("stage2_phase2"), tmp_path / "novel")
+    again = {path.name: path.stat().st_mtime_ns for path in (evaluation / "predictions").glob("*.jsonl")}
+    assert {k: again[k] for k in kept} == kept and set(again) - set(kept) == {f"{added.name}.jsonl"}
+    records = [r for r in read_predictions(evaluation / "predictions" / f"{added.name}.jsonl") if "caption" in r]
+    assert added.top_k == 1 and records and all(len(record["retrieved"]) == 1 for record in records)
+    results = json.loads((tmp_path / "novel" / "results.json").read_text())
+    assert [row["label"] for row in results["settings"]] == [setting.label for setting in SETTINGS]
+    assert len(previous_results(evaluation)["runs"]) == len(SETTINGS)
 
 
 @pytest.mark.parametrize("scale", scale_names())

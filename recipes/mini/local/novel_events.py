@@ -20,7 +20,7 @@ import torch
 
 from paircap.caption_data import group_references, load_pairs
 from paircap.captioning import load_retriever, resolve_dtype
-from paircap.evaluation import EvaluationRun, evaluate
+from paircap.evaluation import EvaluationRun, evaluate, previous_results, rescore
 from paircap.releases import load_release
 from recipes.mini.local.corpus import save
 from recipes.mini.local.esc50 import Esc50Clip, seed_sequence, single_clip_pairs
@@ -35,12 +35,14 @@ WEIGHTS = (0.1, 0.3, 0.5, 0.7, 0.9)  # generative pair-to-pair's W (paper eq. 4)
 
 
 class Setting(NamedTuple):
-    """One row of the table: a label, the KB folder under `kb/` (None: zero-shot), the retrieval mode and W."""
+    """One row of the table: a label, the KB folder under `kb/` (None: zero-shot), the retrieval mode, W and top-k
+    (None: the scale's `max_examples`)."""
 
     label: str
     knowledge_base: str | None
     mode: str
     fusion_weight: float = 0.5
+    top_k: int | None = None
 
 
 SETTINGS = (
@@ -50,6 +52,10 @@ SETTINGS = (
     *(Setting(f"generative pair2pair W {w}, refined KB", "refined", "generative_pair2pair", w) for w in WEIGHTS),
     Setting("control: audio2audio, refined KB less the novel classes", CONTROL, "audio2audio"),
     Setting("control: generative pair2pair W 0.5, refined KB less the novel classes", CONTROL, "generative_pair2pair"),
+    # one retrieved pair: a novel-class clip among known-class ones is outvoted less (RESULTS.md)
+    Setting("audio2audio, refined KB, top-k 1", "refined", "audio2audio", top_k=1),
+    Setting("generative pair2pair W 0.9, refined KB, top-k 1", "refined", "generative_pair2pair", 0.9, 1),
+    Setting("control: audio2audio, refined KB less the novel classes, top-k 1", CONTROL, "audio2audio", top_k=1),
 )
 
 
@@ -71,7 +77,7 @@ def evaluation_runs(run: MiniRun) -> dict[str, EvaluationRun]:
             str(run.path("kb", s.knowledge_base)) if s.knowledge_base else None,
             s.mode,
             s.fusion_weight,
-            run.scale.max_examples if s.knowledge_base else 0,
+            (s.top_k or run.scale.max_examples) if s.knowledge_base else 0,
         )
         for s in SETTINGS
     }
@@ -84,7 +90,8 @@ def novel_events(run: MiniRun) -> None:
 
 def evaluate_release(run: MiniRun, release: Path, output: Path) -> None:
     """Caption the held-out clips (`novel/clips`, written once per run) with `release` under every setting
-    (`output/evaluation/`, skipped when its results exist) and write `output/results.json`."""
+    (`output/evaluation/`; settings its `results.json` already scores are not captioned again) and write
+    `output/results.json`."""
     novel = read_novel_classes(run)
     if not novel:
         raise ValueError(f"{run.path('corpus')}: the run has no novel classes (scale setting novel_classes)")
@@ -94,17 +101,20 @@ def evaluate_release(run: MiniRun, release: Path, output: Path) -> None:
         save(single_clip_pairs([*clips["novel"], *clips["known"]], "test"), data)
     runs = evaluation_runs(run)
     evaluation = output / "evaluation"
-    if not (evaluation / "results.json").is_file():
+    scored = {scored_run["name"] for scored_run in previous_results(evaluation).get("runs", [])}
+    todo = [evaluation_run for evaluation_run in runs.values() if evaluation_run.name not in scored]
+    if todo:
         items = group_references(load_pairs([str(data)]))
         device = torch.device("cpu")
         captioner, processor = load_release(str(release), device, resolve_dtype("auto", device))
-        kbs = sorted({r.knowledge_base for r in runs.values() if r.knowledge_base})
+        kbs = sorted({r.knowledge_base for r in todo if r.knowledge_base})
         retrievers = {kb: load_retriever(captioner, processor, kb, audio_roots=run.audio_roots()) for kb in kbs}
         settings = {"model": str(release), "data": [str(data)], "clips": len(items), "runs": len(runs)}
         evaluate(
-            captioner, processor, items, list(runs.values()), evaluation, retrievers, batch_size=run.scale.batch_size,
+            captioner, processor, items, todo, evaluation, retrievers, batch_size=run.scale.batch_size,
             progress=False, settings=settings, max_new_tokens=run.scale.max_new_tokens, num_beams=1, do_sample=False,
         )  # fmt: skip
+        rescore(evaluation, names=[evaluation_run.name for evaluation_run in runs.values()])
     results = score_settings(runs, evaluation, clips)
     results |= {"novel_classes": list(novel), "model": str(release), "top_k": run.scale.max_examples}
     (output / "results.json").write_text(json.dumps(results, indent=2))
