@@ -57,6 +57,8 @@ def test_the_shipped_release_is_small_and_says_what_it_is():
     assert "50-event toy" in card.text and "not a useful audio captioner" in card.text
     assert card.data.license == "cc-by-nc-4.0" and "toy-model" in card.data.tags  # its LM learned Clotho's captions
     assert card.data.eval_results  # the results table of its own evaluation
+    # held-out naming, zero-shot against the default on the same mixtures, and the context probe's oracle
+    assert "| default against zero-shot, same mixtures |" in card.text and "| oracle |" in card.text
     kb_card = DatasetCard.load(RELEASE / "knowledge_base" / "README.md").data
     clips = json.loads((RELEASE / "knowledge_base" / "paircap_kb.json").read_text())
     assert kb_card.license and clips["num_pairs"] > 0
