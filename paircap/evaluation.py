@@ -132,7 +132,8 @@ def caption_items(
     order: its caption, zero-shot caption and retrieved pairs (`caption_waveforms`' fields) and the caption's
     `clap_score` (`paircap.clap_score`), or the load error.
     """
-    retrieval = {} if run.mode == "none" else {
+    retrieves = run.mode != "none"  # "none" is said: a release with a bundled KB retrieves by default
+    retrieval = {"retrieval_mode": "none"} if not retrieves else {
         "retriever": retriever, "retrieval_mode": run.mode,
         "fusion_weight": run.fusion_weight, "top_k": run.top_k,
     }  # fmt: skip
@@ -141,7 +142,7 @@ def caption_items(
     for batch_indices in tqdm(length_grouped_batches(durations, batch_size), desc=run.name, disable=not progress):
         loaded = processor.load_audio([items[i].audio for i in batch_indices])
         good = [i for i, wave in zip(batch_indices, loaded, strict=True) if isinstance(wave, np.ndarray)]
-        exclude = [query_exclusions(items[i].audio_id) for i in good] if retrieval else None
+        exclude = [query_exclusions(items[i].audio_id) for i in good] if retrieves else None
         waves = [wave for wave in loaded if isinstance(wave, np.ndarray)]
         results = caption_waveforms(
             model, processor, waves, exclude_ids=exclude, **retrieval, **run.generation, **generation

@@ -204,6 +204,29 @@ def test_default_kb_must_be_an_evaluated_kb_of_a_release_that_retrieves(tiny_rel
     assert exit_status.value.code == 2 and "not allowed with argument --rescore" in capsys.readouterr().err
 
 
+def test_zero_shot_of_a_release_with_a_bundled_kb_does_not_retrieve(tiny_release, clotho_eval, real_kb, tmp_path):
+    """The zero-shot run says `retrieval_mode="none"`: a release whose config names a KB (as the shipped toy's does)
+    retrieves by default, and its zero-shot row used to be its default retrieval's captions."""
+    import shutil
+
+    release = tmp_path / "with-kb"
+    shutil.copytree(tiny_release[0], release)
+    shutil.copytree(real_kb, release / "knowledge_base")
+    config = json.loads((release / "config.json").read_text())
+    (release / "config.json").write_text(json.dumps({**config, "knowledge_base": "knowledge_base"}))
+    argv = [
+        "evaluate", "--model", str(release), "--data", str(clotho_eval), "--kb", str(real_kb), "--mode",
+        "audio2audio", "--limit", "3", "--batch-size", "3", "--max-new-tokens", "6", "--output-dir",
+        str(tmp_path / "out"), "--no-progress",
+    ]  # fmt: skip
+    assert paircap_main(argv) == 0
+    lines = (tmp_path / "out" / "predictions" / "zero-shot.jsonl").read_text().splitlines()[1:]
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 3 and all(r["retrieved"] == [] and r["zero_shot_caption"] is None for r in records)
+    lines = (tmp_path / "out" / "predictions" / "audio2audio__clotho-audiocaps-kb__w0.5__k4.jsonl").read_text()
+    assert all(json.loads(line)["retrieved"] for line in lines.splitlines()[1:])  # the retrieval run retrieves
+
+
 def test_a_rerun_with_fewer_modes_reports_only_its_own_runs(
     evaluation, tiny_release, clotho_eval, real_kb, tmp_path, capsys
 ):
