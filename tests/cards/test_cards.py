@@ -276,7 +276,16 @@ def probed_captions(root: Path) -> None:
     predictions.mkdir()
     for name, texts in captions.items():
         records = [{"run": {"mode": name}}]  # the header line `paircap evaluate` writes
-        records += [{"audio_id": f"mix-test-{i}", "caption": text, "references": ["x"]} for i, text in enumerate(texts)]
+        pairs = [[{"caption": "a dog barks in the rain"}]] * 2 + [[{"caption": "wind"}], []]  # zero-shot: none
+        records += [
+            {
+                "audio_id": f"mix-test-{i}",
+                "caption": text,
+                "references": ["x"],
+                "retrieved": pairs[i] * (name != "zero-shot"),
+            }
+            for i, text in enumerate(texts)
+        ]
         (predictions / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     probe = {
         "measure": "names_label",
@@ -322,6 +331,7 @@ def test_mini_card(shared_data, tmp_path, with_lm_text, with_teacher):
         assert "| default | 75 % [30-95] | 25 % [5-70] |" in body
         gains = "| 2 gained, 0 lost (McNemar p 0.5) | 1 gained, 0 lost (McNemar p 1) |"
         assert f"| default against zero-shot, same mixtures {gains}" in body
+        assert "| the default's top retrieved pair (its caption) | 50 % [15-85] | 50 % [15-85] |" in body
         assert "| oracle | 75 % [30-95] | n/a | 0 % [0-49] |" in body and "| oracle | +0.500 |" in body
     assert "0.1 M-parameter" in body and "(CC-BY: 45, CC0: 54;" in body
     assert "| knowledge base | `esc50_mix` | 20 | [ESC-50 clips]" in body
