@@ -44,7 +44,6 @@ VARIANTS = (
     Variant("paper_raft", "paper's RAFT (audio-to-audio neighbours, no query dropout)",
             {"neighbor_mode": "audio2audio", "query_dropout": 0.0}),
     Variant("no_query_dropout", "without query dropout", {"query_dropout": 0.0}),
-    Variant("half_query_dropout", "query dropout 0.5 (the recipe's: 0.25)", {"query_dropout": 0.5}),
     Variant("audio_neighbours", "audio-to-audio neighbours", {"neighbor_mode": "audio2audio"}),
     Variant("ia3_and_head", "IA3 and the LM head, in phase 1 and 2", WITH_HEAD, WITH_HEAD),
     Variant("whole_lm", "whole LM decoder (earlier rounds' recipe), in phase 1 and 2", WHOLE_LM, WHOLE_LM),
