@@ -45,7 +45,6 @@ VARIANTS = (
             {"neighbor_mode": "audio2audio", "query_dropout": 0.0}),
     Variant("no_query_dropout", "without query dropout", {"query_dropout": 0.0}),
     Variant("audio_neighbours", "audio-to-audio neighbours", {"neighbor_mode": "audio2audio"}),
-    Variant("text_neighbours", "pair-to-pair neighbours at W 0.1 (the recipe's: 0.5)", {"neighbor_weight": 0.1}),
     Variant("ia3_and_head", "IA3 and the LM head, in phase 1 and 2", WITH_HEAD, WITH_HEAD),
     Variant("whole_lm", "whole LM decoder (earlier rounds' recipe), in phase 1 and 2", WHOLE_LM, WHOLE_LM),
     Variant("text_replay", "whole LM decoder with its caption-text loss replayed, in phase 1 and 2", WHOLE_LM,
