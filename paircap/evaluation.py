@@ -132,7 +132,7 @@ def caption_items(
     order: its caption, zero-shot caption and retrieved pairs (`caption_waveforms`' fields) and the caption's
     `clap_score` (`paircap.clap_score`), or the load error.
     """
-    retrieves = run.mode != "none"  # "none" is said: a release with a bundled KB retrieves by default
+    retrieves = run.mode != "none"  # zero-shot says "none": a release with a bundled KB retrieves by default
     retrieval = {"retrieval_mode": "none"} if not retrieves else {
         "retriever": retriever, "retrieval_mode": run.mode,
         "fusion_weight": run.fusion_weight, "top_k": run.top_k,
