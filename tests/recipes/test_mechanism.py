@@ -23,7 +23,9 @@ def test_the_pool_takes_a_few_clips_of_each_class_by_seed():
 def test_conditions():
     pool = control_pool(TRAIN, seed=0)
     conditions = probe_conditions(TEST, pool, (1, 3), seed=5)
-    assert list(conditions) == ["none", "oracle", "adversarial", "control_k1", "control_k3"]
+    assert list(conditions) == [
+        "none", "oracle", "adversarial", "control_k1", "control_k3", "right_k1", "right_first_k3", "right_last_k3"
+    ]  # fmt: skip
     assert conditions == probe_conditions(TEST, pool, (1, 3), seed=5)  # seeded: the same wrong classes and clips
     assert conditions["adversarial"] != probe_conditions(TEST, pool, (1, 3), seed=6)["adversarial"]
     assert conditions["oracle"] == probe_conditions(TEST, pool, (3,), seed=5)["oracle"]  # own seed streams
@@ -39,3 +41,16 @@ def test_conditions():
             for shot in shots:
                 shown = pool[shot.clip - len(TEST)]
                 assert shown.category == shot.label != query.category and shot.caption in EVENT_PHRASES[shot.label]
+
+
+def test_the_right_pair_conditions_put_a_clip_of_the_query_class_first_or_last_among_the_controls_wrong_ones():
+    pool = control_pool(TRAIN, seed=0)
+    conditions = probe_conditions(TEST, pool, (1, 3), seed=5)
+    for i, query in enumerate(TEST):
+        (right,) = conditions["right_k1"][i]
+        assert pool[right.clip - len(TEST)].category == right.label == query.category and right.clip >= len(TEST)
+        wrong = conditions["control_k3"][i][:2]
+        assert conditions["right_first_k3"][i] == [right, *wrong] and conditions["right_last_k3"][i] == [*wrong, right]
+    assert "right_k1" not in probe_conditions(TEST, pool, (1,), seed=5)  # one shot: no wrong pairs beside it
+    no_cat = [clip for clip in pool if clip.category != "cat"]  # the query q1 (a cat) has no clip of its class
+    assert "right_k1" not in probe_conditions(TEST, no_cat, (1, 3), seed=5)

@@ -1,7 +1,9 @@
 """Stage `mechanism`: does each captioner read its prompt? The context probe (`paircap.context_probe`) on the held-out
 single clips of the test split, one caption per clip and condition: zero-shot; its own clip with a phrase of its class
 (oracle); its own clip with a phrase of another class (adversarial); 1 and `max_examples` training clips of other
-classes with their phrases (control). Labels are the ESC-50 classes, named by the keyword map of `event_captions`."""
+classes with their phrases (control); a training clip of its class alone, or first or last among those other-class
+clips (right pair: can it pick a KB hit among misses?). Labels are the ESC-50 classes, named by the keyword map of
+`event_captions`."""
 
 from __future__ import annotations
 
@@ -62,7 +64,30 @@ def probe_conditions(
             picks = rng.choice(candidates, size=k, replace=False)
             rows.append([Shot(len(test) + int(j), phrase(rng, pool[j].category), pool[j].category) for j in picks])
         conditions[f"control_k{k}"] = rows
-    return conditions
+    widest = conditions[f"control_k{max(control_sizes)}"] if control_sizes else []
+    return conditions | right_pair_conditions(test, pool, widest, seed)
+
+
+def right_pair_conditions(
+    test: Sequence[Esc50Clip], pool: Sequence[Esc50Clip], control: Sequence[Sequence[Shot]], seed: int
+) -> dict[str, list[list[Shot]]]:
+    """
+    Can the captioner pick a right pair among wrong ones, as a KB hit among misses? A seeded pool clip of the query's
+    class (another recording) with a phrase of it: alone (`right_k1`), and with the first k - 1 shots of `control`
+    after it (`right_first_k<k>`) or before it (`right_last_k<k>`; the pair next to the query). None when k < 2 or
+    some query's class has no pool clip (the conditions would not be paired).
+    """
+    k = len(control[0]) if control else 0
+    same = [[j for j, other in enumerate(pool) if other.category == clip.category] for clip in test]
+    if k < 2 or not all(same):
+        return {}
+    rng = np.random.default_rng([seed, 4])
+    right = [Shot(len(test) + int(j), phrase(rng, pool[j].category), pool[j].category) for j in map(rng.choice, same)]
+    return {
+        "right_k1": [[shot] for shot in right],
+        f"right_first_k{k}": [[shot, *wrong[: k - 1]] for shot, wrong in zip(right, control, strict=True)],
+        f"right_last_k{k}": [[*wrong[: k - 1], shot] for shot, wrong in zip(right, control, strict=True)],
+    }
 
 
 def probe_release(run: MiniRun, release: Path, output: Path, control_sizes: Sequence[int]) -> None:
