@@ -242,12 +242,13 @@ def evaluate(
     batch_size: int = 8,
     progress: bool = True,
     settings: dict | None = None,
+    kept: Sequence[dict] = (),
     **generation,
 ) -> dict:
     """
     Run, save (`predictions/<run>.jsonl`, one line per item, each retrieved pair with its `reference_text_score`) and
-    score every run; writes `results.json` with these runs alone (predictions of earlier runs in the folder are left
-    out, and logged). `retrievers` maps each run's knowledge base to its retriever
+    score every run; writes `results.json` with these runs and the already scored rows `kept` (predictions of other
+    earlier runs in the folder are left out, and logged). `retrievers` maps each run's knowledge base to its retriever
     (`paircap.captioning.load_retriever`).
     """
     output_dir = Path(output_dir)
@@ -261,7 +262,7 @@ def evaluate(
             add_reference_text_scores(records, retriever.knowledge_base, references)
         write_predictions(output_dir, run, records)
     settings = {**(settings or {}), "generation": generation, "batch_size": batch_size}
-    return rescore(output_dir, settings=settings, names=[run.name for run in runs])
+    return rescore(output_dir, settings=settings, names=[run.name for run in runs], kept=kept)
 
 
 def write_predictions(output_dir: Path, run: EvaluationRun, records: list[dict]) -> None:
@@ -272,11 +273,14 @@ def write_predictions(output_dir: Path, run: EvaluationRun, records: list[dict])
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def rescore(output_dir: str | Path, settings: dict | None = None, names: Sequence[str] | None = None) -> dict:
+def rescore(
+    output_dir: str | Path, settings: dict | None = None, names: Sequence[str] | None = None, kept: Sequence[dict] = ()
+) -> dict:
     """
     Score saved predictions again (e.g. once SPICE's jars are installed) without regenerating, and write
     `results.json`. `names` are the runs to score: by default those of the folder's `results.json` (every predictions
-    file when there is none). Predictions files of other runs (an earlier invocation's) are left out, and logged.
+    file when there is none); `kept`: rows of runs already scored that `results.json` lists beside them. Predictions
+    files of other runs (an earlier invocation's) are left out, and logged.
 
     Raises:
         FileNotFoundError: a run to score has no predictions file.
@@ -290,18 +294,19 @@ def rescore(output_dir: str | Path, settings: dict | None = None, names: Sequenc
     missing = [name for name in names if name not in saved]
     if missing:
         raise FileNotFoundError(f"{predictions}: no predictions for run(s) {', '.join(missing)}")
-    left_out = [name for name in saved if name not in names]
+    left_out = [name for name in saved if name not in names and name not in {row["name"] for row in kept}]
     if left_out:
         logger.info(
             "left out %d predictions file(s) in %s of runs not in this evaluation: %s",
             len(left_out), predictions, ", ".join(left_out),
         )  # fmt: skip
-    results = {"settings": settings or previous.get("settings", {}), "runs": []}
-    for name in sorted(names):
+    results = {"settings": settings or previous.get("settings", {}), "runs": list(kept)}
+    for name in names:
         lines = (predictions / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
         run = json.loads(lines[0])["run"]
         records = [json.loads(line) for line in lines[1:]]
         results["runs"].append({"name": name, **run, **score_records(records)})
+    results["runs"].sort(key=lambda row: row["name"])
     (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
     return results
 

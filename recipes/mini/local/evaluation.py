@@ -17,7 +17,6 @@ from paircap.captioning import load_retriever, resolve_dtype
 from paircap.clap_score import clap_scores
 from paircap.evaluation import (
     PREDICTIONS_DIR,
-    RESULTS_FILE,
     EvaluationRun,
     evaluate,
     plan_runs,
@@ -83,10 +82,8 @@ def evaluate_release(
         settings["copied_from"] = {"folder": str(reuse), "runs": copied}
     results = evaluate(
         captioner, processor, items, todo, output, retrievers, batch_size=s.batch_size, progress=False,
-        settings=settings, **generation,
+        settings=settings, kept=kept, **generation,
     )  # fmt: skip
-    results["runs"] = sorted(results["runs"] + kept, key=lambda result: result["name"])
-    (output / RESULTS_FILE).write_text(json.dumps(results, indent=2))
     write_report(results, output)
 
 

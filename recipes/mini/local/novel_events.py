@@ -20,7 +20,7 @@ import torch
 
 from paircap.caption_data import group_references, load_pairs
 from paircap.captioning import load_retriever, resolve_dtype
-from paircap.evaluation import EvaluationRun, evaluate, previous_results, rescore
+from paircap.evaluation import EvaluationRun, evaluate, previous_results
 from paircap.releases import load_release
 from recipes.mini.local.corpus import save
 from recipes.mini.local.esc50 import Esc50Clip, seed_sequence, single_clip_pairs
@@ -101,8 +101,9 @@ def evaluate_release(run: MiniRun, release: Path, output: Path) -> None:
         save(single_clip_pairs([*clips["novel"], *clips["known"]], "test"), data)
     runs = evaluation_runs(run)
     evaluation = output / "evaluation"
-    scored = {scored_run["name"] for scored_run in previous_results(evaluation).get("runs", [])}
-    todo = [evaluation_run for evaluation_run in runs.values() if evaluation_run.name not in scored]
+    names = {evaluation_run.name for evaluation_run in runs.values()}
+    kept = [row for row in previous_results(evaluation).get("runs", []) if row["name"] in names]
+    todo = [evaluation_run for evaluation_run in runs.values() if evaluation_run.name not in {r["name"] for r in kept}]
     if todo:
         items = group_references(load_pairs([str(data)]))
         device = torch.device("cpu")
@@ -112,9 +113,9 @@ def evaluate_release(run: MiniRun, release: Path, output: Path) -> None:
         settings = {"model": str(release), "data": [str(data)], "clips": len(items), "runs": len(runs)}
         evaluate(
             captioner, processor, items, todo, evaluation, retrievers, batch_size=run.scale.batch_size,
-            progress=False, settings=settings, max_new_tokens=run.scale.max_new_tokens, num_beams=1, do_sample=False,
+            progress=False, settings=settings, kept=kept, max_new_tokens=run.scale.max_new_tokens, num_beams=1,
+            do_sample=False,
         )  # fmt: skip
-        rescore(evaluation, names=[evaluation_run.name for evaluation_run in runs.values()])
     results = score_settings(runs, evaluation, clips)
     results |= {"novel_classes": list(novel), "model": str(release), "top_k": run.scale.max_examples}
     (output / "results.json").write_text(json.dumps(results, indent=2))
