@@ -75,6 +75,17 @@ class TrainConfig:
             "(their caption must come from the context)"
         },
     )
+    distractor_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of a sample's retrieved pairs swapped each epoch for random training pairs sharing no audio "
+            "with it, so that, as at test time, some are wrong (0: none)"
+        },
+    )
+    shuffle_examples: bool = field(
+        default=False,
+        metadata={"help": "a sample's retrieved pairs in random order each epoch, not nearest first"},
+    )
     retrieval_dir: str | None = field(default=None, metadata={"help": "embedded training set + neighbours cache"})
     train_audio_encoder: bool = field(default=True, metadata={"help": "stage 2: unfreeze the CLAP audio tower"})
     train_language_model: bool = field(
@@ -186,7 +197,8 @@ class TrainConfig:
         self._check_language_model_settings()
 
     def _check_neighbour_settings(self) -> None:
-        """neighbor_mode, neighbor_weight, query_dropout and the clip groups file (ValueError naming it)."""
+        """neighbor_mode, neighbor_weight, query_dropout, distractor_share and the clip groups file (ValueError naming
+        it)."""
         if self.neighbor_mode not in NEIGHBOR_MODES:
             raise ValueError(f"neighbor_mode must be one of {', '.join(NEIGHBOR_MODES)}, got {self.neighbor_mode!r}")
         if not 0 <= self.neighbor_weight <= 1:
@@ -194,6 +206,11 @@ class TrainConfig:
         if not (0 <= self.query_dropout <= 1 and (self.max_examples or not self.query_dropout)):
             raise ValueError(
                 f"query_dropout must be in [0, 1], and 0 without retrieved pairs, got {self.query_dropout} with "
+                f"max_examples={self.max_examples}"
+            )
+        if not (0 <= self.distractor_share <= 1 and (self.max_examples or not self.distractor_share)):
+            raise ValueError(
+                f"distractor_share must be in [0, 1], and 0 without retrieved pairs, got {self.distractor_share} with "
                 f"max_examples={self.max_examples}"
             )
         if self.clip_groups:

@@ -26,7 +26,9 @@ training goes on (MQ-Cap's progressive schedule): epoch e draws 1..m_e instead o
 unchanged; the counts and the length estimates stay functions of (seed, epoch), so resumed runs see the same ones.
 
 Which examples: a sample with n examples gets the first n of its stored neighbour list, nearest first (fewer if it
-has fewer): the same pairs, in the same order, that top-n retrieval puts in the prompt at inference.
+has fewer): the same pairs, in the same order, that top-n retrieval puts in the prompt at inference. With
+`distractor_share` and `shuffle_examples` (`paircap.training.distractors`), a share of the list is swapped for random
+training pairs that share no audio with the sample and the list is put in random order, drawn from (seed, epoch).
 
 Query dropout: a `query_dropout` share of the samples with examples, drawn from (seed, epoch, index), get faint white
 noise (RMS 1e-3, about -60 dBFS: the processor refuses true silence) of their audio's length as the query, so their
@@ -47,12 +49,15 @@ from datasets import Dataset
 from transformers import BatchFeature
 
 from datasets_scripts.columns import column
+from paircap.training.clip_groups import ClipGroups, shared_audio_exclusions
+from paircap.training.distractors import mixed_example_rows
 from paircap.training.examples_schedule import check_examples_schedule, max_examples_at
 
 __all__ = ["CaptionTrainingSet", "LengthGroupedBatchSampler", "PairCapCollator", "balanced_source_weights"]
 
 EXAMPLE_COLUMNS = ["caption", "is_long", "clip_index"]
 QUERY_DROPOUT_STREAM = 1  # the random stream of query dropout, apart from (seed, epoch)'s example counts
+DISTRACTOR_STREAM = 2  # the random stream of distractors and example order
 QUERY_NOISE_RMS = 1e-3  # a dropped query's white noise: no sound event, yet not the silence the processor refuses
 
 
@@ -81,15 +86,17 @@ def _prompt_overheads(processor) -> tuple[int, int]:
     return int(system) + 1, int(turn_tokens)
 
 
-def _neighbors_per_pair(pair_ids: list[str], source: Dataset, neighbors: np.ndarray, width: int) -> np.ndarray:
-    """The first `width` neighbour rows (of `source`) of every pair, matched by pair_id; -1 where none."""
-    if neighbors.ndim != 2 or len(neighbors) != len(source):
-        raise ValueError(f"neighbors has shape {neighbors.shape}; expected ({len(source)}, K) for examples_source")
+def _source_rows(pair_ids: list[str], source: Dataset) -> np.ndarray:
+    """Every pair's row in `source`, matched by pair_id; -1 where it has none."""
+    row_of = {pair_id: row for row, pair_id in enumerate(column(source, "pair_id"))}
+    return np.array([row_of.get(pair_id, -1) for pair_id in pair_ids], dtype=np.int64)
+
+
+def _neighbors_per_pair(rows: np.ndarray, neighbors: np.ndarray, width: int) -> np.ndarray:
+    """The first `width` neighbour rows of every pair, whose rows in the source are `rows`; -1 where none."""
     if width > neighbors.shape[1]:
         raise ValueError(f"max_examples={width} but only {neighbors.shape[1]} neighbours are stored per pair")
-    row_of = {pair_id: row for row, pair_id in enumerate(column(source, "pair_id"))}
-    rows = np.array([row_of.get(pair_id, -1) for pair_id in pair_ids], dtype=np.int64)
-    per_pair = np.full((len(pair_ids), width), -1, dtype=np.int64)
+    per_pair = np.full((len(rows), width), -1, dtype=np.int64)
     per_pair[rows >= 0] = neighbors[rows[rows >= 0], :width]
     return per_pair
 
@@ -124,6 +131,10 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
             length in an epoch, drawn from (seed, epoch, index); 0 (default) for validation sets.
         examples_schedule: the most examples a sample gets in each epoch, never decreasing, ending at max_examples
             (later epochs keep the last); the zero-shot share stays `zero_shot_fraction`. None: max_examples always.
+        distractor_share: the share of a sample's neighbours swapped in an epoch for random training pairs that share
+            no audio with it (`clip_groups`: a mixture's components); 0 (default) for none.
+        shuffle_examples: a sample's examples in random order each epoch, not nearest first.
+        clip_groups: the clips each audio id contains (`paircap.training.clip_groups`), for the distractors.
     """
 
     def __init__(
@@ -138,6 +149,9 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         example_tokens=None,
         query_dropout: float = 0.0,
         examples_schedule: Sequence[int] | None = None,
+        distractor_share: float = 0.0,
+        shuffle_examples: bool = False,
+        clip_groups: ClipGroups | None = None,
     ):
         if max_examples < 0:
             raise ValueError(f"max_examples must be >= 0, got {max_examples}")
@@ -145,6 +159,8 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
             raise ValueError(f"zero_shot_fraction must be in [0, 1], got {zero_shot_fraction}")
         if not 0 <= query_dropout <= 1:
             raise ValueError(f"query_dropout must be in [0, 1], got {query_dropout}")
+        if not 0 <= distractor_share <= 1:
+            raise ValueError(f"distractor_share must be in [0, 1], got {distractor_share}")
         if max_examples and (examples_source is None or neighbors is None or example_tokens is None):
             raise ValueError("max_examples > 0 needs examples_source, neighbors and example_tokens")
         missing = pairs.with_format("arrow")["audio"].is_null().to_numpy(zero_copy_only=False)
@@ -157,6 +173,9 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
             self.examples_schedule = check_examples_schedule(examples_schedule, max_examples)
         self.seed = seed
         self.query_dropout = query_dropout
+        self.distractor_share = distractor_share
+        self.shuffle_examples = shuffle_examples
+        self._clip_groups = clip_groups
         self.zero_shot_fraction = 1 / (max_examples + 1) if zero_shot_fraction is None else zero_shot_fraction
         self.pair_ids: list[str] = column(pairs, "pair_id")
         self.captions: list[str] = column(pairs, "caption")
@@ -166,10 +185,17 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by DataLoader workers, persistent too
         self._counts: tuple[int, np.ndarray] | None = None
         self._dropped: tuple[int, np.ndarray] | None = None
+        self._rows: tuple[int, np.ndarray] | None = None
         self._examples_source = examples_source
         self._neighbors = np.full((len(self.pair_ids), 0), -1, dtype=np.int64)
         if max_examples:
-            self._neighbors = _neighbors_per_pair(self.pair_ids, examples_source, np.asarray(neighbors), max_examples)
+            neighbors = np.asarray(neighbors)
+            if neighbors.ndim != 2 or len(neighbors) != len(examples_source):
+                raise ValueError(
+                    f"neighbors has shape {neighbors.shape}; expected ({len(examples_source)}, K) for examples_source"
+                )
+            self._source_rows = _source_rows(self.pair_ids, examples_source)
+            self._neighbors = _neighbors_per_pair(self._source_rows, neighbors, max_examples)
             self._examples = examples_source.select_columns(EXAMPLE_COLUMNS).with_format("numpy")
         self._example_tokens = example_tokens
 
@@ -214,10 +240,41 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
             self._dropped = (epoch, dropped)
         return self._dropped[1]
 
+    def example_rows(self, epoch: int | None = None) -> np.ndarray:
+        """(samples, max_examples) rows of `examples_source` whose first n are a sample's n examples in `epoch`
+        (default: the current one), -1 padded: its neighbours, nearest first, unless `distractor_share` swaps some
+        and `shuffle_examples` reorders them (drawn from (seed, epoch))."""
+        if not (self.distractor_share or self.shuffle_examples):
+            return self._neighbors
+        epoch = self.epoch if epoch is None else epoch
+        if self._rows is None or self._rows[0] != epoch:
+            rows = mixed_example_rows(
+                self._neighbors,
+                self._source_rows,
+                np.flatnonzero(np.asarray(column(self._examples_source, "has_audio"), dtype=bool)),
+                self._audio_ids,
+                self._exclusions,
+                self.distractor_share,
+                self.shuffle_examples,
+                np.random.default_rng([self.seed, epoch, DISTRACTOR_STREAM]),
+            )
+            self._rows = (epoch, rows)
+        return self._rows[1]
+
+    @functools.cached_property
+    def _audio_ids(self) -> list[str]:
+        """Per row of `examples_source`, its audio id ("" without audio)."""
+        return [audio_id or "" for audio_id in column(self._examples_source, "audio_id")]
+
+    @functools.cached_property
+    def _exclusions(self) -> list[frozenset[str]]:
+        """Per row of `examples_source`, the audio ids that share its audio (never its distractors)."""
+        return shared_audio_exclusions(self._audio_ids, self._clip_groups)
+
     def examples(self, index: int, epoch: int | None = None) -> list[dict[str, Any]]:
         """The interleaved examples of sample `index`: `{"audio_tokens" (n, D) float16, "caption", "is_long"}`."""
         count = self.example_counts(epoch)[index]
-        return [self._example(int(row)) for row in self._neighbors[index, :count]] if count else []
+        return [self._example(int(row)) for row in self.example_rows(epoch)[index, :count]] if count else []
 
     def _example(self, row: int) -> dict[str, Any]:
         stored = self._examples[row]
@@ -257,15 +314,13 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         return system + turn + audio + _token_counts(self.processor.tokenizer, self.captions) + 1
 
     @functools.cached_property
-    def _example_cumulative_lengths(self) -> np.ndarray:
-        """(len, max_examples): estimated tokens added by a sample's first 1, 2, ... examples."""
+    def _example_lengths(self) -> np.ndarray:
+        """Per row of `examples_source`: the estimated tokens it adds as an example."""
         source = self._examples_source
         _, turn = _prompt_overheads(self.processor)
         has_audio = np.asarray(column(source, "has_audio"), dtype=bool)
         audio = np.where(has_audio, _audio_token_counts(self.processor, column(source, "duration")), 0)
-        per_row = turn + audio + _token_counts(self.processor.tokenizer, column(source, "caption")) + 1
-        costs = np.where(self._neighbors >= 0, per_row[np.maximum(self._neighbors, 0)], 0)
-        return np.cumsum(costs, axis=1)
+        return turn + audio + _token_counts(self.processor.tokenizer, column(source, "caption")) + 1
 
     def estimated_lengths(self, epoch: int | None = None) -> list[int]:
         """Each sample's estimated prompt length in tokens in `epoch` (default: the current one), from durations,
@@ -274,7 +329,9 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
         lengths = self._base_lengths
         counts = self.example_counts(epoch)
         if counts.any():
-            added = np.take_along_axis(self._example_cumulative_lengths, np.maximum(counts - 1, 0)[:, None], axis=1)
+            rows = self.example_rows(epoch)
+            cumulative = np.cumsum(np.where(rows >= 0, self._example_lengths[np.maximum(rows, 0)], 0), axis=1)
+            added = np.take_along_axis(cumulative, np.maximum(counts - 1, 0)[:, None], axis=1)
             lengths = lengths + np.where(counts > 0, added[:, 0], 0)
         return lengths.tolist()
 

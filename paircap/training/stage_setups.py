@@ -173,6 +173,9 @@ def captioning_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
         example_tokens=embedded and embedded.tokens,
         query_dropout=cfg.query_dropout,
         examples_schedule=cfg.examples_schedule or None,
+        distractor_share=cfg.distractor_share,
+        shuffle_examples=cfg.shuffle_examples,
+        clip_groups=load_clip_groups(cfg.clip_groups) if cfg.clip_groups else None,
     )
     validation = None
     if cfg.validation_pairs:

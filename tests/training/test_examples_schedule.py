@@ -53,6 +53,14 @@ def test_train_config_checks_the_schedule():
         TrainConfig(**{**base, "max_examples": 0}, examples_schedule=[0])
 
 
+def test_train_config_checks_the_distractor_share():
+    base = {"stage": "raft", "model_name_or_path": "m", "output_dir": "o", "train_pairs": ["p"], "max_examples": 5}
+    assert TrainConfig(**base, distractor_share=0.4, shuffle_examples=True).distractor_share == 0.4
+    for bad in ({"distractor_share": 1.5}, {"distractor_share": 0.4, "max_examples": 0}):
+        with pytest.raises(ValueError, match=r"distractor_share must be in \[0, 1\], and 0 without retrieved pairs"):
+            TrainConfig(**{**base, **bad})
+
+
 def test_schedule_round_trips_through_yaml_and_the_command_line(tmp_path):
     settings = {
         "stage": "raft",

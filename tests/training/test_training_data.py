@@ -290,6 +290,55 @@ def test_query_dropout_drops_a_share_of_the_queries_with_examples(training_pairs
             make(dropout)
 
 
+def test_distractors_swap_a_share_of_the_neighbours_for_pairs_that_share_no_audio(
+    training_pairs, tiny_release, embedded, neighbors
+):
+    processor = tiny_release[2]
+    plain = retrieval_set(training_pairs, processor, embedded, neighbors, 3)
+    mixed, again = (
+        retrieval_set(training_pairs, processor, embedded, neighbors, 3, distractor_share=0.5) for _ in range(2)
+    )
+    source_audio = embedded.rows["audio_id"]
+    with_audio = set(np.flatnonzero(embedded.rows["has_audio"]).tolist())
+    nearest, swapped = plain.example_rows(0), []
+    for epoch in range(10):  # drawn from (seed, epoch): a resumed run sees the same pairs
+        rows = mixed.example_rows(epoch)
+        np.testing.assert_array_equal(rows, again.example_rows(epoch))
+        np.testing.assert_array_equal(mixed.example_counts(epoch), plain.example_counts(epoch))
+        np.testing.assert_array_equal(rows >= 0, nearest >= 0)  # the same slots filled, in rank order
+        for sample, slot in zip(*np.nonzero(rows != nearest), strict=True):
+            own = normalise_clip_id(training_pairs[int(sample)]["audio_id"])
+            assert rows[sample, slot] in with_audio  # never a text-only row
+            assert normalise_clip_id(source_audio[rows[sample, slot]]) != own  # never another caption of its clip
+        swapped.append((rows != nearest).sum() / (nearest >= 0).sum())
+    assert 0.35 < np.mean(swapped) < 0.55  # a drawn distractor is now and then the neighbour it replaces
+    assert not np.array_equal(mixed.example_rows(0), mixed.example_rows(1))
+    counts = mixed.example_counts(2)
+    index = int(np.argmax(counts))
+    captions = [example["caption"] for example in mixed.examples(index, epoch=2)]
+    assert captions == [embedded.rows[int(row)]["caption"] for row in mixed.example_rows(2)[index, : counts[index]]]
+    mixed.set_epoch(2)  # the sampler's lengths follow the swapped pairs
+    actual = PairCapCollator(processor)([mixed[index]])["input_ids"].shape[1]
+    assert abs(mixed.estimated_lengths(2)[index] - actual) <= 0.1 * actual
+    for share in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"distractor_share must be in \[0, 1\]"):
+            retrieval_set(training_pairs, processor, embedded, neighbors, 3, distractor_share=share)
+
+
+def test_shuffled_examples_are_each_samples_neighbours_in_a_random_order(
+    training_pairs, tiny_release, embedded, neighbors
+):
+    processor = tiny_release[2]
+    nearest = retrieval_set(training_pairs, processor, embedded, neighbors, 3).example_rows(0)
+    shuffled = retrieval_set(training_pairs, processor, embedded, neighbors, 3, shuffle_examples=True)
+    orders = [shuffled.example_rows(epoch) for epoch in range(5)]
+    for rows in orders:
+        np.testing.assert_array_equal(np.sort(rows, axis=1), np.sort(nearest, axis=1))  # the same pairs
+        np.testing.assert_array_equal(rows >= 0, nearest >= 0)  # padding stays last
+    assert any((rows != nearest).any() for rows in orders)
+    assert not all(np.array_equal(orders[0], rows) for rows in orders[1:])
+
+
 # ---- training samples -----------------------------------------------------------------------------------------------
 
 
