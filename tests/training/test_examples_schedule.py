@@ -88,8 +88,9 @@ def test_shipped_progressive_config_parses():
     assert config.examples_schedule[0] < config.max_examples and len(config.examples_schedule) <= config.num_epochs
 
 
-def test_stage2_setup_gives_the_training_set_the_schedule(shared_data, tiny_release, tmp_path):
-    """The run's setup hands the schedule to the training set, whose lengths (the sampler's) follow it."""
+def test_stage2_setup_gives_the_training_set_the_schedule_and_distractors(shared_data, tiny_release, tmp_path):
+    """The run's setup hands the schedule and the distractor settings to the training set, whose lengths (the
+    sampler's) follow them."""
     manifest = json.loads((shared_data / "clotho_eval7" / "manifest.json").read_text())
     rows = [
         {"pair_id": f"clotho/{e['file']}/{k}", "audio_id": e["file"], "caption": e["captions"][k],
@@ -106,11 +107,14 @@ def test_stage2_setup_gives_the_training_set_the_schedule(shared_data, tiny_rele
         max_examples=2,
         num_neighbors=2,
         examples_schedule=[0, 2],
+        distractor_share=0.5,
+        shuffle_examples=True,
         num_workers=0,
     )
     setup = captioning_setup(cfg, Accelerator(cpu=True))
     train_set = setup.train.dataset
     assert train_set.examples_schedule == (0, 2) and setup.train.lengths == train_set.estimated_lengths
+    assert train_set.distractor_share == 0.5 and train_set.shuffle_examples
     assert not train_set.example_counts(0).any() and train_set.example_counts(1).max() == 2
     zero_shot, scheduled = (np.array(setup.train.lengths(epoch)) for epoch in (0, 1))
     assert (zero_shot <= scheduled).all() and (zero_shot < scheduled).any()
