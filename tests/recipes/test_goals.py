@@ -90,3 +90,31 @@ def test_a_variant_every_run_trained_gets_its_rows(tmp_path):
     result = measure([tmp_path / "s0", tmp_path / "s1"], resamples=50)
     assert list(result["mechanism"]) == ["curriculum", "whole_lm"]
     assert result["novel"]["whole_lm"]["settings"][A2A]["count"] == 0
+
+
+def test_right_pair_and_control_conditions_get_their_rows_where_every_run_has_them(tmp_path):
+    def record(item: str, none: str, right_first: str, right_last: str) -> dict:
+        conditions = {"right_first_k4": right_first, "right_last_k4": right_last, "control_k4": "rain falls"}
+        return probe_record(item, none, "a dog barks", "rain falls") | {
+            name: {"prediction": prediction, "injected": [], "injected_labels": []}
+            for name, prediction in conditions.items()
+        }
+
+    novel = {ZERO_SHOT: [0]}
+    seed0 = [record("a", "birds", "rain", "a dog barks"), record("b", "a dog", "a dog", "a dog")]
+    seed1 = [record("c", "wind", "rain", "a dog barks")]
+    write_run(tmp_path / "s0", seed0, novel)
+    write_run(tmp_path / "s1", seed1, novel)
+    old = [probe_record("a", "birds", "a dog barks", "rain falls")]  # a probe from before these conditions
+    write_run(tmp_path / "s0", old, novel, variant="whole_lm")
+    write_run(tmp_path / "s1", seed1, novel, variant="whole_lm")
+    result = measure([tmp_path / "s0", tmp_path / "s1"], resamples=50)
+
+    picking = result["mechanism"]["curriculum"]["picking"]
+    assert list(picking) == ["right_first_k4", "right_last_k4", "control_k4"]
+    last, first, control = picking["right_last_k4"], picking["right_first_k4"], picking["control_k4"]
+    assert last["named"]["count"] == 3 and last["pooled"] == pytest.approx(2 / 3)  # b named the dog zero-shot too
+    assert first["per_run"] == [0.0, 0.0] and control["pooled"] == pytest.approx(-1 / 3)
+    assert result["mechanism"]["whole_lm"]["picking"] == {}  # one run's probe lacks them
+    table = markdown(result)
+    assert "| curriculum | right_last_k4 | 100 % (3 of 3;" in table and "| whole_lm | right_" not in table

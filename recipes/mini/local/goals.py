@@ -1,5 +1,6 @@
 """The `proof` goals over seeds: does a captioner follow the caption in its prompt (the context probe's oracle and
-adversarial conditions, `mechanism`), and does a knowledge base make it name classes it never trained on (`novel`)?
+adversarial conditions, `mechanism`), can it pick a right pair among wrong ones (its right-pair and control
+conditions), and does a knowledge base make it name classes it never trained on (`novel`)?
 Each per seed and pooled over the runs' items (pairs stay within a run), for the curriculum model and every
 `context_ablations` variant that all runs trained.
 
@@ -57,15 +58,19 @@ def models(runs: Sequence[Path]) -> list[Model]:
     return found
 
 
+PICKING_CONDITIONS = ("right_", "control_")  # the probe's conditions with a right pair or only wrong ones, by prefix
+
+
 def probe_flags(path: Path) -> dict[str, np.ndarray]:
-    """Per item of a context probe, 1.0 / 0.0: names its class under `none` and under `oracle`, and (`pulled`) names
-    the injected wrong class under `adversarial`."""
+    """Per item of a context probe, 1.0 / 0.0: names its class under `none`, `oracle` and each right-pair and control
+    condition the probe has, and (`pulled`) names the injected wrong class under `adversarial`."""
     records = json.loads(path.read_text())["records"]
-    flags: dict[str, list[float]] = {"none": [], "oracle": [], "pulled": []}
+    named = ["none", "oracle", *(c for c in records[0] if c.startswith(PICKING_CONDITIONS))] if records else []
+    flags: dict[str, list[float]] = {name: [] for name in [*named, "pulled"]}
     for record in records:
         label = record["label"]
-        flags["none"].append(float(names_event(record["none"]["prediction"], label)))
-        flags["oracle"].append(float(names_event(record["oracle"]["prediction"], label)))
+        for condition in named:
+            flags[condition].append(float(names_event(record[condition]["prediction"], label)))
         adversarial = record["adversarial"]
         wrong = [injected for injected in adversarial["injected_labels"] if injected != label]
         flags["pulled"].append(float(any(names_event(adversarial["prediction"], injected) for injected in wrong)))
@@ -126,6 +131,14 @@ def measure(runs: Sequence[Path], resamples: int = 2000) -> dict:
                 "oracle_gain": difference([f["oracle"] for f in flags], [f["none"] for f in flags], resamples),
                 "pulled": pooled_share([f["pulled"] for f in flags]),
                 "pulled_per_run": [float(f["pulled"].mean()) for f in flags],
+                "picking": {
+                    condition: {
+                        "named": pooled_share([f[condition] for f in flags]),
+                        **difference([f[condition] for f in flags], [f["none"] for f in flags], resamples),
+                    }
+                    for condition in flags[0]
+                    if condition.startswith(PICKING_CONDITIONS) and all(condition in f for f in flags)
+                },
             }
         if all((run / model.novel).is_file() for run in runs):
             results = [json.loads((run / model.novel).read_text()) for run in runs]
@@ -162,8 +175,9 @@ def points(row: dict) -> str:
 
 
 def markdown(result: dict) -> str:
-    """Three tables: the mechanism goals per model; novel-class naming per model and setting; and how often retrieval
-    put a clip of the novel class first, and how often the caption then named it."""
+    """Four tables: the mechanism goals per model; picking a right pair among wrong ones per model; novel-class naming
+    per model and setting; and how often retrieval put a clip of the novel class first, and how often the caption then
+    named it."""
     lines = [
         "| model | zero-shot names its class | oracle (own clip, right caption) vs zero-shot, points [95 %] "
         "| adversarial (own clip, wrong caption): pulled [95 %] | per seed |",
@@ -174,6 +188,16 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {name} | {cell(row['none'])} | {points(row['oracle_gain'])} | {cell(row['pulled'])} | {seeds} |"
         )
+    if any(row.get("picking") for row in result["mechanism"].values()):
+        lines += [
+            "",
+            "| model | examples (right: a clip of its class from another recording) | names its class [95 %] "
+            "| vs zero-shot, points [95 %] |",
+            "|---|---|---:|---:|",
+        ]
+        for name, row in result["mechanism"].items():
+            for condition, picked in row.get("picking", {}).items():
+                lines.append(f"| {name} | {condition} | {cell(picked['named'])} | {points(picked)} |")
     if result["novel"]:
         lines += [
             "",
