@@ -5,8 +5,7 @@ and data as the recipe's phase(s).
 
 - *Context options*: phase 2 from the recipe's phase-1 release with one or both options of
   `conf/train/stage2_phase2.yaml` set back to the paper's RAFT (audio-to-audio neighbours, the query's audio always
-  present): which option teaches the model to read its prompt. Or with retrieved pairs as unreliable as a held-out
-  clip's (`distractor_share`) and in random order (`shuffle_examples`), so that it must weigh each pair by its audio.
+  present): which option teaches the model to read its prompt.
 - *Trainable set*: the recipe trains IA3 alone in both phases, the LM's weights and head frozen (the paper's IA3).
   These variants train the LM head too, or the whole LM decoder (the recipe of earlier rounds, on captions that never
   use the novel classes' words), or the whole decoder with the LM's own text objective kept alive
@@ -31,9 +30,6 @@ from recipes.mini.local.training import train_captioner
 WITH_HEAD = {"train_lm_head": True}  # IA3 and the LM head (the LM's weights frozen)
 WHOLE_LM = {"train_language_model": True, "train_lm_head": True}  # the whole decoder and its head
 TEXT_REPLAY_WEIGHT = 1.0  # the replayed text's loss weighs as much as the captions' (not tuned)
-# training neighbours share an event with their pair 78-87 % of the time, a held-out clip's retrieved pairs 34-52 %
-# (RESULTS.md): swapping 40 % for random pairs brings the first to about the second (not tuned)
-DISTRACTOR_SHARE = 0.4
 
 
 class Variant(NamedTuple):
@@ -49,9 +45,6 @@ VARIANTS = (
             {"neighbor_mode": "audio2audio", "query_dropout": 0.0}),
     Variant("no_query_dropout", "without query dropout", {"query_dropout": 0.0}),
     Variant("audio_neighbours", "audio-to-audio neighbours", {"neighbor_mode": "audio2audio"}),
-    Variant("distractors", "40 % of the retrieved pairs random, in random order",
-            {"distractor_share": DISTRACTOR_SHARE, "shuffle_examples": True}),
-    Variant("shuffled_examples", "retrieved pairs in random order", {"shuffle_examples": True}),
     Variant("ia3_and_head", "IA3 and the LM head, in phase 1 and 2", WITH_HEAD, WITH_HEAD),
     Variant("whole_lm", "whole LM decoder (earlier rounds' recipe), in phase 1 and 2", WHOLE_LM, WHOLE_LM),
     Variant("text_replay", "whole LM decoder with its caption-text loss replayed, in phase 1 and 2", WHOLE_LM,
@@ -120,14 +113,15 @@ def evaluate_variant(run: MiniRun, name: str) -> None:
 
 def train_and_probe(run: MiniRun) -> None:
     """Every selected variant: trained (`context_ablations/<name>/`, resumable), then its test-mixture captions
-    (`evaluate_variant`), its context probe (`<name>/mechanism/`), and with novel classes its novel events
-    (`<name>/novel/`) and word probe (`<name>/novel/words/`, of its phase-1 release too when it has one)."""
+    (`evaluate_variant`), its context probe (`<name>/mechanism/`, with the captioners' controls and right-pair
+    conditions), and with novel classes its novel events (`<name>/novel/`) and word probe (`<name>/novel/words/`, of
+    its phase-1 release too when it has one)."""
     novel = read_novel_classes(run)
     for variant in selected(run):
         train_variant(run, variant)
         folder = run.path("context_ablations", variant.name)
         evaluate_variant(run, variant.name)
-        probe_release(run, folder / "release", folder / "mechanism", (1,))
+        probe_release(run, folder / "release", folder / "mechanism", (1, run.scale.max_examples))
         if novel:
             evaluate_release(run, folder / "release", folder / "novel")
             probe_words(run, folder / "release", folder / "novel" / "words")
