@@ -3,10 +3,12 @@ and put in random order, so that, as at test time, not every retrieved pair is r
 one.
 
 A training pair's neighbours are searched among clips the retrieval space was trained on, so they are right far more
-often than a new clip's retrieved pairs (the mini recipe: 78-87 % against 34-52 % share an event, `recipes/mini/
-RESULTS.md`); a captioner trained on them alone learns to trust a position, not to weigh a pair by its audio. With
-`share` s, each neighbour of a sample is swapped with probability s for a training pair drawn uniformly among those that
-share no audio with the sample (`paircap.training.clip_groups`); with `shuffle`, each sample's pairs are in random
+often than a new clip's retrieved pairs (the mini recipe: 78-87 % against 34-52 % share an event). These options train
+with prompts as unreliable as the test's, where the model should learn to weigh a pair by its audio, not by its place;
+in the mini recipe neither changed how it reads its pairs (`recipes/mini/RESULTS.md`).
+
+With `share` s, each neighbour of a sample is swapped with probability s for a training pair drawn uniformly among those
+that share no audio with the sample (`paircap.training.clip_groups`); with `shuffle`, each sample's pairs are in random
 order. Both are drawn from one random generator, which the caller seeds with (seed, epoch).
 """
 
