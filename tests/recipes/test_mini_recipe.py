@@ -66,6 +66,14 @@ def quick_run(shared_data, environment, tmp_path_factory) -> Path:
     return output
 
 
+def assert_quick_probe_conditions(probe: dict) -> None:
+    """The quick scale's context probe conditions: the controls of 1 and max_examples (2) clips, then the right-pair
+    conditions, which need a pool clip of every test clip's class (30 training clips may lack some)."""
+    conditions = list(probe["conditions"])
+    assert conditions[:5] == ["none", "oracle", "adversarial", "control_k1", "control_k2"]
+    assert conditions[5:] in ([], ["right_k1", "right_first_k2", "right_last_k2"])
+
+
 def test_every_stage_runs_and_the_report_has_every_table(quick_run):
     for stage in QUICK_STAGES:
         assert json.loads((quick_run / "stages" / f"{stage}.json").read_text())["seconds"] >= 0
@@ -123,10 +131,7 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
     assert "Zero-shot event accuracy on 8 test mixtures" in report
     for captioner in fit:  # the context probe: every captioner on the 30 held-out test clips, once per condition
         probe = json.loads((quick_run / "mechanism" / captioner / "context_probe.json").read_text())
-        conditions = list(probe["conditions"])
-        assert conditions[:5] == ["none", "oracle", "adversarial", "control_k1", "control_k2"]
-        # the right-pair conditions need a pool clip of every test clip's class (30 training clips may lack some)
-        assert conditions[5:] in ([], ["right_k1", "right_first_k2", "right_last_k2"])
+        assert_quick_probe_conditions(probe)
         assert probe["settings"]["items"] == 30 and len(probe["records"]) == 30
         assert all(row["names_label"]["n"] == 30 for row in probe["conditions"].values())
         assert 0 <= probe["versus_none"]["oracle"]["mcnemar_p"] <= 1
@@ -143,7 +148,7 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
         assert config["model_name_or_path"] == str(start)
         assert bool(config.get("text_replay_pairs")) == variant.text_replay
         probe = json.loads((folder / "mechanism" / "context_probe.json").read_text())
-        assert list(probe["conditions"]) == ["none", "oracle", "adversarial", "control_k1"]
+        assert_quick_probe_conditions(probe)  # the captioners' conditions
         assert f"| phase 2, {variant.label} | oracle |" in report
         assert len(json.loads((folder / "novel" / "results.json").read_text())["settings"]) == len(SETTINGS)
         assert (folder / "novel" / "words" / "novel_words.json").is_file()
