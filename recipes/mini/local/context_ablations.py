@@ -49,8 +49,6 @@ VARIANTS = (
     Variant("whole_lm", "whole LM decoder (earlier rounds' recipe), in phase 1 and 2", WHOLE_LM, WHOLE_LM),
     Variant("text_replay", "whole LM decoder with its caption-text loss replayed, in phase 1 and 2", WHOLE_LM,
             WHOLE_LM, True),
-    Variant("whole_lm_distractors", "whole LM decoder, 40 % of the retrieved pairs random, in random order",
-            WHOLE_LM | {"distractor_share": 0.4, "shuffle_examples": True}, WHOLE_LM),
 )  # fmt: skip
 
 
