@@ -26,6 +26,7 @@ ZERO_SHOT = "zero-shot"
 A2A, P2P = "audio2audio, refined KB", "generative pair2pair W {}, refined KB"
 CONTROL = "control: {}, refined KB less the novel classes"
 TOP1 = "{}, top-k 1"
+PICKING_CONDITIONS = ("right_", "control_")  # the probe's conditions with a right pair or only wrong ones, by prefix
 # the novel-events settings each model is reported on, each against a setting on the same clips
 NOVEL_ROWS = (
     (A2A, ZERO_SHOT),
@@ -56,9 +57,6 @@ def models(runs: Sequence[Path]) -> list[Model]:
         folder = Path("context_ablations") / name
         found.append(Model(name, folder / "mechanism" / "context_probe.json", folder / "novel" / "results.json"))
     return found
-
-
-PICKING_CONDITIONS = ("right_", "control_")  # the probe's conditions with a right pair or only wrong ones, by prefix
 
 
 def probe_flags(path: Path) -> dict[str, np.ndarray]:
