@@ -22,7 +22,7 @@ from modeling_paircap.knowledge_base_paircap import PairCapKnowledgeBase
 from paircap.caption_data import EvaluationItem, group_references, load_pairs
 from paircap.evaluation import previous_results, rescore
 from paircap.releases import load_release
-from recipes.mini.local import claims
+from recipes.mini.local import claims, teacher_retrieval
 from recipes.mini.local.context_ablations import VARIANTS
 from recipes.mini.local.evaluation import add_clap_scores, read_predictions, reusable_predictions
 from recipes.mini.local.event_captions import names_event
@@ -301,6 +301,27 @@ def test_the_novel_stage_captions_only_the_settings_it_has_not_scored(quick_run,
     results = json.loads((tmp_path / "novel" / "results.json").read_text())
     assert [row["label"] for row in results["settings"]] == [setting.label for setting in SETTINGS]
     assert len(previous_results(evaluation)["runs"]) == len(SETTINGS)
+
+
+def test_teacher_retrieval_captions_the_test_mixtures_and_the_novel_clips(quick_run, shared_data, tmp_path):
+    if not TEACHER_WEIGHTS.is_file():
+        pytest.skip(f"{TEACHER_WEIGHTS} is absent: the diagnostic searches in the AudioSet teacher's embedding space")
+    output = tmp_path / "teacher_retrieval.md"
+    args = [str(quick_run), "--data", str(shared_data), "--teacher", str(TEACHER_WEIGHTS), "--output", str(output)]
+    assert teacher_retrieval.main([*args, "--top-k", "1", "2", "--threads", "1"]) == 0
+    result = json.loads(output.with_suffix(".json").read_text())["per_run"][0]
+    mixtures = group_references(load_pairs([str(quick_run / "corpus" / "pairs" / "test")]))
+    assert sorted(result["mixtures"]["items"]) == sorted(item.audio_id for item in mixtures)
+    assert set(result["mixtures"]) == {"items", "zero-shot", "refined, top-k 1", "refined, top-k 2"}
+    novel = json.loads((quick_run / "novel" / "results.json").read_text())["items"]["novel"]
+    assert result["novel"]["items"] == novel and {"refined, top-k 2", "refined_without_novel, top-k 1"} < set(
+        result["novel"]
+    )
+    for task in ("mixtures", "novel"):
+        for setting, flags in result[task].items():
+            if setting != "items":
+                assert len(flags["named"]) == len(result[task]["items"]) and set(flags["named"]) <= {0.0, 1.0}
+    assert "| mixtures | refined, top-k 1 |" in output.read_text()
 
 
 @pytest.mark.parametrize("scale", scale_names())

@@ -95,14 +95,16 @@ def teacher_embeddings(teacher: AudioSetTeacher, paths: Sequence[Path]) -> torch
 def nearest_clips(
     queries: torch.Tensor, query_ids: Sequence[str], kb: torch.Tensor, kb_ids: Sequence[str], groups: dict, k: int
 ) -> list[list[int]]:
-    """Per query, the `k` most cosine-similar KB clips, nearest first, never one of the query's own recording or a
-    mixture holding it (`groups`: a mixture's component clips)."""
+    """Per query, the `k` most cosine-similar KB clips (fewer where fewer are allowed), nearest first, never one of the
+    query's own recording or a mixture holding it (`groups`: a mixture's component clips)."""
     identities = [{normalise_clip_id(c) for c in (clip, *groups.get(clip, ()))} for clip in kb_ids]
     similarity = queries @ kb.T
     for row, query in enumerate(query_ids):
         own = normalise_clip_id(query)
         similarity[row, [col for col, ids in enumerate(identities) if own in ids]] = -float("inf")
-    return similarity.topk(k, dim=1).indices.tolist()
+    values, indices = similarity.topk(min(k, similarity.shape[1]), dim=1)
+    allowed = values > -float("inf")
+    return [row[keep].tolist() for row, keep in zip(indices, allowed, strict=True)]
 
 
 def names_any(texts: Sequence[str], events: Sequence[tuple[str, ...]]) -> list[float]:

@@ -1,0 +1,31 @@
+"""recipes.mini.local.teacher_retrieval's search: audio-to-audio in the teacher's space never returns the query's own
+recording nor a mixture that holds it. Its run on a finished quick run is in test_mini_recipe.py."""
+
+import numpy as np
+import torch
+
+from recipes.mini.local.teacher_retrieval import nearest_clips, pooled
+
+
+def test_nearest_clips_skip_the_querys_recording_and_the_mixtures_that_hold_it():
+    kb_ids = ["1-100032-A-0", "2-100032-B-0", "mix-train-00001", "3-20000-A-1"]
+    groups = {"mix-train-00001": ["1-100032-A-0", "4-30000-A-2"]}
+    kb = torch.eye(4)
+    queries = torch.tensor([[1.0, 0.9, 0.8, 0.1], [1.0, 0.9, 0.8, 0.1]])
+    # a third take of recording 100032: its other takes and the mixture holding one are skipped, leaving one clip
+    assert nearest_clips(queries, ["5-100032-C-0", "5-90000-A-3"], kb, kb_ids, groups, 2) == [[3], [0, 1]]
+
+
+def test_pooled_compares_every_setting_with_zero_shot_on_the_same_items():
+    def run(zero, top1, right):
+        return {"mixtures": {"items": ["a", "b"], "zero-shot": {"named": zero},
+                             "refined, top-k 1": {"named": top1, "top_right": right}}}  # fmt: skip
+
+    table = pooled([run([0.0, 1.0], [1.0, 1.0], [1.0, 0.0]), run([0.0, 0.0], [1.0, 0.0], [1.0, 1.0])])
+    row = table["mixtures"]["refined, top-k 1"]
+    assert row["named"]["count"] == 3 and row["top_right"]["count"] == 3
+    assert row["versus_zero_shot"]["per_run"] == [0.5, 0.5] and np.isclose(row["versus_zero_shot"]["pooled"], 0.5)
+    assert (
+        table["mixtures"]["zero-shot"]["named"]["count"] == 1
+        and "versus_zero_shot" not in table["mixtures"]["zero-shot"]
+    )
