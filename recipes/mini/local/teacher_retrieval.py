@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
+import pyarrow.parquet as pq
 import soundfile as sf
 import torch
 from datasets import load_from_disk
@@ -52,13 +52,17 @@ class Clips(NamedTuple):
 def kb_clips(run: Path, name: str, data: Path) -> Clips:
     """Every clip of the run's KB `name` with its first caption; files under the run's corpus or `data`."""
     folder = run / "kb" / name
-    table = pd.read_parquet(folder / "clips.parquet")
-    pairs = pd.concat(pd.read_parquet(path, columns=["audio_id", "caption"]) for path in sorted(folder.glob("data/*")))
-    first = pairs.dropna(subset=["audio_id"]).groupby("audio_id", sort=False)["caption"].first()
-    table = table[table.audio_id.isin(first.index)]
-    roots = {root: run / "corpus" if root == AUDIO_ROOT else data / root for root in set(table.audio_root)}
-    paths = [roots[root] / path for root, path in zip(table.audio_root, table.audio_path, strict=True)]
-    return Clips(list(table.audio_id), paths, [first[clip] for clip in table.audio_id], [()] * len(paths))
+    clips = pq.read_table(folder / "clips.parquet", columns=["audio_id", "audio_root", "audio_path"]).to_pylist()
+    first: dict[str, str] = {}
+    for path in sorted(folder.glob("data/*")):
+        for row in pq.read_table(path, columns=["audio_id", "caption"]).to_pylist():
+            if row["audio_id"]:
+                first.setdefault(row["audio_id"], row["caption"])
+    clips = [clip for clip in clips if clip["audio_id"] in first]
+    roots = {root: run / "corpus" if root == AUDIO_ROOT else data / root for root in {c["audio_root"] for c in clips}}
+    paths = [roots[clip["audio_root"]] / clip["audio_path"] for clip in clips]
+    ids = [clip["audio_id"] for clip in clips]
+    return Clips(ids, paths, [first[clip] for clip in ids], [()] * len(ids))
 
 
 def test_mixtures(run: Path) -> Clips:
