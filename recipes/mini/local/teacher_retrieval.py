@@ -5,7 +5,8 @@ the query's own recording or a mixture that holds it. A diagnostic: the teacher 
 
 It captions the test mixtures on the refined KB (share naming one of a mixture's events) and, where the run has novel
 classes, their held-out clips on the refined KB and on the control KB without them (share naming the class); each with
-the top 1 and the top `max_examples` clips, and zero-shot. Pooled over the runs with paired intervals (`goals.py`).
+the top k clips for every `--top-k` (1 and 4 by default), and zero-shot. Pooled over the runs with paired intervals
+(`goals.py`).
 
     python -m recipes.mini.local.teacher_retrieval runs/p5-s0 runs/p5-s1 --data ../shared/data \
         --teacher mn04_as_mAP_432.pt --output teacher_retrieval.md
@@ -65,7 +66,7 @@ def kb_clips(run: Path, name: str, data: Path) -> Clips:
     return Clips(ids, paths, [first[clip] for clip in ids], [()] * len(ids))
 
 
-def test_mixtures(run: Path) -> Clips:
+def mixture_queries(run: Path) -> Clips:
     """The run's test mixtures (`corpus/pairs/test`), once each, with their events."""
     rows = load_from_disk(str(run / "corpus" / "pairs" / "test"))
     paths = dict(zip(rows["audio_id"], (audio["path"] for audio in rows["audio"]), strict=True))
@@ -125,7 +126,7 @@ def measure_run(run: Path, data: Path, teacher: AudioSetTeacher, top_ks: Sequenc
     model, processor = load_release(str(run / CURRICULUM / "release"), device, resolve_dtype("auto", device))
     groups = json.loads((run / "corpus" / "clip_groups.json").read_text())
     knowledge_bases: dict[str, tuple[Clips, torch.Tensor]] = {}  # each KB embedded once
-    tasks = {"mixtures": (test_mixtures(run), (KNOWLEDGE_BASES[0],))}
+    tasks = {"mixtures": (mixture_queries(run), (KNOWLEDGE_BASES[0],))}
     if (novel := novel_clips(run)) is not None:
         tasks["novel"] = (novel, (KNOWLEDGE_BASES[0], CONTROL))
     result: dict = {}
