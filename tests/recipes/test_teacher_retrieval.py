@@ -18,14 +18,19 @@ def test_nearest_clips_skip_the_querys_recording_and_the_mixtures_that_hold_it()
 
 def test_pooled_compares_every_setting_with_zero_shot_on_the_same_items():
     def run(zero, top1, right):
-        return {"mixtures": {"items": ["a", "b"], "zero-shot": {"named": zero},
-                             "refined, top-k 1": {"named": top1, "top_right": right}}}  # fmt: skip
+        return {
+            "mixtures": {
+                "items": ["a", "b"],
+                "zero-shot": {"named": zero, "cider_d": [0.5, 0.5]},
+                "refined, top-k 1": {"named": top1, "top_right": right, "cider_d": [1.0, 0.5]},
+            }
+        }
 
     table = pooled([run([0.0, 1.0], [1.0, 1.0], [1.0, 0.0]), run([0.0, 0.0], [1.0, 0.0], [1.0, 1.0])])
     row = table["mixtures"]["refined, top-k 1"]
     assert row["named"]["count"] == 3 and row["top_right"]["count"] == 3
-    assert row["versus_zero_shot"]["per_run"] == [0.5, 0.5] and np.isclose(row["versus_zero_shot"]["pooled"], 0.5)
-    assert (
-        table["mixtures"]["zero-shot"]["named"]["count"] == 1
-        and "versus_zero_shot" not in table["mixtures"]["zero-shot"]
-    )
+    assert row["named_versus_zero_shot"]["per_run"] == [0.5, 0.5]
+    assert np.isclose(row["named_versus_zero_shot"]["pooled"], 0.5) and np.isclose(row["cider_d"], 0.75)
+    assert np.isclose(row["cider_d_versus_zero_shot"]["pooled"], 0.25)
+    zero_shot = table["mixtures"]["zero-shot"]
+    assert zero_shot["named"]["count"] == 1 and "named_versus_zero_shot" not in zero_shot

@@ -3,7 +3,7 @@ audio-to-audio retrieval done in the AudioSet teacher's embedding space instead 
 pairs (each clip with its first caption), the same prompts (`paircap.context_probe.caption_condition`), and never
 the query's own recording or a mixture that holds it. A diagnostic: the teacher is no part of a release.
 
-It captions the test mixtures on the refined KB (share naming one of a mixture's events) and, where the run has novel
+It captions the test mixtures on the refined KB (share naming one of a mixture's events, and CIDEr-D) and, where the run has novel
 classes, their held-out clips on the refined KB and on the control KB without them (share naming the class); each with
 the top k clips for every `--top-k` (1 and 4 by default), and zero-shot. Pooled over the runs with paired intervals
 (`goals.py`).
@@ -24,11 +24,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import soundfile as sf
 import torch
-from datasets import load_from_disk
+from datasets import Dataset, load_from_disk
 
 from modeling_paircap.clip_ids_paircap import normalise_clip_id
 from paircap.captioning import resolve_dtype
 from paircap.context_probe import Shot, caption_condition, encode_clips
+from paircap.metrics import compute_caption_metrics
 from paircap.releases import load_release
 from recipes.mini.local.event_captions import names_event
 from recipes.mini.local.goals import cell, difference, points, pooled_share
@@ -48,6 +49,7 @@ class Clips(NamedTuple):
     paths: list[Path]
     texts: list[str]  # a KB clip's caption; unused for queries
     events: list[tuple[str, ...]]  # a query's events (classes) to name; empty for KB clips
+    references: list[list[str]]  # a query's reference captions; empty for KB clips
 
 
 def kb_clips(run: Path, name: str, data: Path) -> Clips:
@@ -63,16 +65,12 @@ def kb_clips(run: Path, name: str, data: Path) -> Clips:
     roots = {root: run / "corpus" if root == AUDIO_ROOT else data / root for root in {c["audio_root"] for c in clips}}
     paths = [roots[clip["audio_root"]] / clip["audio_path"] for clip in clips]
     ids = [clip["audio_id"] for clip in clips]
-    return Clips(ids, paths, [first[clip] for clip in ids], [()] * len(ids))
+    return Clips(ids, paths, [first[clip] for clip in ids], [()] * len(ids), [[]] * len(ids))
 
 
 def mixture_queries(run: Path) -> Clips:
     """The run's test mixtures (`corpus/pairs/test`), once each, with their events."""
-    rows = load_from_disk(str(run / "corpus" / "pairs" / "test"))
-    paths = dict(zip(rows["audio_id"], (audio["path"] for audio in rows["audio"]), strict=True))
-    events = mixture_events(run / "corpus" / "mixtures")
-    ids = list(paths)
-    return Clips(ids, [Path(paths[i]) for i in ids], [""] * len(ids), [tuple(events[i]) for i in ids])
+    return queries(load_from_disk(str(run / "corpus" / "pairs" / "test")), mixture_events(run / "corpus" / "mixtures"))
 
 
 def novel_clips(run: Path) -> Clips | None:
@@ -81,10 +79,21 @@ def novel_clips(run: Path) -> Clips | None:
     if not results.is_file():
         return None
     novel = json.loads(results.read_text())
-    rows = load_from_disk(str(run / "novel" / "clips"))
-    paths = dict(zip(rows["audio_id"], (audio["path"] for audio in rows["audio"]), strict=True))
     ids = novel["items"]["novel"]
-    return Clips(ids, [Path(paths[i]) for i in ids], [""] * len(ids), [(novel["classes"][i],) for i in ids])
+    return queries(load_from_disk(str(run / "novel" / "clips")), {i: (novel["classes"][i],) for i in ids}, ids)
+
+
+def queries(rows: Dataset, events: dict, ids: Sequence[str] | None = None) -> Clips:
+    """Query clips of caption pairs `rows` (one per audio id, in first-seen order, or `ids`) with their references and
+    `events` (audio id -> the events to name)."""
+    references: dict[str, list[str]] = {}
+    paths: dict[str, str] = {}
+    for audio_id, audio, caption in zip(rows["audio_id"], rows["audio"], rows["caption"], strict=True):
+        references.setdefault(audio_id, []).append(caption)
+        paths.setdefault(audio_id, audio["path"])
+    ids = list(paths) if ids is None else list(ids)
+    return Clips(ids, [Path(paths[i]) for i in ids], [""] * len(ids), [tuple(events[i]) for i in ids],
+                 [references[i] for i in ids])  # fmt: skip
 
 
 def teacher_embeddings(teacher: AudioSetTeacher, paths: Sequence[Path]) -> torch.Tensor:
@@ -112,6 +121,12 @@ def nearest_clips(
     return [row[keep].tolist() for row, keep in zip(indices, allowed, strict=True)]
 
 
+def scores(captions: Sequence[str], queries: Clips) -> dict[str, list[float]]:
+    """Per caption, 1.0 / 0.0 (`named`: it names one of its query's events) and its sentence CIDEr-D."""
+    cider = compute_caption_metrics(captions, queries.references, metrics=("cider_d",)).sentence["cider_d"]
+    return {"named": names_any(captions, queries.events), "cider_d": [float(value) for value in cider]}
+
+
 def names_any(texts: Sequence[str], events: Sequence[tuple[str, ...]]) -> list[float]:
     """1.0 / 0.0 per text: names one of its events."""
     return [
@@ -120,8 +135,8 @@ def names_any(texts: Sequence[str], events: Sequence[tuple[str, ...]]) -> list[f
 
 
 def measure_run(run: Path, data: Path, teacher: AudioSetTeacher, top_ks: Sequence[int]) -> dict:
-    """One run: per task (mixtures, novel) and setting, the per-item flags `named` (the caption names an event) and,
-    with retrieval, `top_right` (the first retrieved clip's caption does)."""
+    """One run: per task (mixtures, novel) and setting, per item: `named` (1.0 / 0.0: the caption names an event), its
+    sentence `cider_d` and, with retrieval, `top_right` (the first retrieved clip's caption names an event)."""
     device = torch.device("cpu")
     model, processor = load_release(str(run / CURRICULUM / "release"), device, resolve_dtype("auto", device))
     groups = json.loads((run / "corpus" / "clip_groups.json").read_text())
@@ -134,7 +149,7 @@ def measure_run(run: Path, data: Path, teacher: AudioSetTeacher, top_ks: Sequenc
         tokens = encode_clips(model, processor, [str(p) for p in queries.paths], BATCH_SIZE)
         embedded = teacher_embeddings(teacher, queries.paths)
         none = caption_condition(model, processor, tokens, [], [[]] * len(tokens), BATCH_SIZE, **GENERATION)
-        result[task] = {"items": queries.ids, "zero-shot": {"named": names_any(none, queries.events)}}
+        result[task] = {"items": queries.ids, "zero-shot": scores(none, queries)}
         for name in names:
             if name not in knowledge_bases:
                 kb = kb_clips(run, name, data)
@@ -148,43 +163,50 @@ def measure_run(run: Path, data: Path, teacher: AudioSetTeacher, top_ks: Sequenc
                 shots = [[Shot(position[clip], kb.texts[clip]) for clip in clips[:k]] for clips in nearest]
                 captions = caption_condition(model, processor, tokens, kb_tokens, shots, BATCH_SIZE, **GENERATION)
                 result[task][f"{name}, top-k {k}"] = {
-                    "named": names_any(captions, queries.events),
+                    **scores(captions, queries),
                     "top_right": names_any([kb.texts[clips[0]] for clips in nearest], queries.events),
                 }
     return result
 
 
 def pooled(results: Sequence[dict]) -> dict:
-    """Per task and setting over the runs: the share naming an event and, with retrieval, the share whose first
-    retrieved clip's caption does, and the paired difference to zero-shot."""
+    """Per task and setting over the runs: the share naming an event, the mean sentence CIDEr-D and, with retrieval,
+    the share whose first retrieved clip's caption names one, and the paired differences to zero-shot."""
     table: dict = {}
     for task in results[0]:
         if not all(task in result for result in results):
             continue
-        zero = [np.array(result[task]["zero-shot"]["named"]) for result in results]
         table[task] = {}
         for setting in (s for s in results[0][task] if s != "items"):
-            named = [np.array(result[task][setting]["named"]) for result in results]
-            row = {"named": pooled_share(named)}
+            per_run = {m: [np.array(result[task][setting][m]) for result in results] for m in results[0][task][setting]}
+            row = {"named": pooled_share(per_run["named"]), "cider_d": float(np.concatenate(per_run["cider_d"]).mean())}
             if setting != "zero-shot":
-                row["top_right"] = pooled_share([np.array(result[task][setting]["top_right"]) for result in results])
-                row["versus_zero_shot"] = difference(named, zero, 2000)
+                row["top_right"] = pooled_share(per_run["top_right"])
+                for metric in ("named", "cider_d"):
+                    zero = [np.array(result[task]["zero-shot"][metric]) for result in results]
+                    row[f"{metric}_versus_zero_shot"] = difference(per_run[metric], zero, 2000)
             table[task][setting] = row
     return table
 
 
 def markdown(table: dict) -> str:
-    """The pooled table: per task and setting, naming, the first retrieved caption's naming, and the difference."""
+    """The pooled table: per task and setting, naming, the first retrieved caption's naming and mean sentence CIDEr-D,
+    with their differences to zero-shot."""
     lines = [
         "| items | setting (audio-to-audio in the teacher's space) | names an event [95 %] | first retrieved caption "
-        "names one | vs zero-shot, points [95 %] |",
-        "|---|---|---:|---:|---:|",
+        "names one | vs zero-shot, points [95 %] | CIDEr-D | vs zero-shot [95 %] |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for task, settings in table.items():
         for setting, row in settings.items():
-            top = cell(row["top_right"]) if "top_right" in row else ""
-            versus = points(row["versus_zero_shot"]) if "versus_zero_shot" in row else ""
-            lines.append(f"| {task} | {setting} | {cell(row['named'])} | {top} | {versus} |")
+            top = named = cider = ""
+            if "top_right" in row:  # a retrieval setting
+                versus = row["cider_d_versus_zero_shot"]
+                top, named = cell(row["top_right"]), points(row["named_versus_zero_shot"])
+                cider = f"{versus['pooled']:+.3f} [{versus['low']:+.3f}, {versus['high']:+.3f}]"
+            lines.append(
+                f"| {task} | {setting} | {cell(row['named'])} | {top} | {named} | {row['cider_d']:.3f} | {cider} |"
+            )
     return "\n".join(lines) + "\n"
 
 
