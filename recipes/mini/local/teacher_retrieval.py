@@ -3,10 +3,10 @@ audio-to-audio retrieval done in the AudioSet teacher's embedding space instead 
 pairs (each clip with its first caption), the same prompts (`paircap.context_probe.caption_condition`), and never
 the query's own recording or a mixture that holds it. A diagnostic: the teacher is no part of a release.
 
-It captions the test mixtures on the refined KB (share naming one of a mixture's events, and CIDEr-D) and, where the run has novel
-classes, their held-out clips on the refined KB and on the control KB without them (share naming the class); each with
-the top k clips for every `--top-k` (1 and 4 by default), and zero-shot. Pooled over the runs with paired intervals
-(`goals.py`).
+It captions the test mixtures on the refined KB (share naming one of a mixture's events, and CIDEr-D) and, where the
+run has novel classes, their held-out clips on the refined KB and on the control KB without them (share naming the
+class); each with the top k clips for every `--top-k` (1 and 4 by default), and zero-shot. Pooled over the runs with
+paired intervals (`goals.py`).
 
     python -m recipes.mini.local.teacher_retrieval runs/p5-s0 runs/p5-s1 --data ../shared/data \
         --teacher mn04_as_mAP_432.pt --output teacher_retrieval.md
