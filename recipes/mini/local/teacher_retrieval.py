@@ -26,6 +26,7 @@ import soundfile as sf
 import torch
 from datasets import Dataset, load_from_disk
 
+from modeling_paircap.audio_locations_paircap import clip_audio_location
 from modeling_paircap.clip_ids_paircap import normalise_clip_id
 from paircap.captioning import resolve_dtype
 from paircap.context_probe import Shot, caption_condition, encode_clips
@@ -42,18 +43,31 @@ GENERATION = {"max_new_tokens": 24, "num_beams": 1, "do_sample": False}  # the r
 BATCH_SIZE = 16
 
 
-class Clips(NamedTuple):
-    """Audio clips with what retrieval and scoring need: ids, files, captions (KB) or events to name (queries)."""
+class KbClips(NamedTuple):
+    """A knowledge base's clips, each once: ids, audio files and first captions."""
 
     ids: list[str]
     paths: list[Path]
-    texts: list[str]  # a KB clip's caption; unused for queries
-    events: list[tuple[str, ...]]  # a query's events (classes) to name; empty for KB clips
-    references: list[list[str]]  # a query's reference captions; empty for KB clips
+    captions: list[str]
 
 
-def kb_clips(run: Path, name: str, data: Path) -> Clips:
-    """Every clip of the run's KB `name` with its first caption; files under the run's corpus or `data`."""
+class Queries(NamedTuple):
+    """Clips to caption: ids, audio files, the events (classes) each should name, and reference captions."""
+
+    ids: list[str]
+    paths: list[Path]
+    events: list[tuple[str, ...]]
+    references: list[list[str]]
+
+
+def kb_clips(run: Path, name: str, data: Path) -> KbClips:
+    """Every clip of the run's KB `name` with its first caption; its audio read only inside the run's corpus or
+    `data` (`clip_audio_location`, the KB readers' containment rule).
+
+    Raises:
+        AudioLocationError: a clip's recorded file lies outside its root, or is no audio file.
+        ValueError: a clip records no file, or a root that is neither the corpus nor a folder of `data`.
+    """
     folder = run / "kb" / name
     clips = pq.read_table(folder / "clips.parquet", columns=["audio_id", "audio_root", "audio_path"]).to_pylist()
     first: dict[str, str] = {}
@@ -63,17 +77,22 @@ def kb_clips(run: Path, name: str, data: Path) -> Clips:
                 first.setdefault(row["audio_id"], row["caption"])
     clips = [clip for clip in clips if clip["audio_id"] in first]
     roots = {root: run / "corpus" if root == AUDIO_ROOT else data / root for root in {c["audio_root"] for c in clips}}
-    paths = [roots[clip["audio_root"]] / clip["audio_path"] for clip in clips]
+    paths = []
+    for clip in clips:
+        location = clip_audio_location(clip["audio_root"], clip["audio_path"], roots)
+        if location is None:
+            raise ValueError(f"{folder}: clip {clip['audio_id']!r} records no audio file under a root of this run")
+        paths.append(Path(location))
     ids = [clip["audio_id"] for clip in clips]
-    return Clips(ids, paths, [first[clip] for clip in ids], [()] * len(ids), [[]] * len(ids))
+    return KbClips(ids, paths, [first[clip] for clip in ids])
 
 
-def mixture_queries(run: Path) -> Clips:
+def mixture_queries(run: Path) -> Queries:
     """The run's test mixtures (`corpus/pairs/test`), once each, with their events."""
     return queries(load_from_disk(str(run / "corpus" / "pairs" / "test")), mixture_events(run / "corpus" / "mixtures"))
 
 
-def novel_clips(run: Path) -> Clips | None:
+def novel_clips(run: Path) -> Queries | None:
     """The `novel` stage's held-out clips of the novel classes, with their class; None without that stage."""
     results = run / "novel" / "results.json"
     if not results.is_file():
@@ -83,7 +102,7 @@ def novel_clips(run: Path) -> Clips | None:
     return queries(load_from_disk(str(run / "novel" / "clips")), {i: (novel["classes"][i],) for i in ids}, ids)
 
 
-def queries(rows: Dataset, events: dict, ids: Sequence[str] | None = None) -> Clips:
+def queries(rows: Dataset, events: dict, ids: Sequence[str] | None = None) -> Queries:
     """Query clips of caption pairs `rows` (one per audio id, in first-seen order, or `ids`) with their references and
     `events` (audio id -> the events to name)."""
     references: dict[str, list[str]] = {}
@@ -92,8 +111,7 @@ def queries(rows: Dataset, events: dict, ids: Sequence[str] | None = None) -> Cl
         references.setdefault(audio_id, []).append(caption)
         paths.setdefault(audio_id, audio["path"])
     ids = list(paths) if ids is None else list(ids)
-    return Clips(ids, [Path(paths[i]) for i in ids], [""] * len(ids), [tuple(events[i]) for i in ids],
-                 [references[i] for i in ids])  # fmt: skip
+    return Queries(ids, [Path(paths[i]) for i in ids], [tuple(events[i]) for i in ids], [references[i] for i in ids])
 
 
 def teacher_embeddings(teacher: AudioSetTeacher, paths: Sequence[Path]) -> torch.Tensor:
@@ -121,7 +139,7 @@ def nearest_clips(
     return [row[keep].tolist() for row, keep in zip(indices, allowed, strict=True)]
 
 
-def scores(captions: Sequence[str], queries: Clips) -> dict[str, list[float]]:
+def scores(captions: Sequence[str], queries: Queries) -> dict[str, list[float]]:
     """Per caption, 1.0 / 0.0 (`named`: it names one of its query's events) and its sentence CIDEr-D."""
     cider = compute_caption_metrics(captions, queries.references, metrics=("cider_d",)).sentence["cider_d"]
     return {"named": names_any(captions, queries.events), "cider_d": [float(value) for value in cider]}
@@ -140,7 +158,7 @@ def measure_run(run: Path, data: Path, teacher: AudioSetTeacher, top_ks: Sequenc
     device = torch.device("cpu")
     model, processor = load_release(str(run / CURRICULUM / "release"), device, resolve_dtype("auto", device))
     groups = json.loads((run / "corpus" / "clip_groups.json").read_text())
-    knowledge_bases: dict[str, tuple[Clips, torch.Tensor]] = {}  # each KB embedded once
+    knowledge_bases: dict[str, tuple[KbClips, torch.Tensor]] = {}  # each KB embedded once
     tasks = {"mixtures": (mixture_queries(run), (KNOWLEDGE_BASES[0],))}
     if (novel := novel_clips(run)) is not None:
         tasks["novel"] = (novel, (KNOWLEDGE_BASES[0], CONTROL))
@@ -160,11 +178,11 @@ def measure_run(run: Path, data: Path, teacher: AudioSetTeacher, top_ks: Sequenc
             position = {clip: index for index, clip in enumerate(used)}
             kb_tokens = encode_clips(model, processor, [str(kb.paths[clip]) for clip in used], BATCH_SIZE)
             for k in top_ks:
-                shots = [[Shot(position[clip], kb.texts[clip]) for clip in clips[:k]] for clips in nearest]
+                shots = [[Shot(position[clip], kb.captions[clip]) for clip in clips[:k]] for clips in nearest]
                 captions = caption_condition(model, processor, tokens, kb_tokens, shots, BATCH_SIZE, **GENERATION)
                 result[task][f"{name}, top-k {k}"] = {
                     **scores(captions, queries),
-                    "top_right": names_any([kb.texts[clips[0]] for clips in nearest], queries.events),
+                    "top_right": names_any([kb.captions[clips[0]] for clips in nearest], queries.events),
                 }
     return result
 
