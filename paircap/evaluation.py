@@ -294,7 +294,8 @@ def rescore(
     missing = [name for name in names if name not in saved]
     if missing:
         raise FileNotFoundError(f"{predictions}: no predictions for run(s) {', '.join(missing)}")
-    left_out = [name for name in saved if name not in names and name not in {row["name"] for row in kept}]
+    listed = {*names, *(row["name"] for row in kept)}
+    left_out = [name for name in saved if name not in listed]
     if left_out:
         logger.info(
             "left out %d predictions file(s) in %s of runs not in this evaluation: %s",

@@ -251,7 +251,7 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
             rows = mixed_example_rows(
                 self._neighbors,
                 self._source_rows,
-                np.flatnonzero(np.asarray(column(self._examples_source, "has_audio"), dtype=bool)),
+                self._rows_with_audio,
                 self._audio_ids,
                 self._exclusions,
                 self.distractor_share,
@@ -260,6 +260,11 @@ class CaptionTrainingSet(torch.utils.data.Dataset):
             )
             self._rows = (epoch, rows)
         return self._rows[1]
+
+    @functools.cached_property
+    def _rows_with_audio(self) -> np.ndarray:
+        """The rows of `examples_source` with audio: those a distractor is drawn from."""
+        return np.flatnonzero(np.asarray(column(self._examples_source, "has_audio"), dtype=bool))
 
     @functools.cached_property
     def _audio_ids(self) -> list[str]:

@@ -103,7 +103,8 @@ def evaluate_release(run: MiniRun, release: Path, output: Path) -> None:
     evaluation = output / "evaluation"
     names = {evaluation_run.name for evaluation_run in runs.values()}
     kept = [row for row in previous_results(evaluation).get("runs", []) if row["name"] in names]
-    todo = [evaluation_run for evaluation_run in runs.values() if evaluation_run.name not in {r["name"] for r in kept}]
+    scored = {row["name"] for row in kept}
+    todo = [evaluation_run for evaluation_run in runs.values() if evaluation_run.name not in scored]
     if todo:
         items = group_references(load_pairs([str(data)]))
         device = torch.device("cpu")
