@@ -28,6 +28,7 @@ from datasets import Dataset, load_from_disk
 
 from modeling_paircap.audio_locations_paircap import clip_audio_location
 from modeling_paircap.clip_ids_paircap import normalise_clip_id
+from paircap.caption_data import group_references
 from paircap.captioning import resolve_dtype
 from paircap.context_probe import Shot, caption_condition, encode_clips
 from paircap.metrics import compute_caption_metrics
@@ -103,15 +104,12 @@ def novel_clips(run: Path) -> Queries | None:
 
 
 def queries(rows: Dataset, events: dict, ids: Sequence[str] | None = None) -> Queries:
-    """Query clips of caption pairs `rows` (one per audio id, in first-seen order, or `ids`) with their references and
-    `events` (audio id -> the events to name)."""
-    references: dict[str, list[str]] = {}
-    paths: dict[str, str] = {}
-    for audio_id, audio, caption in zip(rows["audio_id"], rows["audio"], rows["caption"], strict=True):
-        references.setdefault(audio_id, []).append(caption)
-        paths.setdefault(audio_id, audio["path"])
-    ids = list(paths) if ids is None else list(ids)
-    return Queries(ids, [Path(paths[i]) for i in ids], [tuple(events[i]) for i in ids], [references[i] for i in ids])
+    """Query clips of caption pairs `rows` (one per audio id, in first-seen order, or `ids`) with their references
+    (`group_references`) and `events` (audio id -> the events to name)."""
+    items = {item.audio_id: item for item in group_references(rows)}
+    ids = list(items) if ids is None else list(ids)
+    paths = [Path(items[i].audio["path"]) for i in ids]
+    return Queries(ids, paths, [tuple(events[i]) for i in ids], [items[i].references for i in ids])
 
 
 def teacher_embeddings(teacher: AudioSetTeacher, paths: Sequence[Path]) -> torch.Tensor:
