@@ -35,6 +35,7 @@ from recipes.mini.local.event_captions import (
     EVENT_KEYWORDS,
     ORDER_GAP_S,
     event_accuracy,
+    events_named,
     mixture_captions,
     named_events,
     names_event,
@@ -143,6 +144,14 @@ def test_allocate_rules():
         assert sum(counts.values()) == n and counts["train"] >= 1 and counts["test"] >= 1
         for name, share in fractions.items():
             assert abs(counts[name] - share * n) <= 1.0, (n, counts)
+
+
+def test_events_named_per_event():
+    assert events_named("A dog barks while it rains", ("dog", "rain", "siren")) == [True, True, False]
+    assert events_named("A rooster crows", ("rooster", "crow")) == [True, False]  # a rooster crowing is not a crow
+    assert events_named("anything", ()) == []
+    with pytest.raises(KeyError, match="unicorn"):
+        events_named("a dog barks", ("dog", "unicorn"))
 
 
 def test_event_accuracy_hand_made():

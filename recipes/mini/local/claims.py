@@ -26,7 +26,7 @@ import numpy as np
 from paircap.metrics import compute_caption_metrics
 from paircap.statistics import paired_bootstrap
 from recipes.mini.local.evaluation import read_predictions
-from recipes.mini.local.event_captions import names_event
+from recipes.mini.local.event_captions import events_named
 from recipes.mini.local.layout import CURRICULUM
 from recipes.mini.local.mixtures import mixture_events
 
@@ -128,7 +128,7 @@ def item_scores(records: dict[str, dict], events: dict[str, tuple[str, ...]]) ->
     return {
         item: {
             "cider_d": float(cider[position]),
-            "both_named": float(all(names_event(records[item]["caption"], event) for event in events[item])),
+            "both_named": float(all(events_named(records[item]["caption"], events[item]))),
         }
         for position, item in enumerate(ids)
     }

@@ -152,6 +152,15 @@ def names_event(caption: str, category: str) -> bool:
     return _names(_normalise(caption), category)
 
 
+def events_named(caption: str, events: Sequence[str]) -> list[bool]:
+    """Per event of ``events``, whether ``caption`` names it (:func:`names_event`)."""
+    text = _normalise(caption)
+    for event in events:
+        if event not in _KEYWORDS:
+            raise KeyError(f"unknown ESC-50 category {event!r}")
+    return [_names(text, event) for event in events]
+
+
 def named_events(caption: str) -> set[str]:
     """All ESC-50 classes that ``caption`` names."""
     text = _normalise(caption)
@@ -274,7 +283,7 @@ def event_accuracy(captions: Mapping[str, str], events: Mapping[str, Sequence[st
         raise KeyError(f"no events for {len(missing)} caption id(s), e.g. {missing[:3]}")
     both = anyone = 0
     for key, caption in captions.items():
-        hits = [names_event(caption, event) for event in events[key]]
+        hits = events_named(caption, events[key])
         both += all(hits)
         anyone += any(hits)
     n = len(captions)

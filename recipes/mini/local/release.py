@@ -38,7 +38,7 @@ from paircap.assembly import save_release
 from paircap.context_probe import cell, paired_naming, probe_table, share
 from recipes.mini.local.claims import read_records
 from recipes.mini.local.esc50 import Esc50Clip, read_esc50_manifests
-from recipes.mini.local.event_captions import names_event
+from recipes.mini.local.event_captions import events_named
 from recipes.mini.local.knowledge_bases import KNOWLEDGE_BASES
 from recipes.mini.local.layout import CURRICULUM, MiniRun
 from recipes.mini.local.mixtures import mixture_events
@@ -158,7 +158,7 @@ def naming_table(run: MiniRun, default: DefaultResult | None) -> str:
     }
     named = {}
     for label, records in rows.items():
-        flags = [[names_event(records[item]["caption"], event) for event in events[item]] for item in items]
+        flags = [events_named(records[item]["caption"], events[item]) for item in items]
         named[label] = {"any": [any(f) for f in flags], "both": [all(f) for f in flags]}
     pairs = [paired_naming(named["default"][key], named["zero-shot (no retrieval)"][key]) for key in ("any", "both")]
     gains = [f"{pair['a_only']} gained, {pair['b_only']} lost (McNemar p {pair['mcnemar_p']:.2g})" for pair in pairs]

@@ -33,7 +33,7 @@ from paircap.captioning import resolve_dtype
 from paircap.context_probe import Shot, caption_condition, encode_clips
 from paircap.metrics import compute_caption_metrics
 from paircap.releases import load_release
-from recipes.mini.local.event_captions import names_event
+from recipes.mini.local.event_captions import events_named
 from recipes.mini.local.goals import cell, difference, points, pooled_share
 from recipes.mini.local.knowledge_bases import CONTROL, KNOWLEDGE_BASES
 from recipes.mini.local.layout import AUDIO_ROOT, CURRICULUM
@@ -145,9 +145,7 @@ def scores(captions: Sequence[str], queries: Queries) -> dict[str, list[float]]:
 
 def names_any(texts: Sequence[str], events: Sequence[tuple[str, ...]]) -> list[float]:
     """1.0 / 0.0 per text: names one of its events."""
-    return [
-        float(any(names_event(text, event) for event in wanted)) for text, wanted in zip(texts, events, strict=True)
-    ]
+    return [float(any(events_named(text, wanted))) for text, wanted in zip(texts, events, strict=True)]
 
 
 def measure_run(run: Path, data: Path, teacher: AudioSetTeacher, top_ks: Sequence[int]) -> dict:
