@@ -116,7 +116,7 @@ VARIANTS = {
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def htsat_student(variant: Variant) -> TowerWithTeacherHeads:
+def htsat_student(variant: Variant) -> TowerWithTeacherHeads | TowerWithMlpHeads:
     """The mini CLAP's HTSAT audio tower (the retrieval space's real encoder), shaped as `variant` says, with linear
     heads to the teacher's embedding and tags."""
     config = mini_clap_config(1000).audio_config
