@@ -147,17 +147,15 @@ def _names(text: str, category: str) -> bool:
 
 def names_event(caption: str, category: str) -> bool:
     """Whether ``caption`` names ESC-50 class ``category`` (by :data:`EVENT_KEYWORDS`)."""
-    if category not in _KEYWORDS:
-        raise KeyError(f"unknown ESC-50 category {category!r}")
-    return _names(_normalise(caption), category)
+    return events_named(caption, (category,))[0]
 
 
 def events_named(caption: str, events: Sequence[str]) -> list[bool]:
-    """Per event of ``events``, whether ``caption`` names it (:func:`names_event`)."""
+    """Per ESC-50 class of ``events``, whether ``caption`` names it (by :data:`EVENT_KEYWORDS`)."""
+    unknown = [event for event in events if event not in _KEYWORDS]
+    if unknown:
+        raise KeyError(f"unknown ESC-50 category {unknown[0]!r}")
     text = _normalise(caption)
-    for event in events:
-        if event not in _KEYWORDS:
-            raise KeyError(f"unknown ESC-50 category {event!r}")
     return [_names(text, event) for event in events]
 
 
