@@ -36,7 +36,8 @@ the heads, `htsat_mlp_nodrop`, 15 % (0.30 / 0.33); lr 3e-3, `htsat_lr3_nodrop`, 
 steps: 39 % (0.57 / 0.55). What fits more is time: `htsat_aug_nodrop` for 8000 steps reached 29 % (0.70 / 0.50), from
 19 % at 1500 and 23 % at 4000 (21 min on one core), the first HTSAT above the issue's 25 % in this split. In the
 recipe's split the same change (stage `clap_audio` at 8000 steps, runs `p6`) left the tower alone where it was and
-moved the CLAP trained from it by 1-8 points (RESULTS.md).
+moved the CLAP trained from it by 1-8 points; with the bank doubled to 4000 mixtures as here (runs `p7`), the tower
+gained 5 points and the CLAP improved on every measure but the leave-one-out one (RESULTS.md).
 """
 
 from __future__ import annotations
