@@ -22,10 +22,10 @@ from typing import NamedTuple
 
 import numpy as np
 import pyarrow.parquet as pq
-import soundfile as sf
 import torch
 from datasets import Dataset, load_from_disk
 
+from modeling_paircap.audio_loading_paircap import load_audio_file
 from modeling_paircap.audio_locations_paircap import clip_audio_location
 from modeling_paircap.clip_ids_paircap import normalise_clip_id
 from paircap.caption_data import group_references
@@ -38,7 +38,7 @@ from recipes.mini.local.goals import cell, difference, points, pooled_share
 from recipes.mini.local.knowledge_bases import CONTROL, KNOWLEDGE_BASES
 from recipes.mini.local.layout import AUDIO_ROOT, CURRICULUM
 from recipes.mini.local.mixtures import mixture_events
-from recipes.mini.local.teacher import EMBEDDING_DIM, AudioSetTeacher
+from recipes.mini.local.teacher import SAMPLE_RATE, AudioSetTeacher
 
 GENERATION = {"max_new_tokens": 24, "num_beams": 1, "do_sample": False}  # the recipe's evaluation decoding
 BATCH_SIZE = 16
@@ -113,13 +113,9 @@ def queries(rows: Dataset, events: dict, ids: Sequence[str] | None = None) -> Qu
 
 
 def teacher_embeddings(teacher: AudioSetTeacher, paths: Sequence[Path]) -> torch.Tensor:
-    """Unit-norm teacher embeddings of audio files (mono), each file at its own sample rate."""
-    clips = [sf.read(str(path), dtype="float32", always_2d=True) for path in paths]
-    embeddings = torch.empty(len(clips), EMBEDDING_DIM)
-    for rate in {rate for _, rate in clips}:
-        rows = [i for i, (_, r) in enumerate(clips) if r == rate]
-        embeddings[rows] = teacher.embed([clips[i][0].mean(axis=1) for i in rows], rate)
-    return torch.nn.functional.normalize(embeddings, dim=1)
+    """Unit-norm teacher embeddings of audio files, each read mono at the teacher's rate (`load_audio_file`)."""
+    waves = [load_audio_file(path, SAMPLE_RATE) for path in paths]
+    return torch.nn.functional.normalize(teacher.embed(waves, SAMPLE_RATE), dim=1)
 
 
 def nearest_clips(
