@@ -132,20 +132,32 @@ def htsat_student(variant: Variant) -> TowerWithTeacherHeads | TowerWithMlpHeads
     return TowerWithMlpHeads(tower) if variant.mlp_heads else TowerWithTeacherHeads(tower, 384, 527)
 
 
+class HiddenLayerHeads(nn.Module):
+    """The teacher's embedding and tags from a 512-wide hidden layer (ReLU, dropout 0.2) over `width` features."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.hidden = nn.Sequential(nn.Linear(width, 512), nn.ReLU(), nn.Dropout(0.2))
+        self.embedding, self.tags = nn.Linear(512, 384), nn.Linear(512, 527)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The predicted embedding, tag logits and the hidden layer (as `TowerWithTeacherHeads`)."""
+        hidden = self.hidden(features)
+        return self.embedding(hidden), self.tags(hidden), hidden
+
+
 class TowerWithMlpHeads(nn.Module):
     """An HTSAT tower whose pooled output reaches the teacher's embedding and tags through the CNN student's
-    512-wide hidden layer."""
+    hidden layer (`HiddenLayerHeads`)."""
 
     def __init__(self, tower: ClapAudioModel) -> None:
         super().__init__()
         self.tower = tower
-        self.hidden = nn.Sequential(nn.Linear(tower.config.hidden_size, 512), nn.ReLU(), nn.Dropout(0.2))
-        self.embedding, self.tags = nn.Linear(512, 384), nn.Linear(512, 527)
+        self.heads = HiddenLayerHeads(tower.config.hidden_size)
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The predicted embedding, tag logits and the hidden layer (as `TowerWithTeacherHeads`)."""
-        hidden = self.hidden(self.tower(input_features=inputs).pooler_output)
-        return self.embedding(hidden), self.tags(hidden), hidden
+        return self.heads(self.tower(input_features=inputs).pooler_output)
 
 
 class CnnStudent(nn.Module):
@@ -160,15 +172,13 @@ class CnnStudent(nn.Module):
             layers.append(nn.AvgPool2d(2))
             channels = width
         self.body = nn.Sequential(*layers)
-        self.hidden = nn.Sequential(nn.Linear(2 * channels, 512), nn.ReLU(), nn.Dropout(0.2))
-        self.embedding, self.tags = nn.Linear(512, 384), nn.Linear(512, 527)
+        self.heads = HiddenLayerHeads(2 * channels)
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The predicted embedding, tag logits and the hidden layer (as `TowerWithTeacherHeads`)."""
         x = self.body(inputs[:, :, : inputs.shape[2] // 2 + 1].transpose(2, 3))  # (B, C, mels, frames)
         x = x.mean(dim=2)
-        hidden = self.hidden(torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1))
-        return self.embedding(hidden), self.tags(hidden), hidden
+        return self.heads(torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1))
 
 
 def train(variant: Variant, bank: dict, seed: int, log_every: int = 100) -> nn.Module:
