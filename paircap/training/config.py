@@ -138,6 +138,13 @@ class TrainConfig:
     distill_tag_weight: float = field(
         default=1.0, metadata={"help": "clap_contrastive: weight of the tag BCE within the distillation terms"}
     )
+    audio_tower_lr_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "clap_contrastive: the audio tower (`audio_model`) learns at this x lr; below 1 keeps more of a "
+            "pretrained tower, 0 freezes it"
+        },
+    )
     learning_rate: float = 1e-4
     encoder_lr_scale: float = field(default=0.1, metadata={"help": "audio encoder and LM head lr = scale * lr"})
     weight_decay: float = 0.0
@@ -181,6 +188,10 @@ class TrainConfig:
             raise ValueError(f"stage {self.stage} trains without retrieved examples: set max_examples to 0")
         if self.distill_targets and self.stage != "clap_contrastive":
             raise ValueError(f"distill_targets is a clap_contrastive setting, not one of stage {self.stage}")
+        if self.audio_tower_lr_scale != 1.0 and self.stage != "clap_contrastive":
+            raise ValueError(f"audio_tower_lr_scale is a clap_contrastive setting, not one of stage {self.stage}")
+        if self.audio_tower_lr_scale < 0:
+            raise ValueError(f"audio_tower_lr_scale must be >= 0, got {self.audio_tower_lr_scale}")
         if self.distill_weight < 0 or self.distill_tag_weight < 0:
             raise ValueError(
                 f"distill_weight and distill_tag_weight must be >= 0, got {self.distill_weight}, "

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -48,7 +49,13 @@ from paircap.training.pretraining_data import (
     LogMelAugmentation,
 )
 from paircap.training.text_replay import TextReplay
-from paircap.training.trainable_parameters import configure_stage1, configure_stage2, merge_ia3, set_training_mode
+from paircap.training.trainable_parameters import (
+    configure_stage1,
+    configure_stage2,
+    merge_ia3,
+    set_training_mode,
+    train_with_frozen_parts_in_eval,
+)
 
 
 def model_loss(model, batch) -> torch.Tensor:
@@ -259,6 +266,21 @@ def all_parameters(cfg: TrainConfig, model: torch.nn.Module) -> list[dict]:
     return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
 
 
+def clap_parameter_groups(cfg: TrainConfig, model: torch.nn.Module, clap: ClapModel) -> list[dict]:
+    """Every trainable parameter at the learning rate, but `clap`'s audio tower at `audio_tower_lr_scale` x it
+    (frozen at 0)."""
+    if cfg.audio_tower_lr_scale == 0:
+        clap.audio_model.requires_grad_(False)
+    if cfg.audio_tower_lr_scale in (0.0, 1.0):
+        return all_parameters(cfg, model)
+    tower = {id(parameter) for parameter in clap.audio_model.parameters()}
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    return [
+        {"params": [p for p in trainable if id(p) not in tower], "lr": cfg.learning_rate},
+        {"params": [p for p in trainable if id(p) in tower], "lr": cfg.learning_rate * cfg.audio_tower_lr_scale},
+    ]
+
+
 def clap_contrastive_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:
     """A `ClapModel` folder (model, feature extractor, tokenizer) trained with `ClapModel`'s contrastive loss, plus,
     with `distill_targets`, the distillation terms (`distillation.py`) through heads that are not exported."""
@@ -291,7 +313,8 @@ def clap_contrastive_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageS
         train=split(cfg.train_pairs, LogMelAugmentation(cfg.augment_gain_db, cfg.augment_time_shift), distill=True),
         validation=split(cfg.validation_pairs) if cfg.validation_pairs else None,
         collator=ClapPairCollator(tokenizer),
-        parameter_groups=all_parameters(cfg, model),
+        parameter_groups=clap_parameter_groups(cfg, model, clap),
+        training_mode=partial(train_with_frozen_parts_in_eval, parts=(clap.audio_model,)),
         export=export,
         loss=loss,
         loss_weight=batch_rows,

@@ -1,6 +1,7 @@
 """Which parameters train in each stage of the paper's recipe (§3.2, §4.1), and parameter counts per component."""
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import torch
 from peft import IA3Config, IA3Model, inject_adapter_in_model
@@ -105,11 +106,8 @@ def merge_ia3(config: PairCapConfig, state_dict: dict[str, torch.Tensor]) -> dic
 
 
 def set_training_mode(model: PairCapForConditionalGeneration) -> None:
-    """
-    Train mode for the parts that learn and eval mode for frozen ones, so a frozen encoder's batch-norm statistics and
-    dropout never change (stage 1 freezes CLAP; stage 2 never trains the CLAP text tower).
-    """
-    model.train()
+    """Train mode for the parts that learn and eval mode for frozen ones (stage 1 freezes CLAP; stage 2 never trains
+    the CLAP text tower)."""
     parts = (
         model.clap.audio_model,
         model.clap.text_model,
@@ -117,6 +115,13 @@ def set_training_mode(model: PairCapForConditionalGeneration) -> None:
         model.multi_modal_projector,
         model.language_model,
     )
+    train_with_frozen_parts_in_eval(model, parts)
+
+
+def train_with_frozen_parts_in_eval(model: torch.nn.Module, parts: Sequence[torch.nn.Module]) -> None:
+    """Train mode for `model`, eval mode for each of `parts` that has no trainable parameter, so a frozen encoder's
+    batch-norm statistics and dropout never change."""
+    model.train()
     for part in parts:
         if not any(parameter.requires_grad for parameter in part.parameters()):
             part.eval()

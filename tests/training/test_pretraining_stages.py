@@ -23,6 +23,7 @@ from paircap.training.pretraining_data import (
     LogMelAugmentation,
     caption_keywords,
 )
+from paircap.training.stage_setups import clap_parameter_groups
 
 pytestmark = pytest.mark.slow  # a long file: it starts first (tests/conftest.py)
 
@@ -372,3 +373,28 @@ def test_distill_targets_belong_to_the_clap_stage(tiny_checkpoints, esc_pairs, t
     )  # fmt: skip
     with pytest.raises(ValueError, match=rf"targets.npz: no targets for 1 training clips, e.g. \['{audio_ids[0]}'\]"):
         train(cfg)
+
+
+def test_clap_stage_learns_its_audio_tower_at_the_scaled_rate_or_freezes_it(tiny_checkpoints, esc_pairs, tmp_path):
+    clap, _ = tiny_checkpoints
+    model = ClapModel.from_pretrained(clap)
+    tower = {id(parameter) for parameter in model.audio_model.parameters()}
+    cfg = stage_config(
+        tmp_path, "scaled", stage="clap_contrastive", model_name_or_path=str(clap), train_pairs=[str(esc_pairs)],
+        audio_tower_lr_scale=0.1,
+    )  # fmt: skip
+    fast, slow = clap_parameter_groups(cfg, model, model)
+    assert {id(p) for p in slow["params"]} == tower and slow["lr"] == pytest.approx(3e-4) and fast["lr"] == 3e-3
+    assert len(fast["params"]) + len(slow["params"]) == len(list(model.parameters()))
+    cfg = stage_config(
+        tmp_path, "frozen", stage="clap_contrastive", model_name_or_path=str(clap), train_pairs=[str(esc_pairs)],
+        max_steps=2, audio_tower_lr_scale=0.0,
+    )  # fmt: skip
+    start, trained = model.state_dict(), ClapModel.from_pretrained(train(cfg)).state_dict()
+    moved = {name for name, value in trained.items() if not torch.equal(value, start[name])}
+    assert moved and not any(name.startswith("audio_model.") for name in moved)
+    assert any(name.startswith("audio_projection.") for name in moved)
+    with pytest.raises(ValueError, match="audio_tower_lr_scale is a clap_contrastive setting"):
+        stage_config(
+            tmp_path, "lm", stage="lm_text", model_name_or_path="x", train_pairs=["p"], audio_tower_lr_scale=0.5
+        )
