@@ -267,11 +267,8 @@ def all_parameters(cfg: TrainConfig, model: torch.nn.Module) -> list[dict]:
 
 
 def clap_parameter_groups(cfg: TrainConfig, model: torch.nn.Module, clap: ClapModel) -> list[dict]:
-    """Every trainable parameter at the learning rate, but `clap`'s audio tower at `audio_tower_lr_scale` x it
-    (frozen at 0)."""
-    if cfg.audio_tower_lr_scale == 0:
-        clap.audio_model.requires_grad_(False)
-    if cfg.audio_tower_lr_scale in (0.0, 1.0):
+    """Every trainable parameter at the learning rate, but `clap`'s audio tower at `audio_tower_lr_scale` x it."""
+    if cfg.audio_tower_lr_scale in (0.0, 1.0):  # at 0 the setup has frozen the tower
         return all_parameters(cfg, model)
     tower = {id(parameter) for parameter in clap.audio_model.parameters()}
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
@@ -300,6 +297,8 @@ def clap_contrastive_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageS
         # other's in-batch negatives
         return DataSplit(dataset, [1] * len(dataset), dataset.sources)
 
+    if cfg.audio_tower_lr_scale == 0:
+        clap.audio_model.requires_grad_(False)  # and in eval mode while training (`training_mode`)
     loss, model, export = contrastive_loss, clap, folder_export(cfg, feature_extractor, tokenizer)
     if targets is not None:
         dims = targets.embeddings.shape[1], None if targets.probabilities is None else targets.probabilities.shape[1]
