@@ -63,6 +63,20 @@ def test_pooled_over_seeds_and_no_difference_cannot_tell(tmp_path):
     assert "| retrieval helps" in table and "cannot tell at this scale" in table
 
 
+def test_naming_one_event_of_each_mixture_counts_apart_from_naming_both(tmp_path):
+    one_event = [f"a sound of {SCENES[i % 3][0][0]}" for i in range(12)]  # "a sound of dog": the first event only
+    run = write_run(tmp_path / "seed0", one_event, BAD)
+    (row,) = claims.compare([run], resamples=500)
+    assert row["an_event_named"]["pooled"][0] == pytest.approx(1.0)
+    assert row["an_event_named"]["verdict"] == "reproduces"
+    assert row["both_named"]["pooled"] == [0.0, 0.0, 0.0]
+    assert row["both_named"]["verdict"] == "cannot tell at this scale"
+    cells = claims.markdown([row]).splitlines()[-1].split(" | ")
+    assert cells[5:11] == ["+100.0 [+100.0, +100.0]", "+100.0", "reproduces", "+0.0 [+0.0, +0.0]", "+0.0"] + [
+        "cannot tell at this scale |"
+    ]
+
+
 def test_verdicts_follow_the_interval():
     assert claims.verdict(0.01, 0.2) == "reproduces"
     assert claims.verdict(-0.3, -0.01) == "does not"
