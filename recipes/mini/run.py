@@ -75,7 +75,7 @@ from recipes.mini.local import (
 )
 from recipes.mini.local.concurrent_stages import StageFailed, run_concurrent_stages
 from recipes.mini.local.layout import CAPTIONERS, CLIP_FOLDERS, MiniRun
-from recipes.mini.local.release import pack_release
+from recipes.mini.local.release import RELEASE_MODE, pack_release
 from recipes.mini.local.scales import MiniScale, load_scale, scale_names
 
 logger = logging.get_logger(__spec__.name)  # recipes.mini.run, under `python -m` too
@@ -215,6 +215,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="--scale quick: every stage for a few steps (smoke test)")
     parser.add_argument("--pack-release", default=None, help="then write the curriculum model with its refined KB here")
     parser.add_argument(
+        "--release-mode",
+        choices=evaluation.MODES,
+        default=RELEASE_MODE,
+        help="the packed release's default retrieval (default: %(default)s, the mode that helps at this scale)",
+    )
+    parser.add_argument(
         "--clips", nargs="+", default=list(CLIP_FOLDERS), help="ESC-50 folders under --data (esc50_cc is CC0/CC-BY)"
     )
     parser.add_argument(
@@ -284,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"paircap mini: {error}", file=sys.stderr)
         return 1
     if args.pack_release:
-        print(f"packed the release into {pack_release(run, Path(args.pack_release))}")
+        print(f"packed the release into {pack_release(run, Path(args.pack_release), mode=args.release_mode)}")
     print(f"results: {Path(args.output, 'RESULTS.md')}")
     return 0
 

@@ -321,6 +321,7 @@ def test_mini_card(shared_data, tmp_path, with_lm_text, with_teacher):
     assert f"**Default configuration:** {default}" in body and f"| default: {default} | 0.400 / n/a |" in body
     assert "| zero-shot (no retrieval) | 0.200 / n/a |" in body
     assert body.index("**Default configuration:**") < body.index("### Every setting evaluated")
+    assert "\nIt retrieves `generative_pair2pair` by default.\n" in body  # the paper's mode: no note on why not
     assert ("distilled from an AudioSet-pretrained tagger" in body) == with_teacher
     assert ("EfficientAT `mn04_as`" in body and "MIT licence" in body and "sha256 `899a8c62`" in body) == with_teacher
     tower = "its audio tower was first pretrained to match the embeddings and AudioSet tags of EfficientAT `mn04_as`"

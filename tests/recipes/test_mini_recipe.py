@@ -376,25 +376,26 @@ def test_the_packed_release_captions_real_audio_offline(quick_run, shared_data, 
     run(args, REPO, environment)
     assert (release / "knowledge_base" / "paircap_kb.json").is_file()
     text = (release / "README.md").read_text()
-    assert "50-event toy" in text and "**Default configuration:** generative_pair2pair over KB `knowledge_base`" in text
+    assert "50-event toy" in text and "**Default configuration:** audio2audio over KB `knowledge_base`" in text
+    assert 'It retrieves `audio2audio` by default (the paper\'s generative pair-to-pair is `generate(' in text
     assert ("distilled from an AudioSet-pretrained tagger" in text) == TEACHER_WEIGHTS.is_file()  # as the run was
     clip = sorted((shared_data / "esc50_cc").glob("*.flac"))[0]
     result = run(
         ["-m", "paircap.cli", "caption", str(clip), "--model", str(release), "--no-progress"], tmp_path, environment
     )
     record = json.loads(result.stdout.splitlines()[0])
-    # a quick-run model may stop at once: the caption is a string, possibly empty
-    assert isinstance(record["caption"], str) and record["zero_shot_caption"] is not None and record["retrieved"]
+    # a quick-run model may stop at once: the caption is a string, possibly empty; audio-to-audio has no zero-shot pass
+    assert isinstance(record["caption"], str) and record["zero_shot_caption"] is None and record["retrieved"]
     card = ModelCard.load(release / "README.md").data
     assert card.license == "cc-by-nc-4.0" and "toy-model" in card.tags  # its LM learned Clotho's captions
     assert {"audiocaps", "clotho", "esc50"} <= set(card.datasets)
     top_k = json.loads((release / "config.json").read_text())["retrieval_top_k"]
-    default_run = f"generative_pair2pair__refined__w0.5__k{top_k}"  # what generate does out of the box
+    default_run = f"audio2audio__refined__w0.5__k{top_k}"  # what generate does out of the box
     assert card.eval_results and {r.metric_config for r in card.eval_results} == {default_run}
     kb_card = DatasetCard.load(release / "knowledge_base" / "README.md").data
     assert kb_card.license == "cc-by-nc-3.0" and kb_card.size_categories  # esc50_more: the ESC-50 licence
     captioner = pipeline(model=str(release), trust_remote_code=True, device="cpu")  # retrieves from the bundled KB
-    out = captioner(str(clip), max_new_tokens=8)
+    out = captioner(str(clip), max_new_tokens=8, retrieval_mode="generative_pair2pair")  # the paper's, per call
     assert isinstance(out["caption"], str) and out["zero_shot_caption"] is not None
     assert 0 < len(out["neighbours"]) <= top_k
     assert all(pair["caption"] and pair["audio_id"] for pair in out["neighbours"])

@@ -5,6 +5,11 @@
 The folder holds the model (float16 captioner, float32 CLAP so the KB's retrieval space is exact; remote code,
 processor), `knowledge_base/` (refined KB with clip tokens
 made by the model's own audio tower, so pass 2 needs no audio) and a model card that says what the model is.
+
+Its default retrieval is audio-to-audio (`RELEASE_MODE`): at the mini scale generative pair-to-pair captions worse than
+no retrieval, because its text half searches with a zero-shot caption that is mostly wrong, while audio-to-audio names
+more test-mixture events than zero-shot (`recipes/mini/RESULTS.md`, runs `p7`). `generate(retrieval_mode=...)` picks
+another mode per call.
 """
 
 from __future__ import annotations
@@ -45,11 +50,13 @@ from recipes.mini.local.mixtures import mixture_events
 from recipes.mini.local.report import Evaluation, grid_table
 
 KB_FOLDER = "knowledge_base"
+RELEASE_MODE = "audio2audio"  # the packed release's `config.retrieval_mode` (the module docstring says why)
 TEST_DATASET = {"name": "esc50-mixtures", "split": "test"}  # what `evaluate_curriculum` scores the release on
 
 
-def pack_release(run: MiniRun, destination: Path, kb_name: str = "refined") -> Path:
-    """Write the release folder; returns it. Needs the run's corpus (the KB's clip tokens are recomputed)."""
+def pack_release(run: MiniRun, destination: Path, kb_name: str = "refined", mode: str = RELEASE_MODE) -> Path:
+    """Write the release folder, retrieving with `mode` by default; returns it. Needs the run's corpus (the KB's clip
+    tokens are recomputed)."""
     source = run.release(CURRICULUM)
     model = PairCapForConditionalGeneration.from_pretrained(source).eval()
     processor = PairCapProcessor.from_pretrained(source, trust_remote_code=True)
@@ -70,6 +77,7 @@ def pack_release(run: MiniRun, destination: Path, kb_name: str = "refined") -> P
     kb_card.save(destination / KB_FOLDER / "README.md")
     model.config.knowledge_base = KB_FOLDER
     model.config.retrieval_top_k = run.scale.max_examples
+    model.config.retrieval_mode = mode
     for module in captioner:  # the CLAP stays float32: the KB's embeddings and fingerprint are of those weights
         module.to(torch.float16)
     card = mini_card(run, model, clips, destination / KB_FOLDER, kb_name)
@@ -110,6 +118,8 @@ def mini_card(run: MiniRun, model, clips: list[Esc50Clip], kb_folder: Path, kb: 
         "default_table": default_cells(evaluation, default),
         "results_table": grid_table(evaluation, list(KNOWLEDGE_BASES), 0.5, run.scale.max_examples),
         "top_k": run.scale.max_examples,
+        "default_mode": f"`{model.config.retrieval_mode}`",
+        "default_mode_note": mode_note(model.config.retrieval_mode),
         "teacher": teacher_sentence(run),
         "naming_table": naming_table(run, default),
         "probe_table": context_probe_table(run),
@@ -122,6 +132,17 @@ def mini_card(run: MiniRun, model, clips: list[Esc50Clip], kb_folder: Path, kb: 
         overrides=clip_terms(clips),
         results=results,
         default=default,
+    )
+
+
+def mode_note(mode: str) -> str:
+    """Why the release's default retrieval is not the paper's generative pair-to-pair ("" when it is)."""
+    if mode == "generative_pair2pair":
+        return ""
+    return (
+        'the paper\'s generative pair-to-pair is `generate(retrieval_mode="generative_pair2pair")`; at this scale it '
+        "captions worse than no retrieval, because it searches with a zero-shot caption that is mostly wrong "
+        "(`recipes/mini/RESULTS.md`)"
     )
 
 
