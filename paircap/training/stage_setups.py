@@ -153,9 +153,16 @@ def optimizer_groups(cfg: TrainConfig, model: PairCapForConditionalGeneration) -
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             (slow if cfg.stage == "raft" and name.startswith(slow_prefixes) else fast).append(parameter)
-    groups = [{"params": fast, "lr": cfg.learning_rate}]
+    return rate_groups(fast, slow, cfg.learning_rate, cfg.encoder_lr_scale)
+
+
+def rate_groups(
+    fast: list[torch.nn.Parameter], slow: list[torch.nn.Parameter], learning_rate: float, scale: float
+) -> list[dict]:
+    """Optimizer groups: `fast` at the learning rate and, when there are any, `slow` at `scale` x it."""
+    groups = [{"params": fast, "lr": learning_rate}]
     if slow:
-        groups.append({"params": slow, "lr": cfg.learning_rate * cfg.encoder_lr_scale})
+        groups.append({"params": slow, "lr": learning_rate * scale})
     return groups
 
 
@@ -272,10 +279,8 @@ def clap_parameter_groups(cfg: TrainConfig, model: torch.nn.Module, clap: ClapMo
         return all_parameters(cfg, model)
     tower = {id(parameter) for parameter in clap.audio_model.parameters()}
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    return [
-        {"params": [p for p in trainable if id(p) not in tower], "lr": cfg.learning_rate},
-        {"params": [p for p in trainable if id(p) in tower], "lr": cfg.learning_rate * cfg.audio_tower_lr_scale},
-    ]
+    fast, slow = [p for p in trainable if id(p) not in tower], [p for p in trainable if id(p) in tower]
+    return rate_groups(fast, slow, cfg.learning_rate, cfg.audio_tower_lr_scale)
 
 
 def clap_contrastive_setup(cfg: TrainConfig, accelerator: Accelerator) -> StageSetup:

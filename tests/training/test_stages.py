@@ -7,6 +7,8 @@ import torch
 
 from modeling_paircap.modeling_paircap import PairCapForConditionalGeneration
 from paircap.param_report import parameter_report
+from paircap.training.config import TrainConfig
+from paircap.training.stage_setups import optimizer_groups
 from paircap.training.trainable_parameters import (
     configure_stage1,
     configure_stage2,
@@ -63,6 +65,26 @@ def test_stage2_trains_ia3_head_projector_and_audio_tower(fresh_model):
     assert not any(n.startswith(("clap.", "audio_tower.")) for n in trainable_names(fresh_model))
     # IA3 starts as the identity: outputs are unchanged until it trains
     assert all(torch.all(p == 1) for n, p in fresh_model.named_parameters() if "ia3_l" in n)
+
+
+def test_stage2_trains_its_audio_tower_and_lm_head_at_the_encoder_rate(fresh_model, tiny_release, tmp_path):
+    def config(stage: str) -> TrainConfig:
+        folder = str(tiny_release[0])
+        return TrainConfig(
+            stage, folder, output_dir=str(tmp_path), train_pairs=[folder], learning_rate=1e-3, encoder_lr_scale=0.1
+        )
+
+    configure_stage2(fresh_model)
+    fast, slow = optimizer_groups(config("raft"), fresh_model)
+    names = {id(parameter): name for name, parameter in fresh_model.named_parameters()}
+    assert fast["lr"] == 1e-3 and slow["lr"] == pytest.approx(1e-4)
+    slow_names = {names[id(parameter)] for parameter in slow["params"]}
+    assert slow_names and all(name.startswith(("audio_tower.", "language_model.lm_head.")) for name in slow_names)
+    assert {name.split(".")[0] for name in slow_names} == {"audio_tower", "language_model"}
+    assert {names[id(p)] for p in fast["params"]} | slow_names == trainable_names(fresh_model)
+    configure_stage1(fresh_model)  # stage 1 has one rate: its projector's
+    (group,) = optimizer_groups(config("alignment"), fresh_model)
+    assert group["lr"] == 1e-3 and {names[id(p)] for p in group["params"]} == trainable_names(fresh_model)
 
 
 def test_stage2_can_keep_the_lm_head_frozen(fresh_model):
