@@ -79,7 +79,8 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
         assert json.loads((quick_run / "stages" / f"{stage}.json").read_text())["seconds"] >= 0
     report = (quick_run / "RESULTS.md").read_text()
     for heading in (
-        "Method x knowledge base", "W sweep", "Top-k sweep", "Training ablation", "own training data", "paper's claims"
+        "Method x knowledge base", "Search against reading", "W sweep", "Top-k sweep", "Training ablation",
+        "own training data", "paper's claims",
     ):  # fmt: skip
         assert heading in report
     results = json.loads((quick_run / "evaluation" / "stage2_phase2" / "results.json").read_text())
@@ -88,6 +89,8 @@ def test_every_stage_runs_and_the_report_has_every_table(quick_run):
     assert all(run["items"] == 6 and run["failed_items"] == 0 for run in results["runs"])
     events = json.loads((quick_run / "evaluation" / "stage2_phase2" / "events.json").read_text())
     assert set(events) == names and all(0 <= e["final"]["both"] <= 1 for e in events.values())
+    assert events["zero-shot"]["top_pair"] is None  # the top retrieved pair's caption, where a run retrieved
+    assert all(e["top_pair"]["count"] == 6 for name, e in events.items() if name != "zero-shot")
     clap = json.loads((quick_run / "clap" / "retrieval.json").read_text())
     assert clap["test_clips"] == 6 and 0 <= clap["audio_to_caption_recall@1"] <= clap["audio_to_caption_recall@10"]
     assert 0 <= clap["zero_shot_top2_both_events"] <= 1
@@ -377,7 +380,7 @@ def test_the_packed_release_captions_real_audio_offline(quick_run, shared_data, 
     assert (release / "knowledge_base" / "paircap_kb.json").is_file()
     text = (release / "README.md").read_text()
     assert "50-event toy" in text and "**Default configuration:** audio2audio over KB `knowledge_base`" in text
-    assert 'It retrieves `audio2audio` by default (the paper\'s generative pair-to-pair is `generate(' in text
+    assert "It retrieves `audio2audio` by default (the paper's generative pair-to-pair is `generate(" in text
     assert ("distilled from an AudioSet-pretrained tagger" in text) == TEACHER_WEIGHTS.is_file()  # as the run was
     clip = sorted((shared_data / "esc50_cc").glob("*.flac"))[0]
     result = run(

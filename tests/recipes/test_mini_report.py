@@ -1,9 +1,14 @@
-"""The mini report's arithmetic: wall time from stage spans, and the interval of a measured share."""
+"""The mini report's arithmetic: wall time from stage spans, the interval of a measured share, and what the caption
+and the top retrieved pair name."""
+
+import json
+from types import SimpleNamespace
 
 import pytest
 
 from paircap.statistics import wilson_interval
-from recipes.mini.local.report import audio_retrieval_table, wall_seconds, zero_shot_table
+from recipes.mini.local.evaluation import event_scores
+from recipes.mini.local.report import Evaluation, audio_retrieval_table, search_table, wall_seconds, zero_shot_table
 
 
 def test_wall_time_counts_side_by_side_stages_once_and_skips_the_pause_between_runs():
@@ -43,3 +48,44 @@ def test_the_retrieval_table_places_the_pretrained_tower_under_the_clap():
     ]
     assert rows[1].split(" | ")[1:3] == ["45.0 %", "n/a"]  # the tower's file has no R@5 against the training clips
     assert len(audio_retrieval_table(retrieval).splitlines()) == 4  # a run without the stage: no tower rows
+
+
+def test_the_search_table_sets_what_the_top_pair_names_beside_what_the_caption_names(tmp_path):
+    mixtures = tmp_path / "corpus" / "mixtures"
+    mixtures.mkdir(parents=True)
+    events = {"mix-test-00000": ["dog", "rain"], "mix-test-00001": ["cat", "rooster"]}
+    lines = [json.dumps({"audio_id": clip, "events": pair}) for clip, pair in events.items()]
+    (mixtures / "mixtures.jsonl").write_text("\n".join(lines) + "\n")
+    evaluation = tmp_path / "evaluation"
+    (evaluation / "predictions").mkdir(parents=True)
+
+    def write(name: str, settings: dict, records: list[dict]) -> None:
+        text = "\n".join(json.dumps(line) for line in [settings, *records])
+        (evaluation / "predictions" / f"{name}.jsonl").write_text(text + "\n")
+
+    write("zero-shot", {}, [{"audio_id": "mix-test-00000", "caption": "a dog barks"},
+                            {"audio_id": "mix-test-00001", "caption": "wind blows"}])  # fmt: skip
+    pairs = [[{"caption": "a cat meows"}, {"caption": "a dog barks"}], [{"caption": "a rooster crows"}]]
+    write(
+        "audio2audio__refined__w0.5__k4",
+        {},
+        [
+            {"audio_id": "mix-test-00000", "caption": "a dog barks", "retrieved": pairs[0]},  # top pair: a cat, wrong
+            {"audio_id": "mix-test-00001", "caption": "a cat meows", "retrieved": pairs[1]},
+            {"audio_id": "mix-test-00002", "error": "unreadable"},  # failed items are not scored
+        ],
+    )
+    scores = event_scores(SimpleNamespace(mixtures_dir=mixtures), evaluation)
+    assert scores["zero-shot"]["final"]["any"] == 0.5 and scores["zero-shot"]["top_pair"] is None
+    assert scores["audio2audio__refined__w0.5__k4"]["final"]["any"] == 1.0
+    assert scores["audio2audio__refined__w0.5__k4"]["top_pair"] == {"both": 0.0, "any": 0.5, "count": 2}
+    (evaluation / "events.json").write_text(json.dumps(scores))
+    runs = [
+        {"name": "zero-shot", "mode": "none", "knowledge_base": None, "fusion_weight": 0.5, "top_k": 0},
+        {"name": "audio2audio__refined__w0.5__k4", "mode": "audio2audio", "knowledge_base": "kb/refined",
+         "fusion_weight": 0.5, "top_k": 4},
+    ]  # fmt: skip
+    (evaluation / "results.json").write_text(json.dumps({"runs": runs}))
+    rows = search_table(Evaluation(evaluation), ["refined"], 0.5, 4).splitlines()
+    assert rows[2] == "| zero-shot | 50.0 % |" and rows[3] == "| audio2audio | 100.0 % / 50.0 % |"
+    assert rows[4] == "| audio2mixture | n/a / n/a |"

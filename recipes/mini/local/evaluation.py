@@ -172,18 +172,21 @@ def evaluate_stage1(run: MiniRun) -> None:
 
 
 def event_scores(run: MiniRun, evaluation: Path) -> dict:
-    """Per run: the share of test mixtures whose caption names both of its events (and at least one)."""
+    """Per run: the share of test mixtures whose caption names both of its events (and at least one): the final
+    caption, the zero-shot pass of generative pair-to-pair and the caption of the top retrieved pair (what the search
+    found; None where a run has no such captions)."""
     events = mixture_events(run.mixtures_dir)
     scores = {}
     for path in sorted((evaluation / "predictions").glob("*.jsonl")):
-        records = read_predictions(path)
-        captions = {r["audio_id"]: r["caption"] for r in records if "caption" in r}
-        zero_shot = {r["audio_id"]: r["zero_shot_caption"] for r in records if r.get("zero_shot_caption")}
+        records = [record for record in read_predictions(path) if "caption" in record]
+        texts = {
+            "final": {r["audio_id"]: r["caption"] for r in records},
+            "zero_shot_pass": {r["audio_id"]: r["zero_shot_caption"] for r in records if r.get("zero_shot_caption")},
+            "top_pair": {r["audio_id"]: r["retrieved"][0]["caption"] for r in records if r.get("retrieved")},
+        }
         scores[path.stem] = {
-            "final": event_accuracy(captions, {clip: events[clip] for clip in captions}),
-            "zero_shot_pass": event_accuracy(zero_shot, {clip: events[clip] for clip in zero_shot})
-            if zero_shot
-            else None,
+            which: event_accuracy(captions, {clip: events[clip] for clip in captions}) if captions else None
+            for which, captions in texts.items()
         }
     return scores
 

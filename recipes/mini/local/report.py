@@ -77,6 +77,19 @@ def grid_table(evaluation: Evaluation, kbs: list[str], grid_weight: float, grid_
     return "\n".join(lines)
 
 
+def search_table(evaluation: Evaluation, kbs: list[str], grid_weight: float, grid_top_k: int) -> str:
+    """The grid's retrieval settings: the share of test mixtures whose caption names at least one of its events, and
+    whose top retrieved pair's caption does (what the search found: reading can add events only where it beats the
+    zero-shot caption)."""
+    zero = pct(evaluation.both(evaluation.find("none"), share="any"))
+    lines = [f"| method | {' | '.join(kbs)} |", "|---|" + "---:|" * len(kbs), f"| zero-shot | {zero} |"]
+    for mode in ("audio2audio", "audio2mixture", "generative_pair2pair"):
+        runs = [evaluation.find(mode, kb, grid_weight, grid_top_k) for kb in kbs]
+        cells = [f"{pct(evaluation.both(r, share='any'))} / {pct(evaluation.both(r, 'top_pair', 'any'))}" for r in runs]
+        lines.append(f"| {mode} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def sweep_table(evaluation: Evaluation, kb: str, key: str, values: list, fixed: dict) -> str:
     header = "W" if key == "weight" else "top-k"
     lines = [f"| {header} | CIDEr-D | both events named |", "|---:|---:|---:|"]
@@ -494,6 +507,14 @@ the share of clips whose class has another recording among them; `recipes/mini/l
 ## Method x knowledge base (curriculum model: stage 1, stage 2 phase 1, phase 2)
 
 {grid_table(main, kbs, w, k)}
+
+## Search against reading: an event named by the caption / by the top retrieved pair's caption
+
+The share of test mixtures whose caption names at least one of its two events, and whose top retrieved pair's caption
+does (`evaluation/<captioner>/events.json`, `top_pair`). Where the second share is not above zero-shot's, copying
+the top pair cannot name more events than the captioner does alone.
+
+{search_table(main, kbs, w, k)}
 
 ## Similarity of the retrieved pairs to the query audio (S_A) and to its references (S_T)
 
