@@ -218,7 +218,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--release-mode",
         choices=evaluation.MODES,
         default=RELEASE_MODE,
-        help="the packed release's default retrieval (default: %(default)s, the mode that helps at this scale)",
+        help="the packed release's default retrieval (default: %(default)s, the paper's)",
     )
     parser.add_argument(
         "--clips", nargs="+", default=list(CLIP_FOLDERS), help="ESC-50 folders under --data (esc50_cc is CC0/CC-BY)"
