@@ -76,6 +76,7 @@ from recipes.mini.local import (
 from recipes.mini.local.concurrent_stages import StageFailed, run_concurrent_stages
 from recipes.mini.local.layout import CAPTIONERS, CLIP_FOLDERS, MiniRun
 from recipes.mini.local.release import RELEASE_MODE, pack_release
+from recipes.mini.local.relocation import relocate_pair_sets
 from recipes.mini.local.scales import MiniScale, load_scale, scale_names
 
 logger = logging.get_logger(__spec__.name)  # recipes.mini.run, under `python -m` too
@@ -138,7 +139,7 @@ def run_stages(run: MiniRun, only: list[str] | None = None, jobs: int = 1, threa
     subprocesses, up to `jobs` at a time, each once the stages it reads have finished (with `threads` CPU threads
     each, default: cpu_count // jobs)."""
     run.path("stages").mkdir(parents=True, exist_ok=True)
-    run.write_settings()
+    run.write_settings(location=relocate_pair_sets(run))  # a moved or copied run's pair sets point here first
     todo = []
     for index, name in enumerate(run.stages, start=1):
         if only and name not in only:

@@ -64,10 +64,17 @@ class MiniRun:
         """`stages/<name>.json`: the stage finished (its seconds, and when it started and finished)."""
         return self.path("stages", f"{name}.json")
 
-    def write_settings(self) -> None:
-        """`settings.json`: the scale, clip folders and seed this run was started with."""
+    def location(self) -> dict[str, str]:
+        """The run's and the data's folders, absolute: where its saved pair sets point (`relocation.py`)."""
+        return {"output": str(self.output.resolve()), "data": str(self.data.resolve())}
+
+    def write_settings(self, location: dict[str, str] | None = None) -> None:
+        """`settings.json`: the scale, clip folders and seed this run was started with, and the `location` its pair
+        sets point to (`relocation.py`; left out when not known)."""
         settings = {"scale": asdict(self.scale), "clip_folders": self.clip_folders, "seed": self.seed}
         settings["teacher"] = None if self.teacher is None else str(self.teacher)
+        if location is not None:
+            settings["location"] = location
         self.path("settings.json").write_text(json.dumps(settings, indent=2))
 
     def clip_splits(self) -> dict[str, list[Esc50Clip]]:
