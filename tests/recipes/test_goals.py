@@ -118,3 +118,31 @@ def test_right_pair_and_control_conditions_get_their_rows_where_every_run_has_th
     assert result["mechanism"]["whole_lm"]["picking"] == {}  # one run's probe lacks them
     table = markdown(result)
     assert "| curriculum | right_last_k4 | 100 % (3 of 3;" in table and "| whole_lm | right_" not in table
+
+
+def test_the_oracle_and_a_right_pair_are_split_by_known_and_novel_classes(tmp_path):
+    def record(item: str, label: str, none: str, oracle: str, right: str) -> dict:
+        return probe_record(item, none, oracle, "rain falls") | {
+            "label": label,
+            "right_k1": {"prediction": right, "injected": [], "injected_labels": []},
+        }
+
+    seed0 = [
+        record("a", "dog", "birds", "a dog barks", "a dog barks"),  # known: the oracle and the right pair name it
+        record("b", "frog", "birds", "a frog croaks", "birds"),  # novel: only the oracle names it
+    ]
+    seed1 = [record("c", "frog", "a frog", "a frog", "a frog")]  # named zero-shot already: no gain
+    for name, records in (("s0", seed0), ("s1", seed1)):
+        write_run(tmp_path / name, records, {ZERO_SHOT: [0]})
+        corpus = tmp_path / name / "corpus"
+        corpus.mkdir()
+        (corpus / "novel_classes.json").write_text(json.dumps({"classes": ["frog"]}))
+    result = measure([tmp_path / "s0", tmp_path / "s1"], resamples=50)
+
+    known, novel = result["mechanism"]["curriculum"]["by_class"].values()
+    assert known["none"]["n"] == 1 and known["oracle"]["pooled"] == 1.0 and known["right_k1"]["pooled"] == 1.0
+    assert known["oracle"]["per_run"] == [1.0] and novel["oracle"]["per_run"] == [1.0, 0.0]  # s1 has no known clip
+    assert novel["none"]["n"] == 2 and novel["none"]["count"] == 1
+    assert novel["oracle"]["pooled"] == 0.5 and novel["right_k1"]["pooled"] == 0.0
+    assert list(result["mechanism"]["curriculum"]["by_class"]) == ["known", "novel"]
+    assert "| curriculum | novel | 50 % (1 of 2;" in markdown(result)

@@ -21,12 +21,14 @@ from paircap.context_probe import share
 from paircap.statistics import paired_bootstrap
 from recipes.mini.local.evaluation import read_predictions
 from recipes.mini.local.event_captions import names_event
+from recipes.mini.local.novel_classes import NOVEL_FILE
 
 ZERO_SHOT = "zero-shot"
 A2A, P2P = "audio2audio, refined KB", "generative pair2pair W {}, refined KB"
 CONTROL = "control: {}, refined KB less the novel classes"
 TOP1 = "{}, top-k 1"
 PICKING_CONDITIONS = ("right_", "control_")  # the probe's conditions with a right pair or only wrong ones, by prefix
+BY_CLASS_CONDITIONS = ("oracle", "right_k1")  # split by the clip's class: one the captioners trained on, or a novel one
 # the novel-events settings each model is reported on, each against a setting on the same clips
 NOVEL_ROWS = (
     (A2A, ZERO_SHOT),
@@ -73,6 +75,36 @@ def probe_flags(path: Path) -> dict[str, np.ndarray]:
         wrong = [injected for injected in adversarial["injected_labels"] if injected != label]
         flags["pulled"].append(float(any(names_event(adversarial["prediction"], injected) for injected in wrong)))
     return {name: np.array(values) for name, values in flags.items()}
+
+
+def novel_mask(run: Path, probe: Path) -> np.ndarray | None:
+    """Per item of a run's context probe, whether its class is one of the run's novel classes (None: the run has
+    none)."""
+    path = run / "corpus" / NOVEL_FILE
+    if not path.is_file():
+        return None
+    novel = set(json.loads(path.read_text())["classes"])
+    return np.array([record["label"] in novel for record in json.loads(probe.read_text())["records"]], dtype=bool)
+
+
+def by_class_group(flags: Sequence[dict[str, np.ndarray]], masks: Sequence[np.ndarray], resamples: int) -> dict:
+    """For the clips of known and of novel classes apart: zero-shot naming, and each of `BY_CLASS_CONDITIONS` against
+    it (runs without clips of a group are left out of it). A right pair of a known class is a clip the captioner
+    trained on with a phrase of its class; of a novel class, a clip it never trained on, as the oracle's own clip."""
+    groups = {}
+    for group, wanted in (("known", False), ("novel", True)):
+        parts = [
+            {name: values[mask == wanted] for name, values in f.items()} for f, mask in zip(flags, masks, strict=True)
+        ]
+        parts = [part for part in parts if len(part["none"])]
+        if not parts:
+            continue
+        groups[group] = {"none": pooled_share([part["none"] for part in parts])} | {
+            condition: difference([part[condition] for part in parts], [part["none"] for part in parts], resamples)
+            for condition in BY_CLASS_CONDITIONS
+            if all(condition in part for part in parts)
+        }
+    return groups
 
 
 def novel_flags(result: dict) -> dict[str, np.ndarray]:
@@ -138,6 +170,9 @@ def measure(runs: Sequence[Path], resamples: int = 2000) -> dict:
                     if condition.startswith(PICKING_CONDITIONS) and all(condition in f for f in flags)
                 },
             }
+            masks = [novel_mask(run, run / model.probe) for run in runs]
+            if all(mask is not None for mask in masks):
+                result["mechanism"][model.name]["by_class"] = by_class_group(flags, masks, resamples)
         if all((run / model.novel).is_file() for run in runs):
             results = [json.loads((run / model.novel).read_text()) for run in runs]
             flags = [novel_flags(result) for result in results]
@@ -173,9 +208,9 @@ def points(row: dict) -> str:
 
 
 def markdown(result: dict) -> str:
-    """Four tables: the mechanism goals per model; picking a right pair among wrong ones per model; novel-class naming
-    per model and setting; and how often retrieval put a clip of the novel class first, and how often the caption then
-    named it."""
+    """Five tables: the mechanism goals per model; picking a right pair among wrong ones per model; the oracle and a
+    right pair for clips of known and of novel classes apart; novel-class naming per model and setting; and how often
+    retrieval put a clip of the novel class first, and how often the caption then named it."""
     lines = [
         "| model | zero-shot names its class | oracle (own clip, right caption) vs zero-shot, points [95 %] "
         "| adversarial (own clip, wrong caption): pulled [95 %] | per seed |",
@@ -196,6 +231,17 @@ def markdown(result: dict) -> str:
         for name, row in result["mechanism"].items():
             for condition, picked in row.get("picking", {}).items():
                 lines.append(f"| {name} | {condition} | {cell(picked['named'])} | {points(picked)} |")
+    if any(row.get("by_class") for row in result["mechanism"].values()):
+        lines += [
+            "",
+            "| model | classes | zero-shot names its class [95 %] | oracle vs zero-shot, points [95 %] "
+            "| right pair alone (`right_k1`) vs zero-shot, points [95 %] |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for name, row in result["mechanism"].items():
+            for group, parts in row.get("by_class", {}).items():
+                gains = [points(parts[c]) if c in parts else "n/a" for c in BY_CLASS_CONDITIONS]
+                lines.append(f"| {name} | {group} | {cell(parts['none'])} | {' | '.join(gains)} |")
     if result["novel"]:
         lines += [
             "",
