@@ -54,16 +54,18 @@ def test_a_moved_run_and_data_folder_point_their_pair_sets_at_the_new_folders(tm
 
 
 def test_a_hard_linked_copy_of_a_run_from_before_the_location_was_recorded_leaves_the_original_as_it_was(tmp_path):
-    run = make_run(tmp_path / "original", tmp_path / "data")  # no settings.json: its folders are inferred
-    before = paths(run.pairs("train"))
+    run = make_run(tmp_path / "original", tmp_path / "data")  # no location in settings.json: its folders are inferred
+    run.write_settings()
+    before, settings = paths(run.pairs("train")), run.path("settings.json").read_text()
     shutil.copytree(run.output, tmp_path / "copy", copy_function=os.link)
     copy = MiniRun(tmp_path / "copy", run.data, run.scale, run.clip_folders)
-    assert relocate_pair_sets(copy) == copy.location()
+    copy.write_settings(location=relocate_pair_sets(copy))  # as `run_stages` starts
+    assert json.loads(copy.path("settings.json").read_text())["location"] == copy.location()
     assert paths(copy.pairs("train"))[0] == str(
         tmp_path / "copy" / "corpus" / "mixtures" / "audio" / "mix-train-00000.flac"
     )
     assert paths(copy.pairs("train"))[1] == before[1]  # the data folder did not move
-    assert paths(run.pairs("train")) == before
+    assert paths(run.pairs("train")) == before and run.path("settings.json").read_text() == settings
 
 
 def test_pair_sets_whose_folders_cannot_be_told_are_left_and_no_location_is_claimed(tmp_path, caplog):

@@ -75,7 +75,9 @@ class MiniRun:
         settings["teacher"] = None if self.teacher is None else str(self.teacher)
         if location is not None:
             settings["location"] = location
-        self.path("settings.json").write_text(json.dumps(settings, indent=2))
+        temporary = self.path("settings.json.tmp")
+        temporary.write_text(json.dumps(settings, indent=2))
+        temporary.replace(self.path("settings.json"))  # a new file: a hard-linked copy's start leaves the original's
 
     def clip_splits(self) -> dict[str, list[Esc50Clip]]:
         """The ESC-50 clips of each split, by source recording (deterministic by seed)."""

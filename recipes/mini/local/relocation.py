@@ -13,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from datasets import Dataset, load_from_disk
+from datasets import load_from_disk
 
 from recipes.mini.local.corpus import save
 from recipes.mini.local.layout import MiniRun
@@ -84,9 +84,13 @@ def repoint(path: Path, moves: list[tuple[str, str]]) -> bool:
                 return {**audio, "path": new + audio["path"][len(old) :]}
         return audio
 
-    audio = [moved(row) for row in dataset["audio"]]
-    if audio == dataset["audio"]:
+    if all(moved(audio) == audio for audio in dataset["audio"]):
         return False
-    relocated = Dataset.from_dict({**dataset.to_dict(), "audio": audio}, features=dataset.features)
+    relocated = dataset.map(
+        lambda batch: {"audio": [moved(audio) for audio in batch["audio"]]},
+        batched=True,
+        keep_in_memory=True,  # no cache file beside the arrow files, which a hard-linked copy shares
+        desc=f"relocating {path.name}",
+    )
     save(relocated, path)
     return True
