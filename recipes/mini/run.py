@@ -49,6 +49,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -139,6 +140,7 @@ def run_stages(run: MiniRun, only: list[str] | None = None, jobs: int = 1, threa
     subprocesses, up to `jobs` at a time, each once the stages it reads have finished (with `threads` CPU threads
     each, default: cpu_count // jobs)."""
     run.path("stages").mkdir(parents=True, exist_ok=True)
+    warn_of_changed_settings(run)
     run.write_settings(location=relocate_pair_sets(run))  # a moved or copied run's pair sets point here first
     todo = []
     for index, name in enumerate(run.stages, start=1):
@@ -181,6 +183,20 @@ def finished(run: MiniRun, name: str) -> bool:
     if not run.stage_record(name).is_file():
         return False
     return parts is None or set(parts(run)) <= set(recorded_parts(run, name))
+
+
+def warn_of_changed_settings(run: MiniRun) -> None:
+    """Log a warning naming each scale setting that differs from what the run's `settings.json` recorded (its finished
+    stages used the recorded values; the stages still to run will use the new ones)."""
+    path = run.path("settings.json")
+    recorded = json.loads(path.read_text()).get("scale", {}) if path.is_file() else {}
+    current = json.loads(json.dumps(asdict(run.scale)))  # tuples as JSON lists, as recorded
+    changed = [f"{key}: {recorded[key]!r} -> {new!r}" for key, new in current.items() if recorded.get(key, new) != new]
+    if changed:
+        logger.warning(
+            f"{path}: the scale changed since this run started ({'; '.join(changed)}); its finished stages used the "
+            "recorded values, the stages still to run use the new ones"
+        )
 
 
 def record_process_span(run: MiniRun, name: str, started: float, finished: float) -> None:

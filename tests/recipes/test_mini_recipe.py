@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,17 @@ from recipes.mini.local.event_captions import names_event
 from recipes.mini.local.mixtures import mixture_events
 from recipes.mini.local.novel_events import SETTINGS, evaluate_release, evaluation_runs
 from recipes.mini.local.scales import load_scale, scale_names
-from recipes.mini.run import ABLATIONS, NOVEL, STAGES, mini_run, parse_args, run_stages, stage_command, stage_names
+from recipes.mini.run import (
+    ABLATIONS,
+    NOVEL,
+    STAGES,
+    mini_run,
+    parse_args,
+    run_stages,
+    stage_command,
+    stage_names,
+    warn_of_changed_settings,
+)
 
 pytestmark = pytest.mark.slow  # a long file: it starts first (tests/conftest.py)
 
@@ -371,6 +382,20 @@ def test_a_rerun_skips_every_finished_stage(quick_run, caplog):
     run_stages(mini_run(parse_args(["--output", str(quick_run), "--quick", "--jobs", "1"])))
     skipped = [record for record in caplog.records if "done earlier, skipped" in record.getMessage()]
     assert len(skipped) == len(QUICK_STAGES) - 1  # the report is always rewritten
+    assert not any("the scale changed" in record.getMessage() for record in caplog.records)
+
+
+def test_a_run_resumed_with_other_scale_settings_is_warned_of_each(tmp_path, caplog):
+    run = mini_run(parse_args(["--output", str(tmp_path / "run"), "--quick"]))
+    run.output.mkdir()
+    run.write_settings()
+    warn_of_changed_settings(run)
+    assert not caplog.records
+    changed = replace(run, scale=replace(run.scale, clap_steps=run.scale.clap_steps + 1, weight_sweep=(0.2,)))
+    warn_of_changed_settings(changed)
+    (message,) = [record.getMessage() for record in caplog.records]
+    assert f"clap_steps: {run.scale.clap_steps} -> {run.scale.clap_steps + 1}" in message
+    assert f"weight_sweep: {list(run.scale.weight_sweep)} -> [0.2]" in message and "max_examples" not in message
 
 
 def test_the_packed_release_captions_real_audio_offline(quick_run, shared_data, environment, tmp_path):
