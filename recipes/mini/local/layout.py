@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -75,7 +76,7 @@ class MiniRun:
         settings["teacher"] = None if self.teacher is None else str(self.teacher)
         if location is not None:
             settings["location"] = location
-        temporary = self.path("settings.json.tmp")
+        temporary = self.path(f"settings.json.{os.getpid()}.tmp")  # one per process: stages side by side write it too
         temporary.write_text(json.dumps(settings, indent=2))
         temporary.replace(self.path("settings.json"))  # a new file: a hard-linked copy's start leaves the original's
 
