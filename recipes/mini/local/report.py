@@ -16,6 +16,7 @@ from hub_cards.evaluation_tables import similarity_table
 from paircap.statistics import wilson_interval
 from recipes.mini.local import claims
 from recipes.mini.local.context_ablations import VARIANTS
+from recipes.mini.local.evaluation import MODES
 from recipes.mini.local.layout import CURRICULUM, MiniRun
 from recipes.mini.local.mechanism import mechanism_table
 from recipes.mini.local.novel_words import RESULT_FILE as WORDS_FILE
@@ -67,11 +68,10 @@ class Evaluation:
 
 
 def grid_table(evaluation: Evaluation, kbs: list[str], grid_weight: float, grid_top_k: int) -> str:
-    modes = ["audio2audio", "audio2mixture", "generative_pair2pair"]
     zero = evaluation.find("none")
     lines = [f"| method | {' | '.join(kbs)} |", "|---|" + "---:|" * len(kbs)]
     lines.append(f"| zero-shot | {' | '.join([evaluation.cell(zero)] * len(kbs))} |")
-    for mode in modes:
+    for mode in MODES:
         cells = [evaluation.cell(evaluation.find(mode, kb, grid_weight, grid_top_k)) for kb in kbs]
         lines.append(f"| {mode} | {' | '.join(cells)} |")
     return "\n".join(lines)
@@ -83,7 +83,7 @@ def search_table(evaluation: Evaluation, kbs: list[str], grid_weight: float, gri
     zero-shot caption)."""
     zero = pct(evaluation.both(evaluation.find("none"), share="any"))
     lines = [f"| method | {' | '.join(kbs)} |", "|---|" + "---:|" * len(kbs), f"| zero-shot | {zero} |"]
-    for mode in ("audio2audio", "audio2mixture", "generative_pair2pair"):
+    for mode in MODES:
         runs = [evaluation.find(mode, kb, grid_weight, grid_top_k) for kb in kbs]
         cells = [f"{pct(evaluation.both(r, share='any'))} / {pct(evaluation.both(r, 'top_pair', 'any'))}" for r in runs]
         lines.append(f"| {mode} | {' | '.join(cells)} |")
